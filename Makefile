@@ -1,0 +1,35 @@
+# Two commands for a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS := dev,quant,vision,agents,onnx
+# Built tokenizers, tiny trained guards and ONNX exports are cached here (git-ignored).
+export LLAMAGUARD_CACHE ?= $(CURDIR)/.cache
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install test demo lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+demo: $(STAMP)
+	$(BIN)/python cookbook/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check langchain_llamaguard tests cookbook benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/llama_guard_tiny_cpu.py
+	$(BIN)/python benchmarks/prompt_guard_cpu.py
+
+clean:
+	rm -rf $(VENV) .cache

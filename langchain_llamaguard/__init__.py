@@ -1,0 +1,36 @@
+"""langchain-llamaguard: Meta's Llama Guard 4 / 3 and Llama Prompt Guard 2 as LangChain guard steps.
+
+Example:
+    >>> from langchain_llamaguard import LlamaGuard, format_prompt
+    >>> "S14: Code Interpreter Abuse." in format_prompt("hello")
+    True
+"""
+
+from langchain_llamaguard.errors import (
+    GuardConfigurationError,
+    GuardOutputError,
+    LlamaGuardError,
+    UnsafeContentError,
+)
+from langchain_llamaguard.llama_guard import LlamaGuard
+from langchain_llamaguard.prompt_format import format_prompt
+from langchain_llamaguard.prompt_guard import PromptGuard, PromptGuardVerdict
+from langchain_llamaguard.runnables import GuardedRunnable, GuardStep
+from langchain_llamaguard.taxonomy import CATEGORIES, Category
+from langchain_llamaguard.verdict import Verdict
+
+__all__ = [
+    "CATEGORIES",
+    "Category",
+    "GuardConfigurationError",
+    "GuardOutputError",
+    "GuardStep",
+    "GuardedRunnable",
+    "LlamaGuard",
+    "LlamaGuardError",
+    "PromptGuard",
+    "PromptGuardVerdict",
+    "UnsafeContentError",
+    "Verdict",
+    "format_prompt",
+]

@@ -1,0 +1,74 @@
+"""What a Llama Guard backend must do: score token ids. Everything else is backend-independent.
+
+Rendering (:mod:`~langchain_llamaguard.prompt_format`), tokenizing (:mod:`~langchain_llamaguard.encoding`) and
+reading verdicts (:mod:`~langchain_llamaguard.verdict`) are shared. A backend answers one question per batch:
+*given these prompt ids, what does the model say next?* -- as the first token's probabilities and, for the
+unsafe ones, a few greedy tokens. A remote backend (an OpenAI-compatible server such as vLLM, asked for
+``logprobs`` on prompt token ids) implements the same protocol without touching the runnables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ..encoding import EncodedPrompt
+
+
+@dataclass(frozen=True)
+class VerdictTokens:
+    """The ids a backend needs to read a verdict."""
+
+    lead: int
+    """The token the model emits before the verdict (``\\n\\n``)."""
+    safe: int
+    unsafe: int
+    stop: tuple[int, ...]
+    """End-of-turn ids."""
+
+
+@dataclass
+class FirstStep:
+    """The model's next-token view of one prompt.
+
+    ``lead_argmax`` is the greedy token right after the prompt. ``verdict_argmax`` and ``p_safe`` /
+    ``p_unsafe`` come from the position after the lead token (softmax over the whole vocabulary).
+    """
+
+    lead_argmax: int
+    verdict_argmax: int
+    p_safe: float
+    p_unsafe: float
+
+
+DraftFn = Callable[[list[int]], list[int]]
+"""Given the tokens generated so far, propose the next few (checked against the model's greedy choice)."""
+
+
+@runtime_checkable
+class GuardBackend(Protocol):
+    """Scores token ids with a Llama Guard model."""
+
+    model_name: str
+
+    def first_step(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> tuple[list[FirstStep], object]:
+        """One forward pass over each prompt followed by ``tokens.lead``; returns a state for :meth:`decode`."""
+        ...
+
+    def decode(
+        self,
+        state: object,
+        rows: Sequence[int],
+        forced: Sequence[Sequence[int]],
+        *,
+        draft: DraftFn,
+        stop: Sequence[int],
+        max_new_tokens: int,
+    ) -> list[list[int]]:
+        """Greedy-continue ``rows`` of a :meth:`first_step` batch after appending ``forced`` tokens.
+
+        Returns, per row, the forced tokens followed by the greedy ones (the stop token excluded).
+        Draft tokens are accepted only where they equal the greedy choice, so the result is exactly greedy.
+        """
+        ...

@@ -1,0 +1,148 @@
+"""Loading Llama Guard checkpoints with transformers, known pitfalls handled.
+
+* The architecture (and so the prompt format) comes from the checkpoint's config: ``llama4`` ->
+  Llama Guard 4; ``llama`` -> Llama Guard 3, 1B when the checkpoint's chat template lists 13 categories (or,
+  without a template, when its embeddings are tied as in Llama 3.2 1B), else 8B. A Prompt Guard (DeBERTa)
+  checkpoint is refused with a pointer to :class:`~langchain_llamaguard.PromptGuard`.
+* Llama Guard 4's config has ``attention_chunk_size: null``, which transformers rejects at the first forward;
+  it is set to the context length (chunked attention with a chunk >= the sequence is plain causal attention).
+* The Llama Guard 3 tokenizers have no pad token: ``<|finetune_right_pad_id|>`` is used for padding.
+* Quantization is transformers' ``BitsAndBytesConfig`` (int8, or nf4 with the compute dtype), vision tower and
+  projector left unquantized.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import GuardConfigurationError
+
+LLAMA_GUARD_4_CONTEXT = 8192
+_HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code", "subfolder")
+
+
+@dataclass
+class LoadedGuard:
+    model: Any
+    tokenizer: Any
+    processor: Any
+    model_format: str
+    context_length: int
+
+
+def resolve_dtype(dtype: Any, *, cuda: bool) -> Any:
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if cuda else torch.float32
+    if isinstance(dtype, str):
+        got = getattr(torch, dtype, None)
+        if not isinstance(got, torch.dtype):
+            raise GuardConfigurationError(f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float16' or 'float32'")
+        return got
+    return dtype
+
+
+def quantization_config(quantization: str | None, dtype: Any, *, skip: list[str] | None = None) -> Any:
+    """A ``BitsAndBytesConfig`` for ``"int8"`` or ``"nf4"`` (``None`` for no quantization)."""
+    if quantization is None:
+        return None
+    if quantization not in ("int8", "nf4"):
+        raise GuardConfigurationError(f"quantization must be None, 'int8' or 'nf4', got {quantization!r}")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise GuardConfigurationError(
+            f"quantization={quantization!r} needs bitsandbytes: pip install 'langchain-llamaguard[quant]'"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_use_double_quant=False,
+        llm_int8_skip_modules=skip,
+    )
+
+
+def detect_format(config: Any, chat_template: str | None) -> str:
+    """``llama-guard-4``, ``llama-guard-3-8b`` or ``llama-guard-3-1b`` from the config (and chat template)."""
+    model_type = getattr(config, "model_type", None)
+    if model_type in ("llama4", "llama4_text"):
+        return "llama-guard-4"
+    if model_type == "llama":
+        if chat_template and "<BEGIN UNSAFE CONTENT CATEGORIES>" in chat_template:
+            return "llama-guard-3-8b" if "Code Interpreter Abuse" in chat_template else "llama-guard-3-1b"
+        return "llama-guard-3-1b" if getattr(config, "tie_word_embeddings", False) else "llama-guard-3-8b"
+    if model_type in ("deberta-v2", "deberta"):
+        raise GuardConfigurationError(
+            "this is a Prompt Guard (DeBERTa classifier) checkpoint, not a Llama Guard: load it with "
+            "PromptGuard.from_pretrained(...)"
+        )
+    raise GuardConfigurationError(
+        f"unsupported checkpoint (model_type={model_type!r}); LlamaGuard loads Llama Guard 4 "
+        "(Llama4ForConditionalGeneration) and Llama Guard 3 8B / 1B (LlamaForCausalLM)"
+    )
+
+
+def load_guard_model(
+    model_id_or_path: str,
+    *,
+    quantization: str | None = None,
+    device_map: Any = None,
+    dtype: Any = None,
+    model_format: str | None = None,
+    context_length: int | None = None,
+    **hf_kwargs: Any,
+) -> LoadedGuard:
+    """Load model, tokenizer and (Llama Guard 4) processor; see the module docstring for what is fixed."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    hub = {k: hf_kwargs[k] for k in _HUB_KWARGS if k in hf_kwargs}
+    config = AutoConfig.from_pretrained(model_id_or_path, **hub)
+    tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
+    fmt = model_format or detect_format(config, getattr(tokenizer, "chat_template", None))
+    cuda = torch.cuda.is_available()
+    torch_dtype = resolve_dtype(dtype, cuda=cuda)
+    if device_map is None and cuda:
+        device_map = "auto"
+    kwargs = dict(hf_kwargs)
+    kwargs["dtype"] = torch_dtype
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+
+    if fmt == "llama-guard-4":
+        from transformers import AutoProcessor, Llama4ForConditionalGeneration
+
+        text_config = getattr(config, "text_config", config)
+        ctx = context_length or LLAMA_GUARD_4_CONTEXT
+        if getattr(text_config, "attention_chunk_size", None) is None:
+            text_config.attention_chunk_size = ctx
+        ctx = min(ctx, text_config.attention_chunk_size)
+        qconf = quantization_config(quantization, torch_dtype, skip=["vision_model", "multi_modal_projector", "lm_head"])
+        if qconf is not None:
+            kwargs["quantization_config"] = qconf
+        model = Llama4ForConditionalGeneration.from_pretrained(model_id_or_path, config=config, **kwargs)
+        try:
+            processor = AutoProcessor.from_pretrained(model_id_or_path, **hub)
+        except (OSError, ValueError, ImportError) as exc:
+            raise GuardConfigurationError(
+                f"cannot load the Llama Guard 4 processor from {model_id_or_path!r} ({exc}); the image processor "
+                "needs torchvision: pip install 'langchain-llamaguard[vision]'"
+            ) from exc
+        tokenizer = processor.tokenizer
+    else:
+        from transformers import AutoModelForCausalLM
+
+        qconf = quantization_config(quantization, torch_dtype, skip=["lm_head"])
+        if qconf is not None:
+            kwargs["quantization_config"] = qconf
+        model = AutoModelForCausalLM.from_pretrained(model_id_or_path, config=config, **kwargs)
+        processor = None
+        ctx = context_length or int(getattr(config, "max_position_embeddings", 131072))
+    model.eval()
+    return LoadedGuard(model=model, tokenizer=tokenizer, processor=processor, model_format=fmt, context_length=ctx)

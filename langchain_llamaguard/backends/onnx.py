@@ -1,0 +1,118 @@
+"""ONNX Runtime backend for Prompt Guard (opt-in: ``PromptGuard.from_pretrained(..., backend="onnx")``).
+
+The classifier is exported once with ``torch.onnx`` (optimum-onnx cannot sit beside transformers 5), optionally
+quantized with onnxruntime's dynamic int8 quantization, cached next to the other artifacts, and run with
+onnxruntime. Scores agree with the torch backend within the tolerance measured in the tests and README.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import GuardConfigurationError
+
+
+def _require_onnx() -> None:
+    missing = [m for m in ("onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise GuardConfigurationError(
+            f"backend='onnx' needs {', '.join(missing)}: pip install 'langchain-llamaguard[onnx]'"
+        )
+
+
+def export_onnx(model_id_or_path: str, out: Path) -> Path:
+    """Export a sequence classifier to ``out`` (inputs: input_ids, attention_mask; output: logits)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_id_or_path, dtype=torch.float32).eval()
+
+    class _Logits(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    ids = torch.ones((2, 16), dtype=torch.long)
+    mask = torch.ones((2, 16), dtype=torch.long)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=512)
+    torch.onnx.export(
+        _Logits(model).eval(),
+        (ids, mask),
+        str(tmp),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+        dynamo=True,
+        external_data=False,
+    )
+    tmp.rename(out)
+    return out
+
+
+def quantize_int8(src: Path, dst: Path) -> Path:
+    """Dynamic int8 quantization of the weights (onnxruntime)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+    tmp.rename(dst)
+    return dst
+
+
+class OnnxClassifier:
+    """An onnxruntime session that returns classifier logits as a numpy array.
+
+    Example:
+        >>> clf = OnnxClassifier.from_pretrained("meta-llama/Llama-Prompt-Guard-2-22M")  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        _require_onnx()
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+    @classmethod
+    def from_pretrained(
+        cls, model_id_or_path: str, *, quantize: bool = True, path: str | Path | None = None
+    ) -> OnnxClassifier:
+        _require_onnx()
+        from ..tiny.tokenizers import cache_dir
+
+        if path is None:
+            src = Path(model_id_or_path)
+            stamp = ""
+            if src.is_dir():
+                weights = sorted(src.glob("*.safetensors")) or sorted(src.glob("*.bin"))
+                stamp = "".join(f"{w.name}{w.stat().st_size}{w.stat().st_mtime_ns}" for w in weights)
+            key = hashlib.sha256(f"{src.resolve() if src.is_dir() else model_id_or_path}{stamp}".encode()).hexdigest()
+            base = cache_dir() / "onnx" / key[:16]
+        else:
+            base = Path(path)
+        fp32 = base / "model.onnx"
+        if not fp32.exists():
+            export_onnx(model_id_or_path, fp32)
+        target = fp32
+        if quantize:
+            target = base / "model.int8.onnx"
+            if not target.exists():
+                quantize_int8(fp32, target)
+        return cls(target)
+
+    def run_logits(self, input_ids: Any, attention_mask: Any) -> Any:
+        (logits,) = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})
+        return logits

@@ -1,0 +1,173 @@
+"""Local backend: a Hugging Face transformers model in this process (CPU or GPU, bf16 or bitsandbytes int8/nf4).
+
+The hot path is one forward pass over the left-padded batch with ``logits_to_keep=2``: the logits after the
+prompt (the model's ``\\n\\n``) and after ``\\n\\n`` (``safe`` / ``unsafe``). Only unsafe rows are continued,
+from the same KV cache, to read their categories.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..encoding import EncodedPrompt
+from .base import DraftFn, FirstStep, VerdictTokens
+
+
+@dataclass
+class _BatchState:
+    cache: Any
+    attention_mask: Any  # (B, L) long
+    next_pos: Any  # (B,) long: position id of the next token
+
+
+class TransformersBackend:
+    """Scores prompts with a loaded transformers model.
+
+    Example:
+        >>> backend = TransformersBackend(model, tokenizer, processor=None, model_name="llama-guard-3-8b")  # doctest: +SKIP
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, processor: Any = None, model_name: str, pad_id: int) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.model_name = model_name
+        self.pad_id = pad_id
+        # One forward at a time per model: torch modules are not re-entrant across threads with shared caches.
+        self.lock = threading.Lock()
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    # -- images -------------------------------------------------------------------------------------------
+    def _expand_images(self, prompt: EncodedPrompt) -> tuple[list[int], list[Any]]:
+        """Replace each ``<|image|>`` placeholder with the processor's expansion; collect pixel values."""
+        if not prompt.images:
+            return prompt.input_ids, []
+        if self.processor is None:
+            raise ValueError(f"{self.model_name} has no image processor; it cannot read images")
+        ids: list[int] = []
+        pixels: list[Any] = []
+        last = 0
+        for slot, image in zip(prompt.image_slots, prompt.images, strict=True):
+            ids.extend(prompt.input_ids[last:slot])
+            enc = self.processor(
+                text=self.processor.fake_image_token, images=[image], add_special_tokens=False, return_tensors="pt"
+            )
+            ids.extend(enc["input_ids"][0].tolist())
+            pixels.append(enc["pixel_values"])
+            last = slot + 1
+        ids.extend(prompt.input_ids[last:])
+        return ids, pixels
+
+    # -- the hot path -------------------------------------------------------------------------------------
+    def first_step(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> tuple[list[FirstStep], _BatchState]:
+        import torch
+
+        seqs: list[list[int]] = []
+        pixels: list[Any] = []
+        for p in prompts:
+            ids, px = self._expand_images(p)
+            seqs.append(ids + [tokens.lead])
+            pixels.extend(px)
+        width = max(len(s) for s in seqs)
+        device = self.device
+        input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            input_ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs: dict[str, Any] = {}
+        if pixels:
+            kwargs["pixel_values"] = torch.cat(pixels, dim=0).to(device=device, dtype=self.model.dtype)
+        with self.lock, torch.inference_mode():
+            out = self.model(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=position_ids.to(device),
+                use_cache=True,
+                logits_to_keep=2,
+                **kwargs,
+            )
+        logits = out.logits[:, -2:, :].float()
+        lead_argmax = logits[:, 0].argmax(-1).tolist()
+        probs = logits[:, 1].softmax(-1)
+        verdict_argmax = probs.argmax(-1).tolist()
+        p_safe = probs[:, tokens.safe].tolist()
+        p_unsafe = probs[:, tokens.unsafe].tolist()
+        steps = [
+            FirstStep(lead_argmax=a, verdict_argmax=b, p_safe=s, p_unsafe=u)
+            for a, b, s, u in zip(lead_argmax, verdict_argmax, p_safe, p_unsafe, strict=True)
+        ]
+        state = _BatchState(cache=out.past_key_values, attention_mask=mask, next_pos=mask.sum(-1))
+        return steps, state
+
+    def decode(
+        self,
+        state: _BatchState,
+        rows: Sequence[int],
+        forced: Sequence[Sequence[int]],
+        *,
+        draft: DraftFn,
+        stop: Sequence[int],
+        max_new_tokens: int,
+    ) -> list[list[int]]:
+        import torch
+
+        results: list[list[int]] = []
+        single = len(rows) == 1
+        for row, forced_tokens in zip(rows, forced, strict=True):
+            cache = state.cache if single else copy.deepcopy(state.cache)
+            total_rows = state.attention_mask.shape[0]
+            if total_rows > 1:
+                cache.batch_select_indices(torch.tensor([row], device=self.device))
+            mask = state.attention_mask[row : row + 1].clone()
+            pos = int(state.next_pos[row])
+            results.append(
+                self._decode_row(cache, mask, pos, list(forced_tokens), draft, set(stop), max_new_tokens)
+            )
+        return results
+
+    def _decode_row(
+        self, cache: Any, mask: Any, pos: int, generated: list[int], draft: DraftFn, stop: set[int], limit: int
+    ) -> list[int]:
+        """Greedy decoding with a format-based draft; rejected draft positions are masked out of the cache."""
+        import torch
+
+        device = self.device
+        feed = generated + draft(generated)
+        n_known = len(generated)
+        while True:
+            feed_mask = torch.ones((1, len(feed)), dtype=torch.long)
+            attn = torch.cat([mask, feed_mask], dim=-1)
+            positions = torch.arange(pos, pos + len(feed)).unsqueeze(0)
+            with self.lock, torch.inference_mode():
+                out = self.model(
+                    input_ids=torch.tensor([feed], device=device),
+                    attention_mask=attn.to(device),
+                    position_ids=positions.to(device),
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+            preds = out.logits[0].float().argmax(-1).tolist()
+            confirmed = n_known
+            while confirmed < len(feed) and preds[confirmed - 1] == feed[confirmed]:
+                generated.append(feed[confirmed])
+                confirmed += 1
+            rejected = len(feed) - confirmed
+            mask = torch.cat([mask, feed_mask[:, :confirmed], torch.zeros((1, rejected), dtype=torch.long)], dim=-1)
+            pos += confirmed
+            nxt = preds[confirmed - 1]
+            if nxt in stop or len(generated) >= limit:
+                return generated
+            generated.append(nxt)
+            if len(generated) >= limit:
+                return generated
+            feed = [nxt] + draft(generated)
+            n_known = 1

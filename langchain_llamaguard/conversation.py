@@ -1,0 +1,257 @@
+"""Turn what LangChain passes around into the alternating user/assistant turns Llama Guard reads.
+
+Accepted: a plain string (one user turn), a ``PromptValue``, one ``BaseMessage``, a list of messages, or a
+list of ``{"role": ..., "content": ...}`` dicts (the chat-template form).
+
+The official Llama Guard formats know only ``user`` and ``assistant`` turns that alternate, starting with
+``user``. Everything else is mapped in one documented way, never dropped:
+
+=====================  =====================================================================
+LangChain              rendered as
+=====================  =====================================================================
+``HumanMessage``       a user turn
+``AIMessage``          an assistant turn; each tool call adds a text part
+                       ``[tool call] name({"arg": ...})`` after the message's text
+``ToolMessage``        a user turn with the text ``[tool result] name: <content>`` (tool output is
+                       input to the model, not the model's own words)
+``SystemMessage``      a user turn with the text ``[system] <content>``
+consecutive turns      of the same role are merged into one turn, their texts joined by a newline
+assistant first        an empty user turn is put before it (the format must start with ``user``)
+=====================  =====================================================================
+
+Example:
+    >>> from langchain_core.messages import HumanMessage, AIMessage
+    >>> turns = to_turns([HumanMessage("hi"), AIMessage("hello")])
+    >>> [(t.role, t.text_parts) for t in turns]
+    [('user', ['hi']), ('assistant', ['hello'])]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    convert_to_messages,
+)
+from langchain_core.prompt_values import PromptValue
+
+Role = Literal["user", "assistant"]
+
+ConversationInput = str | PromptValue | BaseMessage | Sequence[BaseMessage | dict[str, Any] | str]
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image in a turn: where it comes from, not yet decoded.
+
+    ``kind`` is one of ``"url"`` (http(s) or data URL), ``"path"``, ``"base64"`` (with ``mime_type``)
+    or ``"pil"`` (``value`` is a ``PIL.Image.Image``).
+    """
+
+    kind: Literal["url", "path", "base64", "pil"]
+    value: Any
+    mime_type: str | None = None
+
+
+@dataclass
+class Turn:
+    """One alternating turn: its role, its images (in order) and its text parts (in order)."""
+
+    role: Role
+    text_parts: list[str] = field(default_factory=list)
+    images: list[ImageRef] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+def _image_from_block(block: dict[str, Any]) -> ImageRef:
+    btype = block.get("type")
+    if btype == "image_url":  # OpenAI style: {"type": "image_url", "image_url": {"url": ...}} or str
+        url = block.get("image_url")
+        url = url.get("url") if isinstance(url, dict) else url
+        if not isinstance(url, str):
+            raise ValueError(f"image_url block without a url: {block!r}")
+        return ImageRef("url", url)
+    # LangChain standard image blocks (v0.3 and v1 shapes), and the chat-template shape.
+    if block.get("image") is not None:
+        img = block["image"]
+        if isinstance(img, str):
+            return ImageRef("path", img)
+        return ImageRef("pil", img)
+    source_type = block.get("source_type")
+    mime = block.get("mime_type")
+    if block.get("base64") is not None:
+        return ImageRef("base64", block["base64"], mime)
+    if source_type == "base64" and block.get("data") is not None:
+        return ImageRef("base64", block["data"], mime)
+    if block.get("path") is not None:
+        return ImageRef("path", str(block["path"]))
+    if block.get("url") is not None:
+        return ImageRef("url", block["url"])
+    if source_type == "url" and block.get("data") is not None:
+        return ImageRef("url", block["data"])
+    raise ValueError(
+        f"unsupported image block {block!r}; accepted: {{'type': 'image', 'url'|'path'|'base64'|'image': ...}}, "
+        "{'type': 'image', 'source_type': 'base64', 'data': ...} or {'type': 'image_url', 'image_url': {'url': ...}}"
+    )
+
+
+_TEXT_BLOCK_TYPES = {"text", "text-plain"}
+_IMAGE_BLOCK_TYPES = {"image", "image_url"}
+
+
+def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRef]]:
+    """Split message content into text parts and images; anything else is an error, never dropped."""
+    if content is None:
+        return [], []
+    if isinstance(content, str):
+        return [content], []
+    if not isinstance(content, list):
+        raise TypeError(f"{where}: content must be a str or a list of content blocks, got {type(content).__name__}")
+    texts: list[str] = []
+    images: list[ImageRef] = []
+    for block in content:
+        if isinstance(block, str):
+            texts.append(block)
+            continue
+        if not isinstance(block, dict):
+            raise TypeError(f"{where}: content block must be a str or dict, got {type(block).__name__}")
+        btype = block.get("type")
+        if btype in _TEXT_BLOCK_TYPES:
+            text = block.get("text")
+            if not isinstance(text, str):
+                raise ValueError(f"{where}: text block without a 'text' string: {block!r}")
+            texts.append(text)
+        elif btype in _IMAGE_BLOCK_TYPES:
+            images.append(_image_from_block(block))
+        elif btype in {"tool_call", "tool_use", "function_call"}:
+            # Anthropic-style tool-use blocks inside content: render like tool calls.
+            texts.append(_render_tool_call(block.get("name", ""), block.get("input", block.get("args", {}))))
+        elif btype in {"reasoning", "thinking"}:
+            texts.append(str(block.get("reasoning") or block.get("thinking") or ""))
+        else:
+            raise ValueError(
+                f"{where}: unsupported content block type {btype!r}; accepted: text, image, image_url, "
+                "tool_call, reasoning"
+            )
+    return texts, images
+
+
+def _render_tool_call(name: str, args: Any) -> str:
+    try:
+        rendered = json.dumps(args, ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        rendered = repr(args)
+    return f"[tool call] {name}({rendered})"
+
+
+def _message_to_turn(msg: BaseMessage, index: int) -> Turn:
+    where = f"message {index} ({type(msg).__name__})"
+    texts, images = _parse_content(msg.content, where=where)
+    if isinstance(msg, HumanMessage) or msg.type == "human":
+        return Turn("user", texts, images)
+    if isinstance(msg, AIMessage) or msg.type in {"ai", "AIMessageChunk"}:
+        calls = list(getattr(msg, "tool_calls", None) or [])
+        for call in calls:
+            texts.append(_render_tool_call(call.get("name", ""), call.get("args", {})))
+        for call in getattr(msg, "invalid_tool_calls", None) or []:
+            texts.append(f"[tool call] {call.get('name') or ''}({call.get('args') or ''})")
+        return Turn("assistant", texts, images)
+    if isinstance(msg, ToolMessage) or msg.type == "tool":
+        name = getattr(msg, "name", None) or ""
+        body = "".join(texts)
+        return Turn("user", [f"[tool result] {name}: {body}" if name else f"[tool result] {body}"], images)
+    if isinstance(msg, SystemMessage) or msg.type in {"system", "developer"}:
+        return Turn("user", ["[system] " + "".join(texts)], images)
+    raise TypeError(
+        f"{where}: unsupported message type {msg.type!r}; accepted: human, ai, tool, system messages"
+    )
+
+
+def _merge(turns: list[Turn]) -> list[Turn]:
+    merged: list[Turn] = []
+    for turn in turns:
+        if merged and merged[-1].role == turn.role:
+            last = merged[-1]
+            if last.text_parts and turn.text_parts:
+                joined = "\n".join(["".join(last.text_parts), "".join(turn.text_parts)])
+                last.text_parts = [joined]
+            else:
+                last.text_parts = last.text_parts + turn.text_parts
+            last.images = last.images + turn.images
+        else:
+            merged.append(Turn(turn.role, list(turn.text_parts), list(turn.images)))
+    return merged
+
+
+def _coerce_messages(conversation: Any) -> list[BaseMessage]:
+    if isinstance(conversation, PromptValue):
+        return conversation.to_messages()
+    if isinstance(conversation, BaseMessage):
+        return [conversation]
+    if isinstance(conversation, (list, tuple)):
+        if not conversation:
+            raise ValueError("conversation is empty; pass at least one message")
+        try:
+            return convert_to_messages(list(conversation))
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            raise TypeError(
+                f"cannot read the conversation: {exc}; accepted: str, PromptValue, BaseMessage, or a list of "
+                "messages / {'role', 'content'} dicts"
+            ) from exc
+    raise TypeError(
+        f"unsupported conversation type {type(conversation).__name__}; accepted: str, PromptValue, "
+        "BaseMessage, or a list of messages / {'role', 'content'} dicts"
+    )
+
+
+def to_turns(conversation: ConversationInput, *, role: str | None = None) -> list[Turn]:
+    """Normalize a conversation into alternating turns that start with ``user``.
+
+    Args:
+        conversation: what to check (see the module docstring for the accepted shapes).
+        role: ``"User"`` or ``"Agent"`` (also ``"user"``/``"assistant"``): the role of the turn to judge.
+            With a plain string, ``"Agent"`` makes the string the assistant's answer (after an empty user
+            turn). With messages, it must match the last turn's role, or ``ValueError`` is raised.
+    """
+    want = normalize_role(role)
+    if isinstance(conversation, str):
+        if want == "assistant":
+            return [Turn("user", []), Turn("assistant", [conversation])]
+        return [Turn("user", [conversation])]
+    messages = _coerce_messages(conversation)
+    turns = _merge([_message_to_turn(m, i) for i, m in enumerate(messages)])
+    if turns[0].role == "assistant":
+        turns.insert(0, Turn("user", []))
+    if want is not None and turns[-1].role != want:
+        raise ValueError(
+            f"role={role!r} asks to judge the {want} turn, but the conversation ends with a "
+            f"{turns[-1].role} turn; Llama Guard always judges the last turn"
+        )
+    return turns
+
+
+def normalize_role(role: str | None) -> Role | None:
+    """Map ``User``/``user``/``human`` to ``user`` and ``Agent``/``assistant``/``ai`` to ``assistant``."""
+    if role is None:
+        return None
+    key = role.strip().lower()
+    if key in {"user", "human"}:
+        return "user"
+    if key in {"agent", "assistant", "ai"}:
+        return "assistant"
+    raise ValueError(f"unknown role {role!r}; accepted: 'User' or 'Agent'")
+
+
+ImageLoader = Callable[[str], Any]
+"""Turns a remote image URL into a ``PIL.Image.Image`` (or bytes). The guard never fetches on its own."""

@@ -1,0 +1,110 @@
+"""Rendered prompt -> token ids, the same for every backend.
+
+Special segments become their ids; text segments are tokenized with ``split_special_tokens=True``, so a
+special-token string inside content (``<|eot|>``, ``<|header_start|>``...) is read as plain text and cannot
+forge a turn. Text never spans a special token, so for ordinary content the ids equal what the official
+``apply_chat_template(tokenize=True)`` path gives. Exactly one ``<|begin_of_text|>``: the template's own.
+
+The fixed prefix and suffix of each (role, categories, images) combination are tokenized once and cached.
+
+Example:
+    >>> enc = PromptEncoder(tokenizer, get_format("llama-guard-4"))   # doctest: +SKIP
+    >>> enc.encode(render("hello")).input_ids[:2]                    # doctest: +SKIP
+    [200000, 200005]
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .prompt_format import PromptFormat, RenderedPrompt, Segment
+
+
+@dataclass
+class EncodedPrompt:
+    """Token ids of one prompt, plus what the backend needs besides them."""
+
+    input_ids: list[int]
+    role: str
+    categories: tuple[str, ...]
+    prefix_len: int
+    """How many leading ids are the cached, conversation-independent prefix."""
+    image_slots: list[int] = field(default_factory=list)
+    """Positions (in ``input_ids``) of the template's ``<|image|>`` placeholders, before expansion."""
+    images: list[Any] = field(default_factory=list)
+    """Decoded images (``PIL.Image``), one per slot."""
+
+
+class PromptEncoder:
+    """Tokenizes :class:`RenderedPrompt` s for one tokenizer and one format."""
+
+    def __init__(self, tokenizer: Any, fmt: PromptFormat) -> None:
+        self.tokenizer = tokenizer
+        self.format = fmt
+        self._special_ids: dict[str, int] = {}
+        for tok in fmt.special_tokens:
+            tid = tokenizer.convert_tokens_to_ids(tok)
+            if tid is None or tid == tokenizer.unk_token_id:
+                raise ValueError(
+                    f"the tokenizer has no special token {tok!r}, which the {fmt.name} format needs; "
+                    "is this the checkpoint's own tokenizer?"
+                )
+            self._special_ids[tok] = tid
+        self._fixed: dict[tuple[Segment, ...], list[int]] = {}
+        self._lock = threading.Lock()
+
+    def special_id(self, token: str) -> int:
+        return self._special_ids[token]
+
+    def text_ids(self, text: str) -> list[int]:
+        """Ids of plain text: special-token strings inside it stay text."""
+        if not text:
+            return []
+        return list(
+            self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        )
+
+    def segment_ids(self, segments: Sequence[Segment]) -> list[int]:
+        ids: list[int] = []
+        for seg in segments:
+            if seg.special:
+                ids.append(self._special_ids[seg.text])
+            else:
+                ids.extend(self.text_ids(seg.text))
+        return ids
+
+    def _fixed_ids(self, segments: tuple[Segment, ...]) -> list[int]:
+        cached = self._fixed.get(segments)
+        if cached is None:
+            cached = self.segment_ids(segments)
+            with self._lock:
+                if len(self._fixed) > 256:
+                    self._fixed.clear()
+                self._fixed[segments] = cached
+        return cached
+
+    def encode(self, prompt: RenderedPrompt, images: Sequence[Any] = ()) -> EncodedPrompt:
+        prefix = self._fixed_ids(prompt.prefix)
+        ids = list(prefix)
+        slots: list[int] = []
+        for seg in prompt.body:
+            if seg.special and seg.text == self.format.image_token:
+                slots.append(len(ids))
+            if seg.special:
+                ids.append(self._special_ids[seg.text])
+            else:
+                ids.extend(self.text_ids(seg.text))
+        ids.extend(self._fixed_ids(prompt.suffix))
+        if len(slots) != len(images):
+            raise ValueError(f"{len(slots)} image placeholders but {len(images)} images")
+        return EncodedPrompt(
+            input_ids=ids,
+            role=prompt.role,
+            categories=prompt.categories,
+            prefix_len=len(prefix),
+            image_slots=slots,
+            images=list(images),
+        )

@@ -1,0 +1,49 @@
+"""Exceptions raised by guards. Each carries what a caller needs to act on it, not just a message."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .verdict import Verdict
+
+
+class LlamaGuardError(Exception):
+    """Base class of this package's errors."""
+
+
+class UnsafeContentError(LlamaGuardError):
+    """Raised by a guard step when content is judged unsafe.
+
+    Attributes:
+        verdict: the :class:`~langchain_llamaguard.verdict.Verdict` (categories, score, role, model).
+        stage: where it was flagged: ``"input"``, ``"output"``, ``"tool_call"``, ``"tool_result"``, ...
+    """
+
+    def __init__(self, verdict: Verdict, *, stage: str = "input", message: str | None = None) -> None:
+        self.verdict = verdict
+        self.stage = stage
+        what = ", ".join(f"{c} ({n})" for c, n in zip(verdict.categories, verdict.category_names, strict=True))
+        super().__init__(
+            message or f"unsafe content in {stage} ({verdict.role} turn): {what or 'no category named'}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.verdict,), {"stage": self.stage, "args": self.args})
+
+
+class GuardOutputError(LlamaGuardError):
+    """The guard model's output could not be read as a verdict (never taken as safe).
+
+    Attributes:
+        raw: the model's text.
+    """
+
+    def __init__(self, raw: str, reason: str) -> None:
+        self.raw = raw
+        super().__init__(f"cannot read the guard model's output {raw!r}: {reason}; expected 'safe' or "
+                         "'unsafe' followed by a line of comma-separated categories like 'S1,S10'")
+
+
+class GuardConfigurationError(LlamaGuardError, ValueError):
+    """Bad configuration, found when the guard is built (not on the first request)."""

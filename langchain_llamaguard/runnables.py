@@ -1,0 +1,559 @@
+"""LangChain guard steps: input and output guards that raise or reroute, in every LCEL mode.
+
+* :class:`GuardStep` with ``stage="input"`` checks the user's turn and passes its input through unchanged when
+  safe; with ``stage="output"`` it checks the model's answer as the Agent turn.
+* :class:`GuardedRunnable` (``guard.wrap(chain)``) guards both sides and judges the answer in the context of
+  the user's turn that produced it; an unsafe input never reaches the chain.
+
+Each check is a named child run (``llama_guard``, ``prompt_guard``) whose output is the verdict, so verdicts
+show up in callbacks, LangSmith traces and ``astream_events``. Batches are checked in one model batch.
+
+Example:
+    >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-4-12B")   # doctest: +SKIP
+    >>> chain = guard.as_input_guard() | prompt | llm | guard.as_output_guard()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, Literal, cast, get_args
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import ensure_config, patch_config
+from pydantic import ConfigDict, Field
+
+from .conversation import ConversationInput
+from .errors import UnsafeContentError
+from .moderators import AnyVerdict, Moderator
+
+Stage = Literal["input", "output"]
+OnUnsafe = Any
+"""``"raise"``, a ``str`` / ``BaseMessage`` returned instead, or a ``Runnable`` that receives
+``{"input": ..., "verdict": ...}`` (and, for outputs, ``"output"``) and returns the replacement."""
+
+_SENTENCE_END = re.compile(r"[.!?\n]\s*$")
+
+
+# -- what flows through chains ----------------------------------------------------------------------------------
+def input_conversation(value: Any, input_key: str | None = None) -> ConversationInput:
+    """The conversation to check from what flows at the head of a chain.
+
+    ``str``, ``BaseMessage``, a list of messages and ``PromptValue`` are used as they are. A ``dict`` uses
+    ``input_key``, or its single string / message-list value; several candidates are an error that names them.
+    """
+    if isinstance(value, (str, PromptValue, BaseMessage)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, dict):
+        if input_key is not None:
+            if input_key not in value:
+                raise KeyError(f"input_key {input_key!r} is not in the input; keys: {sorted(value)}")
+            return input_conversation(value[input_key])
+        candidates = [k for k, v in value.items() if isinstance(v, (str, list, tuple, BaseMessage, PromptValue))]
+        if len(candidates) == 1:
+            return input_conversation(value[candidates[0]])
+        raise ValueError(
+            f"cannot tell which key of the input dict to check (candidates: {sorted(candidates) or 'none'}); "
+            "pass input_key='...' to the guard step"
+        )
+    raise TypeError(
+        f"a guard step cannot check a {type(value).__name__}; accepted: str, dict, BaseMessage, "
+        "list of messages, PromptValue"
+    )
+
+
+def output_message(value: Any, output_key: str | None = None) -> BaseMessage:
+    """The model's answer as a message (``AIMessage``, ``AIMessageChunk``, ``str`` or a dict's key)."""
+    if isinstance(value, BaseMessage):
+        return value
+    if isinstance(value, str):
+        return AIMessage(content=value)
+    if isinstance(value, dict):
+        key = output_key or ("output" if "output" in value else None)
+        if key is None or key not in value:
+            raise ValueError(f"pass output_key='...' to check a dict output; keys: {sorted(value)}")
+        return output_message(value[key])
+    raise TypeError(
+        f"an output guard cannot check a {type(value).__name__}; accepted: AIMessage, AIMessageChunk, str"
+    )
+
+
+def _as_messages(conv: ConversationInput) -> list[Any]:
+    if isinstance(conv, str):
+        return [HumanMessage(content=conv)]
+    if isinstance(conv, PromptValue):
+        return conv.to_messages()
+    if isinstance(conv, BaseMessage):
+        return [conv]
+    return list(conv)  # type: ignore[arg-type]
+
+
+def _is_message_type(tp: Any) -> bool:
+    """Whether a runnable's ``OutputType`` (a class, a Union or an Annotated alias) is a message type."""
+    if isinstance(tp, type):
+        return issubclass(tp, BaseMessage)
+    return any(_is_message_type(arg) for arg in get_args(tp))
+
+
+def _replacement(on_unsafe: Any, like: Any) -> Any:
+    """A fixed replacement shaped like what it replaces (a message for messages, a str for strings)."""
+    if isinstance(on_unsafe, BaseMessage):
+        return on_unsafe
+    if isinstance(like, AIMessageChunk):
+        return AIMessageChunk(content=on_unsafe)
+    if isinstance(like, BaseMessage) or (not isinstance(like, str) and _is_message_type(like)):
+        return AIMessage(content=on_unsafe)
+    return on_unsafe
+
+
+def _check_on_unsafe(on_unsafe: Any) -> Any:
+    if on_unsafe == "raise" or isinstance(on_unsafe, (str, BaseMessage, Runnable)):
+        return on_unsafe
+    if callable(on_unsafe):
+        from langchain_core.runnables import RunnableLambda
+
+        return RunnableLambda(on_unsafe)
+    raise TypeError(
+        f"on_unsafe must be 'raise', a str, a message or a Runnable, got {type(on_unsafe).__name__}"
+    )
+
+
+class _GuardBase(RunnableSerializable[Any, Any]):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    moderator: Any = Field(exclude=True)
+    """A :class:`~langchain_llamaguard.moderators.Moderator`."""
+    on_unsafe: Any = "raise"
+    input_key: str | None = None
+    output_key: str | None = None
+    stream_mode: Literal["buffer", "incremental"] = "buffer"
+    check_every: int | Literal["sentence"] = 32
+
+    def model_post_init(self, context: Any) -> None:
+        self.on_unsafe = _check_on_unsafe(self.on_unsafe)
+        if not isinstance(self.moderator, Moderator):
+            raise TypeError("moderator must implement check()/acheck()")
+        if self.check_every != "sentence" and (not isinstance(self.check_every, int) or self.check_every < 1):
+            raise ValueError("check_every must be a positive number of chunks or 'sentence'")
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return False
+
+    # -- verdicts as named child runs -----------------------------------------------------------------------
+    def _moderator_for(self, stage: str) -> Moderator:
+        return cast(Moderator, self.moderator)
+
+    def _verdicts(self, convs: list[ConversationInput], role: str, run_managers: Sequence[Any], stage: str) -> list[AnyVerdict]:
+        moderator = self._moderator_for(stage)
+        children = [
+            rm.get_child().on_chain_start(
+                None, {"stage": stage, "role": role}, name=moderator.name, run_type="chain",
+            )
+            for rm in run_managers
+        ]
+        try:
+            verdicts = moderator.check(convs, role=role)
+        except BaseException as exc:
+            for child in children:
+                child.on_chain_error(exc)
+            raise
+        for child, verdict in zip(children, verdicts, strict=True):
+            child.on_chain_end({"verdict": verdict.model_dump()})
+        return verdicts
+
+    async def _averdicts(self, convs: list[ConversationInput], role: str, run_managers: Sequence[Any], stage: str) -> list[AnyVerdict]:
+        moderator = self._moderator_for(stage)
+        children = [
+            await rm.get_child().on_chain_start(
+                None, {"stage": stage, "role": role}, name=moderator.name, run_type="chain",
+            )
+            for rm in run_managers
+        ]
+        try:
+            verdicts = await moderator.acheck(convs, role=role)
+        except BaseException as exc:
+            for child in children:
+                await child.on_chain_error(exc)
+            raise
+        for child, verdict in zip(children, verdicts, strict=True):
+            await child.on_chain_end({"verdict": verdict.model_dump()})
+        return verdicts
+
+    # -- what happens on unsafe -----------------------------------------------------------------------------
+    def _unsafe(self, stage: str, verdict: AnyVerdict, payload: dict[str, Any], like: Any, config: RunnableConfig) -> Any:
+        if self.on_unsafe == "raise":
+            raise UnsafeContentError(verdict, stage=stage)
+        if isinstance(self.on_unsafe, Runnable):
+            return self.on_unsafe.invoke({**payload, "verdict": verdict}, config)
+        return _replacement(self.on_unsafe, like)
+
+    async def _aunsafe(self, stage: str, verdict: AnyVerdict, payload: dict[str, Any], like: Any, config: RunnableConfig) -> Any:
+        if isinstance(self.on_unsafe, Runnable):
+            return await self.on_unsafe.ainvoke({**payload, "verdict": verdict}, config)
+        return self._unsafe(stage, verdict, payload, like, config)
+
+    # -- streaming output checks (shared by GuardStep(stage="output") and GuardedRunnable) --------------------
+    def _due(self, since_check: int, acc: Any) -> bool:
+        if self.stream_mode == "buffer":
+            return False
+        if self.check_every == "sentence":
+            return bool(_SENTENCE_END.search(output_message(acc).text))
+        return since_check >= int(self.check_every)
+
+    def _stream_checked(
+        self, chunks: Iterator[Any], context: list[Any], run_manager: Any, payload: dict[str, Any], config: RunnableConfig
+    ) -> Iterator[Any]:
+        pending: list[Any] = []
+        acc: Any = None
+        for chunk in chunks:
+            pending.append(chunk)
+            acc = chunk if acc is None else acc + chunk
+            if self._due(len(pending), acc):
+                verdict = self._verdicts([context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output")[0]
+                if not verdict.safe:
+                    yield self._unsafe("output", verdict, {**payload, "output": acc}, chunk, config)
+                    return
+                yield from pending
+                pending = []
+        if acc is None:
+            return
+        if pending:
+            verdict = self._verdicts([context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output")[0]
+            if not verdict.safe:
+                yield self._unsafe("output", verdict, {**payload, "output": acc}, pending[-1], config)
+                return
+            yield from pending
+
+    async def _astream_checked(
+        self, chunks: AsyncIterator[Any], context: list[Any], run_manager: Any, payload: dict[str, Any], config: RunnableConfig
+    ) -> AsyncIterator[Any]:
+        pending: list[Any] = []
+        acc: Any = None
+        async for chunk in chunks:
+            pending.append(chunk)
+            acc = chunk if acc is None else acc + chunk
+            if self._due(len(pending), acc):
+                verdict = (await self._averdicts([context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"))[0]
+                if not verdict.safe:
+                    yield await self._aunsafe("output", verdict, {**payload, "output": acc}, chunk, config)
+                    return
+                for p in pending:
+                    yield p
+                pending = []
+        if acc is None:
+            return
+        if pending:
+            verdict = (await self._averdicts([context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"))[0]
+            if not verdict.safe:
+                yield await self._aunsafe("output", verdict, {**payload, "output": acc}, pending[-1], config)
+                return
+            for p in pending:
+                yield p
+
+
+class GuardStep(_GuardBase):
+    """One guard check as an LCEL step: ``stage="input"`` (the user's turn) or ``"output"`` (the answer).
+
+    Safe input passes through unchanged (the same object). Unsafe input raises :class:`UnsafeContentError`
+    or is replaced (``on_unsafe``). In the middle of a chain a replacement flows on to the next step; to skip
+    the rest of the chain use :meth:`LlamaGuard.wrap` or ``with_fallbacks(..., exceptions_to_handle=
+    (UnsafeContentError,))``.
+
+    Streaming (output stage): ``stream_mode="buffer"`` (default) holds the whole answer until it is checked;
+    ``"incremental"`` checks the text so far every ``check_every`` chunks (or at sentence ends with
+    ``"sentence"``) and releases only chunks that were checked; the full answer is checked before the last
+    chunks are released.
+
+    Example:
+        >>> step = guard.as_output_guard(on_unsafe="Sorry, I can't help with that.")  # doctest: +SKIP
+        >>> (prompt | llm | step).invoke({"question": "hi"})                          # doctest: +SKIP
+    """
+
+    stage: Stage = "input"
+
+    def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+        base = name or self.name or f"{self.moderator.name}_{self.stage}_guard"
+        return f"{base}{suffix or ''}"
+
+    def _conversation(self, value: Any) -> tuple[ConversationInput, str]:
+        if self.stage == "input":
+            return input_conversation(value, self.input_key), "User"
+        return [output_message(value, self.output_key)], "Agent"
+
+    # -- invoke / batch ---------------------------------------------------------------------------------------
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self._call_with_config(self._invoke, input, config, run_type="chain")
+
+    def _invoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+        conv, role = self._conversation(value)
+        verdict = self._verdicts([conv], role, [run_manager], self.stage)[0]
+        return value if verdict.safe else self._unsafe(self.stage, verdict, {"input": value}, value, config)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return await self._acall_with_config(self._ainvoke, input, config, run_type="chain")
+
+    async def _ainvoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+        conv, role = self._conversation(value)
+        verdict = (await self._averdicts([conv], role, [run_manager], self.stage))[0]
+        if verdict.safe:
+            return value
+        return await self._aunsafe(self.stage, verdict, {"input": value}, value, config)
+
+    def batch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        if not inputs:
+            return []
+        return self._batch_with_config(self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain")
+
+    def _batch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
+        run_managers, configs = run_manager, config
+        prepared = [self._conversation(v) for v in values]
+        verdicts = self._verdicts([c for c, _ in prepared], prepared[0][1], run_managers, self.stage)
+        out: list[Any] = []
+        for value, verdict, cfg in zip(values, verdicts, configs, strict=True):
+            try:
+                out.append(value if verdict.safe else self._unsafe(self.stage, verdict, {"input": value}, value, cfg))
+            except Exception as exc:  # reported per input by _batch_with_config
+                out.append(exc)
+        return out
+
+    async def abatch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        if not inputs:
+            return []
+        return await self._abatch_with_config(self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain")
+
+    async def _abatch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
+        run_managers, configs = run_manager, config
+        prepared = [self._conversation(v) for v in values]
+        verdicts = await self._averdicts([c for c, _ in prepared], prepared[0][1], run_managers, self.stage)
+        out: list[Any] = []
+        for value, verdict, cfg in zip(values, verdicts, configs, strict=True):
+            try:
+                out.append(value if verdict.safe else await self._aunsafe(self.stage, verdict, {"input": value}, value, cfg))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    # -- streaming --------------------------------------------------------------------------------------------
+    def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        if self.stage == "input":
+            yield from super().transform(input, config, **kwargs)
+            return
+        yield from self._transform_stream_with_config(input, self._transform_output, config)
+
+    def _transform_output(self, chunks: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
+        yield from self._stream_checked(chunks, [], run_manager, {}, config)
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        yield from self.transform(iter([input]), config, **kwargs)
+
+    async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        if self.stage == "input":
+            async for item in super().atransform(input, config, **kwargs):
+                yield item
+            return
+        async for item in self._atransform_stream_with_config(input, self._atransform_output, config):
+            yield item
+
+    async def _atransform_output(self, chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig) -> AsyncIterator[Any]:
+        async for item in self._astream_checked(chunks, [], run_manager, {}, config):
+            yield item
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        async def one() -> AsyncIterator[Any]:
+            yield input
+
+        async for item in self.atransform(one(), config, **kwargs):
+            yield item
+
+
+class GuardedRunnable(_GuardBase):
+    """A runnable guarded on both sides; the answer is judged together with the user's turn.
+
+    An unsafe input never reaches ``bound``; an unsafe answer never reaches the caller. With
+    ``on_unsafe`` set to a string, that string (as an ``AIMessage`` when ``bound`` returns messages) is
+    returned in place of the answer; a Runnable receives ``{"input", "verdict"}`` (plus ``"output"`` when the
+    answer was flagged). When safe, the output is ``bound``'s own output object, unchanged.
+
+    Example:
+        >>> safe_chain = guard.wrap(prompt | llm, on_unsafe="Sorry, I can't help with that.")  # doctest: +SKIP
+        >>> safe_chain.invoke({"question": "How do I make a bomb?"}).content                 # doctest: +SKIP
+        "Sorry, I can't help with that."
+    """
+
+    bound: Runnable[Any, Any] = Field(exclude=True)
+    output_moderator: Any = Field(default=None, exclude=True)
+    check_input: bool = True
+    check_output: bool = True
+
+    def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+        return name or self.name or f"Guarded[{self.bound.get_name()}]{suffix or ''}"
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802
+        return self.bound.InputType
+
+    @property
+    def OutputType(self) -> Any:  # noqa: N802
+        return self.bound.OutputType
+
+    def _moderator_for(self, stage: str) -> Moderator:
+        if stage == "output" and self.output_moderator is not None:
+            return cast(Moderator, self.output_moderator)
+        return cast(Moderator, self.moderator)
+
+    def _out_verdicts(self, convs: list[Any], run_managers: Sequence[Any]) -> list[AnyVerdict]:
+        return self._verdicts(convs, "Agent", run_managers, "output")
+
+    # -- invoke -------------------------------------------------------------------------------------------------
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self._call_with_config(self._invoke, input, config, run_type="chain")
+
+    def _invoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+        conv = input_conversation(value, self.input_key)
+        if self.check_input:
+            verdict = self._verdicts([conv], "User", [run_manager], "input")[0]
+            if not verdict.safe:
+                return self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+        output = self.bound.invoke(value, patch_config(config, callbacks=run_manager.get_child()))
+        if not self.check_output:
+            return output
+        verdict = self._out_verdicts([_as_messages(conv) + [output_message(output, self.output_key)]], [run_manager])[0]
+        if verdict.safe:
+            return output
+        return self._unsafe("output", verdict, {"input": value, "output": output}, output, config)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return await self._acall_with_config(self._ainvoke, input, config, run_type="chain")
+
+    async def _ainvoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+        conv = input_conversation(value, self.input_key)
+        if self.check_input:
+            verdict = (await self._averdicts([conv], "User", [run_manager], "input"))[0]
+            if not verdict.safe:
+                return await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+        output = await self.bound.ainvoke(value, patch_config(config, callbacks=run_manager.get_child()))
+        if not self.check_output:
+            return output
+        convo = [_as_messages(conv) + [output_message(output, self.output_key)]]
+        verdict = (await self._averdicts(convo, "Agent", [run_manager], "output"))[0]
+        if verdict.safe:
+            return output
+        return await self._aunsafe("output", verdict, {"input": value, "output": output}, output, config)
+
+    # -- batch: one guard batch per side, one inner batch ---------------------------------------------------------
+    def batch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        if not inputs:
+            return []
+        return self._batch_with_config(self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain")
+
+    def _batch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
+        run_managers, configs = run_manager, config
+        convs = [input_conversation(v, self.input_key) for v in values]
+        results: list[Any] = [None] * len(values)
+        todo = list(range(len(values)))
+        if self.check_input:
+            verdicts = self._verdicts(convs, "User", run_managers, "input")
+            todo = []
+            for i, verdict in enumerate(verdicts):
+                if verdict.safe:
+                    todo.append(i)
+                else:
+                    results[i] = self._safe_call(self._unsafe, "input", verdict, {"input": values[i]}, self.bound.OutputType, configs[i])
+        if not todo:
+            return results
+        inner_cfgs = [patch_config(configs[i], callbacks=run_managers[i].get_child()) for i in todo]
+        outputs = self.bound.batch([values[i] for i in todo], inner_cfgs, return_exceptions=True)
+        checked = [(i, o) for i, o in zip(todo, outputs, strict=True) if not isinstance(o, Exception)]
+        for i, o in zip(todo, outputs, strict=True):
+            if isinstance(o, Exception):
+                results[i] = o
+        if not self.check_output:
+            for i, o in checked:
+                results[i] = o
+            return results
+        if checked:
+            out_verdicts = self._out_verdicts(
+                [_as_messages(convs[i]) + [output_message(o, self.output_key)] for i, o in checked],
+                [run_managers[i] for i, _ in checked],
+            )
+            for (i, o), verdict in zip(checked, out_verdicts, strict=True):
+                results[i] = o if verdict.safe else self._safe_call(
+                    self._unsafe, "output", verdict, {"input": values[i], "output": o}, o, configs[i]
+                )
+        return results
+
+    @staticmethod
+    def _safe_call(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:  # surfaced per input by _batch_with_config
+            return exc
+
+    async def abatch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        if not inputs:
+            return []
+        import asyncio
+
+        # The guard's model work runs in worker threads; the inner chain keeps its own async path.
+        configs = [ensure_config(c) for c in (config if isinstance(config, list) else [config] * len(inputs))]
+        return await asyncio.to_thread(self.batch, inputs, configs, return_exceptions=return_exceptions)
+
+    # -- streaming ------------------------------------------------------------------------------------------------
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        yield from self._transform_stream_with_config(iter([input]), self._transform, config)
+
+    def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        yield from self._transform_stream_with_config(input, self._transform, config)
+
+    def _transform(self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
+        value: Any = None
+        for item in inputs:
+            value = item if value is None else value + item
+        conv = input_conversation(value, self.input_key)
+        if self.check_input:
+            verdict = self._verdicts([conv], "User", [run_manager], "input")[0]
+            if not verdict.safe:
+                yield self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+                return
+        chunks = self.bound.stream(value, patch_config(config, callbacks=run_manager.get_child()))
+        if not self.check_output:
+            yield from chunks
+            return
+        yield from self._stream_checked(chunks, _as_messages(conv), run_manager, {"input": value}, config)
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        async def one() -> AsyncIterator[Any]:
+            yield input
+
+        async for item in self.atransform(one(), config, **kwargs):
+            yield item
+
+    async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        async for item in self._atransform_stream_with_config(input, self._atransform, config):
+            yield item
+
+    async def _atransform(self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig) -> AsyncIterator[Any]:
+        value: Any = None
+        async for item in inputs:
+            value = item if value is None else value + item
+        conv = input_conversation(value, self.input_key)
+        if self.check_input:
+            verdict = (await self._averdicts([conv], "User", [run_manager], "input"))[0]
+            if not verdict.safe:
+                yield await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+                return
+        chunks = self.bound.astream(value, patch_config(config, callbacks=run_manager.get_child()))
+        if not self.check_output:
+            async for c in chunks:
+                yield c
+            return
+        async for c in self._astream_checked(chunks, _as_messages(conv), run_manager, {"input": value}, config):
+            yield c
+
+
+__all__ = ["GuardStep", "GuardedRunnable", "input_conversation", "output_message"]

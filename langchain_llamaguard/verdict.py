@@ -1,0 +1,122 @@
+"""Verdicts and the strict parser of Llama Guard's output.
+
+Example:
+    >>> v = parse_output("\\n\\nunsafe\\nS1,S10")
+    >>> v.safe, v.categories
+    (False, ['S1', 'S10'])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import GuardOutputError
+from .taxonomy import category_names
+
+_CODE = re.compile(r"S([1-9]|1[0-4])")
+
+
+class Verdict(BaseModel):
+    """What a guard decided about one conversation.
+
+    Example:
+        >>> Verdict(safe=True, score=0.01, role="User", model="llama-guard-4", raw="safe").categories
+        []
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    safe: bool
+    categories: list[str] = Field(default_factory=list)
+    """Violated S-codes (excluded categories are never reported)."""
+    category_names: list[str] = Field(default_factory=list)
+    score: float = Field(ge=0.0, le=1.0)
+    """P(first verdict token is ``unsafe``): softmax over the whole vocabulary."""
+    role: Literal["User", "Agent"]
+    model: str
+    raw: str
+    """The model's text (``unsafe\\nS9``), or the reason when the guard failed closed."""
+    error: str | None = None
+    """Set when the verdict is a fail-closed stand-in for an error."""
+
+    @property
+    def unsafe(self) -> bool:
+        return not self.safe
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    safe: bool
+    categories: tuple[str, ...]
+
+
+def parse_output(raw: str) -> ParsedOutput:
+    """Parse ``safe`` / ``unsafe\\nS1,S10`` strictly (surrounding whitespace is allowed).
+
+    Raises:
+        GuardOutputError: on anything else. Never returns safe for text it cannot read.
+    """
+    if not isinstance(raw, str):
+        raise GuardOutputError(repr(raw), "not a string")
+    text = raw.strip()
+    lines = [ln.strip() for ln in text.split("\n")]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise GuardOutputError(raw, "empty output")
+    head = lines[0].lower()
+    if head == "safe":
+        if len(lines) > 1:
+            raise GuardOutputError(raw, "text after 'safe'")
+        return ParsedOutput(True, ())
+    if head != "unsafe":
+        raise GuardOutputError(raw, "first line is neither 'safe' nor 'unsafe'")
+    if len(lines) == 1:
+        return ParsedOutput(False, ())
+    if len(lines) > 2:
+        raise GuardOutputError(raw, "more than two lines")
+    codes: list[str] = []
+    for item in lines[1].split(","):
+        item = item.strip()
+        if not _CODE.fullmatch(item):
+            raise GuardOutputError(raw, f"{item!r} is not a category code S1..S14")
+        if item not in codes:
+            codes.append(item)
+    return ParsedOutput(False, tuple(codes))
+
+
+def make_verdict(
+    parsed: ParsedOutput,
+    *,
+    score: float,
+    role: Literal["User", "Agent"],
+    model: str,
+    raw: str,
+    excluded: Iterable[str] = (),
+    threshold: float | None = None,
+) -> Verdict:
+    """Combine the parsed text, the score and the exclusions into a :class:`Verdict`.
+
+    Excluded codes are filtered out; an unsafe verdict whose codes are all excluded is safe. With a
+    ``threshold``, ``safe`` is ``score < threshold``; otherwise the model's own first token decides.
+    """
+    excluded_set = set(excluded)
+    codes = [c for c in parsed.categories if c not in excluded_set]
+    safe = parsed.safe if threshold is None else score < threshold
+    if not safe and parsed.categories and not codes:
+        safe = True  # the model only named categories the user excluded
+    if safe:
+        codes = []
+    return Verdict(
+        safe=safe,
+        categories=codes,
+        category_names=category_names(codes),
+        score=min(max(float(score), 0.0), 1.0),
+        role=role,
+        model=model,
+        raw=raw,
+    )
