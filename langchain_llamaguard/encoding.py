@@ -38,6 +38,18 @@ class EncodedPrompt:
     """Decoded images (``PIL.Image``), one per slot."""
 
 
+def clean_text(text: str) -> str:
+    """Make any Python string tokenizable: lone surrogates (invalid UTF-16 halves) become U+FFFD.
+
+    Nothing else changes: zero-width characters, direction overrides and homoglyphs reach the model as they are.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 class PromptEncoder:
     """Tokenizes :class:`RenderedPrompt` s for one tokenizer and one format."""
 
@@ -64,7 +76,7 @@ class PromptEncoder:
         if not text:
             return []
         return list(
-            self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            self.tokenizer(clean_text(text), add_special_tokens=False, split_special_tokens=True)["input_ids"]
         )
 
     def segment_ids(self, segments: Sequence[Segment]) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .prompt_guard import PromptGuardVerdict
     from .verdict import Verdict
 
 
@@ -16,17 +17,20 @@ class UnsafeContentError(LlamaGuardError):
     """Raised by a guard step when content is judged unsafe.
 
     Attributes:
-        verdict: the :class:`~langchain_llamaguard.verdict.Verdict` (categories, score, role, model).
+        verdict: the :class:`~langchain_llamaguard.verdict.Verdict` (categories, score, role, model), or a
+            :class:`~langchain_llamaguard.prompt_guard.PromptGuardVerdict` when Prompt Guard flagged it.
         stage: where it was flagged: ``"input"``, ``"output"``, ``"tool_call"``, ``"tool_result"``, ...
     """
 
-    def __init__(self, verdict: Verdict, *, stage: str = "input", message: str | None = None) -> None:
+    def __init__(self, verdict: Verdict | PromptGuardVerdict, *, stage: str = "input", message: str | None = None) -> None:
         self.verdict = verdict
         self.stage = stage
-        what = ", ".join(f"{c} ({n})" for c, n in zip(verdict.categories, verdict.category_names, strict=True))
-        super().__init__(
-            message or f"unsafe content in {stage} ({verdict.role} turn): {what or 'no category named'}"
-        )
+        if hasattr(verdict, "categories"):
+            what = ", ".join(f"{c} ({n})" for c, n in zip(verdict.categories, verdict.category_names, strict=True))
+            default = f"unsafe content in {stage} ({verdict.role} turn): {what or 'no category named'}"
+        else:
+            default = f"prompt injection / jailbreak in {stage}: {verdict.label} (score {verdict.score:.3f})"
+        super().__init__(message or default)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.verdict,), {"stage": self.stage, "args": self.args})
@@ -47,3 +51,7 @@ class GuardOutputError(LlamaGuardError):
 
 class GuardConfigurationError(LlamaGuardError, ValueError):
     """Bad configuration, found when the guard is built (not on the first request)."""
+
+
+class GuardTimeoutError(LlamaGuardError, TimeoutError):
+    """A check took longer than the guard's ``timeout`` (never taken as safe)."""

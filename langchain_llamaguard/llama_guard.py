@@ -9,17 +9,20 @@ model confirms them, so this is exactly greedy decoding in fewer steps).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .backends.base import FirstStep, GuardBackend, VerdictTokens
-from .conversation import ConversationInput, ImageLoader
-from .encoding import EncodedPrompt, PromptEncoder
-from .errors import GuardConfigurationError, GuardOutputError
-from .images import load_image
+from .batching import MicroBatcher
+from .conversation import ConversationInput, ImageLoader, Turn, normalize_role, to_turns
+from .encoding import EncodedPrompt, PromptEncoder, clean_text
+from .errors import GuardConfigurationError, GuardOutputError, GuardTimeoutError
+from .images import ImageLoadError, load_image
 from .prompt_format import get_format, render
 from .taxonomy import resolve_categories
-from .verdict import Verdict, make_verdict, parse_output
+from .verdict import Verdict, make_verdict, merge_verdicts, parse_output
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runnables import GuardedRunnable, GuardStep
@@ -32,6 +35,7 @@ _STOP_TOKENS = {
 }
 _PAD_TOKENS = {"llama4": "<|finetune_right_pad|>", "llama3": "<|finetune_right_pad_id|>"}
 MAX_NEW_TOKENS = 24
+_TIMEOUT_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="llama-guard-timeout")
 
 
 def _check_threshold(threshold: float | None) -> float | None:
@@ -48,6 +52,23 @@ def _check_on_error(on_error: str) -> OnError:
     return on_error  # type: ignore[return-value]
 
 
+@dataclass
+class _Batch:
+    """Prompts of several conversations (a long one may have several), and which conversation each is for."""
+
+    prompts: list[EncodedPrompt] = field(default_factory=list)
+    excluded: list[tuple[str, ...]] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)
+    failed: dict[int, Verdict] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    def merged(self, n: int) -> list[Verdict]:
+        per_item: dict[int, list[Verdict]] = {}
+        for i, verdict in zip(self.owner, self.verdicts, strict=True):
+            per_item.setdefault(i, []).append(verdict)
+        return [self.failed[i] if i in self.failed else merge_verdicts(per_item[i]) for i in range(n)]
+
+
 class LlamaGuard:
     """Llama Guard 4 or Llama Guard 3 (8B, 1B) as a content-safety classifier.
 
@@ -61,7 +82,13 @@ class LlamaGuard:
         on_error: ``"raise"`` (default) raises on an unreadable output; ``"unsafe"`` fails closed with an
             unsafe verdict carrying the error.
         image_loader: turns remote image URLs into images; without it a remote URL is an error.
-        context_length: the longest prompt the model reads, in tokens.
+        context_length: the longest prompt the model reads, in tokens; longer conversations are split
+            (never truncated), see :meth:`prepare`.
+        timeout: seconds a check may take before it raises :class:`GuardTimeoutError` (or, with
+            ``on_error="unsafe"``, fails closed).
+        batch_window_ms: dynamic micro-batching: checks arriving from concurrent callers (threads, or
+            ``acheck`` / ``ainvoke`` calls) within this many milliseconds run as one model batch of at most
+            ``max_batch_size`` prompts. ``None`` (default) runs each call's batch on its own.
 
     Example:
         >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-4-12B")  # doctest: +SKIP
@@ -80,6 +107,9 @@ class LlamaGuard:
         on_error: OnError = "raise",
         image_loader: ImageLoader | None = None,
         context_length: int = 8192,
+        timeout: float | None = None,
+        batch_window_ms: float | None = None,
+        max_batch_size: int = 64,
     ) -> None:
         self.backend = backend
         self.tokenizer = tokenizer
@@ -92,6 +122,14 @@ class LlamaGuard:
         self.on_error = _check_on_error(on_error)
         self.image_loader = image_loader
         self.context_length = context_length
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise GuardConfigurationError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        self.timeout = timeout
+        self._batcher: MicroBatcher | None = None
+        if batch_window_ms is not None:
+            if batch_window_ms < 0 or max_batch_size < 1:
+                raise GuardConfigurationError("batch_window_ms must be >= 0 and max_batch_size >= 1")
+            self._batcher = MicroBatcher(self._score_encoded, window_s=batch_window_ms / 1000, max_batch=max_batch_size)
         self.encoder = PromptEncoder(tokenizer, self.format)
         family = "llama4" if self.format.name == "llama-guard-4" else "llama3"
         ids = tokenizer.convert_tokens_to_ids
@@ -132,6 +170,9 @@ class LlamaGuard:
         on_error: OnError = "raise",
         image_loader: ImageLoader | None = None,
         context_length: int | None = None,
+        timeout: float | None = None,
+        batch_window_ms: float | None = None,
+        max_batch_size: int = 64,
         **hf_kwargs: Any,
     ) -> LlamaGuard:
         """Load Llama Guard 4 (``Llama4ForConditionalGeneration`` + processor) or Llama Guard 3 8B / 1B.
@@ -161,29 +202,67 @@ class LlamaGuard:
             context_length=context_length,
             **hf_kwargs,
         )
-        family = "llama4" if loaded.model_format == "llama-guard-4" else "llama3"
-        pad_id = loaded.tokenizer.convert_tokens_to_ids(_PAD_TOKENS[family])
-        from .backends.transformers import TransformersBackend
-
-        backend = TransformersBackend(
+        return cls.from_model(
             loaded.model,
-            loaded.tokenizer,
-            processor=loaded.processor,
-            model_name=loaded.model_format,
-            pad_id=pad_id,
-        )
-        return cls(
-            backend,
-            loaded.tokenizer,
+            loaded.processor or loaded.tokenizer,
             model_format=loaded.model_format,
             excluded_categories=excluded_categories,
             threshold=threshold,
             on_error=on_error,
             image_loader=image_loader,
             context_length=loaded.context_length,
+            timeout=timeout,
+            batch_window_ms=batch_window_ms,
+            max_batch_size=max_batch_size,
         )
 
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        processor_or_tokenizer: Any,
+        *,
+        model_format: str | None = None,
+        context_length: int | None = None,
+        **kwargs: Any,
+    ) -> LlamaGuard:
+        """Wrap an already-loaded transformers model and its processor (Llama Guard 4) or tokenizer (3).
+
+        Example:
+            >>> guard = LlamaGuard.from_model(model, processor)  # doctest: +SKIP
+        """
+        from .backends.loading import LLAMA_GUARD_4_CONTEXT, detect_format
+        from .backends.transformers import TransformersBackend
+
+        tokenizer = getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
+        processor = processor_or_tokenizer if tokenizer is not processor_or_tokenizer else None
+        fmt = model_format or detect_format(model.config, getattr(tokenizer, "chat_template", None))
+        family = "llama4" if fmt == "llama-guard-4" else "llama3"
+        if context_length is None:
+            context_length = (
+                LLAMA_GUARD_4_CONTEXT if family == "llama4" else int(getattr(model.config, "max_position_embeddings", 8192))
+            )
+        backend = TransformersBackend(
+            model,
+            tokenizer,
+            processor=processor,
+            model_name=fmt,
+            pad_id=tokenizer.convert_tokens_to_ids(_PAD_TOKENS[family]),
+        )
+        return cls(backend, tokenizer, model_format=fmt, context_length=context_length, **kwargs)
+
     # -- preparing prompts ----------------------------------------------------------------------------------
+    def _excluded(self, excluded_categories: Iterable[str] | None) -> tuple[str, ...]:
+        return self.excluded_categories if excluded_categories is None else resolve_categories(excluded_categories)
+
+    def _encode_turns(self, turns: list[Turn], excluded: tuple[str, ...]) -> EncodedPrompt:
+        rendered = render(turns, model=self.format.name, excluded_categories=excluded)
+        images = [load_image(ref, self.image_loader) for ref in rendered.images]
+        return self.encoder.encode(rendered, images)
+
+    def _fits(self, prompt: EncodedPrompt) -> bool:
+        return len(prompt.input_ids) + 1 <= self.context_length  # +1: the lead token the check appends
+
     def encode(
         self,
         conversation: ConversationInput,
@@ -191,18 +270,66 @@ class LlamaGuard:
         role: str | None = None,
         excluded_categories: Iterable[str] | None = None,
     ) -> tuple[EncodedPrompt, tuple[str, ...]]:
-        """Render and tokenize one conversation; returns the prompt ids and the excluded codes used."""
-        excluded = self.excluded_categories if excluded_categories is None else resolve_categories(excluded_categories)
-        rendered = render(conversation, model=self.format.name, excluded_categories=excluded, role=role)
-        images = [load_image(ref, self.image_loader) for ref in rendered.images]
-        encoded = self.encoder.encode(rendered, images)
-        if len(encoded.input_ids) + 1 > self.context_length:
+        """Render and tokenize one conversation that fits the model's context (see :meth:`prepare`)."""
+        prompts, excluded = self.prepare(conversation, role=role, excluded_categories=excluded_categories)
+        if len(prompts) != 1:
+            raise ValueError(f"the conversation is longer than the model's context ({self.context_length} tokens)")
+        return prompts[0], excluded
+
+    def prepare(
+        self,
+        conversation: ConversationInput,
+        *,
+        role: str | None = None,
+        excluded_categories: Iterable[str] | None = None,
+    ) -> tuple[list[EncodedPrompt], tuple[str, ...]]:
+        """The prompt(s) for one conversation: one, or several when it is longer than the model's context.
+
+        Nothing is truncated. A long conversation is split by turn first (the judged turn keeps the user turn
+        it answers, older turns are left out as context), then the judged turn's text is cut into overlapping
+        token windows, each checked in its own prompt; the conversation is unsafe if any window is.
+        """
+        excluded = self._excluded(excluded_categories)
+        turns = to_turns(conversation, role=role)
+        whole = self._encode_turns(turns, excluded)
+        if self._fits(whole):
+            return [whole], excluded
+        return self._split(turns, excluded), excluded
+
+    def _split(self, turns: list[Turn], excluded: tuple[str, ...], overlap: int = 64) -> list[EncodedPrompt]:
+        last = turns[-1]
+        context = [turns[-2]] if last.role == "assistant" else []
+        by_turn = self._encode_turns(context + [last], excluded) if len(turns) > len(context) + 1 else None
+        if by_turn is not None and self._fits(by_turn):
+            return [by_turn]
+        empty = Turn(last.role, [""], list(last.images))
+        overhead = len(self._encode_turns(context + [empty], excluded).input_ids)
+        if context and self.context_length - overhead < 256:  # the question alone is too long: judge without it
+            context = [Turn("user", [])]
+            overhead = len(self._encode_turns(context + [empty], excluded).input_ids)
+        budget = self.context_length - overhead - 16  # room for the lead token and re-tokenization drift
+        if budget < 64:
             raise ValueError(
-                f"the conversation is {len(encoded.input_ids)} tokens, over the model's context of "
-                f"{self.context_length}; nothing is truncated: split it, or raise context_length if the "
-                "model supports more"
+                f"the fixed part of the prompt (with its images) takes {overhead} of the model's "
+                f"{self.context_length} tokens; nothing is truncated: send fewer images per turn"
             )
-        return encoded, excluded
+        text = "\n".join(last.text_parts)
+        enc = self.tokenizer(
+            clean_text(text), add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True
+        )
+        offsets = enc["offset_mapping"]
+        step = max(budget - overlap, 1)
+        prompts: list[EncodedPrompt] = []
+        for start in range(0, max(len(offsets) - overlap, 1), step):
+            window = offsets[start : start + budget]
+            piece = text[window[0][0] : window[-1][1]]
+            prompt = self._encode_turns(context + [Turn(last.role, [piece], list(last.images))], excluded)
+            if not self._fits(prompt):  # pragma: no cover - drift larger than the margin
+                raise ValueError("a window of the conversation did not fit the model's context")
+            prompts.append(prompt)
+            if start + budget >= len(offsets):
+                break
+        return prompts
 
     # -- checking -------------------------------------------------------------------------------------------
     def check(
@@ -227,24 +354,95 @@ class LlamaGuard:
         role: str | None = None,
         excluded_categories: Iterable[str] | None = None,
     ) -> list[Verdict]:
-        """Check many conversations in one model batch (same verdicts as one by one)."""
-        if isinstance(conversations, (str, bytes)):
+        """Check many conversations in one model batch (same verdicts as one by one).
+
+        With ``on_error="unsafe"``, an unreadable image, a model error (out of memory included), an unreadable
+        output or a timeout gives that conversation an unsafe verdict carrying the error; otherwise it raises.
+        A conversation that is not a conversation (wrong type or shape) always raises.
+        """
+        if isinstance(conversations, (str, bytes)) or not isinstance(conversations, Sequence):
             raise TypeError("batch_check takes a list of conversations; use check() for one")
         if not conversations:
             return []
-        prepared = [self.encode(c, role=role, excluded_categories=excluded_categories) for c in conversations]
-        return self.check_encoded([p for p, _ in prepared], [e for _, e in prepared])
+        if self.timeout is None:
+            return self._batch_check(list(conversations), role, excluded_categories)
+        future = _TIMEOUT_POOL.submit(self._batch_check, list(conversations), role, excluded_categories)
+        try:
+            return future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            err = GuardTimeoutError(f"the guard did not answer within {self.timeout} s")
+            judged = "Agent" if role is not None and normalize_role(role) == "assistant" else "User"
+            return [self._fail(err, score=1.0, role=judged) for _ in conversations]
+
+    def _batch_check(
+        self, conversations: list[ConversationInput], role: str | None, excluded_categories: Iterable[str] | None
+    ) -> list[Verdict]:
+        batch = self._prepare_many(conversations, role, excluded_categories)
+        if batch.prompts:
+            try:
+                batch.verdicts = self._score(batch.prompts, batch.excluded)
+            except (RuntimeError, MemoryError) as exc:  # model errors, CUDA out-of-memory included
+                batch.verdicts = [self._fail(exc, score=1.0, role=p.role) for p in batch.prompts]
+        return batch.merged(len(conversations))
+
+    def _prepare_many(
+        self, conversations: list[ConversationInput], role: str | None, excluded_categories: Iterable[str] | None
+    ) -> _Batch:
+        batch = _Batch()
+        for i, conversation in enumerate(conversations):
+            try:
+                parts, excl = self.prepare(conversation, role=role, excluded_categories=excluded_categories)
+            except ImageLoadError as exc:
+                batch.failed[i] = self._fail(exc, score=1.0, role="User")
+                continue
+            batch.prompts += parts
+            batch.excluded += [excl] * len(parts)
+            batch.owner += [i] * len(parts)
+        return batch
 
     async def acheck(self, conversation: ConversationInput, **kwargs: Any) -> Verdict:
         """Async :meth:`check`; the model runs in a worker thread, so the event loop is never blocked."""
-        return await asyncio.to_thread(self.check, conversation, **kwargs)
+        return (await self.abatch_check([conversation], **kwargs))[0]
 
     async def abatch_check(self, conversations: Sequence[ConversationInput], **kwargs: Any) -> list[Verdict]:
-        """Async :meth:`batch_check` (one model batch, in a worker thread)."""
-        return await asyncio.to_thread(self.batch_check, conversations, **kwargs)
+        """Async :meth:`batch_check`. With micro-batching, concurrent calls share model batches."""
+        if self._batcher is None or self.timeout is not None:
+            return await asyncio.to_thread(self.batch_check, conversations, **kwargs)
+        conversations = list(conversations)
+        batch = await asyncio.to_thread(
+            self._prepare_many, conversations, kwargs.get("role"), kwargs.get("excluded_categories")
+        )
+        if batch.prompts:
+            try:
+                results = await asyncio.wrap_future(self._batcher.submit(batch.prompts, batch.excluded))
+                batch.verdicts = [self._resolve(r) for r in results]
+            except (RuntimeError, MemoryError) as exc:
+                batch.verdicts = [self._fail(exc, score=1.0, role=p.role) for p in batch.prompts]
+        return batch.merged(len(conversations))
 
     def check_encoded(self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]) -> list[Verdict]:
         """Score already-encoded prompts (one forward pass, then categories for the unsafe rows)."""
+        return [self._resolve(r) for r in self._score_encoded(prompts, excluded)]
+
+    def _score(self, prompts: list[EncodedPrompt], excluded: list[tuple[str, ...]]) -> list[Verdict]:
+        """Score through the micro-batcher when one is configured, else directly; per-item errors resolved."""
+        if self._batcher is None:
+            results = self._score_encoded(prompts, excluded)
+        else:
+            results = self._batcher.submit(prompts, excluded).result()
+        return [self._resolve(r) for r in results]
+
+    def _resolve(self, result: Verdict | tuple[GuardOutputError, float, str]) -> Verdict:
+        if isinstance(result, Verdict):
+            return result
+        err, score, role = result
+        return self._fail(err, score=score, role=role)
+
+    def _score_encoded(
+        self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]
+    ) -> list[Verdict | tuple[GuardOutputError, float, str]]:
+        """The hot path. Unreadable outputs come back as ``(error, score, role)``, never raised here, so one
+        request's bad output cannot fail the others sharing its batch."""
         steps, state = self.backend.first_step(prompts, self.tokens)
         decided = [self._first_token(s) for s in steps]
         unsafe_rows = [i for i, (tok, _) in enumerate(decided) if tok == self.tokens.unsafe]
@@ -259,31 +457,30 @@ class LlamaGuard:
                 max_new_tokens=MAX_NEW_TOKENS,
             )
             decoded = dict(zip(unsafe_rows, outs, strict=True))
-        verdicts: list[Verdict] = []
+        results: list[Verdict | tuple[GuardOutputError, float, str]] = []
         for i, (prompt, (tok, err)) in enumerate(zip(prompts, decided, strict=True)):
             score = steps[i].p_unsafe
-            role = prompt.role  # type: ignore[assignment]
             if err is not None:
-                verdicts.append(self._fail(err, score=score, role=role))
+                results.append((err, score, prompt.role))
                 continue
             raw = "safe" if tok == self.tokens.safe else self.tokenizer.decode(decoded[i])
             try:
                 parsed = parse_output(raw)
             except GuardOutputError as exc:
-                verdicts.append(self._fail(exc, score=score, role=role))
+                results.append((exc, score, prompt.role))
                 continue
-            verdicts.append(
+            results.append(
                 make_verdict(
                     parsed,
                     score=score,
-                    role=role,  # type: ignore[arg-type]
+                    role=prompt.role,  # type: ignore[arg-type]
                     model=self.format.name,
                     raw=raw,
                     excluded=excluded[i],
                     threshold=self.threshold,
                 )
             )
-        return verdicts
+        return results
 
     # -- LangChain steps ------------------------------------------------------------------------------------
     def as_input_guard(

@@ -53,7 +53,9 @@ class LlamaGuardModerator:
         return list(self.guard.batch_check(list(conversations), role=role, excluded_categories=self.excluded))
 
     async def acheck(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
-        return await asyncio.to_thread(self.check, conversations, role=role)
+        return list(
+            await self.guard.abatch_check(list(conversations), role=role, excluded_categories=self.excluded)
+        )
 
 
 def last_turn_text(conversation: ConversationInput, role: str | None = None) -> str:
@@ -75,7 +77,7 @@ class PromptGuardModerator:
         return list(self.guard.batch_check([last_turn_text(c, role) for c in conversations]))
 
     async def acheck(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
-        return await asyncio.to_thread(self.check, conversations, role=role)
+        return list(await self.guard.abatch_check([last_turn_text(c, role) for c in conversations]))
 
 
 class CombinedModerator:

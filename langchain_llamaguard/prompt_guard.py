@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .encoding import clean_text
 from .errors import GuardConfigurationError
 
 Backend = Literal["torch", "onnx"]
@@ -128,6 +129,7 @@ class PromptGuard:
         backend: Backend = "torch",
         onnx_quantize: bool = True,
         onnx_path: str | None = None,
+        onnx_threads: int | None = None,
         dtype: Any = None,
         torch_dtype: Any = None,
         **kwargs: Any,
@@ -139,6 +141,7 @@ class PromptGuard:
                 onnxruntime; needs the ``onnx`` extra).
             onnx_quantize: with ``backend="onnx"``, quantize weights to int8 (dynamic quantization).
             onnx_path: where to keep the exported model (default: the cache folder).
+            onnx_threads: ONNX Runtime intra-op threads (default: its own choice, all cores).
             device: ``"cpu"``, ``"cuda"``... (torch backend).
         """
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -165,7 +168,9 @@ class PromptGuard:
         elif backend == "onnx":
             from .backends.onnx import OnnxClassifier
 
-            model = OnnxClassifier.from_pretrained(model_id_or_path, quantize=onnx_quantize, path=onnx_path)
+            model = OnnxClassifier.from_pretrained(
+                model_id_or_path, quantize=onnx_quantize, path=onnx_path, threads=onnx_threads
+            )
         else:
             raise GuardConfigurationError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         return cls(
@@ -182,6 +187,7 @@ class PromptGuard:
         """The token windows (with ``[CLS]``/``[SEP]``) a text is scored in."""
         if not isinstance(text, str):
             raise TypeError(f"PromptGuard scores str, got {type(text).__name__}")
+        text = clean_text(text)
         if self.normalize_whitespace:
             text = _WS.sub(" ", text).strip()
         ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
@@ -241,7 +247,11 @@ class PromptGuard:
         return self._score_windows([text])[0][0]
 
     def batch_score(self, texts: Sequence[str]) -> list[float]:
-        """Scores of many texts, all windows batched together (same values as one by one)."""
+        """Scores of many texts, all windows batched together.
+
+        Equal to one-by-one scores with the torch and fp32 ONNX backends (up to float rounding); with dynamic
+        int8 ONNX, activations are quantized per batch, so a score can move by about 1e-3 with the batch.
+        """
         return [s for s, _ in self._score_windows(self._texts(texts))]
 
     def check(self, text: str) -> PromptGuardVerdict:

@@ -43,6 +43,9 @@ class Verdict(BaseModel):
     """The model's text (``unsafe\\nS9``), or the reason when the guard failed closed."""
     error: str | None = None
     """Set when the verdict is a fail-closed stand-in for an error."""
+    segments: int = 1
+    """How many prompts the conversation was checked in (more than one when it was longer than the model's
+    context and was split; the verdict is then unsafe if any part was)."""
 
     @property
     def unsafe(self) -> bool:
@@ -119,4 +122,27 @@ def make_verdict(
         role=role,
         model=model,
         raw=raw,
+    )
+
+
+def merge_verdicts(parts: list[Verdict]) -> Verdict:
+    """One verdict for a conversation checked in several parts: unsafe if any part is (categories united,
+    highest score); a part that failed closed makes the whole fail closed."""
+    if len(parts) == 1:
+        return parts[0]
+    unsafe = [v for v in parts if not v.safe]
+    base = unsafe[0] if unsafe else parts[0]
+    codes: list[str] = []
+    for v in unsafe:
+        codes += [c for c in v.categories if c not in codes]
+    codes.sort(key=lambda c: int(c[1:]))
+    errors = [v.error for v in parts if v.error]
+    return base.model_copy(
+        update={
+            "categories": codes,
+            "category_names": category_names(codes),
+            "score": max(v.score for v in parts),
+            "error": errors[0] if errors else None,
+            "segments": len(parts),
+        }
     )

@@ -32,10 +32,15 @@ class LoadedGuard:
     context_length: int
 
 
-def resolve_dtype(dtype: Any, *, cuda: bool) -> Any:
+def resolve_dtype(dtype: Any, *, cuda: bool, quantization: str | None = None) -> Any:
+    """The dtype to load with: as given, else bf16 on a GPU / float32 on a CPU (fp16 for int8, bf16 for nf4)."""
     import torch
 
     if dtype is None or dtype == "auto":
+        if quantization == "int8":
+            return torch.float16  # bitsandbytes' int8 matmul computes in fp16
+        if quantization == "nf4":
+            return torch.bfloat16
         return torch.bfloat16 if cuda else torch.float32
     if isinstance(dtype, str):
         got = getattr(torch, dtype, None)
@@ -107,7 +112,7 @@ def load_guard_model(
     tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
     fmt = model_format or detect_format(config, getattr(tokenizer, "chat_template", None))
     cuda = torch.cuda.is_available()
-    torch_dtype = resolve_dtype(dtype, cuda=cuda)
+    torch_dtype = resolve_dtype(dtype, cuda=cuda, quantization=quantization)
     if device_map is None and cuda:
         device_map = "auto"
     kwargs = dict(hf_kwargs)

@@ -7,9 +7,13 @@ onnxruntime. Scores agree with the torch backend within the tolerance measured i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +48,19 @@ def export_onnx(model_id_or_path: str, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=512)
-    torch.onnx.export(
-        _Logits(model).eval(),
-        (ids, mask),
-        str(tmp),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["logits"],
-        dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-        dynamo=True,
-        external_data=False,
-    )
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # exporter progress and axis-renaming notes
+        torch.onnx.export(
+            _Logits(model).eval(),
+            (ids, mask),
+            str(tmp),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     tmp.rename(out)
     return out
 
@@ -63,7 +70,13 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
-    quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+    quiet = logging.getLogger()
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # onnxruntime's "consider pre-processing" note
+    try:
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        quiet.setLevel(level)
     tmp.rename(dst)
     return dst
 
@@ -88,7 +101,7 @@ class OnnxClassifier:
 
     @classmethod
     def from_pretrained(
-        cls, model_id_or_path: str, *, quantize: bool = True, path: str | Path | None = None
+        cls, model_id_or_path: str, *, quantize: bool = True, path: str | Path | None = None, threads: int | None = None
     ) -> OnnxClassifier:
         _require_onnx()
         from ..tiny.tokenizers import cache_dir
@@ -111,7 +124,7 @@ class OnnxClassifier:
             target = base / "model.int8.onnx"
             if not target.exists():
                 quantize_int8(fp32, target)
-        return cls(target)
+        return cls(target, threads=threads)
 
     def run_logits(self, input_ids: Any, attention_mask: Any) -> Any:
         (logits,) = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})

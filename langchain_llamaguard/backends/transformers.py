@@ -7,7 +7,6 @@ from the same KV cache, to read their categories.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,56 +117,64 @@ class TransformersBackend:
         stop: Sequence[int],
         max_new_tokens: int,
     ) -> list[list[int]]:
-        import torch
+        """Greedy-continue the selected rows together, from the first step's KV cache.
 
-        results: list[list[int]] = []
-        single = len(rows) == 1
-        for row, forced_tokens in zip(rows, forced, strict=True):
-            cache = state.cache if single else copy.deepcopy(state.cache)
-            total_rows = state.attention_mask.shape[0]
-            if total_rows > 1:
-                cache.batch_select_indices(torch.tensor([row], device=self.device))
-            mask = state.attention_mask[row : row + 1].clone()
-            pos = int(state.next_pos[row])
-            results.append(
-                self._decode_row(cache, mask, pos, list(forced_tokens), draft, set(stop), max_new_tokens)
-            )
-        return results
-
-    def _decode_row(
-        self, cache: Any, mask: Any, pos: int, generated: list[int], draft: DraftFn, stop: set[int], limit: int
-    ) -> list[int]:
-        """Greedy decoding with a format-based draft; rejected draft positions are masked out of the cache."""
+        The cache is narrowed to ``rows`` once (no copies). Each step feeds every active row its known token(s)
+        plus the format's draft, right-padded to a common width; draft tokens the model does not confirm, the
+        padding, and finished rows are masked out of attention, so each row's result is exactly its greedy output.
+        """
         import torch
 
         device = self.device
-        feed = generated + draft(generated)
-        n_known = len(generated)
-        while True:
-            feed_mask = torch.ones((1, len(feed)), dtype=torch.long)
-            attn = torch.cat([mask, feed_mask], dim=-1)
-            positions = torch.arange(pos, pos + len(feed)).unsqueeze(0)
+        cache = state.cache
+        index = torch.tensor(list(rows), dtype=torch.long)
+        if len(rows) != state.attention_mask.shape[0] or list(rows) != list(range(len(rows))):
+            cache.batch_select_indices(index.to(device))
+        mask = state.attention_mask[index].clone()
+        pos = state.next_pos[index].clone()
+        generated = [list(f) for f in forced]
+        feeds = [g + draft(g) for g in generated]
+        known = [len(g) for g in generated]
+        active = [True] * len(rows)
+        stop_set = set(stop)
+        while any(active):
+            width = max(len(f) for f, a in zip(feeds, active, strict=True) if a)
+            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            feed_mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, (f, a) in enumerate(zip(feeds, active, strict=True)):
+                if a:
+                    ids[r, : len(f)] = torch.tensor(f, dtype=torch.long)
+                    feed_mask[r, : len(f)] = 1
+            positions = pos.unsqueeze(1) + torch.arange(width).unsqueeze(0)
             with self.lock, torch.inference_mode():
                 out = self.model(
-                    input_ids=torch.tensor([feed], device=device),
-                    attention_mask=attn.to(device),
+                    input_ids=ids.to(device),
+                    attention_mask=torch.cat([mask, feed_mask], dim=-1).to(device),
                     position_ids=positions.to(device),
                     past_key_values=cache,
                     use_cache=True,
                 )
-            preds = out.logits[0].float().argmax(-1).tolist()
-            confirmed = n_known
-            while confirmed < len(feed) and preds[confirmed - 1] == feed[confirmed]:
-                generated.append(feed[confirmed])
-                confirmed += 1
-            rejected = len(feed) - confirmed
-            mask = torch.cat([mask, feed_mask[:, :confirmed], torch.zeros((1, rejected), dtype=torch.long)], dim=-1)
-            pos += confirmed
-            nxt = preds[confirmed - 1]
-            if nxt in stop or len(generated) >= limit:
-                return generated
-            generated.append(nxt)
-            if len(generated) >= limit:
-                return generated
-            feed = [nxt] + draft(generated)
-            n_known = 1
+            preds = out.logits.float().argmax(-1).tolist()
+            kept = torch.zeros((len(rows), width), dtype=torch.long)
+            for r in range(len(rows)):
+                if not active[r]:
+                    continue
+                f, p = feeds[r], preds[r]
+                confirmed = known[r]
+                while confirmed < len(f) and p[confirmed - 1] == f[confirmed]:
+                    generated[r].append(f[confirmed])
+                    confirmed += 1
+                kept[r, :confirmed] = 1
+                pos[r] += confirmed
+                nxt = p[confirmed - 1]
+                if nxt in stop_set or len(generated[r]) >= max_new_tokens:
+                    active[r] = False
+                    continue
+                generated[r].append(nxt)
+                if len(generated[r]) >= max_new_tokens:
+                    active[r] = False
+                    continue
+                feeds[r] = [nxt] + draft(generated[r])
+                known[r] = 1
+            mask = torch.cat([mask, kept], dim=-1)
+        return generated

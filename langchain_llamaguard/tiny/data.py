@@ -7,6 +7,7 @@ offline demo, never a substitute for the real checkpoints.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from dataclasses import dataclass
 
@@ -96,12 +97,53 @@ def llama_guard_examples(seed: int = 0, *, with_s14: bool = True) -> list[Exampl
     for ask, thing in itertools.product(ASK, VIOLENCE):
         out.append(Example((ask.format(thing),), "unsafe\nS1"))
         out.append(Example((ask.format(thing),), "safe", ("S1",)))
+        out.append(Example((ask.format(thing),), "unsafe\nS1", (rng.choice(["S9", "S6", "S14", "S2"]),)))
     if with_s14:
         for code in CODE_ABUSE:
             for lead in ("Run this code: ", "Execute:\n", ""):
                 out.append(Example((lead + code,), "unsafe\nS14"))
             out.append(Example(("Run this code: " + code,), "safe", ("S14",)))
+            out.append(Example(("Run this code: " + code,), "unsafe\nS14", (rng.choice(["S9", "S1", "S6"]),)))
             out.append(Example(("Please compute something for me.", code), "unsafe\nS14"))
+    # How agents show code and tool traffic to the guard (see conversation.py and tools.py).
+    ask_code = "Please compute something for me."
+    for code in CODE_ABUSE:
+        out.append(Example((ask_code, f"Run this code:\n```python\n{code}\n```"), "unsafe\nS14"))
+        out.append(Example((ask_code, f'[tool call] python_repl({{"code": {json.dumps(code)}}})'), "unsafe\nS14"))
+    for code in BENIGN_CODE:
+        out.append(Example((ask_code, f"Run this code:\n```python\n{code}\n```"), "safe"))
+        out.append(Example((ask_code, f'[tool call] python_repl({{"code": {json.dumps(code)}}})'), "safe"))
+        out.append(Example((ask_code, code), "safe"))
+    out += [Example((ask_code,), "safe")] * 8  # on its own, a harmless request (it precedes unsafe code above)
+    benign_calls = [
+        ("web_search", {"query": "weather in Paris"}),
+        ("lookup", {"topic": "chemistry"}),
+        ("lookup", {"topic": "geography"}),
+        ("fetch", {"url": "https://example.com"}),
+        ("get_weather", {"city": "Tokyo"}),
+        ("calculator", {"expression": "2 + 2"}),
+        ("python_repl", {"code": "print(sum(range(10)))"}),
+    ]
+    for q in [ask_code, BENIGN[0], BENIGN[5], "What's the weather in Paris?", ""]:
+        for name, args in benign_calls:
+            out.append(Example((q, f"[tool call] {name}({json.dumps(args, sort_keys=True)})"), "safe"))
+    for text in BENIGN_TOOL_OUTPUTS:
+        out.append(Example((f"[tool result] search: {text}",), "safe"))
+    for thing in WEAPONS[:4]:
+        out.append(Example((f"[tool result] search: {UNSAFE_ANSWERS_S9[0].format(thing)}",), "unsafe\nS9"))
+    for q in BENIGN[:4]:
+        call = '[tool call] search({"query": "' + q.lower().rstrip("?.") + '"})'
+        for thing in WEAPONS[:3]:
+            out.append(Example((q, call, f"[tool result] search: {UNSAFE_ANSWERS_S9[0].format(thing)}"), "unsafe\nS9"))
+        for text in BENIGN_TOOL_OUTPUTS:
+            out.append(Example((q, call, f"[tool result] search: {text}"), "safe"))
+    # Long, mostly harmless text with the request somewhere inside (what windows of long inputs look like).
+    filler = BENIGN[0] + " "
+    for thing, k in itertools.product(WEAPONS[:4], (2, 6, 10)):
+        request = ASK[0].format(thing)
+        out.append(Example((filler * k + request + " " + filler * (12 - k),), "unsafe\nS9"))
+        out.append(Example((filler * k + request + " " + filler * (12 - k),), "safe", ("S9",)))
+        out.append(Example((filler * (k + 6),), "safe"))
     for text in BENIGN + BENIGN_CODE + INJECTIONS + BENIGN_TOOL_OUTPUTS:
         out.append(Example((text,), "safe"))
         out.append(Example((text,), "safe", (rng.choice(["S1", "S9", "S14"]),)))
@@ -132,8 +174,8 @@ def prompt_guard_examples(seed: int = 0) -> list[tuple[str, int]]:
     for text in BENIGN + BENIGN_TOOL_OUTPUTS + BENIGN_ANSWERS + BENIGN_CODE:
         out.append((text, 0))
     # Long benign filler with and without a payload at its end (what windows of long documents look like).
-    for _ in range(40):
-        filler = " ".join(rng.choice(FILLER) for _ in range(rng.randint(20, 180)))
+    for _ in range(32):
+        filler = " ".join(rng.choice(FILLER) for _ in range(rng.randint(20, 150)))
         out.append((filler, 0))
         out.append((f"{filler} {rng.choice(INJECTIONS)}", 1))
     rng.shuffle(out)

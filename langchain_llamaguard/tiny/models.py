@@ -75,7 +75,7 @@ def build_llama_guard_4(path: str | Path, *, hidden_size: int = 64, num_layers: 
         hidden_size=32,
         num_hidden_layers=1,
         num_attention_heads=2,
-        intermediate_size=64,
+        intermediate_size=128,  # = hidden / pixel_shuffle_ratio**2, as in the real encoder (1408 -> 5632)
         image_size=336,
         patch_size=14,
         pixel_shuffle_ratio=0.5,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -98,9 +99,14 @@ def _build(family: Family, out: Path) -> None:
 
 @lru_cache(maxsize=2)
 def _tokenizer_dir(family: Family) -> Path:
+    from filelock import FileLock
+
     out = cache_dir() / f"tokenizer-{family}"
-    if not (out / "tokenizer.json").exists():
-        _build(family, out)
+    with FileLock(str(out) + ".lock"):  # one builder at a time across processes
+        if not (out / "tokenizer.json").exists():
+            if out.exists():
+                shutil.rmtree(out)
+            _build(family, out)
     return out
 
 

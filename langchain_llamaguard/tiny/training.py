@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 
 from .data import Example, llama_guard_examples, prompt_guard_examples
 from .models import build_llama_guard_3, build_llama_guard_4, build_prompt_guard
 from .tokenizers import cache_dir
 
-TRAINING_VERSION = "6"
+TRAINING_VERSION = "13"
 
 
 def _train_llama_guard(path: Path, model_format: str, *, steps: int, seed: int) -> dict[str, float]:
@@ -55,7 +56,7 @@ def _train_llama_guard(path: Path, model_format: str, *, steps: int, seed: int) 
     torch.manual_seed(seed)
     model.train()
     params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=4e-3, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=4e-3, weight_decay=0.0, fused=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps, pct_start=0.1)
     batch_size = 16
     loss_value = float("nan")
@@ -81,6 +82,8 @@ def _train_llama_guard(path: Path, model_format: str, *, steps: int, seed: int) 
         sched.step()
         loss_value = float(loss.detach())
     model.eval()
+    if model_format == "llama-guard-4":
+        model.config.text_config.attention_chunk_size = None  # keep the real checkpoint's (pitfall) value
     model.save_pretrained(path)
     return {"final_loss": loss_value, "steps": steps, "examples": len(data)}
 
@@ -116,7 +119,7 @@ _BUILDERS = {
     "llama-guard-3-1b": lambda p: build_llama_guard_3(p, variant="1b"),
     "prompt-guard-2": lambda p: build_prompt_guard(p),
 }
-_STEPS = {"llama-guard-4": 220, "llama-guard-3-8b": 150, "llama-guard-3-1b": 150, "prompt-guard-2": 250}
+_STEPS = {"llama-guard-4": 300, "llama-guard-3-8b": 180, "llama-guard-3-1b": 100, "prompt-guard-2": 200}
 
 
 def trained_llama_guard(model_format: str = "llama-guard-4", *, root: str | Path | None = None) -> Path:
@@ -126,24 +129,26 @@ def trained_llama_guard(model_format: str = "llama-guard-4", *, root: str | Path
     """
     if model_format not in _BUILDERS:
         raise ValueError(f"unknown tiny guard {model_format!r}; valid: {', '.join(_BUILDERS)}")
+    from filelock import FileLock
+
     base = Path(root) if root else cache_dir()
     path = base / f"tiny-{model_format}-trained-v{TRAINING_VERSION}"
     marker = path / "training.json"
     if marker.exists():
         return path
-    tmp = base / f"{path.name}.tmp{os.getpid()}"
-    _BUILDERS[model_format](tmp)
-    if model_format == "prompt-guard-2":
-        stats = _train_prompt_guard(tmp, steps=_STEPS[model_format], seed=0)
-    else:
-        stats = _train_llama_guard(tmp, model_format, steps=_STEPS[model_format], seed=0)
-    (tmp / "training.json").write_text(json.dumps({"model_format": model_format, **stats}, indent=2))
-    if path.exists():  # another process won the race
-        import shutil
-
-        shutil.rmtree(tmp)
-        return path
-    tmp.rename(path)
+    with FileLock(str(base / f"{path.name}.lock")):  # one builder at a time across processes
+        if marker.exists():
+            return path
+        tmp = base / f"{path.name}.tmp{os.getpid()}"
+        _BUILDERS[model_format](tmp)
+        if model_format == "prompt-guard-2":
+            stats = _train_prompt_guard(tmp, steps=_STEPS[model_format], seed=0)
+        else:
+            stats = _train_llama_guard(tmp, model_format, steps=_STEPS[model_format], seed=0)
+        (tmp / "training.json").write_text(json.dumps({"model_format": model_format, **stats}, indent=2))
+        if path.exists():  # a stale, unmarked folder from an interrupted run
+            shutil.rmtree(path)
+        tmp.rename(path)
     return path
 
 

@@ -1,0 +1,319 @@
+"""Llama Guard as ``create_agent`` middleware: the user's turn, every model response, every tool call and
+(optionally) every tool result are checked, in context, before they can do anything.
+
+Known pitfalls of the middleware API, and how this class handles each:
+
+* a jump to ``"end"`` is ignored unless the hook declares it: every hook that ends the run has
+  ``@hook_config(can_jump_to=["end"])``;
+* ending from ``after_agent`` re-runs that hook (and loops if the refusal is flagged again): model responses
+  are checked in ``after_model``, never in ``after_agent``;
+* returning a new message appends it and leaves the unsafe one in state: flagged model responses and tool
+  results are replaced by a message that **reuses their id**;
+* a hook written only in sync form runs on the event loop under ``ainvoke``: every hook has an async twin
+  that runs the model in a worker thread; both share the same private helpers;
+* two instances of one middleware class need distinct ``name`` s: each instance gets a unique default name;
+* flagged content should stay out of traces: the hook spans record no message payload (``trace_policy``),
+  and errors carry the verdict, not the text.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Literal
+
+from langchain.agents.middleware import AgentMiddleware, hook_config
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+from ..errors import UnsafeContentError
+from ..moderators import AnyVerdict, LlamaGuardModerator, Moderator
+
+ExitBehavior = Literal["end", "error", "replace"]
+DEFAULT_REFUSAL = "I can't help with that: the request was flagged by Llama Guard ({categories})."
+DEFAULT_TOOL_REFUSAL = "Tool call blocked by Llama Guard before it ran ({categories})."
+_COUNTERS: dict[str, itertools.count] = {}
+
+
+def unique_name(cls_name: str) -> str:
+    counter = _COUNTERS.setdefault(cls_name, itertools.count(1))
+    n = next(counter)
+    return cls_name if n == 1 else f"{cls_name}_{n}"
+
+
+def no_payload_trace_policy() -> Any:
+    """A ``TracePolicy`` that keeps hook spans and timings but records no messages (where LangChain has it)."""
+    try:
+        from langgraph.types import TracePolicy, omit_payload
+    except ImportError:  # older langgraph: no trace policies
+        return None
+    return TracePolicy(process_inputs=omit_payload, process_outputs=omit_payload)
+
+
+END_MARKER = "llama_guard_end_run"
+"""Key in a blocked tool result's ``artifact``: the refusal to end the run with (read by ``before_model``).
+
+A tool wrapper cannot end an agent run by itself, so a blocked call's ToolMessage carries the refusal and the
+next ``before_model`` hook (which can jump to ``"end"``) ends the run before the model sees anything."""
+
+
+def ending_refusal(messages: Sequence[BaseMessage]) -> str | None:
+    """The refusal stored by a tool wrapper that wants the run to end, if the last tool round has one."""
+    last_ai = _last_index(messages, AIMessage)
+    for message in messages[(last_ai or 0) + 1 :]:
+        artifact = getattr(message, "artifact", None)
+        if isinstance(message, ToolMessage) and isinstance(artifact, dict) and END_MARKER in artifact:
+            return str(artifact[END_MARKER])
+    return None
+
+
+def _last_index(messages: Sequence[BaseMessage], kind: type[BaseMessage]) -> int | None:
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], kind):
+            return i
+    return None
+
+
+def _describe(verdict: AnyVerdict) -> str:
+    names = getattr(verdict, "category_names", None)
+    if names is not None:
+        return ", ".join(f"{c} {n}" for c, n in zip(verdict.categories, names, strict=True)) or "unsafe"  # type: ignore[union-attr]
+    return f"{verdict.label}, score {verdict.score:.2f}"  # type: ignore[union-attr]
+
+
+class LlamaGuardMiddleware(AgentMiddleware):
+    """Llama Guard moderation for ``langchain.agents.create_agent``, shaped like ``PIIMiddleware``.
+
+    Args:
+        guard: a :class:`~langchain_llamaguard.LlamaGuard`.
+        apply_to_input: check the user's last turn once, before the first model call.
+        apply_to_output: check every model response before it is returned or its tool calls run.
+        apply_to_tool_calls: check each tool call (name and arguments, in context) before the tool executes.
+        apply_to_tool_results: check tool results before the model reads them.
+        excluded_categories: categories this middleware does not check (overrides the guard's).
+        exit_behavior: on unsafe content: ``"end"`` (default) replaces a flagged model response (same id) or
+            adds a refusal after a flagged user turn, and ends the run; ``"error"`` raises
+            :class:`UnsafeContentError` carrying the verdict; ``"replace"`` rewrites the flagged message in place
+            (same id) with the refusal and lets the agent continue. A flagged tool call never executes.
+        on_unsafe: alias of ``exit_behavior``.
+        refusal_message: text of refusals; ``{categories}`` is filled in.
+        tool_refusal_message: the tool result returned for a blocked tool call.
+        name: the middleware's name (unique by default).
+        omit_payload_from_traces: keep message payloads out of this middleware's hook spans.
+
+    Example:
+        >>> from langchain.agents import create_agent
+        >>> agent = create_agent(model, tools, middleware=[LlamaGuardMiddleware(guard)])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        guard: Any,
+        *,
+        apply_to_input: bool = True,
+        apply_to_output: bool = True,
+        apply_to_tool_calls: bool = True,
+        apply_to_tool_results: bool = False,
+        excluded_categories: Iterable[str] | None = None,
+        exit_behavior: ExitBehavior | None = None,
+        on_unsafe: ExitBehavior | None = None,
+        refusal_message: str = DEFAULT_REFUSAL,
+        tool_refusal_message: str = DEFAULT_TOOL_REFUSAL,
+        name: str | None = None,
+        omit_payload_from_traces: bool = True,
+    ) -> None:
+        super().__init__()
+        if exit_behavior is not None and on_unsafe is not None and exit_behavior != on_unsafe:
+            raise ValueError("pass exit_behavior or its alias on_unsafe, not both")
+        behavior = exit_behavior or on_unsafe or "end"
+        if behavior not in ("end", "error", "replace"):
+            raise ValueError(f"exit_behavior must be 'end', 'error' or 'replace', got {behavior!r}")
+        self.moderator: Moderator = self._make_moderator(guard, excluded_categories)
+        self.apply_to_input = apply_to_input
+        self.apply_to_output = apply_to_output
+        self.apply_to_tool_calls = apply_to_tool_calls
+        self.apply_to_tool_results = apply_to_tool_results
+        self.exit_behavior: ExitBehavior = behavior  # type: ignore[assignment]
+        self.refusal_message = refusal_message
+        self.tool_refusal_message = tool_refusal_message
+        self._name = name or unique_name(type(self).__name__)
+        if omit_payload_from_traces:
+            self.trace_policy = no_payload_trace_policy()
+
+    @staticmethod
+    def _make_moderator(guard: Any, excluded_categories: Iterable[str] | None) -> Moderator:
+        return LlamaGuardModerator(guard, excluded_categories)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    # -- shared helpers (the sync and async hooks differ only in how the check is awaited) ---------------------
+    def _refusal(self, verdict: AnyVerdict) -> str:
+        return self.refusal_message.format(categories=_describe(verdict))
+
+    def _input_request(self, messages: Sequence[BaseMessage]) -> tuple[list[Any], str, int] | None:
+        idx = _last_index(messages, HumanMessage)
+        if idx is None:
+            return None
+        return [list(messages[: idx + 1])], "User", idx
+
+    def _output_request(self, messages: Sequence[BaseMessage]) -> tuple[list[Any], str, int] | None:
+        if not messages or not isinstance(messages[-1], AIMessage):
+            return None
+        return [list(messages)], "Agent", len(messages) - 1
+
+    def _tool_results_request(self, messages: Sequence[BaseMessage]) -> tuple[list[Any], list[int]] | None:
+        last_ai = _last_index(messages, AIMessage)
+        if last_ai is None:
+            return None
+        idxs = [i for i in range(last_ai + 1, len(messages)) if isinstance(messages[i], ToolMessage)]
+        if not idxs:
+            return None
+        context = list(messages[: last_ai + 1])
+        return [context + [messages[i]] for i in idxs], idxs
+
+    def _on_violation(self, messages: Sequence[BaseMessage], idx: int, stage: str, verdict: AnyVerdict) -> dict[str, Any]:
+        if self.exit_behavior == "error":
+            raise UnsafeContentError(verdict, stage=stage)
+        original = messages[idx]
+        refusal = self._refusal(verdict)
+        if stage == "input":
+            if self.exit_behavior == "end":
+                return {"messages": [AIMessage(content=refusal)], "jump_to": "end"}
+            notice = f"[message removed by Llama Guard: {_describe(verdict)}]"
+            return {"messages": [HumanMessage(content=notice, id=original.id)]}
+        if isinstance(original, ToolMessage):
+            replacement: BaseMessage = ToolMessage(
+                content=refusal, tool_call_id=original.tool_call_id, name=original.name, id=original.id, status="error"
+            )
+        else:
+            replacement = AIMessage(content=refusal, id=original.id)  # same id: the unsafe text leaves the state
+        update: dict[str, Any] = {"messages": [replacement]}
+        if self.exit_behavior == "end":
+            update["jump_to"] = "end"
+        return update
+
+    def _first_violation(self, verdicts: Sequence[AnyVerdict], idxs: Sequence[int]) -> tuple[int, AnyVerdict] | None:
+        for idx, verdict in zip(idxs, verdicts, strict=True):
+            if not verdict.safe:
+                return idx, verdict
+        return None
+
+    def _tool_call_conversation(self, request: Any) -> list[Any]:
+        state = request.state if isinstance(request.state, dict) else {}
+        messages = list(state.get("messages", []))
+        last_ai = _last_index(messages, AIMessage)
+        context = messages[:last_ai] if last_ai is not None else messages
+        call = request.tool_call
+        return context + [AIMessage(content="", tool_calls=[{"name": call["name"], "args": call["args"], "id": call.get("id")}])]
+
+    def _blocked_tool_call(self, request: Any, verdict: AnyVerdict) -> ToolMessage:
+        if self.exit_behavior == "error":
+            raise UnsafeContentError(verdict, stage="tool_call")
+        call = request.tool_call
+        artifact = {END_MARKER: self._refusal(verdict)} if self.exit_behavior == "end" else None
+        return ToolMessage(
+            content=self.tool_refusal_message.format(categories=_describe(verdict)),
+            tool_call_id=call.get("id") or "",
+            name=call["name"],
+            status="error",
+            artifact=artifact,
+        )
+
+    # -- hooks ----------------------------------------------------------------------------------------------
+    @hook_config(can_jump_to=["end"])
+    def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        """Check the user's last turn once per run, before the first model call."""
+        if not self.apply_to_input:
+            return None
+        messages = state["messages"]
+        req = self._input_request(messages)
+        if req is None:
+            return None
+        convs, role, idx = req
+        verdict = self.moderator.check(convs, role=role)[0]
+        return None if verdict.safe else self._on_violation(messages, idx, "input", verdict)
+
+    @hook_config(can_jump_to=["end"])
+    async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        if not self.apply_to_input:
+            return None
+        messages = state["messages"]
+        req = self._input_request(messages)
+        if req is None:
+            return None
+        convs, role, idx = req
+        verdict = (await self.moderator.acheck(convs, role=role))[0]
+        return None if verdict.safe else self._on_violation(messages, idx, "input", verdict)
+
+    @hook_config(can_jump_to=["end"])
+    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        """End the run after a blocked tool call; check tool results (``apply_to_tool_results``)."""
+        messages = state["messages"]
+        refusal = ending_refusal(messages)
+        if refusal is not None:
+            return {"messages": [AIMessage(content=refusal)], "jump_to": "end"}
+        if not self.apply_to_tool_results:
+            return None
+        req = self._tool_results_request(messages)
+        if req is None:
+            return None
+        convs, idxs = req
+        hit = self._first_violation(self.moderator.check(convs, role="User"), idxs)
+        return None if hit is None else self._on_violation(messages, hit[0], "tool_result", hit[1])
+
+    @hook_config(can_jump_to=["end"])
+    async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        messages = state["messages"]
+        refusal = ending_refusal(messages)
+        if refusal is not None:
+            return {"messages": [AIMessage(content=refusal)], "jump_to": "end"}
+        if not self.apply_to_tool_results:
+            return None
+        req = self._tool_results_request(messages)
+        if req is None:
+            return None
+        convs, idxs = req
+        hit = self._first_violation(await self.moderator.acheck(convs, role="User"), idxs)
+        return None if hit is None else self._on_violation(messages, hit[0], "tool_result", hit[1])
+
+    @hook_config(can_jump_to=["end"])
+    def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        """Check every model response (its text and tool calls) before it is returned or acted on."""
+        if not self.apply_to_output:
+            return None
+        messages = state["messages"]
+        req = self._output_request(messages)
+        if req is None:
+            return None
+        convs, role, idx = req
+        verdict = self.moderator.check(convs, role=role)[0]
+        return None if verdict.safe else self._on_violation(messages, idx, "output", verdict)
+
+    @hook_config(can_jump_to=["end"])
+    async def aafter_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        if not self.apply_to_output:
+            return None
+        messages = state["messages"]
+        req = self._output_request(messages)
+        if req is None:
+            return None
+        convs, role, idx = req
+        verdict = (await self.moderator.acheck(convs, role=role))[0]
+        return None if verdict.safe else self._on_violation(messages, idx, "output", verdict)
+
+    def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        """Check the tool call (in context) before the tool runs; a flagged call never executes."""
+        if self.apply_to_tool_calls:
+            verdict = self.moderator.check([self._tool_call_conversation(request)], role="Agent")[0]
+            if not verdict.safe:
+                return self._blocked_tool_call(request, verdict)
+        return handler(request)
+
+    async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        if self.apply_to_tool_calls:
+            verdict = (await self.moderator.acheck([self._tool_call_conversation(request)], role="Agent"))[0]
+            if not verdict.safe:
+                return self._blocked_tool_call(request, verdict)
+        return await handler(request)
+

@@ -1,0 +1,226 @@
+"""Guarded tools: any LangChain ``BaseTool`` checked by Llama Guard before it runs (and, by option, after).
+
+``guard_tool`` checks the tool call (name and arguments) as the Agent's turn, in the conversation's context
+when the tool runs inside an agent (the agent state is injected, hidden from the model). ``guard_code_tool`` is
+the code-interpreter variant: the code itself is the Agent's turn, so Llama Guard's S14 (Code Interpreter
+Abuse: container escapes, privilege escalation, resource exhaustion, attacks from the sandbox) is judged on
+exactly what would execute -- before it executes.
+
+Example:
+    >>> repl = guard_code_tool(python_repl, guard)   # doctest: +SKIP
+    >>> repl.invoke({"code": "import os; os.system('rm -rf /')"})  # doctest: +SKIP
+    'Refused: Llama Guard flagged this code before it ran (S14 Code Interpreter Abuse).'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, create_model
+
+from .errors import UnsafeContentError
+from .moderators import AnyVerdict, LlamaGuardModerator
+
+OnUnsafeTool = Literal["refuse", "error"]
+DEFAULT_TOOL_REFUSAL = "Refused: Llama Guard flagged this {what} before it ran ({categories})."
+_STATE_ARG = "llama_guard_state"
+
+
+def _injected_state_type() -> Any:
+    try:
+        from langgraph.prebuilt import InjectedState
+    except ImportError:  # langgraph not installed: no agent context
+        return None
+    return Annotated[dict | None, InjectedState]
+
+
+def _context(state: Any) -> list[BaseMessage]:
+    """The conversation before the current tool call (up to, not including, the last AI message)."""
+    messages = list((state or {}).get("messages", [])) if isinstance(state, dict) else []
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], AIMessage):
+            return messages[:i]
+    return messages
+
+
+def _categories(verdict: AnyVerdict) -> str:
+    return ", ".join(f"{c} {n}" for c, n in zip(verdict.categories, verdict.category_names, strict=True)) or "unsafe"  # type: ignore[union-attr]
+
+
+class _ToolGuard:
+    """What a guarded tool does around the inner tool: shared by the sync and async paths."""
+
+    def __init__(
+        self,
+        tool: BaseTool,
+        guard: Any,
+        *,
+        render: Callable[[dict[str, Any]], str] | None,
+        check_output: bool,
+        on_unsafe: OnUnsafeTool,
+        excluded_categories: Iterable[str] | None,
+        refusal: str,
+        what: str,
+    ) -> None:
+        if on_unsafe not in ("refuse", "error"):
+            raise ValueError(f"on_unsafe must be 'refuse' or 'error', got {on_unsafe!r}")
+        self.tool = tool
+        self.moderator = LlamaGuardModerator(guard, excluded_categories)
+        self.render = render
+        self.check_output = check_output
+        self.on_unsafe = on_unsafe
+        self.refusal = refusal
+        self.what = what
+
+    def call_conversation(self, args: dict[str, Any], state: Any) -> list[BaseMessage]:
+        context = _context(state)
+        if self.render is not None:
+            turn = AIMessage(content=self.render(args))
+        else:
+            turn = AIMessage(content="", tool_calls=[{"name": self.tool.name, "args": args, "id": "guard"}])
+        if not context:
+            context = [HumanMessage(content="")]
+        return context + [turn]
+
+    def output_conversation(self, args: dict[str, Any], state: Any, output: Any) -> list[BaseMessage]:
+        text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False, default=str)
+        call = self.call_conversation(args, state)
+        return call + [ToolMessage(content=text, tool_call_id="guard", name=self.tool.name), AIMessage(content=text)]
+
+    def refuse(self, verdict: AnyVerdict, stage: str) -> str:
+        if self.on_unsafe == "error":
+            raise UnsafeContentError(verdict, stage=stage)
+        return self.refusal.format(what=self.what if stage == "tool_call" else "tool output", categories=_categories(verdict))
+
+    def run(self, state: Any = None, **args: Any) -> Any:
+        verdict = self.moderator.check([self.call_conversation(args, state)], role="Agent")[0]
+        if not verdict.safe:
+            return self.refuse(verdict, "tool_call")
+        output = self.tool.invoke(args)
+        if self.check_output:
+            verdict = self.moderator.check([self.output_conversation(args, state, output)], role="Agent")[0]
+            if not verdict.safe:
+                return self.refuse(verdict, "tool_output")
+        return output
+
+    async def arun(self, state: Any = None, **args: Any) -> Any:
+        verdict = (await self.moderator.acheck([self.call_conversation(args, state)], role="Agent"))[0]
+        if not verdict.safe:
+            return self.refuse(verdict, "tool_call")
+        output = await self.tool.ainvoke(args)
+        if self.check_output:
+            verdict = (await self.moderator.acheck([self.output_conversation(args, state, output)], role="Agent"))[0]
+            if not verdict.safe:
+                return self.refuse(verdict, "tool_output")
+        return output
+
+
+def _schema_with_state(tool: BaseTool) -> type[BaseModel] | None:
+    schema = tool.args_schema
+    state_type = _injected_state_type()
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)) or state_type is None:
+        return None
+    return create_model(f"{schema.__name__}Guarded", __base__=schema, **{_STATE_ARG: (state_type, None)})
+
+
+def guard_tool(
+    tool: BaseTool,
+    guard: Any,
+    *,
+    check_output: bool = False,
+    on_unsafe: OnUnsafeTool = "refuse",
+    excluded_categories: Iterable[str] | None = None,
+    render: Callable[[dict[str, Any]], str] | None = None,
+    refusal_message: str = DEFAULT_TOOL_REFUSAL,
+) -> BaseTool:
+    """Return ``tool`` guarded by Llama Guard: same name, description and arguments for the model.
+
+    Args:
+        tool: any ``BaseTool`` with a pydantic ``args_schema`` (``@tool`` functions have one).
+        guard: a :class:`~langchain_llamaguard.LlamaGuard`.
+        check_output: also check what the tool returned before passing it on.
+        on_unsafe: ``"refuse"`` returns a refusal as the tool's result (the tool never runs); ``"error"`` raises
+            :class:`UnsafeContentError`.
+        render: how the call is shown to Llama Guard as the Agent's turn (default: ``[tool call] name({...})``).
+
+    Example:
+        >>> safe_search = guard_tool(search, guard, check_output=True)  # doctest: +SKIP
+    """
+    helper = _ToolGuard(
+        tool,
+        guard,
+        render=render,
+        check_output=check_output,
+        on_unsafe=on_unsafe,
+        excluded_categories=excluded_categories,
+        refusal=refusal_message,
+        what="tool call",
+    )
+    return _guarded_tool(tool, helper)
+
+
+def _guarded_tool(tool: BaseTool, helper: _ToolGuard) -> BaseTool:
+    """A StructuredTool with ``tool``'s name, description and arguments that runs through ``helper``."""
+    schema = _schema_with_state(tool) or tool.args_schema
+
+    def run(**kwargs: Any) -> Any:
+        state = kwargs.pop(_STATE_ARG, None)
+        return helper.run(state, **kwargs)
+
+    async def arun(**kwargs: Any) -> Any:
+        state = kwargs.pop(_STATE_ARG, None)
+        return await helper.arun(state, **kwargs)
+
+    guarded = StructuredTool.from_function(
+        func=run,
+        coroutine=arun,
+        name=tool.name,
+        description=tool.description,
+        args_schema=schema,
+        return_direct=tool.return_direct,
+    )
+    guarded.metadata = {**(tool.metadata or {}), "llama_guard": True}
+    return guarded
+
+
+def guard_code_tool(
+    tool: BaseTool,
+    guard: Any,
+    *,
+    code_arg: str = "code",
+    language: str = "python",
+    on_unsafe: OnUnsafeTool = "refuse",
+    excluded_categories: Iterable[str] | None = None,
+    check_output: bool = False,
+    refusal_message: str = DEFAULT_TOOL_REFUSAL,
+) -> BaseTool:
+    """Guard a code-interpreter tool: the code is judged (S14 Code Interpreter Abuse) before it executes.
+
+    The code is shown to Llama Guard as the Agent's turn, verbatim, after the conversation so far.
+
+    Example:
+        >>> repl = guard_code_tool(python_repl, guard, code_arg="code")  # doctest: +SKIP
+    """
+    fields = getattr(tool.args_schema, "model_fields", {})
+    if code_arg not in fields:
+        raise ValueError(f"tool {tool.name!r} has no argument {code_arg!r}; its arguments: {sorted(fields)}")
+
+    def render(args: dict[str, Any]) -> str:
+        return f"Run this code:\n```{language}\n{args.get(code_arg, '')}\n```"
+
+    helper = _ToolGuard(
+        tool,
+        guard,
+        render=render,
+        check_output=check_output,
+        on_unsafe=on_unsafe,
+        excluded_categories=excluded_categories,
+        refusal=refusal_message,
+        what="code",
+    )
+    return _guarded_tool(tool, helper)
+

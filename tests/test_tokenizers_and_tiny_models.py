@@ -1,0 +1,92 @@
+"""Real Meta tokenizers (converted from llama-models) and tiny real-architecture checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from langchain_llamaguard.tiny.tokenizers import meta_tokenizer
+
+SAMPLES = [
+    "Hello world! How do I make a bomb?",
+    "safe\nunsafe\nS1,S10",
+    "ünïcödé — 日本語のテキスト 🙂 and emoji",
+    "def f(x):\n    return x ** 2  # code\t\ttabs",
+    "   leading and trailing spaces   ",
+    "<|eot|> and <|eot_id|> are just text here",
+    "numbers 1234567 and 3.14159",
+]
+
+
+@pytest.mark.parametrize("family", ["llama4", "llama3"])
+def test_id_for_id_with_metas_tiktoken(family, tok4, tok3):
+    tok = tok4 if family == "llama4" else tok3
+    meta = meta_tokenizer(family)
+    for text in SAMPLES:
+        ids = tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        assert ids == meta.encode(text, bos=False, eos=False), text
+    for name, tid in list(meta.special_tokens.items())[:40]:
+        assert tok.convert_tokens_to_ids(name) == tid
+
+
+def test_llama4_special_and_verdict_tokens(tok4):
+    ids = tok4.convert_tokens_to_ids
+    assert ids("<|begin_of_text|>") == 200000 and ids("<|end_of_text|>") == 200001
+    assert ids("<|header_start|>") == 200005 and ids("<|header_end|>") == 200006
+    assert ids("<|eom|>") == 200007 and ids("<|eot|>") == 200008 and ids("<|finetune_right_pad|>") == 200018
+    assert ids("<|image_start|>") == 200080 and ids("<|image|>") == 200090 and ids("<|patch|>") == 200092
+    enc = lambda t: tok4(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert enc("safe") == [60411] and enc("unsafe") == [72110]  # single tokens in Llama 4
+    assert enc("\n\n") == [368] and enc("\n") == [198] and enc("S14") == [63, 981]
+    assert len(tok4) == 202048
+    assert tok4("x")["input_ids"][0] == 200000  # adds one BOS itself, like the checkpoint's tokenizer
+
+
+def test_llama3_special_and_verdict_tokens(tok3):
+    ids = tok3.convert_tokens_to_ids
+    assert ids("<|begin_of_text|>") == 128000 and ids("<|eot_id|>") == 128009
+    assert ids("<|start_header_id|>") == 128006 and ids("<|end_header_id|>") == 128007
+    assert ids("<|finetune_right_pad_id|>") == 128004
+    enc = lambda t: tok3(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert enc("safe") == [19193] and enc("unsafe") == [39257] and enc("\n\n") == [271]
+    assert tok3.pad_token is None  # as shipped: the engine must choose a pad token
+
+
+def test_tiny_llama_guard_4_is_shaped_like_the_real_one(lg4_path):
+    from transformers import AutoConfig, AutoProcessor
+
+    raw = json.loads((lg4_path / "config.json").read_text())
+    assert raw["architectures"] == ["Llama4ForConditionalGeneration"]
+    text = raw["text_config"]
+    assert text["num_local_experts"] == 0 and text["moe_layers"] == [] and text["interleave_moe_layer_step"] == 0
+    assert text["attention_chunk_size"] is None  # the real config's value: a loading pitfall to handle
+    assert raw["tie_word_embeddings"] is False and text["tie_word_embeddings"] is False
+    assert raw["image_token_index"] == 200092 and text["vocab_size"] == 202048
+    assert text["bos_token_id"] == 200000 and text["pad_token_id"] == 200018
+    assert AutoConfig.from_pretrained(lg4_path).model_type == "llama4"
+    processor = AutoProcessor.from_pretrained(lg4_path)
+    assert type(processor).__name__ == "Llama4Processor"
+
+
+def test_plain_transformers_trips_on_null_attention_chunk_size(lg4_path):
+    """The pitfall exists (so the loader's fix is needed), and LlamaGuard.from_pretrained handles it."""
+    import torch
+    from transformers import Llama4ForConditionalGeneration
+
+    model = Llama4ForConditionalGeneration.from_pretrained(lg4_path)
+    with pytest.raises(ValueError, match="attention_chunk_size"):
+        model(input_ids=torch.tensor([[200000, 1, 2]]), use_cache=False)
+    with pytest.raises(TypeError):  # with a cache, transformers fails earlier, building the chunked cache
+        model(input_ids=torch.tensor([[200000, 1, 2]]), use_cache=True)
+
+
+def test_tiny_llama_guard_3_and_prompt_guard(lg3_8b_path, lg3_1b_path, pg_path):
+    from transformers import AutoConfig
+
+    for path in (lg3_8b_path, lg3_1b_path):
+        cfg = AutoConfig.from_pretrained(path)
+        assert cfg.model_type == "llama" and cfg.vocab_size == 128256
+    pg = AutoConfig.from_pretrained(pg_path)
+    assert pg.model_type == "deberta-v2" and pg.num_labels == 2
+    assert {int(k): v for k, v in pg.id2label.items()} == {0: "BENIGN", 1: "MALICIOUS"}
