@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff check langchain_llamaguard tests cookbook benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP)

@@ -159,25 +159,18 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title:
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
     if title:
         print(title)
-    line = "  ".join(
-        h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True))
-    )
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
     print(line)
     print("-" * len(line))
     for r in cells:
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
     print(flush=True)
 
 
 def timing_rows(timings: Sequence[Timing], baseline: Timing) -> list[list[Any]]:
     """Rows ``name, items, ms/check, checks/s, vs plain`` for :func:`print_table`."""
     return [
-        [t.name, t.items, f"{t.ms_per_item:.2f}", f"{t.items_per_s:.1f}", f"{ratio(baseline, t):.2f}x"]
-        for t in timings
+        [t.name, t.items, f"{t.ms_per_item:.2f}", f"{t.items_per_s:.1f}", f"{ratio(baseline, t):.2f}x"] for t in timings
     ]
 
 

@@ -151,9 +151,7 @@ def build(device: str, dtype: Any, hidden: int, layers: int) -> tuple[Any, Any, 
     model.eval()
     model.generation_config.eos_token_id = EOS_IDS
     model.generation_config.pad_token_id = PAD_ID
-    image_processor_cls = (
-        getattr(transformers, "Llama4ImageProcessor", None) or transformers.Llama4ImageProcessorFast
-    )
+    image_processor_cls = getattr(transformers, "Llama4ImageProcessor", None) or transformers.Llama4ImageProcessorFast
     processor = Llama4Processor(
         image_processor=image_processor_cls(),
         tokenizer=tokenizer,
@@ -184,12 +182,8 @@ def gib(n: int) -> str:
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--layers", type=int, default=48, help="decoder layers (48 = real; fewer: smoke test)")
-    p.add_argument(
-        "--hidden", type=int, default=REAL_HIDDEN, help="hidden size (5120 = real; less with --cpu)"
-    )
-    p.add_argument(
-        "--cpu", action="store_true", help="run on the CPU in float32 (smoke test of the code path)"
-    )
+    p.add_argument("--hidden", type=int, default=REAL_HIDDEN, help="hidden size (5120 = real; less with --cpu)")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU in float32 (smoke test of the code path)")
     p.add_argument("--batch", type=int, default=64, help="batch size of the throughput measurement")
     p.add_argument("--samples", type=int, default=None, help="batch-1 latency samples (8 quick, else 32)")
     args = p.parse_args()
@@ -237,9 +231,7 @@ def main() -> None:
             ).to(device)
             with torch.inference_mode():
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            return processor.batch_decode(out[:, inputs["input_ids"].shape[-1] :], skip_special_tokens=True)[
-                0
-            ]
+            return processor.batch_decode(out[:, inputs["input_ids"].shape[-1] :], skip_special_tokens=True)[0]
 
         return one
 

@@ -115,9 +115,7 @@ def main() -> None:
         results["batch"] = [(v.safe, tuple(v.categories)) for v in guard.batch_check(messages)]
 
     log("measuring ...")
-    plain = measure(
-        "plain generate, one by one", run_plain, items=len(messages), repeats=repeats, warmup=warmup
-    )
+    plain = measure("plain generate, one by one", run_plain, items=len(messages), repeats=repeats, warmup=warmup)
     single = measure(
         "package check, one by one", run_package_single, items=len(messages), repeats=repeats, warmup=warmup
     )

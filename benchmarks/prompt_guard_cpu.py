@@ -29,21 +29,20 @@ from typing import Any
 from _common import Stopwatch, Timing, log, measure, parser, print_table, ratio, set_threads, speedup_line
 
 BUILD_VERSION = "1"
-LABELS = {0: "BENIGN", 1: "MALICIOUS"}
 SIZES: dict[str, dict[str, int]] = {
     # DeBERTa-v3-xsmall backbone (Llama-Prompt-Guard-2-22M)
     "22m": {
         "hidden_size": 384,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 6,
+        "num_layers": 12,
+        "num_heads": 6,
         "intermediate_size": 1536,
         "vocab_size": 128100,
     },
     # mDeBERTa-v3-base backbone (Llama-Prompt-Guard-2-86M)
     "86m": {
         "hidden_size": 768,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
+        "num_layers": 12,
+        "num_heads": 12,
         "intermediate_size": 3072,
         "vocab_size": 251000,
     },
@@ -58,37 +57,11 @@ def checkpoint(size: str) -> Path:
     path = cache_dir() / f"bench-prompt-guard-2-{size}-random-v{BUILD_VERSION}"
     if (path / "config.json").exists() and (path / "tokenizer.json").exists():
         return path
-    import torch
-    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
-
-    from langchain_llamaguard.tiny.models import build_prompt_guard_tokenizer
+    from langchain_llamaguard.tiny.models import build_prompt_guard
 
     log(f"building {path.name} (once) ...")
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    tok = build_prompt_guard_tokenizer(tmp)
-    config = DebertaV2Config(
-        **SIZES[size],
-        hidden_act="gelu",
-        layer_norm_eps=1e-7,
-        max_position_embeddings=512,
-        type_vocab_size=0,
-        relative_attention=True,
-        max_relative_positions=-1,
-        position_buckets=256,
-        pos_att_type=["p2c", "c2p"],
-        position_biased_input=False,
-        norm_rel_ebd="layer_norm",
-        share_att_key=True,
-        pad_token_id=tok.pad_token_id,
-        num_labels=2,
-        id2label=dict(LABELS),
-        label2id={v: k for k, v in LABELS.items()},
-    )
-    torch.manual_seed(0)
-    DebertaV2ForSequenceClassification(config).eval().save_pretrained(tmp)
+    build_prompt_guard(tmp, **SIZES[size])
     if path.exists():  # another process won the race
         shutil.rmtree(tmp)
     else:
@@ -140,9 +113,7 @@ def plain_way(path: Path, texts: list[str], repeats: int, warmup: int) -> tuple[
     return timing, np.array([next(d["score"] for d in out if d["label"] == "MALICIOUS") for out in last])
 
 
-def bench_size(
-    size: str, n: int, repeats: int, warmup: int, one_by_one: bool
-) -> tuple[list[list[Any]], float]:
+def bench_size(size: str, n: int, repeats: int, warmup: int, one_by_one: bool) -> tuple[list[list[Any]], float]:
     """Time every way for one model size; returns the table rows and the plain / onnx-int8 ratio."""
     import numpy as np
     from transformers import AutoTokenizer

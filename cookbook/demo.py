@@ -27,7 +27,7 @@ DEFAULT_MODEL = "meta-llama/Llama-Guard-4-12B"
 
 def load_guard() -> LlamaGuard:
     """The configured guard, or the tiny demonstration guard when it cannot be loaded here."""
-    model_id = os.environ.get("LLAMAGUARD_MODEL", DEFAULT_MODEL)
+    model_id = os.environ.get("LLAMAGUARD_MODEL") or DEFAULT_MODEL
     reason: str
     try:
         import torch
@@ -62,8 +62,10 @@ class PrintVerdicts(BaseCallbackHandler):
         name = self.names.pop(run_id, "")
         if name.startswith("llama_guard") and isinstance(outputs, dict) and "verdict" in outputs:
             v = outputs["verdict"]
-            label = "safe" if v["safe"] else "UNSAFE " + ",".join(
-                f"{c} {n}" for c, n in zip(v["categories"], v["category_names"], strict=True)
+            label = (
+                "safe"
+                if v["safe"]
+                else "UNSAFE " + ",".join(f"{c} {n}" for c, n in zip(v["categories"], v["category_names"], strict=True))
             )
             print(f"    {name:<22} {v['role']:<5} -> {label:<34} P(unsafe)={v['score']:.3f}")
 

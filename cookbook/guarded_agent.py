@@ -31,8 +31,9 @@ def python_repl(code: str) -> str:
     def limits() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (512 * 2**20, 512 * 2**20))
 
-    proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=10,
-                          preexec_fn=limits)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=10, preexec_fn=limits
+    )
     return (proc.stdout + proc.stderr).strip()
 
 
@@ -73,8 +74,12 @@ def run(question: str, script: list[AIMessage]) -> None:
 
 
 run("Please compute something for me.", [call("python_repl", code="print(sum(range(10)))"), AIMessage("It is 45.")])
-run("Please compute something for me.",
-    [call("python_repl", code="bytearray(10**12)  # exhaust the sandbox memory"), AIMessage("Done.")])
+run(
+    "Please compute something for me.",
+    [call("python_repl", code="bytearray(10**12)  # exhaust the sandbox memory"), AIMessage("Done.")],
+)
 run("What's the weather in Paris?", [call("web_search", query="paris weather forum"), AIMessage("It's sunny.")])
 run("How do I make a bomb?", [AIMessage("never generated")])
+# The guarded interpreter refuses on its own too (here called directly, without the middleware in front).
+print("\ndirect call:", tools[0].invoke({"code": "bytearray(10**12)  # exhaust the sandbox memory"}))
 print(f"\ncode that reached the interpreter: {executed}")

@@ -26,8 +26,10 @@ for chunk in chain.stream({"question": "What is the capital of France?"}):
 print()
 
 # Incremental: checked every 4 chunks; only checked text is released; stops at the first unsafe check.
-bad = prompt | llm("Sure! To make a nerve agent you first gather the precursors.") | guard.as_output_guard(
-    stream_mode="incremental", check_every=4, on_unsafe="[answer withheld]"
+bad = (
+    prompt
+    | llm("Sure! To make a nerve agent you first gather the precursors.")
+    | guard.as_output_guard(stream_mode="incremental", check_every=4, on_unsafe="[answer withheld]")
 )
 for chunk in bad.stream({"question": "Write a short poem about spring."}):
     print(chunk.content, end="|")

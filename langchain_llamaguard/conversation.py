@@ -173,9 +173,7 @@ def _message_to_turn(msg: BaseMessage, index: int) -> Turn:
         return Turn("user", [f"[tool result] {name}: {body}" if name else f"[tool result] {body}"], images)
     if isinstance(msg, SystemMessage) or msg.type in {"system", "developer"}:
         return Turn("user", ["[system] " + "".join(texts)], images)
-    raise TypeError(
-        f"{where}: unsupported message type {msg.type!r}; accepted: human, ai, tool, system messages"
-    )
+    raise TypeError(f"{where}: unsupported message type {msg.type!r}; accepted: human, ai, tool, system messages")
 
 
 def _merge(turns: list[Turn]) -> list[Turn]:

@@ -75,9 +75,7 @@ class PromptEncoder:
         """Ids of plain text: special-token strings inside it stay text."""
         if not text:
             return []
-        return list(
-            self.tokenizer(clean_text(text), add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        )
+        return list(self.tokenizer(clean_text(text), add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     def segment_ids(self, segments: Sequence[Segment]) -> list[int]:
         ids: list[int] = []

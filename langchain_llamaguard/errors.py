@@ -22,7 +22,9 @@ class UnsafeContentError(LlamaGuardError):
         stage: where it was flagged: ``"input"``, ``"output"``, ``"tool_call"``, ``"tool_result"``, ...
     """
 
-    def __init__(self, verdict: Verdict | PromptGuardVerdict, *, stage: str = "input", message: str | None = None) -> None:
+    def __init__(
+        self, verdict: Verdict | PromptGuardVerdict, *, stage: str = "input", message: str | None = None
+    ) -> None:
         self.verdict = verdict
         self.stage = stage
         if hasattr(verdict, "categories"):
@@ -45,8 +47,10 @@ class GuardOutputError(LlamaGuardError):
 
     def __init__(self, raw: str, reason: str) -> None:
         self.raw = raw
-        super().__init__(f"cannot read the guard model's output {raw!r}: {reason}; expected 'safe' or "
-                         "'unsafe' followed by a line of comma-separated categories like 'S1,S10'")
+        super().__init__(
+            f"cannot read the guard model's output {raw!r}: {reason}; expected 'safe' or "
+            "'unsafe' followed by a line of comma-separated categories like 'S1,S10'"
+        )
 
 
 class GuardConfigurationError(LlamaGuardError, ValueError):

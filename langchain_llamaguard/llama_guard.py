@@ -240,7 +240,9 @@ class LlamaGuard:
         family = "llama4" if fmt == "llama-guard-4" else "llama3"
         if context_length is None:
             context_length = (
-                LLAMA_GUARD_4_CONTEXT if family == "llama4" else int(getattr(model.config, "max_position_embeddings", 8192))
+                LLAMA_GUARD_4_CONTEXT
+                if family == "llama4"
+                else int(getattr(model.config, "max_position_embeddings", 8192))
             )
         backend = TransformersBackend(
             model,

@@ -53,9 +53,7 @@ class LlamaGuardModerator:
         return list(self.guard.batch_check(list(conversations), role=role, excluded_categories=self.excluded))
 
     async def acheck(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
-        return list(
-            await self.guard.abatch_check(list(conversations), role=role, excluded_categories=self.excluded)
-        )
+        return list(await self.guard.abatch_check(list(conversations), role=role, excluded_categories=self.excluded))
 
 
 def last_turn_text(conversation: ConversationInput, role: str | None = None) -> str:
@@ -120,9 +118,7 @@ def as_moderator(guard: Any, excluded_categories: Iterable[str] | None = None) -
         return CombinedModerator([as_moderator(g, excluded_categories) for g in guard])
     if isinstance(guard, Moderator):
         return guard
-    raise TypeError(
-        f"expected a LlamaGuard, a PromptGuard or a list of them, got {type(guard).__name__}"
-    )
+    raise TypeError(f"expected a LlamaGuard, a PromptGuard or a list of them, got {type(guard).__name__}")
 
 
 def message_text(message: BaseMessage | str) -> str:

@@ -173,9 +173,7 @@ def active_categories(
     """The S-codes listed in the prompt: the model's set, less exclusions (and less S14 with images)."""
     excluded_codes = set(resolve_categories(excluded))
     return tuple(
-        c
-        for c in fmt.categories
-        if c not in excluded_codes and not (has_images and c in TEXT_ONLY_CATEGORIES)
+        c for c in fmt.categories if c not in excluded_codes and not (has_images and c in TEXT_ONLY_CATEGORIES)
     )
 
 
@@ -186,9 +184,7 @@ def render_prefix(
     category_texts: Mapping[str, str] | None = None,
 ) -> tuple[Segment, ...]:
     """The fixed part before the turns."""
-    lines = "".join(
-        f"{code}: {(category_texts or {}).get(code, CATEGORIES[code].name + '.')}\n" for code in categories
-    )
+    lines = "".join(f"{code}: {(category_texts or {}).get(code, CATEGORIES[code].name + '.')}\n" for code in categories)
     text = (
         "\n\n"
         + _TASK.format(role=role, according=fmt.according)
@@ -225,9 +221,7 @@ def render_turns(fmt: PromptFormat, turns: list[Turn]) -> tuple[Segment, ...]:
     for turn in turns:
         label = "User: " if turn.role == "user" else "Agent: "
         if turn.images and not fmt.supports_images:
-            raise ValueError(
-                f"{fmt.name} does not read images; use Llama Guard 4 for conversations with images"
-            )
+            raise ValueError(f"{fmt.name} does not read images; use Llama Guard 4 for conversations with images")
         if fmt.turn_style == "per_part":
             for part in turn.text_parts:
                 segs.append(Segment(label + part.strip() + fmt.turn_end))

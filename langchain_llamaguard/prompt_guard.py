@@ -103,9 +103,7 @@ class PromptGuard:
         self.labels = labels or {0: "BENIGN", 1: "MALICIOUS"}
         benign = [i for i, name in self.labels.items() if str(name).upper() == "BENIGN"]
         self.benign_index = benign[0] if benign else 0
-        self.malicious_label = next(
-            (n for i, n in self.labels.items() if i != self.benign_index), "MALICIOUS"
-        )
+        self.malicious_label = next((n for i, n in self.labels.items() if i != self.benign_index), "MALICIOUS")
         max_len = int(getattr(tokenizer, "model_max_length", 512) or 512)
         self.window = min(max_len, 512) - 2  # room for [CLS] and [SEP]
         if not 0 <= window_overlap < self.window:
@@ -149,7 +147,9 @@ class PromptGuard:
         init_keys = ("temperature", "window_overlap", "normalize_whitespace", "max_batch_size")
         init_kwargs = {k: kwargs.pop(k) for k in init_keys if k in kwargs}
         config = AutoConfig.from_pretrained(model_id_or_path)
-        if getattr(config, "model_type", None) not in ("deberta-v2", "deberta") or not getattr(config, "id2label", None):
+        if getattr(config, "model_type", None) not in ("deberta-v2", "deberta") or not getattr(
+            config, "id2label", None
+        ):
             raise GuardConfigurationError(
                 f"{model_id_or_path!r} is not a Prompt Guard checkpoint (model_type={config.model_type!r}); "
                 "for Llama Guard use LlamaGuard.from_pretrained(...)"

@@ -77,9 +77,7 @@ def output_message(value: Any, output_key: str | None = None) -> BaseMessage:
         if key is None or key not in value:
             raise ValueError(f"pass output_key='...' to check a dict output; keys: {sorted(value)}")
         return output_message(value[key])
-    raise TypeError(
-        f"an output guard cannot check a {type(value).__name__}; accepted: AIMessage, AIMessageChunk, str"
-    )
+    raise TypeError(f"an output guard cannot check a {type(value).__name__}; accepted: AIMessage, AIMessageChunk, str")
 
 
 def _as_messages(conv: ConversationInput) -> list[Any]:
@@ -117,9 +115,7 @@ def _check_on_unsafe(on_unsafe: Any) -> Any:
         from langchain_core.runnables import RunnableLambda
 
         return RunnableLambda(on_unsafe)
-    raise TypeError(
-        f"on_unsafe must be 'raise', a str, a message or a Runnable, got {type(on_unsafe).__name__}"
-    )
+    raise TypeError(f"on_unsafe must be 'raise', a str, a message or a Runnable, got {type(on_unsafe).__name__}")
 
 
 class _GuardBase(RunnableSerializable[Any, Any]):
@@ -148,11 +144,16 @@ class _GuardBase(RunnableSerializable[Any, Any]):
     def _moderator_for(self, stage: str) -> Moderator:
         return cast(Moderator, self.moderator)
 
-    def _verdicts(self, convs: list[ConversationInput], role: str, run_managers: Sequence[Any], stage: str) -> list[AnyVerdict]:
+    def _verdicts(
+        self, convs: list[ConversationInput], role: str, run_managers: Sequence[Any], stage: str
+    ) -> list[AnyVerdict]:
         moderator = self._moderator_for(stage)
         children = [
             rm.get_child().on_chain_start(
-                None, {"stage": stage, "role": role}, name=moderator.name, run_type="chain",
+                None,
+                {"stage": stage, "role": role},
+                name=moderator.name,
+                run_type="chain",
             )
             for rm in run_managers
         ]
@@ -166,11 +167,16 @@ class _GuardBase(RunnableSerializable[Any, Any]):
             child.on_chain_end({"verdict": verdict.model_dump()})
         return verdicts
 
-    async def _averdicts(self, convs: list[ConversationInput], role: str, run_managers: Sequence[Any], stage: str) -> list[AnyVerdict]:
+    async def _averdicts(
+        self, convs: list[ConversationInput], role: str, run_managers: Sequence[Any], stage: str
+    ) -> list[AnyVerdict]:
         moderator = self._moderator_for(stage)
         children = [
             await rm.get_child().on_chain_start(
-                None, {"stage": stage, "role": role}, name=moderator.name, run_type="chain",
+                None,
+                {"stage": stage, "role": role},
+                name=moderator.name,
+                run_type="chain",
             )
             for rm in run_managers
         ]
@@ -185,14 +191,18 @@ class _GuardBase(RunnableSerializable[Any, Any]):
         return verdicts
 
     # -- what happens on unsafe -----------------------------------------------------------------------------
-    def _unsafe(self, stage: str, verdict: AnyVerdict, payload: dict[str, Any], like: Any, config: RunnableConfig) -> Any:
+    def _unsafe(
+        self, stage: str, verdict: AnyVerdict, payload: dict[str, Any], like: Any, config: RunnableConfig
+    ) -> Any:
         if self.on_unsafe == "raise":
             raise UnsafeContentError(verdict, stage=stage)
         if isinstance(self.on_unsafe, Runnable):
             return self.on_unsafe.invoke({**payload, "verdict": verdict}, config)
         return _replacement(self.on_unsafe, like)
 
-    async def _aunsafe(self, stage: str, verdict: AnyVerdict, payload: dict[str, Any], like: Any, config: RunnableConfig) -> Any:
+    async def _aunsafe(
+        self, stage: str, verdict: AnyVerdict, payload: dict[str, Any], like: Any, config: RunnableConfig
+    ) -> Any:
         if isinstance(self.on_unsafe, Runnable):
             return await self.on_unsafe.ainvoke({**payload, "verdict": verdict}, config)
         return self._unsafe(stage, verdict, payload, like, config)
@@ -206,7 +216,12 @@ class _GuardBase(RunnableSerializable[Any, Any]):
         return since_check >= int(self.check_every)
 
     def _stream_checked(
-        self, chunks: Iterator[Any], context: list[Any], run_manager: Any, payload: dict[str, Any], config: RunnableConfig
+        self,
+        chunks: Iterator[Any],
+        context: list[Any],
+        run_manager: Any,
+        payload: dict[str, Any],
+        config: RunnableConfig,
     ) -> Iterator[Any]:
         pending: list[Any] = []
         acc: Any = None
@@ -214,7 +229,9 @@ class _GuardBase(RunnableSerializable[Any, Any]):
             pending.append(chunk)
             acc = chunk if acc is None else acc + chunk
             if self._due(len(pending), acc):
-                verdict = self._verdicts([context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output")[0]
+                verdict = self._verdicts(
+                    [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
+                )[0]
                 if not verdict.safe:
                     yield self._unsafe("output", verdict, {**payload, "output": acc}, chunk, config)
                     return
@@ -223,14 +240,21 @@ class _GuardBase(RunnableSerializable[Any, Any]):
         if acc is None:
             return
         if pending:
-            verdict = self._verdicts([context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output")[0]
+            verdict = self._verdicts(
+                [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
+            )[0]
             if not verdict.safe:
                 yield self._unsafe("output", verdict, {**payload, "output": acc}, pending[-1], config)
                 return
             yield from pending
 
     async def _astream_checked(
-        self, chunks: AsyncIterator[Any], context: list[Any], run_manager: Any, payload: dict[str, Any], config: RunnableConfig
+        self,
+        chunks: AsyncIterator[Any],
+        context: list[Any],
+        run_manager: Any,
+        payload: dict[str, Any],
+        config: RunnableConfig,
     ) -> AsyncIterator[Any]:
         pending: list[Any] = []
         acc: Any = None
@@ -238,7 +262,11 @@ class _GuardBase(RunnableSerializable[Any, Any]):
             pending.append(chunk)
             acc = chunk if acc is None else acc + chunk
             if self._due(len(pending), acc):
-                verdict = (await self._averdicts([context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"))[0]
+                verdict = (
+                    await self._averdicts(
+                        [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
+                    )
+                )[0]
                 if not verdict.safe:
                     yield await self._aunsafe("output", verdict, {**payload, "output": acc}, chunk, config)
                     return
@@ -248,7 +276,11 @@ class _GuardBase(RunnableSerializable[Any, Any]):
         if acc is None:
             return
         if pending:
-            verdict = (await self._averdicts([context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"))[0]
+            verdict = (
+                await self._averdicts(
+                    [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
+                )
+            )[0]
             if not verdict.safe:
                 yield await self._aunsafe("output", verdict, {**payload, "output": acc}, pending[-1], config)
                 return
@@ -304,10 +336,14 @@ class GuardStep(_GuardBase):
             return value
         return await self._aunsafe(self.stage, verdict, {"input": value}, value, config)
 
-    def batch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+    def batch(
+        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> list[Any]:
         if not inputs:
             return []
-        return self._batch_with_config(self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain")
+        return self._batch_with_config(
+            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
+        )
 
     def _batch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
         run_managers, configs = run_manager, config
@@ -321,10 +357,14 @@ class GuardStep(_GuardBase):
                 out.append(exc)
         return out
 
-    async def abatch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+    async def abatch(
+        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> list[Any]:
         if not inputs:
             return []
-        return await self._abatch_with_config(self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain")
+        return await self._abatch_with_config(
+            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
+        )
 
     async def _abatch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
         run_managers, configs = run_manager, config
@@ -333,7 +373,9 @@ class GuardStep(_GuardBase):
         out: list[Any] = []
         for value, verdict, cfg in zip(values, verdicts, configs, strict=True):
             try:
-                out.append(value if verdict.safe else await self._aunsafe(self.stage, verdict, {"input": value}, value, cfg))
+                out.append(
+                    value if verdict.safe else await self._aunsafe(self.stage, verdict, {"input": value}, value, cfg)
+                )
             except Exception as exc:
                 out.append(exc)
         return out
@@ -351,7 +393,9 @@ class GuardStep(_GuardBase):
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         yield from self.transform(iter([input]), config, **kwargs)
 
-    async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+    async def atransform(
+        self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
         if self.stage == "input":
             async for item in super().atransform(input, config, **kwargs):
                 yield item
@@ -359,7 +403,9 @@ class GuardStep(_GuardBase):
         async for item in self._atransform_stream_with_config(input, self._atransform_output, config):
             yield item
 
-    async def _atransform_output(self, chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig) -> AsyncIterator[Any]:
+    async def _atransform_output(
+        self, chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
+    ) -> AsyncIterator[Any]:
         async for item in self._astream_checked(chunks, [], run_manager, {}, config):
             yield item
 
@@ -446,10 +492,14 @@ class GuardedRunnable(_GuardBase):
         return await self._aunsafe("output", verdict, {"input": value, "output": output}, output, config)
 
     # -- batch: one guard batch per side, one inner batch ---------------------------------------------------------
-    def batch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+    def batch(
+        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> list[Any]:
         if not inputs:
             return []
-        return self._batch_with_config(self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain")
+        return self._batch_with_config(
+            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
+        )
 
     def _batch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
         run_managers, configs = run_manager, config
@@ -463,7 +513,9 @@ class GuardedRunnable(_GuardBase):
                 if verdict.safe:
                     todo.append(i)
                 else:
-                    results[i] = self._safe_call(self._unsafe, "input", verdict, {"input": values[i]}, self.bound.OutputType, configs[i])
+                    results[i] = self._safe_call(
+                        self._unsafe, "input", verdict, {"input": values[i]}, self.bound.OutputType, configs[i]
+                    )
         if not todo:
             return results
         inner_cfgs = [patch_config(configs[i], callbacks=run_managers[i].get_child()) for i in todo]
@@ -482,8 +534,12 @@ class GuardedRunnable(_GuardBase):
                 [run_managers[i] for i, _ in checked],
             )
             for (i, o), verdict in zip(checked, out_verdicts, strict=True):
-                results[i] = o if verdict.safe else self._safe_call(
-                    self._unsafe, "output", verdict, {"input": values[i], "output": o}, o, configs[i]
+                results[i] = (
+                    o
+                    if verdict.safe
+                    else self._safe_call(
+                        self._unsafe, "output", verdict, {"input": values[i], "output": o}, o, configs[i]
+                    )
                 )
         return results
 
@@ -494,7 +550,9 @@ class GuardedRunnable(_GuardBase):
         except Exception as exc:  # surfaced per input by _batch_with_config
             return exc
 
-    async def abatch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+    async def abatch(
+        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> list[Any]:
         if not inputs:
             return []
         import asyncio
@@ -533,11 +591,15 @@ class GuardedRunnable(_GuardBase):
         async for item in self.atransform(one(), config, **kwargs):
             yield item
 
-    async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+    async def atransform(
+        self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
         async for item in self._atransform_stream_with_config(input, self._atransform, config):
             yield item
 
-    async def _atransform(self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig) -> AsyncIterator[Any]:
+    async def _atransform(
+        self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
+    ) -> AsyncIterator[Any]:
         value: Any = None
         async for item in inputs:
             value = item if value is None else value + item

@@ -94,7 +94,9 @@ class _ToolGuard:
     def refuse(self, verdict: AnyVerdict, stage: str) -> str:
         if self.on_unsafe == "error":
             raise UnsafeContentError(verdict, stage=stage)
-        return self.refusal.format(what=self.what if stage == "tool_call" else "tool output", categories=_categories(verdict))
+        return self.refusal.format(
+            what=self.what if stage == "tool_call" else "tool output", categories=_categories(verdict)
+        )
 
     def run(self, state: Any = None, **args: Any) -> Any:
         verdict = self.moderator.check([self.call_conversation(args, state)], role="Agent")[0]
@@ -223,4 +225,3 @@ def guard_code_tool(
         what="code",
     )
     return _guarded_tool(tool, helper)
-

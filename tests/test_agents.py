@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
-from conftest import BENIGN, BENIGN_ANSWER, BOMB, UNSAFE_ANSWER
+from conftest import BENIGN, BENIGN_ANSWER, BOMB, UNSAFE_ANSWER, loop_ticks_during
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.callbacks import BaseCallbackHandler
@@ -168,20 +166,9 @@ async def test_pitfall_async_hooks_do_not_block_the_event_loop(lg4):
     counts, repl, search = make_tools()
     script = [call("python_repl", {"code": "print(sum(range(10)))"}), AIMessage("The sum is 45.")]
     agent = create_agent(ToolCallingFakeModel(messages=iter(script)), [repl], middleware=[LlamaGuardMiddleware(lg4)])
-    ticks: list[float] = []
-
-    async def ticker():
-        while True:
-            ticks.append(time.perf_counter())
-            await asyncio.sleep(0.002)
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    start = time.perf_counter()
-    result = await agent.ainvoke({"messages": [HumanMessage(ASK_CODE)]})
-    task.cancel()
+    result, ticks, _ = await loop_ticks_during(agent.ainvoke({"messages": [HumanMessage(ASK_CODE)]}))
     assert result["messages"][-1].text == "The sum is 45."
-    assert len([t for t in ticks if t > start]) >= 5
+    assert ticks >= 5
 
 
 async def test_async_agent_blocks_like_sync(lg4):
@@ -202,14 +189,18 @@ def test_prompt_guard_catches_injected_tool_result(prompt_guard):
     tool_msg = next(m for m in result["messages"] if isinstance(m, ToolMessage))
     assert counts["web_search"] == ["weather inject"]
     assert INJECTION not in tool_msg.text and "prompt injection" in tool_msg.text
-    clean, _, _ = run([call("web_search", {"query": "weather"}), AIMessage("It is sunny.")],
-                      [PromptGuardMiddleware(prompt_guard)], "What's the weather in Paris?")
+    clean, _, _ = run(
+        [call("web_search", {"query": "weather"}), AIMessage("It is sunny.")],
+        [PromptGuardMiddleware(prompt_guard)],
+        "What's the weather in Paris?",
+    )
     assert next(m for m in clean["messages"] if isinstance(m, ToolMessage)).text.startswith("The weather in Paris")
 
 
 def test_prompt_guard_end_and_input_jailbreak(prompt_guard):
     script = [call("web_search", {"query": "inject"}), AIMessage("never")]
-    result, _, model_calls = run(script, [PromptGuardMiddleware(prompt_guard, exit_behavior="end")], "weather?")
+    mw = PromptGuardMiddleware(prompt_guard, exit_behavior="end")
+    result, _, model_calls = run(script, [mw], BENIGN)
     assert model_calls == 1 and "prompt injection" in result["messages"][-1].text
     result, _, model_calls = run([AIMessage("never")], [PromptGuardMiddleware(prompt_guard)], INJECTION)
     assert model_calls == 0
@@ -225,8 +216,9 @@ def test_malicious_code_never_reaches_the_interpreter(lg4):
     assert "S14" in guarded.invoke({"code": EVIL_CODE}) and counts["python_repl"] == []
     assert guarded.invoke({"code": "print(sum(range(10)))"}) == "45"
     agent = create_agent(
-        ToolCallingFakeModel(messages=iter([call("python_repl", {"code": "while True: os.fork()  # fork bomb"}),
-                                            AIMessage("done")])),
+        ToolCallingFakeModel(
+            messages=iter([call("python_repl", {"code": "while True: os.fork()  # fork bomb"}), AIMessage("done")])
+        ),
         [guarded],
     )
     agent.invoke({"messages": [HumanMessage(ASK_CODE)]})

@@ -42,7 +42,7 @@ def plain_way(guard: LlamaGuard, messages: list[dict]) -> tuple[str, list[int]]:
     return text, inputs["input_ids"][0].tolist()
 
 
-@pytest.mark.parametrize("fixture,count", [("lg4", 36), ("lg3_8b", 24), ("lg3_1b", 16)])
+@pytest.mark.parametrize("fixture,count", [("lg4", 36), ("lg3_8b", 24), ("lg3_1b", 24)])
 def test_parity_with_transformers_generate(request, fixture, count):
     guard: LlamaGuard = request.getfixturevalue(fixture)
     examples = llama_guard_examples(1, with_s14=guard.format.name != "llama-guard-3-1b")[:count]
@@ -113,17 +113,39 @@ def test_threshold(lg4_path):
 
 @pytest.mark.parametrize(
     "raw,safe,cats",
-    [("safe", True, ()), ("\n\nsafe", True, ()), ("  safe \n", True, ()), ("unsafe\nS1,S10", False, ("S1", "S10")),
-     ("\n\nunsafe\nS9", False, ("S9",)), ("unsafe\n S1 , S2 ", False, ("S1", "S2")), ("unsafe", False, ()),
-     ("UNSAFE\nS14", False, ("S14",)), ("unsafe\nS3,S3", False, ("S3",))],
+    [
+        ("safe", True, ()),
+        ("\n\nsafe", True, ()),
+        ("  safe \n", True, ()),
+        ("unsafe\nS1,S10", False, ("S1", "S10")),
+        ("\n\nunsafe\nS9", False, ("S9",)),
+        ("unsafe\n S1 , S2 ", False, ("S1", "S2")),
+        ("unsafe", False, ()),
+        ("UNSAFE\nS14", False, ("S14",)),
+        ("unsafe\nS3,S3", False, ("S3",)),
+    ],
 )
 def test_parser_accepts(raw, safe, cats):
     parsed = parse_output(raw)
     assert parsed.safe == safe and parsed.categories == cats
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "yes", "safe\nS1", "unsafe\nS15", "unsafe\nS1;S2", "unsafe\nweapons",
-                                 "unsafe\nS1\nS2", "saf", "safe-ish", "unsafe\nS1,"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "   ",
+        "yes",
+        "safe\nS1",
+        "unsafe\nS15",
+        "unsafe\nS1;S2",
+        "unsafe\nweapons",
+        "unsafe\nS1\nS2",
+        "saf",
+        "safe-ish",
+        "unsafe\nS1,",
+    ],
+)
 def test_parser_rejects_never_silently_safe(raw):
     with pytest.raises(GuardOutputError):
         parse_output(raw)
@@ -146,7 +168,7 @@ def test_format_detection_from_config_not_name(lg3_8b_path, lg3_1b_path, tmp_pat
     shutil.copytree(lg3_1b_path, no_template)
     for f in no_template.glob("chat_template*"):
         f.unlink()
-    cfg = (no_template / "tokenizer_config.json")
+    cfg = no_template / "tokenizer_config.json"
     import json
 
     data = json.loads(cfg.read_text())
@@ -209,7 +231,9 @@ def test_image_ids_match_the_processor(lg4, tmp_path):
     messages = [{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": "Describe"}]}]
     processor = lg4.backend.processor
     official = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
-    encoded, _ = lg4.encode([HumanMessage(content=[{"type": "image", "image": img}, {"type": "text", "text": "Describe"}])])
+    encoded, _ = lg4.encode(
+        [HumanMessage(content=[{"type": "image", "image": img}, {"type": "text", "text": "Describe"}])]
+    )
     expanded, pixels = lg4.backend._expand_images(encoded)
     assert expanded == official["input_ids"][0].tolist()
     assert torch.allclose(torch.cat(pixels), official["pixel_values"])
@@ -234,7 +258,9 @@ def test_remote_images_with_a_loader(lg4_path):
         return _png_bytes()
 
     g = LlamaGuard.from_pretrained(str(lg4_path), image_loader=loader)
-    g.check([HumanMessage(content=[{"type": "image", "url": "https://example.com/a.png"}, {"type": "text", "text": "hi"}])])
+    g.check(
+        [HumanMessage(content=[{"type": "image", "url": "https://example.com/a.png"}, {"type": "text", "text": "hi"}])]
+    )
     assert calls == ["https://example.com/a.png"]
 
 
@@ -255,9 +281,3 @@ async def test_async_checks(lg4):
     assert v.categories == ["S9"]
     vs = await lg4.abatch_check([BENIGN, BOMB])
     assert [x.safe for x in vs] == [True, False]
-
-
-def test_too_long_is_an_error_not_a_truncation(lg4_path):
-    g = LlamaGuard.from_pretrained(str(lg4_path), context_length=300)
-    with pytest.raises(ValueError, match="nothing is truncated"):
-        g.check("word " * 400)

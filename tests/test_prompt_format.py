@@ -57,7 +57,10 @@ def test_every_reference_render(spec_dir, toks):
         got = format_prompt(ref["messages"], model=ref["model"], excluded_categories=ref["excluded_category_keys"])
         assert got == ref["expected"], ref["name"]
         # the oracle template reproduces the reference too
-        assert official(toks[ref["model"]], ref["model"], ref["messages"], ref["excluded_category_keys"]) == ref["expected"]
+        assert (
+            official(toks[ref["model"]], ref["model"], ref["messages"], ref["excluded_category_keys"])
+            == ref["expected"]
+        )
 
 
 CASES = [
@@ -89,7 +92,13 @@ def test_matches_official_template(toks, model, name, turns, excluded):
     "turns",
     [
         [[{"type": "image", "url": "a.png"}, {"type": "text", "text": "What is this?"}]],
-        [[{"type": "text", "text": "text first"}, {"type": "image", "url": "a.png"}, {"type": "image", "url": "b.png"}]],
+        [
+            [
+                {"type": "text", "text": "text first"},
+                {"type": "image", "url": "a.png"},
+                {"type": "image", "url": "b.png"},
+            ]
+        ],
         [[{"type": "text", "text": "hi"}], [{"type": "text", "text": "look"}, {"type": "image", "url": "c.png"}]],
         [[{"type": "image", "url": "only.png"}]],
     ],
@@ -115,8 +124,11 @@ excl_st = st.sets(st.sampled_from([f"S{i}" for i in range(1, 14)]), max_size=12)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(turns=st.lists(st.lists(part_st, min_size=1, max_size=3), min_size=1, max_size=5), excluded=excl_st,
-       model=st.sampled_from(MODELS))
+@given(
+    turns=st.lists(st.lists(part_st, min_size=1, max_size=3), min_size=1, max_size=5),
+    excluded=excl_st,
+    model=st.sampled_from(MODELS),
+)
 def test_matches_official_template_fuzzed(toks, turns, excluded, model):
     messages = as_template_messages(model, turns)
     expected = official(toks[model], model, messages, sorted(excluded))

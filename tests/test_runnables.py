@@ -1,13 +1,11 @@
-"""Guard steps in real LCEL chains: GenericFakeChatModel is the guarded model, the guard a tiny trained Llama Guard 4."""
+"""Guard steps in real LCEL chains: GenericFakeChatModel is the guarded model; the guard is a tiny trained LG4."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
-from conftest import BENIGN, BENIGN_ANSWER, BOMB, UNSAFE_ANSWER
+from conftest import BENIGN, BENIGN_ANSWER, BOMB, UNSAFE_ANSWER, loop_ticks_during
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
@@ -69,8 +67,13 @@ def test_unsafe_output_never_reaches_the_caller(lg4):
 
 @pytest.mark.parametrize(
     "value",
-    [BOMB, HumanMessage(BOMB), [HumanMessage("hi"), AIMessage("hello"), HumanMessage(BOMB)],
-     {"question": BOMB}, {"question": BOMB, "n": 3}],
+    [
+        BOMB,
+        HumanMessage(BOMB),
+        [HumanMessage("hi"), AIMessage("hello"), HumanMessage(BOMB)],
+        {"question": BOMB},
+        {"question": BOMB, "n": 3},
+    ],
 )
 def test_input_guard_accepts_what_flows_at_the_head(lg4, value):
     with pytest.raises(UnsafeContentError):
@@ -166,21 +169,8 @@ async def test_async_modes(lg4):
 
 
 async def test_async_does_not_block_the_event_loop(lg4):
-    ticks = []
-
-    async def ticker():
-        while True:
-            ticks.append(time.perf_counter())
-            await asyncio.sleep(0.002)
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    start = time.perf_counter()
-    await lg4.as_input_guard().abatch([BENIGN] * 24)
-    elapsed = time.perf_counter() - start
-    task.cancel()
-    during = [t for t in ticks if t > start]
-    assert elapsed > 0.05 and len(during) >= 5  # the loop kept running while the model worked
+    _, ticks, elapsed = await loop_ticks_during(lg4.as_input_guard().abatch([BENIGN] * 24))
+    assert elapsed > 0.05 and ticks >= 5  # the loop kept running while the model worked
 
 
 def test_streaming_buffer_mode_yields_nothing_unchecked(lg4):
@@ -197,15 +187,19 @@ def test_streaming_incremental_mode_stops_at_first_unsafe_check(lg4):
     assert chunks[-1].content == REFUSAL
     released = "".join(c.content for c in chunks[:-1])
     assert UNSAFE_ANSWER.startswith(released) and len(released) < len(UNSAFE_ANSWER)
-    ok = list((PROMPT | llm() | lg4.as_output_guard(stream_mode="incremental", check_every="sentence")).stream(
-        {"question": BENIGN}))
+    ok = list(
+        (PROMPT | llm() | lg4.as_output_guard(stream_mode="incremental", check_every="sentence")).stream(
+            {"question": BENIGN}
+        )
+    )
     assert "".join(c.content for c in ok) == BENIGN_ANSWER
 
 
 async def test_astream_events_show_guard_runs(lg4):
     chain = lg4.wrap(PROMPT | llm(), on_unsafe=REFUSAL)
     ends = [
-        e async for e in chain.astream_events({"question": BENIGN}, version="v2")
+        e
+        async for e in chain.astream_events({"question": BENIGN}, version="v2")
         if e["name"] == "llama_guard" and e["event"] == "on_chain_end"
     ]
     assert [e["data"]["output"]["verdict"]["role"] for e in ends] == ["User", "Agent"]
@@ -245,6 +239,12 @@ def test_prompt_guard_step_and_combined_step(lg4, prompt_guard):
     assert e2.value.verdict.label == "MALICIOUS"
     wrapped = lg4.wrap(PROMPT | llm(), prompt_guard=prompt_guard, on_unsafe=REFUSAL)
     assert wrapped.invoke({"question": injection}).content == REFUSAL
+
+
+def test_serializes_like_other_non_serializable_runnables(lg4):
+    chain = lg4.as_input_guard() | PROMPT | llm()
+    assert chain.to_json()["type"] == "constructor"  # the sequence itself serializes
+    assert lg4.as_input_guard().to_json()["type"] == "not_implemented"  # the model inside does not
 
 
 def test_bad_on_unsafe_is_rejected_at_construction(lg4):

@@ -18,8 +18,16 @@ def test_which_model_knows_which():
 
 @pytest.mark.parametrize(
     "key,code",
-    [("S9", "S9"), ("s9", "S9"), (" S10 ", "S10"), ("Hate", "S10"), ("indiscriminate weapons", "S9"),
-     ("Suicide & Self-Harm", "S11"), ("Child Sexual Exploitation", "S4"), ("Code Interpreter Abuse", "S14")],
+    [
+        ("S9", "S9"),
+        ("s9", "S9"),
+        (" S10 ", "S10"),
+        ("Hate", "S10"),
+        ("indiscriminate weapons", "S9"),
+        ("Suicide & Self-Harm", "S11"),
+        ("Child Sexual Exploitation", "S4"),
+        ("Code Interpreter Abuse", "S14"),
+    ],
 )
 def test_codes_and_names_resolve(key, code):
     assert resolve_category(key) == code

@@ -128,7 +128,9 @@ def load_guard_model(
         if getattr(text_config, "attention_chunk_size", None) is None:
             text_config.attention_chunk_size = ctx
         ctx = min(ctx, text_config.attention_chunk_size)
-        qconf = quantization_config(quantization, torch_dtype, skip=["vision_model", "multi_modal_projector", "lm_head"])
+        qconf = quantization_config(
+            quantization, torch_dtype, skip=["vision_model", "multi_modal_projector", "lm_head"]
+        )
         if qconf is not None:
             kwargs["quantization_config"] = qconf
         model = Llama4ForConditionalGeneration.from_pretrained(model_id_or_path, config=config, **kwargs)

@@ -27,7 +27,7 @@ class TransformersBackend:
     """Scores prompts with a loaded transformers model.
 
     Example:
-        >>> backend = TransformersBackend(model, tokenizer, processor=None, model_name="llama-guard-3-8b")  # doctest: +SKIP
+        >>> backend = TransformersBackend(model, tok, model_name="llama-guard-3-8b", pad_id=128004)  # doctest: +SKIP
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, processor: Any = None, model_name: str, pad_id: int) -> None:
@@ -65,7 +65,9 @@ class TransformersBackend:
         return ids, pixels
 
     # -- the hot path -------------------------------------------------------------------------------------
-    def first_step(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> tuple[list[FirstStep], _BatchState]:
+    def first_step(
+        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens
+    ) -> tuple[list[FirstStep], _BatchState]:
         import torch
 
         seqs: list[list[int]] = []

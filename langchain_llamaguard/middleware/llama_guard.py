@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware, hook_config
@@ -71,6 +72,17 @@ def _last_index(messages: Sequence[BaseMessage], kind: type[BaseMessage]) -> int
         if isinstance(messages[i], kind):
             return i
     return None
+
+
+@dataclass
+class _Check:
+    """One hook's check: the conversations to judge (in one batch), as which role, and where they sit."""
+
+    convs: list[list[BaseMessage]]
+    role: str
+    idxs: list[int]
+    messages: list[BaseMessage]
+    stage: str
 
 
 def _describe(verdict: AnyVerdict) -> str:
@@ -151,28 +163,49 @@ class LlamaGuardMiddleware(AgentMiddleware):
     def _refusal(self, verdict: AnyVerdict) -> str:
         return self.refusal_message.format(categories=_describe(verdict))
 
-    def _input_request(self, messages: Sequence[BaseMessage]) -> tuple[list[Any], str, int] | None:
-        idx = _last_index(messages, HumanMessage)
-        if idx is None:
-            return None
-        return [list(messages[: idx + 1])], "User", idx
-
-    def _output_request(self, messages: Sequence[BaseMessage]) -> tuple[list[Any], str, int] | None:
-        if not messages or not isinstance(messages[-1], AIMessage):
-            return None
-        return [list(messages)], "Agent", len(messages) - 1
-
-    def _tool_results_request(self, messages: Sequence[BaseMessage]) -> tuple[list[Any], list[int]] | None:
-        last_ai = _last_index(messages, AIMessage)
+    def _plan(self, stage: str, state: Any) -> _Check | dict[str, Any] | None:
+        """What a hook must check (a :class:`_Check`), an update to return at once, or ``None`` (nothing to do)."""
+        messages = list(state["messages"])
+        if stage == "input":
+            idx = _last_index(messages, HumanMessage) if self.apply_to_input else None
+            if idx is None:
+                return None
+            return _Check([messages[: idx + 1]], "User", [idx], messages, "input")
+        if stage == "output":
+            if not self.apply_to_output or not messages or not isinstance(messages[-1], AIMessage):
+                return None
+            return _Check([messages], "Agent", [len(messages) - 1], messages, "output")
+        refusal = ending_refusal(messages)  # stage == "tool_results", in before_model
+        if refusal is not None:
+            return {"messages": [AIMessage(content=refusal)], "jump_to": "end"}
+        last_ai = _last_index(messages, AIMessage) if self.apply_to_tool_results else None
         if last_ai is None:
             return None
         idxs = [i for i in range(last_ai + 1, len(messages)) if isinstance(messages[i], ToolMessage)]
-        if not idxs:
-            return None
-        context = list(messages[: last_ai + 1])
-        return [context + [messages[i]] for i in idxs], idxs
+        context = messages[: last_ai + 1]
+        return _Check([context + [messages[i]] for i in idxs], "User", idxs, messages, "tool_result") if idxs else None
 
-    def _on_violation(self, messages: Sequence[BaseMessage], idx: int, stage: str, verdict: AnyVerdict) -> dict[str, Any]:
+    def _finish(self, check: _Check, verdicts: Sequence[AnyVerdict]) -> dict[str, Any] | None:
+        for idx, verdict in zip(check.idxs, verdicts, strict=True):
+            if not verdict.safe:
+                return self._on_violation(check.messages, idx, check.stage, verdict)
+        return None
+
+    def _run(self, stage: str, state: Any) -> dict[str, Any] | None:
+        plan = self._plan(stage, state)
+        if not isinstance(plan, _Check):
+            return plan
+        return self._finish(plan, self.moderator.check(plan.convs, role=plan.role))
+
+    async def _arun(self, stage: str, state: Any) -> dict[str, Any] | None:
+        plan = self._plan(stage, state)
+        if not isinstance(plan, _Check):
+            return plan
+        return self._finish(plan, await self.moderator.acheck(plan.convs, role=plan.role))
+
+    def _on_violation(
+        self, messages: Sequence[BaseMessage], idx: int, stage: str, verdict: AnyVerdict
+    ) -> dict[str, Any]:
         if self.exit_behavior == "error":
             raise UnsafeContentError(verdict, stage=stage)
         original = messages[idx]
@@ -193,19 +226,15 @@ class LlamaGuardMiddleware(AgentMiddleware):
             update["jump_to"] = "end"
         return update
 
-    def _first_violation(self, verdicts: Sequence[AnyVerdict], idxs: Sequence[int]) -> tuple[int, AnyVerdict] | None:
-        for idx, verdict in zip(idxs, verdicts, strict=True):
-            if not verdict.safe:
-                return idx, verdict
-        return None
-
     def _tool_call_conversation(self, request: Any) -> list[Any]:
         state = request.state if isinstance(request.state, dict) else {}
         messages = list(state.get("messages", []))
         last_ai = _last_index(messages, AIMessage)
         context = messages[:last_ai] if last_ai is not None else messages
         call = request.tool_call
-        return context + [AIMessage(content="", tool_calls=[{"name": call["name"], "args": call["args"], "id": call.get("id")}])]
+        return context + [
+            AIMessage(content="", tool_calls=[{"name": call["name"], "args": call["args"], "id": call.get("id")}])
+        ]
 
     def _blocked_tool_call(self, request: Any, verdict: AnyVerdict) -> ToolMessage:
         if self.exit_behavior == "error":
@@ -220,87 +249,33 @@ class LlamaGuardMiddleware(AgentMiddleware):
             artifact=artifact,
         )
 
-    # -- hooks ----------------------------------------------------------------------------------------------
+    # -- hooks (each a sync and an async twin over the shared helpers above) ---------------------------------
     @hook_config(can_jump_to=["end"])
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """Check the user's last turn once per run, before the first model call."""
-        if not self.apply_to_input:
-            return None
-        messages = state["messages"]
-        req = self._input_request(messages)
-        if req is None:
-            return None
-        convs, role, idx = req
-        verdict = self.moderator.check(convs, role=role)[0]
-        return None if verdict.safe else self._on_violation(messages, idx, "input", verdict)
+        return self._run("input", state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        if not self.apply_to_input:
-            return None
-        messages = state["messages"]
-        req = self._input_request(messages)
-        if req is None:
-            return None
-        convs, role, idx = req
-        verdict = (await self.moderator.acheck(convs, role=role))[0]
-        return None if verdict.safe else self._on_violation(messages, idx, "input", verdict)
+        return await self._arun("input", state)
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """End the run after a blocked tool call; check tool results (``apply_to_tool_results``)."""
-        messages = state["messages"]
-        refusal = ending_refusal(messages)
-        if refusal is not None:
-            return {"messages": [AIMessage(content=refusal)], "jump_to": "end"}
-        if not self.apply_to_tool_results:
-            return None
-        req = self._tool_results_request(messages)
-        if req is None:
-            return None
-        convs, idxs = req
-        hit = self._first_violation(self.moderator.check(convs, role="User"), idxs)
-        return None if hit is None else self._on_violation(messages, hit[0], "tool_result", hit[1])
+        return self._run("tool_results", state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        messages = state["messages"]
-        refusal = ending_refusal(messages)
-        if refusal is not None:
-            return {"messages": [AIMessage(content=refusal)], "jump_to": "end"}
-        if not self.apply_to_tool_results:
-            return None
-        req = self._tool_results_request(messages)
-        if req is None:
-            return None
-        convs, idxs = req
-        hit = self._first_violation(await self.moderator.acheck(convs, role="User"), idxs)
-        return None if hit is None else self._on_violation(messages, hit[0], "tool_result", hit[1])
+        return await self._arun("tool_results", state)
 
     @hook_config(can_jump_to=["end"])
     def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """Check every model response (its text and tool calls) before it is returned or acted on."""
-        if not self.apply_to_output:
-            return None
-        messages = state["messages"]
-        req = self._output_request(messages)
-        if req is None:
-            return None
-        convs, role, idx = req
-        verdict = self.moderator.check(convs, role=role)[0]
-        return None if verdict.safe else self._on_violation(messages, idx, "output", verdict)
+        return self._run("output", state)
 
     @hook_config(can_jump_to=["end"])
     async def aafter_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        if not self.apply_to_output:
-            return None
-        messages = state["messages"]
-        req = self._output_request(messages)
-        if req is None:
-            return None
-        convs, role, idx = req
-        verdict = (await self.moderator.acheck(convs, role=role))[0]
-        return None if verdict.safe else self._on_violation(messages, idx, "output", verdict)
+        return await self._arun("output", state)
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         """Check the tool call (in context) before the tool runs; a flagged call never executes."""
@@ -316,4 +291,3 @@ class LlamaGuardMiddleware(AgentMiddleware):
             if not verdict.safe:
                 return self._blocked_tool_call(request, verdict)
         return await handler(request)
-

@@ -24,9 +24,7 @@ Family = Literal["llama3", "llama4"]
 
 def cache_dir() -> Path:
     """Where built tokenizers and tiny models are cached (``LLAMAGUARD_CACHE`` or ``~/.cache/...``)."""
-    root = os.environ.get("LLAMAGUARD_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "langchain-llamaguard"
-    )
+    root = os.environ.get("LLAMAGUARD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "langchain-llamaguard")
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -20,7 +20,7 @@ from .data import Example, llama_guard_examples, prompt_guard_examples
 from .models import build_llama_guard_3, build_llama_guard_4, build_prompt_guard
 from .tokenizers import cache_dir
 
-TRAINING_VERSION = "13"
+TRAINING_VERSION = "14"
 
 
 def _train_llama_guard(path: Path, model_format: str, *, steps: int, seed: int) -> dict[str, float]:
@@ -119,7 +119,7 @@ _BUILDERS = {
     "llama-guard-3-1b": lambda p: build_llama_guard_3(p, variant="1b"),
     "prompt-guard-2": lambda p: build_prompt_guard(p),
 }
-_STEPS = {"llama-guard-4": 300, "llama-guard-3-8b": 180, "llama-guard-3-1b": 100, "prompt-guard-2": 200}
+_STEPS = {"llama-guard-4": 280, "llama-guard-3-8b": 160, "llama-guard-3-1b": 200, "prompt-guard-2": 200}
 
 
 def trained_llama_guard(model_format: str = "llama-guard-4", *, root: str | Path | None = None) -> Path:

@@ -30,8 +30,11 @@ message = st.one_of(
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(message, max_size=6), st.sampled_from(["llama-guard-4", "llama-guard-3-8b", "llama-guard-3-1b"]),
-       st.sampled_from([None, "User", "Agent"]))
+@given(
+    st.lists(message, max_size=6),
+    st.sampled_from(["llama-guard-4", "llama-guard-3-8b", "llama-guard-3-1b"]),
+    st.sampled_from([None, "User", "Agent"]),
+)
 def test_renderer_never_crashes_otherwise(conversation, model, role):
     try:
         out = format_prompt(conversation, model=model, role=role)

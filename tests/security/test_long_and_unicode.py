@@ -12,15 +12,48 @@ FILLER = "What is the capital of France? " * 40
 
 
 def test_long_conversation_is_split_not_truncated(lg4_path):
-    guard = LlamaGuard.from_pretrained(str(lg4_path), context_length=400)
+    guard = LlamaGuard.from_pretrained(str(lg4_path), context_length=320)
     text = FILLER + BOMB + " " + FILLER
     prompts, _ = guard.prepare(text)
-    assert len(prompts) > 2 and all(len(p.input_ids) < 400 for p in prompts)
-    v = guard.check(text)
-    assert not v.safe and v.categories == ["S9"] and v.segments == len(prompts)
-    assert guard.check(FILLER + FILLER).safe
-    # the payload is in a middle window: truncating to the first window would have passed it
-    assert guard.check_encoded([prompts[0]], [()])[0].safe
+    assert len(prompts) > 2 and all(len(p.input_ids) < 320 for p in prompts)
+    # every token of the judged turn is in some window, and the payload whole in at least one
+    windows = [guard.tokenizer.decode(p.input_ids) for p in prompts]
+    assert any(BOMB in w for w in windows)
+    assert windows[0].count("France") < text.count("France") and FILLER[-40:].strip() in windows[-1]
+    # the verdict is the windows' verdicts merged: unsafe if any is, categories united, highest score
+    parts = guard.check_encoded(prompts, [()] * len(prompts))
+    whole = guard.check(text)
+    assert whole.segments == len(prompts)
+    assert whole.safe == all(p.safe for p in parts)
+    assert whole.score == max(p.score for p in parts)
+    assert set(whole.categories) == {c for p in parts for c in p.categories}
+
+
+def test_merged_verdict_is_unsafe_if_any_part_is():
+    from langchain_llamaguard.verdict import Verdict, merge_verdicts
+
+    safe = Verdict(safe=True, score=0.1, role="User", model="m", raw="safe")
+    s9 = Verdict(
+        safe=False,
+        categories=["S9"],
+        category_names=["Indiscriminate Weapons"],
+        score=0.9,
+        role="User",
+        model="m",
+        raw="unsafe\nS9",
+    )
+    s1 = Verdict(
+        safe=False,
+        categories=["S1"],
+        category_names=["Violent Crimes"],
+        score=0.7,
+        role="User",
+        model="m",
+        raw="unsafe\nS1",
+    )
+    merged = merge_verdicts([safe, s9, safe, s1])
+    assert not merged.safe and merged.categories == ["S1", "S9"] and merged.score == 0.9 and merged.segments == 4
+    assert merge_verdicts([safe, safe]).safe
 
 
 def test_long_history_is_split_by_turn(lg4_path):
