@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-from langchain_core.messages import BaseMessage
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .conversation import ConversationInput, to_turns
 from .prompt_guard import PromptGuardVerdict
@@ -103,25 +101,3 @@ class CombinedModerator:
     async def acheck(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
         results = await asyncio.gather(*(m.acheck(conversations, role=role) for m in self.moderators))
         return self._pick(list(results))
-
-
-def as_moderator(guard: Any, excluded_categories: Iterable[str] | None = None) -> Moderator:
-    """Wrap a LlamaGuard, a PromptGuard, a Moderator, or a list of them."""
-    from .llama_guard import LlamaGuard
-    from .prompt_guard import PromptGuard
-
-    if isinstance(guard, LlamaGuard):
-        return LlamaGuardModerator(guard, excluded_categories)
-    if isinstance(guard, PromptGuard):
-        return PromptGuardModerator(guard)
-    if isinstance(guard, (list, tuple)):
-        return CombinedModerator([as_moderator(g, excluded_categories) for g in guard])
-    if isinstance(guard, Moderator):
-        return guard
-    raise TypeError(f"expected a LlamaGuard, a PromptGuard or a list of them, got {type(guard).__name__}")
-
-
-def message_text(message: BaseMessage | str) -> str:
-    if isinstance(message, str):
-        return message
-    return message.text if isinstance(message.text, str) else message.text()  # type: ignore[operator]

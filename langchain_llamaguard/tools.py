@@ -138,6 +138,7 @@ def guard_tool(
     excluded_categories: Iterable[str] | None = None,
     render: Callable[[dict[str, Any]], str] | None = None,
     refusal_message: str = DEFAULT_TOOL_REFUSAL,
+    subject: str = "tool call",
 ) -> BaseTool:
     """Return ``tool`` guarded by Llama Guard: same name, description and arguments for the model.
 
@@ -148,6 +149,7 @@ def guard_tool(
         on_unsafe: ``"refuse"`` returns a refusal as the tool's result (the tool never runs); ``"error"`` raises
             :class:`UnsafeContentError`.
         render: how the call is shown to Llama Guard as the Agent's turn (default: ``[tool call] name({...})``).
+        subject: what a refusal says was blocked (``"tool call"``, ``"code"``...).
 
     Example:
         >>> safe_search = guard_tool(search, guard, check_output=True)  # doctest: +SKIP
@@ -160,13 +162,8 @@ def guard_tool(
         on_unsafe=on_unsafe,
         excluded_categories=excluded_categories,
         refusal=refusal_message,
-        what="tool call",
+        what=subject,
     )
-    return _guarded_tool(tool, helper)
-
-
-def _guarded_tool(tool: BaseTool, helper: _ToolGuard) -> BaseTool:
-    """A StructuredTool with ``tool``'s name, description and arguments that runs through ``helper``."""
     schema = _schema_with_state(tool) or tool.args_schema
 
     def run(**kwargs: Any) -> Any:
@@ -214,14 +211,13 @@ def guard_code_tool(
     def render(args: dict[str, Any]) -> str:
         return f"Run this code:\n```{language}\n{args.get(code_arg, '')}\n```"
 
-    helper = _ToolGuard(
+    return guard_tool(
         tool,
         guard,
-        render=render,
         check_output=check_output,
         on_unsafe=on_unsafe,
         excluded_categories=excluded_categories,
-        refusal=refusal_message,
-        what="code",
+        render=render,
+        refusal_message=refusal_message,
+        subject="code",
     )
-    return _guarded_tool(tool, helper)

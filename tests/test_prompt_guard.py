@@ -73,8 +73,8 @@ def test_bad_configuration(pg_path, lg3_8b_path):
         PromptGuard.from_pretrained(str(pg_path)).batch_score("one string")
 
 
-ONNX_TOLERANCE = {False: 1e-4, True: 0.05}
-"""Measured on the tiny model: fp32 ONNX agrees to ~1e-6; dynamic int8 to ~1e-3 (documented bound: 0.05)."""
+ONNX_TOLERANCE = {False: 1e-4, True: 1e-2}
+"""Measured: fp32 ONNX agrees to ~1e-7, dynamic int8 to ~4e-3 (real shapes, see the README's Performance)."""
 
 
 @pytest.mark.parametrize("quantize", [False, True])

@@ -30,27 +30,12 @@ def test_long_conversation_is_split_not_truncated(lg4_path):
 
 
 def test_merged_verdict_is_unsafe_if_any_part_is():
-    from langchain_llamaguard.verdict import Verdict, merge_verdicts
+    from langchain_llamaguard.verdict import make_verdict, merge_verdicts, parse_output
 
-    safe = Verdict(safe=True, score=0.1, role="User", model="m", raw="safe")
-    s9 = Verdict(
-        safe=False,
-        categories=["S9"],
-        category_names=["Indiscriminate Weapons"],
-        score=0.9,
-        role="User",
-        model="m",
-        raw="unsafe\nS9",
-    )
-    s1 = Verdict(
-        safe=False,
-        categories=["S1"],
-        category_names=["Violent Crimes"],
-        score=0.7,
-        role="User",
-        model="m",
-        raw="unsafe\nS1",
-    )
+    def verdict(raw: str, score: float):
+        return make_verdict(parse_output(raw), score=score, role="User", model="m", raw=raw)
+
+    safe, s9, s1 = verdict("safe", 0.1), verdict("unsafe\nS9", 0.9), verdict("unsafe\nS1", 0.7)
     merged = merge_verdicts([safe, s9, safe, s1])
     assert not merged.safe and merged.categories == ["S1", "S9"] and merged.score == 0.9 and merged.segments == 4
     assert merge_verdicts([safe, safe]).safe
