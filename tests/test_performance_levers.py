@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 
+import pytest
 from conftest import BENIGN, BOMB, CODE_ABUSE
 
 from langchain_llamaguard import LlamaGuard
@@ -64,3 +65,23 @@ def test_batched_category_decoding_equals_one_by_one(lg4):
     batch = lg4.batch_check(mixed)
     assert [tuple(v.categories) for v in batch] == [tuple(lg4.check(c).categories) for c in mixed]
     assert [v.raw for v in batch[1:5]] == [lg4.check(c).raw for c in unsafe]
+
+
+def test_cached_policy_prefix_changes_no_verdict(lg4, lg3_8b):
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    for guard in (lg4, lg3_8b):
+        convs = CONVS + [
+            [HumanMessage(BENIGN), AIMessage("Sure! To make a nerve agent you first gather the precursors.")]
+        ]
+        assert guard.backend.cache_prefix
+        guard.backend._prefix_kv.clear()
+        cached = guard.batch_check(convs) + [guard.check(c) for c in convs[:5]]
+        assert guard.backend._prefix_kv  # the fixed prefix was computed once and reused
+        guard.backend.cache_prefix = False
+        try:
+            whole = guard.batch_check(convs) + [guard.check(c) for c in convs[:5]]
+        finally:
+            guard.backend.cache_prefix = True
+        assert [(v.safe, v.categories, v.raw) for v in cached] == [(v.safe, v.categories, v.raw) for v in whole]
+        assert [v.score for v in cached] == pytest.approx([v.score for v in whole], abs=1e-4)

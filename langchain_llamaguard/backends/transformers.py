@@ -7,6 +7,7 @@ from the same KV cache, to read their categories.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,8 +31,19 @@ class TransformersBackend:
         >>> backend = TransformersBackend(model, tok, model_name="llama-guard-3-8b", pad_id=128004)  # doctest: +SKIP
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, processor: Any = None, model_name: str, pad_id: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        processor: Any = None,
+        model_name: str,
+        pad_id: int,
+        cache_prefix: bool = True,
+    ) -> None:
         self.model = model
+        self.cache_prefix = cache_prefix
+        self._prefix_kv: dict[tuple[int, ...], Any] = {}
         self.tokenizer = tokenizer
         self.processor = processor
         self.model_name = model_name
@@ -68,7 +80,6 @@ class TransformersBackend:
     def first_step(
         self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens
     ) -> tuple[list[FirstStep], _BatchState]:
-        import torch
 
         seqs: list[list[int]] = []
         pixels: list[Any] = []
@@ -76,26 +87,11 @@ class TransformersBackend:
             ids, px = self._expand_images(p)
             seqs.append(ids + [tokens.lead])
             pixels.extend(px)
-        width = max(len(s) for s in seqs)
-        device = self.device
-        input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s) :] = 1
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs: dict[str, Any] = {}
-        if pixels:
-            kwargs["pixel_values"] = torch.cat(pixels, dim=0).to(device=device, dtype=self.model.dtype)
-        with self.lock, torch.inference_mode():
-            out = self.model(
-                input_ids=input_ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=position_ids.to(device),
-                use_cache=True,
-                logits_to_keep=2,
-                **kwargs,
-            )
+        prefixes = {tuple(p.input_ids[: p.prefix_len]) for p in prompts}
+        if self.cache_prefix and not pixels and len(prefixes) == 1 and prompts[0].prefix_len > 0:
+            out, mask = self._forward_after_prefix(prefixes.pop(), seqs)
+        else:
+            out, mask = self._forward(seqs, pixels)
         logits = out.logits[:, -2:, :].float()
         lead_argmax = logits[:, 0].argmax(-1).tolist()
         probs = logits[:, 1].softmax(-1)
@@ -108,6 +104,70 @@ class TransformersBackend:
         ]
         state = _BatchState(cache=out.past_key_values, attention_mask=mask, next_pos=mask.sum(-1))
         return steps, state
+
+    def _forward(self, seqs: list[list[int]], pixels: list[Any]) -> tuple[Any, Any]:
+        """One forward over left-padded whole prompts."""
+        import torch
+
+        ids, mask = self._left_pad(seqs)
+        kwargs: dict[str, Any] = {}
+        if pixels:
+            kwargs["pixel_values"] = torch.cat(pixels, dim=0).to(device=self.device, dtype=self.model.dtype)
+        with self.lock, torch.inference_mode():
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self.device),
+                use_cache=True,
+                logits_to_keep=2,
+                **kwargs,
+            )
+        return out, mask
+
+    def _forward_after_prefix(self, prefix: tuple[int, ...], seqs: list[list[int]]) -> tuple[Any, Any]:
+        """The shared fixed prefix (task, categories) comes from a cached KV; only the rest is computed.
+
+        Rows are ``[prefix][padding][rest]``: the padding sits between the prefix and each row's rest, masked
+        out, and position ids skip it, so every row sees exactly the positions and keys of the whole prompt.
+        """
+        import torch
+
+        kv = self._prefix_kv.get(prefix)
+        if kv is None:
+            with self.lock, torch.inference_mode():
+                kv = self.model(
+                    input_ids=torch.tensor([list(prefix)], device=self.device), use_cache=True
+                ).past_key_values
+            if len(self._prefix_kv) >= 16:
+                self._prefix_kv.clear()
+            self._prefix_kv[prefix] = kv
+        cache = copy.deepcopy(kv)
+        if len(seqs) > 1:
+            cache.batch_repeat_interleave(len(seqs))
+        n = len(prefix)
+        ids, rest_mask = self._left_pad([s[n:] for s in seqs])
+        mask = torch.cat([torch.ones((len(seqs), n), dtype=torch.long), rest_mask], dim=-1)
+        with self.lock, torch.inference_mode():
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=(n + (rest_mask.cumsum(-1) - 1).clamp(min=0)).to(self.device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=2,
+            )
+        return out, mask
+
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+        return ids, mask
 
     def decode(
         self,
