@@ -139,7 +139,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
         behavior = exit_behavior or on_unsafe or "end"
         if behavior not in ("end", "error", "replace"):
             raise ValueError(f"exit_behavior must be 'end', 'error' or 'replace', got {behavior!r}")
-        self.moderator: Moderator = self._make_moderator(guard, excluded_categories)
+        self.moderator: Moderator = LlamaGuardModerator(guard, excluded_categories)
         self.apply_to_input = apply_to_input
         self.apply_to_output = apply_to_output
         self.apply_to_tool_calls = apply_to_tool_calls
@@ -150,10 +150,6 @@ class LlamaGuardMiddleware(AgentMiddleware):
         self._name = name or unique_name(type(self).__name__)
         if omit_payload_from_traces:
             self.trace_policy = no_payload_trace_policy()
-
-    @staticmethod
-    def _make_moderator(guard: Any, excluded_categories: Iterable[str] | None) -> Moderator:
-        return LlamaGuardModerator(guard, excluded_categories)
 
     @property
     def name(self) -> str:

@@ -15,7 +15,6 @@ from langchain.agents.middleware import AgentMiddleware, hook_config
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from ..errors import UnsafeContentError
-from ..moderators import PromptGuardModerator
 from .llama_guard import END_MARKER, _last_index, ending_refusal, no_payload_trace_policy, unique_name
 
 DEFAULT_NOTICE = (
@@ -68,7 +67,7 @@ class PromptGuardMiddleware(AgentMiddleware):
         super().__init__()
         if exit_behavior not in ("replace", "end", "error"):
             raise ValueError(f"exit_behavior must be 'replace', 'end' or 'error', got {exit_behavior!r}")
-        self.moderator = PromptGuardModerator(prompt_guard)
+        self.guard = prompt_guard
         self.apply_to_input = apply_to_input
         self.apply_to_tool_results = apply_to_tool_results
         self.exit_behavior = exit_behavior
@@ -115,12 +114,12 @@ class PromptGuardMiddleware(AgentMiddleware):
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """Scan the user's last turn for a jailbreak, once per run."""
         text = self._input_text(state) if self.apply_to_input else None
-        return None if text is None else self._on_input(self.moderator.guard.check(text))
+        return None if text is None else self._on_input(self.guard.check(text))
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         text = self._input_text(state) if self.apply_to_input else None
-        return None if text is None else self._on_input(await self.moderator.guard.acheck(text))
+        return None if text is None else self._on_input(await self.guard.acheck(text))
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
@@ -137,10 +136,10 @@ class PromptGuardMiddleware(AgentMiddleware):
         result = handler(request)
         if not self.apply_to_tool_results or not isinstance(result, ToolMessage):
             return result
-        return self._on_tool_result(result, self.moderator.guard.check(_text(result.content)))
+        return self._on_tool_result(result, self.guard.check(_text(result.content)))
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         result = await handler(request)
         if not self.apply_to_tool_results or not isinstance(result, ToolMessage):
             return result
-        return self._on_tool_result(result, await self.moderator.guard.acheck(_text(result.content)))
+        return self._on_tool_result(result, await self.guard.acheck(_text(result.content)))
