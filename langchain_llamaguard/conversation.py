@@ -134,15 +134,20 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
             texts.append(text)
         elif btype in _IMAGE_BLOCK_TYPES:
             images.append(_image_from_block(block))
-        elif btype in {"tool_call", "tool_use", "function_call"}:
-            # Anthropic-style tool-use blocks inside content: render like tool calls.
-            texts.append(_render_tool_call(block.get("name", ""), block.get("input", block.get("args", {}))))
+        elif btype in {"tool_call", "tool_use", "function_call", "server_tool_call"}:
+            # Tool-use blocks inside content (not also listed in ``tool_calls``): render like tool calls.
+            args = block.get("input", block.get("args", block.get("arguments", {})))
+            texts.append(_render_tool_call(block.get("name", ""), args))
+        elif btype == "invalid_tool_call":
+            texts.append(f"[tool call] {block.get('name') or ''}({block.get('args') or ''})")
+        elif btype == "server_tool_result":
+            texts.append(f"[tool result] {block.get('output', '')}")
         elif btype in {"reasoning", "thinking"}:
             texts.append(str(block.get("reasoning") or block.get("thinking") or ""))
         else:
             raise ValueError(
                 f"{where}: unsupported content block type {btype!r}; accepted: text, image, image_url, "
-                "tool_call, reasoning"
+                "tool_call, invalid_tool_call, server_tool_call, server_tool_result, reasoning"
             )
     return texts, images
 
@@ -155,18 +160,44 @@ def _render_tool_call(name: str, args: Any) -> str:
     return f"[tool call] {name}({rendered})"
 
 
+_CALL_BLOCK_TYPES = {"tool_call", "tool_use", "function_call", "invalid_tool_call"}
+
+
+def _without_listed_calls(msg: BaseMessage) -> Any:
+    """An AI message's content minus the tool-call blocks its ``tool_calls`` / ``invalid_tool_calls`` also list.
+
+    Streamed (v1), Anthropic-style and OpenAI Responses messages carry each call twice, as a content block
+    (matched by ``id`` or ``call_id``) and in ``tool_calls``; the call is rendered once, from ``tool_calls``, so a
+    streamed message and its non-streamed twin render alike.
+    """
+    content = msg.content
+    calls = [*(getattr(msg, "tool_calls", None) or []), *(getattr(msg, "invalid_tool_calls", None) or [])]
+    listed = {c.get("id") for c in calls}
+    listed.discard(None)
+    if not isinstance(content, list) or not listed:
+        return content
+    return [
+        b
+        for b in content
+        if not (isinstance(b, dict) and b.get("type") in _CALL_BLOCK_TYPES and {b.get("id"), b.get("call_id")} & listed)
+    ]
+
+
 def _message_to_turn(msg: BaseMessage, index: int) -> Turn:
     where = f"message {index} ({type(msg).__name__})"
-    texts, images = _parse_content(msg.content, where=where)
+    is_ai = isinstance(msg, AIMessage) or msg.type in {"ai", "AIMessageChunk"}
+    texts, images = _parse_content(_without_listed_calls(msg) if is_ai else msg.content, where=where)
     if isinstance(msg, HumanMessage) or msg.type == "human":
         return Turn("user", texts, images)
-    if isinstance(msg, AIMessage) or msg.type in {"ai", "AIMessageChunk"}:
+    if is_ai:
         calls = list(getattr(msg, "tool_calls", None) or [])
         for call in calls:
             texts.append(_render_tool_call(call.get("name", ""), call.get("args", {})))
         for call in getattr(msg, "invalid_tool_calls", None) or []:
             texts.append(f"[tool call] {call.get('name') or ''}({call.get('args') or ''})")
-        return Turn("assistant", texts, images)
+        # An empty text beside tool calls is not a part ("" and [] content render alike); a message with nothing
+        # at all is still one (empty) part, so the judged turn exists in every format.
+        return Turn("assistant", [t for t in texts if t] or [""], images)
     if isinstance(msg, ToolMessage) or msg.type == "tool":
         name = getattr(msg, "name", None) or ""
         body = "".join(texts)

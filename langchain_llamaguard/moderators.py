@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .conversation import ConversationInput, to_turns
 from .prompt_guard import PromptGuardVerdict
@@ -39,19 +41,87 @@ class Moderator(Protocol):
     async def acheck(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]: ...
 
 
-class LlamaGuardModerator:
-    """A :class:`~langchain_llamaguard.LlamaGuard` with per-step category exclusions."""
+class VerdictCache:
+    """The most recent verdicts by key (a thread-safe LRU); a verdict standing in for an error is never kept.
 
-    def __init__(self, guard: LlamaGuard, excluded_categories: Iterable[str] | None = None) -> None:
+    Example:
+        >>> cache = VerdictCache(2)
+        >>> found = cache.lookup(["a", None])
+        >>> cache.fill(["a", None], found, ["verdict-a", "verdict-b"])
+        ['verdict-a', 'verdict-b']
+        >>> cache.lookup(["a"])
+        ['verdict-a']
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lookup(self, keys: Sequence[Hashable | None]) -> list[Any]:
+        """The cached verdict, or ``None``, for each key (``None`` keys are never cached)."""
+        with self._lock:
+            found = [self._items.get(k) if k is not None else None for k in keys]
+            for k, v in zip(keys, found, strict=True):
+                if v is not None:
+                    self._items.move_to_end(k)
+        return found
+
+    def fill(self, keys: Sequence[Hashable | None], found: list[Any], fresh: Sequence[Any]) -> list[Any]:
+        """Put ``fresh`` verdicts (in order) into the gaps of ``found``, keep them, and return the full list."""
+        todo = [i for i, v in enumerate(found) if v is None]
+        with self._lock:
+            for i, verdict in zip(todo, fresh, strict=True):
+                found[i] = verdict
+                if keys[i] is not None and self.size and getattr(verdict, "error", None) is None:
+                    self._items[keys[i]] = verdict
+                    while len(self._items) > self.size:
+                        self._items.popitem(last=False)
+        return found
+
+
+class LlamaGuardModerator:
+    """A :class:`~langchain_llamaguard.LlamaGuard` with per-step category exclusions.
+
+    ``cache_size`` keeps that many recent verdicts, keyed by exactly what decides them (role, excluded categories,
+    threshold, the turns' texts), so one conversation judged twice (the agent middleware's stream transformer,
+    then its ``after_model`` hook) costs one check.
+    """
+
+    def __init__(
+        self, guard: LlamaGuard, excluded_categories: Iterable[str] | None = None, *, cache_size: int = 0
+    ) -> None:
         self.guard = guard
         self.excluded = None if excluded_categories is None else resolve_categories(excluded_categories)
         self.name = "llama_guard"
+        self.cache = VerdictCache(cache_size)
+
+    def _key(self, conversation: ConversationInput, role: str) -> Hashable | None:
+        if not self.cache.size:
+            return None
+        try:
+            turns = to_turns(conversation, role=role)
+        except (TypeError, ValueError):
+            return None  # the guard itself reports what is wrong with it
+        if any(t.images for t in turns):
+            return None
+        excluded = self.excluded if self.excluded is not None else getattr(self.guard, "excluded_categories", None)
+        settings = (tuple(excluded or ()), getattr(self.guard, "threshold", None))  # what else decides the verdict
+        return (role, settings, tuple((t.role, tuple(t.text_parts)) for t in turns))
 
     def check(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
-        return list(self.guard.batch_check(list(conversations), role=role, excluded_categories=self.excluded))
+        keys = [self._key(c, role) for c in conversations]
+        found = self.cache.lookup(keys)
+        todo = [c for c, v in zip(conversations, found, strict=True) if v is None]
+        fresh = self.guard.batch_check(todo, role=role, excluded_categories=self.excluded) if todo else []
+        return self.cache.fill(keys, found, fresh)
 
     async def acheck(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
-        return list(await self.guard.abatch_check(list(conversations), role=role, excluded_categories=self.excluded))
+        keys = [self._key(c, role) for c in conversations]
+        found = self.cache.lookup(keys)
+        todo = [c for c, v in zip(conversations, found, strict=True) if v is None]
+        fresh = await self.guard.abatch_check(todo, role=role, excluded_categories=self.excluded) if todo else []
+        return self.cache.fill(keys, found, fresh)
 
 
 def last_turn_text(conversation: ConversationInput, role: str | None = None) -> str:

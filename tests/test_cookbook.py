@@ -35,6 +35,7 @@ EXPECT = {
         "direct call: Refused: Llama Guard flagged this code before it ran",
         "tool result withheld",
         "code that reached the interpreter: ['print(sum(range(10)))']",
+        "streamed: I can't help with that: the request was flagged by Llama Guard (S9",
     ],
 }
 

@@ -167,6 +167,36 @@ def test_langchain_mapping_is_documented_and_nothing_is_dropped():
     assert "ONLY THE LAST Agent message" in text
 
 
+def test_streamed_and_anthropic_style_messages_render_each_tool_call_once():
+    """A streamed (v1) message lists each call twice, as a content block and in ``tool_calls``; it must render
+    like its non-streamed twin, or the verdict would depend on whether the model streamed."""
+    call = {"name": "weather", "args": {"city": "Paris"}, "id": "1"}
+    plain = AIMessage("Checking.", tool_calls=[call])
+    streamed = AIMessage(
+        content=[{"type": "text", "text": "Checking.", "index": 0}, {"type": "tool_call", **call}], tool_calls=[call]
+    )
+    anthropic = AIMessage(
+        content=[
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "1", "name": "weather", "input": {}},
+        ],
+        tool_calls=[call],
+    )
+    ask = HumanMessage("Weather in Paris?")
+    only_call = [
+        AIMessage("", tool_calls=[call]),
+        AIMessage([], tool_calls=[call]),
+        AIMessage([{"type": "tool_call", **call}]),
+    ]
+    for model in ("llama-guard-4", "llama-guard-3-8b", "llama-guard-3-1b"):
+        renders = [format_prompt([ask, m], model=model) for m in (streamed, plain, anthropic)]
+        assert renders[0] == renders[1] == renders[2] and renders[0].count("[tool call] weather") == 1, model
+        renders = [format_prompt([ask, m], model=model) for m in only_call]  # no text: "" and [] alike
+        assert renders[0] == renders[1] == renders[2], model
+    unlisted = AIMessage(content=[{"type": "server_tool_call", "id": "9", "name": "web", "args": {"q": "x"}}])
+    assert '[tool call] web({"q": "x"})' in format_prompt([ask, unlisted])  # a block-only call is still rendered
+
+
 def test_consecutive_turns_merge_and_assistant_first_gets_empty_user():
     text = format_prompt([HumanMessage("a"), HumanMessage("b")])
     assert "User: a\nb\\n\\n" in text and text.count("User: ") == 1

@@ -13,7 +13,12 @@ Known pitfalls of the middleware API, and how this class handles each:
   that runs the model in a worker thread; both share the same private helpers;
 * two instances of one middleware class need distinct ``name`` s: each instance gets a unique default name;
 * flagged content should stay out of traces: the hook spans record no message payload (``trace_policy``),
-  and errors carry the verdict, not the text.
+  and errors carry the verdict, not the text;
+* ``after_model`` hooks run in reverse list order: list this middleware **last**, so it judges a response before
+  any other middleware (``HumanInTheLoopMiddleware`` and its interrupt, say) acts on it;
+* hooks clean the state, not the live stream: where langgraph has stream transformers, a
+  :mod:`~langchain_llamaguard.middleware.stream_guard` transformer holds streamed output until it is judged, so a
+  ``stream_events(version="v3")`` consumer never sees a flagged message either.
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from ..errors import UnsafeContentError
 from ..moderators import AnyVerdict, LlamaGuardModerator, Moderator
+from .stream_guard import Judgment, stream_transformers
 
 ExitBehavior = Literal["end", "error", "replace"]
 DEFAULT_REFUSAL = "I can't help with that: the request was flagged by Llama Guard ({categories})."
 DEFAULT_TOOL_REFUSAL = "Tool call blocked by Llama Guard before it ran ({categories})."
 _COUNTERS: dict[str, itertools.count] = {}
+VERDICT_CACHE_SIZE = 256
+"""Recent verdicts a middleware keeps, so the stream transformer's check and the hook's are one model call."""
 
 
 def unique_name(cls_name: str) -> str:
@@ -139,7 +147,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
         behavior = exit_behavior or on_unsafe or "end"
         if behavior not in ("end", "error", "replace"):
             raise ValueError(f"exit_behavior must be 'end', 'error' or 'replace', got {behavior!r}")
-        self.moderator: Moderator = LlamaGuardModerator(guard, excluded_categories)
+        self.moderator: Moderator = LlamaGuardModerator(guard, excluded_categories, cache_size=VERDICT_CACHE_SIZE)
         self.apply_to_input = apply_to_input
         self.apply_to_output = apply_to_output
         self.apply_to_tool_calls = apply_to_tool_calls
@@ -150,6 +158,9 @@ class LlamaGuardMiddleware(AgentMiddleware):
         self._name = name or unique_name(type(self).__name__)
         if omit_payload_from_traces:
             self.trace_policy = no_payload_trace_policy()
+        kinds = {"output"} if apply_to_output else set()
+        self.stream_kinds = frozenset(kinds | ({"tool_result"} if apply_to_tool_results else set()))
+        self.transformers = stream_transformers(self)
 
     @property
     def name(self) -> str:
@@ -205,22 +216,59 @@ class LlamaGuardMiddleware(AgentMiddleware):
         if self.exit_behavior == "error":
             raise UnsafeContentError(verdict, stage=stage)
         original = messages[idx]
-        refusal = self._refusal(verdict)
         if stage == "input":
             if self.exit_behavior == "end":
-                return {"messages": [AIMessage(content=refusal)], "jump_to": "end"}
+                return {"messages": [AIMessage(content=self._refusal(verdict))], "jump_to": "end"}
             notice = f"[message removed by Llama Guard: {_describe(verdict)}]"
             return {"messages": [HumanMessage(content=notice, id=original.id)]}
-        if isinstance(original, ToolMessage):
-            replacement: BaseMessage = ToolMessage(
-                content=refusal, tool_call_id=original.tool_call_id, name=original.name, id=original.id, status="error"
-            )
-        else:
-            replacement = AIMessage(content=refusal, id=original.id)  # same id: the unsafe text leaves the state
-        update: dict[str, Any] = {"messages": [replacement]}
+        update: dict[str, Any] = {"messages": [self._replacement(original, verdict)]}
         if self.exit_behavior == "end":
             update["jump_to"] = "end"
         return update
+
+    def _replacement(self, original: BaseMessage, verdict: AnyVerdict) -> BaseMessage:
+        """The refusal that takes a flagged response's or tool result's place: same id, so the unsafe text leaves
+        the state (and the stream shows the same)."""
+        refusal = self._refusal(verdict)
+        if isinstance(original, ToolMessage):
+            return ToolMessage(
+                content=refusal, tool_call_id=original.tool_call_id, name=original.name, id=original.id, status="error"
+            )
+        return AIMessage(content=refusal, id=original.id)
+
+    # -- the stream transformer's judge (see stream_guard.py) ------------------------------------------------
+    def _stream_plan(self, items: Sequence[Judgment]) -> dict[str, list[int]]:
+        by_role: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_role.setdefault("Agent" if item.kind == "output" else "User", []).append(i)
+        return by_role
+
+    @staticmethod
+    def _stream_conversation(item: Judgment) -> list[BaseMessage]:
+        context = item.context
+        if item.kind == "tool_result":  # judged like before_model does: the last AI turn, then the result
+            last_ai = _last_index(context, AIMessage)
+            context = context[: last_ai + 1] if last_ai is not None else context
+        return [*context, item.message]
+
+    def _stream_outcome(self, items: Sequence[Judgment], verdicts: dict[int, AnyVerdict]) -> list[BaseMessage | None]:
+        return [
+            None if verdicts[i].safe else self._replacement(item.message, verdicts[i]) for i, item in enumerate(items)
+        ]
+
+    def judge_stream(self, items: Sequence[Judgment]) -> list[BaseMessage | None]:
+        verdicts: dict[int, AnyVerdict] = {}
+        for role, idxs in self._stream_plan(items).items():
+            found = self.moderator.check([self._stream_conversation(items[i]) for i in idxs], role=role)
+            verdicts.update(zip(idxs, found, strict=True))
+        return self._stream_outcome(items, verdicts)
+
+    async def ajudge_stream(self, items: Sequence[Judgment]) -> list[BaseMessage | None]:
+        verdicts: dict[int, AnyVerdict] = {}
+        for role, idxs in self._stream_plan(items).items():
+            found = await self.moderator.acheck([self._stream_conversation(items[i]) for i in idxs], role=role)
+            verdicts.update(zip(idxs, found, strict=True))
+        return self._stream_outcome(items, verdicts)
 
     def _tool_call_conversation(self, request: Any) -> list[Any]:
         state = request.state if isinstance(request.state, dict) else {}

@@ -2,20 +2,32 @@
 what tools (retrievers, web fetchers, file readers) bring back.
 
 A tool result is scanned right after the tool runs, before it enters the agent's state, so an injected
-instruction never reaches the model: it is replaced by a notice (default), ends the run, or raises.
+instruction never reaches the model: it is replaced by a notice (default), ends the run, or raises. On a
+``stream_events(version="v3")`` stream the tool's output is held until it is scanned, and a flagged one goes out
+as the notice (see :mod:`~langchain_llamaguard.middleware.stream_guard`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware, hook_config
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from ..errors import UnsafeContentError
-from .llama_guard import END_MARKER, _last_index, ending_refusal, no_payload_trace_policy, unique_name
+from ..moderators import VerdictCache
+from .llama_guard import (
+    END_MARKER,
+    VERDICT_CACHE_SIZE,
+    _last_index,
+    ending_refusal,
+    no_payload_trace_policy,
+    unique_name,
+)
+from .stream_guard import Judgment, stream_transformers
+from .tool_output import tool_messages_in, with_replaced
 
 DEFAULT_NOTICE = (
     "[tool result withheld: Prompt Guard detected a likely prompt injection (score {score:.2f}); "
@@ -76,6 +88,9 @@ class PromptGuardMiddleware(AgentMiddleware):
         self._name = name or unique_name(type(self).__name__)
         if omit_payload_from_traces:
             self.trace_policy = no_payload_trace_policy()
+        self._cache = VerdictCache(VERDICT_CACHE_SIZE)
+        self.stream_kinds = frozenset({"tool_result"} if apply_to_tool_results else ())
+        self.transformers = stream_transformers(self)
 
     @property
     def name(self) -> str:
@@ -94,11 +109,8 @@ class PromptGuardMiddleware(AgentMiddleware):
             raise UnsafeContentError(verdict, stage="input")
         return {"messages": [AIMessage(content=self.refusal_message.format(score=verdict.score))], "jump_to": "end"}
 
-    def _on_tool_result(self, result: Any, verdict: Any) -> Any:
-        if verdict.safe:
-            return result
-        if self.exit_behavior == "error":
-            raise UnsafeContentError(verdict, stage="tool_result")
+    def _notice(self, result: ToolMessage, verdict: Any) -> ToolMessage:
+        """What a flagged tool result becomes (same id), in the state and on the stream."""
         ending = self.exit_behavior == "end"
         return ToolMessage(
             content=self.notice.format(score=verdict.score),
@@ -108,6 +120,35 @@ class PromptGuardMiddleware(AgentMiddleware):
             status="error",
             artifact={END_MARKER: self.refusal_message.format(score=verdict.score)} if ending else None,
         )
+
+    def _on_tool_results(self, result: Any, messages: list[ToolMessage], verdicts: list[Any]) -> Any:
+        """``result`` (a ToolMessage or a ``Command``) with its flagged ToolMessages replaced by the notice."""
+        flagged = next((v for v in verdicts if not v.safe), None)
+        if flagged is not None and self.exit_behavior == "error":
+            raise UnsafeContentError(flagged, stage="tool_result")
+        notices = [None if v.safe else self._notice(m, v) for m, v in zip(messages, verdicts, strict=True)]
+        return with_replaced(result, messages, notices)
+
+    def _scan(self, texts: list[str]) -> list[Any]:
+        keys = [(getattr(self.guard, "threshold", None), t) for t in texts]
+        found = self._cache.lookup(keys)
+        todo = [t for t, v in zip(texts, found, strict=True) if v is None]
+        return self._cache.fill(keys, found, self.guard.batch_check(todo) if todo else [])
+
+    async def _ascan(self, texts: list[str]) -> list[Any]:
+        keys = [(getattr(self.guard, "threshold", None), t) for t in texts]
+        found = self._cache.lookup(keys)
+        todo = [t for t, v in zip(texts, found, strict=True) if v is None]
+        return self._cache.fill(keys, found, await self.guard.abatch_check(todo) if todo else [])
+
+    # -- the stream transformer's judge (see stream_guard.py): tool results only ---------------------------------
+    def judge_stream(self, items: Sequence[Judgment]) -> list[BaseMessage | None]:
+        verdicts = self._scan([_text(i.message.content) for i in items])
+        return [None if v.safe else self._notice(i.message, v) for i, v in zip(items, verdicts, strict=True)]
+
+    async def ajudge_stream(self, items: Sequence[Judgment]) -> list[BaseMessage | None]:
+        verdicts = await self._ascan([_text(i.message.content) for i in items])
+        return [None if v.safe else self._notice(i.message, v) for i, v in zip(items, verdicts, strict=True)]
 
     # -- hooks ----------------------------------------------------------------------------------------------------
     @hook_config(can_jump_to=["end"])
@@ -132,14 +173,16 @@ class PromptGuardMiddleware(AgentMiddleware):
         return self.before_model(state, runtime)
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        """Run the tool, then scan what it returned before the model can read it."""
+        """Run the tool, then scan what it returned (a ToolMessage, or a Command's) before the model reads it."""
         result = handler(request)
-        if not self.apply_to_tool_results or not isinstance(result, ToolMessage):
+        messages = tool_messages_in(result) if self.apply_to_tool_results else []
+        if not messages:
             return result
-        return self._on_tool_result(result, self.guard.check(_text(result.content)))
+        return self._on_tool_results(result, messages, self._scan([_text(m.content) for m in messages]))
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         result = await handler(request)
-        if not self.apply_to_tool_results or not isinstance(result, ToolMessage):
+        messages = tool_messages_in(result) if self.apply_to_tool_results else []
+        if not messages:
             return result
-        return self._on_tool_result(result, await self.guard.acheck(_text(result.content)))
+        return self._on_tool_results(result, messages, await self._ascan([_text(m.content) for m in messages]))

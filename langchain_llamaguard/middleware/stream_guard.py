@@ -1,0 +1,383 @@
+"""Hold an agent's streamed output until the guard has judged it (langgraph's v3 stream transformers).
+
+The middleware hooks (``after_model``, ``before_model``, ``wrap_tool_call``) clean the agent's *state*, but a
+consumer of ``agent.stream_events(version="v3")`` / ``astream_events(version="v3")`` sees each token as the model
+writes it, and each tool result as the tool returns it, before any hook has run. Where the installed langgraph
+has stream transformers, the guard middleware registers :class:`GuardStreamTransformer`, which runs before the
+built-in transformers (so ``run.messages``, ``run.values``, ``run.output`` and the raw event log all see the same
+thing) and:
+
+* holds a model message whole: its block starts go out empty, its deltas and block finishes are kept back, and at
+  ``message-finish`` the complete message (text, reasoning, tool calls, any other block) is judged once, in
+  context (the conversation in the state, then the message). Then every block goes out finished: unchanged when
+  safe; when flagged, the first block carries the refusal that the hooks write into the state and the others
+  (tool calls included) go out empty, as does the finish's ``additional_kwargs``;
+* judges a whole (non-streamed) model message on the ``messages`` channel, and a tool's result (or error) on the
+  ``tools`` channel, the same way (tool output deltas are held until the tool finishes);
+* rewrites ``values`` snapshots so a flagged message never shows, not even in the snapshot taken between the
+  model node and ``after_model``; a message new to this run that was not judged on the way is judged there.
+
+The judgment comes from the middleware (a :class:`StreamJudge`), so the wire and the state agree; the
+middleware's verdict cache makes the hook's later check of the same conversation free. Not covered: the pre-v3
+``agent.stream(...)`` API (no transformers), model calls inside tools or subgraphs (other namespaces), and the
+payload of an interrupt raised by another middleware's ``after_model`` that runs before the guard's (list the
+guard last in ``middleware=[...]``: ``after_model`` hooks run in reverse order).
+
+Example:
+    >>> agent = create_agent(model, tools, middleware=[LlamaGuardMiddleware(guard)])  # doctest: +SKIP
+    >>> run = agent.stream_events({"messages": [("user", "hi")]}, version="v3")      # doctest: +SKIP
+    >>> [m.output.text for m in run.messages]  # each message whole, once judged  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal, Protocol
+
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+
+from .tool_output import tool_messages_in, with_replaced
+
+try:  # langgraph >= 1.2 with the v3 streaming protocol
+    from langgraph.stream import StreamTransformer
+except ImportError:  # pragma: no cover - older langgraph: no stream transformers, nothing to register
+    StreamTransformer = None  # type: ignore[assignment,misc]
+
+logger = logging.getLogger(__name__)
+Kind = Literal["output", "tool_result"]
+
+
+@dataclass
+class Judgment:
+    """One message to judge: what kind it is, the state's messages before it, and the message."""
+
+    kind: Kind
+    context: list[BaseMessage]
+    message: BaseMessage
+
+
+class StreamJudge(Protocol):
+    """What a guard middleware gives its stream transformer: which kinds it guards and how it judges them.
+
+    ``judge_stream`` returns, for each judgment, the message that replaces a flagged one (the same the hooks
+    write into the state) or ``None`` when it is safe.
+    """
+
+    stream_kinds: frozenset[str]
+
+    def judge_stream(self, items: Sequence[Judgment]) -> list[BaseMessage | None]: ...
+
+    async def ajudge_stream(self, items: Sequence[Judgment]) -> list[BaseMessage | None]: ...
+
+
+def _kind_of(message: Any) -> Kind | None:
+    if isinstance(message, AIMessage):
+        return "output"
+    return "tool_result" if isinstance(message, ToolMessage) else None
+
+
+@dataclass
+class _Pending:
+    """Judgments an event waits for, and what to do with their results (it returns the events to release)."""
+
+    items: list[Judgment]
+    apply: Callable[[list[BaseMessage | None]], list[Any]]
+
+
+_EMPTY_TEXT = {"type": "text", "text": ""}
+_TEXT_TYPES = {"text": "text-delta", "reasoning": "reasoning-delta"}
+
+
+@dataclass
+class _HeldMessage:
+    """A streamed model message held back until ``message-finish``: what each block holds so far."""
+
+    message_id: str | None
+    blocks: dict[int, dict[str, Any]] = field(default_factory=dict)
+    finished: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def start(self, index: int, content: dict[str, Any]) -> dict[str, Any]:
+        """Record a block's start; what goes out instead is an empty text block."""
+        btype = content.get("type")
+        if btype in _TEXT_TYPES:
+            self.blocks[index] = {"type": btype, btype: content.get(btype) or ""}
+        elif btype in ("tool_call_chunk", "tool_call"):
+            args = content.get("args")
+            self.blocks[index] = {"type": "tool_call_chunk", "id": content.get("id"), "name": content.get("name")}
+            self.blocks[index]["args"] = args if isinstance(args, str) else json.dumps(args) if args else ""
+        else:  # anything else (images, server tool blocks, ...) is judged from its finish, as the hook would
+            self.blocks[index] = dict(content)
+        return dict(_EMPTY_TEXT)
+
+    def delta(self, index: int, delta: dict[str, Any]) -> None:
+        dtype = delta.get("type")
+        for btype, delta_type in _TEXT_TYPES.items():
+            if dtype == delta_type:
+                block = self.blocks.setdefault(index, {"type": btype, btype: ""})
+                block[btype] = block.get(btype, "") + (delta.get(btype) or "")
+                return
+        fields = delta.get("fields") if dtype == "block-delta" else delta if dtype == "tool-call-delta" else None
+        if isinstance(fields, dict) and (dtype == "tool-call-delta" or fields.get("type") == "tool_call_chunk"):
+            block = self.blocks.setdefault(index, {"type": "tool_call_chunk", "id": None, "name": None, "args": ""})
+            for key in ("id", "name"):
+                block[key] = fields.get(key) or block.get(key)
+            if isinstance(fields.get("args"), str):  # block-delta: the whole string so far; tool-call-delta: a slice
+                block["args"] = fields["args"] if dtype == "block-delta" else block.get("args", "") + fields["args"]
+
+    def finish(self, index: int, content: dict[str, Any]) -> None:
+        self.finished[index] = dict(content)
+
+    def final_blocks(self) -> list[tuple[int, dict[str, Any]]]:
+        """Each block as it finished (or, without a finish, as its start and deltas built it)."""
+        out = []
+        for index in sorted(self.blocks.keys() | self.finished.keys()):
+            built = self.blocks.get(index, {})
+            content = self.finished.get(index) or _from_parts(built)
+            btype = content.get("type")
+            if btype in _TEXT_TYPES and not content.get(btype):  # a finish without its text: the deltas'
+                content = {**content, btype: built.get(btype, "")}
+            out.append((index, content))
+        return out
+
+    def assemble(self) -> AIMessage:
+        """The whole message, shaped like the one the state will hold."""
+        content: list[Any] = []
+        calls: list[dict[str, Any]] = []
+        invalid: list[dict[str, Any]] = []
+        for _, block in self.final_blocks():
+            if block.get("type") == "tool_call":
+                calls.append({"name": block.get("name") or "", "args": block.get("args") or {}, "id": block.get("id")})
+            elif block.get("type") == "invalid_tool_call":
+                invalid.append({k: block.get(k) for k in ("name", "args", "id", "error")})
+            else:
+                content.append({k: v for k, v in block.items() if k != "index"})
+        return AIMessage(content=content, tool_calls=calls, invalid_tool_calls=invalid, id=self.message_id)
+
+
+def _from_parts(built: dict[str, Any]) -> dict[str, Any]:
+    """A finished block made from a start and deltas (a call's arguments parsed, as the state will have them)."""
+    if built.get("type") != "tool_call_chunk":
+        return dict(built)
+    try:
+        args = json.loads(built.get("args") or "{}")
+    except json.JSONDecodeError:
+        args = None
+    if isinstance(args, dict):
+        return {"type": "tool_call", "id": built.get("id"), "name": built.get("name") or "", "args": args}
+    return {"type": "invalid_tool_call", "id": built.get("id"), "name": built.get("name"), "args": built.get("args")}
+
+
+class _GuardStreamTransformer:
+    """Protocol mechanics shared by the sync and async lanes; see the module docstring."""
+
+    before_builtins = True
+    supports_sync = True
+    required_stream_modes = ("messages", "tools", "values")
+
+    def __init__(self, scope: tuple[str, ...] = (), *, judge: StreamJudge) -> None:
+        super().__init__(scope)  # type: ignore[call-arg]
+        self._judge = judge
+        self._kinds = judge.stream_kinds
+        self._scope = list(scope)
+        self._mux: Any = None
+        self._releasing = False
+        self._context: list[BaseMessage] = []
+        self._baseline: set[str | None] | None = None
+        self._held: dict[str, _HeldMessage] = {}
+        self._outcome: dict[str, BaseMessage | None] = {}
+
+    def init(self) -> dict[str, Any]:
+        return {}  # no projection: events are rewritten in place
+
+    def _on_register(self, mux: Any) -> None:
+        self._mux = mux  # held blocks are released through it, at message-finish
+
+    def process(self, event: Any) -> bool:
+        keep, pending = self._intake(event)
+        if pending is not None:
+            released = pending.apply(self._judge.judge_stream(pending.items) if pending.items else [])
+            self._releasing = True
+            try:
+                for released_event in released:
+                    self._mux.push(released_event)
+            finally:
+                self._releasing = False
+        return keep
+
+    async def aprocess(self, event: Any) -> bool:
+        keep, pending = self._intake(event)
+        if pending is not None:
+            released = pending.apply(await self._judge.ajudge_stream(pending.items) if pending.items else [])
+            self._releasing = True
+            try:
+                for released_event in released:
+                    await self._mux.apush(released_event)
+            finally:
+                self._releasing = False
+        return keep
+
+    # -- routing ----------------------------------------------------------------------------------------------
+    def _intake(self, event: Any) -> tuple[bool, _Pending | None]:
+        """Whether the event goes into the main log, and the judgment it waits for (if any)."""
+        params = event.get("params") or {}
+        if self._releasing or params.get("namespace", []) != self._scope:
+            return True, None  # our own release, or model calls inside tools or subgraphs
+        method = event.get("method")
+        if method == "messages":
+            return self._on_messages(event, params)
+        if method == "tools" and "tool_result" in self._kinds:
+            return True, self._on_tools(params)
+        if method == "values":
+            return True, self._on_values(params)
+        return True, None
+
+    def _record(self, message: BaseMessage, replacement: BaseMessage | None) -> None:
+        if message.id is not None:
+            self._outcome[message.id] = replacement
+
+    def _on_messages(self, event: Any, params: dict[str, Any]) -> tuple[bool, _Pending | None]:
+        data = params.get("data")
+        if not isinstance(data, tuple) or len(data) != 2:
+            return True, None
+        payload, metadata = data
+        if isinstance(payload, BaseMessage):  # a whole message (a model that does not stream)
+            kind = _kind_of(payload)
+            if kind not in self._kinds:
+                return True, None
+
+            def apply_whole(out: list[BaseMessage | None]) -> list[Any]:
+                self._record(payload, out[0])
+                if out[0] is not None:
+                    params["data"] = (out[0], metadata)
+                return []
+
+            return True, _Pending([Judgment(kind, list(self._context), payload)], apply_whole)  # type: ignore[arg-type]
+        if not isinstance(payload, dict) or "output" not in self._kinds:
+            return True, None
+        run_id = str((metadata or {}).get("run_id") or "")
+        step = payload.get("event")
+        if step == "message-start":
+            if payload.get("role", "ai") == "ai":
+                self._held[run_id] = _HeldMessage(payload.get("id") or payload.get("message_id"))
+            return True, None
+        held = self._held.get(run_id)
+        if held is None:
+            return True, None
+        index = payload.get("index")
+        if step == "content-block-start" and isinstance(payload.get("content"), dict):
+            payload["content"] = held.start(index, payload["content"])
+            return True, None
+        if step == "content-block-delta" and isinstance(payload.get("delta"), dict):
+            held.delta(index, payload["delta"])
+            payload["delta"] = {"type": "text-delta", "text": ""}  # built-ins see an empty delta; the log, none
+            return False, None
+        if step == "content-block-finish" and isinstance(payload.get("content"), dict):
+            held.finish(index, payload["content"])
+            payload["content"] = dict(_EMPTY_TEXT)  # the real finish goes out at message-finish
+            return False, None
+        if step == "message-finish":
+            return True, self._on_message_finish(run_id, held, event, payload)
+        if step == "error":
+            self._held.pop(run_id, None)
+        return True, None
+
+    def _on_message_finish(self, run_id: str, held: _HeldMessage, event: Any, payload: dict[str, Any]) -> _Pending:
+        del self._held[run_id]
+        message = held.assemble()
+        params, metadata = event["params"], event["params"]["data"][1]
+
+        def release(out: list[BaseMessage | None]) -> list[Any]:
+            replacement = out[0]
+            self._record(message, replacement)
+            blocks = held.final_blocks() or [(0, dict(_EMPTY_TEXT))]
+            if replacement is not None:  # the refusal in the first block; the rest (tool calls too) empty
+                payload.pop("additional_kwargs", None)
+                texts = [replacement.text] + [""] * (len(blocks) - 1)
+                blocks = [(i, {"type": "text", "text": t}) for (i, _), t in zip(blocks, texts, strict=True)]
+            if self._mux is None:  # pragma: no cover - a langgraph that does not register transformers on a mux
+                logger.warning("no stream mux to release held blocks through; they stay empty on the stream")
+                return []
+            finishes = [({"event": "content-block-finish", "index": i, "content": c}, metadata) for i, c in blocks]
+            return [{"type": "event", "method": "messages", "params": {**params, "data": f}} for f in finishes]
+
+        return _Pending([Judgment("output", list(self._context), message)], release)
+
+    def _on_tools(self, params: dict[str, Any]) -> _Pending | None:
+        data = params.get("data")
+        if not isinstance(data, dict):
+            return None
+        step = data.get("event")
+        if step == "tool-output-delta":  # held: the whole output goes out with tool-finished, judged
+            delta = data.get("delta")
+            data["delta"] = type(delta)() if isinstance(delta, (str, dict, list)) else None
+            return None
+        field_name = "output" if step == "tool-finished" else "message" if step == "tool-error" else None
+        if field_name is None or field_name not in data:
+            return None
+        value = data[field_name]
+        messages = _tool_results(value, data)
+
+        def apply_tool(out: list[BaseMessage | None]) -> list[Any]:
+            for message, replacement in zip(messages, out, strict=True):
+                self._record(message, replacement)
+            if tool_messages_in(value):
+                data[field_name] = with_replaced(value, messages, out)
+            elif out[0] is not None:
+                data[field_name] = out[0].text
+            return []
+
+        return _Pending([Judgment("tool_result", list(self._context), m) for m in messages], apply_tool)
+
+    def _on_values(self, params: dict[str, Any]) -> _Pending | None:
+        data = params.get("data")
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if not isinstance(messages, list):
+            return None
+        self._context = list(messages)
+        if self._baseline is None:  # the run's input: the input guard's business, and earlier runs' history
+            self._baseline = {m.id for m in messages if isinstance(m, BaseMessage)}
+            return None
+        items: list[Judgment] = []
+        for i, m in enumerate(messages):
+            kind = _kind_of(m)
+            if kind in self._kinds and m.id not in self._outcome and m.id not in self._baseline:
+                items.append(Judgment(kind, messages[:i], m))  # type: ignore[arg-type]
+
+        def patch(out: list[BaseMessage | None]) -> list[Any]:
+            for item, replacement in zip(items, out, strict=True):
+                self._record(item.message, replacement)
+            patched = [self._outcome.get(m.id) or m if isinstance(m, BaseMessage) else m for m in messages]
+            if any(a is not b for a, b in zip(patched, messages, strict=True)):
+                data["messages"] = patched  # in place: run.output reads this very dict (a copy made for the stream)
+            return []
+
+        return _Pending(items, patch)
+
+
+def _tool_results(value: Any, data: dict[str, Any]) -> list[ToolMessage]:
+    """The tool results in a ``tools`` event: its ToolMessages, or its text (any other output, an error)."""
+    found = tool_messages_in(value)
+    if found:
+        return found
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return [ToolMessage(content=text, tool_call_id=str(data.get("tool_call_id") or ""), name=data.get("tool_name"))]
+
+
+if StreamTransformer is not None:
+
+    class GuardStreamTransformer(_GuardStreamTransformer, StreamTransformer):  # type: ignore[misc,valid-type]
+        """Holds an agent's streamed messages and tool results until the middleware's guard has judged them."""
+
+else:  # pragma: no cover
+    GuardStreamTransformer = None  # type: ignore[assignment,misc]
+
+
+def stream_transformers(judge: StreamJudge) -> tuple[Any, ...]:
+    """The ``transformers`` a guard middleware registers: none where langgraph has no stream transformers."""
+    if GuardStreamTransformer is None or not judge.stream_kinds:
+        return ()
+    return (partial(GuardStreamTransformer, judge=judge),)

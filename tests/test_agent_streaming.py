@@ -1,0 +1,340 @@
+"""What a consumer of ``agent.stream_events(version="v3")`` sees: flagged content never, on any surface
+(the raw event log, ``run.messages``, ``run.values``, the ``tools`` channel), and safe content unchanged.
+
+The model is an offline chat model that really streams (text deltas and tool-call-argument chunks), so the
+events are the ones langgraph's v3 protocol produces for a real provider."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import pytest
+from conftest import (
+    ASK_CODE,
+    BENIGN,
+    BENIGN_ANSWER,
+    EVIL_CODE,
+    INJECTION,
+    UNSAFE_ANSWER,
+    WEATHER,
+    loop_ticks_during,
+    make_tools,
+)
+from langchain.agents import create_agent
+from langchain.agents.middleware import HumanInTheLoopMiddleware
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.tools import InjectedToolCallId, tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from langchain_llamaguard import Verdict
+from langchain_llamaguard.middleware import LlamaGuardMiddleware, PromptGuardMiddleware
+from langchain_llamaguard.middleware.stream_guard import GuardStreamTransformer
+from langchain_llamaguard.moderators import VerdictCache
+
+pytestmark = pytest.mark.filterwarnings("ignore::langchain_core._api.beta_decorator.LangChainBetaWarning")
+
+
+class ScriptedModel(BaseChatModel):
+    """An offline chat model that plays ``script``, one entry per call (tools bound or not)."""
+
+    script: list
+    calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return type(self).__name__
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:
+        return self
+
+    def _next(self) -> Any:
+        self.calls += 1
+        return self.script[self.calls - 1]
+
+
+class StreamingToolModel(ScriptedModel):
+    """Streams like a provider through LangChain's compatibility bridge: its text word by word, then each tool
+    call's JSON arguments in 6-character chunks. ``script`` holds one ``(text, [(tool, args), ...])`` per call."""
+
+    def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any):
+        text, tool_calls = self._next()
+        for i, word in enumerate(text.split(" ")):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=word if i == 0 else " " + word))
+        for j, (name, args) in enumerate(tool_calls):
+            index, raw = j + 1, json.dumps(args)
+            head = {"name": name, "args": "", "id": f"call_{self.calls}_{j}", "index": index}
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[head]))
+            for k in range(0, len(raw), 6):
+                part = {"name": None, "args": raw[k : k + 6], "id": None, "index": index}
+                yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[part]))
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any):
+        chunks: Iterator[ChatGenerationChunk] = self._stream(messages)
+        message = sum((c.message for c in chunks), AIMessageChunk(content=""))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(**message.model_dump(exclude={"type"})))])
+
+
+class NativeEventModel(ScriptedModel):
+    """An offline chat model with a native v3 event stream, finishing each block before it starts the next (as
+    the protocol allows, unlike the compatibility bridge, which finishes all blocks at the end). ``script`` holds
+    one list of blocks per call, ``("text", str)`` or ``("call", name, args)``; ``finish=False`` leaves the blocks
+    unfinished (their deltas are all there is); ``finish_extra`` goes on ``message-finish``."""
+
+    finish: bool = True
+    finish_extra: dict = {}
+
+    def _stream_chat_model_events(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):
+        blocks = self._next()
+        yield {"event": "message-start", "role": "ai", "id": f"native-{self.calls}"}
+        for i, block in enumerate(blocks):
+            if block[0] == "text":
+                yield {"event": "content-block-start", "index": i, "content": {"type": "text", "text": ""}}
+                for word in block[1].split(" "):
+                    delta = {"type": "text-delta", "text": word + " "}
+                    yield {"event": "content-block-delta", "index": i, "delta": delta}
+                done = {"type": "text", "text": block[1] + " "}
+            else:
+                _, name, args = block
+                start = {"type": "tool_call_chunk", "id": f"call_{i}", "name": name, "args": ""}
+                yield {"event": "content-block-start", "index": i, "content": start}
+                raw = json.dumps(args)
+                for k in range(0, len(raw), 6):
+                    delta = {"type": "tool-call-delta", "args": raw[k : k + 6]}
+                    yield {"event": "content-block-delta", "index": i, "delta": delta}
+                done = {"type": "tool_call", "id": f"call_{i}", "name": name, "args": args}
+            if self.finish:
+                yield {"event": "content-block-finish", "index": i, "content": done}
+        yield {"event": "message-finish", **self.finish_extra}
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):
+        raise NotImplementedError("this model only streams")
+
+
+def agent_for(script, middleware, search_result: str = WEATHER, **model_kw):
+    ran, repl, search = make_tools(search_result)
+    return create_agent(StreamingToolModel(script=script, **model_kw), [repl, search], middleware=middleware), ran
+
+
+def raw_log(run) -> str:
+    """Everything the consumer of the raw v3 event log receives, as text."""
+    return "\n".join(repr(event["params"]["data"]) for event in run)
+
+
+def streamed_messages(run) -> list[tuple[str, list[str], list[dict]]]:
+    """What ``run.messages`` shows, per model message: the text deltas, the text, the tool calls."""
+    out = []
+    for stream in run.messages:
+        deltas = list(stream.text)
+        message = stream.output
+        out.append((message.text, [d for d in deltas if d], message.tool_calls))
+    return out
+
+
+def counting(guard, monkeypatch) -> list[int]:
+    """Count the guard's model batches (the real model still runs)."""
+    sizes: list[int] = []
+    original = guard.batch_check
+    monkeypatch.setattr(guard, "batch_check", lambda convs, **kw: (sizes.append(len(convs)), original(convs, **kw))[1])
+    return sizes
+
+
+def test_the_transformer_is_registered_before_the_builtins(lg4):
+    mw = LlamaGuardMiddleware(lg4)
+    assert GuardStreamTransformer is not None and len(mw.transformers) == 1
+    transformer = mw.transformers[0](())
+    assert isinstance(transformer, GuardStreamTransformer) and transformer.before_builtins
+    assert {"messages", "tools", "values"} <= set(transformer.required_stream_modes)
+    assert LlamaGuardMiddleware(lg4, apply_to_output=False).transformers == ()  # nothing to hold back
+
+
+def test_unguarded_stream_shows_the_unsafe_answer(lg4):
+    """The baseline the guard must change: without it, the answer goes out token by token."""
+    agent, _ = agent_for([(UNSAFE_ANSWER, [])], [])
+    assert "nerve agent" in raw_log(agent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3"))
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["streamed", "not-streamed"])
+def test_flagged_answer_never_reaches_a_v3_stream_consumer(lg4, whole):
+    mw = LlamaGuardMiddleware(lg4)
+    agent, _ = agent_for([(UNSAFE_ANSWER, [])], [mw], disable_streaming=whole)  # whole: one (message, meta) event
+    log = raw_log(agent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3"))
+    assert "nerve" not in log and "precursors" not in log  # not in a delta, a finish, or a values snapshot
+    assert "I can't help with that" in log and "S9" in log
+
+    agent, _ = agent_for([(UNSAFE_ANSWER, [])], [LlamaGuardMiddleware(lg4)], disable_streaming=whole)
+    run = agent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3")
+    [(text, deltas, calls)] = streamed_messages(run)
+    assert text.startswith("I can't help with that") and "S9" in text and calls == []
+    assert deltas == [text]  # held, then released whole (as the refusal)
+    final = run.output["messages"][-1]
+    assert final.text == text  # the wire and the state agree: the refusal, under the streamed message's id
+
+
+def test_safe_answer_streams_unchanged_and_is_checked_once(lg4, monkeypatch):
+    sizes = counting(lg4, monkeypatch)
+    agent, _ = agent_for([(BENIGN_ANSWER, [])], [LlamaGuardMiddleware(lg4)])
+    run = agent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3")
+    [(text, deltas, _)] = streamed_messages(run)
+    assert text == BENIGN_ANSWER and deltas == [BENIGN_ANSWER]
+    assert run.output["messages"][-1].text == BENIGN_ANSWER
+    assert sizes == [1, 1]  # the input, the answer: after_model's check of the same conversation is a cache hit
+
+
+def test_a_verdict_that_stands_in_for_an_error_is_not_cached():
+    cache = VerdictCache(8)
+    failed = Verdict(safe=False, score=1.0, role="User", model="m", raw="timed out", error="GuardTimeoutError")
+    ok = Verdict(safe=True, score=0.0, role="User", model="m", raw="safe")
+    cache.fill(["a", "b"], [None, None], [failed, ok])
+    assert cache.lookup(["a", "b"]) == [None, ok]  # the failed check is retried next time, fail-closed meanwhile
+
+
+def test_values_snapshots_never_hold_a_flagged_message(lg4):
+    agent, _ = agent_for([(UNSAFE_ANSWER, [])], [LlamaGuardMiddleware(lg4, exit_behavior="replace")])
+    run = agent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3")
+    snapshots = [[m.text for m in snapshot["messages"]] for snapshot in run.values]
+    assert len(snapshots) >= 3  # the input, after the model node, after after_model
+    assert all("nerve" not in text for snap in snapshots for text in snap)
+    assert snapshots[-1][-1].startswith("I can't help with that")
+
+
+def test_streamed_unsafe_tool_call_is_held_and_never_runs(lg4):
+    script = [("Sure, running it now.", [("python_repl", {"code": EVIL_CODE})]), ("done", [])]
+    agent, ran = agent_for(script, [LlamaGuardMiddleware(lg4)])
+    log = raw_log(agent.stream_events({"messages": [HumanMessage(ASK_CODE)]}, version="v3"))
+    assert ran["python_repl"] == []
+    assert "rm -rf" not in log and "no-preserve-root" not in log  # the arguments never went out, not even in chunks
+    assert "S14" in log
+
+
+def test_streamed_safe_tool_call_goes_out_whole_and_history_is_unchanged(lg4):
+    script = [("", [("python_repl", {"code": "print(sum(range(10)))"})]), ("The sum is 45.", [])]
+    plain, plain_ran = agent_for(list(script), [])
+    plain_out = plain.invoke({"messages": [HumanMessage(ASK_CODE)]})
+    agent, ran = agent_for(list(script), [LlamaGuardMiddleware(lg4)])
+    run = agent.stream_events({"messages": [HumanMessage(ASK_CODE)]}, version="v3")
+    shown = streamed_messages(run)
+    assert [text for text, _, _ in shown] == ["", "The sum is 45."]
+    assert shown[0][2] == [
+        {"name": "python_repl", "args": {"code": "print(sum(range(10)))"}, "id": "call_1_0", "type": "tool_call"}
+    ]
+    assert ran["python_repl"] == plain_ran["python_repl"] == ["print(sum(range(10)))"]
+    assert [(type(m).__name__, m.text) for m in run.output["messages"]] == [
+        (type(m).__name__, m.text) for m in plain_out["messages"]
+    ]
+
+
+def test_tool_results_are_held_until_judged(lg4):
+    script = [("", [("web_search", {"query": "what is the capital of france"})]), ("summary", [])]
+    mw = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior="replace")
+    agent, ran = agent_for(script, [mw], search_result=UNSAFE_ANSWER)
+    log = raw_log(agent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3"))
+    assert ran["web_search"] == ["what is the capital of france"]  # the tool ran; its output did not go out
+    assert "nerve" not in log and "I can't help with that" in log
+
+
+def test_prompt_guard_injected_tool_result_never_reaches_the_stream(prompt_guard):
+    script = [("", [("web_search", {"query": "weather"})]), ("It is sunny.", [])]
+    agent, _ = agent_for(script, [PromptGuardMiddleware(prompt_guard)], search_result="Sunny. " + INJECTION)
+    run = agent.stream_events({"messages": [HumanMessage("What's the weather in Paris?")]}, version="v3")
+    log = raw_log(run)
+    assert INJECTION not in log and "prompt injection" in log
+    agent, _ = agent_for(script, [PromptGuardMiddleware(prompt_guard)])  # a clean result goes out unchanged
+    run = agent.stream_events({"messages": [HumanMessage("Weather?")]}, version="v3")
+    assert "18 degrees and sunny" in raw_log(run)
+
+
+async def test_async_v3_stream_holds_flagged_output_without_blocking_the_loop(lg4):
+    agent, _ = agent_for([(UNSAFE_ANSWER, [])], [LlamaGuardMiddleware(lg4)])
+
+    async def consume() -> str:
+        run = await agent.astream_events({"messages": [HumanMessage(BENIGN)]}, version="v3")
+        return "\n".join([repr(event["params"]["data"]) async for event in run])
+
+    log, ticks, _ = await loop_ticks_during(consume())
+    assert "nerve" not in log and "I can't help with that" in log
+    assert ticks >= 5  # the guard's checks ran off the event loop
+
+
+def test_a_block_finished_early_is_held_until_the_whole_message_is_judged(lg4):
+    """A native provider finishes the text before the tool call starts; the text alone is harmless, the call is
+    not: nothing of the message may go out before the call has been judged with it."""
+    script = [[("text", "Sure, running it now."), ("call", "python_repl", {"code": EVIL_CODE})], [("text", "done")]]
+    ran, repl, search = make_tools()
+    agent = create_agent(NativeEventModel(script=script), [repl], middleware=[LlamaGuardMiddleware(lg4)])
+    run = agent.stream_events({"messages": [HumanMessage(ASK_CODE)]}, version="v3")
+    log = raw_log(run)
+    assert "Sure, running" not in log and "rm -rf" not in log and "S14" in log and ran["python_repl"] == []
+    agent = create_agent(NativeEventModel(script=script), [repl], middleware=[LlamaGuardMiddleware(lg4)])
+    run = agent.stream_events({"messages": [HumanMessage(ASK_CODE)]}, version="v3")
+    [(text, _, calls)] = streamed_messages(run)
+    assert text == run.output["messages"][-1].text and "S14" in text and calls == []  # wire == state
+
+
+def test_blocks_that_never_finish_still_go_out_whole(lg4):
+    script = [[("text", "Let me compute."), ("call", "python_repl", {"code": "print(sum(range(10)))"})]]
+    plain_ran, repl, _ = make_tools()
+    plain = create_agent(NativeEventModel(script=script + [[("text", "ok")]], finish=False), [repl])
+    expected = streamed_messages(plain.stream_events({"messages": [HumanMessage(ASK_CODE)]}, version="v3"))
+    ran, repl, _ = make_tools()
+    agent = create_agent(
+        NativeEventModel(script=script + [[("text", "ok")]], finish=False),
+        [repl],
+        middleware=[LlamaGuardMiddleware(lg4, apply_to_output=True)],
+    )
+    shown = streamed_messages(agent.stream_events({"messages": [HumanMessage(ASK_CODE)]}, version="v3"))
+    assert "".join(shown[0][1]) == "".join(expected[0][1]) == "Let me compute. "  # the text projection
+    assert shown[0][2] == expected[0][2] and shown[0][2][0]["args"] == {"code": "print(sum(range(10)))"}
+    assert ran["python_repl"] == plain_ran["python_repl"] == ["print(sum(range(10)))"]
+
+
+def test_a_flagged_message_loses_its_finish_extras(lg4):
+    """Providers put e.g. ``reasoning_content`` in ``message-finish``'s ``additional_kwargs``."""
+    extra = {"additional_kwargs": {"reasoning_content": UNSAFE_ANSWER}}
+    model = NativeEventModel(script=[[("text", UNSAFE_ANSWER)]], finish_extra=extra)
+    agent = create_agent(model, [], middleware=[LlamaGuardMiddleware(lg4)])
+    log = raw_log(agent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3"))
+    assert "nerve" not in log and "I can't help with that" in log
+
+
+def test_a_command_returned_by_a_tool_is_scanned_too(prompt_guard):
+    """A tool may return a ``Command`` that carries its ToolMessage; Prompt Guard reads that message all the same,
+    in the state and on the stream."""
+
+    @tool
+    def fetch(url: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Fetch a page."""
+        page = ToolMessage("Sunny. " + INJECTION, tool_call_id=tool_call_id, name="fetch")
+        return Command(update={"messages": [page]})
+
+    script = [("", [("fetch", {"url": "https://example.com"})]), ("It is sunny.", [])]
+    for streamed in (False, True):
+        model = StreamingToolModel(script=script)
+        agent = create_agent(model, [fetch], middleware=[PromptGuardMiddleware(prompt_guard)])
+        request = {"messages": [HumanMessage("What's the weather in Paris?")]}
+        if streamed:
+            log = raw_log(agent.stream_events(request, version="v3"))
+        else:
+            log = repr(agent.invoke(request)["messages"])
+        assert INJECTION not in log and "prompt injection" in log, streamed
+
+
+def test_listed_last_the_guard_judges_before_human_in_the_loop(lg4):
+    """``after_model`` hooks run in reverse order: listed last, the guard ends the run before the reviewer's
+    interrupt would show the unsafe call (the README's advice)."""
+    script = [("", [("python_repl", {"code": EVIL_CODE})]), ("done", [])]
+    ran, repl, _ = make_tools()
+    agent = create_agent(
+        StreamingToolModel(script=script),
+        [repl],
+        middleware=[HumanInTheLoopMiddleware({"python_repl": True}), LlamaGuardMiddleware(lg4)],
+        checkpointer=InMemorySaver(),
+    )
+    thread = {"configurable": {"thread_id": "1"}}
+    run = agent.stream_events({"messages": [HumanMessage(ASK_CODE)]}, thread, version="v3")
+    log = raw_log(run)
+    assert not run.interrupted and "rm -rf" not in log and "S14" in log and ran["python_repl"] == []
