@@ -190,14 +190,13 @@ def _message_to_turn(msg: BaseMessage, index: int) -> Turn:
     if isinstance(msg, HumanMessage) or msg.type == "human":
         return Turn("user", texts, images)
     if is_ai:
-        calls = list(getattr(msg, "tool_calls", None) or [])
-        for call in calls:
-            texts.append(_render_tool_call(call.get("name", ""), call.get("args", {})))
+        listed = getattr(msg, "tool_calls", None) or []
+        calls = [_render_tool_call(c.get("name", ""), c.get("args", {})) for c in listed]
         for call in getattr(msg, "invalid_tool_calls", None) or []:
-            texts.append(f"[tool call] {call.get('name') or ''}({call.get('args') or ''})")
-        # An empty text beside tool calls is not a part ("" and [] content render alike); a message with nothing
-        # at all is still one (empty) part, so the judged turn exists in every format.
-        return Turn("assistant", [t for t in texts if t] or [""], images)
+            calls.append(f"[tool call] {call.get('name') or ''}({call.get('args') or ''})")
+        if calls and msg.content == "":  # no text beside the calls: "" renders like [] (a streamed message)
+            texts = []
+        return Turn("assistant", texts + calls, images)
     if isinstance(msg, ToolMessage) or msg.type == "tool":
         name = getattr(msg, "name", None) or ""
         body = "".join(texts)

@@ -125,11 +125,14 @@ def raw_log(run) -> str:
     return "\n".join(repr(event["params"]["data"]) for event in run)
 
 
-def streamed_messages(run) -> list[tuple[str, list[str], list[dict]]]:
-    """What ``run.messages`` shows, per model message: the text deltas, the text, the tool calls."""
+def streamed_messages(run, live_calls: list | None = None) -> list[tuple[str, list[str], list[dict]]]:
+    """What ``run.messages`` shows, per model message: the text, its (non-empty) deltas, the tool calls; the tool
+    calls a live consumer of ``.tool_calls`` saw go into ``live_calls``."""
     out = []
     for stream in run.messages:
         deltas = list(stream.text)
+        if live_calls is not None:
+            live_calls.extend((c.get("name"), c.get("args")) for c in stream.tool_calls)
         message = stream.output
         out.append((message.text, [d for d in deltas if d], message.tool_calls))
     return out
@@ -150,6 +153,47 @@ def test_the_transformer_is_registered_before_the_builtins(lg4):
     assert isinstance(transformer, GuardStreamTransformer) and transformer.before_builtins
     assert {"messages", "tools", "values"} <= set(transformer.required_stream_modes)
     assert LlamaGuardMiddleware(lg4, apply_to_output=False).transformers == ()  # nothing to hold back
+
+
+def test_the_event_log_stays_ordered(lg4):
+    """Held blocks are replayed through the stream's own mux: ``seq`` keeps increasing, one finish per block."""
+    script = [("Let me look.", [("web_search", {"query": "paris"}), ("web_search", {"query": "lyon"})]), ("ok", [])]
+    agent, _ = agent_for(script, [LlamaGuardMiddleware(lg4)])
+    events = list(agent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3"))
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    finishes = [
+        (e["params"]["data"][0]["index"], e["params"]["data"][0]["content"]["type"])
+        for e in events
+        if e["method"] == "messages"
+        and isinstance(e["params"]["data"][0], dict)
+        and e["params"]["data"][0].get("event") == "content-block-finish"
+    ]
+    assert finishes == [(0, "text"), (1, "tool_call"), (2, "tool_call"), (0, "text")]
+
+
+def test_a_subagent_inside_a_tool_is_held_too(lg4):
+    """A tool that runs another (unguarded) agent streams that agent's tokens under the tool's namespace; the
+    outer guard holds and judges them as well, and safe ones still go out."""
+
+    def outer(inner_answer: str):
+        inner = create_agent(StreamingToolModel(script=[(inner_answer, [])]), [])
+
+        @tool
+        def ask_helper(q: str) -> str:
+            """Ask the helper agent."""
+            return inner.invoke({"messages": [HumanMessage(q)]})["messages"][-1].text
+
+        script = [("", [("ask_helper", {"q": BENIGN})]), ("Done.", [])]
+        return create_agent(StreamingToolModel(script=script), [ask_helper], middleware=[LlamaGuardMiddleware(lg4)])
+
+    def inner_events(agent) -> str:
+        run = agent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3")
+        return "\n".join(repr(e["params"]["data"]) for e in run if e["params"]["namespace"])
+
+    assert BENIGN_ANSWER in inner_events(outer(BENIGN_ANSWER))
+    log = inner_events(outer(UNSAFE_ANSWER))
+    assert "nerve" not in log and "I can't help with that" in log
 
 
 def test_unguarded_stream_shows_the_unsafe_answer(lg4):
@@ -217,8 +261,10 @@ def test_streamed_safe_tool_call_goes_out_whole_and_history_is_unchanged(lg4):
     plain_out = plain.invoke({"messages": [HumanMessage(ASK_CODE)]})
     agent, ran = agent_for(list(script), [LlamaGuardMiddleware(lg4)])
     run = agent.stream_events({"messages": [HumanMessage(ASK_CODE)]}, version="v3")
-    shown = streamed_messages(run)
+    live: list = []
+    shown = streamed_messages(run, live)
     assert [text for text, _, _ in shown] == ["", "The sum is 45."]
+    assert live == [("python_repl", '{"code": "print(sum(range(10)))"}')]  # a live consumer sees the call, whole
     assert shown[0][2] == [
         {"name": "python_repl", "args": {"code": "print(sum(range(10)))"}, "id": "call_1_0", "type": "tool_call"}
     ]

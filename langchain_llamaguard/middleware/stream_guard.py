@@ -7,21 +7,26 @@ has stream transformers, the guard middleware registers :class:`GuardStreamTrans
 built-in transformers (so ``run.messages``, ``run.values``, ``run.output`` and the raw event log all see the same
 thing) and:
 
-* holds a model message whole: its block starts go out empty, its deltas and block finishes are kept back, and at
-  ``message-finish`` the complete message (text, reasoning, tool calls, any other block) is judged once, in
-  context (the conversation in the state, then the message). Then every block goes out finished: unchanged when
-  safe; when flagged, the first block carries the refusal that the hooks write into the state and the others
-  (tool calls included) go out empty, as does the finish's ``additional_kwargs``;
-* judges a whole (non-streamed) model message on the ``messages`` channel, and a tool's result (or error) on the
-  ``tools`` channel, the same way (tool output deltas are held until the tool finishes);
-* rewrites ``values`` snapshots so a flagged message never shows, not even in the snapshot taken between the
-  model node and ``after_model``; a message new to this run that was not judged on the way is judged there.
+* holds a model message whole: nothing of it goes into the log until ``message-finish``; then the complete
+  message (text, reasoning, tool calls, any other block) is judged once, in context (the conversation in the
+  state, then the message), and each block is replayed whole (start, one delta, finish). Safe blocks come out
+  unchanged; for a flagged message the first block carries the refusal that the hooks write into the state and
+  the rest (tool calls included) come out empty, as does the finish's ``additional_kwargs``;
+* judges a whole (non-streamed) model message on the ``messages`` channel, and a tool's result (a ToolMessage, a
+  ``Command`` carrying one, other output, an error's text) on the ``tools`` channel, the same way (tool output
+  deltas are held until the tool finishes);
+* rewrites ``values`` snapshots in place (so ``run.output`` too): a flagged message never shows, not even in the
+  snapshot taken between the model node and ``after_model``; a message new to this run that was not judged on
+  the way is judged there;
+* does all of this in every namespace of the run (a subagent running inside a tool is judged in its own
+  context); the copies langgraph makes for subgraph handles stay inert and receive the root's replays.
 
 The judgment comes from the middleware (a :class:`StreamJudge`), so the wire and the state agree; the
-middleware's verdict cache makes the hook's later check of the same conversation free. Not covered: the pre-v3
-``agent.stream(...)`` API (no transformers), model calls inside tools or subgraphs (other namespaces), and the
-payload of an interrupt raised by another middleware's ``after_model`` that runs before the guard's (list the
-guard last in ``middleware=[...]``: ``after_model`` hooks run in reverse order).
+middleware's verdict cache makes the hook's later check of the same conversation free. Limits: the pre-v3
+``agent.stream(...)`` API has no transformers; the payload of an interrupt raised by another middleware's
+``after_model`` that runs before the guard's is not rewritten (list the guard last in ``middleware=[...]``:
+``after_model`` hooks run in reverse order); and a middleware listed earlier whose transformer rewrites content
+(``PIIMiddleware``) makes the stream guard judge the rewritten text, while the hook judges the original.
 
 Example:
     >>> agent = create_agent(model, tools, middleware=[LlamaGuardMiddleware(guard)])  # doctest: +SKIP
@@ -93,15 +98,23 @@ _TEXT_TYPES = {"text": "text-delta", "reasoning": "reasoning-delta"}
 
 
 @dataclass
+class _Namespace:
+    """What the transformer knows of one graph namespace: its latest state's messages, and those of its input."""
+
+    context: list[BaseMessage] = field(default_factory=list)
+    baseline: set[str | None] | None = None
+
+
+@dataclass
 class _HeldMessage:
     """A streamed model message held back until ``message-finish``: what each block holds so far."""
 
     message_id: str | None
+    space: _Namespace
     blocks: dict[int, dict[str, Any]] = field(default_factory=dict)
     finished: dict[int, dict[str, Any]] = field(default_factory=dict)
 
-    def start(self, index: int, content: dict[str, Any]) -> dict[str, Any]:
-        """Record a block's start; what goes out instead is an empty text block."""
+    def start(self, index: int, content: dict[str, Any]) -> None:
         btype = content.get("type")
         if btype in _TEXT_TYPES:
             self.blocks[index] = {"type": btype, btype: content.get(btype) or ""}
@@ -111,7 +124,6 @@ class _HeldMessage:
             self.blocks[index]["args"] = args if isinstance(args, str) else json.dumps(args) if args else ""
         else:  # anything else (images, server tool blocks, ...) is judged from its finish, as the hook would
             self.blocks[index] = dict(content)
-        return dict(_EMPTY_TEXT)
 
     def delta(self, index: int, delta: dict[str, Any]) -> None:
         dtype = delta.get("type")
@@ -171,6 +183,24 @@ def _from_parts(built: dict[str, Any]) -> dict[str, Any]:
     return {"type": "invalid_tool_call", "id": built.get("id"), "name": built.get("name"), "args": built.get("args")}
 
 
+def _replay(index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
+    """A finished block as the events a consumer expects: its start, its content in one delta, its finish."""
+    btype = block.get("type")
+    if btype in _TEXT_TYPES:
+        start: dict[str, Any] = {"type": btype, btype: ""}
+        text = block.get(btype)
+        delta: dict[str, Any] | None = {"type": _TEXT_TYPES[btype], btype: text} if text else None
+    elif btype == "tool_call":
+        start = {"type": "tool_call_chunk", "id": block.get("id"), "name": block.get("name"), "args": ""}
+        delta = {"type": "tool-call-delta", "args": json.dumps(block.get("args") or {}, ensure_ascii=False)}
+    else:
+        start, delta = block, None
+    events = [{"event": "content-block-start", "index": index, "content": start}]
+    if delta is not None:
+        events.append({"event": "content-block-delta", "index": index, "delta": delta})
+    return [*events, {"event": "content-block-finish", "index": index, "content": block}]
+
+
 class _GuardStreamTransformer:
     """Protocol mechanics shared by the sync and async lanes; see the module docstring."""
 
@@ -182,11 +212,10 @@ class _GuardStreamTransformer:
         super().__init__(scope)  # type: ignore[call-arg]
         self._judge = judge
         self._kinds = judge.stream_kinds
-        self._scope = list(scope)
         self._mux: Any = None
+        self._inert = False
         self._releasing = False
-        self._context: list[BaseMessage] = []
-        self._baseline: set[str | None] | None = None
+        self._spaces: dict[tuple[str, ...], _Namespace] = {}
         self._held: dict[str, _HeldMessage] = {}
         self._outcome: dict[str, BaseMessage | None] = {}
 
@@ -195,6 +224,9 @@ class _GuardStreamTransformer:
 
     def _on_register(self, mux: Any) -> None:
         self._mux = mux  # held blocks are released through it, at message-finish
+        # A subgraph handle's mini-mux shares the root's event objects (and gets a copy of this transformer): the
+        # root's instance already guards every namespace below it, and its releases are forwarded to the handle.
+        self._inert = getattr(mux, "_assign_seq", True) is False
 
     def process(self, event: Any) -> bool:
         keep, pending = self._intake(event)
@@ -224,22 +256,24 @@ class _GuardStreamTransformer:
     def _intake(self, event: Any) -> tuple[bool, _Pending | None]:
         """Whether the event goes into the main log, and the judgment it waits for (if any)."""
         params = event.get("params") or {}
-        if self._releasing or params.get("namespace", []) != self._scope:
-            return True, None  # our own release, or model calls inside tools or subgraphs
+        namespace = tuple(params.get("namespace") or ())
+        if self._inert or self._releasing or namespace[: len(self.scope)] != tuple(self.scope):
+            return True, None  # a subgraph handle's copy, our own release, or outside this run
+        space = self._spaces.setdefault(namespace, _Namespace())
         method = event.get("method")
         if method == "messages":
-            return self._on_messages(event, params)
+            return self._on_messages(event, params, space)
         if method == "tools" and "tool_result" in self._kinds:
-            return True, self._on_tools(params)
+            return True, self._on_tools(params, space)
         if method == "values":
-            return True, self._on_values(params)
+            return True, self._on_values(params, space)
         return True, None
 
     def _record(self, message: BaseMessage, replacement: BaseMessage | None) -> None:
         if message.id is not None:
             self._outcome[message.id] = replacement
 
-    def _on_messages(self, event: Any, params: dict[str, Any]) -> tuple[bool, _Pending | None]:
+    def _on_messages(self, event: Any, params: dict[str, Any], space: _Namespace) -> tuple[bool, _Pending | None]:
         data = params.get("data")
         if not isinstance(data, tuple) or len(data) != 2:
             return True, None
@@ -255,22 +289,23 @@ class _GuardStreamTransformer:
                     params["data"] = (out[0], metadata)
                 return []
 
-            return True, _Pending([Judgment(kind, list(self._context), payload)], apply_whole)  # type: ignore[arg-type]
+            return True, _Pending([Judgment(kind, list(space.context), payload)], apply_whole)  # type: ignore[arg-type]
         if not isinstance(payload, dict) or "output" not in self._kinds:
             return True, None
         run_id = str((metadata or {}).get("run_id") or "")
         step = payload.get("event")
         if step == "message-start":
             if payload.get("role", "ai") == "ai":
-                self._held[run_id] = _HeldMessage(payload.get("id") or payload.get("message_id"))
+                self._held[run_id] = _HeldMessage(payload.get("id") or payload.get("message_id"), space)
             return True, None
         held = self._held.get(run_id)
         if held is None:
             return True, None
         index = payload.get("index")
         if step == "content-block-start" and isinstance(payload.get("content"), dict):
-            payload["content"] = held.start(index, payload["content"])
-            return True, None
+            held.start(index, payload["content"])
+            payload["content"] = dict(_EMPTY_TEXT)  # the block is replayed, whole, at message-finish
+            return False, None
         if step == "content-block-delta" and isinstance(payload.get("delta"), dict):
             held.delta(index, payload["delta"])
             payload["delta"] = {"type": "text-delta", "text": ""}  # built-ins see an empty delta; the log, none
@@ -293,20 +328,18 @@ class _GuardStreamTransformer:
         def release(out: list[BaseMessage | None]) -> list[Any]:
             replacement = out[0]
             self._record(message, replacement)
-            blocks = held.final_blocks() or [(0, dict(_EMPTY_TEXT))]
+            blocks = held.final_blocks()
             if replacement is not None:  # the refusal in the first block; the rest (tool calls too) empty
                 payload.pop("additional_kwargs", None)
-                texts = [replacement.text] + [""] * (len(blocks) - 1)
-                blocks = [(i, {"type": "text", "text": t}) for (i, _), t in zip(blocks, texts, strict=True)]
-            if self._mux is None:  # pragma: no cover - a langgraph that does not register transformers on a mux
-                logger.warning("no stream mux to release held blocks through; they stay empty on the stream")
-                return []
-            finishes = [({"event": "content-block-finish", "index": i, "content": c}, metadata) for i, c in blocks]
-            return [{"type": "event", "method": "messages", "params": {**params, "data": f}} for f in finishes]
+                indexes = [i for i, _ in blocks] or [0]
+                texts = [replacement.text] + [""] * (len(indexes) - 1)
+                blocks = [(i, {"type": "text", "text": t}) for i, t in zip(indexes, texts, strict=True)]
+            replay = [(step, metadata) for index, block in blocks for step in _replay(index, block)]
+            return [{"type": "event", "method": "messages", "params": {**params, "data": d}} for d in replay]
 
-        return _Pending([Judgment("output", list(self._context), message)], release)
+        return _Pending([Judgment("output", list(held.space.context), message)], release)
 
-    def _on_tools(self, params: dict[str, Any]) -> _Pending | None:
+    def _on_tools(self, params: dict[str, Any], space: _Namespace) -> _Pending | None:
         data = params.get("data")
         if not isinstance(data, dict):
             return None
@@ -330,21 +363,21 @@ class _GuardStreamTransformer:
                 data[field_name] = out[0].text
             return []
 
-        return _Pending([Judgment("tool_result", list(self._context), m) for m in messages], apply_tool)
+        return _Pending([Judgment("tool_result", list(space.context), m) for m in messages], apply_tool)
 
-    def _on_values(self, params: dict[str, Any]) -> _Pending | None:
+    def _on_values(self, params: dict[str, Any], space: _Namespace) -> _Pending | None:
         data = params.get("data")
         messages = data.get("messages") if isinstance(data, dict) else None
         if not isinstance(messages, list):
             return None
-        self._context = list(messages)
-        if self._baseline is None:  # the run's input: the input guard's business, and earlier runs' history
-            self._baseline = {m.id for m in messages if isinstance(m, BaseMessage)}
+        space.context = list(messages)
+        if space.baseline is None:  # the run's input: the input guard's business, and earlier runs' history
+            space.baseline = {m.id for m in messages if isinstance(m, BaseMessage)}
             return None
         items: list[Judgment] = []
         for i, m in enumerate(messages):
             kind = _kind_of(m)
-            if kind in self._kinds and m.id not in self._outcome and m.id not in self._baseline:
+            if kind in self._kinds and m.id not in self._outcome and m.id not in space.baseline:
                 items.append(Judgment(kind, messages[:i], m))  # type: ignore[arg-type]
 
         def patch(out: list[BaseMessage | None]) -> list[Any]:
