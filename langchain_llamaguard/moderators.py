@@ -46,11 +46,11 @@ class VerdictCache:
 
     Example:
         >>> cache = VerdictCache(2)
-        >>> found = cache.lookup(["a", None])
-        >>> cache.fill(["a", None], found, ["verdict-a", "verdict-b"])
-        ['verdict-a', 'verdict-b']
+        >>> found, todo = cache.split(["a", None], ["text a", "text b"])
+        >>> cache.fill(["a", None], found, [f"verdict for {t}" for t in todo])
+        ['verdict for text a', 'verdict for text b']
         >>> cache.lookup(["a"])
-        ['verdict-a']
+        ['verdict for text a']
     """
 
     def __init__(self, size: int) -> None:
@@ -66,6 +66,11 @@ class VerdictCache:
                 if v is not None:
                     self._items.move_to_end(k)
         return found
+
+    def split(self, keys: Sequence[Hashable | None], items: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+        """The cached verdict (or ``None``) for each item, and the items still to check, in order."""
+        found = self.lookup(keys)
+        return found, [item for item, verdict in zip(items, found, strict=True) if verdict is None]
 
     def fill(self, keys: Sequence[Hashable | None], found: list[Any], fresh: Sequence[Any]) -> list[Any]:
         """Put ``fresh`` verdicts (in order) into the gaps of ``found``, keep them, and return the full list."""
@@ -111,15 +116,13 @@ class LlamaGuardModerator:
 
     def check(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
         keys = [self._key(c, role) for c in conversations]
-        found = self.cache.lookup(keys)
-        todo = [c for c, v in zip(conversations, found, strict=True) if v is None]
+        found, todo = self.cache.split(keys, conversations)
         fresh = self.guard.batch_check(todo, role=role, excluded_categories=self.excluded) if todo else []
         return self.cache.fill(keys, found, fresh)
 
     async def acheck(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
         keys = [self._key(c, role) for c in conversations]
-        found = self.cache.lookup(keys)
-        todo = [c for c, v in zip(conversations, found, strict=True) if v is None]
+        found, todo = self.cache.split(keys, conversations)
         fresh = await self.guard.abatch_check(todo, role=role, excluded_categories=self.excluded) if todo else []
         return self.cache.fill(keys, found, fresh)
 

@@ -131,14 +131,12 @@ class PromptGuardMiddleware(AgentMiddleware):
 
     def _scan(self, texts: list[str]) -> list[Any]:
         keys = [(getattr(self.guard, "threshold", None), t) for t in texts]
-        found = self._cache.lookup(keys)
-        todo = [t for t, v in zip(texts, found, strict=True) if v is None]
+        found, todo = self._cache.split(keys, texts)
         return self._cache.fill(keys, found, self.guard.batch_check(todo) if todo else [])
 
     async def _ascan(self, texts: list[str]) -> list[Any]:
         keys = [(getattr(self.guard, "threshold", None), t) for t in texts]
-        found = self._cache.lookup(keys)
-        todo = [t for t, v in zip(texts, found, strict=True) if v is None]
+        found, todo = self._cache.split(keys, texts)
         return self._cache.fill(keys, found, await self.guard.abatch_check(todo) if todo else [])
 
     # -- the stream transformer's judge (see stream_guard.py): tool results only ---------------------------------

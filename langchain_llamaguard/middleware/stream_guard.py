@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -52,7 +51,6 @@ try:  # langgraph >= 1.2 with the v3 streaming protocol
 except ImportError:  # pragma: no cover - older langgraph: no stream transformers, nothing to register
     StreamTransformer = None  # type: ignore[assignment,misc]
 
-logger = logging.getLogger(__name__)
 Kind = Literal["output", "tool_result"]
 
 
