@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := dev,quant,vision,agents,onnx
+EXTRAS := dev,quant,vision,agents,onnx,eval
 # Built tokenizers, tiny trained guards and ONNX exports are cached here (git-ignored).
 export LLAMAGUARD_CACHE ?= $(CURDIR)/.cache
 export TOKENIZERS_PARALLELISM ?= false
@@ -20,7 +20,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check langchain_llamaguard tests cookbook benchmarks
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
 
 demo: $(STAMP)
 	$(BIN)/python cookbook/demo.py

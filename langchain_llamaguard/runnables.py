@@ -16,13 +16,13 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from typing import Any, Literal, cast, get_args
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
-from langchain_core.runnables.config import ensure_config, patch_config
+from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict, Field
 
 from .conversation import ConversationInput
@@ -108,6 +108,20 @@ def _replacement(on_unsafe: Any, like: Any) -> Any:
     return on_unsafe
 
 
+def _joined(chunks: list[Any]) -> Any:
+    """A streamed input put back together (a single chunk is the input itself)."""
+    if not chunks:
+        raise ValueError("a guard step got an empty input stream; there is nothing to check")
+    value = chunks[0]
+    for chunk in chunks[1:]:
+        value = value + chunk
+    return value
+
+
+async def _one(value: Any) -> AsyncIterator[Any]:
+    yield value
+
+
 def _check_on_unsafe(on_unsafe: Any) -> Any:
     if on_unsafe == "raise" or isinstance(on_unsafe, (str, BaseMessage, Runnable)):
         return on_unsafe
@@ -139,6 +153,23 @@ class _GuardBase(RunnableSerializable[Any, Any]):
     @classmethod
     def is_lc_serializable(cls) -> bool:
         return False
+
+    # -- as-completed batches: still one model batch per stage ---------------------------------------------
+    def batch_as_completed(
+        self, inputs: Sequence[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> Iterator[tuple[int, Any]]:
+        """Like :meth:`batch` (one model batch per stage); every result is ready at once, each with its index."""
+        if inputs:
+            yield from enumerate(self.batch(list(inputs), config, return_exceptions=return_exceptions, **kwargs))
+
+    async def abatch_as_completed(
+        self, inputs: Sequence[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> AsyncIterator[tuple[int, Any]]:
+        """Like :meth:`abatch` (one model batch per stage); every result is ready at once, each with its index."""
+        if inputs:
+            results = await self.abatch(list(inputs), config, return_exceptions=return_exceptions, **kwargs)
+            for item in enumerate(results):
+                yield item
 
     # -- verdicts as named child runs -----------------------------------------------------------------------
     def _moderator_for(self, stage: str) -> Moderator:
@@ -381,14 +412,25 @@ class GuardStep(_GuardBase):
         return out
 
     # -- streaming --------------------------------------------------------------------------------------------
+    # An input is never judged in parts: its chunks are held, the whole input is checked, then the same chunks
+    # are passed on. An output streams as its mode says (see the class docstring).
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
-        if self.stage == "input":
-            yield from super().transform(input, config, **kwargs)
-            return
-        yield from self._transform_stream_with_config(input, self._transform_output, config)
+        yield from self._transform_stream_with_config(input, self._transform, config)
 
-    def _transform_output(self, chunks: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
-        yield from self._stream_checked(chunks, [], run_manager, {}, config)
+    def _transform(self, chunks: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
+        if self.stage == "output":
+            yield from self._stream_checked(chunks, [], run_manager, {}, config)
+            return
+        held = list(chunks)
+        if not held:
+            return
+        value = _joined(held)
+        conv, role = self._conversation(value)
+        verdict = self._verdicts([conv], role, [run_manager], self.stage)[0]
+        if verdict.safe:
+            yield from held
+        else:
+            yield self._unsafe(self.stage, verdict, {"input": value}, value, config)
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         yield from self.transform(iter([input]), config, **kwargs)
@@ -396,24 +438,30 @@ class GuardStep(_GuardBase):
     async def atransform(
         self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        if self.stage == "input":
-            async for item in super().atransform(input, config, **kwargs):
-                yield item
-            return
-        async for item in self._atransform_stream_with_config(input, self._atransform_output, config):
+        async for item in self._atransform_stream_with_config(input, self._atransform, config):
             yield item
 
-    async def _atransform_output(
+    async def _atransform(
         self, chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
     ) -> AsyncIterator[Any]:
-        async for item in self._astream_checked(chunks, [], run_manager, {}, config):
-            yield item
+        if self.stage == "output":
+            async for item in self._astream_checked(chunks, [], run_manager, {}, config):
+                yield item
+            return
+        held = [chunk async for chunk in chunks]
+        if not held:
+            return
+        value = _joined(held)
+        conv, role = self._conversation(value)
+        verdict = (await self._averdicts([conv], role, [run_manager], self.stage))[0]
+        if verdict.safe:
+            for chunk in held:
+                yield chunk
+        else:
+            yield await self._aunsafe(self.stage, verdict, {"input": value}, value, config)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
-        async def one() -> AsyncIterator[Any]:
-            yield input
-
-        async for item in self.atransform(one(), config, **kwargs):
+        async for item in self.atransform(_one(input), config, **kwargs):
             yield item
 
 
@@ -502,45 +550,84 @@ class GuardedRunnable(_GuardBase):
         )
 
     def _batch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
-        run_managers, configs = run_manager, config
+        plan = self._batch_plan(values, run_manager, config)
+        answer: Any = None
+        try:
+            while True:
+                kind, *args = plan.send(answer)
+                if kind == "check":
+                    answer = self._verdicts(*args)
+                elif kind == "inner":
+                    answer = self.bound.batch(*args, return_exceptions=True)
+                else:
+                    answer = self._safe_call(self._unsafe, *args)
+        except StopIteration as done:
+            return done.value
+
+    async def abatch(
+        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        return await self._abatch_with_config(
+            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
+        )
+
+    async def _abatch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
+        plan = self._batch_plan(values, run_manager, config)
+        answer: Any = None
+        try:
+            while True:
+                kind, *args = plan.send(answer)
+                if kind == "check":
+                    answer = await self._averdicts(*args)
+                elif kind == "inner":
+                    answer = await self.bound.abatch(*args, return_exceptions=True)
+                else:
+                    try:
+                        answer = await self._aunsafe(*args)
+                    except Exception as exc:  # surfaced per input by _abatch_with_config
+                        answer = exc
+        except StopIteration as done:
+            return done.value
+
+    def _batch_plan(
+        self, values: list[Any], run_managers: list[Any], configs: list[RunnableConfig]
+    ) -> Generator[tuple[Any, ...], Any, list[Any]]:
+        """What a batch does, for the sync and the async driver alike: one guard batch per side, one inner
+        batch. It yields ``("check", convs, role, run_managers, stage)``, ``("inner", values, configs)`` and
+        ``("unsafe", stage, verdict, payload, like, config)`` and is sent back their results."""
         convs = [input_conversation(v, self.input_key) for v in values]
         results: list[Any] = [None] * len(values)
         todo = list(range(len(values)))
         if self.check_input:
-            verdicts = self._verdicts(convs, "User", run_managers, "input")
-            todo = []
+            verdicts = yield ("check", convs, "User", run_managers, "input")
+            todo = [i for i, verdict in enumerate(verdicts) if verdict.safe]
             for i, verdict in enumerate(verdicts):
-                if verdict.safe:
-                    todo.append(i)
-                else:
-                    results[i] = self._safe_call(
-                        self._unsafe, "input", verdict, {"input": values[i]}, self.bound.OutputType, configs[i]
-                    )
+                if not verdict.safe:
+                    like = self.bound.OutputType
+                    results[i] = yield ("unsafe", "input", verdict, {"input": values[i]}, like, configs[i])
         if not todo:
             return results
         inner_cfgs = [patch_config(configs[i], callbacks=run_managers[i].get_child()) for i in todo]
-        outputs = self.bound.batch([values[i] for i in todo], inner_cfgs, return_exceptions=True)
-        checked = [(i, o) for i, o in zip(todo, outputs, strict=True) if not isinstance(o, Exception)]
+        outputs = yield ("inner", [values[i] for i in todo], inner_cfgs)
+        checked = []
         for i, o in zip(todo, outputs, strict=True):
-            if isinstance(o, Exception):
-                results[i] = o
-        if not self.check_output:
-            for i, o in checked:
-                results[i] = o
+            results[i] = o
+            if not isinstance(o, Exception):
+                checked.append((i, o))
+        if not self.check_output or not checked:
             return results
-        if checked:
-            out_verdicts = self._out_verdicts(
-                [_as_messages(convs[i]) + [output_message(o, self.output_key)] for i, o in checked],
-                [run_managers[i] for i, _ in checked],
-            )
-            for (i, o), verdict in zip(checked, out_verdicts, strict=True):
-                results[i] = (
-                    o
-                    if verdict.safe
-                    else self._safe_call(
-                        self._unsafe, "output", verdict, {"input": values[i], "output": o}, o, configs[i]
-                    )
-                )
+        out_verdicts = yield (
+            "check",
+            [_as_messages(convs[i]) + [output_message(o, self.output_key)] for i, o in checked],
+            "Agent",
+            [run_managers[i] for i, _ in checked],
+            "output",
+        )
+        for (i, o), verdict in zip(checked, out_verdicts, strict=True):
+            if not verdict.safe:
+                results[i] = yield ("unsafe", "output", verdict, {"input": values[i], "output": o}, o, configs[i])
         return results
 
     @staticmethod
@@ -550,17 +637,6 @@ class GuardedRunnable(_GuardBase):
         except Exception as exc:  # surfaced per input by _batch_with_config
             return exc
 
-    async def abatch(
-        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
-    ) -> list[Any]:
-        if not inputs:
-            return []
-        import asyncio
-
-        # The guard's model work runs in worker threads; the inner chain keeps its own async path.
-        configs = [ensure_config(c) for c in (config if isinstance(config, list) else [config] * len(inputs))]
-        return await asyncio.to_thread(self.batch, inputs, configs, return_exceptions=return_exceptions)
-
     # -- streaming ------------------------------------------------------------------------------------------------
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         yield from self._transform_stream_with_config(iter([input]), self._transform, config)
@@ -569,9 +645,7 @@ class GuardedRunnable(_GuardBase):
         yield from self._transform_stream_with_config(input, self._transform, config)
 
     def _transform(self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
-        value: Any = None
-        for item in inputs:
-            value = item if value is None else value + item
+        value = _joined(list(inputs))
         conv = input_conversation(value, self.input_key)
         if self.check_input:
             verdict = self._verdicts([conv], "User", [run_manager], "input")[0]
@@ -585,10 +659,7 @@ class GuardedRunnable(_GuardBase):
         yield from self._stream_checked(chunks, _as_messages(conv), run_manager, {"input": value}, config)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
-        async def one() -> AsyncIterator[Any]:
-            yield input
-
-        async for item in self.atransform(one(), config, **kwargs):
+        async for item in self.atransform(_one(input), config, **kwargs):
             yield item
 
     async def atransform(
@@ -600,9 +671,7 @@ class GuardedRunnable(_GuardBase):
     async def _atransform(
         self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
     ) -> AsyncIterator[Any]:
-        value: Any = None
-        async for item in inputs:
-            value = item if value is None else value + item
+        value = _joined([item async for item in inputs])
         conv = input_conversation(value, self.input_key)
         if self.check_input:
             verdict = (await self._averdicts([conv], "User", [run_manager], "input"))[0]

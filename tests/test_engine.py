@@ -14,7 +14,7 @@ from PIL import Image
 
 from langchain_llamaguard import GuardConfigurationError, GuardOutputError, LlamaGuard, Verdict
 from langchain_llamaguard.images import ImageLoadError
-from langchain_llamaguard.tiny.data import llama_guard_examples
+from langchain_llamaguard.tiny.data import check_images, llama_guard_examples
 from langchain_llamaguard.tiny.models import build_llama_guard_3
 from langchain_llamaguard.verdict import make_verdict, parse_output
 
@@ -85,9 +85,9 @@ def test_batch_equals_one_by_one(lg4, lg3_8b):
             assert b.score == pytest.approx(s.score, abs=1e-4)
 
 
-def test_exclusions_per_guard_and_per_call(lg4, lg4_path):
+def test_exclusions_per_guard_and_per_call(lg4, lg4_with):
     assert lg4.check(BOMB, excluded_categories=["S9"]).safe
-    excluded_guard = LlamaGuard.from_pretrained(str(lg4_path), excluded_categories=["Indiscriminate Weapons"])
+    excluded_guard = lg4_with(excluded_categories=["Indiscriminate Weapons"])
     assert excluded_guard.check(BOMB).safe
     assert not excluded_guard.check(BOMB, excluded_categories=[]).safe  # per-call override
     assert not lg4.check(CODE_ABUSE, excluded_categories=["S9"]).safe
@@ -100,12 +100,12 @@ def test_an_excluded_category_is_never_reported_even_if_the_model_names_it():
     assert v.safe and v.categories == []
 
 
-def test_threshold(lg4_path):
-    always = LlamaGuard.from_pretrained(str(lg4_path), threshold=0.0)
+def test_threshold(lg4_path, lg4_with):
+    always = lg4_with(threshold=0.0)
     v = always.check(BOMB)
     assert not v.safe and v.categories == ["S9"]  # categories decoded after a forced 'unsafe'
     assert not always.check(BENIGN).safe
-    never = LlamaGuard.from_pretrained(str(lg4_path), threshold=1.0)
+    never = lg4_with(threshold=1.0)
     assert never.check(BOMB).safe
     with pytest.raises(GuardConfigurationError, match=r"threshold must be a number in \[0, 1\]"):
         LlamaGuard.from_pretrained(str(lg4_path), threshold=1.5)
@@ -201,9 +201,10 @@ def test_quantization_bad_value(lg3_8b_path):
         LlamaGuard.from_pretrained(str(lg3_8b_path), quantization="int4")
 
 
-def _png_bytes(color=(200, 30, 30), size=(40, 30)) -> bytes:
+def _png_bytes() -> bytes:
+    """The check set's red image, as PNG bytes."""
     buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, format="PNG")
+    check_images()[0].save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -222,8 +223,11 @@ def test_images_data_url_path_pil_and_several(lg4, tmp_path):
     encoded, _ = lg4.encode([HumanMessage(content=content)])
     assert len(encoded.images) == 4 and len(encoded.image_slots) == 4
     assert "S14" not in encoded.categories  # text-only category dropped with images
-    v = lg4.check([HumanMessage(content=content)])
-    assert isinstance(v, Verdict) and v.role == "User"
+    v = lg4.check([HumanMessage(content=content)])  # the check set's "pictures" case
+    assert isinstance(v, Verdict) and v.role == "User" and v.safe
+    _, blue = check_images()
+    flagged = lg4.check([HumanMessage(content=[{"type": "image", "image": blue}, {"type": "text", "text": BOMB}])])
+    assert flagged.categories == ["S9"]  # the text is judged beside the image
 
 
 def test_image_ids_match_the_processor(lg4, tmp_path):
@@ -250,18 +254,18 @@ def test_bad_images_are_clear_errors(lg4, tmp_path):
         lg4.check([HumanMessage(content=[{"type": "image", "url": "https://example.com/a.png"}])])
 
 
-def test_remote_images_with_a_loader(lg4_path):
+def test_remote_images_with_a_loader(lg4_with):
     calls = []
 
     def loader(url):
         calls.append(url)
         return _png_bytes()
 
-    g = LlamaGuard.from_pretrained(str(lg4_path), image_loader=loader)
-    g.check(
+    g = lg4_with(image_loader=loader)
+    v = g.check(
         [HumanMessage(content=[{"type": "image", "url": "https://example.com/a.png"}, {"type": "text", "text": "hi"}])]
     )
-    assert calls == ["https://example.com/a.png"]
+    assert v.safe and calls == ["https://example.com/a.png"]
 
 
 def test_token_ids_one_bos_and_specials_in_content_stay_text(lg4, lg3_8b):

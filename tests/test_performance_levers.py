@@ -8,7 +8,6 @@ import concurrent.futures
 import pytest
 from conftest import BENIGN, BOMB, CODE_ABUSE
 
-from langchain_llamaguard import LlamaGuard
 from langchain_llamaguard.tiny.data import llama_guard_examples
 
 CONVS = [BENIGN, BOMB, CODE_ABUSE] + [e.turns[0] for e in llama_guard_examples(4)[:29] if len(e.turns) == 1]
@@ -18,18 +17,18 @@ def key(v):
     return v.safe, tuple(v.categories), round(v.score, 3)
 
 
-def test_micro_batching_under_concurrent_threads(lg4, lg4_path):
+def test_micro_batching_under_concurrent_threads(lg4, lg4_with):
     want = [key(lg4.check(c)) for c in CONVS]
-    batched = LlamaGuard.from_pretrained(str(lg4_path), batch_window_ms=50, max_batch_size=64)
+    batched = lg4_with(batch_window_ms=50, max_batch_size=64)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         got = list(pool.map(lambda c: key(batched.check(c)), CONVS, timeout=300))
     assert got == want
     assert batched._batcher.batches_run < len(CONVS) / 2  # concurrent callers shared model batches
 
 
-async def test_micro_batching_under_concurrent_coroutines(lg4, lg4_path):
+async def test_micro_batching_under_concurrent_coroutines(lg4, lg4_with):
     want = [key(lg4.check(c)) for c in CONVS]
-    batched = LlamaGuard.from_pretrained(str(lg4_path), batch_window_ms=50)
+    batched = lg4_with(batch_window_ms=50)
     got = await asyncio.gather(*(batched.acheck(c) for c in CONVS))
     assert [key(v) for v in got] == want
     assert batched._batcher.batches_run < len(CONVS) / 2
@@ -38,10 +37,10 @@ async def test_micro_batching_under_concurrent_coroutines(lg4, lg4_path):
     assert [o == "blocked" for o in outs] == [not w[0] for w in want]
 
 
-def test_one_bad_request_does_not_fail_its_batch_neighbours(lg4_path, tmp_path):
+def test_one_bad_request_does_not_fail_its_batch_neighbours(lg4_with, tmp_path):
     from langchain_core.messages import HumanMessage
 
-    batched = LlamaGuard.from_pretrained(str(lg4_path), batch_window_ms=50)
+    batched = lg4_with(batch_window_ms=50)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
     with concurrent.futures.ThreadPoolExecutor(4) as pool:

@@ -1,8 +1,17 @@
 """Train tiny guards for a few seconds so they answer like the real ones (tests and the offline demo).
 
-Prompts are rendered by the package's own renderer and tokenized by its own encoder, so a trained tiny guard
+Prompts are rendered, tokenized and (for images) expanded by the package's own engine, so a trained tiny guard
 answers ``\\n\\nunsafe\\nS9<|eot|>`` to a weapons request, ``\\n\\nunsafe\\nS14`` to interpreter abuse,
 ``\\n\\nsafe`` to benign text, and ``safe`` when the flagged category is excluded.
+
+Training is deterministic on a given machine (fixed seeds, deterministic algorithms, one thread). Floating point
+still differs between CPUs, so every trained guard is then **checked** against the check set of
+:mod:`~langchain_llamaguard.tiny.data` (every learned verdict a test relies on) with a margin: P(unsafe) >= 0.9
+where the target is unsafe (with the right categories), <= 0.1 where it is safe. Where a check falls short,
+training goes on for a bounded number of rounds; if it still falls short the build fails and names the cases.
+The margins are written into the guard's ``training.json``.
+
+``LLAMAGUARD_TINY_SEED`` (default 0) sets the seed; each seed has its own cached guards.
 
 Example:
     >>> path = trained_llama_guard("llama-guard-4")   # doctest: +SKIP  (cached on disk after the first call)
@@ -10,142 +19,438 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import random
 import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .data import Example, llama_guard_examples, prompt_guard_examples
+from .data import Check, Example, llama_guard_checks, llama_guard_examples, prompt_guard_checks, prompt_guard_examples
 from .models import build_llama_guard_3, build_llama_guard_4, build_prompt_guard
 from .tokenizers import cache_dir
 
-TRAINING_VERSION = "14"
+TRAINING_VERSION = "15"
+SEED_ENV = "LLAMAGUARD_TINY_SEED"
+MARGIN = 0.9
+"""A checked verdict needs P(unsafe) >= MARGIN (unsafe target) or <= 1 - MARGIN (safe target)."""
+CHECK_COPIES = 3  # each check case appears this many times in the training data
+EXTRA_ROUNDS = 4  # rounds of further training while a check falls short
+BATCH_SIZE = 16
 
 
-def _train_llama_guard(path: Path, model_format: str, *, steps: int, seed: int) -> dict[str, float]:
+class TinyGuardTrainingError(RuntimeError):
+    """A tiny guard still misses its check set after the bounded extra training."""
+
+
+def tiny_seed() -> int:
+    """The training seed: ``LLAMAGUARD_TINY_SEED``, default 0."""
+    raw = os.environ.get(SEED_ENV, "0").strip() or "0"
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{SEED_ENV} must be an integer, got {raw!r}") from None
+
+
+@contextlib.contextmanager
+def _deterministic(seed: int) -> Iterator[None]:
+    """Fixed seeds, deterministic algorithms and one thread while training (restored afterwards)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Llama4ForConditionalGeneration
 
-    from ..encoding import PromptEncoder
-    from ..prompt_format import get_format, render
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
-    fmt = get_format(model_format)
-    tok = AutoTokenizer.from_pretrained(path)
+
+@dataclass
+class _Item:
+    """One training sequence: prompt ids + answer ids, the answer's length, image pixels, and its check (if any)."""
+
+    ids: list[int]
+    answer_len: int  # Prompt Guard: the window's label
+    pixels: list[Any]
+    check: int | None = None
+
+
+def _batch(rng: random.Random, items: list[_Item], size: int = BATCH_SIZE) -> list[_Item]:
+    """A batch of items of similar length (a random run of the length-sorted items): little padding, so the few
+    long ones (images, long windows) do not make every batch long."""
+    shuffled = rng.sample(items, len(items))
+    ranked = sorted(shuffled, key=lambda it: len(it.ids) // 64)  # stable: shuffled within 64-token buckets
+    start = rng.randrange(max(len(ranked) - size, 0) + 1)
+    return ranked[start : start + size]
+
+
+def _margin(score: float, unsafe: bool) -> float:
+    return score - MARGIN if unsafe else (1.0 - MARGIN) - score
+
+
+# -- Llama Guard ------------------------------------------------------------------------------------------------
+class _VocabSubset:
+    """Trains the embedding and output rows of the tokens the data uses; all other rows keep their initial values.
+
+    A tiny guard's vocabulary (128k-202k tokens) dwarfs the rest of the model, and the rows of tokens that never
+    occur get no useful signal. In the softmax they stand as one logit, ``log(count)``: what initial rows of that
+    many tokens (logits near 0) add up to. The final check runs the real model with the whole vocabulary.
+    """
+
+    def __init__(self, model: Any, used: set[int], keep: Sequence[int]) -> None:
+        import torch
+
+        self.emb = model.get_input_embeddings().weight
+        self.head = model.get_output_embeddings().weight
+        self.tied = self.head.data_ptr() == self.emb.data_ptr()
+        rows = sorted(used - set(keep))  # kept rows stay exact (Llama 4 finds image slots by their embedding)
+        self.rows = torch.tensor(rows, dtype=torch.long)
+        self.index = torch.full((self.emb.shape[0],), -1, dtype=torch.long)
+        self.index[self.rows] = torch.arange(len(rows))
+        self.emb.requires_grad_(False)
+        self.head.requires_grad_(False)
+        self.d_emb = torch.nn.Parameter(torch.zeros(len(rows), self.emb.shape[1]))
+        self.d_head = self.d_emb if self.tied else torch.nn.Parameter(torch.zeros(len(rows), self.emb.shape[1]))
+        self.rest = math.log(self.head.shape[0] - len(rows))
+
+    def parameters(self) -> list[Any]:
+        return [self.d_emb] if self.tied else [self.d_emb, self.d_head]
+
+    def embed(self, ids: Any) -> Any:
+        import torch
+
+        slot = self.index[ids]
+        delta = torch.where((slot >= 0).unsqueeze(-1), self.d_emb[slot.clamp(min=0)], 0.0)
+        return self.emb[ids] + delta
+
+    def logits(self, hidden: Any) -> Any:
+        """Logits over the trained rows, plus one last column standing for all the others."""
+        import torch
+
+        w = self.head[self.rows] + self.d_head
+        out = hidden @ w.T
+        return torch.cat([out, torch.full_like(out[..., :1], self.rest)], dim=-1)
+
+    def targets(self, labels: Any) -> Any:
+        import torch
+
+        return torch.where(labels >= 0, self.index[labels.clamp(min=0)], -100)
+
+    def merge(self) -> None:
+        """Write the trained rows into the model's own weights (:meth:`unmerge` puts the initial rows back)."""
+        import torch
+
+        self._initial = (self.emb[self.rows].clone(), self.head[self.rows].clone())
+        with torch.no_grad():
+            self.emb[self.rows] = self._initial[0] + self.d_emb
+            if not self.tied:
+                self.head[self.rows] = self._initial[1] + self.d_head
+
+    def unmerge(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            self.emb[self.rows] = self._initial[0]
+            self.head[self.rows] = self._initial[1]
+
+
+def _load_for_training(path: Path, model_format: str) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor, AutoTokenizer
+
     if model_format == "llama-guard-4":
-        from transformers import AutoConfig
+        from transformers import Llama4ForConditionalGeneration
 
         config = AutoConfig.from_pretrained(path)
-        config.text_config.attention_chunk_size = 8192
+        config.text_config.attention_chunk_size = 8192  # the real checkpoint's null breaks a forward pass
         model = Llama4ForConditionalGeneration.from_pretrained(path, config=config, dtype=torch.float32)
+        return model, AutoProcessor.from_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), AutoTokenizer.from_pretrained(path)
+
+
+def _hidden(model: Any, embeds: Any, ids: Any, mask: Any, pixels: list[Any], image_token: int | None) -> Any:
+    """The last hidden states, from input embeddings (and image features spliced in, as the model does)."""
+    import torch
+
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    if hasattr(model, "language_model"):  # Llama 4: vision encoder + projector, then the text model
+        if pixels:
+            px = torch.cat(pixels).to(embeds.dtype)
+            feats = model.get_image_features(pixel_values=px, return_dict=True).last_hidden_state
+            flat = model.multi_modal_projector(feats.reshape(-1, feats.shape[-1]))
+            slots = (ids == image_token).unsqueeze(-1).expand_as(embeds)
+            embeds = embeds.masked_scatter(slots, flat.to(embeds.dtype))
+        text_model = model.language_model.model
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    enc = PromptEncoder(tok, fmt)
-    lead = enc.text_ids("\n\n")
-    eot = [tok.convert_tokens_to_ids(fmt.eot)]
-    pad = tok.convert_tokens_to_ids("<|finetune_right_pad|>" if fmt.image_token else "<|finetune_right_pad_id|>")
+        text_model = model.model
+    out = text_model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False)
+    return out.last_hidden_state
 
-    def encode(ex: Example) -> tuple[list[int], int]:
+
+def _llama_guard_items(guard: Any, examples: list[Example], checks: list[Check]) -> list[_Item]:
+    """Encode training examples and check cases exactly as the engine encodes a check."""
+    eot = guard.tokens.stop[0]
+
+    def item(conversation: Any, target: str, excluded: Sequence[str], role: str | None, check: int | None) -> _Item:
+        prompts, _ = guard.prepare(conversation, role=role, excluded_categories=excluded)
+        if len(prompts) != 1:
+            raise ValueError(f"a training conversation does not fit the tiny guard's context: {conversation!r}")
+        ids, pixels = guard.backend._expand_images(prompts[0])
+        answer = [guard.tokens.lead, *guard.encoder.text_ids(target), eot]
+        return _Item(ids + answer, len(answer), pixels, check)
+
+    items = []
+    for ex in examples:
         conv = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(ex.turns)]
-        prompt = enc.encode(render(conv, model=model_format, excluded_categories=ex.excluded)).input_ids
-        answer = lead + enc.text_ids(ex.target) + eot
-        return prompt + answer, len(answer)
+        items.append(item(conv, ex.target, ex.excluded, None, None))
+    for k, c in enumerate(checks):
+        items += [item(c.conversation, c.target, c.excluded, c.role, k)] * CHECK_COPIES
+    return items
 
-    data = [encode(e) for e in llama_guard_examples(seed, with_s14="S14" in fmt.categories)]
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    model.train()
-    params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=4e-3, weight_decay=0.0, fused=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps, pct_start=0.1)
-    batch_size = 16
-    loss_value = float("nan")
-    for _ in range(steps):
-        batch = rng.sample(data, batch_size)
-        width = max(len(s) for s, _ in batch)
-        span = max(m for _, m in batch)
-        ids = torch.full((batch_size, width), pad, dtype=torch.long)
-        mask = torch.zeros((batch_size, width), dtype=torch.long)
-        labels = torch.full((batch_size, span), -100, dtype=torch.long)
-        for i, (s, m) in enumerate(batch):
-            ids[i, width - len(s) :] = torch.tensor(s)
-            mask[i, width - len(s) :] = 1
-            labels[i, span - m :] = torch.tensor(s[-m:])
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=span + 1, use_cache=False)
-        logits = out.logits[:, :-1, :]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        loss_value = float(loss.detach())
+
+def check_llama_guard(guard: Any, checks: list[Check]) -> list[dict[str, Any]]:
+    """Each check's verdict, score and margin (negative: short of it) on ``guard`` (built with on_error="unsafe")."""
+    out = []
+    for c in checks:
+        v = guard.check(c.conversation, role=c.role, excluded_categories=c.excluded)
+        unsafe = c.target != "safe"
+        ok = v.error is None and v.safe == (not unsafe) and (not unsafe or v.categories == c.categories)
+        margin = _margin(v.score, unsafe) if ok else -1.0
+        got = "error: " + v.error if v.error else ("safe" if v.safe else "unsafe " + ",".join(v.categories))
+        out.append(
+            {"name": c.name, "target": c.target.replace("\n", " "), "got": got, "score": v.score, "margin": margin}
+        )
+    return out
+
+
+def _train_llama_guard(path: Path, model_format: str, *, steps: int, seed: int) -> dict[str, Any]:
+    import torch
+
+    from ..llama_guard import LlamaGuard
+
+    fmt_checks = llama_guard_checks(model_format)
+    with _deterministic(seed):
+        model, processor = _load_for_training(path, model_format)
+        guard = LlamaGuard.from_model(model, processor, model_format=model_format, on_error="unsafe")
+        image_token = getattr(model.config, "image_token_index", None)
+        examples = llama_guard_examples(seed, with_s14="S14" in guard.format.categories)
+        items = _llama_guard_items(guard, examples, fmt_checks)
+        subset = _VocabSubset(model, {t for it in items for t in it.ids}, keep=[image_token] if image_token else [])
+        params = subset.parameters() + [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=4e-3, weight_decay=0.0)
+        rng = random.Random(seed)
+
+        def step(batch: list[_Item]) -> float:
+            width, span = max(len(b.ids) for b in batch), max(b.answer_len for b in batch)
+            ids = torch.full((len(batch), width), guard.backend.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            labels = torch.full((len(batch), span), -100, dtype=torch.long)
+            for i, b in enumerate(batch):
+                ids[i, width - len(b.ids) :] = torch.tensor(b.ids)
+                mask[i, width - len(b.ids) :] = 1
+                labels[i, span - b.answer_len :] = torch.tensor(b.ids[-b.answer_len :])
+            pixels = [px for b in batch for px in b.pixels]
+            hidden = _hidden(model, subset.embed(ids), ids, mask, pixels, image_token)
+            logits = subset.logits(hidden[:, -span - 1 : -1])
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), subset.targets(labels).reshape(-1)
+            )
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            return float(loss.detach())
+
+        model.train()
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps, pct_start=0.1)
+        loss = float("nan")
+        for _ in range(steps):
+            loss = step(_batch(rng, items))
+            sched.step()
+        results, rounds = _extra_rounds(
+            lambda: _checked_in_memory(guard, model, subset, fmt_checks), items, step, opt, rng, steps
+        )
+        subset.merge()
+        model.eval()
+        if model_format == "llama-guard-4":
+            model.config.text_config.attention_chunk_size = None  # keep the real checkpoint's (pitfall) value
+        model.save_pretrained(path)
+    final = check_llama_guard(LlamaGuard.from_pretrained(str(path), on_error="unsafe"), fmt_checks)
+    _fail_if_short(model_format, seed, final)
+    return {"final_loss": loss, "steps": steps, "extra_rounds": rounds, "examples": len(items), "checks": final}
+
+
+def _checked_in_memory(guard: Any, model: Any, subset: _VocabSubset, checks: list[Check]) -> list[dict[str, Any]]:
+    """Check the model being trained: its trained rows merged in for the check, then taken out again."""
     model.eval()
-    if model_format == "llama-guard-4":
-        model.config.text_config.attention_chunk_size = None  # keep the real checkpoint's (pitfall) value
-    model.save_pretrained(path)
-    return {"final_loss": loss_value, "steps": steps, "examples": len(data)}
+    subset.merge()
+    guard.backend._prefix_kv.clear()  # the cached policy prefix was computed with older weights
+    try:
+        return check_llama_guard(guard, checks)
+    finally:
+        subset.unmerge()
+        guard.backend._prefix_kv.clear()
+        model.train()
 
 
-def _train_prompt_guard(path: Path, *, steps: int, seed: int) -> dict[str, float]:
+def _extra_rounds(check: Any, items: list[_Item], step: Any, opt: Any, rng: random.Random, steps: int):
+    """Train on while checks fall short, at a low learning rate; a quarter of every batch comes from the failing
+    cases, the rest from everything (so what already passes keeps passing)."""
+    results = check()
+    rounds = 0
+    while rounds < EXTRA_ROUNDS and any(r["margin"] < 0 for r in results):
+        rounds += 1
+        short = {k for k, r in enumerate(results) if r["margin"] < 0}
+        focus = [it for it in items if it.check in short]
+        for group in opt.param_groups:
+            group["lr"] = 1e-3
+        for _ in range(max(steps // 4, 40)):
+            batch = _batch(rng, focus, BATCH_SIZE // 4)
+            step(batch + _batch(rng, items, BATCH_SIZE - len(batch)))
+        results = check()
+    return results, rounds
+
+
+def _fail_if_short(model_format: str, seed: int, results: list[dict[str, Any]]) -> None:
+    short = [r for r in results if r["margin"] < 0]
+    if short:
+        lines = "\n".join(
+            f"  - {r['name']}: wanted {r['target']}, got {r['got']} (score {r['score']:.3f})" for r in short
+        )
+        raise TinyGuardTrainingError(
+            f"the tiny {model_format} guard (seed {seed}) misses {len(short)} of {len(results)} checks by the "
+            f"margin (P(unsafe) >= {MARGIN} where unsafe, <= {1 - MARGIN:.1f} where safe) after {EXTRA_ROUNDS} "
+            f"extra rounds of training:\n{lines}"
+        )
+
+
+# -- Prompt Guard -----------------------------------------------------------------------------------------------
+def check_prompt_guard(guard: Any, checks: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Each check's score (P(malicious), max over windows) and margin."""
+    out = []
+    for (text, label), v in zip(checks, guard.batch_check([t for t, _ in checks]), strict=True):
+        ok = v.safe == (label == 0)
+        out.append(
+            {
+                "name": text[:60],
+                "target": "malicious" if label else "benign",
+                "got": v.label,
+                "score": v.score,
+                "margin": _margin(v.score, bool(label)) if ok else -1.0,
+            }
+        )
+    return out
+
+
+def _train_prompt_guard(path: Path, *, steps: int, seed: int) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
-    data = prompt_guard_examples(seed)
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    loss_value = float("nan")
-    for _ in range(steps):
-        batch = rng.sample(data, 16)
-        enc = tok([t for t, _ in batch], padding=True, return_tensors="pt")
-        out = model(**enc, labels=torch.tensor([y for _, y in batch]))
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        loss_value = float(out.loss.detach())
-    model.eval()
-    model.save_pretrained(path)
-    return {"final_loss": loss_value, "steps": steps, "examples": len(data)}
+    from ..prompt_guard import PromptGuard
+
+    checks = prompt_guard_checks()
+    with _deterministic(seed):
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+        guard = PromptGuard(model, tok)
+        items: list[_Item] = []
+        for text, label in prompt_guard_examples(seed):
+            items += [_Item(w, label, []) for w in guard.windows(text)]
+        for k, (text, label) in enumerate(checks):
+            windows = guard.windows(text)  # a payload sits at the end: only the last window holds it
+            for j, w in enumerate(windows):
+                items += [_Item(w, label if j == len(windows) - 1 else 0, [], k)] * CHECK_COPIES
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        rng = random.Random(seed)
+        pad = tok.pad_token_id or 0
+
+        def step(batch: list[_Item]) -> float:
+            width = max(len(b.ids) for b in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for i, b in enumerate(batch):
+                ids[i, : len(b.ids)] = torch.tensor(b.ids)
+                mask[i, : len(b.ids)] = 1
+            out = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([b.answer_len for b in batch]))
+            opt.zero_grad()
+            out.loss.backward()
+            opt.step()
+            return float(out.loss.detach())
+
+        def check() -> list[dict[str, Any]]:
+            model.eval()
+            try:
+                return check_prompt_guard(guard, checks)
+            finally:
+                model.train()
+
+        model.train()
+        loss = float("nan")
+        for _ in range(steps):
+            loss = step(_batch(rng, items))
+        _, rounds = _extra_rounds(check, items, step, opt, rng, steps)
+        model.eval()
+        model.save_pretrained(path)
+    final = check_prompt_guard(PromptGuard.from_pretrained(str(path)), checks)
+    _fail_if_short("prompt-guard-2", seed, final)
+    return {"final_loss": loss, "steps": steps, "extra_rounds": rounds, "examples": len(items), "checks": final}
 
 
+# -- building, caching --------------------------------------------------------------------------------------------
 _BUILDERS = {
-    "llama-guard-4": lambda p: build_llama_guard_4(p),
-    "llama-guard-3-8b": lambda p: build_llama_guard_3(p, variant="8b"),
-    "llama-guard-3-1b": lambda p: build_llama_guard_3(p, variant="1b"),
-    "prompt-guard-2": lambda p: build_prompt_guard(p),
+    "llama-guard-4": lambda p, s: build_llama_guard_4(p, seed=s),
+    "llama-guard-3-8b": lambda p, s: build_llama_guard_3(p, variant="8b", seed=s),
+    "llama-guard-3-1b": lambda p, s: build_llama_guard_3(p, variant="1b", seed=s),
+    "prompt-guard-2": lambda p, s: build_prompt_guard(p, seed=s),
 }
-_STEPS = {"llama-guard-4": 280, "llama-guard-3-8b": 160, "llama-guard-3-1b": 200, "prompt-guard-2": 200}
+_STEPS = {"llama-guard-4": 240, "llama-guard-3-8b": 240, "llama-guard-3-1b": 200, "prompt-guard-2": 120}
+TINY_GUARDS = tuple(_BUILDERS)
+
+
+def trained_path(model_format: str, *, root: str | Path | None = None, seed: int | None = None) -> Path:
+    """Where the tiny trained guard for ``model_format`` and ``seed`` is cached (trained or not yet)."""
+    if model_format not in _BUILDERS:
+        raise ValueError(f"unknown tiny guard {model_format!r}; valid: {', '.join(_BUILDERS)}")
+    seed = tiny_seed() if seed is None else seed
+    base = Path(root) if root else cache_dir()
+    return base / f"tiny-{model_format}-trained-v{TRAINING_VERSION}-seed{seed}"
 
 
 def trained_llama_guard(model_format: str = "llama-guard-4", *, root: str | Path | None = None) -> Path:
     """Path of a tiny trained guard (``llama-guard-4``, ``-3-8b``, ``-3-1b`` or ``prompt-guard-2``).
 
-    Built and trained on first use, then cached under ``root`` (default: ``LLAMAGUARD_CACHE``).
+    Built, trained and checked on first use, then cached under ``root`` (default: ``LLAMAGUARD_CACHE``).
     """
-    if model_format not in _BUILDERS:
-        raise ValueError(f"unknown tiny guard {model_format!r}; valid: {', '.join(_BUILDERS)}")
     from filelock import FileLock
 
-    base = Path(root) if root else cache_dir()
-    path = base / f"tiny-{model_format}-trained-v{TRAINING_VERSION}"
+    seed = tiny_seed()
+    path = trained_path(model_format, root=root, seed=seed)
     marker = path / "training.json"
     if marker.exists():
         return path
-    with FileLock(str(base / f"{path.name}.lock")):  # one builder at a time across processes
+    with FileLock(str(path.parent / f"{path.name}.lock")):  # one builder at a time across processes
         if marker.exists():
             return path
-        tmp = base / f"{path.name}.tmp{os.getpid()}"
-        _BUILDERS[model_format](tmp)
+        for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by an interrupted build
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
+        start = time.perf_counter()
+        _BUILDERS[model_format](tmp, seed)
         if model_format == "prompt-guard-2":
-            stats = _train_prompt_guard(tmp, steps=_STEPS[model_format], seed=0)
+            stats = _train_prompt_guard(tmp, steps=_STEPS[model_format], seed=seed)
         else:
-            stats = _train_llama_guard(tmp, model_format, steps=_STEPS[model_format], seed=0)
-        (tmp / "training.json").write_text(json.dumps({"model_format": model_format, **stats}, indent=2))
+            stats = _train_llama_guard(tmp, model_format, steps=_STEPS[model_format], seed=seed)
+        stats = {"model_format": model_format, "seed": seed, "seconds": round(time.perf_counter() - start, 1), **stats}
+        stats["min_margin"] = min(r["margin"] for r in stats["checks"])
+        (tmp / "training.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False))
         if path.exists():  # a stale, unmarked folder from an interrupted run
             shutil.rmtree(path)
         tmp.rename(path)
@@ -155,3 +460,16 @@ def trained_llama_guard(model_format: str = "llama-guard-4", *, root: str | Path
 def trained_prompt_guard(*, root: str | Path | None = None) -> Path:
     """Path of a tiny trained Prompt Guard 2 (``DebertaV2ForSequenceClassification``)."""
     return trained_llama_guard("prompt-guard-2", root=root)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m langchain_llamaguard.tiny.training [NAME ...]``: train (and check) the tiny guards now."""
+    import sys
+
+    names = list(argv if argv is not None else sys.argv[1:]) or list(TINY_GUARDS)
+    for name in names:
+        print(trained_llama_guard(name), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,8 +15,8 @@ from langchain_llamaguard.images import ImageLoadError
 
 
 @pytest.fixture(scope="module")
-def closed(lg4_path):
-    return LlamaGuard.from_pretrained(str(lg4_path), on_error="unsafe")
+def closed(lg4_with):
+    return lg4_with(on_error="unsafe")
 
 
 def test_unreadable_image(lg4, closed, tmp_path):
@@ -52,14 +52,14 @@ def test_model_error_out_of_memory(closed, lg4):
         handle.remove()
 
 
-def test_timeout(lg4_path):
-    slow = LlamaGuard.from_pretrained(str(lg4_path), timeout=1e-4)
+def test_timeout(lg4_with):
+    slow = lg4_with(timeout=1e-4)
     with pytest.raises(GuardTimeoutError):
         slow.check(BENIGN)
-    closed = LlamaGuard.from_pretrained(str(lg4_path), timeout=1e-4, on_error="unsafe")
+    closed = lg4_with(timeout=1e-4, on_error="unsafe")
     v = closed.check(BENIGN)
     assert not v.safe and "did not answer" in v.error
-    assert LlamaGuard.from_pretrained(str(lg4_path), timeout=30).check(BENIGN).safe
+    assert lg4_with(timeout=30).check(BENIGN).safe
 
 
 def test_inputs_are_never_mutated(lg4):

@@ -1,0 +1,249 @@
+"""The ``llamaguard`` command: ``check`` texts or conversations, ``eval`` a guard on labelled data.
+
+A thin layer over :class:`~langchain_llamaguard.LlamaGuard`, :class:`~langchain_llamaguard.PromptGuard` and
+:func:`langchain_llamaguard.evaluation.evaluate`. Bad input gives one line on stderr and a non-zero exit.
+
+Example:
+    >>> main(["check", "How do I make a bomb?", "--model", "meta-llama/Llama-Guard-4-12B"])  # doctest: +SKIP
+    {"safe":false,"categories":["S9"],...}
+    >>> main(["eval", "data.jsonl", "--model", "meta-llama/Llama-Guard-4-12B", "--calibrate", "f1"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .errors import GuardConfigurationError
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A one-line error for the user, with the exit status to return."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(" ".join(str(message).split()))
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + error
+        raise CliError(f"{message} (see {self.prog} --help)")
+
+
+def _add_guard_options(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="ID_OR_PATH", help="a Llama Guard 4 / 3 checkpoint (hub id or folder)")
+    which.add_argument("--prompt-guard", metavar="ID_OR_PATH", help="a Prompt Guard 2 checkpoint")
+    which.add_argument("--endpoint", metavar="URL", help="a served Llama Guard (needs --served-model)")
+    p.add_argument("--served-model", metavar="NAME", help="the model name at --endpoint")
+    p.add_argument("--excluded-categories", metavar="CODES", help="comma-separated codes or names, e.g. S6,Elections")
+    p.add_argument("--threshold", type=float, metavar="T", help="unsafe when score >= T (default: the model's verdict)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="rows per model batch (default 256)")
+    p.add_argument("--device", metavar="DEVICE", help="e.g. cuda, cuda:0, cpu (default: transformers' choice)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``llamaguard``."""
+    parser = _Parser(prog="llamaguard", description="Llama Guard and Prompt Guard from the command line.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    check = sub.add_parser("check", help="print verdicts as JSON lines")
+    check.add_argument("text", nargs="?", help="a user message to check")
+    check.add_argument("--file", metavar="F", help="JSONL: one conversation per line (a string, a list of "
+                       '{"role", "content"} messages, or {"messages": [...]})')  # fmt: skip
+    check.add_argument("--role", default=None, help="User or Agent: the turn to judge (default: the last turn's)")
+    _add_guard_options(check)
+
+    ev = sub.add_parser("eval", help="measure a guard on labelled data")
+    ev.add_argument("data", metavar="DATA", help="a .jsonl, .json, .csv or .tsv file, or hf:NAME[:SPLIT]")
+    ev.add_argument("--task", choices=("prompt", "response"), default="prompt", help="judge the prompt or the answer")
+    ev.add_argument("--prompt-column", default="prompt")
+    ev.add_argument("--response-column", default="response")
+    ev.add_argument("--label-column", default="label", help="0/1, true/false, safe/unsafe or good/bad")
+    ev.add_argument("--category-column", default=None, help="S-codes or names (optional)")
+    ev.add_argument("--language-column", default=None, help="for per-language metrics (optional)")
+    ev.add_argument("--calibrate", metavar="RULE", help="f1 or fpr=X: choose the threshold on a calibration split")
+    ev.add_argument("--calibration-fraction", type=float, default=0.5, metavar="F", help="default 0.5")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", default="llamaguard-eval", metavar="DIR", help="default ./llamaguard-eval")
+    ev.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N rows")
+    ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="resamples for 95%% intervals (0: none)")
+    ev.add_argument("--no-plots", action="store_true")
+    ev.add_argument("--no-progress", action="store_true")
+    _add_guard_options(ev)
+    return parser
+
+
+def _load_guard(args: argparse.Namespace, excluded: tuple[str, ...]) -> tuple[Any, str]:
+    from .llama_guard import LlamaGuard
+    from .prompt_guard import PromptGuard
+
+    if args.endpoint:
+        if not args.served_model:
+            raise CliError("--endpoint needs --served-model NAME (the model name the server serves)")
+        if not hasattr(LlamaGuard, "from_endpoint"):
+            raise CliError(
+                "remote endpoints need LlamaGuard.from_endpoint, which is not available in this version; "
+                "use --model ID_OR_PATH"
+            )
+        return LlamaGuard.from_endpoint(args.endpoint, model=args.served_model), args.served_model
+    try:
+        if args.prompt_guard:
+            kwargs: dict[str, Any] = {"device": args.device} if args.device else {}
+            if args.threshold is not None:
+                kwargs["threshold"] = args.threshold
+            return PromptGuard.from_pretrained(args.prompt_guard, **kwargs), args.prompt_guard
+        kwargs = {"excluded_categories": excluded, "threshold": args.threshold}
+        if args.device:
+            kwargs["device_map"] = args.device
+        return LlamaGuard.from_pretrained(args.model, **kwargs), args.model
+    except GuardConfigurationError as exc:
+        raise CliError(str(exc)) from None
+    except Exception as exc:  # hub, missing folder, wrong checkpoint: one line, no traceback
+        name = args.prompt_guard or args.model
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CliError(f"cannot load {name!r}: {first}", status=1) from None
+
+
+def _excluded(text: str | None) -> tuple[str, ...]:
+    from .taxonomy import resolve_categories
+
+    if not text:
+        return ()
+    try:
+        return resolve_categories([k for k in text.split(",") if k.strip()])
+    except ValueError as exc:
+        raise CliError(f"--excluded-categories: {exc}") from None
+
+
+def _conversations(args: argparse.Namespace) -> list[Any]:
+    if (args.text is None) == (args.file is None):
+        raise CliError("llamaguard check: give TEXT or --file F (one conversation per JSONL line), not both")
+    if args.text is not None:
+        return [args.text]
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"--file {args.file!r} not found")
+    out: list[Any] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{args.file} line {lineno} is not valid JSON: {exc.msg}") from None
+        if isinstance(item, dict) and "messages" in item:
+            item = item["messages"]
+        if not isinstance(item, (str, list)) or (isinstance(item, list) and not item):
+            raise CliError(
+                f"{args.file} line {lineno}: expected a string, a list of {{role, content}} messages "
+                'or {"messages": [...]}'
+            )
+        out.append(item)
+    if not out:
+        raise CliError(f"{args.file} has no conversations")
+    return out
+
+
+def _last_text(conversation: Any) -> str:
+    if isinstance(conversation, str):
+        return conversation
+    last = conversation[-1]
+    content = last.get("content", "") if isinstance(last, dict) else last
+    if isinstance(content, list):
+        content = " ".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return str(content)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    conversations = _conversations(args)
+    guard, _ = _load_guard(args, _excluded(args.excluded_categories))
+    from .prompt_guard import PromptGuard
+
+    for start in range(0, len(conversations), max(args.batch_size, 1)):
+        batch = conversations[start : start + args.batch_size]
+        try:
+            if isinstance(guard, PromptGuard):
+                verdicts = guard.batch_check([_last_text(c) for c in batch])
+            else:
+                verdicts = guard.batch_check(batch, role=args.role)
+        except (TypeError, ValueError) as exc:
+            raise CliError(f"cannot check conversation {start + 1}..{start + len(batch)}: {exc}") from None
+        for v in verdicts:
+            print(v.model_dump_json(), flush=True)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluation import Columns, evaluate, load_examples, parse_rule, to_markdown
+
+    if args.calibrate is not None:
+        parse_rule(args.calibrate)
+        if args.threshold is not None:
+            raise CliError("give --threshold or --calibrate, not both")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise CliError(f"--threshold {args.threshold}: accepted: a number between 0 and 1")
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        raise CliError("--batch-size and --limit must be positive integers")
+    excluded = _excluded(args.excluded_categories)
+    columns = Columns(
+        prompt=args.prompt_column,
+        response=args.response_column,
+        label=args.label_column,
+        category=args.category_column,
+        language=args.language_column,
+    )
+    examples = load_examples(args.data, task=args.task, columns=columns, limit=args.limit)
+    guard, model_name = _load_guard(args, excluded)
+    report = evaluate(
+        guard,
+        examples,
+        task=args.task,
+        columns=columns,
+        excluded_categories=None if args.prompt_guard else excluded,
+        calibrate=args.calibrate,
+        calibration_fraction=args.calibration_fraction,
+        seed=args.seed,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        bootstrap=args.bootstrap,
+        plots=not args.no_plots,
+        progress=not args.no_progress,
+        model_name=model_name,
+        dataset_name=args.data,
+    )
+    print(to_markdown(report))
+    files = ["report.json", "predictions.jsonl", *report.plots]
+    print(f"\nwrote {', '.join(str(Path(args.out) / f) for f in files)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``llamaguard`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    from .evaluation.data import EvaluationInputError
+
+    try:
+        args = build_parser().parse_args(argv)
+        return run_check(args) if args.command == "check" else run_eval(args)
+    except CliError as exc:
+        print(f"llamaguard: error: {exc}", file=sys.stderr)
+        return exc.status
+    except (EvaluationInputError, GuardConfigurationError) as exc:
+        print(f"llamaguard: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except ImportError as exc:
+        print(f"llamaguard: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("llamaguard: interrupted; run again with the same --out to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
