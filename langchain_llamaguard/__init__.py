@@ -12,9 +12,9 @@ from langchain_llamaguard.errors import (
     LlamaGuardError,
     UnsafeContentError,
 )
-from langchain_llamaguard.llama_guard import LlamaGuard
+from langchain_llamaguard.guards import LlamaGuard, PromptGuard
 from langchain_llamaguard.prompt_format import format_prompt
-from langchain_llamaguard.prompt_guard import PromptGuard, PromptGuardVerdict
+from langchain_llamaguard.prompt_guard import PromptGuardVerdict
 from langchain_llamaguard.runnables import GuardedRunnable, GuardStep
 from langchain_llamaguard.taxonomy import CATEGORIES, Category
 from langchain_llamaguard.verdict import Verdict

@@ -81,8 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_guard(args: argparse.Namespace, excluded: tuple[str, ...]) -> tuple[Any, str]:
-    from .llama_guard import LlamaGuard
-    from .prompt_guard import PromptGuard
+    from .guards import LlamaGuard, PromptGuard
 
     if args.endpoint:
         if not args.served_model:
@@ -164,7 +163,7 @@ def _last_text(conversation: Any) -> str:
 def run_check(args: argparse.Namespace) -> int:
     conversations = _conversations(args)
     guard, _ = _load_guard(args, _excluded(args.excluded_categories))
-    from .prompt_guard import PromptGuard
+    from .guards import PromptGuard
 
     for start in range(0, len(conversations), max(args.batch_size, 1)):
         batch = conversations[start : start + args.batch_size]

@@ -1,4 +1,5 @@
-"""The Llama Guard engine: load a checkpoint, check conversations, return :class:`Verdict` s.
+"""The Llama Guard engine: load a checkpoint, check conversations, return :class:`Verdict` s (no LangChain here;
+the steps built on it are in ``guards.py`` and ``runnables.py``).
 
 The hot path for a batch: render (shared renderer) -> tokenize (fixed parts cached) -> **one** forward pass ->
 read ``P(unsafe)`` after the model's ``\\n\\n`` -> for unsafe rows only, a few greedy tokens from the same KV
@@ -12,7 +13,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from .backends.base import FirstStep, GuardBackend, VerdictTokens
 from .batching import MicroBatcher
@@ -23,9 +24,6 @@ from .images import ImageLoadError, load_image
 from .prompt_format import get_format, render
 from .taxonomy import resolve_categories
 from .verdict import Verdict, make_verdict, merge_verdicts, parse_output
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .runnables import GuardedRunnable, GuardStep
 
 OnError = Literal["raise", "unsafe"]
 
@@ -69,8 +67,11 @@ class _Batch:
         return [self.failed[i] if i in self.failed else merge_verdicts(per_item[i]) for i in range(n)]
 
 
-class LlamaGuard:
-    """Llama Guard 4 or Llama Guard 3 (8B, 1B) as a content-safety classifier.
+class LlamaGuardEngine:
+    """Llama Guard 4 or Llama Guard 3 (8B, 1B) as a content-safety classifier: the engine, without LangChain.
+
+    Use :class:`langchain_llamaguard.LlamaGuard`, which adds the LangChain steps (``as_input_guard``,
+    ``as_output_guard``, ``wrap``); everything documented here works on it.
 
     Args:
         backend: what scores token ids (see :class:`~langchain_llamaguard.backends.base.GuardBackend`).
@@ -174,7 +175,7 @@ class LlamaGuard:
         batch_window_ms: float | None = None,
         max_batch_size: int = 64,
         **hf_kwargs: Any,
-    ) -> LlamaGuard:
+    ) -> LlamaGuardEngine:
         """Load Llama Guard 4 (``Llama4ForConditionalGeneration`` + processor) or Llama Guard 3 8B / 1B.
 
         The architecture is read from the checkpoint's config, not its name. ``quantization`` goes through
@@ -225,7 +226,7 @@ class LlamaGuard:
         model_format: str | None = None,
         context_length: int | None = None,
         **kwargs: Any,
-    ) -> LlamaGuard:
+    ) -> LlamaGuardEngine:
         """Wrap an already-loaded transformers model and its processor (Llama Guard 4) or tokenizer (3).
 
         Example:
@@ -483,100 +484,6 @@ class LlamaGuard:
                 )
             )
         return results
-
-    # -- LangChain steps ------------------------------------------------------------------------------------
-    def as_input_guard(
-        self,
-        *,
-        on_unsafe: Any = "raise",
-        excluded_categories: Iterable[str] | None = None,
-        input_key: str | None = None,
-        name: str | None = None,
-    ) -> GuardStep:
-        """A Runnable that checks the user's turn and passes its input through unchanged when safe.
-
-        Example:
-            >>> chain = guard.as_input_guard() | prompt | llm  # doctest: +SKIP
-        """
-        from .moderators import LlamaGuardModerator
-        from .runnables import GuardStep
-
-        return GuardStep(
-            moderator=LlamaGuardModerator(self, excluded_categories),
-            stage="input",
-            on_unsafe=on_unsafe,
-            input_key=input_key,
-            name=name,
-        )
-
-    def as_output_guard(
-        self,
-        *,
-        on_unsafe: Any = "raise",
-        excluded_categories: Iterable[str] | None = None,
-        output_key: str | None = None,
-        stream_mode: Literal["buffer", "incremental"] = "buffer",
-        check_every: int | Literal["sentence"] = 32,
-        name: str | None = None,
-    ) -> GuardStep:
-        """A Runnable that checks the model's answer (as the Agent turn) and passes it through when safe.
-
-        Example:
-            >>> chain = prompt | llm | guard.as_output_guard(on_unsafe="I can't help with that.")  # doctest: +SKIP
-        """
-        from .moderators import LlamaGuardModerator
-        from .runnables import GuardStep
-
-        return GuardStep(
-            moderator=LlamaGuardModerator(self, excluded_categories),
-            stage="output",
-            on_unsafe=on_unsafe,
-            output_key=output_key,
-            stream_mode=stream_mode,
-            check_every=check_every,
-            name=name,
-        )
-
-    def wrap(
-        self,
-        runnable: Any,
-        *,
-        on_unsafe: Any = "raise",
-        excluded_categories: Iterable[str] | None = None,
-        input_key: str | None = None,
-        output_key: str | None = None,
-        stream_mode: Literal["buffer", "incremental"] = "buffer",
-        check_every: int | Literal["sentence"] = 32,
-        prompt_guard: Any = None,
-        name: str | None = None,
-    ) -> GuardedRunnable:
-        """Guard ``runnable`` on both sides; the answer is judged with the user's turn as context.
-
-        With ``prompt_guard=``, the input is also checked by Prompt Guard (both run concurrently).
-
-        Example:
-            >>> safe_chain = guard.wrap(prompt | llm, on_unsafe="Sorry, I can't help with that.")  # doctest: +SKIP
-        """
-        from langchain_core.runnables.base import coerce_to_runnable
-
-        from .moderators import CombinedModerator, LlamaGuardModerator, PromptGuardModerator
-        from .runnables import GuardedRunnable
-
-        llama = LlamaGuardModerator(self, excluded_categories)
-        moderator: Any = llama
-        if prompt_guard is not None:
-            moderator = CombinedModerator([PromptGuardModerator(prompt_guard), llama])
-        return GuardedRunnable(
-            bound=coerce_to_runnable(runnable),
-            moderator=moderator,
-            output_moderator=llama,
-            on_unsafe=on_unsafe,
-            input_key=input_key,
-            output_key=output_key,
-            stream_mode=stream_mode,
-            check_every=check_every,
-            name=name,
-        )
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _first_token(self, step: FirstStep) -> tuple[int | None, GuardOutputError | None]:

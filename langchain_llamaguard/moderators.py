@@ -24,8 +24,8 @@ from .taxonomy import resolve_categories
 from .verdict import Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .llama_guard import LlamaGuard
-    from .prompt_guard import PromptGuard
+    from .llama_guard import LlamaGuardEngine as LlamaGuard
+    from .prompt_guard import PromptGuardEngine as PromptGuard
 
 AnyVerdict = Verdict | PromptGuardVerdict
 

@@ -57,8 +57,10 @@ class PromptGuardVerdict(BaseModel):
 _WS = re.compile(r"\s+")
 
 
-class PromptGuard:
-    """Prompt Guard 2 with windowed, batched scoring.
+class PromptGuardEngine:
+    """Prompt Guard 2 with windowed, batched scoring: the engine, without LangChain.
+
+    Use :class:`langchain_llamaguard.PromptGuard`, which adds the LangChain step (``as_input_guard``).
 
     Args:
         model: a ``DebertaV2ForSequenceClassification`` (torch backend) or an ONNX session wrapper.
@@ -131,7 +133,7 @@ class PromptGuard:
         dtype: Any = None,
         torch_dtype: Any = None,
         **kwargs: Any,
-    ) -> PromptGuard:
+    ) -> PromptGuardEngine:
         """Load Prompt Guard 2 (or 1) from the hub or a local folder.
 
         Args:
@@ -272,30 +274,6 @@ class PromptGuard:
 
     async def abatch_check(self, texts: Sequence[str]) -> list[PromptGuardVerdict]:
         return await asyncio.to_thread(self.batch_check, texts)
-
-    def as_input_guard(
-        self,
-        *,
-        on_unsafe: Any = "raise",
-        input_key: str | None = None,
-        llama_guard: Any = None,
-        excluded_categories: Any = None,
-        name: str | None = None,
-    ) -> Any:
-        """A Runnable that blocks prompt injection / jailbreaks in the user's turn.
-
-        With ``llama_guard=``, one step runs both guards concurrently on the same input (unsafe if either says so).
-
-        Example:
-            >>> chain = pg.as_input_guard(llama_guard=guard) | prompt | llm  # doctest: +SKIP
-        """
-        from .moderators import CombinedModerator, LlamaGuardModerator, PromptGuardModerator
-        from .runnables import GuardStep
-
-        moderator: Any = PromptGuardModerator(self)
-        if llama_guard is not None:
-            moderator = CombinedModerator([moderator, LlamaGuardModerator(llama_guard, excluded_categories)])
-        return GuardStep(moderator=moderator, stage="input", on_unsafe=on_unsafe, input_key=input_key, name=name)
 
     @staticmethod
     def _texts(texts: Sequence[str]) -> list[str]:

@@ -132,6 +132,45 @@ def _check_on_unsafe(on_unsafe: Any) -> Any:
     raise TypeError(f"on_unsafe must be 'raise', a str, a message or a Runnable, got {type(on_unsafe).__name__}")
 
 
+def checked(
+    moderator: Moderator, convs: list[ConversationInput], role: str, callbacks: Sequence[Any], stage: str
+) -> list[AnyVerdict]:
+    """``moderator.check`` as one named child run per conversation (name: the moderator's, output: the verdict),
+    under each conversation's callback manager; with no managers, just the check."""
+    children = [
+        cb.on_chain_start(None, {"stage": stage, "role": role}, name=moderator.name, run_type="chain")
+        for cb in callbacks
+    ]
+    try:
+        verdicts = moderator.check(convs, role=role)
+    except BaseException as exc:
+        for child in children:
+            child.on_chain_error(exc)
+        raise
+    for child, verdict in zip(children, verdicts if children else [], strict=True):
+        child.on_chain_end({"verdict": verdict.model_dump()})
+    return verdicts
+
+
+async def achecked(
+    moderator: Moderator, convs: list[ConversationInput], role: str, callbacks: Sequence[Any], stage: str
+) -> list[AnyVerdict]:
+    """The async :func:`checked` (async callback managers)."""
+    children = [
+        await cb.on_chain_start(None, {"stage": stage, "role": role}, name=moderator.name, run_type="chain")
+        for cb in callbacks
+    ]
+    try:
+        verdicts = await moderator.acheck(convs, role=role)
+    except BaseException as exc:
+        for child in children:
+            await child.on_chain_error(exc)
+        raise
+    for child, verdict in zip(children, verdicts if children else [], strict=True):
+        await child.on_chain_end({"verdict": verdict.model_dump()})
+    return verdicts
+
+
 class _GuardBase(RunnableSerializable[Any, Any]):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -153,6 +192,25 @@ class _GuardBase(RunnableSerializable[Any, Any]):
     @classmethod
     def is_lc_serializable(cls) -> bool:
         return False
+
+    # -- batches: one model batch per stage (the subclasses' _batch / _abatch) -----------------------------------
+    def batch(
+        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        return self._batch_with_config(
+            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
+        )
+
+    async def abatch(
+        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        return await self._abatch_with_config(
+            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
+        )
 
     # -- as-completed batches: still one model batch per stage ---------------------------------------------
     def batch_as_completed(
@@ -178,48 +236,12 @@ class _GuardBase(RunnableSerializable[Any, Any]):
     def _verdicts(
         self, convs: list[ConversationInput], role: str, run_managers: Sequence[Any], stage: str
     ) -> list[AnyVerdict]:
-        moderator = self._moderator_for(stage)
-        children = [
-            rm.get_child().on_chain_start(
-                None,
-                {"stage": stage, "role": role},
-                name=moderator.name,
-                run_type="chain",
-            )
-            for rm in run_managers
-        ]
-        try:
-            verdicts = moderator.check(convs, role=role)
-        except BaseException as exc:
-            for child in children:
-                child.on_chain_error(exc)
-            raise
-        for child, verdict in zip(children, verdicts, strict=True):
-            child.on_chain_end({"verdict": verdict.model_dump()})
-        return verdicts
+        return checked(self._moderator_for(stage), convs, role, [rm.get_child() for rm in run_managers], stage)
 
     async def _averdicts(
         self, convs: list[ConversationInput], role: str, run_managers: Sequence[Any], stage: str
     ) -> list[AnyVerdict]:
-        moderator = self._moderator_for(stage)
-        children = [
-            await rm.get_child().on_chain_start(
-                None,
-                {"stage": stage, "role": role},
-                name=moderator.name,
-                run_type="chain",
-            )
-            for rm in run_managers
-        ]
-        try:
-            verdicts = await moderator.acheck(convs, role=role)
-        except BaseException as exc:
-            for child in children:
-                await child.on_chain_error(exc)
-            raise
-        for child, verdict in zip(children, verdicts, strict=True):
-            await child.on_chain_end({"verdict": verdict.model_dump()})
-        return verdicts
+        return await achecked(self._moderator_for(stage), convs, role, [rm.get_child() for rm in run_managers], stage)
 
     # -- what happens on unsafe -----------------------------------------------------------------------------
     def _unsafe(
@@ -367,15 +389,6 @@ class GuardStep(_GuardBase):
             return value
         return await self._aunsafe(self.stage, verdict, {"input": value}, value, config)
 
-    def batch(
-        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
-    ) -> list[Any]:
-        if not inputs:
-            return []
-        return self._batch_with_config(
-            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
-        )
-
     def _batch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
         run_managers, configs = run_manager, config
         prepared = [self._conversation(v) for v in values]
@@ -387,15 +400,6 @@ class GuardStep(_GuardBase):
             except Exception as exc:  # reported per input by _batch_with_config
                 out.append(exc)
         return out
-
-    async def abatch(
-        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
-    ) -> list[Any]:
-        if not inputs:
-            return []
-        return await self._abatch_with_config(
-            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
-        )
 
     async def _abatch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
         run_managers, configs = run_manager, config
@@ -540,15 +544,6 @@ class GuardedRunnable(_GuardBase):
         return await self._aunsafe("output", verdict, {"input": value, "output": output}, output, config)
 
     # -- batch: one guard batch per side, one inner batch ---------------------------------------------------------
-    def batch(
-        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
-    ) -> list[Any]:
-        if not inputs:
-            return []
-        return self._batch_with_config(
-            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
-        )
-
     def _batch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
         plan = self._batch_plan(values, run_manager, config)
         answer: Any = None
@@ -563,15 +558,6 @@ class GuardedRunnable(_GuardBase):
                     answer = self._safe_call(self._unsafe, *args)
         except StopIteration as done:
             return done.value
-
-    async def abatch(
-        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
-    ) -> list[Any]:
-        if not inputs:
-            return []
-        return await self._abatch_with_config(
-            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
-        )
 
     async def _abatch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
         plan = self._batch_plan(values, run_manager, config)

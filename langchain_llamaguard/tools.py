@@ -24,6 +24,7 @@ from pydantic import BaseModel, create_model
 
 from .errors import UnsafeContentError
 from .moderators import AnyVerdict, LlamaGuardModerator
+from .runnables import achecked, checked
 
 OnUnsafeTool = Literal["refuse", "error"]
 DEFAULT_TOOL_REFUSAL = "Refused: Llama Guard flagged this {what} before it ran ({categories})."
@@ -98,24 +99,30 @@ class _ToolGuard:
             what=self.what if stage == "tool_call" else "tool output", categories=_categories(verdict)
         )
 
-    def run(self, state: Any = None, **args: Any) -> Any:
-        verdict = self.moderator.check([self.call_conversation(args, state)], role="Agent")[0]
+    def run(self, state: Any = None, callbacks: Any = None, **args: Any) -> Any:
+        """Check the call, run the tool, check its output (each check a named child run of the tool's run)."""
+        managers = [callbacks] if callbacks is not None else []
+        verdict = checked(self.moderator, [self.call_conversation(args, state)], "Agent", managers, "tool_call")[0]
         if not verdict.safe:
             return self.refuse(verdict, "tool_call")
-        output = self.tool.invoke(args)
+        output = self.tool.invoke(args, {"callbacks": callbacks})
         if self.check_output:
-            verdict = self.moderator.check([self.output_conversation(args, state, output)], role="Agent")[0]
+            convs = [self.output_conversation(args, state, output)]
+            verdict = checked(self.moderator, convs, "Agent", managers, "tool_output")[0]
             if not verdict.safe:
                 return self.refuse(verdict, "tool_output")
         return output
 
-    async def arun(self, state: Any = None, **args: Any) -> Any:
-        verdict = (await self.moderator.acheck([self.call_conversation(args, state)], role="Agent"))[0]
+    async def arun(self, state: Any = None, callbacks: Any = None, **args: Any) -> Any:
+        managers = [callbacks] if callbacks is not None else []
+        convs = [self.call_conversation(args, state)]
+        verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_call"))[0]
         if not verdict.safe:
             return self.refuse(verdict, "tool_call")
-        output = await self.tool.ainvoke(args)
+        output = await self.tool.ainvoke(args, {"callbacks": callbacks})
         if self.check_output:
-            verdict = (await self.moderator.acheck([self.output_conversation(args, state, output)], role="Agent"))[0]
+            convs = [self.output_conversation(args, state, output)]
+            verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_output"))[0]
             if not verdict.safe:
                 return self.refuse(verdict, "tool_output")
         return output
@@ -166,13 +173,13 @@ def guard_tool(
     )
     schema = _schema_with_state(tool) or tool.args_schema
 
-    def run(**kwargs: Any) -> Any:
+    def run(callbacks: Any = None, **kwargs: Any) -> Any:  # callbacks: the tool run's, for the verdict runs
         state = kwargs.pop(_STATE_ARG, None)
-        return helper.run(state, **kwargs)
+        return helper.run(state, callbacks, **kwargs)
 
-    async def arun(**kwargs: Any) -> Any:
+    async def arun(callbacks: Any = None, **kwargs: Any) -> Any:
         state = kwargs.pop(_STATE_ARG, None)
-        return await helper.arun(state, **kwargs)
+        return await helper.arun(state, callbacks, **kwargs)
 
     guarded = StructuredTool.from_function(
         func=run,

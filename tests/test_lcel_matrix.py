@@ -383,3 +383,67 @@ async def test_matrix(guards, model_batches, name, position, kind, mode):
     )
     if mode in BATCH_MODES and keeps_batch:
         assert model_batches == STAGES_PER_GUARD[name]
+
+
+# -- guarded tools are Runnables too ------------------------------------------------------------------------------
+def _repl_tools(ran: list[str]) -> dict[str, Any]:
+    from langchain_core.tools import StructuredTool
+
+    def python_repl(code: str) -> str:
+        """Run Python code in a sandbox and return what it prints."""
+        ran.append(code)
+        return "45"
+
+    async def apython_repl(code: str) -> str:
+        """Run Python code in a sandbox and return what it prints."""
+        await asyncio.sleep(0)
+        return python_repl(code)
+
+    return {
+        "sync_tool": StructuredTool.from_function(func=python_repl, name="python_repl"),
+        "async_tool": StructuredTool.from_function(coroutine=apython_repl, name="python_repl"),
+    }
+
+
+TOOL_POSITIONS = ["alone", "tail", "parallel", "fallbacks"]
+TOOL_CASES = [
+    (helper, position, kind, mode)
+    for helper, position, kind in itertools.product(
+        ["guard_tool", "guard_code_tool"], TOOL_POSITIONS, ["sync_tool", "async_tool"]
+    )
+    for mode in (ASYNC_MODES if kind == "async_tool" else SYNC_MODES + ASYNC_MODES)
+]
+
+
+def place_tool(position: str, tool: Runnable) -> Runnable:
+    if position == "alone":
+        return tool
+    if position == "tail":
+        return RunnableLambda(lambda args: dict(args)) | tool
+    if position == "parallel":
+        return RunnableParallel(result=tool, echo=RunnablePassthrough())
+    return tool.with_fallbacks([RunnableLambda(lambda _: "fallback")], exceptions_to_handle=(ConnectionError,))
+
+
+@pytest.mark.parametrize(("helper", "position", "kind", "mode"), TOOL_CASES)
+async def test_guarded_tools(lg4, helper, position, kind, mode):
+    from langchain_llamaguard.tiny.data import EVIL_CODE, SUM_CODE
+    from langchain_llamaguard.tools import guard_code_tool, guard_tool
+
+    on_unsafe = ["refuse", "error"][(SYNC_MODES + ASYNC_MODES).index(mode) % 2]
+    ran: list[str] = []
+    inner = _repl_tools(ran)[kind]
+    wrap = guard_code_tool if helper == "guard_code_tool" else guard_tool
+    guarded = place_tool(position, wrap(inner, lg4, on_unsafe=on_unsafe))
+    safe, unsafe = {"code": SUM_CODE}, {"code": EVIL_CODE}
+    baseline, _ = await run_mode(place_tool(position, inner), mode, [safe], {})
+    ran.clear()
+    recorder = Recorder()
+    results, _ = await run_mode(guarded, mode, [safe, unsafe], {"callbacks": [recorder]})
+    assert norm(results[0]) == norm(baseline[0]) and ran == [SUM_CODE]  # the unsafe code never ran
+    flagged = results[1]["result"] if position == "parallel" and isinstance(results[1], dict) else results[1]
+    if on_unsafe == "error":
+        assert isinstance(flagged, UnsafeContentError) and flagged.verdict.categories == ["S14"]
+    else:
+        assert isinstance(flagged, str) and flagged.startswith("Refused: Llama Guard flagged") and "S14" in flagged
+    assert sorted(v["safe"] for _, v in recorder.verdicts) == [False, True]  # each check is a run of its own

@@ -90,3 +90,46 @@ def test_tiny_llama_guard_3_and_prompt_guard(lg3_8b_path, lg3_1b_path, pg_path):
     pg = AutoConfig.from_pretrained(pg_path)
     assert pg.model_type == "deberta-v2" and pg.num_labels == 2
     assert {int(k): v for k, v in pg.id2label.items()} == {0: "BENIGN", 1: "MALICIOUS"}
+
+
+# -- the tiny guards are checked against every verdict the tests rely on -----------------------------------------
+@pytest.mark.parametrize(
+    ("fixture", "model_format"),
+    [("lg4_path", "llama-guard-4"), ("lg3_8b_path", "llama-guard-3-8b"), ("lg3_1b_path", "llama-guard-3-1b")],
+)
+def test_every_check_passed_with_its_margin(request, fixture, model_format):
+    from langchain_llamaguard.tiny.data import llama_guard_checks
+    from langchain_llamaguard.tiny.training import tiny_seed
+
+    stats = json.loads((request.getfixturevalue(fixture) / "training.json").read_text())
+    assert stats["seed"] == tiny_seed() and stats["model_format"] == model_format
+    assert [r["name"] for r in stats["checks"]] == [c.name for c in llama_guard_checks(model_format)]
+    assert stats["min_margin"] >= 0 and all(r["margin"] >= 0 for r in stats["checks"])
+
+
+def test_prompt_guard_checks_passed_with_their_margin(pg_path):
+    from langchain_llamaguard.tiny.data import prompt_guard_checks
+
+    stats = json.loads((pg_path / "training.json").read_text())
+    assert len(stats["checks"]) == len(prompt_guard_checks()) and stats["min_margin"] >= 0
+
+
+def test_the_loaded_guards_meet_their_check_sets(lg4, prompt_guard):
+    """What the tests load is what was checked (same verdicts and margins in this process)."""
+    from langchain_llamaguard.tiny.data import llama_guard_checks, prompt_guard_checks
+    from langchain_llamaguard.tiny.training import check_llama_guard, check_prompt_guard
+
+    assert all(r["margin"] >= 0 for r in check_llama_guard(lg4, llama_guard_checks("llama-guard-4")))
+    assert all(r["margin"] >= 0 for r in check_prompt_guard(prompt_guard, prompt_guard_checks()))
+
+
+def test_a_guard_that_misses_its_checks_fails_the_build(tmp_path):
+    from langchain_llamaguard import LlamaGuard
+    from langchain_llamaguard.tiny.data import llama_guard_checks
+    from langchain_llamaguard.tiny.models import build_llama_guard_3
+    from langchain_llamaguard.tiny.training import TinyGuardTrainingError, check_llama_guard, require_margins
+
+    untrained = LlamaGuard.from_pretrained(str(build_llama_guard_3(tmp_path / "lg3", variant="1b")), on_error="unsafe")
+    results = check_llama_guard(untrained, llama_guard_checks("llama-guard-3-1b"))
+    with pytest.raises(TinyGuardTrainingError, match=r"misses \d+ of 4 checks(.|\n)*- bomb: wanted unsafe S9"):
+        require_margins("llama-guard-3-1b", 0, results)

@@ -67,7 +67,7 @@ class ScoreRun:
 
 def is_prompt_guard(guard: Any) -> bool:
     """Prompt Guard scores plain texts and names no categories."""
-    from ..prompt_guard import PromptGuard
+    from ..prompt_guard import PromptGuardEngine as PromptGuard
 
     return isinstance(guard, PromptGuard)
 

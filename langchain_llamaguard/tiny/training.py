@@ -35,7 +35,7 @@ from .data import Check, Example, llama_guard_checks, llama_guard_examples, prom
 from .models import build_llama_guard_3, build_llama_guard_4, build_prompt_guard
 from .tokenizers import cache_dir
 
-TRAINING_VERSION = "15"
+TRAINING_VERSION = "17"
 SEED_ENV = "LLAMAGUARD_TINY_SEED"
 MARGIN = 0.9
 """A checked verdict needs P(unsafe) >= MARGIN (unsafe target) or <= 1 - MARGIN (safe target)."""
@@ -234,7 +234,7 @@ def check_llama_guard(guard: Any, checks: list[Check]) -> list[dict[str, Any]]:
 def _train_llama_guard(path: Path, model_format: str, *, steps: int, seed: int) -> dict[str, Any]:
     import torch
 
-    from ..llama_guard import LlamaGuard
+    from ..llama_guard import LlamaGuardEngine as LlamaGuard
 
     fmt_checks = llama_guard_checks(model_format)
     with _deterministic(seed):
@@ -284,7 +284,7 @@ def _train_llama_guard(path: Path, model_format: str, *, steps: int, seed: int) 
             model.config.text_config.attention_chunk_size = None  # keep the real checkpoint's (pitfall) value
         model.save_pretrained(path)
     final = check_llama_guard(LlamaGuard.from_pretrained(str(path), on_error="unsafe"), fmt_checks)
-    _fail_if_short(model_format, seed, final)
+    require_margins(model_format, seed, final)
     return {"final_loss": loss, "steps": steps, "extra_rounds": rounds, "examples": len(items), "checks": final}
 
 
@@ -319,7 +319,8 @@ def _extra_rounds(check: Any, items: list[_Item], step: Any, opt: Any, rng: rand
     return results, rounds
 
 
-def _fail_if_short(model_format: str, seed: int, results: list[dict[str, Any]]) -> None:
+def require_margins(model_format: str, seed: int, results: list[dict[str, Any]]) -> None:
+    """Raise :class:`TinyGuardTrainingError`, naming every case, when a check falls short of its margin."""
     short = [r for r in results if r["margin"] < 0]
     if short:
         lines = "\n".join(
@@ -354,7 +355,7 @@ def _train_prompt_guard(path: Path, *, steps: int, seed: int) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ..prompt_guard import PromptGuard
+    from ..prompt_guard import PromptGuardEngine as PromptGuard
 
     checks = prompt_guard_checks()
     with _deterministic(seed):
@@ -400,7 +401,7 @@ def _train_prompt_guard(path: Path, *, steps: int, seed: int) -> dict[str, Any]:
         model.eval()
         model.save_pretrained(path)
     final = check_prompt_guard(PromptGuard.from_pretrained(str(path)), checks)
-    _fail_if_short("prompt-guard-2", seed, final)
+    require_margins("prompt-guard-2", seed, final)
     return {"final_loss": loss, "steps": steps, "extra_rounds": rounds, "examples": len(items), "checks": final}
 
 

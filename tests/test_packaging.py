@@ -1,0 +1,26 @@
+"""The declared lower bounds are the versions `make test-lowest` installs, and the pins are the newest releases."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pins(name: str) -> dict[str, str]:
+    lines = (ROOT / name).read_text().splitlines()
+    return dict(line.split("==") for line in lines if line.strip() and not line.startswith("#"))
+
+
+def test_every_lower_bound_is_a_version_test_lowest_installs():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    bounds = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)>=([^,;\s]+)", spec).groups() for spec in specs)
+    assert bounds == _pins("constraints-lowest.txt")
+
+
+def test_make_test_installs_the_newest_langchain():
+    pins = _pins("constraints.txt")
+    assert (pins["langchain"], pins["langchain-core"], pins["langgraph"]) == ("1.5.2", "1.8.3", "1.2.24")
