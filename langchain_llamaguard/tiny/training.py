@@ -35,12 +35,15 @@ from .data import Check, Example, llama_guard_checks, llama_guard_examples, prom
 from .models import build_llama_guard_3, build_llama_guard_4, build_prompt_guard
 from .tokenizers import cache_dir
 
-TRAINING_VERSION = "17"
+TRAINING_VERSION = "18"
 SEED_ENV = "LLAMAGUARD_TINY_SEED"
 MARGIN = 0.9
 """A checked verdict needs P(unsafe) >= MARGIN (unsafe target) or <= 1 - MARGIN (safe target)."""
+HEADROOM = 0.02
+"""Training goes on while a check is within this of its margin (so another CPU's rounding cannot tip it over);
+only a check below the margin itself fails the build."""
 CHECK_COPIES = 3  # each check case appears this many times in the training data
-EXTRA_ROUNDS = 4  # rounds of further training while a check falls short
+EXTRA_ROUNDS = 6  # at most this many rounds of further training while a check is short of margin + headroom
 BATCH_SIZE = 16
 
 
@@ -302,13 +305,13 @@ def _checked_in_memory(guard: Any, model: Any, subset: _VocabSubset, checks: lis
 
 
 def _extra_rounds(check: Any, items: list[_Item], step: Any, opt: Any, rng: random.Random, steps: int):
-    """Train on while checks fall short, at a low learning rate; a quarter of every batch comes from the failing
-    cases, the rest from everything (so what already passes keeps passing)."""
+    """Train on while checks are short of their margin plus :data:`HEADROOM`, at a low learning rate; a quarter of
+    every batch comes from the short cases, the rest from everything (so what already passes keeps passing)."""
     results = check()
     rounds = 0
-    while rounds < EXTRA_ROUNDS and any(r["margin"] < 0 for r in results):
+    while rounds < EXTRA_ROUNDS and any(r["margin"] < HEADROOM for r in results):
         rounds += 1
-        short = {k for k, r in enumerate(results) if r["margin"] < 0}
+        short = {k for k, r in enumerate(results) if r["margin"] < HEADROOM}
         focus = [it for it in items if it.check in short]
         for group in opt.param_groups:
             group["lr"] = 1e-3
