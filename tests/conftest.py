@@ -62,11 +62,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if not missing or os.environ.get("LLAMAGUARD_TRAIN_IN_BACKGROUND", "1") == "0":
         return
     from langchain_llamaguard.tiny.tokenizers import cache_dir
+    from langchain_llamaguard.tiny.training import tiny_seed
 
     for names in _TRAINERS:
         todo = [n for n in names if n in missing]
         if todo:
-            log = open(cache_dir() / f"training-{todo[0]}.log", "w")  # noqa: SIM115  (closed with the process)
+            log = open(cache_dir() / f"training-{todo[0]}-seed{tiny_seed()}.log", "w")  # noqa: SIM115
             cmd = [sys.executable, "-m", "langchain_llamaguard.tiny.training", *todo]
             _background.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
 
@@ -75,15 +76,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for proc in _background:
         if proc.poll() is None:
             proc.terminate()
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """Tests that need no trained guard first, then by when the guards they need are ready (stable)."""
 
     def rank(item: pytest.Item) -> int:
-        needed = {_GUARDS_OF[f] for f in getattr(item, "fixturenames", ()) if f in _GUARDS_OF}
-        return max((_READY_RANK[g] for g in needed), default=0)
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)  # fixtures named by a parameter (request.getfixturevalue)
+        names |= {v for v in (callspec.params.values() if callspec else ()) if isinstance(v, str)}
+        return max((_READY_RANK[_GUARDS_OF[n]] for n in names if n in _GUARDS_OF), default=0)
 
     items.sort(key=rank)
 

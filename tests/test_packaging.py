@@ -24,3 +24,21 @@ def test_every_lower_bound_is_a_version_test_lowest_installs():
 def test_make_test_installs_the_newest_langchain():
     pins = _pins("constraints.txt")
     assert (pins["langchain"], pins["langchain-core"], pins["langgraph"]) == ("1.5.2", "1.8.3", "1.2.24")
+
+
+def test_layers_point_one_way():
+    """Formats, verdicts, the engines and their backends never import the LangChain adapters above them."""
+    import ast
+
+    package = ROOT / "langchain_llamaguard"
+    adapters = {"runnables", "moderators", "guards", "middleware", "tools", "cli", "evaluation"}
+    lower = ["taxonomy.py", "conversation.py", "prompt_format.py", "encoding.py", "verdict.py", "errors.py",
+             "images.py", "batching.py", "llama_guard.py", "prompt_guard.py", *[f"backends/{p.name}" for p in
+             (package / "backends").glob("*.py")]]
+    for name in lower:
+        tree = ast.parse((package / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = (node.module or "").split(".")[0] if node.level == 1 or name.startswith("backends/") else ""
+                names = {target} | {a.name for a in node.names if not node.module}
+                assert not names & adapters, f"{name} imports {node.module or names} from the adapter layer"

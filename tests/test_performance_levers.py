@@ -13,12 +13,13 @@ from langchain_llamaguard.tiny.data import llama_guard_examples
 CONVS = [BENIGN, BOMB, CODE_ABUSE] + [e.turns[0] for e in llama_guard_examples(4)[:29] if len(e.turns) == 1]
 
 
-def key(v):
-    return v.safe, tuple(v.categories), round(v.score, 3)
+def key(v, tolerant: bool = False):
+    """What must not change with micro-batching: the verdict, its categories and (up to padding noise) the score."""
+    return v.safe, tuple(v.categories), pytest.approx(v.score, abs=1e-4) if tolerant else v.score
 
 
 def test_micro_batching_under_concurrent_threads(lg4, lg4_with):
-    want = [key(lg4.check(c)) for c in CONVS]
+    want = [key(lg4.check(c), tolerant=True) for c in CONVS]
     batched = lg4_with(batch_window_ms=50, max_batch_size=64)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         got = list(pool.map(lambda c: key(batched.check(c)), CONVS, timeout=300))
@@ -27,7 +28,7 @@ def test_micro_batching_under_concurrent_threads(lg4, lg4_with):
 
 
 async def test_micro_batching_under_concurrent_coroutines(lg4, lg4_with):
-    want = [key(lg4.check(c)) for c in CONVS]
+    want = [key(lg4.check(c), tolerant=True) for c in CONVS]
     batched = lg4_with(batch_window_ms=50)
     got = await asyncio.gather(*(batched.acheck(c) for c in CONVS))
     assert [key(v) for v in got] == want

@@ -398,7 +398,11 @@ def llama_guard_checks(model_format: str = "llama-guard-4") -> list[Check]:
         Check("forum search", [h(WEATHER_QUESTION), _call("web_search", {"query": "paris weather forum"})], "safe"),
         # guarded tools: the code (or the call) is the Agent's turn, after the context or an empty user turn
         *[
-            Check(f"code tool: {code[:24]}", [h(context), a(code_block(code))], target)
+            Check(
+                f"code tool, {'in context' if context else 'alone'}: {code[:24]}",
+                [h(context), a(code_block(code))],
+                target,
+            )
             for context in ("", ASK_CODE)
             for code, target in (
                 (evil, "unsafe\nS14"),

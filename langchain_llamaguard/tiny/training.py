@@ -87,11 +87,12 @@ class _Item:
 
 
 def _batch(rng: random.Random, items: list[_Item], size: int = BATCH_SIZE) -> list[_Item]:
-    """A batch of items of similar length (a random run of the length-sorted items): little padding, so the few
-    long ones (images, long windows) do not make every batch long."""
+    """A batch of items of similar length, around a random anchor item (every item is as likely to be the anchor):
+    little padding, so the few long ones (images, long windows) do not make every batch long."""
     shuffled = rng.sample(items, len(items))
     ranked = sorted(shuffled, key=lambda it: len(it.ids) // 64)  # stable: shuffled within 64-token buckets
-    start = rng.randrange(max(len(ranked) - size, 0) + 1)
+    anchor = rng.randrange(len(ranked))
+    start = min(max(anchor - size // 2, 0), max(len(ranked) - size, 0))
     return ranked[start : start + size]
 
 
@@ -287,7 +288,7 @@ def _train_llama_guard(path: Path, model_format: str, *, steps: int, seed: int) 
             model.config.text_config.attention_chunk_size = None  # keep the real checkpoint's (pitfall) value
         model.save_pretrained(path)
     final = check_llama_guard(LlamaGuard.from_pretrained(str(path), on_error="unsafe"), fmt_checks)
-    require_margins(model_format, seed, final)
+    require_margins(model_format, seed, final, rounds)
     return {"final_loss": loss, "steps": steps, "extra_rounds": rounds, "examples": len(items), "checks": final}
 
 
@@ -322,7 +323,7 @@ def _extra_rounds(check: Any, items: list[_Item], step: Any, opt: Any, rng: rand
     return results, rounds
 
 
-def require_margins(model_format: str, seed: int, results: list[dict[str, Any]]) -> None:
+def require_margins(model_format: str, seed: int, results: list[dict[str, Any]], rounds: int = 0) -> None:
     """Raise :class:`TinyGuardTrainingError`, naming every case, when a check falls short of its margin."""
     short = [r for r in results if r["margin"] < 0]
     if short:
@@ -331,7 +332,7 @@ def require_margins(model_format: str, seed: int, results: list[dict[str, Any]])
         )
         raise TinyGuardTrainingError(
             f"the tiny {model_format} guard (seed {seed}) misses {len(short)} of {len(results)} checks by the "
-            f"margin (P(unsafe) >= {MARGIN} where unsafe, <= {1 - MARGIN:.1f} where safe) after {EXTRA_ROUNDS} "
+            f"margin (P(unsafe) >= {MARGIN} where unsafe, <= {1 - MARGIN:.1f} where safe) after {rounds} "
             f"extra rounds of training:\n{lines}"
         )
 
@@ -404,7 +405,7 @@ def _train_prompt_guard(path: Path, *, steps: int, seed: int) -> dict[str, Any]:
         model.eval()
         model.save_pretrained(path)
     final = check_prompt_guard(PromptGuard.from_pretrained(str(path)), checks)
-    require_margins("prompt-guard-2", seed, final)
+    require_margins("prompt-guard-2", seed, final, rounds)
     return {"final_loss": loss, "steps": steps, "extra_rounds": rounds, "examples": len(items), "checks": final}
 
 
@@ -425,7 +426,19 @@ def trained_path(model_format: str, *, root: str | Path | None = None, seed: int
         raise ValueError(f"unknown tiny guard {model_format!r}; valid: {', '.join(_BUILDERS)}")
     seed = tiny_seed() if seed is None else seed
     base = Path(root) if root else cache_dir()
-    return base / f"tiny-{model_format}-trained-v{TRAINING_VERSION}-seed{seed}"
+    return base / f"tiny-{model_format}-trained-v{TRAINING_VERSION}-{_recipe_hash()}-seed{seed}"
+
+
+def _recipe_hash() -> str:
+    """A hash of what decides a tiny guard (this module, its data and check sets, the model builders), so a guard
+    trained or checked by an older recipe is never reused."""
+    import hashlib
+
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ("training.py", "data.py", "models.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def trained_llama_guard(model_format: str = "llama-guard-4", *, root: str | Path | None = None) -> Path:
@@ -471,8 +484,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     import sys
 
     names = list(argv if argv is not None else sys.argv[1:]) or list(TINY_GUARDS)
+    failed = []
     for name in names:
-        print(trained_llama_guard(name), flush=True)
+        try:
+            print(trained_llama_guard(name), flush=True)
+        except TinyGuardTrainingError as exc:
+            print(exc, file=sys.stderr, flush=True)
+            failed.append(name)
+    if failed:
+        raise SystemExit(f"tiny guards that missed their checks: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
