@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import patch_config
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, create_model
 
@@ -99,13 +101,14 @@ class _ToolGuard:
             what=self.what if stage == "tool_call" else "tool output", categories=_categories(verdict)
         )
 
-    def run(self, state: Any = None, callbacks: Any = None, **args: Any) -> Any:
-        """Check the call, run the tool, check its output (each check a named child run of the tool's run)."""
+    def run(self, state: Any = None, callbacks: Any = None, config: RunnableConfig | None = None, **args: Any) -> Any:
+        """Check the call, run the tool (with the caller's config), check its output; each check is a named child
+        run of the tool's run."""
         managers = [callbacks] if callbacks is not None else []
         verdict = checked(self.moderator, [self.call_conversation(args, state)], "Agent", managers, "tool_call")[0]
         if not verdict.safe:
             return self.refuse(verdict, "tool_call")
-        output = self.tool.invoke(args, {"callbacks": callbacks})
+        output = self.tool.invoke(args, patch_config(config, callbacks=callbacks))
         if self.check_output:
             convs = [self.output_conversation(args, state, output)]
             verdict = checked(self.moderator, convs, "Agent", managers, "tool_output")[0]
@@ -113,13 +116,15 @@ class _ToolGuard:
                 return self.refuse(verdict, "tool_output")
         return output
 
-    async def arun(self, state: Any = None, callbacks: Any = None, **args: Any) -> Any:
+    async def arun(
+        self, state: Any = None, callbacks: Any = None, config: RunnableConfig | None = None, **args: Any
+    ) -> Any:
         managers = [callbacks] if callbacks is not None else []
         convs = [self.call_conversation(args, state)]
         verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_call"))[0]
         if not verdict.safe:
             return self.refuse(verdict, "tool_call")
-        output = await self.tool.ainvoke(args, {"callbacks": callbacks})
+        output = await self.tool.ainvoke(args, patch_config(config, callbacks=callbacks))
         if self.check_output:
             convs = [self.output_conversation(args, state, output)]
             verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_output"))[0]
@@ -173,13 +178,14 @@ def guard_tool(
     )
     schema = _schema_with_state(tool) or tool.args_schema
 
-    def run(callbacks: Any = None, **kwargs: Any) -> Any:  # callbacks: the tool run's, for the verdict runs
+    # LangChain passes the caller's config (a parameter typed RunnableConfig) and the tool run's callbacks.
+    def run(llama_guard_config: RunnableConfig, callbacks: Any = None, **kwargs: Any) -> Any:
         state = kwargs.pop(_STATE_ARG, None)
-        return helper.run(state, callbacks, **kwargs)
+        return helper.run(state, callbacks, llama_guard_config, **kwargs)
 
-    async def arun(callbacks: Any = None, **kwargs: Any) -> Any:
+    async def arun(llama_guard_config: RunnableConfig, callbacks: Any = None, **kwargs: Any) -> Any:
         state = kwargs.pop(_STATE_ARG, None)
-        return await helper.arun(state, callbacks, **kwargs)
+        return await helper.arun(state, callbacks, llama_guard_config, **kwargs)
 
     guarded = StructuredTool.from_function(
         func=run,

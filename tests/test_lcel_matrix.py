@@ -27,6 +27,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.runnables import (
     Runnable,
     RunnableBranch,
+    RunnableConfig,
     RunnableGenerator,
     RunnableLambda,
     RunnableParallel,
@@ -466,3 +467,28 @@ async def test_guarded_tools(lg4, helper, position, kind, mode):
     else:
         assert isinstance(flagged, str) and flagged.startswith("Refused: Llama Guard flagged") and "S14" in flagged
     assert sorted(v["safe"] for _, v in recorder.verdicts) == [False, True]  # each check is a run of its own
+
+
+async def test_a_guarded_tool_passes_the_callers_config_on(lg4):
+    from langchain_core.tools import StructuredTool
+
+    from langchain_llamaguard.tiny.data import SUM_CODE
+    from langchain_llamaguard.tools import guard_code_tool
+
+    seen: list[RunnableConfig] = []
+
+    def python_repl(code: str, config: RunnableConfig) -> str:
+        """Run Python code."""
+        seen.append(config)
+        return "45"
+
+    async def apython_repl(code: str, config: RunnableConfig) -> str:
+        """Run Python code."""
+        return python_repl(code, config)
+
+    repl = guard_code_tool(StructuredTool.from_function(python_repl, coroutine=apython_repl, name="python_repl"), lg4)
+    config = {"tags": ["request-7"], "metadata": {"user": "u1"}, "configurable": {"sandbox": "strict"}}
+    assert repl.invoke({"code": SUM_CODE}, config) == "45" and await repl.ainvoke({"code": SUM_CODE}, config) == "45"
+    for got in seen:
+        assert "request-7" in got["tags"] and got["metadata"]["user"] == "u1"
+        assert got["configurable"]["sandbox"] == "strict"
