@@ -374,17 +374,23 @@ class GuardStep(_GuardBase):
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return self._call_with_config(self._invoke, input, config, run_type="chain")
 
-    def _invoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+    def _judged(self, value: Any, run_manager: Any) -> AnyVerdict:
         conv, role = self._conversation(value)
-        verdict = self._verdicts([conv], role, [run_manager], self.stage)[0]
+        return self._verdicts([conv], role, [run_manager], self.stage)[0]
+
+    async def _ajudged(self, value: Any, run_manager: Any) -> AnyVerdict:
+        conv, role = self._conversation(value)
+        return (await self._averdicts([conv], role, [run_manager], self.stage))[0]
+
+    def _invoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+        verdict = self._judged(value, run_manager)
         return value if verdict.safe else self._unsafe(self.stage, verdict, {"input": value}, value, config)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return await self._acall_with_config(self._ainvoke, input, config, run_type="chain")
 
     async def _ainvoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
-        conv, role = self._conversation(value)
-        verdict = (await self._averdicts([conv], role, [run_manager], self.stage))[0]
+        verdict = await self._ajudged(value, run_manager)
         if verdict.safe:
             return value
         return await self._aunsafe(self.stage, verdict, {"input": value}, value, config)
@@ -429,8 +435,7 @@ class GuardStep(_GuardBase):
         if not held:
             return
         value = _joined(held)
-        conv, role = self._conversation(value)
-        verdict = self._verdicts([conv], role, [run_manager], self.stage)[0]
+        verdict = self._judged(value, run_manager)
         if verdict.safe:
             yield from held
         else:
@@ -456,8 +461,7 @@ class GuardStep(_GuardBase):
         if not held:
             return
         value = _joined(held)
-        conv, role = self._conversation(value)
-        verdict = (await self._averdicts([conv], role, [run_manager], self.stage))[0]
+        verdict = await self._ajudged(value, run_manager)
         if verdict.safe:
             for chunk in held:
                 yield chunk

@@ -253,13 +253,10 @@ def _train_llama_guard(path: Path, model_format: str, *, steps: int, seed: int) 
         rng = random.Random(seed)
 
         def step(batch: list[_Item]) -> float:
-            width, span = max(len(b.ids) for b in batch), max(b.answer_len for b in batch)
-            ids = torch.full((len(batch), width), guard.backend.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            ids, mask = guard.backend._left_pad([b.ids for b in batch])  # padded as the engine pads a check
+            span = max(b.answer_len for b in batch)
             labels = torch.full((len(batch), span), -100, dtype=torch.long)
             for i, b in enumerate(batch):
-                ids[i, width - len(b.ids) :] = torch.tensor(b.ids)
-                mask[i, width - len(b.ids) :] = 1
                 labels[i, span - b.answer_len :] = torch.tensor(b.ids[-b.answer_len :])
             pixels = [px for b in batch for px in b.pixels]
             hidden = _hidden(model, subset.embed(ids), ids, mask, pixels, image_token)
@@ -279,7 +276,7 @@ def _train_llama_guard(path: Path, model_format: str, *, steps: int, seed: int) 
         for _ in range(steps):
             loss = step(_batch(rng, items))
             sched.step()
-        results, rounds = _extra_rounds(
+        _, rounds = _extra_rounds(
             lambda: _checked_in_memory(guard, model, subset, fmt_checks), items, step, opt, rng, steps
         )
         subset.merge()
