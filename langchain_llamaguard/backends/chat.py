@@ -1,0 +1,212 @@
+"""Llama Guard over ``/v1/chat/completions``: the server renders the template.
+
+Two uses:
+
+* **images** (Llama Guard 4 on vLLM): token ids cannot carry images, so a prompt with images is sent as chat
+  messages (images as base64 ``data:`` URLs) with ``chat_template_kwargs={"excluded_category_keys": [...]}``
+  and the log-probabilities of ``safe`` / ``unsafe`` (``logprob_token_ids``);
+* **hosted providers** (``mode="chat"``): chat only, often without logprobs, so the verdict is read from the
+  answer's text and ``score`` is ``None``; exclusions are applied to the verdict (a post-filter).
+
+Here the server's template tokenizes the content, so a special-token string inside it (``<|eot|>``...) would
+become a real special token and could forge a turn. Such content is refused with
+:class:`~langchain_llamaguard.errors.GuardInputError` before anything is sent; token-id checks
+(:mod:`.completions`) have no such limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ..encoding import EncodedPrompt
+from ..errors import GuardInputError, GuardServerError
+from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
+from .completions import Logprobs, RemoteState, finish, first_step_from, read_logprobs
+from .http import EndpointClient, Plan, Request
+
+
+def data_url(image: Any) -> str:
+    """A PIL image as a base64 PNG ``data:`` URL."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class ChatBackend:
+    """Scores Llama Guard conversations on an OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+    Args:
+        client: the endpoint.
+        model: the served model name.
+        special_tokens: the tokenizer's special-token strings; content containing one is refused.
+        all_categories: every category code of the model's policy (to name the excluded ones to the template).
+        content_parts: send content as a list of parts (Llama Guard 4's template) or as a string (Llama Guard 3).
+        logprobs: ``"token_ids"`` (vLLM), a top-k count, or ``None`` (hosted providers: read the text).
+        template_kwargs: send ``chat_template_kwargs`` (vLLM); hosted providers take none.
+        encode_text: text -> token ids, to hand the answer's text to the engine as ids.
+
+    Example:
+        >>> ChatBackend(client, model="meta-llama/Llama-Guard-4-12B", special_tokens=["<|eot|>"],
+        ...             all_categories=["S1"], encode_text=tok.encode)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        client: EndpointClient,
+        *,
+        model: str,
+        special_tokens: Iterable[str],
+        all_categories: Sequence[str],
+        encode_text: Callable[[str], list[int]],
+        content_parts: bool = True,
+        logprobs: Logprobs | None = "token_ids",
+        template_kwargs: bool = True,
+        model_name: str = "llama-guard",
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.model_name = model_name
+        specials = sorted({t for t in special_tokens if t}, key=len, reverse=True)
+        self._special = re.compile("|".join(map(re.escape, specials))) if specials else None
+        self.all_categories = tuple(all_categories)
+        self.encode_text = encode_text
+        self.content_parts = content_parts
+        self.logprobs = logprobs
+        self.template_kwargs = template_kwargs
+
+    # -- requests -------------------------------------------------------------------------------------------
+    def _messages(self, prompt: EncodedPrompt) -> list[dict[str, Any]]:
+        if prompt.turns is None:
+            raise GuardServerError("a chat check needs the conversation's turns", url=self.client.base_url)
+        images = iter(prompt.images)
+        messages = []
+        for turn in prompt.turns:
+            for text in turn.text_parts:
+                found = self._special.search(text) if self._special else None
+                if found:
+                    raise GuardInputError(
+                        f"the content contains the special-token string {found.group()!r}; a chat endpoint's "
+                        "template would read it as a real special token (a forged turn), so it is not sent. "
+                        "Text-only checks over token ids (the default mode) keep it as text"
+                    )
+            if self.content_parts:
+                parts: list[dict[str, Any]] = [
+                    {"type": "image_url", "image_url": {"url": data_url(next(images))}} for _ in turn.images
+                ]
+                parts += [{"type": "text", "text": t} for t in turn.text_parts]
+                content: Any = parts
+            else:
+                if turn.images:
+                    raise GuardInputError("this model's template takes no images (Llama Guard 4 does)")
+                content = turn.text
+            messages.append({"role": turn.role, "content": content})
+        return messages
+
+    def request(self, prompt: EncodedPrompt, tokens: VerdictTokens) -> Request:
+        """The chat request for one prompt."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": self._messages(prompt),
+            "max_tokens": 1 + MAX_NEW_TOKENS,
+            "temperature": 0,
+        }
+        if self.template_kwargs:
+            excluded = [c for c in self.all_categories if c not in prompt.categories]
+            body["chat_template_kwargs"] = {"excluded_category_keys": excluded}
+        if self.logprobs is not None:
+            body["logprobs"] = True
+            body["return_tokens_as_token_ids"] = True
+            if self.logprobs == "token_ids":
+                body["top_logprobs"] = 0
+                body["logprob_token_ids"] = [tokens.safe, tokens.unsafe]
+            else:
+                body["top_logprobs"] = int(self.logprobs)
+        return ("/chat/completions", body)
+
+    # -- answers --------------------------------------------------------------------------------------------
+    def read(self, answer: dict[str, Any], tokens: VerdictTokens) -> tuple[FirstStep, list[int]]:
+        """The first step and the tokens after the lead, from one chat answer."""
+        url = self.client.base_url + "/chat/completions"
+        choices = answer.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise GuardServerError(f"{url} answered without choices: {str(answer)[:200]}", url=url)
+        choice = choices[0]
+        if self.logprobs is None:
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(text, str):
+                raise GuardServerError(f"{url} answered without a message text: {str(choice)[:200]}", url=url)
+            ids = self.encode_text(text.strip())
+            verdict = ids[0] if ids else -1
+            step = FirstStep(lead_argmax=tokens.lead, verdict_argmax=verdict, p_safe=None, p_unsafe=None)
+            return step, ids
+        content = (choice.get("logprobs") or {}).get("content")
+        if not isinstance(content, list):
+            raise GuardServerError(f"{url} returned no logprobs.content, expected per-token logprobs", url=url)
+        try:  # each position: the chosen token and its logprob, plus the asked ones
+            tops = [
+                {c["token"]: c["logprob"], **{t["token"]: t["logprob"] for t in c.get("top_logprobs") or []}}
+                for c in content
+            ]
+        except (KeyError, TypeError):
+            raise GuardServerError(f"{url} returned malformed logprobs: {str(content)[:200]}", url=url) from None
+        gen = read_logprobs({"tokens": [c.get("token") for c in content], "top_logprobs": tops}, url)
+        return first_step_from(gen, tokens, self.logprobs, url, after_lead=False), gen.ids[1:]
+
+    # -- GuardBackend (mode="chat": every prompt through chat) ----------------------------------------------
+    def _first_step_plan(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> Plan:
+        answers = yield [self.request(p, tokens) for p in prompts]
+        state = RemoteState(list(prompts), tokens, chat_rows=set(range(len(prompts))))
+        steps = []
+        for answer in answers:
+            step, after = self.read(answer, tokens)
+            steps.append(step)
+            state.after_lead.append(after)
+        return steps, state
+
+    def first_step(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> tuple[list[FirstStep], object]:
+        return self.client.run(self._first_step_plan(prompts, tokens))
+
+    async def afirst_step(
+        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens
+    ) -> tuple[list[FirstStep], object]:
+        return await self.client.arun(self._first_step_plan(prompts, tokens))
+
+    def _tokens_of(
+        self, state: object, rows: Sequence[int], forced: Sequence[Sequence[int]], stop: Sequence[int], max_new: int
+    ) -> list[list[int]]:
+        assert isinstance(state, RemoteState)
+        out = []
+        for r, f in zip(rows, forced, strict=True):
+            got, f = state.after_lead[r], list(f)
+            rest = got[len(f) :] if got[: len(f)] == f else []  # a chat answer cannot be forced
+            out.append(f + finish(rest, stop, max_new - len(f)))
+        return out
+
+    def decode(
+        self,
+        state: object,
+        rows: Sequence[int],
+        forced: Sequence[Sequence[int]],
+        *,
+        draft: DraftFn,
+        stop: Sequence[int],
+        max_new_tokens: int,
+    ) -> list[list[int]]:
+        return self._tokens_of(state, rows, forced, stop, max_new_tokens)
+
+    async def adecode(
+        self,
+        state: object,
+        rows: Sequence[int],
+        forced: Sequence[Sequence[int]],
+        *,
+        draft: DraftFn,
+        stop: Sequence[int],
+        max_new_tokens: int,
+    ) -> list[list[int]]:
+        return self._tokens_of(state, rows, forced, stop, max_new_tokens)

@@ -1,0 +1,280 @@
+"""Llama Guard on a server: token ids to ``/v1/completions`` (vLLM, or any OpenAI-compatible server that takes
+token-id prompts), the same verdicts and scores as in-process.
+
+The prompt is rendered and tokenized here, by the same renderer and encoder as in-process, so content stays
+text whatever the server's template would do with it. One request per prompt batch asks for the model's greedy
+answer (temperature 0, stopping at end of turn) with the log-probabilities of ``safe`` and ``unsafe`` at each
+step (vLLM's ``logprob_token_ids``), so:
+
+* the model's first token is its own (checked to be the ``\\n\\n`` lead, as in-process);
+* the score is P(``unsafe``) at the position after the lead (full-vocabulary softmax, exactly as in-process);
+* the categories of an unsafe answer come in the same request.
+
+Only a prompt whose first token is not the lead, or a row a ``threshold`` makes unsafe against the model's own
+choice, takes a second request (the prompt plus the forced tokens). Prompts with images go to ``/v1/chat/
+completions`` (:mod:`.chat`): the server's processor expands them there.
+
+Example:
+    >>> url, name = "http://127.0.0.1:8000/v1", "meta-llama/Llama-Guard-4-12B"
+    >>> guard = LlamaGuard.from_endpoint(url, model=name)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..encoding import EncodedPrompt
+from ..errors import GuardServerError
+from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
+from .http import EndpointClient, Plan, Request
+
+Logprobs = Literal["token_ids"] | int
+"""``"token_ids"``: exact probabilities of ``safe`` / ``unsafe`` (vLLM's ``logprob_token_ids``); an integer
+``k``: the top-``k`` log-probabilities, where a token outside them is bounded by the ``k``-th (see README)."""
+
+
+def token_id(token: str, url: str) -> int:
+    """``"token_id:42"`` -> 42 (what ``return_tokens_as_token_ids`` gives)."""
+    if not isinstance(token, str) or not token.startswith("token_id:"):
+        raise GuardServerError(
+            f"{url} returned the token {token!r}, expected 'token_id:<id>' (is return_tokens_as_token_ids "
+            "supported? vLLM supports it)",
+            url=url,
+        )
+    try:
+        return int(token[len("token_id:") :])
+    except ValueError:
+        raise GuardServerError(f"{url} returned the malformed token {token!r}", url=url) from None
+
+
+@dataclass
+class Generated:
+    """A server's greedy answer to one prompt: its token ids and, per position, the log-probabilities it sent."""
+
+    ids: list[int]
+    top: list[dict[int, float]]
+
+
+def read_logprobs(logprobs: Any, url: str) -> Generated:
+    """Read an OpenAI completions ``logprobs`` object (``tokens`` + ``top_logprobs``) of token-id tokens."""
+    if not isinstance(logprobs, dict) or not isinstance(logprobs.get("tokens"), list):
+        raise GuardServerError(f"{url} returned no logprobs, expected 'logprobs.tokens' and 'top_logprobs'", url=url)
+    ids = [token_id(t, url) for t in logprobs["tokens"]]
+    tops = logprobs.get("top_logprobs") or []
+    if len(tops) != len(ids) or not all(isinstance(d, dict) for d in tops):
+        raise GuardServerError(f"{url} returned {len(tops)} top_logprobs for {len(ids)} tokens", url=url)
+    return Generated(ids, [{token_id(k, url): float(v) for k, v in d.items()} for d in tops])
+
+
+def probability(top: dict[int, float], token: int, mode: Logprobs, url: str) -> float:
+    """P(token) from one position's log-probabilities; in top-k mode a missing token gets the k-th's bound."""
+    if token in top:
+        return math.exp(top[token])
+    if mode == "token_ids":
+        raise GuardServerError(
+            f"{url} did not return the log-probability of token {token}, which was asked with "
+            "logprob_token_ids (vLLM supports it); for a server without it, pass logprobs=20 (top-k)",
+            url=url,
+        )
+    return math.exp(min(top.values())) if top else 1.0
+
+
+def finish(ids: Sequence[int], stop: Sequence[int], max_new_tokens: int) -> list[int]:
+    """Cut a continuation at its first stop token, to at most ``max_new_tokens``."""
+    out: list[int] = []
+    for t in ids:
+        if t in stop or len(out) >= max_new_tokens:
+            break
+        out.append(t)
+    return out
+
+
+def first_step_from(gen: Generated, tokens: VerdictTokens, mode: Logprobs, url: str, *, after_lead: bool) -> FirstStep:
+    """A :class:`FirstStep` from a greedy answer to the prompt (``after_lead=False``) or the prompt + lead."""
+    if not gen.ids:
+        raise GuardServerError(f"{url} returned no tokens, expected at least the verdict", url=url)
+    at = 0 if after_lead else 1
+    if len(gen.ids) <= at:  # stopped right after the lead: there is no verdict position to read
+        raise GuardServerError(f"{url} stopped after {len(gen.ids)} token(s), before the verdict", url=url)
+    return FirstStep(
+        lead_argmax=tokens.lead if after_lead else gen.ids[0],
+        verdict_argmax=gen.ids[at],
+        p_safe=probability(gen.top[at], tokens.safe, mode, url),
+        p_unsafe=probability(gen.top[at], tokens.unsafe, mode, url),
+    )
+
+
+@dataclass
+class RemoteState:
+    """Per prompt of a batch: its ids and the server's greedy tokens after the lead (for :meth:`decode`)."""
+
+    prompts: list[EncodedPrompt]
+    tokens: VerdictTokens
+    after_lead: list[list[int]] = field(default_factory=list)
+    chat_rows: set[int] = field(default_factory=set)
+
+
+class CompletionsBackend:
+    """Scores Llama Guard prompts on an OpenAI-compatible ``/v1/completions`` endpoint that takes token ids.
+
+    Built by :meth:`LlamaGuard.from_endpoint <langchain_llamaguard.LlamaGuard.from_endpoint>`; implements
+    :class:`~langchain_llamaguard.backends.base.GuardBackend` (and its async form), so every step, middleware
+    and tool works unchanged.
+
+    Example:
+        >>> client = EndpointClient("http://127.0.0.1:8000/v1")             # doctest: +SKIP
+        >>> backend = CompletionsBackend(client, model="llama-guard")     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        client: EndpointClient,
+        *,
+        model: str,
+        model_name: str = "llama-guard",
+        logprobs: Logprobs = "token_ids",
+        chat: Any = None,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.model_name = model_name
+        self.logprobs = logprobs
+        self.chat = chat
+        """A :class:`~langchain_llamaguard.backends.chat.ChatBackend` for prompts with images (Llama Guard 4)."""
+
+    def _body(self, prompts: list[list[int]], max_tokens: int, tokens: VerdictTokens) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": prompts if len(prompts) > 1 else prompts[0],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stop_token_ids": list(tokens.stop),
+            "return_tokens_as_token_ids": True,
+        }
+        if self.logprobs == "token_ids":
+            body["logprobs"] = 0
+            body["logprob_token_ids"] = [tokens.safe, tokens.unsafe]
+        else:
+            body["logprobs"] = int(self.logprobs)
+        return body
+
+    def _requests(self, seqs: list[list[int]], max_tokens: int, tokens: VerdictTokens) -> list[Request]:
+        """A batch as one request per chunk: at most ``max_concurrency`` chunks, sent concurrently."""
+        n_chunks = min(len(seqs), self.client.max_concurrency)
+        size = math.ceil(len(seqs) / n_chunks) if seqs else 0
+        return [("/completions", self._body(seqs[i : i + size], max_tokens, tokens)) for i in range(0, len(seqs), size)]
+
+    def _read(self, answers: list[dict[str, Any]], expected: int) -> list[Generated]:
+        url = self.client.base_url + "/completions"
+        out: list[Generated] = []
+        for answer in answers:
+            choices = answer.get("choices")
+            if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+                raise GuardServerError(f"{url} answered without a 'choices' list: {str(answer)[:200]}", url=url)
+            for choice in sorted(choices, key=lambda c: c.get("index", 0)):
+                out.append(read_logprobs(choice.get("logprobs"), url))
+        if len(out) != expected:
+            raise GuardServerError(f"{url} returned {len(out)} choices for {expected} prompts", url=url)
+        return out
+
+    # -- the protocol, written once as plans ----------------------------------------------------------------
+    def _first_step_plan(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> Plan:
+        url = self.client.base_url + "/completions"
+        state = RemoteState(list(prompts), tokens, [[] for _ in prompts])
+        steps: list[FirstStep | None] = [None] * len(prompts)
+        text_rows = [i for i, p in enumerate(prompts) if not p.images]
+        image_rows = [i for i, p in enumerate(prompts) if p.images]
+        if image_rows and self.chat is None:
+            raise GuardServerError("this endpoint checks text only; images need a chat endpoint", url=url)
+        requests = self._requests([prompts[i].input_ids for i in text_rows], 1 + MAX_NEW_TOKENS, tokens)
+        requests += [self.chat.request(prompts[i], tokens) for i in image_rows]
+        answers = yield requests
+        n_text = len(requests) - len(image_rows)
+        redo: list[int] = []
+        for i, gen in zip(text_rows, self._read(answers[:n_text], len(text_rows)), strict=True):
+            if len(gen.ids) >= 2 and gen.ids[0] == tokens.lead:
+                steps[i] = first_step_from(gen, tokens, self.logprobs, url, after_lead=False)
+                state.after_lead[i] = gen.ids[1:]
+            else:  # not the lead: score after the forced lead, as in-process
+                redo.append(i)
+                state.after_lead[i] = [gen.ids[0]] if gen.ids else []
+        for i, answer in zip(image_rows, answers[n_text:], strict=True):
+            steps[i], state.after_lead[i] = self.chat.read(answer, tokens)
+            state.chat_rows.add(i)
+        if redo:
+            seqs = [prompts[i].input_ids + [tokens.lead] for i in redo]
+            answers = yield self._requests(seqs, MAX_NEW_TOKENS, tokens)
+            for i, gen in zip(redo, self._read(answers, len(redo)), strict=True):
+                lead_argmax = state.after_lead[i][0] if state.after_lead[i] else -1
+                step = first_step_from(gen, tokens, self.logprobs, url, after_lead=True)
+                step.lead_argmax = lead_argmax
+                steps[i] = step
+                state.after_lead[i] = gen.ids
+        return steps, state
+
+    def _decode_plan(
+        self,
+        state: RemoteState,
+        rows: Sequence[int],
+        forced: Sequence[Sequence[int]],
+        stop: Sequence[int],
+        max_new_tokens: int,
+    ) -> Plan:
+        tokens = state.tokens
+        out: dict[int, list[int]] = {}
+        need: list[tuple[int, list[int]]] = []
+        for r, f in zip(rows, forced, strict=True):
+            got, f = state.after_lead[r], list(f)
+            if got[: len(f)] == f or r in state.chat_rows:  # a chat answer cannot be forced: its own tokens
+                out[r] = f + finish(got[len(f) :] if got[: len(f)] == f else [], stop, max_new_tokens - len(f))
+            else:
+                need.append((r, f))
+        if need:
+            seqs = [state.prompts[r].input_ids + [tokens.lead] + f for r, f in need]
+            answers = yield [
+                ("/completions", self._body([s], max(max_new_tokens - len(f), 1), tokens))
+                for s, (_, f) in zip(seqs, need, strict=True)
+            ]
+            for (r, f), gen in zip(need, self._read(answers, len(need)), strict=True):
+                out[r] = f + finish(gen.ids, stop, max_new_tokens - len(f))
+        return [out[r] for r in rows]
+
+    # -- GuardBackend ----------------------------------------------------------------------------------------
+    def first_step(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> tuple[list[FirstStep], object]:
+        return self.client.run(self._first_step_plan(prompts, tokens))
+
+    async def afirst_step(
+        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens
+    ) -> tuple[list[FirstStep], object]:
+        return await self.client.arun(self._first_step_plan(prompts, tokens))
+
+    def decode(
+        self,
+        state: object,
+        rows: Sequence[int],
+        forced: Sequence[Sequence[int]],
+        *,
+        draft: DraftFn,
+        stop: Sequence[int],
+        max_new_tokens: int,
+    ) -> list[list[int]]:
+        """The server's greedy tokens (already in the first answer for the model's own choice); ``draft`` is
+        not needed: the server decodes."""
+        assert isinstance(state, RemoteState)
+        return self.client.run(self._decode_plan(state, rows, forced, stop, max_new_tokens))
+
+    async def adecode(
+        self,
+        state: object,
+        rows: Sequence[int],
+        forced: Sequence[Sequence[int]],
+        *,
+        draft: DraftFn,
+        stop: Sequence[int],
+        max_new_tokens: int,
+    ) -> list[list[int]]:
+        assert isinstance(state, RemoteState)
+        return await self.client.arun(self._decode_plan(state, rows, forced, stop, max_new_tokens))

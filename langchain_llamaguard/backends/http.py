@@ -1,0 +1,221 @@
+"""The HTTP side of a served guard: one pooled client (httpx) per endpoint, bounded concurrency, bounded retries,
+and errors that say what went wrong without ever showing the API key.
+
+Backends describe their requests as *plans*: a generator that yields a list of ``(path, body)`` requests, is
+sent back their parsed JSON answers (in order), and finally returns its result. :meth:`EndpointClient.run` and
+:meth:`EndpointClient.arun` drive a plan with threads or with ``asyncio``, so a backend writes its protocol once
+for both.
+
+Example:
+    >>> client = EndpointClient("http://127.0.0.1:8000/v1")          # doctest: +SKIP
+    >>> client.get("/models")["data"][0]["id"]                       # doctest: +SKIP
+    'meta-llama/Llama-Guard-4-12B'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import weakref
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
+
+import httpx
+import tenacity
+
+from ..errors import GuardConfigurationError, GuardServerError
+
+Request = tuple[str, dict[str, Any]]
+Plan = Generator[list[Request], list[dict[str, Any]], Any]
+T = TypeVar("T")
+
+RETRY_STATUSES = (429, 503)
+"""Statuses that mean "busy, try again": retried with backoff while the timeout allows."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, GuardServerError) and exc.status in RETRY_STATUSES
+
+
+class EndpointClient:
+    """A connection-pooled client of one OpenAI-compatible base URL (ending in ``/v1``).
+
+    Args:
+        base_url: e.g. ``http://guard.internal:8000/v1``. Credentials in the URL are refused: pass ``api_key``.
+        api_key: sent as ``Authorization: Bearer ...``; never part of an error message or a log line.
+        timeout: seconds for one request, and the budget for its retries. ``None``: 60 s.
+        max_concurrency: how many requests may be in flight at once (the connection pool's size, too).
+        max_retries: how many times a 429 or 503 answer is retried (exponential backoff with jitter).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        max_concurrency: int = 16,
+        max_retries: int = 3,
+    ) -> None:
+        if not isinstance(base_url, str) or not base_url.strip():
+            raise GuardConfigurationError(f"base_url must be a URL like 'http://host:8000/v1', got {base_url!r}")
+        url = httpx.URL(base_url.strip().rstrip("/"))
+        if url.scheme not in ("http", "https") or not url.host:
+            raise GuardConfigurationError(
+                f"base_url must be an http(s) URL like 'http://host:8000/v1', got {base_url!r}"
+            )
+        if url.userinfo:
+            raise GuardConfigurationError("base_url must not carry credentials; pass api_key=... instead")
+        if not url.path.endswith("/v1"):
+            raise GuardConfigurationError(
+                f"base_url must be the OpenAI-style base URL ending in '/v1' (e.g. 'http://host:8000/v1'), "
+                f"got {str(url)!r}"
+            )
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise GuardConfigurationError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise GuardConfigurationError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise GuardConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        self.base_url = str(url)
+        self.timeout = float(timeout) if timeout is not None else 60.0
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._secret = api_key or None
+        self._limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
+        self._client = httpx.Client(
+            base_url=self.base_url, headers=self._headers, timeout=self.timeout, limits=self._limits
+        )
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="guard-http")
+        # An AsyncClient (and its semaphore) belongs to one event loop; tests and apps may run several.
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]]
+        self._async = weakref.WeakKeyDictionary()
+        self._async_lock = threading.Lock()
+
+    def __repr__(self) -> str:  # no headers: the key stays out of reprs and logs
+        return f"EndpointClient({self.base_url!r}, max_concurrency={self.max_concurrency})"
+
+    # -- one request --------------------------------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        return self.base_url + path
+
+    def _retrying(self) -> dict[str, Any]:
+        return {
+            "stop": tenacity.stop_after_attempt(self.max_retries + 1) | tenacity.stop_after_delay(self.timeout),
+            "wait": tenacity.wait_exponential_jitter(initial=0.05, max=2.0),
+            "retry": tenacity.retry_if_exception(_retryable),
+            "reraise": True,
+        }
+
+    def _redact(self, text: str) -> str:
+        """A server may echo what it was sent; the key never reaches an error message."""
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _answer(self, response: httpx.Response, path: str) -> dict[str, Any]:
+        url = self._url(path)
+        if response.status_code >= 400:
+            detail = response.text.strip()
+            try:
+                body = response.json()
+                err = body.get("error", body) if isinstance(body, dict) else body
+                detail = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+            except ValueError:
+                pass
+            raise GuardServerError(
+                self._redact(f"{url} answered HTTP {response.status_code}: {detail[:300]}"),
+                url=url,
+                status=response.status_code,
+            )
+        try:
+            data = response.json()
+        except ValueError:
+            raise GuardServerError(
+                self._redact(
+                    f"{url} answered HTTP {response.status_code} with a body that is not JSON: {response.text[:200]!r}"
+                ),
+                url=url,
+                status=response.status_code,
+            ) from None
+        if not isinstance(data, dict):
+            raise GuardServerError(
+                self._redact(f"{url} answered with JSON that is not an object: {str(data)[:200]}"), url=url
+            )
+        return data
+
+    def _transport_error(self, exc: httpx.HTTPError, path: str) -> GuardServerError:
+        url = self._url(path)
+        if isinstance(exc, httpx.TimeoutException):
+            return GuardServerError(f"{url} did not answer within {self.timeout:g} s (timeout)", url=url)
+        return GuardServerError(self._redact(f"cannot reach {url}: {type(exc).__name__}: {exc}"), url=url)
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        for attempt in tenacity.Retrying(**self._retrying()):
+            with attempt:
+                try:
+                    response = self._client.request(method, path, json=body)
+                except httpx.HTTPError as exc:
+                    raise self._transport_error(exc, path) from None
+                return self._answer(response, path)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _asend(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        client, semaphore = self._async_client()
+        async for attempt in tenacity.AsyncRetrying(**self._retrying()):
+            with attempt:
+                try:
+                    async with semaphore:
+                        response = await client.request(method, path, json=body)
+                except httpx.HTTPError as exc:
+                    raise self._transport_error(exc, path) from None
+                return self._answer(response, path)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _async_client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        with self._async_lock:
+            got = self._async.get(loop)
+            if got is None:
+                client = httpx.AsyncClient(
+                    base_url=self.base_url, headers=self._headers, timeout=self.timeout, limits=self._limits
+                )
+                got = (client, asyncio.Semaphore(self.max_concurrency))
+                self._async[loop] = got
+        return got
+
+    def get(self, path: str) -> dict[str, Any]:
+        return self._send("GET", path, None)
+
+    # -- many requests, and plans ---------------------------------------------------------------------------
+    def post_many(self, requests: Sequence[Request]) -> list[dict[str, Any]]:
+        """POST each request, at most ``max_concurrency`` at a time; answers in order (the first error raises)."""
+        if len(requests) == 1:
+            return [self._send("POST", *requests[0])]
+        futures = [self._pool.submit(self._send, "POST", path, body) for path, body in requests]
+        return [f.result() for f in futures]
+
+    async def apost_many(self, requests: Sequence[Request]) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(self._asend("POST", path, body) for path, body in requests)))
+
+    def run(self, plan: Plan) -> Any:
+        """Drive a plan with threads: send each yielded list of requests, feed back the answers."""
+        try:
+            requests = next(plan)
+            while True:
+                requests = plan.send(self.post_many(requests))
+        except StopIteration as done:
+            return done.value
+
+    async def arun(self, plan: Plan) -> Any:
+        """Drive a plan on the running event loop (no threads)."""
+        try:
+            requests = next(plan)
+            while True:
+                requests = plan.send(await self.apost_many(requests))
+        except StopIteration as done:
+            return done.value
+
+    def close(self) -> None:
+        self._client.close()
+        self._pool.shutdown(wait=False)
