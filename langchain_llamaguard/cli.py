@@ -98,8 +98,10 @@ def _load_guard(args: argparse.Namespace, excluded: tuple[str, ...]) -> tuple[An
                 excluded_categories=excluded,
                 threshold=args.threshold,
             )
-        except (GuardConfigurationError, GuardServerError) as exc:
+        except GuardConfigurationError as exc:
             raise CliError(str(exc)) from None
+        except GuardServerError as exc:
+            raise CliError(str(exc), status=1) from None
         return guard, f"{args.served_model} at {args.endpoint}"
     try:
         if args.prompt_guard:

@@ -117,7 +117,8 @@ class ChatBackend:
         if self.template_kwargs:
             excluded = [c for c in self.all_categories if c not in prompt.categories]
             body["chat_template_kwargs"] = {"excluded_category_keys": excluded}
-        if self.logprobs is not None:
+        if self.logprobs is not None:  # vLLM: as over token ids (hosted providers take neither parameter)
+            body["stop_token_ids"] = [*tokens.stop, tokens.safe]
             body["logprobs"] = True
             body["return_tokens_as_token_ids"] = True
             if self.logprobs == "token_ids":

@@ -8,7 +8,8 @@ step (vLLM's ``logprob_token_ids``), so:
 
 * the model's first token is its own (checked to be the ``\\n\\n`` lead, as in-process);
 * the score is P(``unsafe``) at the position after the lead (full-vocabulary softmax, exactly as in-process);
-* the categories of an unsafe answer come in the same request.
+* the categories of an unsafe answer come in the same request, and a safe answer stops at ``safe`` (the
+  ``safe`` id is a stop token, which the server returns as the last token).
 
 Only a prompt whose first token is not the lead, or a row a ``threshold`` makes unsafe against the model's own
 choice, takes a second request (the prompt plus the forced tokens). Prompts with images go to ``/v1/chat/
@@ -151,7 +152,8 @@ class CompletionsBackend:
             "prompt": prompts if len(prompts) > 1 else prompts[0],
             "max_tokens": max_tokens,
             "temperature": 0,
-            "stop_token_ids": list(tokens.stop),
+            # End of turn, and ``safe``: a safe verdict is complete at its first token (one decode step fewer).
+            "stop_token_ids": [*tokens.stop, tokens.safe],
             "return_tokens_as_token_ids": True,
         }
         if self.logprobs == "token_ids":

@@ -101,13 +101,13 @@ def connect(
     client = EndpointClient(
         base_url, api_key=api_key, timeout=timeout, max_concurrency=max_concurrency, max_retries=max_retries
     )
-    tok, config = _load_tokenizer(tokenizer if tokenizer is not None else model)
-    fmt = model_format or _detect(config, tok)
-    fmt_data = get_format(fmt)
-    if context_length is None:
+    if context_length is None:  # the server first: one that is down or lacks the model fails fast
         served = served_context(client, model)
         limit = served if served is not None else LLAMA_GUARD_4_CONTEXT
         context_length = limit - (1 + MAX_NEW_TOKENS)  # room for the lead and the verdict
+    tok, config = _load_tokenizer(tokenizer if tokenizer is not None else model)
+    fmt = model_format or _detect(config, tok)
+    fmt_data = get_format(fmt)
     specials = set(tok.get_vocab()) & (set(tok.get_added_vocab()) | set(tok.all_special_tokens))
     chat = ChatBackend(
         client,
