@@ -119,7 +119,7 @@ def main() -> None:
         # (the server shares its cores with this client) lands on every way alike; medians are reported.
         runs = [(name, fn, k) for k in (1, 16) for name, fn in ways]
         seconds: dict[tuple[str, int], list[float]] = {(name, k): [] for name, _, k in runs}
-        for name, fn, k in runs:  # warm-up
+        for _name, fn, k in runs:  # warm-up
             callers(fn, convs[:8], k)
         for rep in range(repeats):
             for name, fn, k in runs[rep % len(runs) :] + runs[: rep % len(runs)]:
