@@ -19,7 +19,7 @@ from langchain_llamaguard.guards import LlamaGuard, PromptGuard
 from langchain_llamaguard.prompt_format import format_prompt
 from langchain_llamaguard.prompt_guard import PromptGuardVerdict
 from langchain_llamaguard.runnables import GuardedRunnable, GuardStep
-from langchain_llamaguard.taxonomy import CATEGORIES, Category
+from langchain_llamaguard.taxonomy import CATEGORIES, Category, default_categories
 from langchain_llamaguard.verdict import Verdict
 
 __all__ = [
@@ -38,5 +38,6 @@ __all__ = [
     "PromptGuardVerdict",
     "UnsafeContentError",
     "Verdict",
+    "default_categories",
     "format_prompt",
 ]

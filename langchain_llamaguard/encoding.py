@@ -39,6 +39,8 @@ class EncodedPrompt:
     turns: list[Any] | None = None
     """The conversation's turns this prompt was rendered from, for backends that send the conversation itself
     (a server's chat API renders it there)."""
+    policy: dict[str, str] | None = None
+    """The custom category texts it was rendered with (``None``: the model's defaults)."""
 
 
 def clean_text(text: str) -> str:

@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from langchain_core.runnables.base import coerce_to_runnable
@@ -41,14 +41,18 @@ class LlamaGuard(LlamaGuardEngine):
         excluded_categories: Iterable[str] | None = None,
         input_key: str | None = None,
         name: str | None = None,
+        categories: Mapping[str, str] | None = None,
     ) -> GuardStep:
         """A Runnable that checks the user's turn and passes its input through unchanged when safe.
+
+        ``categories`` (a custom policy, see :meth:`with_categories`) and ``excluded_categories`` apply to this
+        step only; the same holds for :meth:`as_output_guard` and :meth:`wrap`.
 
         Example:
             >>> chain = guard.as_input_guard() | prompt | llm  # doctest: +SKIP
         """
         return GuardStep(
-            moderator=LlamaGuardModerator(self, excluded_categories),
+            moderator=LlamaGuardModerator(self, excluded_categories, categories=categories),
             stage="input",
             on_unsafe=on_unsafe,
             input_key=input_key,
@@ -64,6 +68,7 @@ class LlamaGuard(LlamaGuardEngine):
         stream_mode: Literal["buffer", "incremental"] = "buffer",
         check_every: int | Literal["sentence"] = 32,
         name: str | None = None,
+        categories: Mapping[str, str] | None = None,
     ) -> GuardStep:
         """A Runnable that checks the model's answer (as the Agent turn) and passes it through when safe.
 
@@ -71,7 +76,7 @@ class LlamaGuard(LlamaGuardEngine):
             >>> chain = prompt | llm | guard.as_output_guard(on_unsafe="I can't help with that.")  # doctest: +SKIP
         """
         return GuardStep(
-            moderator=LlamaGuardModerator(self, excluded_categories),
+            moderator=LlamaGuardModerator(self, excluded_categories, categories=categories),
             stage="output",
             on_unsafe=on_unsafe,
             output_key=output_key,
@@ -92,6 +97,7 @@ class LlamaGuard(LlamaGuardEngine):
         check_every: int | Literal["sentence"] = 32,
         prompt_guard: Any = None,
         name: str | None = None,
+        categories: Mapping[str, str] | None = None,
     ) -> GuardedRunnable:
         """Guard ``runnable`` on both sides; the answer is judged with the user's turn as context.
 
@@ -100,7 +106,7 @@ class LlamaGuard(LlamaGuardEngine):
         Example:
             >>> safe_chain = guard.wrap(prompt | llm, on_unsafe="Sorry, I can't help with that.")  # doctest: +SKIP
         """
-        llama = LlamaGuardModerator(self, excluded_categories)
+        llama = LlamaGuardModerator(self, excluded_categories, categories=categories)
         moderator: Any = llama
         if prompt_guard is not None:
             moderator = CombinedModerator([PromptGuardModerator(prompt_guard), llama])

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Generator, Iterable, Sequence
+import copy
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from .encoding import EncodedPrompt, PromptEncoder, clean_text
 from .errors import GuardConfigurationError, GuardOutputError, GuardTimeoutError
 from .images import ImageLoadError, load_image
 from .prompt_format import get_format, render
-from .taxonomy import resolve_categories
+from .taxonomy import check_policy, resolve_categories
 from .verdict import Verdict, make_verdict, merge_verdicts, parse_output
 
 OnError = Literal["raise", "unsafe"]
@@ -92,6 +93,9 @@ class LlamaGuardEngine:
         batch_window_ms: dynamic micro-batching: checks arriving from concurrent callers (threads, or
             ``acheck`` / ``ainvoke`` calls) within this many milliseconds run as one model batch of at most
             ``max_batch_size`` prompts. ``None`` (default) runs each call's batch on its own.
+        categories: your own policy, ``{"S1": "Violent Crimes.", "S15": "Fraud."}``, replacing the model's default
+            list (start from :func:`~langchain_llamaguard.taxonomy.default_categories`); keys are ``S<number>``
+            codes, ``excluded_categories`` still apply, and verdicts name the codes with your texts.
 
     Example:
         >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-4-12B")  # doctest: +SKIP
@@ -113,12 +117,14 @@ class LlamaGuardEngine:
         timeout: float | None = None,
         batch_window_ms: float | None = None,
         max_batch_size: int = 64,
+        categories: Mapping[str, str] | None = None,
     ) -> None:
         self.backend = backend
         self.tokenizer = tokenizer
         self.format = get_format(model_format)
         try:
-            self.excluded_categories = resolve_categories(excluded_categories)
+            self.categories = check_policy(categories)
+            self.excluded_categories = resolve_categories(excluded_categories, self.categories)
         except ValueError as exc:
             raise GuardConfigurationError(str(exc)) from exc
         self.threshold = _check_threshold(threshold)
@@ -176,6 +182,7 @@ class LlamaGuardEngine:
         timeout: float | None = None,
         batch_window_ms: float | None = None,
         max_batch_size: int = 64,
+        categories: Mapping[str, str] | None = None,
         **hf_kwargs: Any,
     ) -> LlamaGuardEngine:
         """Load Llama Guard 4 (``Llama4ForConditionalGeneration`` + processor) or Llama Guard 3 8B / 1B.
@@ -193,7 +200,7 @@ class LlamaGuardEngine:
         threshold = _check_threshold(threshold)
         on_error = _check_on_error(on_error)
         try:
-            resolve_categories(excluded_categories)
+            resolve_categories(excluded_categories, check_policy(categories))
         except ValueError as exc:
             raise GuardConfigurationError(str(exc)) from exc
         loaded = load_guard_model(
@@ -217,6 +224,7 @@ class LlamaGuardEngine:
             timeout=timeout,
             batch_window_ms=batch_window_ms,
             max_batch_size=max_batch_size,
+            categories=categories,
         )
 
     @classmethod
@@ -240,6 +248,7 @@ class LlamaGuardEngine:
         context_length: int | None = None,
         batch_window_ms: float | None = None,
         max_batch_size: int = 64,
+        categories: Mapping[str, str] | None = None,
     ) -> LlamaGuardEngine:
         """A Llama Guard served by vLLM (or any OpenAI-compatible server): same verdicts and scores as in-process.
 
@@ -263,13 +272,18 @@ class LlamaGuardEngine:
 
         threshold = _check_threshold(threshold)
         on_error = _check_on_error(on_error)
+        if mode == "chat" and categories is not None:
+            raise GuardConfigurationError(
+                "categories needs the server's template to take them (vLLM does, over token ids); mode='chat' "
+                "providers render their own default list"
+            )
         if mode == "chat" and threshold is not None:
             raise GuardConfigurationError(
                 "threshold needs probabilities, and mode='chat' reads the verdict from the answer's text; "
                 "use mode='completions' (token ids and logprobs, as vLLM serves them) for a threshold"
             )
         try:
-            resolve_categories(excluded_categories)
+            resolve_categories(excluded_categories, check_policy(categories))
         except ValueError as exc:
             raise GuardConfigurationError(str(exc)) from exc
         conn = connect(
@@ -296,6 +310,7 @@ class LlamaGuardEngine:
             context_length=conn.context_length,
             batch_window_ms=batch_window_ms,
             max_batch_size=max_batch_size,
+            categories=categories,
         )
 
     @classmethod
@@ -336,14 +351,34 @@ class LlamaGuardEngine:
         return cls(backend, tokenizer, model_format=fmt, context_length=context_length, **kwargs)
 
     # -- preparing prompts ----------------------------------------------------------------------------------
+    def with_categories(self, categories: Mapping[str, str] | None) -> LlamaGuardEngine:
+        """The same guard (same model, settings and batches) with another policy; ``None`` is the default list.
+
+        Example:
+            >>> fraud = guard.with_categories(default_categories(guard) | {"S15": "Fraud."})  # doctest: +SKIP
+        """
+        if categories == self.categories:
+            return self
+        try:
+            policy = check_policy(categories)
+            resolve_categories(self.excluded_categories, policy)
+        except ValueError as exc:
+            raise GuardConfigurationError(str(exc)) from exc
+        other = copy.copy(self)
+        other.categories = policy
+        return other
+
     def _excluded(self, excluded_categories: Iterable[str] | None) -> tuple[str, ...]:
-        return self.excluded_categories if excluded_categories is None else resolve_categories(excluded_categories)
+        if excluded_categories is None:
+            return self.excluded_categories
+        return resolve_categories(excluded_categories, self.categories)
 
     def _encode_turns(self, turns: list[Turn], excluded: tuple[str, ...]) -> EncodedPrompt:
-        rendered = render(turns, model=self.format.name, excluded_categories=excluded)
+        rendered = render(turns, model=self.format.name, excluded_categories=excluded, categories=self.categories)
         images = [load_image(ref, self.image_loader) for ref in rendered.images]
         prompt = self.encoder.encode(rendered, images)
         prompt.turns = turns
+        prompt.policy = self.categories
         return prompt
 
     def _fits(self, prompt: EncodedPrompt) -> bool:
@@ -591,6 +626,8 @@ class LlamaGuardEngine:
                     raw=raw,
                     excluded=excluded[i],
                     threshold=self.threshold,
+                    listed=prompt.categories,
+                    policy=prompt.policy,
                 )
             )
         return results

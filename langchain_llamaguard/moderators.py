@@ -15,7 +15,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .conversation import ConversationInput, to_turns
@@ -94,10 +94,16 @@ class LlamaGuardModerator:
     """
 
     def __init__(
-        self, guard: LlamaGuard, excluded_categories: Iterable[str] | None = None, *, cache_size: int = 0
+        self,
+        guard: LlamaGuard,
+        excluded_categories: Iterable[str] | None = None,
+        *,
+        cache_size: int = 0,
+        categories: Mapping[str, str] | None = None,
     ) -> None:
-        self.guard = guard
-        self.excluded = None if excluded_categories is None else resolve_categories(excluded_categories)
+        self.guard = guard.with_categories(categories) if categories is not None else guard
+        policy = getattr(self.guard, "categories", None)
+        self.excluded = None if excluded_categories is None else resolve_categories(excluded_categories, policy)
         self.name = "llama_guard"
         self.cache = VerdictCache(cache_size)
 
@@ -111,7 +117,8 @@ class LlamaGuardModerator:
         if any(t.images for t in turns):
             return None
         excluded = self.excluded if self.excluded is not None else getattr(self.guard, "excluded_categories", None)
-        settings = (tuple(excluded or ()), getattr(self.guard, "threshold", None))  # what else decides the verdict
+        policy = tuple((getattr(self.guard, "categories", None) or {}).items())
+        settings = (tuple(excluded or ()), getattr(self.guard, "threshold", None), policy)  # what else decides it
         return (role, settings, tuple((t.role, tuple(t.text_parts)) for t in turns))
 
     def check(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .conversation import ConversationInput, ImageRef, Turn, normalize_role, to_turns
-from .taxonomy import CATEGORIES, MODEL_CATEGORIES, TEXT_ONLY_CATEGORIES, check_model_name, resolve_categories
+from .taxonomy import (
+    CATEGORIES,
+    MODEL_CATEGORIES,
+    TEXT_ONLY_CATEGORIES,
+    check_model_name,
+    check_policy,
+    resolve_categories,
+)
 
 TurnStyle = Literal["joined", "per_part", "whole"]
 
@@ -169,12 +176,13 @@ def active_categories(
     excluded: Iterable[str] = (),
     *,
     has_images: bool = False,
+    categories: Mapping[str, str] | None = None,
 ) -> tuple[str, ...]:
-    """The S-codes listed in the prompt: the model's set, less exclusions (and less S14 with images)."""
-    excluded_codes = set(resolve_categories(excluded))
-    return tuple(
-        c for c in fmt.categories if c not in excluded_codes and not (has_images and c in TEXT_ONLY_CATEGORIES)
-    )
+    """The S-codes listed in the prompt: the model's set (or a custom policy's, in its order), less exclusions
+    (and less S14 with images, as Llama Guard 4's template does)."""
+    excluded_codes = set(resolve_categories(excluded, categories))
+    base = tuple(categories) if categories else fmt.categories
+    return tuple(c for c in base if c not in excluded_codes and not (has_images and c in TEXT_ONLY_CATEGORIES))
 
 
 def render_prefix(
@@ -183,8 +191,9 @@ def render_prefix(
     categories: Iterable[str],
     category_texts: Mapping[str, str] | None = None,
 ) -> tuple[Segment, ...]:
-    """The fixed part before the turns."""
-    lines = "".join(f"{code}: {(category_texts or {}).get(code, CATEGORIES[code].name + '.')}\n" for code in categories)
+    """The fixed part before the turns; ``category_texts`` is a custom policy (code -> text)."""
+    texts = category_texts or {}
+    lines = "".join(f"{code}: {texts[code] if code in texts else CATEGORIES[code].name + '.'}\n" for code in categories)
     text = (
         "\n\n"
         + _TASK.format(role=role, according=fmt.according)
@@ -256,21 +265,22 @@ def render(
     model: str = "llama-guard-4",
     excluded_categories: Iterable[str] = (),
     role: str | None = None,
-    category_texts: Mapping[str, str] | None = None,
+    categories: Mapping[str, str] | None = None,
 ) -> RenderedPrompt:
     """Render a conversation into a :class:`RenderedPrompt` (see :func:`format_prompt` for the text)."""
     fmt = get_format(model)
+    categories = check_policy(categories)
     turns = conversation if _is_turn_list(conversation) else to_turns(conversation, role=role)  # type: ignore[arg-type]
     if role is not None and normalize_role(role) != turns[-1].role:
         raise ValueError(f"role={role!r} does not match the last turn ({turns[-1].role})")
     judged: Literal["User", "Agent"] = "User" if len(turns) % 2 == 1 else "Agent"
     images = tuple(ref for t in turns for ref in t.images)
-    cats = active_categories(fmt, excluded_categories, has_images=bool(images))
+    cats = active_categories(fmt, excluded_categories, has_images=bool(images), categories=categories)
     return RenderedPrompt(
         format=fmt,
         role=judged,
         categories=cats,
-        prefix=tuple(_coalesce(render_prefix(fmt, judged, cats, category_texts))),
+        prefix=tuple(_coalesce(render_prefix(fmt, judged, cats, categories))),
         body=render_turns(fmt, turns),
         suffix=render_suffix(fmt, judged),
         images=images,
@@ -287,6 +297,7 @@ def format_prompt(
     model: str = "llama-guard-4",
     excluded_categories: Iterable[str] = (),
     role: str | None = None,
+    categories: Mapping[str, str] | None = None,
 ) -> str:
     """Render the exact prompt text a Llama Guard model sees, special tokens included.
 
@@ -298,6 +309,9 @@ def format_prompt(
             keep their codes.
         role: ``"User"`` or ``"Agent"``: which turn is judged (always the last; see
             :func:`~langchain_llamaguard.conversation.to_turns`).
+        categories: a custom policy ``{"S1": "Violent Crimes.", "S15": "Fraud."}`` replacing the default list
+            (as the official templates' ``categories`` variable; start from
+            :func:`~langchain_llamaguard.taxonomy.default_categories`). Exclusions still apply.
 
     Example:
         >>> from langchain_core.messages import HumanMessage, AIMessage
@@ -305,4 +319,6 @@ def format_prompt(
         >>> text.startswith(" <|begin_of_text|>"), "ONLY THE LAST Agent message" in text
         (True, True)
     """
-    return render(conversation, model=model, excluded_categories=excluded_categories, role=role).text
+    return render(
+        conversation, model=model, excluded_categories=excluded_categories, role=role, categories=categories
+    ).text

@@ -12,8 +12,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Literal
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -131,17 +132,78 @@ def resolve_category(key: str) -> str:
     return code
 
 
-def resolve_categories(keys: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Resolve several keys into sorted, de-duplicated S-codes (taxonomy order).
+def resolve_categories(keys: Iterable[str] | str | None, policy: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Resolve several keys into sorted, de-duplicated S-codes (by number).
 
-    A single string is one key, not an iterable of characters.
+    A single string is one key, not an iterable of characters. With a custom ``policy`` (see
+    :func:`check_policy`), its codes (``"S15"``) and its texts (``"Fraud."`` or ``"Fraud"``) are keys too.
     """
     if keys is None:
         return ()
     if isinstance(keys, str):
         keys = [keys]
-    codes = {resolve_category(k) for k in keys}
-    return tuple(c for c in ALL_CODES if c in codes)
+    codes = {_resolve_in(k, policy) for k in keys}
+    return tuple(sorted(codes, key=lambda c: int(c[1:])))
+
+
+def _resolve_in(key: str, policy: Mapping[str, str] | None) -> str:
+    if policy and isinstance(key, str):
+        wanted = key.strip().casefold()
+        for code, text in policy.items():
+            if wanted in (code.casefold(), text.strip().casefold(), policy_name(text).casefold()):
+                return code
+    return resolve_category(key)
+
+
+_POLICY_CODE = re.compile(r"S[1-9][0-9]*")
+
+
+def check_policy(categories: Mapping[str, str] | None) -> dict[str, str] | None:
+    """Validate a custom policy: a mapping from ``S<number>`` codes to the texts the model reads.
+
+    The texts are rendered as the official templates render their ``categories`` variable: ``{code}: {text}``,
+    one per line, in the mapping's order (the defaults end with a period: ``"Violent Crimes."``).
+
+    Example:
+        >>> check_policy({"S1": "Violent Crimes.", "S15": "Fraud."})
+        {'S1': 'Violent Crimes.', 'S15': 'Fraud.'}
+    """
+    if categories is None:
+        return None
+    if isinstance(categories, str) or not isinstance(categories, Mapping) or not categories:
+        raise ValueError(
+            "categories must be a non-empty mapping of S-codes to texts, e.g. {'S1': 'Violent Crimes.', "
+            f"'S15': 'Fraud.'}} (start from default_categories(model)), got {categories!r}"
+        )
+    for code, text in categories.items():
+        if not isinstance(code, str) or not _POLICY_CODE.fullmatch(code):
+            raise ValueError(
+                f"category key {code!r} is not an S-code; accepted: 'S1', 'S2', ... 'S<number>' (the codes the "
+                "model answers with)"
+            )
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"the text of category {code} must be a non-empty string, got {text!r}")
+    return dict(categories)
+
+
+def policy_name(text: str) -> str:
+    """The name a verdict reports for a category text: the text without its final period."""
+    text = text.strip()
+    return text[:-1] if text.endswith(".") else text
+
+
+def default_categories(model: Any = "llama-guard-4") -> dict[str, str]:
+    """The model's default policy as a ``categories`` mapping, to extend or edit.
+
+    ``model`` is a format name or a guard.
+
+    Example:
+        >>> policy = default_categories("llama-guard-3-1b") | {"S14": "Fraud."}
+        >>> policy["S1"], policy["S14"], len(policy)
+        ('Violent Crimes.', 'Fraud.', 14)
+    """
+    name = getattr(model, "model_name", model)
+    return {code: CATEGORIES[code].name + "." for code in MODEL_CATEGORIES[check_model_name(name)]}
 
 
 def check_model_name(model: str) -> str:
@@ -151,6 +213,6 @@ def check_model_name(model: str) -> str:
     return model
 
 
-def category_names(codes: Iterable[str]) -> list[str]:
-    """Short names for S-codes, in the same order."""
-    return [CATEGORIES[c].name for c in codes]
+def category_names(codes: Iterable[str], policy: Mapping[str, str] | None = None) -> list[str]:
+    """Names for S-codes, in the same order: from a custom ``policy`` where given, else the taxonomy's."""
+    return [policy_name(policy[c]) if policy and c in policy else CATEGORIES[c].name for c in codes]

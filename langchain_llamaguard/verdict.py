@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import GuardOutputError
 from .taxonomy import category_names
 
-_CODE = re.compile(r"S([1-9]|1[0-4])")
+_CODE = re.compile(r"S[1-9][0-9]*")
 
 
 class Verdict(BaseModel):
@@ -87,7 +87,7 @@ def parse_output(raw: str) -> ParsedOutput:
     for item in lines[1].split(","):
         item = item.strip()
         if not _CODE.fullmatch(item):
-            raise GuardOutputError(raw, f"{item!r} is not a category code S1..S14")
+            raise GuardOutputError(raw, f"{item!r} is not a category code (S1, S2, ...)")
         if item not in codes:
             codes.append(item)
     return ParsedOutput(False, tuple(codes))
@@ -102,11 +102,15 @@ def make_verdict(
     raw: str,
     excluded: Iterable[str] = (),
     threshold: float | None = None,
+    listed: Iterable[str] | None = None,
+    policy: Mapping[str, str] | None = None,
 ) -> Verdict:
     """Combine the parsed text, the score and the exclusions into a :class:`Verdict`.
 
     Excluded codes are filtered out; an unsafe verdict whose codes are all excluded is safe. With a
-    ``threshold``, ``safe`` is ``score < threshold``; otherwise the model's own first token decides.
+    ``threshold``, ``safe`` is ``score < threshold``; otherwise the model's own first token decides. A code the
+    prompt did not list (``listed``) nor exclude is kept and fails the verdict closed (unsafe, with ``error``
+    set): the model answered outside its policy. ``policy`` (a custom code -> text mapping) names the codes.
     """
     excluded_set = set(excluded)
     codes = [c for c in parsed.categories if c not in excluded_set]
@@ -115,14 +119,17 @@ def make_verdict(
         safe = True  # the model only named categories the user excluded
     if safe:
         codes = []
+    known = None if listed is None else set(listed)
+    unknown = [c for c in codes if known is not None and c not in known]
     return Verdict(
         safe=safe,
         categories=codes,
-        category_names=category_names(codes),
+        category_names=["(not in the policy)" if c in unknown else category_names([c], policy)[0] for c in codes],
         score=None if score is None else min(max(float(score), 0.0), 1.0),
         role=role,
         model=model,
         raw=raw,
+        error=f"the model named {', '.join(unknown)}, which the policy does not list" if unknown else None,
     )
 
 
@@ -133,15 +140,16 @@ def merge_verdicts(parts: list[Verdict]) -> Verdict:
         return parts[0]
     unsafe = [v for v in parts if not v.safe]
     base = unsafe[0] if unsafe else parts[0]
-    codes: list[str] = []
+    names: dict[str, str] = {}
     for v in unsafe:
-        codes += [c for c in v.categories if c not in codes]
-    codes.sort(key=lambda c: int(c[1:]))
+        for c, n in zip(v.categories, v.category_names, strict=True):
+            names.setdefault(c, n)
+    codes = sorted(names, key=lambda c: int(c[1:]))
     errors = [v.error for v in parts if v.error]
     return base.model_copy(
         update={
             "categories": codes,
-            "category_names": category_names(codes),
+            "category_names": [names[c] for c in codes],
             "score": max((v.score for v in parts if v.score is not None), default=None),
             "error": errors[0] if errors else None,
             "segments": len(parts),

@@ -115,8 +115,11 @@ class ChatBackend:
             "temperature": 0,
         }
         if self.template_kwargs:
-            excluded = [c for c in self.all_categories if c not in prompt.categories]
-            body["chat_template_kwargs"] = {"excluded_category_keys": excluded}
+            policy = prompt.policy or dict.fromkeys(self.all_categories)
+            kwargs: dict[str, Any] = {"excluded_category_keys": [c for c in policy if c not in prompt.categories]}
+            if prompt.policy:
+                kwargs["categories"] = prompt.policy  # the official template's variable for a custom list
+            body["chat_template_kwargs"] = kwargs
         if self.logprobs is not None:  # vLLM: as over token ids (hosted providers take neither parameter)
             body["stop_token_ids"] = [*tokens.stop, tokens.safe]
             body["logprobs"] = True

@@ -24,7 +24,7 @@ Known pitfalls of the middleware API, and how this class handles each:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -110,6 +110,8 @@ class LlamaGuardMiddleware(AgentMiddleware):
         apply_to_tool_calls: check each tool call (name and arguments, in context) before the tool executes.
         apply_to_tool_results: check tool results before the model reads them.
         excluded_categories: categories this middleware does not check (overrides the guard's).
+        categories: a custom policy for this middleware (``{"S1": "Violent Crimes.", "S15": "Fraud."}``; see
+            :func:`~langchain_llamaguard.taxonomy.default_categories`), replacing the guard's list.
         exit_behavior: on unsafe content: ``"end"`` (default) replaces a flagged model response (same id) or
             adds a refusal after a flagged user turn, and ends the run; ``"error"`` raises
             :class:`UnsafeContentError` carrying the verdict; ``"replace"`` rewrites the flagged message in place
@@ -140,6 +142,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
         tool_refusal_message: str = DEFAULT_TOOL_REFUSAL,
         name: str | None = None,
         omit_payload_from_traces: bool = True,
+        categories: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         if exit_behavior is not None and on_unsafe is not None and exit_behavior != on_unsafe:
@@ -147,7 +150,9 @@ class LlamaGuardMiddleware(AgentMiddleware):
         behavior = exit_behavior or on_unsafe or "end"
         if behavior not in ("end", "error", "replace"):
             raise ValueError(f"exit_behavior must be 'end', 'error' or 'replace', got {behavior!r}")
-        self.moderator: Moderator = LlamaGuardModerator(guard, excluded_categories, cache_size=VERDICT_CACHE_SIZE)
+        self.moderator: Moderator = LlamaGuardModerator(
+            guard, excluded_categories, cache_size=VERDICT_CACHE_SIZE, categories=categories
+        )
         self.apply_to_input = apply_to_input
         self.apply_to_output = apply_to_output
         self.apply_to_tool_calls = apply_to_tool_calls

@@ -1,0 +1,132 @@
+"""Custom categories: a policy of your own renders as the official templates render their ``categories``
+variable (Llama Guard 4 and 3 1B, byte for byte, on many policies), names the verdicts, and fails closed on a
+code outside it."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import BOMB
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from langchain_llamaguard import GuardConfigurationError, LlamaGuard, default_categories, format_prompt
+from langchain_llamaguard.tiny.models import chat_template
+from langchain_llamaguard.verdict import make_verdict, parse_output
+
+text_st = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
+policy_st = st.dictionaries(
+    st.integers(1, 40).map(lambda n: f"S{n}"),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
+            max_size=40).filter(str.strip),
+    min_size=1,
+    max_size=16,
+)  # fmt: skip
+
+
+def official(tok, model, messages, policy, excluded):
+    return tok.apply_chat_template(
+        messages,
+        chat_template=chat_template(model),
+        tokenize=False,
+        categories=policy,
+        excluded_category_keys=list(excluded),
+    )
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    policy=policy_st,
+    data=st.data(),
+    turns=st.lists(st.lists(text_st, min_size=1, max_size=2), min_size=1, max_size=4),
+    model=st.sampled_from(["llama-guard-4", "llama-guard-3-1b"]),
+    image=st.booleans(),
+)
+def test_renders_like_the_official_templates(tok4, tok3, policy, data, turns, model, image):
+    excluded = data.draw(st.sets(st.sampled_from(sorted(policy)), max_size=len(policy) - 1))
+    messages = []
+    for i, parts in enumerate(turns):
+        content = [{"type": "text", "text": t} for t in parts]
+        if image and model == "llama-guard-4" and i == 0:
+            content = [{"type": "image", "url": "a.png"}, *content]
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": content})
+    tok = tok4 if model == "llama-guard-4" else tok3
+    want = official(tok, model, messages, policy, sorted(excluded))
+    assert format_prompt(messages, model=model, categories=policy, excluded_categories=excluded) == want
+
+
+def test_default_categories_extend_and_render(tok4):
+    policy = default_categories("llama-guard-4") | {"S15": "Fraud and scams."}
+    text = format_prompt("hi", categories=policy, excluded_categories=["S6", "Fraud and scams"])
+    assert "S14: Code Interpreter Abuse.\n<END UNSAFE" in text and "S15" not in text and "S6:" not in text
+    assert "S15: Fraud and scams.\n<END" in format_prompt("hi", categories=policy)
+    assert list(default_categories("llama-guard-3-1b")) == [f"S{i}" for i in range(1, 14)]
+    # The 8B template hard-codes its list; the package renders the given block in its format.
+    eight = format_prompt("hi", model="llama-guard-3-8b", categories={"S1": "Fraud."})
+    assert "<BEGIN UNSAFE CONTENT CATEGORIES>\nS1: Fraud.\n<END UNSAFE CONTENT CATEGORIES>" in eight
+
+
+@pytest.mark.parametrize(
+    "policy, match",
+    [
+        ({"s1": "x"}, "'s1' is not an S-code; accepted: 'S1', 'S2'"),
+        ({"Fraud": "x"}, "not an S-code"),
+        ({"S0": "x"}, "not an S-code"),
+        ({"S1": ""}, "non-empty string"),
+        ({}, "non-empty mapping"),
+        ("S1", "non-empty mapping"),
+    ],
+)
+def test_bad_policies_say_what_is_accepted(lg4_with, policy, match):
+    with pytest.raises(ValueError, match=match):
+        format_prompt("hi", categories=policy)
+    with pytest.raises(GuardConfigurationError, match=match):
+        lg4_with(categories=policy)
+
+
+def test_the_guard_sends_the_policy_and_steps_take_their_own(lg4, lg4_with):
+    policy = {"S1": "Violent Crimes.", "S15": "Fraud."}
+    guard = lg4_with(categories=policy)
+    prompt, _ = guard.encode("hi")
+    assert prompt.categories == ("S1", "S15")
+    assert "S15: Fraud.\n" in lg4.tokenizer.decode(prompt.input_ids)
+    step_guard = lg4.as_input_guard(categories=policy).moderator.guard
+    assert step_guard.categories == policy and step_guard.backend is lg4.backend and lg4.categories is None
+    assert guard.with_categories(None).encode("hi")[0].categories == lg4.encode("hi")[0].categories
+    assert lg4_with(categories=policy, excluded_categories=["S15"]).encode("hi")[0].categories == ("S1",)
+
+
+def test_the_default_policy_spelled_out_gives_the_same_verdicts(lg4, lg4_with):
+    spelled = lg4_with(categories=default_categories(lg4))
+    for text in (BOMB, "What is the capital of France?"):
+        assert spelled.check(text) == lg4.check(text)
+
+
+def test_verdicts_are_named_from_the_policy_and_unknown_codes_fail_closed():
+    policy = {"S1": "Violent Crimes.", "S15": "Fraud and scams."}
+    v = make_verdict(parse_output("unsafe\nS15"), score=0.9, role="User", model="m", raw="", listed=("S1", "S15"),
+                     policy=policy)  # fmt: skip
+    assert (v.safe, v.categories, v.category_names, v.error) == (False, ["S15"], ["Fraud and scams"], None)
+    v = make_verdict(parse_output("unsafe\nS9,S15"), score=0.9, role="User", model="m", raw="",
+                     listed=("S1", "S15"), policy=policy)  # fmt: skip
+    assert not v.safe and v.categories == ["S9", "S15"] and v.category_names[0] == "(not in the policy)"
+    assert "S9" in v.error and "does not list" in v.error
+    excluded = make_verdict(parse_output("unsafe\nS15"), score=0.9, role="User", model="m", raw="",
+                            listed=("S1",), excluded=("S15",), policy=policy)  # fmt: skip
+    assert excluded.safe and excluded.error is None
+
+
+def test_chat_requests_carry_the_policy(lg4_with, tok4):
+    from langchain_llamaguard.backends.chat import ChatBackend
+    from langchain_llamaguard.backends.http import EndpointClient
+
+    policy = {"S1": "Violent Crimes.", "S15": "Fraud."}
+    prompt = lg4_with(categories=policy, excluded_categories=["S1"]).encode("hi")[0]
+    chat = ChatBackend(EndpointClient("http://127.0.0.1:9/v1"), model="m", special_tokens=[], all_categories=["S1"],
+                       encode_text=tok4.encode)  # fmt: skip
+    kwargs = chat.request(prompt, lg4_with().tokens)[1]["chat_template_kwargs"]
+    assert kwargs == {"excluded_category_keys": ["S1"], "categories": policy}
+
+
+def test_hosted_chat_mode_refuses_a_policy():
+    with pytest.raises(GuardConfigurationError, match="categories"):
+        LlamaGuard.from_endpoint("http://127.0.0.1:9/v1", model="m", mode="chat", categories={"S1": "x"})
