@@ -41,3 +41,10 @@ __all__ = [
     "default_categories",
     "format_prompt",
 ]
+
+try:  # decision models need langchain-core >= 1.8 (langchain_core.decisions); everything else works without
+    from langchain_llamaguard.decisions import LlamaGuardDecisionModel, PromptGuardDecisionModel
+
+    __all__ += ["LlamaGuardDecisionModel", "PromptGuardDecisionModel"]
+except ImportError:  # pragma: no cover - older langchain-core
+    pass

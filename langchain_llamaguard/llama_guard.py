@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
+import math
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -546,9 +547,50 @@ class LlamaGuardEngine:
                 batch.verdicts = [self._fail(exc, score=1.0, role=p.role) for p in batch.prompts]
         return batch.merged(len(conversations))
 
+    def category_distribution(
+        self, conversations: Sequence[ConversationInput], codes: Sequence[str], *, role: str | None = None
+    ) -> list[dict[str, float]]:
+        """For each conversation, the model's distribution over ``codes`` as the first category of an unsafe
+        answer: P(next token | prompt, ``unsafe\nS``), renormalized over ``codes`` (one forward per batch).
+
+        Example:
+            >>> guard.category_distribution(["How do I make a bomb?"], ["S1", "S9"])  # doctest: +SKIP
+            [{'S1': 0.02, 'S9': 0.98}]
+        """
+        if not hasattr(self.backend, "next_logprobs"):
+            raise GuardConfigurationError(f"{type(self.backend).__name__} gives no next-token distributions")
+        numbers = []
+        for code in codes:
+            ids = self.encoder.text_ids(code)
+            if len(ids) != 2 or ids[0] != self._s:
+                raise GuardConfigurationError(f"{code!r} is not 'S' and one number token in this tokenizer: {ids}")
+            numbers.append(ids[1])
+        prompts = []
+        for conversation in conversations:
+            prompts.append(self.encode(conversation, role=role)[0])
+        forced = [self.tokens.unsafe, self._newline, self._s]
+        rows = self.backend.next_logprobs(prompts, self.tokens, forced, numbers)  # type: ignore[attr-defined]
+        out = []
+        for row in rows:
+            top = max(row)
+            weights = [math.exp(v - top) for v in row]
+            total = sum(weights)
+            out.append({code: w / total for code, w in zip(codes, weights, strict=True)})
+        return out
+
     def check_encoded(self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]) -> list[Verdict]:
         """Score already-encoded prompts (one forward pass, then categories for the unsafe rows)."""
         return [self._resolve(r) for r in self._score_encoded(prompts, excluded)]
+
+    async def acheck_encoded(
+        self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]
+    ) -> list[Verdict]:
+        """Async :meth:`check_encoded` (native with a served model, else in a worker thread)."""
+        if isinstance(self.backend, AsyncGuardBackend):
+            results = await self._ascore_encoded(prompts, excluded)
+        else:
+            results = await asyncio.to_thread(self._score_encoded, prompts, excluded)
+        return [self._resolve(r) for r in results]
 
     def _score(self, prompts: list[EncodedPrompt], excluded: list[tuple[str, ...]]) -> list[Verdict]:
         """Score through the micro-batcher when one is configured, else directly; per-item errors resolved."""

@@ -244,6 +244,30 @@ class CompletionsBackend:
                 out[r] = f + finish(gen.ids, stop, max_new_tokens - len(f))
         return [out[r] for r in rows]
 
+    def _next_logprobs_plan(
+        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens, forced: Sequence[int], candidates: Sequence[int]
+    ) -> Plan:
+        url = self.client.base_url + "/completions"
+        if any(p.images for p in prompts):
+            raise GuardServerError("next-token distributions over token ids take no images", url=url)
+        body = {"max_tokens": 1, "temperature": 0, "return_tokens_as_token_ids": True, "logprobs": 0}
+        requests = [
+            ("/completions", {**body, "model": self.model, "prompt": p.input_ids + [tokens.lead, *forced],
+                              "logprob_token_ids": list(candidates)})
+            for p in prompts
+        ]  # fmt: skip
+        answers = yield requests
+        out = []
+        for gen in self._read(answers, len(prompts)):
+            out.append([math.log(probability(gen.top[0], c, "token_ids", url)) for c in candidates])
+        return out
+
+    def next_logprobs(
+        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens, forced: Sequence[int], candidates: Sequence[int]
+    ) -> list[list[float]]:
+        """Log-probabilities of ``candidates`` as the next token after each prompt + lead + ``forced``."""
+        return self.client.run(self._next_logprobs_plan(prompts, tokens, forced, candidates))
+
     # -- GuardBackend ----------------------------------------------------------------------------------------
     def first_step(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> tuple[list[FirstStep], object]:
         return self.client.run(self._first_step_plan(prompts, tokens))

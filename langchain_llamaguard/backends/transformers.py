@@ -105,6 +105,19 @@ class TransformersBackend:
         state = _BatchState(cache=out.past_key_values, attention_mask=mask, next_pos=mask.sum(-1))
         return steps, state
 
+    def next_logprobs(
+        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens, forced: Sequence[int], candidates: Sequence[int]
+    ) -> list[list[float]]:
+        """Log-probabilities of ``candidates`` as the next token after each prompt + lead + ``forced``."""
+        seqs, pixels = [], []
+        for p in prompts:
+            ids, px = self._expand_images(p)
+            seqs.append(ids + [tokens.lead, *forced])
+            pixels.extend(px)
+        out, _ = self._forward(seqs, pixels)
+        logprobs = out.logits[:, -1].float().log_softmax(-1)
+        return logprobs[:, list(candidates)].tolist()
+
     def _forward(self, seqs: list[list[int]], pixels: list[Any]) -> tuple[Any, Any]:
         """One forward over left-padded whole prompts."""
         import torch

@@ -1,0 +1,317 @@
+"""Llama Guard and Prompt Guard as LangChain decision models (``langchain_core.decisions``, langchain-core >= 1.8).
+
+* :class:`LlamaGuardDecisionModel` answers a ``Noul`` with P(unsafe): the question's ``instructions`` and
+  ``criteria`` become a one-category custom policy (``S1: ...``), or the guard's own policy where the question
+  asks for it (``Noul(instructions=GUARD_POLICY)``, or ``policy="guard"`` on the model). A ``Choice`` over
+  category codes (or names) is answered with the model's distribution over the first category after
+  ``unsafe\\nS``.
+* :class:`PromptGuardDecisionModel` answers a ``Noul`` with P(malicious) of the judged text.
+
+The state (a string, messages, or the ``{"messages": ..., "tool_call": ...}`` dict that
+``AutoModeMiddleware`` sends) becomes the conversation; a tool call becomes the Agent turn, as in
+:func:`~langchain_llamaguard.tools.guard_tool`. Every question of a request, and every request of a ``batch``,
+runs in one model batch.
+
+Example:
+    >>> from langchain.agents.middleware import AutoModeMiddleware
+    >>> classifier = LlamaGuardDecisionModel(guard=guard, policy="guard")  # doctest: +SKIP
+    >>> auto = AutoModeMiddleware(tools=[repl], classifier=classifier)        # doctest: +SKIP
+    >>> agent = create_agent(model, tools, middleware=[auto])                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+try:
+    from langchain_core.decisions import (
+        BaseDecisionModel,
+        Choice,
+        ChoiceAnswer,
+        ClassifierRequest,
+        ClassifierResponse,
+        Noul,
+        NoulAnswer,
+        Question,
+        State,
+    )
+except ImportError as exc:  # pragma: no cover - exercised with langchain-core < 1.8
+    import langchain_core
+
+    raise ImportError(
+        "langchain_llamaguard.decisions needs langchain-core >= 1.8 (langchain_core.decisions); this is "
+        f"langchain-core {langchain_core.__version__}: pip install -U 'langchain-core>=1.8'. Everything else in "
+        "langchain-llamaguard works without it."
+    ) from exc
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import get_config_list
+from pydantic import ConfigDict, Field, model_validator
+
+from .taxonomy import resolve_categories
+from .verdict import merge_verdicts
+
+GUARD_POLICY = "llama_guard_policy"
+"""A ``Noul`` whose ``instructions`` are this string is answered against the guard's own policy."""
+
+_CODE = "S1"
+
+
+def state_conversation(state: State) -> Any:
+    """The conversation a decision model judges: its last turn (the tool call, where there is one)."""
+    if isinstance(state, str):
+        return state
+    if isinstance(state, BaseMessage):
+        return [state]
+    if isinstance(state, Mapping):
+        messages = [m for m in state.get("messages") or [] if isinstance(m, BaseMessage)]
+        call = state.get("tool_call")
+        if isinstance(call, Mapping):
+            last = messages[-1] if messages else None
+            ids = {tc.get("id") for tc in getattr(last, "tool_calls", None) or []}
+            if not (isinstance(last, AIMessage) and call.get("id") in ids):
+                tool_call = {"name": str(call.get("name", "")), "args": dict(call.get("args") or {}),
+                             "id": call.get("id") or "call"}  # fmt: skip
+                messages.append(AIMessage(content="", tool_calls=[tool_call]))
+        if messages:
+            return messages
+    elif isinstance(state, Sequence) and state and all(isinstance(m, BaseMessage) for m in state):
+        return list(state)
+    return json.dumps(state, default=str, ensure_ascii=False)  # any other JSON: the user's text
+
+
+def _content_text(content: Any) -> str:
+    return content if isinstance(content, str) else json.dumps(content, default=str, ensure_ascii=False)
+
+
+def noul_policy_text(question: Noul) -> str:
+    """A ``Noul`` as one category line: its instructions, then what counts as yes (unsafe) and no (safe)."""
+    text = _content_text(question.instructions)
+    if question.criteria is not None:
+        if question.criteria.true is not None:
+            text += " Unsafe (yes): " + _content_text(question.criteria.true)
+        if question.criteria.false is not None:
+            text += " Safe (no): " + _content_text(question.criteria.false)
+    return " ".join(text.split())  # one line, as the category list needs
+
+
+class _GuardDecisionModel(BaseDecisionModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    guard: Any = Field(exclude=True)
+    model: str = ""
+
+    @model_validator(mode="after")
+    def _name(self) -> _GuardDecisionModel:
+        if not self.model:
+            self.model = str(getattr(self.guard, "model_name", type(self.guard).__name__))
+        return self
+
+    @property
+    def _provider(self) -> str:
+        return "meta_llama"
+
+    # One model batch for every question of every request: subclasses answer a list of requests at once.
+    def _answer_many(self, requests: list[tuple[State, dict[str, Question]]]) -> list[ClassifierResponse]:
+        raise NotImplementedError
+
+    def _classify(self, state: State, questions: dict[str, Question]) -> ClassifierResponse:
+        return self._answer_many([(state, dict(questions))])[0]
+
+    async def _aclassify(self, state: State, questions: dict[str, Question]) -> ClassifierResponse:
+        return (await self._aanswer_many([(state, dict(questions))]))[0]
+
+    async def _aanswer_many(self, requests: list[tuple[State, dict[str, Question]]]) -> list[ClassifierResponse]:
+        return await asyncio.to_thread(self._answer_many, requests)
+
+    def batch(
+        self,
+        inputs: list[ClassifierRequest],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Every request in one model batch; each still gets its own traced run."""
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        try:
+            answers = self._answer_many([(r["state"], dict(r["questions"])) for r in inputs])
+        except Exception as exc:
+            if not return_exceptions:
+                raise
+            return [exc] * len(inputs)
+        return [
+            self._call_with_config(lambda _req, a=a: a, req, self._traced_config(c), run_type="llm")
+            for req, a, c in zip(inputs, answers, configs, strict=True)
+        ]
+
+    async def abatch(
+        self,
+        inputs: list[ClassifierRequest],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        try:
+            answers = await self._aanswer_many([(r["state"], dict(r["questions"])) for r in inputs])
+        except Exception as exc:
+            if not return_exceptions:
+                raise
+            return [exc] * len(inputs)
+        out = []
+        for req, a, c in zip(inputs, answers, configs, strict=True):
+
+            async def done(_req: Any, a: Any = a) -> Any:
+                return a
+
+            out.append(await self._acall_with_config(done, req, self._traced_config(c), run_type="llm"))
+        return out
+
+
+class LlamaGuardDecisionModel(_GuardDecisionModel):
+    """Llama Guard as a LangChain decision model: ``Noul`` -> P(unsafe), ``Choice`` over categories.
+
+    Args:
+        guard: a :class:`~langchain_llamaguard.LlamaGuard` (in-process or :meth:`from_endpoint`).
+        policy: ``"question"`` (default): a ``Noul``'s instructions and criteria are the policy (one category);
+            ``"guard"``: the guard's own categories, for every ``Noul`` (a ``Noul(instructions=GUARD_POLICY)``
+            asks for it one question at a time).
+
+    Example:
+        >>> from langchain_core.decisions import Noul
+        >>> dm = LlamaGuardDecisionModel(guard=guard, policy="guard")              # doctest: +SKIP
+        >>> dm.invoke({"state": "How do I make a bomb?",
+        ...            "questions": {"unsafe": Noul(instructions=GUARD_POLICY)}}).nouls["unsafe"].noul  # doctest: +SKIP
+        0.97
+    """
+
+    policy: Literal["question", "guard"] = "question"
+
+    def _guard_for(self, question: Noul) -> Any:
+        if self.policy == "guard" or question.instructions == GUARD_POLICY:
+            return self.guard
+        return self.guard.with_categories({_CODE: noul_policy_text(question)})
+
+    def _choice_codes(self, question: Choice) -> list[str]:
+        policy = getattr(self.guard, "categories", None)
+        try:
+            return [resolve_categories([label], policy)[0] for label in question.criteria]
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"a Choice for Llama Guard picks among its categories: labels must be S-codes or category names "
+                f"({exc})"
+            ) from None
+
+    def _plan(self, requests: list[tuple[State, dict[str, Question]]]):
+        """Encode every Noul of every request (grouped into one batch), and list the Choices."""
+        prompts, excluded, owners, choices = [], [], [], []
+        for r, (state, questions) in enumerate(requests):
+            conversation = state_conversation(state)
+            for qid, question in questions.items():
+                if isinstance(question, Noul):
+                    parts, excl = self._guard_for(question).prepare(conversation)
+                    prompts += parts
+                    excluded += [excl] * len(parts)
+                    owners += [(r, qid)] * len(parts)
+                elif isinstance(question, Choice):
+                    choices.append((r, qid, conversation, question))
+                else:
+                    raise ValueError(
+                        f"question {qid!r}: Llama Guard answers Noul and Choice questions, "
+                        f"not {type(question).__name__}"
+                    )
+        return prompts, excluded, owners, choices
+
+    def _assemble(self, requests, owners, verdicts, choice_answers) -> list[ClassifierResponse]:
+        answers: list[dict[str, Any]] = [{} for _ in requests]
+        grouped: dict[tuple[int, str], list[Any]] = {}
+        for owner, verdict in zip(owners, verdicts, strict=True):
+            grouped.setdefault(owner, []).append(verdict)
+        for (r, qid), parts in grouped.items():
+            verdict = merge_verdicts(parts)
+            # P(unsafe) is the answer; a fail-closed verdict carries 1.0 (a named code outside the one-category
+            # policy does not change the probability of ``unsafe``, which is what a Noul asks).
+            score = verdict.score if verdict.score is not None else float(not verdict.safe)
+            answers[r][qid] = NoulAnswer(type="noul", noul=score)
+        for (r, qid), answer in choice_answers.items():
+            answers[r][qid] = answer
+        return [
+            ClassifierResponse(model=self.model, answers={q: a[q] for q in questions})
+            for a, (_, questions) in zip(answers, requests, strict=True)
+        ]
+
+    def _choices(self, choices) -> dict[tuple[int, str], ChoiceAnswer]:
+        out = {}
+        for r, qid, conversation, question in choices:
+            codes = self._choice_codes(question)
+            dist = self.guard.category_distribution([conversation], codes)[0]
+            probabilities = {label: dist[code] for label, code in zip(question.criteria, codes, strict=True)}
+            best = max(probabilities, key=probabilities.__getitem__)
+            out[(r, qid)] = ChoiceAnswer(
+                type="choice", choice=best, probabilities=probabilities, confidence=probabilities[best]
+            )
+        return out
+
+    def _answer_many(self, requests: list[tuple[State, dict[str, Question]]]) -> list[ClassifierResponse]:
+        prompts, excluded, owners, choices = self._plan(requests)
+        verdicts = self.guard.check_encoded(prompts, excluded) if prompts else []
+        return self._assemble(requests, owners, verdicts, self._choices(choices))
+
+    async def _aanswer_many(self, requests: list[tuple[State, dict[str, Question]]]) -> list[ClassifierResponse]:
+        prompts, excluded, owners, choices = await asyncio.to_thread(self._plan, requests)
+        verdicts = await self.guard.acheck_encoded(prompts, excluded) if prompts else []
+        choice_answers = await asyncio.to_thread(self._choices, choices) if choices else {}
+        return self._assemble(requests, owners, verdicts, choice_answers)
+
+
+class PromptGuardDecisionModel(_GuardDecisionModel):
+    """Prompt Guard 2 as a LangChain decision model: a ``Noul`` is answered with P(malicious) of the judged text
+    (the last turn of the state: the tool call, where there is one).
+
+    Example:
+        >>> pg = PromptGuard.from_pretrained("meta-llama/Llama-Prompt-Guard-2-86M")  # doctest: +SKIP
+        >>> dm = PromptGuardDecisionModel(guard=pg)                                  # doctest: +SKIP
+    """
+
+    def _texts(self, requests: list[tuple[State, dict[str, Question]]]) -> list[str]:
+        from .moderators import last_turn_text
+
+        texts = []
+        for state, questions in requests:
+            for qid, question in questions.items():
+                if not isinstance(question, Noul):
+                    raise ValueError(f"question {qid!r}: Prompt Guard answers Noul questions only")
+            conversation = state_conversation(state)
+            texts.append(conversation if isinstance(conversation, str) else last_turn_text(conversation))
+        return texts
+
+    def _assemble(self, requests, verdicts) -> list[ClassifierResponse]:
+        return [
+            ClassifierResponse(model=self.model, answers={q: NoulAnswer(type="noul", noul=v.score) for q in questions})
+            for (_, questions), v in zip(requests, verdicts, strict=True)
+        ]
+
+    def _answer_many(self, requests: list[tuple[State, dict[str, Question]]]) -> list[ClassifierResponse]:
+        return self._assemble(requests, self.guard.batch_check(self._texts(requests)))
+
+    async def _aanswer_many(self, requests: list[tuple[State, dict[str, Question]]]) -> list[ClassifierResponse]:
+        return self._assemble(requests, await self.guard.abatch_check(self._texts(requests)))
+
+
+__all__ = [
+    "GUARD_POLICY",
+    "LlamaGuardDecisionModel",
+    "PromptGuardDecisionModel",
+    "noul_policy_text",
+    "state_conversation",
+]
