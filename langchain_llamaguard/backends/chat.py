@@ -24,8 +24,8 @@ from typing import Any
 
 from ..encoding import EncodedPrompt
 from ..errors import GuardInputError, GuardServerError
-from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
-from .completions import Logprobs, RemoteState, finish, first_step_from, read_logprobs
+from .base import MAX_NEW_TOKENS, FirstStep, VerdictTokens
+from .completions import Logprobs, RemoteState, ServedBackend, first_step_from, known_continuation, read_logprobs
 from .http import EndpointClient, Plan, Request
 
 
@@ -36,7 +36,7 @@ def data_url(image: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-class ChatBackend:
+class ChatBackend(ServedBackend):
     """Scores Llama Guard conversations on an OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
     Args:
@@ -172,45 +172,12 @@ class ChatBackend:
             state.after_lead.append(after)
         return steps, state
 
-    def first_step(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> tuple[list[FirstStep], object]:
-        return self.client.run(self._first_step_plan(prompts, tokens))
-
-    async def afirst_step(
-        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens
-    ) -> tuple[list[FirstStep], object]:
-        return await self.client.arun(self._first_step_plan(prompts, tokens))
-
-    def _tokens_of(
-        self, state: object, rows: Sequence[int], forced: Sequence[Sequence[int]], stop: Sequence[int], max_new: int
-    ) -> list[list[int]]:
-        assert isinstance(state, RemoteState)
-        out = []
-        for r, f in zip(rows, forced, strict=True):
-            got, f = state.after_lead[r], list(f)
-            rest = got[len(f) :] if got[: len(f)] == f else []  # a chat answer cannot be forced
-            out.append(f + finish(rest, stop, max_new - len(f)))
-        return out
-
-    def decode(
-        self,
-        state: object,
-        rows: Sequence[int],
-        forced: Sequence[Sequence[int]],
-        *,
-        draft: DraftFn,
-        stop: Sequence[int],
+    def _decode_plan(
+        self, state: RemoteState, rows: Sequence[int], forced: Sequence[Sequence[int]], stop: Sequence[int],
         max_new_tokens: int,
-    ) -> list[list[int]]:
-        return self._tokens_of(state, rows, forced, stop, max_new_tokens)
-
-    async def adecode(
-        self,
-        state: object,
-        rows: Sequence[int],
-        forced: Sequence[Sequence[int]],
-        *,
-        draft: DraftFn,
-        stop: Sequence[int],
-        max_new_tokens: int,
-    ) -> list[list[int]]:
-        return self._tokens_of(state, rows, forced, stop, max_new_tokens)
+    ) -> Plan:  # fmt: skip
+        yield from ()  # a chat answer is complete, and cannot be forced: nothing more to ask
+        return [
+            known_continuation(state.after_lead[r], list(f), stop, max_new_tokens)
+            for r, f in zip(rows, forced, strict=True)
+        ]

@@ -118,7 +118,65 @@ class RemoteState:
     chat_rows: set[int] = field(default_factory=set)
 
 
-class CompletionsBackend:
+class ServedBackend:
+    """The :class:`~langchain_llamaguard.backends.base.GuardBackend` protocol, sync and async, for a backend that
+    writes its protocol as plans (:mod:`.http`): ``_first_step_plan`` and ``_decode_plan``."""
+
+    client: EndpointClient
+
+    def _first_step_plan(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> Plan:
+        raise NotImplementedError
+
+    def _decode_plan(
+        self, state: RemoteState, rows: Sequence[int], forced: Sequence[Sequence[int]], stop: Sequence[int],
+        max_new_tokens: int,
+    ) -> Plan:  # fmt: skip
+        raise NotImplementedError
+
+    def first_step(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> tuple[list[FirstStep], object]:
+        return self.client.run(self._first_step_plan(prompts, tokens))
+
+    async def afirst_step(
+        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens
+    ) -> tuple[list[FirstStep], object]:
+        return await self.client.arun(self._first_step_plan(prompts, tokens))
+
+    def decode(
+        self,
+        state: object,
+        rows: Sequence[int],
+        forced: Sequence[Sequence[int]],
+        *,
+        draft: DraftFn,
+        stop: Sequence[int],
+        max_new_tokens: int,
+    ) -> list[list[int]]:
+        """The server's greedy tokens (already in the first answer for the model's own choice); ``draft`` is
+        not needed: the server decodes."""
+        assert isinstance(state, RemoteState)
+        return self.client.run(self._decode_plan(state, rows, forced, stop, max_new_tokens))
+
+    async def adecode(
+        self,
+        state: object,
+        rows: Sequence[int],
+        forced: Sequence[Sequence[int]],
+        *,
+        draft: DraftFn,
+        stop: Sequence[int],
+        max_new_tokens: int,
+    ) -> list[list[int]]:
+        assert isinstance(state, RemoteState)
+        return await self.client.arun(self._decode_plan(state, rows, forced, stop, max_new_tokens))
+
+
+def known_continuation(got: list[int], forced: list[int], stop: Sequence[int], max_new_tokens: int) -> list[int]:
+    """``forced`` and what the server already generated after it (nothing, where it generated otherwise)."""
+    rest = got[len(forced) :] if got[: len(forced)] == forced else []
+    return forced + finish(rest, stop, max_new_tokens - len(forced))
+
+
+class CompletionsBackend(ServedBackend):
     """Scores Llama Guard prompts on an OpenAI-compatible ``/v1/completions`` endpoint that takes token ids.
 
     Built by :meth:`LlamaGuard.from_endpoint <langchain_llamaguard.LlamaGuard.from_endpoint>`; implements
@@ -231,7 +289,7 @@ class CompletionsBackend:
         for r, f in zip(rows, forced, strict=True):
             got, f = state.after_lead[r], list(f)
             if got[: len(f)] == f or r in state.chat_rows:  # a chat answer cannot be forced: its own tokens
-                out[r] = f + finish(got[len(f) :] if got[: len(f)] == f else [], stop, max_new_tokens - len(f))
+                out[r] = known_continuation(got, f, stop, max_new_tokens)
             else:
                 need.append((r, f))
         if need:
@@ -267,40 +325,3 @@ class CompletionsBackend:
     ) -> list[list[float]]:
         """Log-probabilities of ``candidates`` as the next token after each prompt + lead + ``forced``."""
         return self.client.run(self._next_logprobs_plan(prompts, tokens, forced, candidates))
-
-    # -- GuardBackend ----------------------------------------------------------------------------------------
-    def first_step(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> tuple[list[FirstStep], object]:
-        return self.client.run(self._first_step_plan(prompts, tokens))
-
-    async def afirst_step(
-        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens
-    ) -> tuple[list[FirstStep], object]:
-        return await self.client.arun(self._first_step_plan(prompts, tokens))
-
-    def decode(
-        self,
-        state: object,
-        rows: Sequence[int],
-        forced: Sequence[Sequence[int]],
-        *,
-        draft: DraftFn,
-        stop: Sequence[int],
-        max_new_tokens: int,
-    ) -> list[list[int]]:
-        """The server's greedy tokens (already in the first answer for the model's own choice); ``draft`` is
-        not needed: the server decodes."""
-        assert isinstance(state, RemoteState)
-        return self.client.run(self._decode_plan(state, rows, forced, stop, max_new_tokens))
-
-    async def adecode(
-        self,
-        state: object,
-        rows: Sequence[int],
-        forced: Sequence[Sequence[int]],
-        *,
-        draft: DraftFn,
-        stop: Sequence[int],
-        max_new_tokens: int,
-    ) -> list[list[int]]:
-        assert isinstance(state, RemoteState)
-        return await self.client.arun(self._decode_plan(state, rows, forced, stop, max_new_tokens))
