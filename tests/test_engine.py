@@ -130,6 +130,17 @@ def test_parser_accepts(raw, safe, cats):
     assert parsed.safe == safe and parsed.categories == cats
 
 
+def test_a_code_outside_the_prompts_policy_fails_closed():
+    """``S15`` parses (custom policies have it), but a verdict naming a code its prompt did not list is unsafe with
+    the error noted, never dropped or taken as safe."""
+    from langchain_llamaguard.prompt_format import get_format
+    from langchain_llamaguard.verdict import make_verdict
+
+    listed = get_format("llama-guard-4").categories
+    v = make_verdict(parse_output("unsafe\nS15"), score=0.2, role="User", model="m", raw="", listed=listed)
+    assert not v.safe and v.categories == ["S15"] and "S15" in v.error
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -137,7 +148,7 @@ def test_parser_accepts(raw, safe, cats):
         "   ",
         "yes",
         "safe\nS1",
-        "unsafe\nS15",
+        "unsafe\nS0",
         "unsafe\nS1;S2",
         "unsafe\nweapons",
         "unsafe\nS1\nS2",
