@@ -97,6 +97,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _vllm_state().unlink(missing_ok=True)
     if _wants_vllm(session):
         threading.Thread(target=_serve_in_background, name="vllm-server", daemon=True).start()
+    else:  # a remote test that runs anyway fails at once, with the reason
+        off = os.environ.get("LLAMAGUARD_VLLM") == "0"
+        why = "LLAMAGUARD_VLLM=0 is set" if off else "this run's paths name no remote tests"
+        _vllm_state().write_text(json.dumps({"error": f"not started: {why}"}))
     missing = set(_missing_guards())
     if not missing or os.environ.get("LLAMAGUARD_TRAIN_IN_BACKGROUND", "1") == "0":
         return
