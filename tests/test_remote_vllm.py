@@ -141,11 +141,15 @@ def test_guard_level_exclusions_and_thresholds(vllm_server, lg3_8b, tok):
 
 
 def test_top_k_logprobs_mode(vllm_server, lg3_8b, tok):
-    """For servers without ``logprob_token_ids``: the top-k logprobs hold both verdict tokens here, so the
-    scores are exact too."""
+    """For servers without ``logprob_token_ids``: the same verdicts; the score is exact where ``unsafe`` is among
+    the top 20 (always for an unsafe verdict), and an upper bound otherwise, never below the true value."""
     remote = LlamaGuard.from_endpoint(vllm_server.url, model=vllm_server.name, tokenizer=tok, logprobs=20)
-    for text in (BENIGN, BOMB, POISON):
-        same(lg3_8b.check(text), remote.check(text))
+    for text in (BENIGN, BOMB, POISON, data.POEM):
+        local, got = lg3_8b.check(text), remote.check(text)
+        assert (got.safe, got.categories, got.raw) == (local.safe, local.categories, local.raw)
+        assert got.score >= local.score - TOL
+        if not local.safe:
+            assert got.score == pytest.approx(local.score, abs=TOL)
 
 
 def test_micro_batching_still_works(vllm_server, lg3_8b, tok):
@@ -190,14 +194,17 @@ def test_special_token_strings_stay_text_over_token_ids(remote_lg3, lg3_8b):
     assert not remote.safe
 
 
-def test_long_conversations_are_split_by_the_servers_context(vllm_server, tok):
+def test_long_conversations_are_split_by_the_servers_context(vllm_server, lg3_8b, tok):
     remote = LlamaGuard.from_endpoint(vllm_server.url, model=vllm_server.name, tokenizer=tok)
     assert remote.context_length == 4096 - 25  # the served max_model_len, less the lead and the verdict
     small = LlamaGuard.from_endpoint(
         vllm_server.url, model=vllm_server.name, tokenizer=tok, context_length=600, on_error="unsafe"
     )
-    verdict = small.check(BENIGN + " " + " ".join(["word"] * 1500) + " " + BOMB)
-    assert verdict.segments > 1 and not verdict.safe
+    local = LlamaGuard.from_model(lg3_8b.backend.model, lg3_8b.tokenizer, context_length=600, on_error="unsafe")
+    text = BENIGN + " " + " ".join(["word"] * 1500) + " " + BOMB
+    got = small.check(text)
+    assert got.segments > 1
+    same(local.check(text), got)
 
 
 # -- chat mode (hosted providers) -----------------------------------------------------------------------------
