@@ -79,7 +79,8 @@ def _serve_in_background() -> None:
 
     try:
         path = trained_llama_guard(VLLM_MODEL)  # waits for the background trainer (a file lock)
-        VllmServer.start(path, name=VLLM_NAME).save(_vllm_state())
+        # One thread: the tiny model needs no more, and the other core stays with the tests (timing tests too).
+        VllmServer.start(path, name=VLLM_NAME, threads=1).save(_vllm_state())
     except BaseException as exc:  # reported by the fixture, in whichever process needs the server
         _vllm_state().write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
 

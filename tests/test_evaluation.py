@@ -278,7 +278,7 @@ def test_scoring_1000_rows_is_as_fast_as_batch_check(lg4, tmp_path):
     examples = [Example(i, t, t, int(i % 4 in (0, 3))) for i, t in enumerate(texts)]
     lg4.batch_check(texts[:8])  # warm-up
     batch, ours = [], []
-    for round_ in range(3):  # interleaved, best of up to three: the CPU is shared
+    for round_ in range(5):  # interleaved, best of up to five: the CPU is shared (vLLM, the other worker)
         start = time.perf_counter()
         expected = lg4.batch_check(texts)
         batch.append(time.perf_counter() - start)
