@@ -24,7 +24,7 @@ from .encoding import EncodedPrompt, PromptEncoder, clean_text
 from .errors import GuardConfigurationError, GuardOutputError, GuardTimeoutError
 from .images import ImageLoadError, load_image
 from .prompt_format import get_format, render
-from .taxonomy import check_policy, resolve_categories
+from .taxonomy import check_policy, default_categories, resolve_categories
 from .verdict import Verdict, make_verdict, merge_verdicts, parse_output
 
 OnError = Literal["raise", "unsafe"]
@@ -184,17 +184,22 @@ class LlamaGuardEngine:
         batch_window_ms: float | None = None,
         max_batch_size: int = 64,
         categories: Mapping[str, str] | None = None,
+        prune_lm_head: bool = False,
         **hf_kwargs: Any,
     ) -> LlamaGuardEngine:
         """Load Llama Guard 4 (``Llama4ForConditionalGeneration`` + processor) or Llama Guard 3 8B / 1B.
 
-        The architecture is read from the checkpoint's config, not its name. ``quantization`` goes through
-        transformers' ``BitsAndBytesConfig`` (needs the ``quant`` extra). ``device_map``, ``dtype`` (or its old
-        name ``torch_dtype``) and any other keyword go to ``from_pretrained`` untouched; the default dtype is
-        bf16 on a GPU and float32 on a CPU.
+        The architecture is read from the checkpoint's config, not its name. On a GPU ``quantization`` goes
+        through transformers' ``BitsAndBytesConfig`` (needs the ``quant`` extra); ``"int8"`` on a CPU is torch's
+        dynamic int8, the fastest accurate CPU path measured (``guard.backend.quantization`` says which ran).
+        ``prune_lm_head=True`` keeps only the output rows a verdict can contain (:meth:`prune_lm_head`).
+        ``device_map``, ``dtype`` (or its old name ``torch_dtype``) and any other keyword go to
+        ``from_pretrained`` untouched; the default dtype is bf16 on a GPU and float32 on a CPU.
 
         Example:
-            >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-3-1B", quantization="nf4")  # doctest: +SKIP
+            >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-3-1B", quantization="int8")  # doctest: +SKIP
+            >>> guard.backend.quantization  # doctest: +SKIP
+            'int8: torch dynamic int8 (fbgemm/x86 kernels): ...'
         """
         from .backends.loading import load_guard_model
 
@@ -213,7 +218,7 @@ class LlamaGuardEngine:
             context_length=context_length,
             **hf_kwargs,
         )
-        return cls.from_model(
+        guard = cls.from_model(
             loaded.model,
             loaded.processor or loaded.tokenizer,
             model_format=loaded.model_format,
@@ -227,6 +232,10 @@ class LlamaGuardEngine:
             max_batch_size=max_batch_size,
             categories=categories,
         )
+        guard.backend.quantization = loaded.quantization  # type: ignore[attr-defined]
+        if prune_lm_head:
+            guard.prune_lm_head()
+        return guard
 
     @classmethod
     def from_endpoint(
@@ -350,6 +359,37 @@ class LlamaGuardEngine:
             pad_id=tokenizer.convert_tokens_to_ids(_PAD_TOKENS[family]),
         )
         return cls(backend, tokenizer, model_format=fmt, context_length=context_length, **kwargs)
+
+    def verdict_token_ids(self) -> list[int]:
+        """Every id a verdict can contain: lead, ``safe``, ``unsafe``, ``\\n``, ``,``, ``S``, the numbers 0-999
+        (any ``S<number>`` code) and end of turn."""
+        ids = {self.tokens.lead, self.tokens.safe, self.tokens.unsafe, *self.tokens.stop}
+        ids |= {self._newline, self._comma, self._s}
+        codes = ",".join(sorted(self.categories or default_categories(self)))
+        ids |= set(self.encoder.text_ids(f"\n\nunsafe\n{codes}"))
+        for n in range(1000):
+            got = self.encoder.text_ids(str(n))
+            if len(got) == 1:
+                ids.add(got[0])
+        return sorted(ids)
+
+    def prune_lm_head(self) -> None:
+        """Cut the in-process model's output head down to :meth:`verdict_token_ids` (in place; about 1,100 of
+        128k-202k rows). Scores are then renormalised over those tokens, and an off-format answer becomes the
+        nearest verdict instead of an error: see :mod:`~langchain_llamaguard.backends.lm_head`.
+
+        Example:
+            >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-3-1B", prune_lm_head=True)  # doctest: +SKIP
+        """
+        prune = getattr(self.backend, "prune_lm_head", None)
+        if prune is None:
+            raise GuardConfigurationError(
+                f"{type(self.backend).__name__} has no LM head to prune: only an in-process model has one"
+            )
+        try:
+            prune(self.verdict_token_ids())
+        except ValueError as exc:
+            raise GuardConfigurationError(str(exc)) from exc
 
     # -- preparing prompts ----------------------------------------------------------------------------------
     def with_categories(self, categories: Mapping[str, str] | None) -> LlamaGuardEngine:

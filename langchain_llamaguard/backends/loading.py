@@ -7,8 +7,9 @@
 * Llama Guard 4's config has ``attention_chunk_size: null``, which transformers rejects at the first forward;
   it is set to the context length (chunked attention with a chunk >= the sequence is plain causal attention).
 * The Llama Guard 3 tokenizers have no pad token: ``<|finetune_right_pad_id|>`` is used for padding.
-* Quantization is transformers' ``BitsAndBytesConfig`` (int8, or nf4 with the compute dtype), vision tower and
-  projector left unquantized.
+* Quantization on a GPU is transformers' ``BitsAndBytesConfig`` (int8, or nf4 with the compute dtype), vision
+  tower and projector left unquantized. ``int8`` on a CPU is torch's dynamic int8 instead (see
+  :mod:`.cpu_quantization`: bitsandbytes' int8 is slower than float32 there); ``nf4`` stays bitsandbytes.
 """
 
 from __future__ import annotations
@@ -30,13 +31,18 @@ class LoadedGuard:
     processor: Any
     model_format: str
     context_length: int
+    quantization: str | None = None
+    """What quantized the weights, e.g. ``"int8: bitsandbytes LLM.int8()"``; ``None`` for none."""
 
 
 def resolve_dtype(dtype: Any, *, cuda: bool, quantization: str | None = None) -> Any:
-    """The dtype to load with: as given, else bf16 on a GPU / float32 on a CPU (fp16 for int8, bf16 for nf4)."""
+    """The dtype to load with: as given, else bf16 on a GPU / float32 on a CPU (bitsandbytes: fp16 for int8, bf16
+    for nf4; int8 on a CPU computes in float32)."""
     import torch
 
     if dtype is None or dtype == "auto":
+        if quantization == "int8" and not cuda:
+            return torch.float32
         if quantization == "int8":
             return torch.float16  # bitsandbytes' int8 matmul computes in fp16
         if quantization == "nf4":
@@ -71,6 +77,21 @@ def quantization_config(quantization: str | None, dtype: Any, *, skip: list[str]
         bnb_4bit_use_double_quant=False,
         llm_int8_skip_modules=skip,
     )
+
+
+def on_cpu(device_map: Any, *, cuda: bool) -> bool:
+    """Whether the model will sit on the CPU: no CUDA, or a ``device_map`` that names only the CPU."""
+    if not cuda:
+        return True
+    if isinstance(device_map, str):
+        return device_map == "cpu"
+    if isinstance(device_map, dict):
+        return bool(device_map) and all(str(v) == "cpu" for v in device_map.values())
+    return str(device_map) == "cpu" if device_map is not None else False
+
+
+BNB_INT8_METHOD = "bitsandbytes LLM.int8()"
+BNB_NF4_METHOD = "bitsandbytes nf4"
 
 
 def detect_format(config: Any, chat_template: str | None) -> str:
@@ -112,9 +133,12 @@ def load_guard_model(
     tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
     fmt = model_format or detect_format(config, getattr(tokenizer, "chat_template", None))
     cuda = torch.cuda.is_available()
-    torch_dtype = resolve_dtype(dtype, cuda=cuda, quantization=quantization)
-    if device_map is None and cuda:
+    cpu_int8 = quantization == "int8" and on_cpu(device_map, cuda=cuda)
+    torch_dtype = resolve_dtype(dtype, cuda=not cpu_int8 and cuda, quantization=quantization)
+    if device_map is None and cuda and not cpu_int8:
         device_map = "auto"
+    bnb = None if cpu_int8 else quantization
+    method = {"int8": BNB_INT8_METHOD, "nf4": BNB_NF4_METHOD}.get(bnb or "")
     kwargs = dict(hf_kwargs)
     kwargs["dtype"] = torch_dtype
     if device_map is not None:
@@ -128,9 +152,7 @@ def load_guard_model(
         if getattr(text_config, "attention_chunk_size", None) is None:
             text_config.attention_chunk_size = ctx
         ctx = min(ctx, text_config.attention_chunk_size)
-        qconf = quantization_config(
-            quantization, torch_dtype, skip=["vision_model", "multi_modal_projector", "lm_head"]
-        )
+        qconf = quantization_config(bnb, torch_dtype, skip=["vision_model", "multi_modal_projector", "lm_head"])
         if qconf is not None:
             kwargs["quantization_config"] = qconf
         model = Llama4ForConditionalGeneration.from_pretrained(model_id_or_path, config=config, **kwargs)
@@ -145,11 +167,22 @@ def load_guard_model(
     else:
         from transformers import AutoModelForCausalLM
 
-        qconf = quantization_config(quantization, torch_dtype, skip=["lm_head"])
+        qconf = quantization_config(bnb, torch_dtype, skip=["lm_head"])
         if qconf is not None:
             kwargs["quantization_config"] = qconf
         model = AutoModelForCausalLM.from_pretrained(model_id_or_path, config=config, **kwargs)
         processor = None
         ctx = context_length or int(getattr(config, "max_position_embeddings", 131072))
     model.eval()
-    return LoadedGuard(model=model, tokenizer=tokenizer, processor=processor, model_format=fmt, context_length=ctx)
+    if cpu_int8:
+        from .cpu_quantization import quantize_int8_cpu
+
+        method = quantize_int8_cpu(model)
+    return LoadedGuard(
+        model=model,
+        tokenizer=tokenizer,
+        processor=processor,
+        model_format=fmt,
+        context_length=ctx,
+        quantization=f"{quantization}: {method}" if quantization else method,
+    )

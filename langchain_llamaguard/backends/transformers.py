@@ -16,6 +16,9 @@ from typing import Any
 from ..encoding import EncodedPrompt
 from .base import DraftFn, FirstStep, VerdictTokens
 
+_STACKABLE = {"DynamicLayer", "DynamicSlidingWindowLayer"}
+"""Cache layers whose state is keys, values (and a token count): prefix caches of these can be stacked."""
+
 
 @dataclass
 class _BatchState:
@@ -40,8 +43,11 @@ class TransformersBackend:
         model_name: str,
         pad_id: int,
         cache_prefix: bool = True,
+        quantization: str | None = None,
     ) -> None:
         self.model = model
+        self.quantization = quantization
+        """How the weights are quantized (e.g. ``"int8: torch dynamic int8 ..."``), or ``None``."""
         self.cache_prefix = cache_prefix
         self._prefix_kv: dict[tuple[int, ...], Any] = {}
         self.tokenizer = tokenizer
@@ -54,6 +60,14 @@ class TransformersBackend:
     @property
     def device(self) -> Any:
         return next(self.model.parameters()).device
+
+    def prune_lm_head(self, keep: Sequence[int]) -> None:
+        """Keep only the output rows ``keep`` (see :mod:`.lm_head`); the prefix caches are dropped."""
+        from .lm_head import prune_lm_head
+
+        with self.lock:
+            prune_lm_head(self.model, keep)
+            self._prefix_kv.clear()
 
     # -- images -------------------------------------------------------------------------------------------
     def _expand_images(self, prompt: EncodedPrompt) -> tuple[list[int], list[Any]]:
@@ -87,9 +101,9 @@ class TransformersBackend:
             ids, px = self._expand_images(p)
             seqs.append(ids + [tokens.lead])
             pixels.extend(px)
-        prefixes = {tuple(p.input_ids[: p.prefix_len]) for p in prompts}
-        if self.cache_prefix and not pixels and len(prefixes) == 1 and prompts[0].prefix_len > 0:
-            out, mask = self._forward_after_prefix(prefixes.pop(), seqs)
+        prefixes = [tuple(p.input_ids[: p.prefix_len]) for p in prompts]
+        if self.cache_prefix and not pixels and all(prefixes) and len(set(prefixes)) <= 16:
+            out, mask = self._forward_after_prefix(prefixes, seqs)
         else:
             out, mask = self._forward(seqs, pixels)
         logits = out.logits[:, -2:, :].float()
@@ -137,39 +151,75 @@ class TransformersBackend:
             )
         return out, mask
 
-    def _forward_after_prefix(self, prefix: tuple[int, ...], seqs: list[list[int]]) -> tuple[Any, Any]:
-        """The shared fixed prefix (task, categories) comes from a cached KV; only the rest is computed.
+    def _forward_after_prefix(self, prefixes: list[tuple[int, ...]], seqs: list[list[int]]) -> tuple[Any, Any]:
+        """Each row's fixed prefix (task and categories: one per role and policy) comes from a cached KV; only
+        the rest is computed.
 
-        Rows are ``[prefix][padding][rest]``: the padding sits between the prefix and each row's rest, masked
-        out, and position ids skip it, so every row sees exactly the positions and keys of the whole prompt.
+        Rows are ``[padding][prefix][padding][rest]``: prefixes of different lengths are left-padded to the
+        longest, each rest to the longest rest; padding is masked out and position ids skip it, so every row
+        sees exactly the positions and keys of its whole prompt. Rows of different roles or exclusions share
+        one forward pass.
         """
+        import torch
+
+        caches = {p: self._prefix_cache(p) for p in dict.fromkeys(prefixes)}
+        if not all(_STACKABLE.issuperset(type(layer).__name__ for layer in c.layers) for c in caches.values()):
+            return self._forward(seqs, [])  # a cache layout this backend does not know how to merge
+        width = max(len(p) for p in caches)
+        cache = self._stack_caches([caches[p] for p in prefixes], width)
+        ids, rest_mask = self._left_pad([s[len(p) :] for p, s in zip(prefixes, seqs, strict=True)])
+        prefix_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        lengths = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
+        for i, n in enumerate(lengths.tolist()):
+            prefix_mask[i, width - n :] = 1
+        mask = torch.cat([prefix_mask, rest_mask], dim=-1)
+        with self.lock, torch.inference_mode():
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=(lengths.unsqueeze(1) + (rest_mask.cumsum(-1) - 1).clamp(min=0)).to(self.device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=2,
+            )
+        return out, mask
+
+    def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
+        """The KV cache of one fixed prefix, computed on first use (at most 16 kept)."""
         import torch
 
         kv = self._prefix_kv.get(prefix)
         if kv is None:
             with self.lock, torch.inference_mode():
                 kv = self.model(
-                    input_ids=torch.tensor([list(prefix)], device=self.device), use_cache=True
+                    input_ids=torch.tensor([list(prefix)], device=self.device), use_cache=True, logits_to_keep=1
                 ).past_key_values
             if len(self._prefix_kv) >= 16:
                 self._prefix_kv.clear()
             self._prefix_kv[prefix] = kv
-        cache = copy.deepcopy(kv)
-        if len(seqs) > 1:
-            cache.batch_repeat_interleave(len(seqs))
-        n = len(prefix)
-        ids, rest_mask = self._left_pad([s[n:] for s in seqs])
-        mask = torch.cat([torch.ones((len(seqs), n), dtype=torch.long), rest_mask], dim=-1)
-        with self.lock, torch.inference_mode():
-            out = self.model(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=(n + (rest_mask.cumsum(-1) - 1).clamp(min=0)).to(self.device),
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=2,
-            )
-        return out, mask
+        return kv
+
+    @staticmethod
+    def _stack_caches(caches: list[Any], width: int) -> Any:
+        """One batch cache from per-row prefix caches, each left-padded (zeros, masked) to ``width`` tokens.
+
+        The stored caches are left untouched: the result holds new tensors in shallow copies of the layers.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        out = copy.copy(caches[0])
+        out.layers = []
+        for i, layer in enumerate(caches[0].layers):
+            rows = [c.layers[i] for c in caches]
+            merged = copy.copy(layer)
+            pads = [(0, 0, width - r.keys.shape[-2], 0) for r in rows]
+            merged.keys = torch.cat([F.pad(r.keys, p) for r, p in zip(rows, pads, strict=True)])
+            merged.values = torch.cat([F.pad(r.values, p) for r, p in zip(rows, pads, strict=True)])
+            if hasattr(merged, "cumulative_length"):  # sliding-window layers (Llama 4) count the tokens seen
+                merged.cumulative_length = width
+            out.layers.append(merged)
+        return out
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[Any, Any]:
         import torch
