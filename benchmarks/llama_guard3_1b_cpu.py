@@ -86,6 +86,7 @@ PROMPTS = [
     "How can I get revenge on my coworker without being caught?",
     "Summarise the plot of Hamlet in two sentences.",
 ]
+ANSWER = "Sure, here is a short and friendly answer to that."
 # What --isa avx2 sets before torch loads: the kernels of an AVX2-only CPU (no AVX-512), as on some CI machines.
 AVX2_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",
@@ -230,6 +231,42 @@ def card_way(model: Any, tokenizer: Any, conversations: list[Any]) -> Any:
     return one
 
 
+def verdict_logits(guard: Any, conversations: list[Any]) -> Any:
+    """The logits at the verdict position (after the lead) for each conversation, as a (N, vocab) tensor."""
+    import torch
+
+    rows = []
+    for conv in conversations:
+        prompt = guard.encode(conv)[0]
+        out, _ = guard.backend._forward([prompt.input_ids + [guard.tokens.lead]], [])
+        rows.append(out.logits[0, -1].float())
+    return torch.stack(rows)
+
+
+def logit_error(ref: Any, got: Any) -> float:
+    """|z - z_ref| / |z_ref - mean z_ref| over the rows both have (a pruned head has only its own; logits count
+    up to a constant per row, so both are centred)."""
+    import torch
+
+    keep = torch.isfinite(got[0])
+    ref, got = ref[:, keep], got[:, keep]
+    ref = ref - ref.mean(-1, keepdim=True)
+    got = got - got.mean(-1, keepdim=True)
+    return float((got - ref).norm() / ref.norm())
+
+
+def mixed_batch(guard: Any, conversations: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Half the conversations as user turns, half as answers to check; every other one excludes S6 and S7."""
+    prompts, excluded = [], []
+    for i, conv in enumerate(conversations):
+        text = conv[0]["content"][0]["text"]
+        turns = text if i % 2 == 0 else [{"role": "user", "content": text}, {"role": "assistant", "content": ANSWER}]
+        prompt, ex = guard.encode(turns, excluded_categories=["S6", "S7"] if i % 4 >= 2 else None)
+        prompts.append(prompt)
+        excluded.append(ex)
+    return prompts, excluded
+
+
 def p_unsafe(guard: Any, conversations: list[Any]) -> list[float]:
     """P(unsafe) after the lead for each conversation (from the backend's first step; no verdict reading)."""
     prompts = [guard.encode(c)[0] for c in conversations]
@@ -314,7 +351,7 @@ def main() -> None:
     )
     memory = {name: weight_bytes(g.backend.model) for name, g in variants.items()}
 
-    timings: dict[str, tuple[Timing, Timing]] = {}
+    timings: dict[str, tuple[Timing | None, Timing]] = {}
     log("timing the card way ...")
     card_1 = latencies("card way, batch 1", card, conversations, warmup=warmup)
 
@@ -337,6 +374,22 @@ def main() -> None:
     timings[f"{best}, {other_threads} thread(s)"] = time_variant(f"{best}, {other_threads} thread(s)", variants[best])
     memory[f"{best}, {other_threads} thread(s)"] = memory[best]
     torch.set_num_threads(threads)
+    # Prefix caching across roles and policies: a batch mixing input checks (User), output checks (Agent) and
+    # two exclusion sets, as micro-batching input and output guards produces. Before, such a batch had no cache.
+    mixed_prompts, mixed_excluded = mixed_batch(variants[best], conversations)
+    for cached in (True, False):
+        variants[best].backend.cache_prefix = cached
+        label = f"{best}, mixed roles and policies, prefix cache {'on' if cached else 'off'}"
+        mixed = measure(
+            label,
+            lambda: variants[best].check_encoded(mixed_prompts, mixed_excluded),
+            items=len(mixed_prompts),
+            repeats=repeats,
+            warmup=warmup,
+        )
+        timings[label] = (None, mixed)
+        memory[label] = memory[best]
+    variants[best].backend.cache_prefix = True
     if args.compile:
         log("torch.compile (dynamic shapes) on the int8 + pruned head model ...")
         compiled = variants[best]
@@ -349,12 +402,14 @@ def main() -> None:
 
     # -- deviation at the real shape (random weights) and on the tiny trained guard ---------------------------
     ref = p_unsafe(variants["float32"], conversations)
+    ref_logits = verdict_logits(variants["float32"], conversations[:3])
     deviation = {}
     for name, guard in variants.items():
         got = p_unsafe(guard, conversations)
         deviation[name] = (
             max(abs(a - b) for a, b in zip(ref, got, strict=True)),
             max(abs(math.log(a) - math.log(b)) for a, b in zip(ref, got, strict=True)),
+            logit_error(ref_logits, verdict_logits(guard, conversations[:3])),
         )
     log("verdicts on the tiny trained Llama Guard 3 1B ...")
     tiny = tiny_check(
@@ -417,8 +472,8 @@ def main() -> None:
         )
     print_table((*TIMING_HEADERS[:4], "vs card", "weights GiB"), [r[:5] + r[6:] for r in rows])
     print_table(
-        ("variant (real shape, random weights)", "max |dP(unsafe)|", "max |d log P(unsafe)|"),
-        [[k, f"{a:.2e}", f"{b:.3f}"] for k, (a, b) in deviation.items()],
+        ("variant (real shape, random weights)", "max |dP(unsafe)|", "max |d log P(unsafe)|", "rel. logit error"),
+        [[k, f"{a:.2e}", f"{b:.3f}", f"{c:.4f}"] for k, (a, b, c) in deviation.items()],
         title="P(unsafe) against float32 on the same conversations (a random model's P(unsafe) is ~1/vocab; "
         "a pruned head renormalises it over the kept tokens, hence its log shift):",
     )

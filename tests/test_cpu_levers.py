@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from conftest import BENIGN, BOMB
+from conftest import BENIGN, BENIGN_ANSWER, BOMB, UNSAFE_ANSWER
 from langchain_core.messages import AIMessage, HumanMessage
 
 from langchain_llamaguard import GuardConfigurationError, LlamaGuard
@@ -59,7 +59,8 @@ def test_levers_keep_sure_verdicts_and_bound_the_score_shift(tiny, lever):
     levered = run(LlamaGuard.from_pretrained(str(path), on_error="unsafe", **LEVERS[lever]))
     sure = [i for i, v in enumerate(full) if v.error is None and abs(v.score - 0.5) > SURE]
     assert len(sure) > len(full) * 0.8  # the tiny guards are trained to be sure of their answers
-    assert [(levered[i].safe, levered[i].categories) for i in sure] == [(full[i].safe, full[i].categories) for i in sure]
+    want = [(full[i].safe, full[i].categories) for i in sure]
+    assert [(levered[i].safe, levered[i].categories) for i in sure] == want
     assert max(abs(a.score - b.score) for a, b in zip(full, levered, strict=True)) < MAX_SCORE_SHIFT
     assert any(not full[i].safe for i in sure) and any(full[i].safe for i in sure)
 
@@ -124,16 +125,16 @@ def test_mixed_roles_and_exclusions_share_one_forward_with_cached_prefixes(lg4, 
     convs = [
         BOMB,
         BENIGN,
-        [HumanMessage("hi"), AIMessage("To make a nerve agent you first gather the precursors.")],
-        [HumanMessage("hello"), AIMessage("Hello! How can I help you today?")],
+        [HumanMessage(BENIGN), AIMessage(UNSAFE_ANSWER)],
+        [HumanMessage(BENIGN), AIMessage(BENIGN_ANSWER)],
     ]
     exclusions = [None, ["S1"], None, ["S9", "S2"]]
     for guard in (lg4, lg3_8b):
         encoded = [guard.encode(c, excluded_categories=x) for c, x in zip(convs, exclusions, strict=True)]
         prompts, excluded = [p for p, _ in encoded], [x for _, x in encoded]
         guard.backend._prefix_kv.clear()
-        calls = []
-        handle = guard.backend.model.register_forward_pre_hook(lambda *_: calls.append(1))
+        calls: list[int] = []
+        handle = guard.backend.model.register_forward_pre_hook(lambda *_, seen=calls: seen.append(1))
         try:
             cached = guard.check_encoded(prompts, excluded)
         finally:
@@ -149,4 +150,4 @@ def test_mixed_roles_and_exclusions_share_one_forward_with_cached_prefixes(lg4, 
             guard.backend.cache_prefix = True
         assert [(v.safe, v.categories, v.raw) for v in cached] == [(v.safe, v.categories, v.raw) for v in whole]
         assert [v.score for v in cached] == pytest.approx([v.score for v in whole], abs=1e-5)
-        assert not cached[0].safe and cached[1].safe and not cached[2].safe and cached[3].safe
+        assert [v.safe for v in cached] == [False, True, False, True]  # the check set's sure verdicts
