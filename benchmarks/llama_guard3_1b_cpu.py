@@ -435,42 +435,18 @@ def main() -> None:
             candidates,
             title="int8 candidates (one MLP block of the 1B; rel. error = |y - y_fp32| / |y_fp32|):",
         )
-    rows = [
-        [
-            "card way (generate, 3 tokens), batch 1",
-            1,
-            f"{card_ms:.0f}",
-            f"{1000 / card_ms:.2f}",
-            "1.00x",
-            "-",
-            f"{weight_bytes(model) / 2**30:.2f}",
-        ]
-    ]
+
+    def row(label: str, items: int, ms: float, gib: float) -> list[Any]:
+        return [label, items, f"{ms:.0f}", f"{1000 / ms:.2f}", f"{card_ms / ms:.2f}x", f"{gib:.2f}"]
+
+    rows = [row("card way (generate, 3 tokens), batch 1", 1, card_ms, weight_bytes(model) / 2**30)]
     for name, (one, many) in timings.items():
-        p50 = statistics.median(one.seconds) * 1000
-        rows.append(
-            [
-                f"{name}: check, batch 1 (p50)",
-                1,
-                f"{p50:.0f}",
-                f"{1000 / p50:.2f}",
-                f"{card_ms / p50:.2f}x",
-                "-",
-                f"{memory[name] / 2**30:.2f}",
-            ]
-        )
-        rows.append(
-            [
-                f"{name}: batch_check",
-                n,
-                f"{many.ms_per_item:.0f}",
-                f"{many.items_per_s:.2f}",
-                f"{card_ms / many.ms_per_item:.2f}x",
-                "-",
-                f"{memory[name] / 2**30:.2f}",
-            ]
-        )
-    print_table((*TIMING_HEADERS[:4], "vs card", "weights GiB"), [r[:5] + r[6:] for r in rows])
+        gib = memory[name] / 2**30
+        if one is not None:
+            rows.append(row(f"{name}: check, batch 1 (p50)", 1, statistics.median(one.seconds) * 1000, gib))
+        label = f"{name}: batch" if one is None else f"{name}: batch_check"
+        rows.append(row(label, many.items, many.ms_per_item, gib))
+    print_table((*TIMING_HEADERS[:4], "vs card", "weights GiB"), rows)
     print_table(
         ("variant (real shape, random weights)", "max |dP(unsafe)|", "max |d log P(unsafe)|", "rel. logit error"),
         [[k, f"{a:.2e}", f"{b:.3f}", f"{c:.4f}"] for k, (a, b, c) in deviation.items()],
@@ -484,12 +460,15 @@ def main() -> None:
     )
     one_best = statistics.median(timings[best][0].seconds) * 1000
     fp32_one = statistics.median(timings["float32"][0].seconds) * 1000
+    mixed_on = timings[f"{best}, mixed roles and policies, prefix cache on"][1]
+    mixed_off = timings[f"{best}, mixed roles and policies, prefix cache off"][1]
     print_table(
         ("summary", "value"),
         [
             ["batch 1: card way / int8 + pruned head (p50)", f"{card_ms / one_best:.2f}x"],
             ["batched: card way / int8 + pruned head batch_check", f"{card_ms / timings[best][1].ms_per_item:.2f}x"],
             ["batch 1: card way / float32 check (before the levers)", f"{card_ms / fp32_one:.2f}x"],
+            ["mixed roles and policies: prefix cache off / on", f"{mixed_off.ms_per_item / mixed_on.ms_per_item:.2f}x"],
             ["peak RSS of this run (GiB)", f"{peak_rss_gib():.1f}"],
             ["wall time of this run (s)", f"{clock.elapsed():.0f}"],
         ],
