@@ -97,6 +97,10 @@ def test_bitsandbytes_int8_stays_reachable_with_its_own_config(lg3_8b_path, lg3_
     )
     assert type(guard.backend.model.model.layers[0].self_attn.q_proj).__name__ == "Linear8bitLt"
     assert [v.safe for v in guard.batch_check([BOMB, BENIGN])] == [False, True]
+    with pytest.raises(GuardConfigurationError, match="not both"):
+        LlamaGuard.from_pretrained(
+            str(lg3_8b_path), quantization="int8", quantization_config=BitsAndBytesConfig(load_in_8bit=True)
+        )
 
 
 def test_pruned_head_keeps_the_verdict_tokens_only(lg3_1b_path):

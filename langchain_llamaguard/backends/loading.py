@@ -132,6 +132,8 @@ def load_guard_model(
     config = AutoConfig.from_pretrained(model_id_or_path, **hub)
     tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
     fmt = model_format or detect_format(config, getattr(tokenizer, "chat_template", None))
+    if quantization is not None and hf_kwargs.get("quantization_config") is not None:
+        raise GuardConfigurationError(f"pass either quantization={quantization!r} or quantization_config=..., not both")
     cuda = torch.cuda.is_available()
     cpu_int8 = quantization == "int8" and on_cpu(device_map, cuda=cuda)
     torch_dtype = resolve_dtype(dtype, cuda=not cpu_int8 and cuda, quantization=quantization)
