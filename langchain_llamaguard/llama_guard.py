@@ -375,8 +375,8 @@ class LlamaGuardEngine:
 
     def prune_lm_head(self) -> None:
         """Cut the in-process model's output head down to :meth:`verdict_token_ids` (in place; about 1,100 of
-        128k-202k rows). Scores are then renormalised over those tokens, and an off-format answer becomes the
-        nearest verdict instead of an error: see :mod:`~langchain_llamaguard.backends.lm_head`.
+        128k-202k rows). Scores are then renormalised over those tokens, and the model can only answer with
+        them: see :mod:`~langchain_llamaguard.backends.lm_head`.
 
         Example:
             >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-3-1B", prune_lm_head=True)  # doctest: +SKIP

@@ -17,10 +17,11 @@ from langchain_llamaguard.backends.lm_head import VerdictHead
 from langchain_llamaguard.taxonomy import default_categories
 from langchain_llamaguard.tiny.data import llama_guard_examples
 
+CPU = {"device_map": "cpu"}  # the CPU int8 path, also on a machine with a GPU
 LEVERS = {
-    "int8": {"quantization": "int8"},
+    "int8": {"quantization": "int8", **CPU},
     "pruned head": {"prune_lm_head": True},
-    "int8 + pruned head": {"quantization": "int8", "prune_lm_head": True},
+    "int8 + pruned head": {"quantization": "int8", "prune_lm_head": True, **CPU},
 }
 SURE = 0.2
 """A verdict whose float32 score is this far from the 0.5 boundary must not change under a lever."""
@@ -67,7 +68,7 @@ def test_levers_keep_sure_verdicts_and_bound_the_score_shift(tiny, lever):
 
 def test_int8_on_a_cpu_is_torch_dynamic_int8_and_says_so(lg3_1b_path, lg3_1b, caplog):
     with caplog.at_level(logging.INFO, logger="langchain_llamaguard"):
-        guard = LlamaGuard.from_pretrained(str(lg3_1b_path), quantization="int8")
+        guard = LlamaGuard.from_pretrained(str(lg3_1b_path), quantization="int8", **CPU)
     assert guard.backend.quantization == f"int8: {CPU_INT8_METHOD}"
     assert CPU_INT8_METHOD in caplog.text
     layer = guard.backend.model.model.layers[0]
@@ -81,7 +82,7 @@ def test_int8_on_a_cpu_is_torch_dynamic_int8_and_says_so(lg3_1b_path, lg3_1b, ca
 
 def test_int8_on_a_cpu_needs_float32(lg3_8b_path):
     with pytest.raises(GuardConfigurationError, match="computes in float32"):
-        LlamaGuard.from_pretrained(str(lg3_8b_path), quantization="int8", dtype=torch.bfloat16)
+        LlamaGuard.from_pretrained(str(lg3_8b_path), quantization="int8", dtype=torch.bfloat16, **CPU)
 
 
 def test_quantize_int8_cpu_refuses_a_model_without_linear_layers():
@@ -137,16 +138,21 @@ def test_mixed_roles_and_exclusions_share_one_forward_with_cached_prefixes(lg4, 
         encoded = [guard.encode(c, excluded_categories=x) for c, x in zip(convs, exclusions, strict=True)]
         prompts, excluded = [p for p, _ in encoded], [x for _, x in encoded]
         guard.backend._prefix_kv.clear()
-        calls: list[int] = []
-        handle = guard.backend.model.register_forward_pre_hook(lambda *_, seen=calls: seen.append(1))
+        widths: list[tuple[int, int]] = []  # (rows, tokens) of each forward
+        handle = guard.backend.model.register_forward_pre_hook(
+            lambda _m, _a, kw, seen=widths: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+        )
         try:
             cached = guard.check_encoded(prompts, excluded)
         finally:
             handle.remove()
         assert len(guard.backend._prefix_kv) == 4  # (User, all), (User, -S1), (Agent, all), (Agent, -S9 -S2)
         assert [v.role for v in cached] == ["User", "User", "Agent", "Agent"]
-        # 4 prefix forwards, 1 batched forward for all rows, then the category steps of the unsafe rows
-        assert len(calls) <= 4 + 1 + 8
+        # 4 prefix forwards (one row each), then ONE forward of all 4 rows over their rests only (shorter than
+        # the shortest prefix), then the category steps of the unsafe rows
+        assert sorted(n for rows, n in widths if rows == 1) == sorted(p.prefix_len for p in prompts)
+        batched = [n for rows, n in widths if rows == len(prompts)]
+        assert len(batched) == 1 and batched[0] < min(p.prefix_len for p in prompts)
         guard.backend.cache_prefix = False
         try:
             whole = guard.check_encoded(prompts, excluded)
@@ -155,3 +161,36 @@ def test_mixed_roles_and_exclusions_share_one_forward_with_cached_prefixes(lg4, 
         assert [(v.safe, v.categories, v.raw) for v in cached] == [(v.safe, v.categories, v.raw) for v in whole]
         assert [v.score for v in cached] == pytest.approx([v.score for v in whole], abs=1e-5)
         assert [v.safe for v in cached] == [False, True, False, True]  # the check set's sure verdicts
+
+
+def test_stacked_prefixes_never_cross_a_llama_4_attention_chunk(lg4_path):
+    """Llama 4's chunked attention skips only leading padding: a stacked batch row ([pad][prefix][pad][rest]) as
+    wide as a chunk would push a row's last tokens past its own prefix. Such a batch runs without the cache."""
+    guard = LlamaGuard.from_pretrained(str(lg4_path), context_length=360)
+    assert guard.backend._chunk == 360
+    excluded = [f"S{i}" for i in range(1, 12)]  # a much shorter prefix
+    words = ["What", "is", "the", "weather", "like", "in", "Paris", "today?"]
+    text = ""
+    while True:  # the longest question that still fits the context with the short prefix
+        longer = f"{text} {words[len(text.split()) % len(words)]}".strip()
+        try:
+            guard.encode(longer, excluded_categories=excluded)
+        except ValueError:  # longer than the context: it would be split into windows
+            break
+        text = longer
+    short, _ = guard.encode(BENIGN)
+    long, long_excluded = guard.encode(text, excluded_categories=excluded)
+    assert short.prefix_len + len(long.input_ids) - long.prefix_len > 360  # stacked, it would cross the chunk
+    widths: list[int] = []
+    handle = guard.backend.model.register_forward_pre_hook(
+        lambda _m, _a, kw, seen=widths: seen.append(kw["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        cached = guard.check_encoded([short, long], [(), long_excluded])
+    finally:
+        handle.remove()
+    assert len(long.input_ids) + 1 in widths  # whole prompts, left-padded: no stacking
+    guard.backend.cache_prefix = False
+    whole = guard.check_encoded([short, long], [(), long_excluded])
+    assert [(v.safe, v.raw) for v in cached] == [(v.safe, v.raw) for v in whole]
+    assert [v.score for v in cached] == pytest.approx([v.score for v in whole], abs=1e-5)

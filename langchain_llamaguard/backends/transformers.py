@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..encoding import EncodedPrompt
-from .base import DraftFn, FirstStep, VerdictTokens
+from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
 
 _STACKABLE = {"DynamicLayer", "DynamicSlidingWindowLayer"}
 """Cache layers whose state is keys, values (and a token count): prefix caches of these can be stacked."""
@@ -49,7 +50,11 @@ class TransformersBackend:
         self.quantization = quantization
         """How the weights are quantized (e.g. ``"int8: torch dynamic int8 ..."``), or ``None``."""
         self.cache_prefix = cache_prefix
-        self._prefix_kv: dict[tuple[int, ...], Any] = {}
+        self._prefix_kv: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # least recently used first
+        text_config = getattr(model.config, "text_config", model.config)
+        self._chunk = getattr(text_config, "attention_chunk_size", None)
+        """Llama 4's chunked attention: no batch row may be wider, padding included (its mask skips only
+        leading padding)."""
         self.tokenizer = tokenizer
         self.processor = processor
         self.model_name = model_name
@@ -166,8 +171,11 @@ class TransformersBackend:
         if not all(_STACKABLE.issuperset(type(layer).__name__ for layer in c.layers) for c in caches.values()):
             return self._forward(seqs, [])  # a cache layout this backend does not know how to merge
         width = max(len(p) for p in caches)
-        cache = self._stack_caches([caches[p] for p in prefixes], width)
         ids, rest_mask = self._left_pad([s[len(p) :] for p, s in zip(prefixes, seqs, strict=True)])
+        if self._chunk and width + ids.shape[1] + MAX_NEW_TOKENS + 4 > self._chunk:
+            # Stacked rows ([pad][prefix][pad][rest], then the verdict) would cross a Llama 4 attention chunk.
+            return self._forward(seqs, [])
+        cache = self._stack_caches([caches[p] for p in prefixes], width)
         prefix_mask = torch.zeros((len(seqs), width), dtype=torch.long)
         lengths = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
         for i, n in enumerate(lengths.tolist()):
@@ -185,18 +193,21 @@ class TransformersBackend:
         return out, mask
 
     def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
-        """The KV cache of one fixed prefix, computed on first use (at most 16 kept)."""
+        """The KV cache of one fixed prefix, computed on first use; the 16 most recently used are kept."""
         import torch
 
-        kv = self._prefix_kv.get(prefix)
-        if kv is None:
-            with self.lock, torch.inference_mode():
+        with self.lock:
+            kv = self._prefix_kv.get(prefix)
+            if kv is not None:
+                self._prefix_kv.move_to_end(prefix)
+                return kv
+            with torch.inference_mode():
                 kv = self.model(
                     input_ids=torch.tensor([list(prefix)], device=self.device), use_cache=True, logits_to_keep=1
                 ).past_key_values
-            if len(self._prefix_kv) >= 16:
-                self._prefix_kv.clear()
             self._prefix_kv[prefix] = kv
+            while len(self._prefix_kv) > 16:
+                self._prefix_kv.popitem(last=False)
         return kv
 
     @staticmethod
