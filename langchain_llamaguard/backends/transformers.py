@@ -167,14 +167,15 @@ class TransformersBackend:
         """
         import torch
 
+        width = max(len(p) for p in prefixes)
+        rests = [s[len(p) :] for p, s in zip(prefixes, seqs, strict=True)]
+        if self._chunk and width + max(map(len, rests)) + MAX_NEW_TOKENS + 4 > self._chunk:
+            # Stacked rows ([pad][prefix][pad][rest], then the verdict) would cross a Llama 4 attention chunk.
+            return self._forward(seqs, [])
         caches = {p: self._prefix_cache(p) for p in dict.fromkeys(prefixes)}
         if not all(_STACKABLE.issuperset(type(layer).__name__ for layer in c.layers) for c in caches.values()):
             return self._forward(seqs, [])  # a cache layout this backend does not know how to merge
-        width = max(len(p) for p in caches)
-        ids, rest_mask = self._left_pad([s[len(p) :] for p, s in zip(prefixes, seqs, strict=True)])
-        if self._chunk and width + ids.shape[1] + MAX_NEW_TOKENS + 4 > self._chunk:
-            # Stacked rows ([pad][prefix][pad][rest], then the verdict) would cross a Llama 4 attention chunk.
-            return self._forward(seqs, [])
+        ids, rest_mask = self._left_pad(rests)
         cache = self._stack_caches([caches[p] for p in prefixes], width)
         prefix_mask = torch.zeros((len(seqs), width), dtype=torch.long)
         lengths = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
