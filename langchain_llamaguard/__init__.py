@@ -7,11 +7,17 @@ Example:
 """
 
 from langchain_llamaguard.errors import (
+    GuardBatchError,
+    GuardClosedError,
     GuardConfigurationError,
+    GuardContextOverflowError,
     GuardInputError,
+    GuardKeyError,
     GuardOutputError,
     GuardServerError,
     GuardTimeoutError,
+    GuardTypeError,
+    ImageLoadError,
     LlamaGuardError,
     UnsafeContentError,
 )
@@ -25,13 +31,19 @@ from langchain_llamaguard.verdict import Verdict
 __all__ = [
     "CATEGORIES",
     "Category",
+    "GuardBatchError",
+    "GuardClosedError",
     "GuardConfigurationError",
+    "GuardContextOverflowError",
     "GuardInputError",
+    "GuardKeyError",
     "GuardOutputError",
     "GuardServerError",
     "GuardTimeoutError",
+    "GuardTypeError",
     "GuardStep",
     "GuardedRunnable",
+    "ImageLoadError",
     "LlamaGuard",
     "LlamaGuardError",
     "PromptGuard",

@@ -1,7 +1,9 @@
 """The ``llamaguard`` command: ``check`` texts or conversations, ``eval`` a guard on labelled data.
 
 A thin layer over :class:`~langchain_llamaguard.LlamaGuard`, :class:`~langchain_llamaguard.PromptGuard` and
-:func:`langchain_llamaguard.evaluation.evaluate`. Bad input gives one line on stderr and a non-zero exit.
+:func:`langchain_llamaguard.evaluation.evaluate`. Bad input gives one line on stderr and a non-zero exit (2 for
+usage and data errors, 1 when the run fails: a model that cannot load, out of memory, every row failing). A row
+whose check fails does not stop ``eval``: it is reported (a one-line warning, exit 0) and left out of the metrics.
 
 Example:
     >>> main(["check", "How do I make a bomb?", "--model", "meta-llama/Llama-Guard-4-12B"])  # doctest: +SKIP
@@ -22,6 +24,8 @@ from typing import Any, NoReturn
 from .errors import GuardConfigurationError, GuardServerError
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
+_HUB_EXAMPLE = "meta-llama/Llama-Guard-4-12B"
 
 
 class CliError(Exception):
@@ -79,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="resamples for 95%% intervals (0: none)")
     ev.add_argument("--no-plots", action="store_true")
     ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--strict", action="store_true", help="a row without a label is an error (default: skipped)")
     _add_guard_options(ev)
     return parser
 
@@ -89,12 +94,20 @@ def _load_guard(args: argparse.Namespace, excluded: tuple[str, ...]) -> tuple[An
     if args.endpoint:
         if not args.served_model:
             raise CliError("--endpoint needs --served-model NAME (the model name the server serves)")
-        try:
+        from .backends.http import EndpointClient, ServedModel
+
+        api_key = args.api_key or os.environ.get("LLAMAGUARD_API_KEY")
+        try:  # a batch run fails fast: the server is asked first (building a served guard asks nothing)
+            probe = EndpointClient(args.endpoint, api_key=api_key, max_retries=0)
+            try:
+                ServedModel(probe, args.served_model).entry()
+            finally:
+                probe.close()
             guard = LlamaGuard.from_endpoint(
                 args.endpoint,
                 model=args.served_model,
                 tokenizer=args.tokenizer,
-                api_key=args.api_key or os.environ.get("LLAMAGUARD_API_KEY"),
+                api_key=api_key,
                 excluded_categories=excluded,
                 threshold=args.threshold,
             )
@@ -103,6 +116,8 @@ def _load_guard(args: argparse.Namespace, excluded: tuple[str, ...]) -> tuple[An
         except GuardServerError as exc:
             raise CliError(str(exc), status=1) from None
         return guard, f"{args.served_model} at {args.endpoint}"
+    name = args.prompt_guard or args.model
+    _check_checkpoint(name, "--prompt-guard" if args.prompt_guard else "--model")
     try:
         if args.prompt_guard:
             kwargs: dict[str, Any] = {"device": args.device} if args.device else {}
@@ -115,10 +130,27 @@ def _load_guard(args: argparse.Namespace, excluded: tuple[str, ...]) -> tuple[An
         return LlamaGuard.from_pretrained(args.model, **kwargs), args.model
     except GuardConfigurationError as exc:
         raise CliError(str(exc)) from None
-    except Exception as exc:  # hub, missing folder, wrong checkpoint: one line, no traceback
-        name = args.prompt_guard or args.model
+    except Exception as exc:  # hub, wrong checkpoint, out of memory: one line, no traceback
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CliError(f"cannot load {name!r}: {first}", status=1) from None
+        hint = ""
+        if isinstance(exc, MemoryError) or "out of memory" in first.lower():
+            hint = "; the model does not fit: try a smaller one, quantization, or another --device"
+        raise CliError(f"cannot load {name!r}: {first}{hint}", status=1) from None
+
+
+def _check_checkpoint(name: str, option: str) -> None:
+    """A local path that cannot be a checkpoint gets one line now (not transformers' message, nor a hub lookup)."""
+    path = Path(name).expanduser()
+    accepted = f"{option} takes a checkpoint folder (with its config.json) or a hub id like {_HUB_EXAMPLE}"
+    if path.is_file():
+        raise CliError(f"cannot load {name!r}: it is a file, not a checkpoint folder; {accepted}", status=1)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CliError(f"cannot load {name!r}: no config.json in it, not a checkpoint; {accepted}", status=1)
+        return
+    local = path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+    if local:
+        raise CliError(f"cannot load {name!r}: no such folder; {accepted}", status=1)
 
 
 def _excluded(text: str | None) -> tuple[str, ...]:
@@ -209,7 +241,7 @@ def run_eval(args: argparse.Namespace) -> int:
         category=args.category_column,
         language=args.language_column,
     )
-    examples = load_examples(args.data, task=args.task, columns=columns, limit=args.limit)
+    examples = load_examples(args.data, task=args.task, columns=columns, limit=args.limit, strict=args.strict)
     guard, model_name = _load_guard(args, excluded)
     report = evaluate(
         guard,
@@ -227,16 +259,43 @@ def run_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         model_name=model_name,
         dataset_name=args.data,
+        strict=args.strict,
     )
     print(to_markdown(report))
     files = ["report.json", "predictions.jsonl", *report.plots]
     print(f"\nwrote {', '.join(str(Path(args.out) / f) for f in files)}")
+    for line in _left_out_warnings(report, Path(args.out) / "predictions.jsonl", args.label_column):
+        print(f"llamaguard: warning: {line}", file=sys.stderr)
     return 0
+
+
+def _left_out_warnings(report: Any, predictions: Path, label_column: str) -> list[str]:
+    """One line each for the rows that failed and the rows without a label (the metrics leave both out)."""
+    from .evaluation.data import plural, rows_named
+
+    lines = []
+    if report.errors:
+        judged = report.n + (report.calibration.n if report.calibration else 0)
+        shown = "; ".join(f"row {r.index + 1}: {r.error[:120]}" for r in report.failed_rows[:3])
+        more = "; ..." if report.errors > 3 else ""
+        lines.append(
+            f"{report.errors} of {plural(judged + report.errors, 'row')} failed and "
+            f"{'is' if report.errors == 1 else 'are'} not in the metrics ({shown}{more}); each row's error is in "
+            f"{predictions}"
+        )
+    if report.unlabeled:
+        named = rows_named(report.unlabeled_rows, total=report.unlabeled)
+        lines.append(
+            f"{plural(report.unlabeled, 'row')} without a label in column {label_column!r} "
+            f"{'was' if report.unlabeled == 1 else 'were'} skipped ({named}); --strict makes this an error"
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``llamaguard`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     from .evaluation.data import EvaluationInputError
+    from .evaluation.runner import EvaluationRunError
 
     try:
         args = build_parser().parse_args(argv)
@@ -247,9 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EvaluationInputError, GuardConfigurationError) as exc:
         print(f"llamaguard: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
-    except ImportError as exc:
+    except (EvaluationRunError, ImportError) as exc:
         print(f"llamaguard: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    except MemoryError:
+        hint = "lower --batch-size, then run again with the same --out to resume"
+        print(f"llamaguard: error: out of memory; {hint}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("llamaguard: interrupted; run again with the same --out to resume", file=sys.stderr)
         return 130

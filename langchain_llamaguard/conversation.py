@@ -1,7 +1,11 @@
 """Turn what LangChain passes around into the alternating user/assistant turns Llama Guard reads.
 
-Accepted: a plain string (one user turn), a ``PromptValue``, one ``BaseMessage``, a list of messages, or a
-list of ``{"role": ..., "content": ...}`` dicts (the chat-template form).
+Accepted: a plain string (one user turn), a ``PromptValue``, one ``BaseMessage``, a list of messages, a list of
+``{"role": ..., "content": ...}`` dicts (the chat-template form), or one such dict (a conversation of one message).
+Nothing to check (``""``, ``[]``, a prompt with no messages) is one empty user turn, judged like any other.
+Anything else raises :class:`~langchain_llamaguard.errors.GuardInputError` (a ``ValueError``; a wrong type or shape
+is a :class:`~langchain_llamaguard.errors.GuardTypeError`, also a ``TypeError``). A ``Document`` is not a
+conversation: check its ``page_content``.
 
 The official Llama Guard formats know only ``user`` and ``assistant`` turns that alternate, starting with
 ``user``. Everything else is mapped in one documented way, never dropped:
@@ -33,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from langchain_core.documents import Document
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -43,9 +48,11 @@ from langchain_core.messages import (
 )
 from langchain_core.prompt_values import PromptValue
 
+from .errors import GuardInputError, GuardTypeError
+
 Role = Literal["user", "assistant"]
 
-ConversationInput = str | PromptValue | BaseMessage | Sequence[BaseMessage | dict[str, Any] | str]
+ConversationInput = str | PromptValue | BaseMessage | dict[str, Any] | Sequence[BaseMessage | dict[str, Any] | str]
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ def _image_from_block(block: dict[str, Any]) -> ImageRef:
         url = block.get("image_url")
         url = url.get("url") if isinstance(url, dict) else url
         if not isinstance(url, str):
-            raise ValueError(f"image_url block without a url: {block!r}")
+            raise GuardInputError(f"image_url block without a url: {block!r}")
         return ImageRef("url", url)
     # LangChain standard image blocks (v0.3 and v1 shapes), and the chat-template shape.
     if block.get("image") is not None:
@@ -100,7 +107,7 @@ def _image_from_block(block: dict[str, Any]) -> ImageRef:
         return ImageRef("url", block["url"])
     if source_type == "url" and block.get("data") is not None:
         return ImageRef("url", block["data"])
-    raise ValueError(
+    raise GuardInputError(
         f"unsupported image block {block!r}; accepted: {{'type': 'image', 'url'|'path'|'base64'|'image': ...}}, "
         "{'type': 'image', 'source_type': 'base64', 'data': ...} or {'type': 'image_url', 'image_url': {'url': ...}}"
     )
@@ -117,7 +124,8 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
     if isinstance(content, str):
         return [content], []
     if not isinstance(content, list):
-        raise TypeError(f"{where}: content must be a str or a list of content blocks, got {type(content).__name__}")
+        got = type(content).__name__
+        raise GuardTypeError(f"{where}: content must be a str or a list of content blocks, got {got}")
     texts: list[str] = []
     images: list[ImageRef] = []
     for block in content:
@@ -125,12 +133,12 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
             texts.append(block)
             continue
         if not isinstance(block, dict):
-            raise TypeError(f"{where}: content block must be a str or dict, got {type(block).__name__}")
+            raise GuardTypeError(f"{where}: content block must be a str or dict, got {type(block).__name__}")
         btype = block.get("type")
         if btype in _TEXT_BLOCK_TYPES:
             text = block.get("text")
             if not isinstance(text, str):
-                raise ValueError(f"{where}: text block without a 'text' string: {block!r}")
+                raise GuardInputError(f"{where}: text block without a 'text' string: {block!r}")
             texts.append(text)
         elif btype in _IMAGE_BLOCK_TYPES:
             images.append(_image_from_block(block))
@@ -145,7 +153,7 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
         elif btype in {"reasoning", "thinking"}:
             texts.append(str(block.get("reasoning") or block.get("thinking") or ""))
         else:
-            raise ValueError(
+            raise GuardInputError(
                 f"{where}: unsupported content block type {btype!r}; accepted: text, image, image_url, "
                 "tool_call, invalid_tool_call, server_tool_call, server_tool_result, reasoning"
             )
@@ -203,23 +211,89 @@ def _message_to_turn(msg: BaseMessage, index: int) -> Turn:
         return Turn("user", [f"[tool result] {name}: {body}" if name else f"[tool result] {body}"], images)
     if isinstance(msg, SystemMessage) or msg.type in {"system", "developer"}:
         return Turn("user", ["[system] " + "".join(texts)], images)
-    raise TypeError(f"{where}: unsupported message type {msg.type!r}; accepted: human, ai, tool, system messages")
+    raise GuardTypeError(f"{where}: unsupported message type {msg.type!r}; accepted: human, ai, tool, system messages")
 
 
 def _merge(turns: list[Turn]) -> list[Turn]:
+    """Consecutive turns of one role as one: their texts joined by a newline (a turn's own parts kept when it is
+    the only one with text), images in order. Linear in the turns (each text is joined once)."""
     merged: list[Turn] = []
+    texts: list[list[list[str]]] = []  # per merged turn: the text parts of each of its turns that has text
     for turn in turns:
         if merged and merged[-1].role == turn.role:
-            last = merged[-1]
-            if last.text_parts and turn.text_parts:
-                joined = "\n".join(["".join(last.text_parts), "".join(turn.text_parts)])
-                last.text_parts = [joined]
-            else:
-                last.text_parts = last.text_parts + turn.text_parts
-            last.images = last.images + turn.images
+            merged[-1].images += turn.images
         else:
-            merged.append(Turn(turn.role, list(turn.text_parts), list(turn.images)))
+            merged.append(Turn(turn.role, [], list(turn.images)))
+            texts.append([])
+        if turn.text_parts:
+            texts[-1].append(turn.text_parts)
+    for turn, parts in zip(merged, texts, strict=True):
+        if len(parts) == 1:
+            turn.text_parts = list(parts[0])
+        elif parts:
+            turn.text_parts = ["\n".join("".join(p) for p in parts)]
     return merged
+
+
+_ACCEPTED = (
+    "accepted: str, PromptValue, BaseMessage, one {'role': ..., 'content': ...} dict, or a list of messages / "
+    "such dicts"
+)
+_DICT_ROLES = ("user", "human", "assistant", "ai", "system", "developer", "tool")
+
+
+def is_documents(value: Any) -> bool:
+    """Whether ``value`` is a ``Document`` or a list holding one (retrieved content, not a conversation)."""
+    if isinstance(value, Document):
+        return True
+    return isinstance(value, (list, tuple)) and any(isinstance(v, Document) for v in value)
+
+
+def documents_error() -> GuardTypeError:
+    """The error for documents given where a conversation is expected: what to do instead."""
+    return GuardTypeError(
+        "a Document is not a conversation: guards check messages and text. Guard each document's page_content "
+        "as its own check, e.g. guard.batch_check([d.page_content for d in docs]) (a document filter for "
+        "retrievers is planned)"
+    )
+
+
+def _dict_role(value: dict[str, Any]) -> str | None:
+    role = value.get("role", value.get("type"))
+    return role if isinstance(role, str) and "content" in value else None
+
+
+def is_message_dict(value: Any) -> bool:
+    """Whether ``value`` is one chat message as a dict, ``{"role": "user", "content": ...}``, with a role the guard
+    reads (``user``, ``assistant``, ``system``, ``tool``, ``human``, ``ai``, ``developer``)."""
+    return isinstance(value, dict) and _dict_role(value) in _DICT_ROLES
+
+
+def coerce_message(item: Any, index: int = 0) -> BaseMessage:
+    """One message from a ``BaseMessage``, a ``{"role": ..., "content": ...}`` dict, a string (a user message)
+    or a ``(role, content)`` pair; :class:`~langchain_llamaguard.errors.GuardTypeError` for anything else."""
+    if isinstance(item, BaseMessage):
+        return item
+    if isinstance(item, Document):
+        raise documents_error()
+    if isinstance(item, dict):
+        role = _dict_role(item)
+        if role is None:
+            raise GuardTypeError(
+                f"message {index}: a dict message needs a 'role' string and a 'content', e.g. "
+                f"{{'role': 'user', 'content': 'hi'}}; got keys {sorted(map(str, item))}"
+            )
+        if role not in _DICT_ROLES:
+            raise GuardTypeError(
+                f"message {index}: unknown role {role!r}; accepted: 'user', 'assistant', 'system', 'tool' "
+                "(or 'human', 'ai', 'developer')"
+            )
+    elif not isinstance(item, (str, list, tuple)):
+        raise GuardTypeError(f"message {index} is a {type(item).__name__}; {_ACCEPTED}")
+    try:
+        return convert_to_messages([item])[0]
+    except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
+        raise GuardTypeError(f"message {index}: cannot read {item!r:.100}: {exc}; {_ACCEPTED}") from exc
 
 
 def _coerce_messages(conversation: Any) -> list[BaseMessage]:
@@ -227,42 +301,47 @@ def _coerce_messages(conversation: Any) -> list[BaseMessage]:
         return conversation.to_messages()
     if isinstance(conversation, BaseMessage):
         return [conversation]
+    if is_documents(conversation):
+        raise documents_error()
+    if isinstance(conversation, dict):
+        if _dict_role(conversation) is None:
+            raise GuardTypeError(
+                "a dict is read as one message {'role': ..., 'content': ...}; this one has keys "
+                f"{sorted(map(str, conversation))}: pass the value to check (in a guard step: input_key='...')"
+            )
+        return [coerce_message(conversation)]
     if isinstance(conversation, (list, tuple)):
-        if not conversation:
-            raise ValueError("conversation is empty; pass at least one message")
-        try:
-            return convert_to_messages(list(conversation))
-        except (ValueError, TypeError, NotImplementedError) as exc:
-            raise TypeError(
-                f"cannot read the conversation: {exc}; accepted: str, PromptValue, BaseMessage, or a list of "
-                "messages / {'role', 'content'} dicts"
-            ) from exc
-    raise TypeError(
-        f"unsupported conversation type {type(conversation).__name__}; accepted: str, PromptValue, "
-        "BaseMessage, or a list of messages / {'role', 'content'} dicts"
-    )
+        return [coerce_message(m, i) for i, m in enumerate(conversation)]
+    raise GuardTypeError(f"unsupported conversation type {type(conversation).__name__}; {_ACCEPTED}")
+
+
+def _from_text(text: str, want: Role | None) -> list[Turn]:
+    if want == "assistant":
+        return [Turn("user", []), Turn("assistant", [text])]
+    return [Turn("user", [text])]
 
 
 def to_turns(conversation: ConversationInput, *, role: str | None = None) -> list[Turn]:
     """Normalize a conversation into alternating turns that start with ``user``.
 
     Args:
-        conversation: what to check (see the module docstring for the accepted shapes).
+        conversation: what to check (see the module docstring for the accepted shapes). ``""``, ``[]`` and a
+            prompt without messages are the same: one empty turn (of the judged role).
         role: ``"User"`` or ``"Agent"`` (also ``"user"``/``"assistant"``): the role of the turn to judge.
             With a plain string, ``"Agent"`` makes the string the assistant's answer (after an empty user
-            turn). With messages, it must match the last turn's role, or ``ValueError`` is raised.
+            turn). With messages, it must match the last turn's role, or ``GuardInputError`` is raised.
     """
     want = normalize_role(role)
     if isinstance(conversation, str):
-        if want == "assistant":
-            return [Turn("user", []), Turn("assistant", [conversation])]
-        return [Turn("user", [conversation])]
+        return _from_text(conversation, want)
     messages = _coerce_messages(conversation)
+    if not messages:  # nothing said: judged like "" (an empty turn), never an error nor skipped
+        return _from_text("", want)
     turns = _merge([_message_to_turn(m, i) for i, m in enumerate(messages)])
     if turns[0].role == "assistant":
         turns.insert(0, Turn("user", []))
     if want is not None and turns[-1].role != want:
-        raise ValueError(
+        raise GuardInputError(
             f"role={role!r} asks to judge the {want} turn, but the conversation ends with a "
             f"{turns[-1].role} turn; Llama Guard always judges the last turn"
         )
@@ -278,7 +357,7 @@ def normalize_role(role: str | None) -> Role | None:
         return "user"
     if key in {"agent", "assistant", "ai"}:
         return "assistant"
-    raise ValueError(f"unknown role {role!r}; accepted: 'User' or 'Agent'")
+    raise GuardInputError(f"unknown role {role!r}; accepted: 'User' or 'Agent'")
 
 
 ImageLoader = Callable[[str], Any]

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import GuardConfigurationError, GuardInputError
 from .prompt_format import PromptFormat, RenderedPrompt, Segment
 
 
@@ -41,6 +42,8 @@ class EncodedPrompt:
     (a server's chat API renders it there)."""
     policy: dict[str, str] | None = None
     """The custom category texts it was rendered with (``None``: the model's defaults)."""
+    omitted_turns: int = 0
+    """Earlier turns of the conversation left out of this prompt because the whole did not fit the context."""
 
 
 def clean_text(text: str) -> str:
@@ -65,7 +68,7 @@ class PromptEncoder:
         for tok in fmt.special_tokens:
             tid = tokenizer.convert_tokens_to_ids(tok)
             if tid is None or tid == tokenizer.unk_token_id:
-                raise ValueError(
+                raise GuardConfigurationError(
                     f"the tokenizer has no special token {tok!r}, which the {fmt.name} format needs; "
                     "is this the checkpoint's own tokenizer?"
                 )
@@ -114,7 +117,7 @@ class PromptEncoder:
                 ids.extend(self.text_ids(seg.text))
         ids.extend(self._fixed_ids(prompt.suffix))
         if len(slots) != len(images):
-            raise ValueError(f"{len(slots)} image placeholders but {len(images)} images")
+            raise GuardInputError(f"{len(slots)} image placeholders but {len(images)} images")
         return EncodedPrompt(
             input_ids=ids,
             role=prompt.role,

@@ -1,12 +1,20 @@
-"""Exceptions raised by guards. Each carries what a caller needs to act on it, not just a message."""
+"""Exceptions raised by guards. Each carries what a caller needs to act on it, not just a message.
+
+This module is the bottom of the package: it imports nothing of it (verdicts are carried as plain objects), so
+every other module can raise these errors.
+
+Example:
+    >>> try:
+    ...     raise GuardConfigurationError("threshold must be in [0, 1]")
+    ... except LlamaGuardError as exc:  # every error of the package, bad input and configuration included
+    ...     isinstance(exc, ValueError)
+    True
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .prompt_guard import PromptGuardVerdict
-    from .verdict import Verdict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class LlamaGuardError(Exception):
@@ -22,9 +30,7 @@ class UnsafeContentError(LlamaGuardError):
         stage: where it was flagged: ``"input"``, ``"output"``, ``"tool_call"``, ``"tool_result"``, ...
     """
 
-    def __init__(
-        self, verdict: Verdict | PromptGuardVerdict, *, stage: str = "input", message: str | None = None
-    ) -> None:
+    def __init__(self, verdict: Any, *, stage: str = "input", message: str | None = None) -> None:
         self.verdict = verdict
         self.stage = stage
         if hasattr(verdict, "categories"):
@@ -82,3 +88,61 @@ class GuardServerError(LlamaGuardError, RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (str(self),), {"url": self.url, "status": self.status})
+
+
+class GuardBatchError(LlamaGuardError):
+    """Some rows of a batch could not be judged (``on_error="raise"``); the others were.
+
+    Attributes:
+        verdicts: one entry per input row, in input order: its verdict, or ``None`` where the row failed.
+        errors: the failing rows' indices and what went wrong with each.
+
+    Example:
+        >>> err = GuardBatchError([None, "v1"], {0: GuardOutputError("Sure!", "first line is neither")})
+        >>> sorted(err.errors), err.verdicts[1]
+        ([0], 'v1')
+    """
+
+    def __init__(self, verdicts: Sequence[Any], errors: Mapping[int, BaseException]) -> None:
+        self.verdicts = list(verdicts)
+        self.errors = dict(sorted(errors.items()))
+        rows = "; ".join(f"row {i}: {type(e).__name__}: {e}" for i, e in self.errors.items())
+        super().__init__(
+            f"{len(self.errors)} of {len(self.verdicts)} rows could not be judged ({rows}); the other rows' "
+            "verdicts are in .verdicts"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.verdicts, self.errors))
+
+
+class ImageLoadError(LlamaGuardError, ValueError):
+    """An image in the conversation could not be read, or is over one of the guard's image bounds (never
+    taken as safe: with ``on_error="unsafe"`` its conversation gets an unsafe verdict)."""
+
+
+class GuardContextOverflowError(LlamaGuardError, ValueError):
+    """A conversation does not fit the guard's context and the guard was asked not to leave anything out
+    (``on_overflow="raise"``)."""
+
+
+class GuardClosedError(LlamaGuardError, RuntimeError):
+    """The guard was closed (:meth:`close`); build or load a new one."""
+
+
+class GuardTypeError(GuardInputError, TypeError):
+    """Input of a type or shape the guard cannot read as a conversation (a number, a ``Document``, a dict that
+    is not a ``{"role": ..., "content": ...}`` message...). A :class:`GuardInputError` and a ``TypeError``."""
+
+
+class GuardKeyError(GuardInputError, KeyError):
+    """A key the guard step was told to read (``input_key`` / ``output_key``) is not in its input. A
+    :class:`GuardInputError` and a ``KeyError``."""
+
+    __str__ = Exception.__str__  # the message as written (KeyError would quote it)
+
+
+class GuardPickleError(LlamaGuardError, TypeError):
+    """A guard that cannot be pickled: one over a model passed in (``from_model``) has no way to load that model
+    again on the other side. A :class:`LlamaGuardError` and a ``TypeError`` (what ``pickle`` raises for objects
+    it cannot write)."""

@@ -13,23 +13,42 @@ import asyncio
 import concurrent.futures
 import copy
 import math
-from collections.abc import Generator, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .backends.base import MAX_NEW_TOKENS, AsyncGuardBackend, FirstStep, GuardBackend, VerdictTokens
 from .batching import MicroBatcher
+from .budget import IMAGE_TOKENS, BatchBudget, default_budget, plan_sub_batches
 from .conversation import ConversationInput, ImageLoader, Turn, normalize_role, to_turns
 from .encoding import EncodedPrompt, PromptEncoder, clean_text
-from .errors import GuardConfigurationError, GuardOutputError, GuardTimeoutError
-from .images import ImageLoadError, load_image
+from .errors import (
+    GuardBatchError,
+    GuardClosedError,
+    GuardConfigurationError,
+    GuardContextOverflowError,
+    GuardInputError,
+    GuardOutputError,
+    GuardServerError,
+    GuardTimeoutError,
+    LlamaGuardError,
+)
+from .images import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_IMAGES,
+    ImageLimits,
+    ImageLoadError,
+    check_image_count,
+    load_image,
+)
 from .prompt_format import get_format, render
 from .taxonomy import check_policy, default_categories, resolve_categories
 from .verdict import Verdict, make_verdict, merge_verdicts, parse_output
 
 OnError = Literal["raise", "unsafe"]
-_Scored = Verdict | tuple[GuardOutputError, float, str]
-"""A verdict, or an unreadable output as ``(error, score, role)`` for the caller to raise or fail closed."""
+OnOverflow = Literal["split", "unsafe", "raise"]
 _BackendCall = tuple[str, tuple[Any, ...], dict[str, Any]]
 
 _STOP_TOKENS = {
@@ -38,6 +57,47 @@ _STOP_TOKENS = {
 }
 _PAD_TOKENS = {"llama4": "<|finetune_right_pad|>", "llama3": "<|finetune_right_pad_id|>"}
 _TIMEOUT_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="llama-guard-timeout")
+
+
+def _recipe_of(args: dict[str, Any], *positional: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` that call a constructor again the way it was called (``positional`` first; a name
+    ending in ``kwargs`` is a ``**`` catch-all)."""
+    pos = tuple(args[name] for name in positional if not name.endswith("kwargs"))
+    kw = {k: v for k, v in args.items() if k not in positional and k not in ("cls", "__class__")}
+    for name in positional:
+        if name.endswith("kwargs"):
+            kw.update(args[name])
+    return pos, kw
+
+
+_OWNERS_LOCK = threading.Lock()
+
+
+def _owners(backend: Any) -> int:
+    return getattr(backend, "_llamaguard_owners", 0)
+
+
+def _adopt(backend: Any) -> None:
+    """Count one more guard that uses ``backend`` (copies and views share their model)."""
+    with _OWNERS_LOCK:
+        try:
+            backend._llamaguard_owners = _owners(backend) + 1
+        except AttributeError:  # pragma: no cover - a backend that takes no attributes is never released
+            pass
+
+
+def _release(backend: Any) -> None:
+    """One guard less uses ``backend``; the last one closes it (``close()``: weights, caches, connections)."""
+    with _OWNERS_LOCK:
+        left = _owners(backend) - 1
+        try:
+            backend._llamaguard_owners = left
+        except AttributeError:  # pragma: no cover
+            return
+    if left <= 0:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
 
 
 def _check_threshold(threshold: float | None) -> float | None:
@@ -54,6 +114,27 @@ def _check_on_error(on_error: str) -> OnError:
     return on_error  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class _Failure:
+    """A row that could not be judged, and whether it fails closed (``mode``): as ``on_error`` says, always
+    (``"unsafe"``), or never (``"raise"``: not a conversation, or ``on_overflow="raise"``)."""
+
+    error: BaseException
+    score: float
+    role: str
+    mode: Literal["on_error", "unsafe", "raise"] = "on_error"
+
+
+_Scored = Verdict | _Failure
+"""A verdict, or why a row has none, for :meth:`LlamaGuardEngine._finish` to raise or fail closed."""
+
+
+def _retry_rows(exc: Exception) -> bool:
+    """Whether a sub-batch that failed with ``exc`` is worth retrying row by row: a model error (out of memory
+    included) may be one row's; a server that cannot be reached or timed out fails every row alike."""
+    return not isinstance(exc, (GuardTimeoutError, GuardClosedError)) and getattr(exc, "status", 0) is not None
+
+
 @dataclass
 class _Batch:
     """Prompts of several conversations (a long one may have several), and which conversation each is for."""
@@ -61,14 +142,8 @@ class _Batch:
     prompts: list[EncodedPrompt] = field(default_factory=list)
     excluded: list[tuple[str, ...]] = field(default_factory=list)
     owner: list[int] = field(default_factory=list)
-    failed: dict[int, Verdict] = field(default_factory=dict)
-    verdicts: list[Verdict] = field(default_factory=list)
-
-    def merged(self, n: int) -> list[Verdict]:
-        per_item: dict[int, list[Verdict]] = {}
-        for i, verdict in zip(self.owner, self.verdicts, strict=True):
-            per_item.setdefault(i, []).append(verdict)
-        return [self.failed[i] if i in self.failed else merge_verdicts(per_item[i]) for i in range(n)]
+    failed: dict[int, _Failure] = field(default_factory=dict)
+    results: list[_Scored] = field(default_factory=list)
 
 
 class LlamaGuardEngine:
@@ -88,7 +163,8 @@ class LlamaGuardEngine:
             unsafe verdict carrying the error.
         image_loader: turns remote image URLs into images; without it a remote URL is an error.
         context_length: the longest prompt the model reads, in tokens; longer conversations are split
-            (never truncated), see :meth:`prepare`.
+            (never truncated), see :meth:`prepare`. Or a function that gives it on first use (a served model's
+            context, read from the server: :meth:`from_endpoint`).
         timeout: seconds a check may take before it raises :class:`GuardTimeoutError` (or, with
             ``on_error="unsafe"``, fails closed).
         batch_window_ms: dynamic micro-batching: checks arriving from concurrent callers (threads, or
@@ -97,6 +173,17 @@ class LlamaGuardEngine:
         categories: your own policy, ``{"S1": "Violent Crimes.", "S15": "Fraud."}``, replacing the model's default
             list (start from :func:`~langchain_llamaguard.taxonomy.default_categories`); keys are ``S<number>``
             codes, ``excluded_categories`` still apply, and verdicts name the codes with your texts.
+        max_batch_tokens: the most padded tokens one forward pass may hold; a batch is split into
+            length-sorted sub-batches under it. ``None`` (default) picks one for the device.
+        on_overflow: a conversation longer than the context: ``"split"`` (default) judges the last turn (with
+            the user turn it answers) in overlapping windows and says in the verdict how many earlier turns were
+            left out; ``"unsafe"`` fails closed; ``"raise"`` raises
+            :class:`~langchain_llamaguard.errors.GuardContextOverflowError`.
+        max_segments: the most prompts one conversation may be split into; a longer one is refused like an
+            overflow that may not be split.
+        max_image_pixels, max_image_bytes, max_images: bounds checked before an image is decoded (pixels per
+            image, encoded bytes per image, images per conversation); ``None`` lifts one. An image over a bound
+            is an :class:`~langchain_llamaguard.errors.ImageLoadError` (unsafe with ``on_error="unsafe"``).
 
     Example:
         >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-4-12B")  # doctest: +SKIP
@@ -114,13 +201,26 @@ class LlamaGuardEngine:
         threshold: float | None = None,
         on_error: OnError = "raise",
         image_loader: ImageLoader | None = None,
-        context_length: int = 8192,
+        context_length: int | Callable[[], int] = 8192,
         timeout: float | None = None,
         batch_window_ms: float | None = None,
         max_batch_size: int = 64,
         categories: Mapping[str, str] | None = None,
+        max_batch_tokens: int | None = None,
+        on_overflow: OnOverflow = "split",
+        max_segments: int = 64,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
+        max_images: int | None = DEFAULT_MAX_IMAGES,
     ) -> None:
         self.backend = backend
+        self._recipe: tuple[str, tuple[Any, ...], dict[str, Any]] | None = None
+        """How this guard was made (``from_pretrained`` / ``from_endpoint`` and their arguments), so a pickled
+        guard can make itself again; ``None`` for a model passed in (``from_model``)."""
+        self.max_batch_tokens = max_batch_tokens
+        self.on_overflow = on_overflow
+        self.max_segments = max_segments
+        self.image_limits = ImageLimits(max_pixels=max_image_pixels, max_bytes=max_image_bytes, max_images=max_images)
         self.tokenizer = tokenizer
         self.format = get_format(model_format)
         try:
@@ -135,11 +235,18 @@ class LlamaGuardEngine:
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise GuardConfigurationError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         self.timeout = timeout
+        if batch_window_ms is not None and (batch_window_ms < 0 or max_batch_size < 1):
+            raise GuardConfigurationError("batch_window_ms must be >= 0 and max_batch_size >= 1")
+        if max_batch_tokens is not None and (not isinstance(max_batch_tokens, int) or max_batch_tokens < 1):
+            raise GuardConfigurationError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
+        self.batch_window_ms = batch_window_ms
+        self.max_batch_size = max_batch_size
         self._batcher: MicroBatcher | None = None
-        if batch_window_ms is not None:
-            if batch_window_ms < 0 or max_batch_size < 1:
-                raise GuardConfigurationError("batch_window_ms must be >= 0 and max_batch_size >= 1")
-            self._batcher = MicroBatcher(self._score_encoded, window_s=batch_window_ms / 1000, max_batch=max_batch_size)
+        self._start_batcher()
+        self._default_budget: BatchBudget | None = None
+        self._closed = False
+        self._view_of: LlamaGuardEngine | None = None
+        _adopt(backend)
         self.encoder = PromptEncoder(tokenizer, self.format)
         family = "llama4" if self.format.name == "llama-guard-4" else "llama3"
         ids = tokenizer.convert_tokens_to_ids
@@ -164,6 +271,19 @@ class LlamaGuardEngine:
     def model_name(self) -> str:
         return self.format.name
 
+    # A served model's context is read from the server on first use (issue 21): ``context_length`` is then a
+    # function (backends/endpoint.py's ServedContext: cached, thread-safe) that raises GuardServerError while the
+    # server is down; ``_prepare_many`` turns that into the rows' failure.
+    @property
+    def context_length(self) -> int:
+        """The longest prompt the model reads, in tokens (a served model's: asked of the server on first use)."""
+        got = self._context_length
+        return got() if callable(got) else got
+
+    @context_length.setter
+    def context_length(self, value: int | Callable[[], int]) -> None:
+        self._context_length = value
+
     # -- loading --------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
@@ -185,6 +305,12 @@ class LlamaGuardEngine:
         max_batch_size: int = 64,
         categories: Mapping[str, str] | None = None,
         prune_lm_head: bool = False,
+        max_batch_tokens: int | None = None,
+        on_overflow: OnOverflow = "split",
+        max_segments: int = 64,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
+        max_images: int | None = DEFAULT_MAX_IMAGES,
         **hf_kwargs: Any,
     ) -> LlamaGuardEngine:
         """Load Llama Guard 4 (``Llama4ForConditionalGeneration`` + processor) or Llama Guard 3 8B / 1B.
@@ -201,6 +327,7 @@ class LlamaGuardEngine:
             >>> guard.backend.quantization  # doctest: +SKIP
             'int8: torch dynamic int8 (fbgemm/x86 kernels): ...'
         """
+        recipe = _recipe_of(locals(), "model_id_or_path", "hf_kwargs")
         from .backends.loading import load_guard_model
 
         threshold = _check_threshold(threshold)
@@ -231,10 +358,17 @@ class LlamaGuardEngine:
             batch_window_ms=batch_window_ms,
             max_batch_size=max_batch_size,
             categories=categories,
+            max_batch_tokens=max_batch_tokens,
+            on_overflow=on_overflow,
+            max_segments=max_segments,
+            max_image_pixels=max_image_pixels,
+            max_image_bytes=max_image_bytes,
+            max_images=max_images,
         )
         guard.backend.quantization = loaded.quantization  # type: ignore[attr-defined]
         if prune_lm_head:
             guard.prune_lm_head()
+        guard._recipe = ("from_pretrained", *recipe)
         return guard
 
     @classmethod
@@ -259,6 +393,11 @@ class LlamaGuardEngine:
         batch_window_ms: float | None = None,
         max_batch_size: int = 64,
         categories: Mapping[str, str] | None = None,
+        on_overflow: OnOverflow = "split",
+        max_segments: int = 64,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
+        max_images: int | None = DEFAULT_MAX_IMAGES,
     ) -> LlamaGuardEngine:
         """A Llama Guard served by vLLM (or any OpenAI-compatible server): same verdicts and scores as in-process.
 
@@ -268,9 +407,13 @@ class LlamaGuardEngine:
         Guard 4) go to ``/v1/chat/completions``. ``mode="chat"`` is for hosted providers that offer chat only:
         the verdict is read from the text, ``score`` is ``None``, and ``threshold`` is refused.
 
-        Server errors (unreachable, HTTP errors, timeouts, malformed answers) raise
-        :class:`~langchain_llamaguard.errors.GuardServerError`; with ``on_error="unsafe"`` they give unsafe
-        verdicts carrying the error. 429 and 503 answers are retried (``max_retries``) within ``timeout``.
+        Nothing is sent to the server here: a guard can be built before its server is up. The served context
+        (``max_model_len``) is read on the first check unless ``context_length`` is given; :meth:`ready` /
+        :meth:`aready` wait for the server (start-up probes). Server errors (unreachable, a model it does not
+        serve, HTTP errors, timeouts, malformed answers) raise :class:`~langchain_llamaguard.errors.GuardServerError`;
+        with ``on_error="unsafe"`` they give unsafe verdicts carrying the error. Nothing failed is remembered: once
+        the server answers again, the same guard works. 429 and 503 answers are retried (``max_retries``) within
+        ``timeout``.
 
         Example:
             >>> guard = LlamaGuard.from_endpoint("http://127.0.0.1:8000/v1",
@@ -278,6 +421,7 @@ class LlamaGuardEngine:
             >>> guard.check("How do I make a pipe bomb?").categories                   # doctest: +SKIP
             ['S9']
         """
+        recipe = _recipe_of(locals(), "base_url")
         from .backends.endpoint import connect
 
         threshold = _check_threshold(threshold)
@@ -309,7 +453,7 @@ class LlamaGuardEngine:
             logprobs=logprobs,
             context_length=context_length,
         )
-        return cls(
+        guard = cls(
             conn.backend,
             conn.tokenizer,
             model_format=conn.model_format,
@@ -321,7 +465,14 @@ class LlamaGuardEngine:
             batch_window_ms=batch_window_ms,
             max_batch_size=max_batch_size,
             categories=categories,
+            on_overflow=on_overflow,
+            max_segments=max_segments,
+            max_image_pixels=max_image_pixels,
+            max_image_bytes=max_image_bytes,
+            max_images=max_images,
         )
+        guard._recipe = ("from_endpoint", *recipe)
+        return guard
 
     @classmethod
     def from_model(
@@ -391,6 +542,74 @@ class LlamaGuardEngine:
         except ValueError as exc:
             raise GuardConfigurationError(str(exc)) from exc
 
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def _start_batcher(self) -> None:
+        """A micro-batcher of this guard's own, when ``batch_window_ms`` is set (also after a copy or unpickling)."""
+        self._batcher = None
+        if self.batch_window_ms is not None:
+            self._batcher = MicroBatcher(
+                self._score_encoded, window_s=self.batch_window_ms / 1000, max_batch=self.max_batch_size
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise GuardClosedError(f"this {type(self).__name__} was closed; load a new one to check more")
+
+    def _live_backend(self) -> GuardBackend:
+        backend = self.backend
+        if backend is None:
+            raise GuardClosedError(f"this {type(self).__name__} was closed while a check was running")
+        return backend
+
+    def close(self) -> None:
+        """Stop the micro-batch worker and let go of the model: its weights, prefix caches and (served) connections
+        are released once no other guard shares them (a deep copy or :meth:`with_categories` view does). Checks
+        after ``close()`` raise :class:`~langchain_llamaguard.errors.GuardClosedError`. Idempotent.
+
+        Example:
+            >>> with LlamaGuard.from_pretrained("meta-llama/Llama-Guard-3-1B") as guard:  # doctest: +SKIP
+            ...     guard.check("hello").safe
+            True
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._batcher is not None and self._view_of is None:  # a view leaves the shared batcher to its guard
+            self._batcher.close()
+        backend, self.backend = self.backend, None  # type: ignore[assignment]
+        if backend is not None:
+            _release(backend)
+
+    async def aclose(self) -> None:
+        """Async :meth:`close` (a served guard's connections are closed on the event loop)."""
+        if self._closed:
+            return
+        backend = self.backend
+        aclose = getattr(backend, "aclose", None)
+        shared = _owners(backend) > 1
+        await asyncio.to_thread(self._close_keeping_connections if aclose is not None and not shared else self.close)
+        if aclose is not None and not shared:
+            await aclose()
+
+    def _close_keeping_connections(self) -> None:
+        backend = self.backend
+        self.close()
+        release = getattr(backend, "release", None)
+        if release is not None:
+            release()
+
+    def __enter__(self) -> LlamaGuardEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> LlamaGuardEngine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     # -- preparing prompts ----------------------------------------------------------------------------------
     def with_categories(self, categories: Mapping[str, str] | None) -> LlamaGuardEngine:
         """The same guard (same model, settings and batches) with another policy; ``None`` is the default list.
@@ -407,6 +626,8 @@ class LlamaGuardEngine:
             raise GuardConfigurationError(str(exc)) from exc
         other = copy.copy(self)
         other.categories = policy
+        other._view_of = self  # shares this guard's micro-batcher, whose worker holds this guard only weakly
+        _adopt(other.backend)
         return other
 
     def _excluded(self, excluded_categories: Iterable[str] | None) -> tuple[str, ...]:
@@ -416,7 +637,8 @@ class LlamaGuardEngine:
 
     def _encode_turns(self, turns: list[Turn], excluded: tuple[str, ...]) -> EncodedPrompt:
         rendered = render(turns, model=self.format.name, excluded_categories=excluded, categories=self.categories)
-        images = [load_image(ref, self.image_loader) for ref in rendered.images]
+        check_image_count(len(rendered.images), self.image_limits)  # before any is loaded
+        images = [load_image(ref, self.image_loader, self.image_limits) for ref in rendered.images]
         prompt = self.encoder.encode(rendered, images)
         prompt.turns = turns
         prompt.policy = self.categories
@@ -432,10 +654,18 @@ class LlamaGuardEngine:
         role: str | None = None,
         excluded_categories: Iterable[str] | None = None,
     ) -> tuple[EncodedPrompt, tuple[str, ...]]:
-        """Render and tokenize one conversation that fits the model's context (see :meth:`prepare`)."""
+        """Render and tokenize one conversation that fits the model's context whole (see :meth:`prepare`).
+
+        Raises:
+            GuardContextOverflowError: when it does not fit (:meth:`prepare` gives the parts it is judged in).
+        """
         prompts, excluded = self.prepare(conversation, role=role, excluded_categories=excluded_categories)
-        if len(prompts) != 1:
-            raise ValueError(f"the conversation is longer than the model's context ({self.context_length} tokens)")
+        if len(prompts) != 1 or prompts[0].omitted_turns:
+            raise GuardContextOverflowError(
+                f"the conversation does not fit the model's context of {self.context_length} tokens whole (it is "
+                f"judged in {len(prompts)} prompt(s), {prompts[0].omitted_turns} earlier turn(s) left out); encode() "
+                "gives the one prompt of a conversation that fits, prepare() the parts a longer one is judged in"
+            )
         return prompts[0], excluded
 
     def prepare(
@@ -447,51 +677,145 @@ class LlamaGuardEngine:
     ) -> tuple[list[EncodedPrompt], tuple[str, ...]]:
         """The prompt(s) for one conversation: one, or several when it is longer than the model's context.
 
-        Nothing is truncated. A long conversation is split by turn first (the judged turn keeps the user turn
-        it answers, older turns are left out as context), then the judged turn's text is cut into overlapping
-        token windows, each checked in its own prompt; the conversation is unsafe if any window is.
+        A conversation that fits is one prompt. One that does not is handled as ``on_overflow`` says:
+        ``"split"`` judges the last turn with the user turn it answers (or alone, when that question is too
+        long too), leaving earlier turns out (counted in each prompt's ``omitted_turns``, and in the verdict's),
+        and cuts the judged turn's text into overlapping token windows, each checked in its own prompt (the
+        conversation is unsafe if any window is); ``"unsafe"`` and ``"raise"`` refuse it. Its text is never
+        truncated, and a conversation of any size costs bounded work: it is measured from its last turn back,
+        only as far as the context reaches.
+
+        Raises:
+            GuardContextOverflowError: it does not fit and ``on_overflow`` is ``"unsafe"`` or ``"raise"``; or the
+                judged turn needs more than ``max_segments`` windows, or its fixed part (with its images) leaves
+                no room for text.
         """
         excluded = self._excluded(excluded_categories)
         turns = to_turns(conversation, role=role)
-        whole = self._encode_turns(turns, excluded)
-        if self._fits(whole):
-            return [whole], excluded
+        at_least = self._min_body_tokens(turns, self.context_length - 1)  # -1: the lead token the check appends
+        if at_least <= self.context_length - 1:
+            whole = self._encode_turns(turns, excluded)
+            if self._fits(whole):
+                return [whole], excluded  # the hot path: one render, one tokenization
+            size = f"{len(whole.input_ids):,} tokens"
+        else:  # found without tokenizing it all
+            size = f"at least {at_least:,} tokens, {sum(len(p) for t in turns for p in t.text_parts):,} characters"
+        if self.on_overflow != "split":
+            raise GuardContextOverflowError(
+                f"the conversation ({len(turns):,} turn{'s' if len(turns) > 1 else ''}, {size}) does not fit the "
+                f"model's context of {self.context_length:,} tokens, and on_overflow={self.on_overflow!r} judges a "
+                "conversation whole or not at all; on_overflow='split' judges its last turn (in windows when "
+                "needed), leaving earlier turns out"
+            )
         return self._split(turns, excluded), excluded
 
     def _split(self, turns: list[Turn], excluded: tuple[str, ...], overlap: int = 64) -> list[EncodedPrompt]:
+        """The judged turn (with the user turn it answers while that fits) in as few windows as fit the context."""
         last = turns[-1]
         context = [turns[-2]] if last.role == "assistant" else []
-        by_turn = self._encode_turns(context + [last], excluded) if len(turns) > len(context) + 1 else None
-        if by_turn is not None and self._fits(by_turn):
-            return [by_turn]
+        omitted = sum(1 for t in turns[: len(turns) - len(context) - 1] if t.text_parts or t.images)
+        limit = self.context_length - 1  # the lead token the check appends
+        if len(turns) > len(context) + 1 and self._min_body_tokens(context + [last], limit) <= limit:
+            by_turn = self._encode_turns(context + [last], excluded)
+            if self._fits(by_turn):
+                by_turn.omitted_turns = omitted
+                return [by_turn]
         empty = Turn(last.role, [""], list(last.images))
-        overhead = len(self._encode_turns(context + [empty], excluded).input_ids)
-        if context and self.context_length - overhead < 256:  # the question alone is too long: judge without it
+        room = self.context_length - 256  # a question longer than this leaves too little room for the answer
+        overhead = 0
+        if not context or self._min_body_tokens(context + [empty], room) <= room:
+            overhead = len(self._encode_turns(context + [empty], excluded).input_ids)
+        if context and (overhead == 0 or overhead > room):  # the question alone is too long: judge without it
+            omitted += 1 if context[0].text_parts or context[0].images else 0
             context = [Turn("user", [])]
             overhead = len(self._encode_turns(context + [empty], excluded).input_ids)
         budget = self.context_length - overhead - 16  # room for the lead token and re-tokenization drift
         if budget < 64:
-            raise ValueError(
+            raise GuardContextOverflowError(
                 f"the fixed part of the prompt (with its images) takes {overhead} of the model's "
                 f"{self.context_length} tokens; nothing is truncated: send fewer images per turn"
             )
         text = "\n".join(last.text_parts)
-        enc = self.tokenizer(
-            clean_text(text), add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True
-        )
-        offsets = enc["offset_mapping"]
         step = max(budget - overlap, 1)
+        most = budget + (self.max_segments - 1) * step  # the tokens max_segments windows hold
+        offsets, at_least, complete = self._token_spans(text, most)
+        if not complete or len(offsets) > most:
+            tokens = f"{len(offsets):,} tokens" if complete else f"at least {at_least:,} tokens"
+            raise GuardContextOverflowError(
+                f"the judged turn ({len(text):,} characters, {tokens}) needs more than "
+                f"max_segments={self.max_segments} windows of {budget:,} tokens; it is not judged in part: raise "
+                "max_segments, or send shorter text"
+            )
         prompts: list[EncodedPrompt] = []
         for start in range(0, max(len(offsets) - overlap, 1), step):
             window = offsets[start : start + budget]
-            piece = text[window[0][0] : window[-1][1]]
+            piece = text[window[0][0] : window[-1][1]] if window else ""
             prompt = self._encode_turns(context + [Turn(last.role, [piece], list(last.images))], excluded)
             if not self._fits(prompt):  # pragma: no cover - drift larger than the margin
                 raise ValueError("a window of the conversation did not fit the model's context")
+            prompt.omitted_turns = omitted
             prompts.append(prompt)
             if start + budget >= len(offsets):
                 break
         return prompts
+
+    def _min_body_tokens(self, turns: list[Turn], limit: int) -> int:
+        """A lower bound on the tokens of ``turns`` as rendered (the prompt's fixed parts not counted), measured
+        from the last turn back only until it passes ``limit``: a conversation of any size costs about ``limit``
+        tokens of tokenization at most. Exact enough to keep a conversation that fits on the one-encode path:
+        every turn's label (``User:``, ``Agent:``) is a token of its own, and a turn starts a new pre-token
+        (after the newline that ends the previous one), so per-turn counts add up; one token per turn is
+        still allowed for, in case they do not."""
+        per_part = self.format.turn_style == "per_part"  # Llama Guard 3 1B labels each text part
+        labels = sum(len(t.text_parts) if per_part else 1 for t in turns)
+        if labels > limit or sum(len(p) for t in turns for p in t.text_parts) <= 2 * limit:
+            return labels  # too many turns to fit; or short enough to encode whole (the usual case)
+        from .prompt_format import render_turns
+
+        counted = 0
+        for turn in reversed(turns):
+            for seg in render_turns(self.format, [turn]):
+                counted += 1 if seg.special else self._token_spans(seg.text, limit - counted, offsets=False)[1]
+            counted -= 1  # the turn's boundary with the next, allowed for
+            if counted > limit:
+                return counted
+        return max(counted, labels)
+
+    def _token_spans(self, text: str, limit: int, *, offsets: bool = True) -> tuple[list[tuple[int, int]], int, bool]:
+        """The character spans of ``text``'s tokens (with ``offsets``), a lower bound on their number, and whether
+        the text was read to its end: it is tokenized a chunk at a time (cut before a word, where the
+        tokenizer's pre-tokens always break, when there is one), stopping once more than ``limit`` were found."""
+        chunk = 1 << 15
+        spans: list[tuple[int, int]] = []
+        count = loose = start = 0  # loose: cuts inside a word, each of which may add a token or two
+        while start < len(text) and count - 2 * loose <= limit:
+            end = min(start + chunk, len(text))
+            if end < len(text):
+                cut = self._word_start(text, start + chunk // 2, end)
+                loose += cut is None
+                end = end if cut is None else cut
+            enc = self.tokenizer(
+                clean_text(text[start:end]),
+                add_special_tokens=False,
+                split_special_tokens=True,
+                return_offsets_mapping=offsets,
+            )
+            count += len(enc["input_ids"])
+            if offsets:
+                spans += [(a + start, b + start) for a, b in enc["offset_mapping"]]
+            start = end
+        return spans, count - 2 * loose, start >= len(text)
+
+    @staticmethod
+    def _word_start(text: str, lo: int, hi: int) -> int | None:
+        """The last position in ``[lo, hi)`` of a space that starts a word after a non-space character: the Llama 3
+        and 4 pre-tokenizers always break there, so the tokens on either side are those of the whole text."""
+        at = text.rfind(" ", lo, hi)
+        while at > lo:
+            if not text[at - 1].isspace() and text[at + 1 : at + 2].isalpha():
+                return at
+            at = text.rfind(" ", lo, at)
+        return None
 
     # -- checking -------------------------------------------------------------------------------------------
     def check(
@@ -507,7 +831,10 @@ class LlamaGuardEngine:
             >>> guard.check([HumanMessage("hi"), AIMessage("hello")]).role  # doctest: +SKIP
             'Agent'
         """
-        return self.batch_check([conversation], role=role, excluded_categories=excluded_categories)[0]
+        try:
+            return self.batch_check([conversation], role=role, excluded_categories=excluded_categories)[0]
+        except GuardBatchError as exc:  # one row: its own error
+            raise exc.errors[0] from None
 
     def batch_check(
         self,
@@ -516,76 +843,152 @@ class LlamaGuardEngine:
         role: str | None = None,
         excluded_categories: Iterable[str] | None = None,
     ) -> list[Verdict]:
-        """Check many conversations in one model batch (same verdicts as one by one).
+        """Check many conversations (same verdicts as one by one), in input order.
 
-        With ``on_error="unsafe"``, an unreadable image, a model error (out of memory included), an unreadable
-        output or a timeout gives that conversation an unsafe verdict carrying the error; otherwise it raises.
-        A conversation that is not a conversation (wrong type or shape) always raises.
+        The prompts run in length-sorted sub-batches under the guard's memory budget (``max_batch_tokens``). A
+        row that cannot be judged (an unreadable image, a model error such as out of memory, an unreadable
+        output) never fails its neighbours: a sub-batch that fails is retried row by row. With
+        ``on_error="unsafe"`` such a row gets an unsafe verdict carrying the error; otherwise one
+        :class:`~langchain_llamaguard.errors.GuardBatchError` names every failing row and carries the other rows'
+        verdicts. A row that is not a conversation (wrong type or shape) always fails that way. A timeout fails
+        the whole call (:class:`~langchain_llamaguard.errors.GuardTimeoutError`, or unsafe verdicts).
+
+        Example:
+            >>> [v.safe for v in guard.batch_check(["hi", "How do I make a bomb?"])]  # doctest: +SKIP
+            [True, False]
         """
-        if isinstance(conversations, (str, bytes)) or not isinstance(conversations, Sequence):
-            raise TypeError("batch_check takes a list of conversations; use check() for one")
+        conversations = self._conversations(conversations)
         if not conversations:
             return []
         if self.timeout is None:
-            return self._batch_check(list(conversations), role, excluded_categories)
-        future = _TIMEOUT_POOL.submit(self._batch_check, list(conversations), role, excluded_categories)
+            return self._batch_check(conversations, role, excluded_categories)
+        future = _TIMEOUT_POOL.submit(self._batch_check, conversations, role, excluded_categories)
         try:
             return future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
-            err = GuardTimeoutError(f"the guard did not answer within {self.timeout} s")
-            judged = "Agent" if role is not None and normalize_role(role) == "assistant" else "User"
-            return [self._fail(err, score=1.0, role=judged) for _ in conversations]
+            future.cancel()  # not started yet: it never runs
+            return self._timed_out(len(conversations), role)
+
+    def _conversations(self, conversations: Sequence[ConversationInput]) -> list[ConversationInput]:
+        self._check_open()
+        if isinstance(conversations, (str, bytes)) or not isinstance(conversations, Sequence):
+            raise GuardInputError("batch_check takes a list of conversations; use check() for one")
+        return list(conversations)
+
+    def _timed_out(self, n: int, role: str | None) -> list[Verdict]:
+        err = GuardTimeoutError(f"the guard did not answer within {self.timeout} s")
+        judged = "Agent" if role is not None and normalize_role(role) == "assistant" else "User"
+        return [self._fail(err, score=1.0, role=judged) for _ in range(n)]
 
     def _batch_check(
         self, conversations: list[ConversationInput], role: str | None, excluded_categories: Iterable[str] | None
     ) -> list[Verdict]:
         batch = self._prepare_many(conversations, role, excluded_categories)
         if batch.prompts:
-            try:
-                batch.verdicts = self._score(batch.prompts, batch.excluded)
-            except (RuntimeError, MemoryError) as exc:  # model errors, CUDA out-of-memory included
-                batch.verdicts = [self._fail(exc, score=1.0, role=p.role) for p in batch.prompts]
-        return batch.merged(len(conversations))
+            if self._batcher is not None:
+                batch.results = self._batcher.submit(batch.prompts, batch.excluded).result()
+            else:
+                batch.results = self._score_encoded(batch.prompts, batch.excluded)
+        return self._finish(batch, len(conversations))
 
     def _prepare_many(
         self, conversations: list[ConversationInput], role: str | None, excluded_categories: Iterable[str] | None
     ) -> _Batch:
+        # The call's own arguments, once: a bad category or role fails the call (not each row), and an iterator of
+        # categories is read once, not used up by the first row.
+        excluded_categories = self._excluded(excluded_categories)
+        normalize_role(role)
         batch = _Batch()
+        try:  # a served guard's context, asked of the server on first use (see ``context_length``)
+            self.context_length  # noqa: B018
+        except GuardServerError as exc:  # the server is down: every row fails as it would on the request
+            batch.failed = {i: _Failure(exc, 1.0, "User") for i in range(len(conversations))}
+            return batch
         for i, conversation in enumerate(conversations):
             try:
                 parts, excl = self.prepare(conversation, role=role, excluded_categories=excluded_categories)
-            except ImageLoadError as exc:
-                batch.failed[i] = self._fail(exc, score=1.0, role="User")
+            except ImageLoadError as exc:  # unreadable content: fails closed with on_error="unsafe"
+                batch.failed[i] = _Failure(exc, 1.0, "User")
+                continue
+            except GuardContextOverflowError as exc:
+                batch.failed[i] = _Failure(exc, 1.0, "User", mode="unsafe" if self.on_overflow == "unsafe" else "raise")
+                continue
+            except (LlamaGuardError, ValueError, TypeError, KeyError) as exc:  # not a conversation: always raised
+                batch.failed[i] = _Failure(exc, 1.0, "User", mode="raise")
                 continue
             batch.prompts += parts
             batch.excluded += [excl] * len(parts)
             batch.owner += [i] * len(parts)
         return batch
 
-    async def acheck(self, conversation: ConversationInput, **kwargs: Any) -> Verdict:
-        """Async :meth:`check`; the model runs in a worker thread, so the event loop is never blocked."""
-        return (await self.abatch_check([conversation], **kwargs))[0]
+    def _finish(self, batch: _Batch, n: int) -> list[Verdict]:
+        """One verdict per conversation (its parts merged); failing rows fail closed or are raised together."""
+        parts: dict[int, list[_Scored]] = {}
+        for i, result in zip(batch.owner, batch.results, strict=True):
+            parts.setdefault(i, []).append(result)
+        verdicts: list[Verdict | None] = []
+        errors: dict[int, BaseException] = {}
+        for i in range(n):
+            got = [batch.failed[i]] if i in batch.failed else parts[i]
+            failure = next((r for r in got if isinstance(r, _Failure)), None)
+            if failure is None:
+                verdicts.append(merge_verdicts(got))  # type: ignore[arg-type]
+            elif failure.mode == "unsafe" or (failure.mode == "on_error" and self.on_error == "unsafe"):
+                verdicts.append(self._failed_verdict(failure.error, score=failure.score, role=failure.role))
+            else:
+                verdicts.append(None)
+                errors[i] = failure.error
+        if errors:
+            raise GuardBatchError(verdicts, errors)
+        return verdicts  # type: ignore[return-value]
 
-    async def abatch_check(self, conversations: Sequence[ConversationInput], **kwargs: Any) -> list[Verdict]:
+    async def acheck(
+        self,
+        conversation: ConversationInput,
+        *,
+        role: str | None = None,
+        excluded_categories: Iterable[str] | None = None,
+    ) -> Verdict:
+        """Async :meth:`check`; the model runs in a worker thread, so the event loop is never blocked. A cancelled
+        call (a client that went away) never affects other callers: its rows are dropped if they have not started.
+        """
+        try:
+            return (await self.abatch_check([conversation], role=role, excluded_categories=excluded_categories))[0]
+        except GuardBatchError as exc:
+            raise exc.errors[0] from None
+
+    async def abatch_check(
+        self,
+        conversations: Sequence[ConversationInput],
+        *,
+        role: str | None = None,
+        excluded_categories: Iterable[str] | None = None,
+    ) -> list[Verdict]:
         """Async :meth:`batch_check`. With micro-batching, concurrent calls share model batches; a served model
-        (:meth:`from_endpoint`) is awaited natively, with no thread per request."""
-        native = isinstance(self.backend, AsyncGuardBackend)
-        if (self._batcher is None and not native) or self.timeout is not None:
-            return await asyncio.to_thread(self.batch_check, conversations, **kwargs)
-        conversations = list(conversations)
-        batch = await asyncio.to_thread(
-            self._prepare_many, conversations, kwargs.get("role"), kwargs.get("excluded_categories")
-        )
+        (:meth:`from_endpoint`) is awaited natively, with no thread per request. Cancelling the call (or its
+        ``timeout``) cancels what has not started and discards what has."""
+        conversations = self._conversations(conversations)
+        if not conversations:
+            return []
+        if self.timeout is None:
+            return await self._abatch_check(conversations, role, excluded_categories)
+        try:
+            return await asyncio.wait_for(self._abatch_check(conversations, role, excluded_categories), self.timeout)
+        except TimeoutError:
+            return self._timed_out(len(conversations), role)
+
+    async def _abatch_check(
+        self, conversations: list[ConversationInput], role: str | None, excluded_categories: Iterable[str] | None
+    ) -> list[Verdict]:
+        batch = await asyncio.to_thread(self._prepare_many, conversations, role, excluded_categories)
         if batch.prompts:
-            try:
-                if self._batcher is not None:
-                    results = await asyncio.wrap_future(self._batcher.submit(batch.prompts, batch.excluded))
-                else:
-                    results = await self._ascore_encoded(batch.prompts, batch.excluded)
-                batch.verdicts = [self._resolve(r) for r in results]
-            except (RuntimeError, MemoryError) as exc:
-                batch.verdicts = [self._fail(exc, score=1.0, role=p.role) for p in batch.prompts]
-        return batch.merged(len(conversations))
+            if self._batcher is not None:
+                batch.results = await asyncio.wrap_future(self._batcher.submit(batch.prompts, batch.excluded))
+            elif isinstance(self.backend, AsyncGuardBackend):
+                batch.results = await self._ascore_encoded(batch.prompts, batch.excluded)
+            else:
+                batch.results = await asyncio.to_thread(self._score_encoded, batch.prompts, batch.excluded)
+        return self._finish(batch, len(conversations))
 
     def category_distribution(
         self, conversations: Sequence[ConversationInput], codes: Sequence[str], *, role: str | None = None
@@ -632,42 +1035,83 @@ class LlamaGuardEngine:
             results = await asyncio.to_thread(self._score_encoded, prompts, excluded)
         return [self._resolve(r) for r in results]
 
-    def _score(self, prompts: list[EncodedPrompt], excluded: list[tuple[str, ...]]) -> list[Verdict]:
-        """Score through the micro-batcher when one is configured, else directly; per-item errors resolved."""
-        if self._batcher is None:
-            results = self._score_encoded(prompts, excluded)
-        else:
-            results = self._batcher.submit(prompts, excluded).result()
-        return [self._resolve(r) for r in results]
-
-    def _resolve(self, result: Verdict | tuple[GuardOutputError, float, str]) -> Verdict:
+    def _resolve(self, result: _Scored) -> Verdict:
         if isinstance(result, Verdict):
             return result
-        err, score, role = result
-        return self._fail(err, score=score, role=role)
+        return self._fail(result.error, score=result.score, role=result.role)  # type: ignore[arg-type]
+
+    def _budget(self) -> BatchBudget | None:
+        """The memory budget of one forward: ``max_batch_tokens``, else the device's default for an in-process
+        model; ``None`` (no split) for a served model, whose server schedules its own batches."""
+        model = getattr(self.backend, "model", None)
+        if self._default_budget is None and hasattr(model, "parameters"):  # an in-process torch model
+            self._default_budget = default_budget(model)
+        if self.max_batch_tokens is None:
+            return self._default_budget
+        attention = self._default_budget.max_attention if self._default_budget else self.max_batch_tokens * 8192
+        return BatchBudget(max_tokens=self.max_batch_tokens, max_attention=attention)
+
+    def _groups(self, prompts: Sequence[EncodedPrompt]) -> list[list[int]]:
+        lengths = [len(p.input_ids) + IMAGE_TOKENS * len(p.images) for p in prompts]
+        computed = [n - (p.prefix_len if not p.images else 0) for n, p in zip(lengths, prompts, strict=True)]
+        return plan_sub_batches(lengths, self._budget(), computed)
 
     def _score_encoded(self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]) -> list[_Scored]:
-        """The hot path. Unreadable outputs come back as ``(error, score, role)``, never raised here, so one
-        request's bad output cannot fail the others sharing its batch."""
-        plan = self._score_plan(prompts, excluded)
-        try:
-            call = next(plan)
-            while True:
-                method, args, kw = call
-                call = plan.send(getattr(self.backend, method)(*args, **kw))
-        except StopIteration as done:
-            return done.value
+        """The hot path: length-sorted sub-batches under the memory budget, results in input order. Nothing is
+        raised for one row: an unreadable output or a model error comes back as that row's :class:`_Failure`."""
+        results: list[_Scored] = [None] * len(prompts)  # type: ignore[list-item]
+        for group in self._groups(prompts):
+            got = self._score_rows([prompts[i] for i in group], [excluded[i] for i in group])
+            for i, result in zip(group, got, strict=True):
+                results[i] = result
+        return results
 
     async def _ascore_encoded(
         self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]
     ) -> list[_Scored]:
         """:meth:`_score_encoded`, awaiting an async backend's ``afirst_step`` / ``adecode``."""
-        plan = self._score_plan(prompts, excluded)
+        results: list[_Scored] = [None] * len(prompts)  # type: ignore[list-item]
+        for group in self._groups(prompts):
+            got = await self._ascore_rows([prompts[i] for i in group], [excluded[i] for i in group])
+            for i, result in zip(group, got, strict=True):
+                results[i] = result
+        return results
+
+    def _score_rows(self, prompts: list[EncodedPrompt], excluded: list[tuple[str, ...]]) -> list[_Scored]:
+        """One sub-batch; if the model fails on it, row by row, so one row cannot fail its neighbours."""
+        try:
+            return self._drive(self._score_plan(prompts, excluded))
+        except Exception as exc:  # noqa: BLE001 - a model error (out of memory included) is the row's result
+            if len(prompts) == 1 or not _retry_rows(exc):
+                return [_Failure(exc, 1.0, p.role) for p in prompts]
+        return [self._score_rows([p], [e])[0] for p, e in zip(prompts, excluded, strict=True)]
+
+    async def _ascore_rows(self, prompts: list[EncodedPrompt], excluded: list[tuple[str, ...]]) -> list[_Scored]:
+        """:meth:`_score_rows` for an async backend."""
+        try:
+            return await self._adrive(self._score_plan(prompts, excluded))
+        except Exception as exc:  # noqa: BLE001
+            if len(prompts) == 1 or not _retry_rows(exc):
+                return [_Failure(exc, 1.0, p.role) for p in prompts]
+        return [(await self._ascore_rows([p], [e]))[0] for p, e in zip(prompts, excluded, strict=True)]
+
+    def _drive(self, plan: Generator[_BackendCall, Any, list[_Scored]]) -> list[_Scored]:
+        """Run a scoring plan with the backend's sync methods."""
         try:
             call = next(plan)
             while True:
                 method, args, kw = call
-                call = plan.send(await getattr(self.backend, "a" + method)(*args, **kw))
+                call = plan.send(getattr(self._live_backend(), method)(*args, **kw))
+        except StopIteration as done:
+            return done.value
+
+    async def _adrive(self, plan: Generator[_BackendCall, Any, list[_Scored]]) -> list[_Scored]:
+        """Run a scoring plan, awaiting the backend's ``afirst_step`` / ``adecode``."""
+        try:
+            call = next(plan)
+            while True:
+                method, args, kw = call
+                call = plan.send(await getattr(self._live_backend(), "a" + method)(*args, **kw))
         except StopIteration as done:
             return done.value
 
@@ -691,13 +1135,13 @@ class LlamaGuardEngine:
         for i, (prompt, (tok, err)) in enumerate(zip(prompts, decided, strict=True)):
             score = steps[i].p_unsafe
             if err is not None:
-                results.append((err, 1.0 if score is None else score, prompt.role))
+                results.append(_Failure(err, 1.0 if score is None else score, prompt.role))
                 continue
             raw = "safe" if tok == self.tokens.safe else self.tokenizer.decode(decoded[i])
             try:
                 parsed = parse_output(raw)
             except GuardOutputError as exc:
-                results.append((exc, 1.0 if score is None else score, prompt.role))
+                results.append(_Failure(exc, 1.0 if score is None else score, prompt.role))
                 continue
             results.append(
                 make_verdict(
@@ -710,9 +1154,30 @@ class LlamaGuardEngine:
                     threshold=self.threshold,
                     listed=prompt.categories,
                     policy=prompt.policy,
+                    omitted_turns=prompt.omitted_turns,
                 )
             )
         return results
+
+    # -- start-up probes ------------------------------------------------------------------------------------
+    def ready(self, timeout: float = 10.0) -> bool:
+        """Whether the guard can check now: a served guard polls its server until it answers and serves the model
+        (``True``), or gives ``False`` after ``timeout`` seconds; an in-process guard is ready at once.
+
+        Example:
+            >>> guard = LlamaGuard.from_endpoint(url, model="meta-llama/Llama-Guard-4-12B")  # doctest: +SKIP
+            >>> guard.ready(timeout=120)                                                    # doctest: +SKIP
+            True
+        """
+        self._check_open()
+        probe = getattr(self.backend, "ready", None)
+        return True if probe is None else bool(probe(timeout))
+
+    async def aready(self, timeout: float = 10.0) -> bool:
+        """Async :meth:`ready`: the event loop stays free while the server is polled."""
+        self._check_open()
+        probe = getattr(self.backend, "aready", None)
+        return True if probe is None else bool(await probe(timeout))
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _first_token(self, step: FirstStep) -> tuple[int | None, GuardOutputError | None]:
@@ -736,9 +1201,13 @@ class LlamaGuardEngine:
             return [self._s]
         return []
 
-    def _fail(self, err: Exception, *, score: float, role: str) -> Verdict:
+    def _fail(self, err: BaseException, *, score: float, role: str) -> Verdict:
         if self.on_error == "raise":
             raise err
+        return self._failed_verdict(err, score=score, role=role)
+
+    def _failed_verdict(self, err: BaseException, *, score: float, role: str) -> Verdict:
+        """The unsafe stand-in verdict of a conversation that could not be judged."""
         return Verdict(
             safe=False,
             categories=[],
@@ -747,5 +1216,66 @@ class LlamaGuardEngine:
             role=role,  # type: ignore[arg-type]
             model=self.format.name,
             raw=getattr(err, "raw", ""),
-            error=str(err),
+            error=f"{type(err).__name__}: {err}" if not isinstance(err, LlamaGuardError) else str(err),
         )
+
+    # -- copies and pickles (see pickling.py) ----------------------------------------------------------------
+    _SHARED_ATTRS = frozenset(
+        "backend tokenizer format encoder tokens _newline _comma _s _recipe _context_length".split()
+    )
+    """What copies share: the loaded model and what is derived from it (a served model's context included)."""
+    _OWN_ATTRS = frozenset("_batcher _default_budget _closed _view_of".split())
+    """What each guard has of its own and starts afresh after a copy or a pickle (its micro-batcher, ...)."""
+    _RECIPE_SETTINGS = frozenset(
+        "excluded_categories threshold on_error image_loader batch_window_ms max_batch_size categories "
+        "max_batch_tokens on_overflow max_segments max_image_pixels max_image_bytes max_images".split()
+    )
+    """Loading arguments that only set the guard's own settings: a pickle carries the settings as they are now."""
+
+    def _shared_copy(self) -> LlamaGuardEngine:
+        """A new guard over this one's model, without settings yet (:meth:`__setstate__` gives them)."""
+        self._check_open()
+        new = object.__new__(type(self))
+        new.__dict__.update({k: v for k, v in vars(self).items() if k in self._SHARED_ATTRS})
+        _adopt(new.backend)  # one more user of the model: closing either leaves the other working
+        return new
+
+    def __copy__(self) -> LlamaGuardEngine:
+        """A shallow copy: the same attributes, micro-batcher included (what :meth:`with_categories` builds on)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(vars(self))
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LlamaGuardEngine:
+        """A guard with its own settings, micro-batcher and caches over the **same** loaded model (weights are never
+        duplicated); a closed guard cannot be copied."""
+        from .pickling import deep_copy
+
+        return deep_copy(self, memo)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """This guard's settings: what a copy or a pickle carries (the model is shared, or loaded again)."""
+        state = {k: v for k, v in vars(self).items() if k not in self._SHARED_ATTRS | self._OWN_ATTRS}
+        if not callable(self._context_length):  # a number set here; a served model's is asked of the server again
+            state["_context_length"] = self._context_length
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._closed = False
+        self._view_of = None
+        self._default_budget = None
+        self._start_batcher()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as how it was loaded plus its settings (see :mod:`~langchain_llamaguard.pickling`); a guard
+        from :meth:`from_model` raises :class:`~langchain_llamaguard.errors.GuardPickleError`."""
+        from .pickling import reduce_guard
+
+        self._check_open()
+        recipe = self._recipe
+        model = getattr(self.backend, "model", None)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if recipe is not None and type(head).__name__ == "VerdictHead":  # pruned after loading: prune again
+            recipe = (recipe[0], recipe[1], {**recipe[2], "prune_lm_head": True})
+        return reduce_guard(self, recipe, self._RECIPE_SETTINGS)

@@ -19,6 +19,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .conversation import ConversationInput, to_turns
+from .errors import GuardBatchError
 from .prompt_guard import PromptGuardVerdict
 from .taxonomy import resolve_categories
 from .verdict import Verdict
@@ -57,6 +58,13 @@ class VerdictCache:
         self.size = size
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy or a pickle is an empty cache of the same size (the verdicts are this cache's own)."""
+        return {"size": self.size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["size"])  # type: ignore[misc]
 
     def lookup(self, keys: Sequence[Hashable | None]) -> list[Any]:
         """The cached verdict, or ``None``, for each key (``None`` keys are never cached)."""
@@ -124,14 +132,25 @@ class LlamaGuardModerator:
     def check(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
         keys = [self._key(c, role) for c in conversations]
         found, todo = self.cache.split(keys, conversations)
-        fresh = self.guard.batch_check(todo, role=role, excluded_categories=self.excluded) if todo else []
+        try:
+            fresh = self.guard.batch_check(todo, role=role, excluded_categories=self.excluded) if todo else []
+        except GuardBatchError as exc:
+            raise _one_error(exc) from None
         return self.cache.fill(keys, found, fresh)
 
     async def acheck(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
         keys = [self._key(c, role) for c in conversations]
         found, todo = self.cache.split(keys, conversations)
-        fresh = await self.guard.abatch_check(todo, role=role, excluded_categories=self.excluded) if todo else []
+        try:
+            fresh = await self.guard.abatch_check(todo, role=role, excluded_categories=self.excluded) if todo else []
+        except GuardBatchError as exc:
+            raise _one_error(exc) from None
         return self.cache.fill(keys, found, fresh)
+
+
+def _one_error(exc: GuardBatchError) -> BaseException:
+    """A step judging one item raises that item's own error; a batch raises the batch error (every row named)."""
+    return exc.errors[0] if len(exc.verdicts) == 1 else exc
 
 
 def last_turn_text(conversation: ConversationInput, role: str | None = None) -> str:

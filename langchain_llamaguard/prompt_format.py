@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .conversation import ConversationInput, ImageRef, Turn, normalize_role, to_turns
+from .errors import GuardInputError
 from .taxonomy import (
     CATEGORIES,
     MODEL_CATEGORIES,
@@ -178,11 +179,17 @@ def active_categories(
     has_images: bool = False,
     categories: Mapping[str, str] | None = None,
 ) -> tuple[str, ...]:
-    """The S-codes listed in the prompt: the model's set (or a custom policy's, in its order), less exclusions
-    (and less S14 with images, as Llama Guard 4's template does)."""
+    """The S-codes listed in the prompt: the model's set (or a custom policy's, in its order), less exclusions.
+
+    With images the model's *default* set leaves out its text-only categories (S14), as Llama Guard 4's template
+    does; a custom policy is listed as given, S14 included, as the template lists its ``categories`` variable.
+    """
     excluded_codes = set(resolve_categories(excluded, categories))
-    base = tuple(categories) if categories else fmt.categories
-    return tuple(c for c in base if c not in excluded_codes and not (has_images and c in TEXT_ONLY_CATEGORIES))
+    if categories:
+        return tuple(c for c in categories if c not in excluded_codes)
+    return tuple(
+        c for c in fmt.categories if c not in excluded_codes and not (has_images and c in TEXT_ONLY_CATEGORIES)
+    )
 
 
 def render_prefix(
@@ -230,7 +237,7 @@ def render_turns(fmt: PromptFormat, turns: list[Turn]) -> tuple[Segment, ...]:
     for turn in turns:
         label = "User: " if turn.role == "user" else "Agent: "
         if turn.images and not fmt.supports_images:
-            raise ValueError(f"{fmt.name} does not read images; use Llama Guard 4 for conversations with images")
+            raise GuardInputError(f"{fmt.name} does not read images; use Llama Guard 4 for conversations with images")
         if fmt.turn_style == "per_part":
             for part in turn.text_parts:
                 segs.append(Segment(label + part.strip() + fmt.turn_end))
@@ -272,7 +279,7 @@ def render(
     categories = check_policy(categories)
     turns = conversation if _is_turn_list(conversation) else to_turns(conversation, role=role)  # type: ignore[arg-type]
     if role is not None and normalize_role(role) != turns[-1].role:
-        raise ValueError(f"role={role!r} does not match the last turn ({turns[-1].role})")
+        raise GuardInputError(f"role={role!r} does not match the last turn ({turns[-1].role})")
     judged: Literal["User", "Agent"] = "User" if len(turns) % 2 == 1 else "Agent"
     images = tuple(ref for t in turns for ref in t.images)
     cats = active_categories(fmt, excluded_categories, has_images=bool(images), categories=categories)
@@ -311,7 +318,8 @@ def format_prompt(
             :func:`~langchain_llamaguard.conversation.to_turns`).
         categories: a custom policy ``{"S1": "Violent Crimes.", "S15": "Fraud."}`` replacing the default list
             (as the official templates' ``categories`` variable; start from
-            :func:`~langchain_llamaguard.taxonomy.default_categories`). Exclusions still apply.
+            :func:`~langchain_llamaguard.taxonomy.default_categories`). Exclusions still apply; images do not
+            remove S14 from it (they remove it from the default list only).
 
     Example:
         >>> from langchain_core.messages import HumanMessage, AIMessage

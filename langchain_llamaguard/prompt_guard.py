@@ -24,7 +24,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .encoding import clean_text
-from .errors import GuardConfigurationError
+from .errors import GuardConfigurationError, GuardTypeError
+from .pickling import Recipe, deep_copy, recipe_of, reduce_guard
 
 Backend = Literal["torch", "onnx"]
 
@@ -117,6 +118,8 @@ class PromptGuardEngine:
             raise GuardConfigurationError("the Prompt Guard tokenizer needs [CLS] and [SEP] tokens")
         self._cls, self._sep = int(cls_id), int(sep_id)
         self._lock = threading.Lock()
+        self._recipe: Recipe | None = None
+        """How this guard was loaded (``from_pretrained`` and its arguments), so a pickle can load it again."""
 
     # -- loading --------------------------------------------------------------------------------------------
     @classmethod
@@ -144,8 +147,12 @@ class PromptGuardEngine:
             onnx_threads: ONNX Runtime intra-op threads (default: its own choice, all cores).
             device: ``"cpu"``, ``"cuda"``... (torch backend).
         """
+        recipe = recipe_of(locals(), "model_id_or_path", "kwargs")
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+        from .backends.loading import check_local_path
+
+        model_id_or_path = check_local_path(model_id_or_path)  # a missing folder is named, not a hub error
         init_keys = ("temperature", "window_overlap", "normalize_whitespace", "max_batch_size")
         init_kwargs = {k: kwargs.pop(k) for k in init_keys if k in kwargs}
         config = AutoConfig.from_pretrained(model_id_or_path)
@@ -175,7 +182,7 @@ class PromptGuardEngine:
             )
         else:
             raise GuardConfigurationError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-        return cls(
+        guard = cls(
             model,
             tokenizer,
             threshold=threshold,
@@ -183,12 +190,14 @@ class PromptGuardEngine:
             model_name=str(model_id_or_path).rstrip("/").rsplit("/", 1)[-1],
             **init_kwargs,
         )
+        guard._recipe = ("from_pretrained", *recipe)
+        return guard
 
     # -- scoring --------------------------------------------------------------------------------------------
     def windows(self, text: str) -> list[list[int]]:
         """The token windows (with ``[CLS]``/``[SEP]``) a text is scored in."""
         if not isinstance(text, str):
-            raise TypeError(f"PromptGuard scores str, got {type(text).__name__}")
+            raise GuardTypeError(f"PromptGuard scores str, got {type(text).__name__}")
         text = clean_text(text)
         if self.normalize_whitespace:
             text = _WS.sub(" ", text).strip()
@@ -278,7 +287,7 @@ class PromptGuardEngine:
     @staticmethod
     def _texts(texts: Sequence[str]) -> list[str]:
         if isinstance(texts, str):
-            raise TypeError("pass a list of texts; use score()/check() for one")
+            raise GuardTypeError("pass a list of texts; use score()/check() for one")
         return list(texts)
 
     def _verdict(self, score: float, windows: int) -> PromptGuardVerdict:
@@ -291,3 +300,36 @@ class PromptGuardEngine:
             model=self.model_name,
             windows=windows,
         )
+
+    # -- copies and pickles (see pickling.py) ----------------------------------------------------------------
+    _SHARED_ATTRS = frozenset("model tokenizer _lock _recipe".split())
+    """What copies share: the loaded model, its tokenizer and the lock that runs one forward at a time on it."""
+    _RECIPE_SETTINGS = frozenset("threshold temperature window_overlap normalize_whitespace max_batch_size".split())
+    """Loading arguments that only set the guard's own settings: a pickle carries the settings as they are now."""
+
+    def _shared_copy(self) -> PromptGuardEngine:
+        """A new guard over this one's model, without settings yet (:meth:`__setstate__` gives them)."""
+        new = object.__new__(type(self))
+        new.__dict__.update({k: v for k, v in vars(self).items() if k in self._SHARED_ATTRS})
+        return new
+
+    def __copy__(self) -> PromptGuardEngine:
+        new = object.__new__(type(self))
+        new.__dict__.update(vars(self))
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PromptGuardEngine:
+        """A guard with its own settings over the **same** loaded model (weights are never duplicated)."""
+        return deep_copy(self, memo)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """This guard's settings: what a copy or a pickle carries (the model is shared, or loaded again)."""
+        return {k: v for k, v in vars(self).items() if k not in self._SHARED_ATTRS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as how it was loaded plus its settings (see :mod:`~langchain_llamaguard.pickling`); a guard
+        over a model passed in raises :class:`~langchain_llamaguard.errors.GuardPickleError`."""
+        return reduce_guard(self, self._recipe, self._RECIPE_SETTINGS)

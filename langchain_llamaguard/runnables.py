@@ -25,8 +25,8 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializa
 from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict, Field
 
-from .conversation import ConversationInput
-from .errors import UnsafeContentError
+from .conversation import ConversationInput, coerce_message, documents_error, is_documents, is_message_dict
+from .errors import GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
 from .moderators import AnyVerdict, Moderator
 
 Stage = Literal["input", "output"]
@@ -42,8 +42,12 @@ def input_conversation(value: Any, input_key: str | None = None) -> Conversation
     """The conversation to check from what flows at the head of a chain.
 
     ``str``, ``BaseMessage``, a list of messages and ``PromptValue`` are used as they are. A ``dict`` uses
-    ``input_key``, or its single string / message-list value; several candidates are an error that names them.
+    ``input_key``; else a ``{"role": ..., "content": ...}`` dict is one message, and any other dict its single
+    string / message-list value (several candidates are an error that names them). Documents are refused with
+    what to do instead. Errors are :class:`~langchain_llamaguard.errors.GuardInputError` s.
     """
+    if is_documents(value):
+        raise documents_error()
     if isinstance(value, (str, PromptValue, BaseMessage)):
         return value
     if isinstance(value, (list, tuple)):
@@ -51,33 +55,44 @@ def input_conversation(value: Any, input_key: str | None = None) -> Conversation
     if isinstance(value, dict):
         if input_key is not None:
             if input_key not in value:
-                raise KeyError(f"input_key {input_key!r} is not in the input; keys: {sorted(value)}")
+                raise GuardKeyError(f"input_key {input_key!r} is not in the input; keys: {sorted(value)}")
             return input_conversation(value[input_key])
+        if is_message_dict(value):
+            return [value]
         candidates = [k for k, v in value.items() if isinstance(v, (str, list, tuple, BaseMessage, PromptValue))]
         if len(candidates) == 1:
             return input_conversation(value[candidates[0]])
-        raise ValueError(
+        raise GuardInputError(
             f"cannot tell which key of the input dict to check (candidates: {sorted(candidates) or 'none'}); "
             "pass input_key='...' to the guard step"
         )
-    raise TypeError(
+    raise GuardTypeError(
         f"a guard step cannot check a {type(value).__name__}; accepted: str, dict, BaseMessage, "
         "list of messages, PromptValue"
     )
 
 
 def output_message(value: Any, output_key: str | None = None) -> BaseMessage:
-    """The model's answer as a message (``AIMessage``, ``AIMessageChunk``, ``str`` or a dict's key)."""
+    """The model's answer as a message (``AIMessage``, ``AIMessageChunk``, ``str``, a dict's key, or a
+    ``{"role": "assistant", "content": ...}`` dict); errors are ``GuardInputError`` s."""
+    if is_documents(value):
+        raise documents_error()
     if isinstance(value, BaseMessage):
         return value
     if isinstance(value, str):
         return AIMessage(content=value)
     if isinstance(value, dict):
+        if output_key is None and is_message_dict(value):
+            return coerce_message(value)
         key = output_key or ("output" if "output" in value else None)
-        if key is None or key not in value:
-            raise ValueError(f"pass output_key='...' to check a dict output; keys: {sorted(value)}")
+        if key is None:
+            raise GuardInputError(f"pass output_key='...' to check a dict output; keys: {sorted(value)}")
+        if key not in value:
+            raise GuardKeyError(f"output_key {key!r} is not in the output; keys: {sorted(value)}")
         return output_message(value[key])
-    raise TypeError(f"an output guard cannot check a {type(value).__name__}; accepted: AIMessage, AIMessageChunk, str")
+    raise GuardTypeError(
+        f"an output guard cannot check a {type(value).__name__}; accepted: AIMessage, AIMessageChunk, str, dict"
+    )
 
 
 def _as_messages(conv: ConversationInput) -> list[Any]:
@@ -192,6 +207,34 @@ class _GuardBase(RunnableSerializable[Any, Any]):
     @classmethod
     def is_lc_serializable(cls) -> bool:
         return False
+
+    # -- retries: transient failures only (see retry.py) ---------------------------------------------------------
+    def with_retry(
+        self,
+        *,
+        retry_if_exception_type: Any = (Exception,),
+        wait_exponential_jitter: bool = True,
+        exponential_jitter_params: Any = None,
+        stop_after_attempt: int = 3,
+    ) -> Runnable[Any, Any]:
+        """LangChain's ``with_retry``, except that a verdict is never retried: :class:`UnsafeContentError` is
+        raised at once (a batch runs its flagged items once); other errors are retried as
+        ``retry_if_exception_type`` says (every exception by default).
+
+        Example:
+            >>> step = guard.as_input_guard().with_retry(stop_after_attempt=3)  # doctest: +SKIP
+        """
+        from .retry import GuardRetry
+
+        return GuardRetry(
+            bound=self,
+            kwargs={},
+            config={},
+            retry_exception_types=retry_if_exception_type,
+            wait_exponential_jitter=wait_exponential_jitter,
+            exponential_jitter_params=exponential_jitter_params,
+            max_attempt_number=stop_after_attempt,
+        )
 
     # -- batches: one model batch per stage (the subclasses' _batch / _abatch) -----------------------------------
     def batch(

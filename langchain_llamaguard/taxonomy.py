@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .errors import GuardConfigurationError, GuardTypeError
+
 ModelName = Literal["llama-guard-4", "llama-guard-3-8b", "llama-guard-3-1b"]
 MODEL_NAMES: tuple[str, ...] = ("llama-guard-4", "llama-guard-3-8b", "llama-guard-3-1b")
 
@@ -118,17 +120,18 @@ def _valid_keys_hint() -> str:
 
 
 def resolve_category(key: str) -> str:
-    """Return the S-code for a category code or name; raise ``ValueError`` for anything else.
+    """Return the S-code for a category code or name; anything else raises ``GuardConfigurationError`` (a
+    ``ValueError``).
 
     Example:
         >>> resolve_category("Suicide & Self-Harm")
         'S11'
     """
     if not isinstance(key, str):
-        raise TypeError(f"category key must be a str, got {type(key).__name__}; valid: {_valid_keys_hint()}")
+        raise GuardTypeError(f"category key must be a str, got {type(key).__name__}; valid: {_valid_keys_hint()}")
     code = _LOOKUP.get(key.strip().casefold())
     if code is None:
-        raise ValueError(f"unknown category {key!r}; valid: {_valid_keys_hint()}")
+        raise GuardConfigurationError(f"unknown category {key!r}; valid: {_valid_keys_hint()}")
     return code
 
 
@@ -171,18 +174,18 @@ def check_policy(categories: Mapping[str, str] | None) -> dict[str, str] | None:
     if categories is None:
         return None
     if isinstance(categories, str) or not isinstance(categories, Mapping) or not categories:
-        raise ValueError(
+        raise GuardConfigurationError(
             "categories must be a non-empty mapping of S-codes to texts, e.g. {'S1': 'Violent Crimes.', "
             f"'S15': 'Fraud.'}} (start from default_categories(model)), got {categories!r}"
         )
     for code, text in categories.items():
         if not isinstance(code, str) or not _POLICY_CODE.fullmatch(code):
-            raise ValueError(
+            raise GuardConfigurationError(
                 f"category key {code!r} is not an S-code; accepted: 'S1', 'S2', ... 'S<number>' (the codes the "
                 "model answers with)"
             )
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"the text of category {code} must be a non-empty string, got {text!r}")
+            raise GuardConfigurationError(f"the text of category {code} must be a non-empty string, got {text!r}")
     return dict(categories)
 
 
@@ -209,7 +212,7 @@ def default_categories(model: Any = "llama-guard-4") -> dict[str, str]:
 def check_model_name(model: str) -> str:
     """Validate a model format name."""
     if model not in MODEL_CATEGORIES:
-        raise ValueError(f"unknown model format {model!r}; valid: {', '.join(MODEL_NAMES)}")
+        raise GuardConfigurationError(f"unknown model format {model!r}; valid: {', '.join(MODEL_NAMES)}")
     return model
 
 

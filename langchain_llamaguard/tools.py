@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -52,6 +53,17 @@ def _context(state: Any) -> list[BaseMessage]:
 
 def _categories(verdict: AnyVerdict) -> str:
     return ", ".join(f"{c} {n}" for c, n in zip(verdict.categories, verdict.category_names, strict=True)) or "unsafe"  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class _CodeTurn:
+    """How :func:`guard_code_tool` shows a call to the guard: the code itself, as the Agent's turn."""
+
+    code_arg: str
+    language: str
+
+    def __call__(self, args: dict[str, Any]) -> str:
+        return f"Run this code:\n```{self.language}\n{args.get(self.code_arg, '')}\n```"
 
 
 class _ToolGuard:
@@ -116,6 +128,16 @@ class _ToolGuard:
                 return self.refuse(verdict, "tool_output")
         return output
 
+    # What the guarded StructuredTool calls: LangChain passes the caller's config (the parameter typed
+    # RunnableConfig) and the tool run's callbacks. Bound methods, not closures, so a guarded tool pickles.
+    def call(self, llama_guard_config: RunnableConfig, callbacks: Any = None, **kwargs: Any) -> Any:
+        state = kwargs.pop(_STATE_ARG, None)
+        return self.run(state, callbacks, llama_guard_config, **kwargs)
+
+    async def acall(self, llama_guard_config: RunnableConfig, callbacks: Any = None, **kwargs: Any) -> Any:
+        state = kwargs.pop(_STATE_ARG, None)
+        return await self.arun(state, callbacks, llama_guard_config, **kwargs)
+
     async def arun(
         self, state: Any = None, callbacks: Any = None, config: RunnableConfig | None = None, **args: Any
     ) -> Any:
@@ -176,26 +198,43 @@ def guard_tool(
         refusal=refusal_message,
         what=subject,
     )
-    schema = _schema_with_state(tool) or tool.args_schema
+    return _build(helper, {})
 
-    # LangChain passes the caller's config (a parameter typed RunnableConfig) and the tool run's callbacks.
-    def run(llama_guard_config: RunnableConfig, callbacks: Any = None, **kwargs: Any) -> Any:
-        state = kwargs.pop(_STATE_ARG, None)
-        return helper.run(state, callbacks, llama_guard_config, **kwargs)
 
-    async def arun(llama_guard_config: RunnableConfig, callbacks: Any = None, **kwargs: Any) -> Any:
-        state = kwargs.pop(_STATE_ARG, None)
-        return await helper.arun(state, callbacks, llama_guard_config, **kwargs)
+class GuardedTool(StructuredTool):
+    """What :func:`guard_tool` and :func:`guard_code_tool` return: a ``StructuredTool`` that runs its guard's checks
+    around the inner tool.
 
-    guarded = StructuredTool.from_function(
-        func=run,
-        coroutine=arun,
+    ``copy.deepcopy`` gives a tool with its own guard settings over the same loaded model; ``pickle`` works when
+    the inner tool and the guard pickle (a guard from ``from_pretrained``; LangChain's ``@tool`` functions do not
+    pickle, a ``BaseTool`` subclass or a tool with a module-level ``args_schema`` does). The argument schema
+    with the injected agent state is built again on the other side.
+
+    Example:
+        >>> repl = guard_code_tool(python_repl, guard)  # doctest: +SKIP
+        >>> isinstance(repl, GuardedTool)              # doctest: +SKIP
+        True
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = {k: getattr(self, k) for k in self.model_fields_set - {"func", "coroutine", "args_schema"}}
+        return _build, (self.func.__self__, fields)  # type: ignore[union-attr]
+
+
+def _build(helper: _ToolGuard, fields: dict[str, Any]) -> GuardedTool:
+    """The guarded tool around ``helper`` (then ``fields`` set on it, when rebuilt from a pickle)."""
+    tool = helper.tool
+    guarded = GuardedTool.from_function(
+        func=helper.call,
+        coroutine=helper.acall,
         name=tool.name,
         description=tool.description,
-        args_schema=schema,
+        args_schema=_schema_with_state(tool) or tool.args_schema,
         return_direct=tool.return_direct,
     )
     guarded.metadata = {**(tool.metadata or {}), "llama_guard": True}
+    for name, value in fields.items():
+        setattr(guarded, name, value)
     return guarded
 
 
@@ -221,16 +260,13 @@ def guard_code_tool(
     if code_arg not in fields:
         raise ValueError(f"tool {tool.name!r} has no argument {code_arg!r}; its arguments: {sorted(fields)}")
 
-    def render(args: dict[str, Any]) -> str:
-        return f"Run this code:\n```{language}\n{args.get(code_arg, '')}\n```"
-
     return guard_tool(
         tool,
         guard,
         check_output=check_output,
         on_unsafe=on_unsafe,
         excluded_categories=excluded_categories,
-        render=render,
+        render=_CodeTurn(code_arg, language),
         refusal_message=refusal_message,
         subject="code",
     )

@@ -45,8 +45,13 @@ class Verdict(BaseModel):
     error: str | None = None
     """Set when the verdict is a fail-closed stand-in for an error."""
     segments: int = 1
-    """How many prompts the conversation was checked in (more than one when it was longer than the model's
-    context and was split; the verdict is then unsafe if any part was)."""
+    """How many prompts the conversation was checked in (more than one when its judged turn was longer than the
+    model's context and was cut into overlapping windows; the verdict is then unsafe if any part was)."""
+    omitted_turns: int = Field(default=0, ge=0)
+    """Earlier turns left out of what was judged because the conversation did not fit the model's context
+    (``on_overflow="split"``): the judged turn is checked with the user turn it answers, or alone when that
+    question is too long too (it then counts here). Turns as Llama Guard reads them: consecutive messages of one
+    role are one turn. ``0``: the whole conversation was judged."""
 
     @property
     def unsafe(self) -> bool:
@@ -104,6 +109,7 @@ def make_verdict(
     threshold: float | None = None,
     listed: Iterable[str] | None = None,
     policy: Mapping[str, str] | None = None,
+    omitted_turns: int = 0,
 ) -> Verdict:
     """Combine the parsed text, the score and the exclusions into a :class:`Verdict`.
 
@@ -111,6 +117,7 @@ def make_verdict(
     ``threshold``, ``safe`` is ``score < threshold``; otherwise the model's own first token decides. A code the
     prompt did not list (``listed``) nor exclude is kept and fails the verdict closed (unsafe, with ``error``
     set): the model answered outside its policy. ``policy`` (a custom code -> text mapping) names the codes.
+    ``omitted_turns``: earlier turns the prompt left out (see :attr:`Verdict.omitted_turns`).
     """
     excluded_set = set(excluded)
     codes = [c for c in parsed.categories if c not in excluded_set]
@@ -130,12 +137,13 @@ def make_verdict(
         model=model,
         raw=raw,
         error=f"the model named {', '.join(unknown)}, which the policy does not list" if unknown else None,
+        omitted_turns=omitted_turns,
     )
 
 
 def merge_verdicts(parts: list[Verdict]) -> Verdict:
     """One verdict for a conversation checked in several parts: unsafe if any part is (categories united,
-    highest score); a part that failed closed makes the whole fail closed."""
+    highest score, the most turns any part left out); a part that failed closed makes the whole fail closed."""
     if len(parts) == 1:
         return parts[0]
     unsafe = [v for v in parts if not v.safe]
@@ -153,5 +161,6 @@ def merge_verdicts(parts: list[Verdict]) -> Verdict:
             "score": max((v.score for v in parts if v.score is not None), default=None),
             "error": errors[0] if errors else None,
             "segments": len(parts),
+            "omitted_turns": max(v.omitted_turns for v in parts),
         }
     )

@@ -36,7 +36,7 @@ BOMB, POISON, INJECTION, WEATHER = data.BOMB, data.POISON, data.INJECTION, data.
 BENIGN, BENIGN_ANSWER, UNSAFE_ANSWER = data.BENIGN_QUESTION, data.BENIGN_ANSWER, data.UNSAFE_ANSWER
 CODE_ABUSE, ASK_CODE, EVIL_CODE = data.CODE_ABUSE_REQUEST, data.ASK_CODE, data.EVIL_CODE
 
-SPEC = Path(__file__).resolve().parent.parent.parent / "shared" / "spec"
+SPEC = Path(__file__).resolve().parent / "data"  # the spec's reference renders, copied into the repository
 
 # Which tiny guards each fixture needs, and the order the background trainers finish them in.
 _GUARDS_OF = {
@@ -149,7 +149,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 @pytest.fixture(scope="session")
 def spec_dir() -> Path:
     if not (SPEC / "reference-prompts.json").exists():
-        pytest.fail(f"the shared spec is missing at {SPEC}")
+        pytest.fail(f"the reference renders are missing at {SPEC}")
     return SPEC
 
 

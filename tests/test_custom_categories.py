@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from langchain_llamaguard import GuardConfigurationError, LlamaGuard, default_categories, format_prompt
+from langchain_llamaguard.tiny.data import check_images
 from langchain_llamaguard.tiny.models import chat_template
 from langchain_llamaguard.verdict import make_verdict, parse_output
 
@@ -52,6 +53,29 @@ def test_renders_like_the_official_templates(tok4, tok3, policy, data, turns, mo
     tok = tok4 if model == "llama-guard-4" else tok3
     want = official(tok, model, messages, policy, sorted(excluded))
     assert format_prompt(messages, model=model, categories=policy, excluded_categories=excluded) == want
+
+
+def test_images_drop_s14_from_the_default_list_only(tok4, lg4_with):
+    """Llama Guard 4's template leaves S14 out of its *default* list when a message has an image; a categories
+    mapping it is given is listed as given, S14 included."""
+    image = [{"role": "user", "content": [{"type": "image", "url": "a.png"}, {"type": "text", "text": "x"}]}]
+    text_only = [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
+    policy = {"S1": "Violent Crimes.", "S14": "Code Interpreter Abuse.", "S15": "Fraud."}
+
+    def template(messages, **policy_kw):
+        return tok4.apply_chat_template(messages, chat_template=chat_template("llama-guard-4"), tokenize=False,
+                                        **policy_kw)  # fmt: skip
+
+    for render in (format_prompt, template):  # the package and the template oracle
+        custom = render(image, categories=policy)
+        assert "CATEGORIES>\nS1: Violent Crimes.\nS14: Code Interpreter Abuse.\nS15: Fraud.\n<END UNSAFE" in custom
+        default = render(image)
+        assert "S13: Elections.\n<END UNSAFE" in default and "S14" not in default
+        assert "S13: Elections.\nS14: Code Interpreter Abuse.\n<END UNSAFE" in render(text_only)
+    # the guard lists S14 (and so may report it) for that policy with an image, and not for its default list
+    with_image = [{"role": "user", "content": [{"type": "image", "image": check_images()[0]}, "x"]}]
+    assert lg4_with(categories=policy).encode(with_image)[0].categories == ("S1", "S14", "S15")
+    assert "S14" not in lg4_with().encode(with_image)[0].categories
 
 
 def test_default_categories_extend_and_render(tok4):

@@ -42,3 +42,14 @@ def test_layers_point_one_way():
                 target = (node.module or "").split(".")[0] if node.level == 1 or name.startswith("backends/") else ""
                 names = {target} | {a.name for a in node.names if not node.module}
                 assert not names & adapters, f"{name} imports {node.module or names} from the adapter layer"
+
+
+def test_errors_are_the_bottom_layer():
+    """errors.py imports nothing of the package (not even verdict types for type checking): no circle."""
+    import ast
+
+    tree = ast.parse((ROOT / "langchain_llamaguard" / "errors.py").read_text())
+    relative = [
+        n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.level or "llamaguard" in (n.module or ""))
+    ]
+    assert relative == [], [ast.unparse(n) for n in relative]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.prompts import ChatPromptTemplate
 
-from langchain_llamaguard import format_prompt
+from langchain_llamaguard import GuardConfigurationError, GuardInputError, GuardTypeError, format_prompt
 from langchain_llamaguard.tiny.models import chat_template
 
 MODELS = ["llama-guard-4", "llama-guard-3-8b", "llama-guard-3-1b"]
@@ -210,13 +210,20 @@ def test_prompt_value_and_plain_string():
 
 
 def test_unsupported_input_is_an_error():
-    with pytest.raises(TypeError, match="unsupported conversation type"):
+    with pytest.raises(GuardTypeError, match="unsupported conversation type"):
         format_prompt(42)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="unsupported content block type 'audio'"):
+    with pytest.raises(GuardInputError, match="unsupported content block type 'audio'"):
         format_prompt([HumanMessage(content=[{"type": "audio", "data": "x"}])])
-    with pytest.raises(ValueError, match="empty"):
-        format_prompt([])
-    with pytest.raises(ValueError, match="unknown category"):
+    with pytest.raises(GuardConfigurationError, match="unknown category"):
         format_prompt("hi", excluded_categories=["S42"])
-    with pytest.raises(ValueError, match="unknown model format"):
+    with pytest.raises(GuardConfigurationError, match="unknown model format"):
         format_prompt("hi", model="llama-guard-2")
+
+
+def test_nothing_to_check_is_one_empty_turn():
+    for model in MODELS:
+        empty = format_prompt("", model=model)
+        assert "User: " in empty and "Agent:" not in empty
+        assert format_prompt([], model=model) == format_prompt((), model=model) == empty
+        assert format_prompt(ChatPromptTemplate.from_messages([]).invoke({}), model=model) == empty
+        assert format_prompt([], model=model, role="Agent") == format_prompt("", model=model, role="Agent")

@@ -323,8 +323,8 @@ def test_a_server_that_is_down(tok):
     from langchain_llamaguard.tiny.serving import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"
-    with pytest.raises(GuardServerError, match="cannot reach " + url):
-        LlamaGuard.from_endpoint(url, model="lg3-tiny", tokenizer=tok)
+    with pytest.raises(GuardServerError, match="cannot reach " + url):  # at the first check: building sends nothing
+        LlamaGuard.from_endpoint(url, model="lg3-tiny", tokenizer=tok).check(BENIGN)
     with pytest.raises(GuardServerError, match="cannot reach"):
         guard_at(url, tok).check(BENIGN)
     verdict = guard_at(url, tok, on_error="unsafe").check(BENIGN)
@@ -413,8 +413,8 @@ def test_bad_configuration_is_refused_at_construction(vllm_server, tok):
     ]:
         with pytest.raises(GuardConfigurationError, match=match):
             LlamaGuard.from_endpoint(url, model="x", tokenizer=tok)
-    with pytest.raises(GuardConfigurationError, match="does not serve 'nope'; it serves: lg3-tiny"):
-        LlamaGuard.from_endpoint(vllm_server.url, model="nope", tokenizer=tok)
+    with pytest.raises(GuardServerError, match="does not serve 'nope'; it serves: lg3-tiny"):  # asked on first use
+        LlamaGuard.from_endpoint(vllm_server.url, model="nope", tokenizer=tok).check(BENIGN)
     with pytest.raises(GuardConfigurationError, match="mode"):
         LlamaGuard.from_endpoint(vllm_server.url, model="lg3-tiny", tokenizer=tok, mode="text")
     with pytest.raises(GuardConfigurationError, match="logprobs"):

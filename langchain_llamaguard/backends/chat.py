@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from ..encoding import EncodedPrompt
 from ..errors import GuardInputError, GuardServerError
 from .base import MAX_NEW_TOKENS, FirstStep, VerdictTokens
 from .completions import Logprobs, RemoteState, ServedBackend, first_step_from, known_continuation, read_logprobs
-from .http import EndpointClient, Plan, Request
+from .http import EndpointClient, Plan, Request, ServedModel
 
 
 def data_url(image: Any) -> str:
@@ -42,7 +43,9 @@ class ChatBackend(ServedBackend):
     Args:
         client: the endpoint.
         model: the served model name.
-        special_tokens: the tokenizer's special-token strings; content containing one is refused.
+        special_tokens: the tokenizer's special-token strings, or a function giving them (called on the first
+            request, so a guard that never sends a chat request never builds the set); content containing one
+            is refused.
         all_categories: every category code of the model's policy (to name the excluded ones to the template).
         content_parts: send content as a list of parts (Llama Guard 4's template) or as a string (Llama Guard 3).
         logprobs: ``"token_ids"`` (vLLM), a top-k count, or ``None`` (hosted providers: read the text).
@@ -59,24 +62,47 @@ class ChatBackend(ServedBackend):
         client: EndpointClient,
         *,
         model: str,
-        special_tokens: Iterable[str],
+        special_tokens: Iterable[str] | Callable[[], Iterable[str]],
         all_categories: Sequence[str],
         encode_text: Callable[[str], list[int]],
         content_parts: bool = True,
         logprobs: Logprobs | None = "token_ids",
         template_kwargs: bool = True,
         model_name: str = "llama-guard",
+        served: ServedModel | None = None,
     ) -> None:
         self.client = client
         self.model = model
+        self.served = served if served is not None else ServedModel(client, model)
         self.model_name = model_name
-        specials = sorted({t for t in special_tokens if t}, key=len, reverse=True)
-        self._special = re.compile("|".join(map(re.escape, specials))) if specials else None
+        self._special_tokens = special_tokens
+        self._special_pattern: re.Pattern[str] | None = None
+        self._special_built = False
+        self._special_lock = threading.Lock()
         self.all_categories = tuple(all_categories)
         self.encode_text = encode_text
         self.content_parts = content_parts
         self.logprobs = logprobs
         self.template_kwargs = template_kwargs
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "_special_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._special_lock = threading.Lock()
+
+    @property
+    def _special(self) -> re.Pattern[str] | None:
+        """The special-token strings as one pattern (longest first), built on first use, once."""
+        if not self._special_built:
+            with self._special_lock:
+                if not self._special_built:
+                    tokens = self._special_tokens() if callable(self._special_tokens) else self._special_tokens
+                    specials = sorted({t for t in tokens if t}, key=len, reverse=True)
+                    self._special_pattern = re.compile("|".join(map(re.escape, specials))) if specials else None
+                    self._special_built = True
+        return self._special_pattern
 
     # -- requests -------------------------------------------------------------------------------------------
     def _messages(self, prompt: EncodedPrompt) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from ..encoding import EncodedPrompt
 from ..errors import GuardServerError
 from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
-from .http import EndpointClient, Plan, Request
+from .http import EndpointClient, Plan, Request, ServedModel
 
 Logprobs = Literal["token_ids"] | int
 """``"token_ids"``: exact probabilities of ``safe`` / ``unsafe`` (vLLM's ``logprob_token_ids``); an integer
@@ -140,6 +140,16 @@ class ServedBackend:
     writes its protocol as plans (:mod:`.http`): ``_first_step_plan`` and ``_decode_plan``."""
 
     client: EndpointClient
+    served: ServedModel
+    """The model as ``/v1/models`` lists it: the start-up probe (:meth:`ready`), and the served context."""
+
+    def ready(self, timeout: float = 10.0) -> bool:
+        """Whether the server answers and serves the model, polled for up to ``timeout`` seconds."""
+        return self.served.ready(timeout)
+
+    async def aready(self, timeout: float = 10.0) -> bool:
+        """Async :meth:`ready`."""
+        return await self.served.aready(timeout)
 
     def _first_step_plan(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> Plan:
         raise NotImplementedError
@@ -213,9 +223,11 @@ class CompletionsBackend(ServedBackend):
         model_name: str = "llama-guard",
         logprobs: Logprobs = "token_ids",
         chat: Any = None,
+        served: ServedModel | None = None,
     ) -> None:
         self.client = client
         self.model = model
+        self.served = served if served is not None else ServedModel(client, model)
         self.model_name = model_name
         self.logprobs = logprobs
         self.chat = chat
@@ -270,24 +282,23 @@ class CompletionsBackend(ServedBackend):
         requests += [self.chat.request(prompts[i], tokens) for i in image_rows]
         answers = yield requests
         n_text = len(requests) - len(image_rows)
-        redo: list[int] = []
+        wrong_lead: dict[int, int] = {}  # row -> the model's own first token, where it is not the lead
         for i, gen in zip(text_rows, self._read(answers[:n_text], len(text_rows)), strict=True):
             if len(gen.ids) >= 2 and gen.ids[0] == tokens.lead:
                 steps[i] = first_step_from(gen, tokens, self.logprobs, url, after_lead=False)
                 state.after_lead[i] = gen.ids[1:]
             else:  # not the lead: score after the forced lead, as in-process
-                redo.append(i)
-                state.after_lead[i] = [gen.ids[0]] if gen.ids else []
+                wrong_lead[i] = gen.ids[0] if gen.ids else -1
         for i, answer in zip(image_rows, answers[n_text:], strict=True):
             steps[i], state.after_lead[i] = self.chat.read(answer, tokens)
             state.chat_rows.add(i)
-        if redo:
+        if wrong_lead:
+            redo = list(wrong_lead)
             seqs = [prompts[i].input_ids + [tokens.lead] for i in redo]
             answers = yield self._requests(seqs, MAX_NEW_TOKENS, tokens)
             for i, gen in zip(redo, self._read(answers, len(redo)), strict=True):
-                lead_argmax = state.after_lead[i][0] if state.after_lead[i] else -1
                 step = first_step_from(gen, tokens, self.logprobs, url, after_lead=True)
-                step.lead_argmax = lead_argmax
+                step.lead_argmax = wrong_lead[i]
                 steps[i] = step
                 state.after_lead[i] = gen.ids
         return steps, state

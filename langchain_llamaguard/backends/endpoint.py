@@ -4,10 +4,14 @@ The tokenizer is always local (a checkpoint id, a path or a tokenizer object): p
 tokenized here, exactly as in-process, and only token ids (or, for images and hosted providers, chat messages)
 go to the server. :meth:`LlamaGuard.from_endpoint <langchain_llamaguard.LlamaGuard.from_endpoint>` calls
 :func:`connect`.
+
+Connecting sends nothing: a guard can be built before its server is up. The served context (``max_model_len``)
+is read from ``/v1/models`` on first use (:class:`ServedContext`), and ``guard.ready()`` is the start-up probe.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,7 +20,7 @@ from ..prompt_format import get_format
 from .base import MAX_NEW_TOKENS, GuardBackend
 from .chat import ChatBackend
 from .completions import CompletionsBackend, Logprobs
-from .http import EndpointClient
+from .http import EndpointClient, ServedModel
 from .loading import LLAMA_GUARD_4_CONTEXT, detect_format
 
 Mode = Literal["completions", "chat"]
@@ -27,7 +31,8 @@ class Connection:
     backend: GuardBackend
     tokenizer: Any
     model_format: str
-    context_length: int
+    context_length: int | Callable[[], int]
+    """The ``context_length=`` given, or a :class:`ServedContext` that asks the server on first use."""
 
 
 def _load_tokenizer(tokenizer: Any) -> tuple[Any, Any]:
@@ -65,16 +70,25 @@ def _detect(config: Any, tokenizer: Any) -> str:
     )
 
 
-def served_context(client: EndpointClient, model: str) -> int | None:
-    """The served model's ``max_model_len`` from ``/v1/models`` (``None`` where the server does not say)."""
-    listed = client.get("/models").get("data") or []
-    names = [m.get("id") for m in listed if isinstance(m, dict)]
-    for m in listed:
-        if isinstance(m, dict) and m.get("id") == model:
-            got = m.get("max_model_len")
-            return int(got) if isinstance(got, int) else None
-    served = ", ".join(map(str, names)) or "nothing"
-    raise GuardConfigurationError(f"{client.base_url} does not serve {model!r}; it serves: {served}")
+class ServedContext:
+    """The prompt budget on a served model, read on first use: its ``max_model_len`` from ``/v1/models`` (Llama
+    Guard 4's context where the server does not say), less room for the lead and the verdict.
+
+    Calling it asks the server once (:meth:`ServedModel.entry`: thread-safe, a failure is not kept) and raises
+    :class:`~langchain_llamaguard.errors.GuardServerError` while the server is down or does not serve the model.
+    """
+
+    def __init__(self, served: ServedModel) -> None:
+        self.served = served
+
+    def __call__(self) -> int:
+        limit = self.served.max_model_len()
+        return (limit if limit is not None else LLAMA_GUARD_4_CONTEXT) - (1 + MAX_NEW_TOKENS)
+
+
+def _special_tokens(tok: Any) -> Callable[[], set[str]]:
+    """The tokenizer's special-token strings, computed when first asked (a pass over the whole vocabulary)."""
+    return lambda: set(tok.get_vocab()) & (set(tok.get_added_vocab()) | set(tok.all_special_tokens))
 
 
 def connect(
@@ -91,40 +105,47 @@ def connect(
     logprobs: Logprobs = "token_ids",
     context_length: int | None = None,
 ) -> Connection:
-    """Build the client, the local tokenizer and the backend for a served Llama Guard."""
+    """Build the client, the local tokenizer and the backend for a served Llama Guard; nothing is sent to the
+    server here (the context is read on first use, see :class:`ServedContext`)."""
     if not isinstance(model, str) or not model:
         raise GuardConfigurationError(f"model must be the served model's name, got {model!r}")
     if mode not in ("completions", "chat"):
         raise GuardConfigurationError(f"mode must be 'completions' (token ids, vLLM) or 'chat', got {mode!r}")
     if logprobs != "token_ids" and not (isinstance(logprobs, int) and not isinstance(logprobs, bool) and logprobs > 0):
         raise GuardConfigurationError(f"logprobs must be 'token_ids' or a top-k count >= 1, got {logprobs!r}")
+    if context_length is not None and (
+        isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 1
+    ):
+        raise GuardConfigurationError(
+            f"context_length must be a positive number of tokens, or None to read it from the server, got "
+            f"{context_length!r}"
+        )
     client = EndpointClient(
         base_url, api_key=api_key, timeout=timeout, max_concurrency=max_concurrency, max_retries=max_retries
     )
-    if context_length is None:  # the server first: one that is down or lacks the model fails fast
-        served = served_context(client, model)
-        limit = served if served is not None else LLAMA_GUARD_4_CONTEXT
-        context_length = limit - (1 + MAX_NEW_TOKENS)  # room for the lead and the verdict
+    served = ServedModel(client, model)
     tok, config = _load_tokenizer(tokenizer if tokenizer is not None else model)
     fmt = model_format or _detect(config, tok)
     fmt_data = get_format(fmt)
-    specials = set(tok.get_vocab()) & (set(tok.get_added_vocab()) | set(tok.all_special_tokens))
-    chat = ChatBackend(
-        client,
-        model=model,
-        model_name=fmt,
-        special_tokens=specials,
-        all_categories=fmt_data.categories,
-        encode_text=lambda text: list(tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]),
-        content_parts=fmt == "llama-guard-4",
-        logprobs=logprobs if mode == "completions" else None,
-        template_kwargs=mode == "completions",
-    )
+    chat = None
+    if mode == "chat" or fmt_data.supports_images:  # Llama Guard 3 over token ids never sends a chat request
+        chat = ChatBackend(
+            client,
+            model=model,
+            model_name=fmt,
+            special_tokens=_special_tokens(tok),
+            all_categories=fmt_data.categories,
+            encode_text=lambda text: list(tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]),
+            content_parts=fmt == "llama-guard-4",
+            logprobs=logprobs if mode == "completions" else None,
+            template_kwargs=mode == "completions",
+            served=served,
+        )
     backend: GuardBackend
     if mode == "chat":
+        assert chat is not None
         backend = chat
     else:
-        backend = CompletionsBackend(
-            client, model=model, model_name=fmt, logprobs=logprobs, chat=chat if fmt_data.supports_images else None
-        )
-    return Connection(backend=backend, tokenizer=tok, model_format=fmt, context_length=context_length)
+        backend = CompletionsBackend(client, model=model, model_name=fmt, logprobs=logprobs, chat=chat, served=served)
+    context = context_length if context_length is not None else ServedContext(served)
+    return Connection(backend=backend, tokenizer=tok, model_format=fmt, context_length=context)

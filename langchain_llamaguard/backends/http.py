@@ -1,6 +1,9 @@
 """The HTTP side of a served guard: one pooled client (httpx) per endpoint, bounded concurrency, bounded retries,
 and errors that say what went wrong without ever showing the API key.
 
+Which models a server serves, and their context, come from ``/v1/models`` through :class:`ServedModel`: read on
+first use, not when a guard is built, and polled by start-up probes (:meth:`ServedModel.ready`).
+
 Backends describe their requests as *plans*: a generator that yields a list of ``(path, body)`` requests, is
 sent back their parsed JSON answers (in order), and finally returns its result. :meth:`EndpointClient.run` and
 :meth:`EndpointClient.arun` drive a plan with threads or with ``asyncio``, so a backend writes its protocol once
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 import weakref
 from collections.abc import Generator, Sequence
 from typing import Any, TypeVar
@@ -97,13 +101,27 @@ class EndpointClient:
     def __repr__(self) -> str:  # no headers: the key stays out of reprs and logs
         return f"EndpointClient({self.base_url!r}, max_concurrency={self.max_concurrency})"
 
+    # A copy or a pickle is a new client of the same endpoint with its own connections and threads. The API key
+    # travels with it: a pickle of a client with a key is a secret.
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "api_key": self._secret,
+            "timeout": self.timeout,
+            "max_concurrency": self.max_concurrency,
+            "max_retries": self.max_retries,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state.pop("base_url"), **state)  # type: ignore[misc]
+
     # -- one request --------------------------------------------------------------------------------------
     def _url(self, path: str) -> str:
         return self.base_url + path
 
-    def _retrying(self) -> dict[str, Any]:
+    def _retrying(self, budget: float) -> dict[str, Any]:
         return {
-            "stop": tenacity.stop_after_attempt(self.max_retries + 1) | tenacity.stop_after_delay(self.timeout),
+            "stop": tenacity.stop_after_attempt(self.max_retries + 1) | tenacity.stop_after_delay(budget),
             "wait": tenacity.wait_exponential_jitter(initial=0.05, max=2.0),
             "retry": tenacity.retry_if_exception(_retryable),
             "reraise": True,
@@ -144,31 +162,41 @@ class EndpointClient:
             )
         return data
 
-    def _transport_error(self, exc: httpx.HTTPError, path: str) -> GuardServerError:
+    def _transport_error(self, exc: httpx.HTTPError, path: str, timeout: float) -> GuardServerError:
         url = self._url(path)
         if isinstance(exc, httpx.TimeoutException):
-            return GuardServerError(f"{url} did not answer within {self.timeout:g} s (timeout)", url=url)
+            return GuardServerError(f"{url} did not answer within {timeout:g} s (timeout)", url=url)
         return GuardServerError(self._redact(f"cannot reach {url}: {type(exc).__name__}: {exc}"), url=url)
 
-    def _send(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        for attempt in tenacity.Retrying(**self._retrying()):
+    def _send(
+        self, method: str, path: str, body: dict[str, Any] | None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """One request (``timeout``: for it and its retries; default the client's). A connection that failed is
+        not kept: the next request opens a new one, so a server that comes back is used at once."""
+        timeout = self.timeout if timeout is None else timeout
+        for attempt in tenacity.Retrying(**self._retrying(timeout)):
             with attempt:
                 try:
-                    response = self._client.request(method, path, json=body)
+                    response = self._client.request(method, path, json=body, timeout=timeout)
                 except httpx.HTTPError as exc:
-                    raise self._transport_error(exc, path) from None
+                    raise self._transport_error(exc, path, timeout) from None
                 return self._answer(response, path)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _asend(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    async def _asend(
+        self, method: str, path: str, body: dict[str, Any] | None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Async :meth:`_send`. Cancelling the awaiting task cancels the request (httpx drops its connection)
+        and gives its concurrency slot back: the slot is held by ``async with`` around the request only."""
+        timeout = self.timeout if timeout is None else timeout
         client, semaphore = self._async_client()
-        async for attempt in tenacity.AsyncRetrying(**self._retrying()):
+        async for attempt in tenacity.AsyncRetrying(**self._retrying(timeout)):
             with attempt:
                 try:
                     async with semaphore:
-                        response = await client.request(method, path, json=body)
+                        response = await client.request(method, path, json=body, timeout=timeout)
                 except httpx.HTTPError as exc:
-                    raise self._transport_error(exc, path) from None
+                    raise self._transport_error(exc, path, timeout) from None
                 return self._answer(response, path)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -184,8 +212,11 @@ class EndpointClient:
                 self._async[loop] = got
         return got
 
-    def get(self, path: str) -> dict[str, Any]:
-        return self._send("GET", path, None)
+    def get(self, path: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._send("GET", path, None, timeout)
+
+    async def aget(self, path: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return await self._asend("GET", path, None, timeout)
 
     # -- many requests, and plans ---------------------------------------------------------------------------
     def post_many(self, requests: Sequence[Request]) -> list[dict[str, Any]]:
@@ -196,7 +227,17 @@ class EndpointClient:
         return [f.result() for f in futures]
 
     async def apost_many(self, requests: Sequence[Request]) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(self._asend("POST", path, body) for path, body in requests)))
+        """Async :meth:`post_many`; when one request fails or the caller is cancelled, the others are cancelled
+        too (no request outlives the check that sent it)."""
+        if len(requests) == 1:
+            return [await self._asend("POST", *requests[0])]
+        tasks = [asyncio.ensure_future(self._asend("POST", path, body)) for path, body in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
 
     def run(self, plan: Plan) -> Any:
         """Drive a plan with threads: send each yielded list of requests, feed back the answers."""
@@ -219,3 +260,107 @@ class EndpointClient:
     def close(self) -> None:
         self._client.close()
         self._pool.shutdown(wait=False)
+
+
+class ServedModel:
+    """One model of an endpoint as ``/v1/models`` lists it: whether it is served, and its ``max_model_len``.
+
+    Nothing is asked when it is made. :meth:`entry` asks on first use and keeps the answer (one request, however
+    many threads ask at once); a failure is not kept, so the next use asks again. :meth:`ready` and
+    :meth:`aready` are start-up probes: they poll until the model is served or ``timeout`` runs out.
+
+    Example:
+        >>> served = ServedModel(EndpointClient("http://127.0.0.1:8000/v1"), "llama-guard")  # doctest: +SKIP
+        >>> served.ready(timeout=60), served.max_model_len()                                # doctest: +SKIP
+        (True, 4096)
+    """
+
+    POLL_S = 0.1
+    """Seconds between two probes while the server does not answer."""
+
+    def __init__(self, client: EndpointClient, model: str) -> None:
+        self.client = client
+        self.model = model
+        self._entry: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # a copy asks the server again
+        return {"client": self.client, "model": self.model}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["client"], state["model"])  # type: ignore[misc]
+
+    def _find(self, answer: dict[str, Any]) -> dict[str, Any] | None:
+        listed = answer.get("data")
+        for m in listed if isinstance(listed, list) else []:
+            if isinstance(m, dict) and m.get("id") == self.model:
+                return m
+        return None
+
+    def _not_served(self, answer: dict[str, Any]) -> GuardServerError:
+        listed = answer.get("data")
+        names = [str(m.get("id")) for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
+        url = self.client.base_url + "/models"
+        return GuardServerError(
+            f"{self.client.base_url} does not serve {self.model!r}; it serves: {', '.join(names) or 'nothing'} "
+            "(pass model= one of those names)",
+            url=url,
+        )
+
+    def entry(self) -> dict[str, Any]:
+        """The model's ``/v1/models`` entry, asked once; raises :class:`GuardServerError` if the server cannot be
+        reached or does not serve the model (asked again on the next call)."""
+        if self._entry is None:
+            with self._lock:
+                if self._entry is None:
+                    answer = self.client.get("/models")
+                    found = self._find(answer)
+                    if found is None:
+                        raise self._not_served(answer)
+                    self._entry = found
+        return self._entry
+
+    def max_model_len(self) -> int | None:
+        """The context the server gives the model (``None`` where it does not say)."""
+        got = self.entry().get("max_model_len")
+        return got if isinstance(got, int) and not isinstance(got, bool) else None
+
+    @staticmethod
+    def _deadline(timeout: float) -> float:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise GuardConfigurationError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        return time.monotonic() + timeout
+
+    def ready(self, timeout: float = 10.0) -> bool:
+        """Poll ``/v1/models`` until it lists the model (``True``), or ``False`` after ``timeout`` seconds."""
+        deadline = self._deadline(timeout)
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                found = self._find(self.client.get("/models", timeout=max(left, 0.05)))
+            except GuardServerError:
+                found = None
+            if found is not None:
+                self._entry = found
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.POLL_S, left))
+
+    async def aready(self, timeout: float = 10.0) -> bool:
+        """Async :meth:`ready` (the event loop stays free while it waits)."""
+        deadline = self._deadline(timeout)
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                found = self._find(await self.client.aget("/models", timeout=max(left, 0.05)))
+            except GuardServerError:
+                found = None
+            if found is not None:
+                self._entry = found
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(self.POLL_S, left))

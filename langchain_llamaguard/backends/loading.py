@@ -15,7 +15,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import GuardConfigurationError
@@ -90,6 +93,45 @@ def on_cpu(device_map: Any, *, cuda: bool) -> bool:
     return str(device_map) == "cpu" if device_map is not None else False
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def looks_local(model_id_or_path: str) -> bool:
+    """Whether a ``from_pretrained`` argument is meant as a folder, not a hub id (``org/name`` or ``name``):
+    it starts with ``./``, ``../``, ``/`` or ``~``, has a drive or a backslash, or more than one ``/``."""
+    text = str(model_id_or_path)
+    if text.startswith((".", "/", "~")) or "\\" in text or re.match(r"[A-Za-z]:", text):
+        return True
+    return not _HUB_ID.fullmatch(text)
+
+
+def check_local_path(model_id_or_path: Any) -> str:
+    """The argument as ``from_pretrained`` should get it: a folder that exists (``~`` expanded), or a hub id.
+
+    A path that looks local (:func:`looks_local`) and is not a folder raises ``GuardConfigurationError`` naming
+    it, instead of a hub error about an invalid repository id.
+
+    Example:
+        >>> check_local_path("meta-llama/Llama-Guard-4-12B")
+        'meta-llama/Llama-Guard-4-12B'
+    """
+    text = os.fspath(model_id_or_path)
+    if Path(text).expanduser().is_dir():
+        return str(Path(text).expanduser()) if text.startswith("~") else text
+    if not looks_local(text):
+        return text
+    where = Path(text).expanduser().absolute()
+    if where.exists():
+        raise GuardConfigurationError(
+            f"{text!r} is a file, not a checkpoint folder; pass the folder that holds config.json (or a hub id "
+            "like 'meta-llama/Llama-Guard-4-12B')"
+        )
+    raise GuardConfigurationError(
+        f"no such folder: {text!r} (looked for {where}); pass an existing checkpoint folder or a hub id like "
+        "'meta-llama/Llama-Guard-4-12B'"
+    )
+
+
 BNB_INT8_METHOD = "bitsandbytes LLM.int8()"
 BNB_NF4_METHOD = "bitsandbytes nf4"
 
@@ -128,10 +170,15 @@ def load_guard_model(
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
+    model_id_or_path = check_local_path(model_id_or_path)
     hub = {k: hf_kwargs[k] for k in _HUB_KWARGS if k in hf_kwargs}
     config = AutoConfig.from_pretrained(model_id_or_path, **hub)
-    tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
-    fmt = model_format or detect_format(config, getattr(tokenizer, "chat_template", None))
+    tokenizer = None  # loaded once: Llama Guard 4's processor loads its own
+    fmt = model_format
+    if fmt is None:
+        if getattr(config, "model_type", None) == "llama":  # only 3 8B vs 3 1B needs the chat template
+            tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
+        fmt = detect_format(config, getattr(tokenizer, "chat_template", None))
     if quantization is not None and hf_kwargs.get("quantization_config") is not None:
         raise GuardConfigurationError(f"pass either quantization={quantization!r} or quantization_config=..., not both")
     cuda = torch.cuda.is_available()
@@ -178,6 +225,8 @@ def load_guard_model(
             kwargs["quantization_config"] = qconf
         model = AutoModelForCausalLM.from_pretrained(model_id_or_path, config=config, **kwargs)
         processor = None
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
         ctx = context_length or int(getattr(config, "max_position_embeddings", 131072))
     model.eval()
     if cpu_int8:

@@ -66,6 +66,30 @@ class TransformersBackend:
     def device(self) -> Any:
         return next(self.model.parameters()).device
 
+    # Copies: a deep copy shares the model (weights are never duplicated) and so its lock; a pickle carries the
+    # model. Either starts with empty prefix caches and counts no guard as a user yet.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k not in ("lock", "_prefix_kv", "_llamaguard_owners")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+        self._prefix_kv = OrderedDict()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TransformersBackend:
+        new = object.__new__(type(self))
+        new.__setstate__(self.__getstate__())
+        new.lock = self.lock  # one forward at a time on the shared model
+        memo[id(self)] = new
+        return new
+
+    def close(self) -> None:
+        """Let go of the model and the prefix caches (the last guard using this backend calls it)."""
+        with self.lock:
+            self._prefix_kv.clear()
+            self.model = None
+            self.processor = None
+
     def prune_lm_head(self, keep: Sequence[int]) -> None:
         """Keep only the output rows ``keep`` (see :mod:`.lm_head`); the prefix caches are dropped."""
         from .lm_head import prune_lm_head

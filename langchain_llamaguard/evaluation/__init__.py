@@ -20,13 +20,14 @@ from .report import (
     Calibration,
     CategoryConfusion,
     CategoryMetrics,
+    FailedRow,
     GroupMetrics,
     Interval,
     Metrics,
     Report,
     to_markdown,
 )
-from .runner import Prediction, ScoreRun, read_predictions, score_examples
+from .runner import EvaluationRunError, Prediction, ScoreRun, read_predictions, score_examples
 
 __all__ = [
     "Calibration",
@@ -35,7 +36,9 @@ __all__ = [
     "CategoryMetrics",
     "Columns",
     "EvaluationInputError",
+    "EvaluationRunError",
     "Example",
+    "FailedRow",
     "GroupMetrics",
     "Interval",
     "Metrics",

@@ -19,11 +19,21 @@ import numpy as np
 
 from ..taxonomy import resolve_categories
 from .calibration import choose_threshold, parse_rule, split_calibration
-from .data import Columns, EvaluationInputError, Example, Task, load_examples
+from .data import Columns, EvaluationInputError, Example, Task, check_labels, load_examples, plural
 from .metrics import binary_metrics, bootstrap_intervals, category_confusion, per_category, per_language
 from .plots import write_plots
-from .report import Calibration, Report
-from .runner import DEFAULT_BATCH_SIZE, Prediction, is_prompt_guard, score_examples, write_predictions
+from .report import Calibration, FailedRow, Metrics, Report
+from .runner import (
+    DEFAULT_BATCH_SIZE,
+    EvaluationRunError,
+    Prediction,
+    is_prompt_guard,
+    score_examples,
+    write_predictions,
+)
+
+LISTED_IN_REPORT = 10
+"""How many failed / unlabeled rows ``report.json`` lists (all are counted)."""
 
 
 def _excluded(guard: Any, excluded_categories: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -81,6 +91,7 @@ def evaluate(
     progress: bool = True,
     model_name: str | None = None,
     dataset_name: str | None = None,
+    strict: bool = False,
 ) -> Report:
     """Measure ``guard`` (a :class:`~langchain_llamaguard.LlamaGuard` or :class:`~langchain_llamaguard.PromptGuard`)
     on labelled rows.
@@ -88,6 +99,11 @@ def evaluate(
     ``threshold``: flagged = ``score >= threshold``; ``None`` takes the guard's own (Llama Guard's default is its
     first token's verdict, Prompt Guard's 0.5). ``calibrate="f1"`` or ``"fpr=0.01"`` chooses it instead on a
     stratified ``calibration_fraction`` of the rows and reports on the rest.
+
+    A row whose check fails (an unreadable image, a conversation the guard refuses, a fail-closed verdict) is
+    written to ``predictions.jsonl`` with its ``error``, counted in ``Report.errors`` and left out of every
+    metric; if every row fails, :class:`EvaluationRunError` is raised. A row without a label is skipped and
+    counted (``Report.unlabeled``); ``strict=True`` makes it an :class:`EvaluationInputError`.
 
     Example:
         >>> pg = PromptGuard.from_pretrained("meta-llama/Llama-Prompt-Guard-2-86M")  # doctest: +SKIP
@@ -101,11 +117,14 @@ def evaluate(
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise EvaluationInputError(f"--threshold {threshold!r}: accepted: a number between 0 and 1")
     if isinstance(data, str):
-        examples, dataset = load_examples(data, task=task, columns=columns, limit=limit), data
+        examples, dataset = load_examples(data, task=task, columns=columns, limit=limit, strict=strict), data
     else:
         examples, dataset = list(data)[:limit] if limit is not None else list(data), dataset_name or "examples"
         if not examples:
             raise EvaluationInputError(f"{dataset} has no rows")
+        check_labels(examples, strict=strict, source=dataset, column=columns.label)
+    unlabeled = [ex.index for ex in examples if ex.label is None]
+    examples = [ex for ex in examples if ex.label is not None]
     pg = is_prompt_guard(guard)
     excluded = () if pg else _excluded(guard, excluded_categories)
     examples = apply_exclusions(examples, excluded)
@@ -131,7 +150,28 @@ def evaluate(
         predictions_path=out / "predictions.jsonl" if out else None,
         progress=progress,
     )
-    preds = run.predictions
+    failed = [FailedRow(index=p.index, error=p.error) for p in run.predictions if p.error is not None]
+    left_out = {
+        "errors": len(failed),
+        "failed_rows": failed[:LISTED_IN_REPORT],
+        "unlabeled": len(unlabeled),
+        "unlabeled_rows": unlabeled[:LISTED_IN_REPORT],
+        "model": model,
+        "dataset": dataset,
+        "task": task,
+        "examples_per_second": run.examples_per_second,
+        "scored": run.scored,
+    }
+    preds = [p for p in run.predictions if p.error is None]  # the metrics are on rows the guard judged
+    if not preds:
+        if out is not None:
+            empty = Report(n=0, positives=0, threshold=threshold, metrics=Metrics(), bootstrap=bootstrap, **left_out)
+            (out / "report.json").write_text(empty.model_dump_json(indent=2), encoding="utf-8")
+        where = f"; every row's error is in {out / 'predictions.jsonl'}" if out is not None else ""
+        raise EvaluationRunError(
+            f"all {plural(len(failed), 'row')} failed, nothing to measure (row {failed[0].index + 1}: "
+            f"{failed[0].error[:300]}){where}"
+        )
     labels = np.array([p.label for p in preds], dtype=int)
     scores = np.array([p.score for p in preds], dtype=float)
     report_rows = np.arange(len(preds))
@@ -157,7 +197,8 @@ def evaluate(
         for p, f, r in zip(preds, flagged, in_report, strict=True)
     ]
     if out is not None:
-        write_predictions(out / "predictions.jsonl", preds)
+        judged = {p.index: p for p in preds}
+        write_predictions(out / "predictions.jsonl", [judged.get(p.index, p) for p in run.predictions])
     report = _report(
         [preds[i] for i in report_rows],
         threshold=threshold,
@@ -166,16 +207,7 @@ def evaluate(
         seed=seed,
         language=columns.language is not None or any(p.language for p in preds),
     )
-    report = report.model_copy(
-        update={
-            "calibration": calibration,
-            "model": model,
-            "dataset": dataset,
-            "task": task,
-            "examples_per_second": run.examples_per_second,
-            "scored": run.scored,
-        }
-    )
+    report = report.model_copy(update={"calibration": calibration, **left_out})
     if out is not None:
         if plots:
             paths = write_plots(

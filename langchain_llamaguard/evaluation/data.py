@@ -3,6 +3,11 @@
 Labels: ``0``/``1``, ``true``/``false``, ``safe``/``unsafe``, ``good``/``bad`` (Meta's format) and
 ``benign``/``malicious`` (Prompt Guard's). The positive class is *unsafe*: ``1`` = ``true`` = ``unsafe`` =
 ``bad`` = ``malicious``. Categories are S-codes or names (``"S9"``, ``"Hate"``), a list or a comma-separated string.
+The prompt column holds a text or a conversation (a list of ``{"role", "content"}`` messages, images included).
+
+A row without a label is kept with ``label=None`` (:func:`~langchain_llamaguard.evaluation.evaluate` skips and
+counts it; ``strict=True`` makes it an error); a row without a value in an optional column (category, language)
+has none; a row without a prompt (or answer) is kept with ``error`` set and reported as a failed row.
 
 Example:
     >>> parse_label("bad"), parse_label(0), parse_label("Unsafe")
@@ -13,10 +18,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..errors import LlamaGuardError
 from ..taxonomy import resolve_category
 
 Task = Literal["prompt", "response"]
@@ -27,7 +35,11 @@ _LABELS: dict[str, int] = {
 LABELS_HINT = "0/1, true/false, safe/unsafe, good/bad or benign/malicious (unsafe = 1 = true = bad)"
 
 
-class EvaluationInputError(ValueError):
+LISTED = 5
+"""How many rows a message names (the first ones)."""
+
+
+class EvaluationInputError(LlamaGuardError, ValueError):
     """Bad evaluation input (data, column, label, category, option); the message is one line naming it."""
 
     def __init__(self, message: str) -> None:
@@ -52,14 +64,16 @@ class Columns:
 
 @dataclass(frozen=True)
 class Example:
-    """One row to score: the conversation (or text, for Prompt Guard), its label (1 = unsafe) and metadata."""
+    """One row to score: the conversation (or text, for Prompt Guard), its label (1 = unsafe, ``None``: the row
+    has none and is skipped) and metadata; ``error`` says why the row cannot be checked at all (no prompt)."""
 
     index: int
     conversation: Any
     text: str
-    label: int
+    label: int | None
     categories: tuple[str, ...] = ()
     language: str | None = None
+    error: str | None = None
 
 
 def parse_label(value: Any) -> int:
@@ -114,15 +128,24 @@ def read_records(source: str, *, limit: int | None = None) -> list[dict[str, Any
                 f"data file {source!r} not found; accepted: a .jsonl, .json, .csv or .tsv file, or hf:NAME[:SPLIT]"
             )
         suffix = path.suffix.lower()
-        if suffix in (".csv", ".tsv"):
-            with path.open(newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-        elif suffix in (".jsonl", ".json", ".ndjson"):
-            rows = _read_json(path)
-        else:
+        if suffix not in (".csv", ".tsv", ".jsonl", ".json", ".ndjson"):
             raise EvaluationInputError(
                 f"unsupported data file {source!r}; accepted: .jsonl, .json, .csv, .tsv or hf:NAME[:SPLIT]"
             )
+        try:
+            if suffix in (".csv", ".tsv"):
+                with path.open(newline="", encoding="utf-8") as f:
+                    rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+            else:
+                rows = _read_json(path)
+        except OSError as exc:
+            raise EvaluationInputError(f"cannot read data file {source!r}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise EvaluationInputError(
+                f"cannot read data file {source!r}: byte {exc.start} is not UTF-8; save the file as UTF-8"
+            ) from None
+        except csv.Error as exc:
+            raise EvaluationInputError(f"cannot read data file {source!r}: {exc}") from None
     if limit is not None:
         rows = rows[:limit]
     if not rows:
@@ -173,13 +196,22 @@ def _read_hf(spec: str, limit: int | None) -> list[dict[str, Any]]:
 
 
 def to_examples(
-    rows: list[dict[str, Any]], *, task: Task = "prompt", columns: Columns | None = None, source: str = "data"
+    rows: list[dict[str, Any]],
+    *,
+    task: Task = "prompt",
+    columns: Columns | None = None,
+    source: str = "data",
+    strict: bool = False,
 ) -> list[Example]:
     """Check the columns and labels of ``rows`` and build the examples (``task="response"`` judges the answer).
 
+    A column no row has is an error that names the option choosing it. A row without a label gets
+    ``label=None`` (``strict=True``: an error naming the rows); a row without a category or language has none;
+    a row without a prompt (or answer) gets ``error`` set.
+
     Example:
-        >>> [e.label for e in to_examples([{"prompt": "hi", "label": "good"}])]
-        [0]
+        >>> [e.label for e in to_examples([{"prompt": "hi", "label": "good"}, {"prompt": "yo"}])]
+        [0, None]
     """
     columns = columns or Columns()
     if task not in ("prompt", "response"):
@@ -189,32 +221,109 @@ def to_examples(
         needed.insert(1, (columns.response, "--response-column"))
     optional = ((columns.category, "--category-column"), (columns.language, "--language-column"))
     needed += [(c, o) for c, o in optional if c]
+    present = dict.fromkeys(key for row in rows for key in row)
+    for column, option in needed:
+        if column not in present:
+            have = ", ".join(map(str, present)) or "none"
+            raise EvaluationInputError(
+                f"column {column!r} not found in {source} (its rows have: {have}); choose one with {option}"
+            )
     out: list[Example] = []
     for i, row in enumerate(rows):
-        for column, option in needed:
-            if column not in row:
-                have = ", ".join(map(str, row)) or "none"
-                raise EvaluationInputError(
-                    f"column {column!r} not found in {source} (row {i + 1} has: {have}); choose one with {option}"
-                )
+        label = None
+        if not _missing(row.get(columns.label)):
+            try:
+                label = parse_label(row[columns.label])
+            except ValueError as exc:
+                raise EvaluationInputError(f"{source} row {i + 1}, column {columns.label!r}: {exc}") from None
         try:
-            label = parse_label(row[columns.label])
-        except ValueError as exc:
-            raise EvaluationInputError(f"{source} row {i + 1}, column {columns.label!r}: {exc}") from None
-        try:
-            cats = parse_categories(row[columns.category]) if columns.category else ()
+            cats = parse_categories(row.get(columns.category)) if columns.category else ()
         except ValueError as exc:
             raise EvaluationInputError(f"{source} row {i + 1}, column {columns.category!r}: {exc}") from None
-        prompt = _text(row[columns.prompt])
-        if task == "prompt":
-            conversation: Any = prompt
-            text = prompt
-        else:
-            text = _text(row[columns.response])
-            conversation = [{"role": "user", "content": prompt}, {"role": "assistant", "content": text}]
-        language = row[columns.language] if columns.language else None
-        out.append(Example(i, conversation, text, label, cats, None if language in (None, "") else str(language)))
+        language = row.get(columns.language) if columns.language else None
+        language = None if _missing(language) else str(language)
+        conversation, text, error = _conversation(row, task, columns)
+        out.append(Example(i, conversation, text, label, cats, language, error))
+    check_labels(out, strict=strict, source=source, column=columns.label)
     return out
+
+
+def check_labels(examples: Sequence[Example], *, strict: bool, source: str, column: str = "label") -> None:
+    """Raise :class:`EvaluationInputError` when no example has a label, or (``strict``) when one has none."""
+    unlabeled = [ex.index for ex in examples if ex.label is None]
+    if examples and len(unlabeled) == len(examples):
+        raise EvaluationInputError(f"no row of {source} has a label in column {column!r}; accepted: {LABELS_HINT}")
+    if strict and unlabeled:
+        raise EvaluationInputError(
+            f"{plural(len(unlabeled), 'row')} of {source} {'has' if len(unlabeled) == 1 else 'have'} no label in "
+            f"column {column!r} ({rows_named(unlabeled)}); label them, or leave out --strict to skip them"
+        )
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 row"``, ``"3 rows"``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def rows_named(indices: Sequence[int], total: int | None = None) -> str:
+    """The first :data:`LISTED` of ``total`` rows (default: all of ``indices``), numbered from 1 as in the data.
+
+    Example:
+        >>> rows_named([1, 4, 8]), rows_named(range(10), total=12)
+        ('rows 2, 5, 9', 'rows 1, 2, 3, 4, 5 and 7 more')
+    """
+    total = len(indices) if total is None else total
+    shown = ", ".join(str(i + 1) for i in list(indices)[:LISTED])
+    more = f" and {total - min(LISTED, len(indices))} more" if total > min(LISTED, len(indices)) else ""
+    return f"row{'s' if total > 1 else ''} {shown}{more}"
+
+
+def _missing(value: Any) -> bool:
+    """No value: absent, ``None``, blank or NaN (how pandas and some datasets write a gap)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[Any, str, str | None]:
+    """``(conversation, text, error)``: what Llama Guard checks, what Prompt Guard scores, why neither can."""
+    prompt = row.get(columns.prompt)
+    if prompt is None:
+        return None, "", f"no prompt: column {columns.prompt!r} is empty in this row"
+    if isinstance(prompt, dict) and "messages" in prompt:
+        prompt = prompt["messages"]
+    messages = prompt if isinstance(prompt, list) else None
+    prompt_text = _last_text(messages) if messages is not None else _text(prompt)
+    if task == "prompt":  # a dict that is not {"messages": [...]} goes to the guard as is, which refuses it
+        conversation = messages if messages is not None else prompt if isinstance(prompt, dict) else prompt_text
+        return conversation, prompt_text, None
+    answer = row.get(columns.response)
+    if answer is None:
+        return None, "", f"no answer: column {columns.response!r} is empty in this row"
+    content = answer if isinstance(answer, list) else _text(answer)
+    context = messages if messages is not None else [{"role": "user", "content": prompt_text}]
+    return [*context, {"role": "assistant", "content": content}], _content_text(content), None
+
+
+def _last_text(messages: list[Any]) -> str:
+    if not messages:
+        return ""
+    last = messages[-1]
+    if isinstance(last, dict):
+        return _content_text(last.get("content"))
+    if isinstance(last, (list, tuple)) and len(last) == 2:  # ("user", "text")
+        return _content_text(last[1])
+    return _content_text(last)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, list):
+        return " ".join(
+            b if isinstance(b, str) else str(b.get("text", "")) for b in content if isinstance(b, (str, dict))
+        )
+    return _text(content)
 
 
 def _text(value: Any) -> str:
@@ -222,11 +331,16 @@ def _text(value: Any) -> str:
 
 
 def load_examples(
-    source: str, *, task: Task = "prompt", columns: Columns | None = None, limit: int | None = None
+    source: str,
+    *,
+    task: Task = "prompt",
+    columns: Columns | None = None,
+    limit: int | None = None,
+    strict: bool = False,
 ) -> list[Example]:
     """:func:`read_records` then :func:`to_examples`.
 
     Example:
         >>> load_examples("hf:org/guard-eval:test", columns=Columns(label="is_unsafe"))  # doctest: +SKIP
     """
-    return to_examples(read_records(source, limit=limit), task=task, columns=columns, source=source)
+    return to_examples(read_records(source, limit=limit), task=task, columns=columns, source=source, strict=strict)

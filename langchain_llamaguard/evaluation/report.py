@@ -76,6 +76,13 @@ class Calibration(BaseModel):
     seed: int
 
 
+class FailedRow(BaseModel):
+    """A row whose check failed: its ``index`` in ``predictions.jsonl`` (0-based) and why."""
+
+    index: int
+    error: str
+
+
 class Report(BaseModel):
     """What ``llamaguard eval`` writes to ``report.json``.
 
@@ -105,20 +112,41 @@ class Report(BaseModel):
     """Rows scored in this run (the others came from ``predictions.jsonl`` of an earlier run)."""
     bootstrap: int = 0
     plots: list[str] = Field(default_factory=list)
+    errors: int = 0
+    """Rows whose check failed: in ``predictions.jsonl`` with their ``error``, left out of every metric."""
+    failed_rows: list[FailedRow] = Field(default_factory=list)
+    """The first of them (up to 10), with their errors."""
+    unlabeled: int = 0
+    """Rows without a label: skipped (not scored, not in ``predictions.jsonl``)."""
+    unlabeled_rows: list[int] = Field(default_factory=list)
+    """The first of them (up to 10), as 0-based indices (row N of the data is index N - 1)."""
 
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _left_out(report: Report) -> list[str]:
+    lines = []
+    if report.errors:
+        verb = "row failed and is" if report.errors == 1 else "rows failed and are"
+        lines.append(f"{report.errors} {verb} not in the metrics (their errors: `error` in predictions.jsonl)")
+    if report.unlabeled:
+        verb = "row has" if report.unlabeled == 1 else "rows have"
+        lines.append(f"{report.unlabeled} {verb} no label and {'was' if report.unlabeled == 1 else 'were'} skipped")
+    return ["", *lines] if lines else []
+
+
 def to_markdown(report: Report) -> str:
-    """The main metrics (with 95% intervals), then per-category and per-language tables when present."""
+    """The main metrics (with 95% intervals), then per-category and per-language tables when present; rows
+    that failed or had no label are counted above the table."""
     rule = f", calibrated on {report.calibration.n} rows ({report.calibration.rule})" if report.calibration else ""
     threshold = "the model's own verdict" if report.threshold is None else f"{report.threshold:.4g}"
     speed = f", {report.examples_per_second:.1f} examples/s" if report.examples_per_second else ""
     lines = [
         f"{report.model} on {report.dataset} ({report.task}): {report.n} rows, {report.positives} unsafe, "
         f"threshold {threshold}{rule}{speed}",
+        *_left_out(report),
         "",
         "| metric | value | 95% CI |",
         "|---|---|---|",

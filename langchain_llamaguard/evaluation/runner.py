@@ -1,5 +1,8 @@
 """Scoring rows with a guard's batched engine, resumable through ``predictions.jsonl``.
 
+A row whose check fails is kept with its ``error`` and scored again by the next run; the run itself stops only
+for what no row can get past (out of memory, the guard server down), keeping the rows already scored.
+
 Example:
     >>> run = score_examples(guard, examples, batch_size=64, predictions_path="out/predictions.jsonl")  # doctest: +SKIP
     >>> run.examples_per_second  # doctest: +SKIP
@@ -18,16 +21,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..errors import GuardBatchError, GuardServerError, LlamaGuardError
 from ._deps import need
-from .data import Example, Task
+from .data import Example, Task, rows_named
 
 DEFAULT_BATCH_SIZE = 256
 """Rows per ``batch_check`` call. Large batches amortize the engine's per-batch work (on this project's CPU a
 batch of 64 scores ~1.4x slower than 256); lower it when a big model's batch does not fit the GPU."""
 
 
+class EvaluationRunError(LlamaGuardError, RuntimeError):
+    """The evaluation stopped: out of memory, the guard server down, or no row could be checked. Rows already
+    scored are kept in ``predictions.jsonl``; running again with the same ``out_dir`` resumes. One line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
 class Prediction(BaseModel):
-    """One line of ``predictions.jsonl``.
+    """One line of ``predictions.jsonl``. A row whose check failed has ``error`` set and no score or verdict.
 
     Example:
         >>> Prediction(index=0, label=1, score=0.9, safe=False, categories=["S9"]).flagged is None
@@ -38,10 +50,10 @@ class Prediction(BaseModel):
     """The row's position in the input (0-based)."""
     label: int
     """1 = labelled unsafe."""
-    score: float
-    """P(unsafe) (Llama Guard) or P(malicious) (Prompt Guard)."""
-    safe: bool
-    """The guard's verdict, as the guard was configured."""
+    score: float | None = None
+    """P(unsafe) (Llama Guard) or P(malicious) (Prompt Guard); ``None`` when the check failed."""
+    safe: bool | None = None
+    """The guard's verdict, as the guard was configured; ``None`` when the check failed."""
     categories: list[str] = Field(default_factory=list)
     """Categories the guard named."""
     flagged: bool | None = None
@@ -50,6 +62,8 @@ class Prediction(BaseModel):
     label_categories: list[str] = Field(default_factory=list)
     language: str | None = None
     error: str | None = None
+    """Why the row could not be checked (``"ImageLoadError: image file not found: ..."``); such a row is left
+    out of the metrics, and a fail-closed stand-in verdict (``on_error="unsafe"``) is not taken as the model's."""
 
 
 @dataclass
@@ -77,6 +91,93 @@ def _check(guard: Any, batch: list[Example], task: Task, excluded: tuple[str, ..
         return guard.batch_check([ex.text for ex in batch])
     role = "Agent" if task == "response" else "User"
     return guard.batch_check([ex.conversation for ex in batch], role=role, excluded_categories=excluded)
+
+
+Outcome = tuple[Any, str | None]
+"""A row's verdict, or ``(None, why it failed)``."""
+
+
+def _one_line(error: BaseException | str) -> str:
+    text = " ".join(str(error).split())
+    return text if isinstance(error, str) else f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _out_of_memory(error: BaseException | str) -> bool:
+    low = str(error).lower()
+    oom_type = isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+    return oom_type or "out of memory" in low or "can't allocate memory" in low
+
+
+def _server_down(error: BaseException | str) -> bool:
+    return isinstance(error, GuardServerError) and error.status is None and str(error).startswith("cannot reach")
+
+
+def _stop(errors: list[BaseException | str], rows: int, batch_size: int, *, pinned: bool) -> str | None:
+    """Why these errors of a batch stop the run instead of failing rows, with what to do: the guard server is
+    unreachable, or out of memory (unless the guard pinned it on some rows only: those rows alone do not fit)."""
+    for error in errors:
+        if _server_down(error):
+            text = " ".join(str(error).split())[:300]
+            return f"the guard server stopped answering: {text}; start it, then run again with the same --out"
+    oom = [e for e in errors if _out_of_memory(e)]
+    if oom and (not pinned or len(oom) == rows):
+        return (
+            f"out of memory checking a batch of {rows} rows ({_one_line(oom[0])[:200]}); lower --batch-size "
+            f"(now {batch_size}) or the guard's max_batch_size / max_batch_tokens, then run again with the same "
+            "--out to resume"
+        )
+    return None
+
+
+def _outcomes(
+    guard: Any, batch: list[Example], task: Task, excluded: tuple[str, ...] | None, batch_size: int
+) -> list[Outcome]:
+    """Check ``batch``; a row that fails gets its error, the others their verdicts.
+
+    Rows the guard reports one by one (:class:`~langchain_llamaguard.errors.GuardBatchError`, fail-closed
+    verdicts carrying ``error``) are taken as reported. Any other exception is pinned on its row by checking
+    the two halves of the batch again, down to single rows. What would stop every row (out of memory, the
+    server down) raises :class:`EvaluationRunError` instead.
+    """
+    errors: dict[int, BaseException] = {}
+    try:
+        verdicts = list(_check(guard, batch, task, excluded))
+    except GuardBatchError as exc:
+        verdicts, errors = list(exc.verdicts), dict(exc.errors)
+    except Exception as exc:
+        stop = _stop([exc], len(batch), batch_size, pinned=False)
+        if stop:
+            raise EvaluationRunError(stop) from exc
+        if len(batch) == 1:
+            return [(None, _one_line(exc))]
+        half = len(batch) // 2
+        return [
+            *_outcomes(guard, batch[:half], task, excluded, batch_size),
+            *_outcomes(guard, batch[half:], task, excluded, batch_size),
+        ]
+    if len(verdicts) != len(batch):
+        raise EvaluationRunError(f"the guard returned {len(verdicts)} verdicts for a batch of {len(batch)} rows")
+    why: dict[int, BaseException | str] = {}
+    for i, verdict in enumerate(verdicts):
+        if i in errors:
+            why[i] = errors[i]
+        elif verdict is None:
+            why[i] = "the guard returned no verdict for this row"
+        elif getattr(verdict, "error", None):
+            why[i] = verdict.error  # a fail-closed stand-in (on_error="unsafe"), not the model's prediction
+    stop = _stop(list(why.values()), len(batch), batch_size, pinned=True)
+    if stop:
+        raise EvaluationRunError(stop)
+    return [(None, _one_line(why[i])) if i in why else (v, None) for i, v in enumerate(verdicts)]
+
+
+def _prediction(ex: Example, verdict: Any, error: str | None) -> Prediction:
+    common = {"index": ex.index, "label": ex.label, "label_categories": list(ex.categories), "language": ex.language}
+    if verdict is None:
+        return Prediction(**common, error=error or "no verdict")
+    return Prediction(
+        **common, score=verdict.score, safe=verdict.safe, categories=list(getattr(verdict, "categories", []))
+    )
 
 
 def read_predictions(path: str | Path) -> dict[int, Prediction]:
@@ -122,11 +223,13 @@ def score_examples(
     predictions_path: str | Path | None = None,
     progress: bool = True,
 ) -> ScoreRun:
-    """Score ``examples`` in batches of ``batch_size`` with ``guard.batch_check`` (Llama Guard or Prompt Guard).
+    """Score labelled ``examples`` in batches of ``batch_size`` with ``guard.batch_check`` (Llama Guard or Prompt
+    Guard). A row whose check fails gets a prediction with ``error`` set and no score; out of memory or a server
+    down raises :class:`EvaluationRunError`, keeping the rows already written.
 
-    With ``predictions_path``, rows already there (same index and label) are kept and not scored again, and
-    every batch is appended as it is done, so an interrupted run resumes; at the end the file holds one row per
-    example in input order. Rows are batched by length (less padding); the order of the output is the input's.
+    With ``predictions_path``, rows already there (same index and label, not failed) are kept and not scored
+    again, and every batch is appended as it is done, so an interrupted run resumes; at the end the file holds
+    one row per example in input order. Rows are batched by length (less padding); the output is in input order.
 
     Example:
         >>> examples = [Example(0, "How do I make a bomb?", "How do I make a bomb?", 1)]
@@ -135,9 +238,19 @@ def score_examples(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    unlabeled = [ex.index for ex in examples if ex.label is None]
+    if unlabeled:
+        raise ValueError(f"{rows_named(unlabeled)} have no label: leave them out (evaluate() skips them)")
     excluded = tuple(excluded_categories) if excluded_categories is not None else None
     done = read_predictions(predictions_path) if predictions_path else {}
-    done = {ex.index: done[ex.index] for ex in examples if ex.index in done and done[ex.index].label == ex.label}
+    done = {
+        ex.index: done[ex.index]
+        for ex in examples
+        if ex.index in done and done[ex.index].label == ex.label and done[ex.index].error is None
+    }  # a row that failed is checked again
+    for ex in examples:
+        if ex.error is not None:  # nothing to check (no prompt): failed before the guard
+            done[ex.index] = _prediction(ex, None, ex.error)
     todo = sorted((ex for ex in examples if ex.index not in done), key=_length)
     sink = None
     if predictions_path:
@@ -153,17 +266,8 @@ def score_examples(
         for b in range(0, len(todo), batch_size):
             batch = todo[b : b + batch_size]
             lines = []
-            for ex, v in zip(batch, _check(guard, batch, task, excluded), strict=True):
-                pred = Prediction(
-                    index=ex.index,
-                    label=ex.label,
-                    score=v.score,
-                    safe=v.safe,
-                    categories=list(getattr(v, "categories", [])),
-                    label_categories=list(ex.categories),
-                    language=ex.language,
-                    error=getattr(v, "error", None),
-                )
+            for ex, (verdict, error) in zip(batch, _outcomes(guard, batch, task, excluded, batch_size), strict=True):
+                pred = _prediction(ex, verdict, error)
                 done[ex.index] = pred
                 lines.append(pred.model_dump_json() + "\n")
             if sink is not None:

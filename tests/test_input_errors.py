@@ -1,0 +1,185 @@
+"""Errors a user can catch, and inputs that mean what they look like.
+
+Every error raised for bad input or configuration is a ``LlamaGuardError`` and the builtin it always was
+(``ValueError``, ``TypeError``, ``KeyError``); one ``{"role", "content"}`` dict is a conversation of one message;
+``""`` and ``[]`` are the same empty turn; documents and missing folders get errors that say what to do; loading a
+guard reads its tokenizer once.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import BENIGN, BENIGN_ANSWER, BOMB
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage, HumanMessage
+
+from langchain_llamaguard import (
+    GuardConfigurationError,
+    GuardInputError,
+    GuardKeyError,
+    GuardTypeError,
+    LlamaGuard,
+    LlamaGuardError,
+    PromptGuard,
+    UnsafeContentError,
+    format_prompt,
+)
+from langchain_llamaguard.backends.loading import looks_local
+from langchain_llamaguard.conversation import to_turns
+from langchain_llamaguard.runnables import input_conversation, output_message
+
+IMAGE_TURN = [{"role": "user", "content": [{"type": "image", "url": "a.png"}, {"type": "text", "text": "x"}]}]
+DOCS = [Document(page_content="Paris is the capital of France.", metadata={"source": "a"})]
+
+BAD = [  # (what, call, package error, builtin it also is, message)
+    ("a number", lambda: to_turns(42), GuardTypeError, TypeError, "unsupported conversation type int"),
+    ("a bad role", lambda: to_turns([{"role": "bot", "content": "x"}]), GuardTypeError, TypeError,
+     "message 0: unknown role 'bot'; accepted: 'user', 'assistant'"),
+    ("a dict without a role", lambda: to_turns([HumanMessage("a"), {"text": "x"}]), GuardTypeError, TypeError,
+     "message 1: a dict message needs a 'role'"),
+    ("a dict that is no message", lambda: to_turns({"question": "x"}), GuardTypeError, TypeError,
+     "pass the value to check"),
+    ("a bad content block", lambda: to_turns([HumanMessage(content=[{"type": "audio"}])]), GuardInputError,
+     ValueError, "unsupported content block type 'audio'"),
+    ("a content of the wrong type", lambda: to_turns([{"role": "user", "content": 42}]), GuardTypeError, TypeError,
+     "message 0"),
+    ("the wrong judged role", lambda: to_turns("x", role="judge"), GuardInputError, ValueError, "unknown role"),
+    ("a role the last turn is not", lambda: to_turns([HumanMessage("x")], role="Agent"), GuardInputError,
+     ValueError, "always judges the last turn"),
+    ("an image for Llama Guard 3", lambda: format_prompt(IMAGE_TURN, model="llama-guard-3-1b"), GuardInputError,
+     ValueError, "does not read images"),
+    ("an unknown category", lambda: format_prompt("x", excluded_categories=["S99"]), GuardConfigurationError,
+     ValueError, "unknown category 'S99'; valid: S1..S14"),
+    ("a category that is no str", lambda: format_prompt("x", excluded_categories=[9]), GuardTypeError, TypeError,
+     "category key must be a str"),
+    ("a bad policy", lambda: format_prompt("x", categories={"Fraud": "x"}), GuardConfigurationError, ValueError,
+     "not an S-code"),
+    ("an unknown format", lambda: format_prompt("x", model="llama-guard-2"), GuardConfigurationError, ValueError,
+     "unknown model format"),
+    ("a missing input_key", lambda: input_conversation({"q": "x"}, "question"), GuardKeyError, KeyError,
+     "input_key 'question' is not in the input; keys: ['q']"),
+    ("an ambiguous dict", lambda: input_conversation({"q": "x", "context": "y"}), GuardInputError, ValueError,
+     "pass input_key="),
+    ("a step input of the wrong type", lambda: input_conversation(3.5), GuardTypeError, TypeError,
+     "cannot check a float"),
+    ("a missing output_key", lambda: output_message({"answer": "x"}, "text"), GuardKeyError, ValueError,
+     "output_key 'text' is not in the output"),
+    ("a dict output without a key", lambda: output_message({"answer": "x"}), GuardInputError, ValueError,
+     "pass output_key="),
+    ("an output of the wrong type", lambda: output_message(7), GuardTypeError, TypeError, "cannot check a int"),
+    ("a Document", lambda: to_turns(DOCS[0]), GuardTypeError, TypeError, "a Document is not a conversation"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("what, call, error, builtin, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_a_package_error_and_its_builtin(what, call, error, builtin, message):
+    with pytest.raises(error, match=re.escape(message)) as caught:
+        call()
+    assert isinstance(caught.value, LlamaGuardError) and isinstance(caught.value, builtin), what
+
+
+def test_per_call_and_per_step_categories_are_configuration_errors(lg3_1b):
+    with pytest.raises(GuardConfigurationError, match="unknown category 'Fraud'") as caught:
+        lg3_1b.check(BENIGN, excluded_categories=["Fraud"])
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(GuardConfigurationError, match="unknown category 'S99'"):  # the call's error, not each row's
+        lg3_1b.batch_check([BENIGN, BOMB], excluded_categories=["S99"])
+    with pytest.raises(GuardInputError, match="unknown role 'judge'"):
+        lg3_1b.batch_check([BENIGN, BOMB], role="judge")
+    listed = lg3_1b.batch_check([BOMB, BOMB], excluded_categories=["S9"])
+    assert lg3_1b.batch_check([BOMB, BOMB], excluded_categories=iter(["S9"])) == listed  # read once, not used up
+    with pytest.raises(GuardConfigurationError, match="unknown category 'nope'"):
+        lg3_1b.as_input_guard(excluded_categories=["nope"])
+    with pytest.raises(GuardConfigurationError, match="not an S-code"):
+        lg3_1b.as_output_guard(categories={"fraud": "Fraud."})
+
+
+def test_one_message_dict_is_a_conversation_of_one_message(lg3_1b):
+    message = {"role": "user", "content": BOMB}
+    assert to_turns(message)[0].text_parts == [BOMB]
+    assert format_prompt(message) == format_prompt([message]) == format_prompt(BOMB)
+    assert lg3_1b.check(message) == lg3_1b.check(BOMB)
+    assert lg3_1b.batch_check([message, {"role": "user", "content": BENIGN}]) == lg3_1b.batch_check([BOMB, BENIGN])
+    step = lg3_1b.as_input_guard()
+    safe = {"role": "user", "content": BENIGN}
+    assert step.invoke(safe) is safe  # checked, and passed through unchanged
+    with pytest.raises(UnsafeContentError):
+        step.invoke(message)
+    answer = {"role": "assistant", "content": BENIGN_ANSWER}
+    assert output_message(answer) == AIMessage(BENIGN_ANSWER)
+    if lg3_1b.check([AIMessage(BENIGN_ANSWER)]).safe:  # the same verdict as the message it stands for
+        assert lg3_1b.as_output_guard().invoke(answer) is answer
+    else:
+        with pytest.raises(UnsafeContentError):
+            lg3_1b.as_output_guard().invoke(answer)
+
+
+def test_empty_string_and_empty_list_are_the_same_check(lg3_1b):
+    assert to_turns("") == to_turns([]) == to_turns(())
+    assert lg3_1b.check("") == lg3_1b.check([])
+    assert lg3_1b.check("", role="Agent") == lg3_1b.check([], role="Agent")
+    judged = lg3_1b.as_input_guard(on_unsafe="flagged").invoke([])  # judged like "", not refused
+    assert judged == ([] if lg3_1b.check("").safe else "flagged")
+
+
+def test_documents_are_refused_with_what_to_do(lg4):
+    hint = r"not a conversation.*guard\.batch_check\(\[d\.page_content for d in docs\]\).*planned"
+    for value in (DOCS[0], DOCS, tuple(DOCS), {"context": DOCS}, [HumanMessage("hi"), DOCS[0]]):
+        with pytest.raises(GuardTypeError, match=hint) as caught:
+            lg4.as_input_guard().invoke(value)
+        assert isinstance(caught.value, TypeError)
+        with pytest.raises(GuardTypeError, match=hint):
+            lg4.as_output_guard().invoke(value if not isinstance(value, dict) else {"output": DOCS[0]})
+    with pytest.raises(GuardTypeError, match=hint):
+        lg4.check(DOCS)
+    # what the message says to do works
+    assert lg4.batch_check([d.page_content for d in DOCS]) == [lg4.check(DOCS[0].page_content)]
+
+
+@pytest.mark.parametrize("path", ["./no/such/dir", "../no-such-guard", "~/no-such-guard-folder", "no/such/guard/dir"])
+def test_a_missing_local_folder_is_named(path):
+    for load in (LlamaGuard.from_pretrained, PromptGuard.from_pretrained):
+        with pytest.raises(GuardConfigurationError, match=f"no such folder: '{path}'"):
+            load(path)
+
+
+def test_a_file_is_not_a_checkpoint_folder(tmp_path):
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(b"")
+    with pytest.raises(GuardConfigurationError, match="is a file, not a checkpoint folder"):
+        LlamaGuard.from_pretrained(str(file))
+
+
+def test_what_looks_like_a_local_path():
+    local = ["./m", "../m", "/m", "~/m", ".", "a/b/c", "C:\\models\\lg", "models\\lg", "my model"]
+    hub = ["meta-llama/Llama-Guard-4-12B", "meta-llama/Llama-Prompt-Guard-2-22M", "gpt2", "org/name.v1_2-x"]
+    assert [looks_local(p) for p in local] == [True] * len(local)
+    assert [looks_local(p) for p in hub] == [False] * len(hub)
+
+
+def test_loading_reads_the_tokenizer_once(lg4, lg4_path, monkeypatch):
+    """Llama Guard 4's tokenizer.json is about 28 MB: the processor's tokenizer is the only one loaded."""
+    from transformers import AutoTokenizer
+
+    original = AutoTokenizer.from_pretrained
+    calls: list[str] = []
+
+    def counting(path, *args, **kwargs):
+        calls.append(str(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", staticmethod(counting))
+    guard = LlamaGuard.from_pretrained(str(lg4_path))
+    assert calls == [str(lg4_path)]
+    assert guard.tokenizer is guard.backend.processor.tokenizer
+    assert guard.encode(BOMB)[0].input_ids == lg4.encode(BOMB)[0].input_ids
+
+
+def test_prompt_guard_input_errors(prompt_guard):
+    for call, message in ((lambda: prompt_guard.check(42), "scores str, got int"),
+                          (lambda: prompt_guard.batch_check("x"), "pass a list of texts")):  # fmt: skip
+        with pytest.raises(GuardTypeError, match=message) as caught:
+            call()
+        assert isinstance(caught.value, TypeError)

@@ -1,0 +1,321 @@
+"""Production-hard behaviour: cancelled callers never wedge the guard, batches are bounded by memory, one bad row
+never fails its neighbours, and a guard can be closed and collected."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import random
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import pytest
+from conftest import BENIGN, BOMB, CODE_ABUSE, WEATHER
+from langchain_core.runnables import RunnableLambda
+
+from langchain_llamaguard import GuardBatchError, GuardClosedError, GuardOutputError, LlamaGuard, batching
+from langchain_llamaguard.batching import MicroBatcher
+from langchain_llamaguard.budget import BatchBudget, plan_sub_batches
+
+CONVS = [BENIGN, BOMB, CODE_ABUSE, WEATHER, "What is 2 + 2?", "Tell me a joke about cats."]
+MARKER = " zebra-quokka-marker "
+
+
+def key(v):
+    return v.safe, tuple(v.categories), pytest.approx(v.score, abs=1e-4)
+
+
+def batcher_threads() -> int:
+    return sum(t.name == "llama-guard-microbatch" and t.is_alive() for t in threading.enumerate())
+
+
+# -- the micro-batcher itself -----------------------------------------------------------------------------------
+def test_micro_batcher_skips_cancelled_callers_and_survives_failures():
+    seen: list[list[int]] = []
+    gate = threading.Event()
+
+    def score(prompts, extra):
+        gate.wait(5)
+        seen.append(list(prompts))
+        if -1 in prompts:
+            raise RuntimeError("model error")
+        return [p * 10 for p in prompts]
+
+    batcher = MicroBatcher(score, window_s=0.05, max_batch=64)
+    first = batcher.submit([1], [None])  # the worker takes it and waits at the gate
+    time.sleep(0.1)
+    cancelled = batcher.submit([2], [None])
+    assert cancelled.cancel()
+    kept = batcher.submit([3], [None])
+    gate.set()
+    assert first.result(5) == [10] and kept.result(5) == [30]
+    assert all(2 not in batch for batch in seen)  # the cancelled caller's rows never ran
+
+    failing = batcher.submit([-1], [None])
+    with pytest.raises(RuntimeError, match="model error"):
+        failing.result(5)
+    assert batcher.submit([4], [None]).result(5) == [40]  # the worker lived on
+
+    # a result for a caller that went away while its batch ran is dropped, and the worker lives on
+    gate.clear()
+    gone = batcher.submit([5], [None])
+    time.sleep(0.1)
+    assert not gone.cancel()  # already running: the standard handshake
+    gate.set()
+    assert gone.result(5) == [50]
+    batcher.close()
+    assert not batcher.alive
+    with pytest.raises(GuardClosedError):
+        batcher.submit([6], [None])
+
+
+def test_micro_batcher_restarts_a_dead_worker():
+    batcher = MicroBatcher(lambda p, e: p, window_s=0.001, max_batch=8)
+    assert batcher.submit([1], [None]).result(5) == [1]
+    batcher._queue.put(batching._STOP)  # the worker is gone ...
+    deadline = time.monotonic() + 5
+    while batcher.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not batcher.alive
+    assert batcher.submit([2], [None]).result(5) == [2]  # ... and the next submit starts a fresh one
+    batcher.close()
+
+
+# -- cancellation through the engine, the steps and streams ------------------------------------------------------
+@pytest.mark.parametrize("settings", [{"batch_window_ms": 20}, {"batch_window_ms": 20, "timeout": 30}, {}])
+async def test_cancelled_callers_never_wedge_the_guard(lg4, lg4_with, settings):
+    want = {c: key(lg4.check(c)) for c in CONVS}
+    guard = lg4_with(**settings)
+    rng = random.Random(7)
+
+    async def caller(i: int):
+        conv = CONVS[i % len(CONVS)]
+        if i % 3 == 0:  # a random third go away at a random moment
+            with pytest.raises((asyncio.TimeoutError, asyncio.CancelledError)):
+                await asyncio.wait_for(guard.acheck(conv), rng.uniform(0.0005, 0.05))
+            return None
+        return conv, await guard.acheck(conv)
+
+    done = await asyncio.wait_for(asyncio.gather(*(caller(i) for i in range(30))), 120)
+    for got in filter(None, done):
+        assert key(got[1]) == want[got[0]]
+    # afterwards every new call completes, async and sync
+    after = await asyncio.wait_for(asyncio.gather(*(guard.acheck(c) for c in CONVS)), 60)
+    assert [key(v) for v in after] == [want[c] for c in CONVS]
+    sync = await asyncio.wait_for(asyncio.to_thread(guard.batch_check, CONVS), 60)
+    assert [key(v) for v in sync] == [want[c] for c in CONVS]
+    guard.close()
+
+
+async def test_cancelled_chains_and_abandoned_streams(lg4, lg4_with):
+    guard = lg4_with(batch_window_ms=20)
+    chain = guard.wrap(RunnableLambda(lambda x: f"answered: {x}"), on_unsafe="blocked")
+    for _ in range(5):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(chain.ainvoke(BENIGN), 0.001)
+    assert await asyncio.wait_for(chain.ainvoke(BENIGN), 60) == f"answered: {BENIGN}"
+    assert await asyncio.wait_for(chain.ainvoke(BOMB), 60) == "blocked"
+
+    out_step = guard.as_output_guard(stream_mode="incremental", check_every=2)
+    stream = out_step.astream(" ".join(["word"] * 40))
+    assert await asyncio.wait_for(anext(stream), 60)
+    await stream.aclose()  # the consumer went away half-way
+    assert (await asyncio.wait_for(out_step.ainvoke(BENIGN), 60)) == BENIGN
+    guard.close()
+
+
+async def test_cancelled_prompt_guard_calls(prompt_guard):
+    want = prompt_guard.batch_score(CONVS)
+    for _ in range(5):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(prompt_guard.abatch_score(CONVS), 0.0005)
+    got = await asyncio.wait_for(prompt_guard.abatch_score(CONVS), 60)
+    assert got == pytest.approx(want, abs=1e-6)
+
+
+# -- batches bounded by memory -----------------------------------------------------------------------------------
+def test_sub_batches_are_length_sorted_and_bounded():
+    budget = BatchBudget(max_tokens=4096, max_attention=2**40)
+    lengths = [300, 9000, 310, 2000, 305, 2100, 320]
+    groups = plan_sub_batches(lengths, budget)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert [9000] in [[lengths[i] for i in g] for g in groups]  # over the budget alone: runs alone
+    for g in groups:
+        assert [lengths[i] for i in g] == sorted(lengths[i] for i in g)
+        assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 4096
+    assert plan_sub_batches([200] * 64, BatchBudget(max_tokens=32768, max_attention=2**28)) == [list(range(64))]
+
+
+def test_mixed_lengths_in_sub_batches_equal_one_by_one(lg3_1b):
+    words = "the committee reviewed the figures and asked for a summary".split()
+    convs = [" ".join(words[j % len(words)] for j in range(n)) for n in (3, 1800, 10, 400, 2600, 40, 900)]
+    convs += [BOMB, BENIGN]
+    guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, max_batch_tokens=2048, on_error="unsafe")
+    prompts = [guard.prepare(c)[0][0] for c in convs]
+    groups = guard._groups(prompts)
+    assert len(groups) > 2 and any(len(g) > 1 for g in groups)
+    longest = max(len(p.input_ids) for p in prompts)
+    assert longest > 2048  # one conversation alone fills the budget: it runs alone
+    assert [i for g in groups for i in g if len(g) == 1 and len(prompts[i].input_ids) == longest]
+    batched = guard.batch_check(convs)
+    assert [key(v) for v in batched] == [key(guard.check(c)) for c in convs]
+
+
+def test_mixed_length_batch_time_and_memory_against_one_by_one(lg3_1b_path):
+    """40 conversations of ~200 to ~5,000 tokens, each way in a subprocess of its own (the benchmark's code)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import mixed_batch
+    finally:
+        sys.path.pop(0)
+    got = mixed_batch.measure(str(lg3_1b_path), repeats=2, threads=1)
+    one, batch = got["one"], got["batch"]
+    assert one["tokens"][1] > 4000
+    assert batch["safe"] == one["safe"]
+    assert batch["scores"] == pytest.approx(one["scores"], abs=1e-4)
+    assert batch["seconds"] <= one["seconds"] * 1.5  # never slower than one by one (generous: CI runs 2 workers)
+    # one padded forward of all 40 took 70x the memory of one by one; sub-batches stay within a few times
+    assert batch["peak_mb"] <= max(5 * one["peak_mb"], 300)
+
+
+# -- one bad row never fails its neighbours ----------------------------------------------------------------------
+class OffFormatRig:
+    """A forward hook on a real tiny guard: rows whose prompt contains the marker answer off-format (the lead
+    token is not the blank line), or, with ``error``, make the whole forward fail as an out-of-memory would."""
+
+    def __init__(self, guard, *, error: bool = False) -> None:
+        self.marker = guard.encoder.text_ids(MARKER.rstrip())[:-1]  # the ids it has inside any prompt
+        self.guard = guard
+        self.error = error
+        self.forwards: list[int] = []
+
+    def _rows(self, ids) -> list[int]:
+        n = len(self.marker)
+        rows = ids.tolist()
+        return [r for r, row in enumerate(rows) if any(row[j : j + n] == self.marker for j in range(len(row) - n + 1))]
+
+    def __enter__(self):
+        model = self.guard.backend.model
+
+        def hook(module, args, kwargs, output):
+            ids = kwargs.get("input_ids")
+            if ids is None or kwargs.get("logits_to_keep") != 2:  # only the verdict's first step
+                return output
+            self.forwards.append(ids.shape[0])
+            rows = self._rows(ids)
+            if rows and self.error and ids.shape[0] > 0:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            for r in rows:
+                output.logits[r, -2, :] = 0.0
+                output.logits[r, -2, self.guard.tokens.safe] = 100.0  # "safe" with no blank line before it
+            return output
+
+        self.handle = model.register_forward_hook(hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def test_failing_rows_are_named_and_the_others_keep_their_verdicts(lg3_1b):
+    convs = [BENIGN, BENIGN + MARKER, BOMB, "a question" + MARKER, WEATHER]
+    want = [key(lg3_1b.check(c)) for c in (BENIGN, BOMB, WEATHER)]
+    strict = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer)
+    lenient = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe")
+    with OffFormatRig(strict):
+        with pytest.raises(GuardBatchError) as info:
+            strict.batch_check(convs)
+        err = info.value
+        assert sorted(err.errors) == [1, 3]
+        assert all(isinstance(e, GuardOutputError) for e in err.errors.values())
+        assert "row 1" in str(err) and "row 3" in str(err)
+        assert [key(err.verdicts[i]) for i in (0, 2, 4)] == want
+        assert err.verdicts[1] is None and err.verdicts[3] is None
+        with pytest.raises(GuardOutputError):  # one conversation: its own error
+            strict.check(convs[1])
+        verdicts = lenient.batch_check(convs)
+        assert [key(verdicts[i]) for i in (0, 2, 4)] == want
+        assert [(verdicts[i].safe, bool(verdicts[i].error)) for i in (1, 3)] == [(False, True), (False, True)]
+
+
+def test_a_model_error_is_retried_row_by_row(lg3_1b):
+    convs = [BENIGN, BOMB + MARKER, WEATHER, BOMB]
+    want = [key(lg3_1b.check(c)) for c in convs if MARKER not in c]
+    guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe")
+    with OffFormatRig(guard, error=True) as rig:
+        verdicts = guard.batch_check(convs)
+    assert [key(v) for v in verdicts if not v.error] == want
+    assert verdicts[1].safe is False and "out of memory" in verdicts[1].error
+    assert rig.forwards[0] == len(convs) and rig.forwards.count(1) >= len(convs)  # the batch, then row by row
+
+
+def test_a_row_that_is_not_a_conversation_is_named_in_both_modes(lg3_1b):
+    for on_error in ("raise", "unsafe"):
+        guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error=on_error)
+        with pytest.raises(GuardBatchError) as info:
+            guard.batch_check([BENIGN, 42, BOMB])
+        assert list(info.value.errors) == [1]
+        assert info.value.verdicts[2].categories == ["S9"]
+
+
+# -- lifecycle ----------------------------------------------------------------------------------------------------
+def test_close_stops_the_worker_and_refuses_later_checks(lg3_1b):
+    before = batcher_threads()
+    with LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, batch_window_ms=5) as guard:
+        assert guard.check(BENIGN).safe
+        assert batcher_threads() == before + 1
+    assert batcher_threads() == before
+    with pytest.raises(GuardClosedError):
+        guard.check(BENIGN)
+    assert lg3_1b.check(BENIGN).safe  # the shared model is still there for the guard that loaded it
+
+
+async def test_aclose_and_async_context_manager(lg3_1b):
+    async with LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, batch_window_ms=5) as guard:
+        assert (await guard.acheck(BENIGN)).safe
+    with pytest.raises(GuardClosedError):
+        await guard.acheck(BENIGN)
+
+
+def test_an_unreferenced_guard_and_its_worker_are_collected(lg3_1b):
+    before = batcher_threads()
+    refs = []
+    for _ in range(4):
+        guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, batch_window_ms=5)
+        assert guard.check(BENIGN).safe
+        refs.append(weakref.ref(guard))
+        del guard
+    gc.collect()
+    assert [r() for r in refs] == [None] * 4
+    deadline = time.monotonic() + 10
+    while batcher_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert batcher_threads() == before
+
+
+def test_loaded_model_is_released_when_its_last_guard_closes(lg3_1b_path):
+    guard = LlamaGuard.from_pretrained(str(lg3_1b_path))
+    view = guard.with_categories({"S1": "Violent Crimes."})
+    model = weakref.ref(guard.backend.model)
+    guard.close()
+    assert model() is not None and view.check(BOMB).safe is not None  # the view still uses it
+    view.close()
+    gc.collect()
+    assert model() is None
+
+
+def test_concurrent_threads_with_timeouts_and_cancellations(lg4, lg4_with):
+    guard = lg4_with(batch_window_ms=10, timeout=60)
+    want = {c: key(lg4.check(c)) for c in CONVS}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(guard.check, CONVS[i % len(CONVS)]) for i in range(24)]
+        for f in futures[::3]:
+            f.cancel()
+        for i, f in enumerate(futures):
+            if not f.cancelled():
+                assert key(f.result(120)) == want[CONVS[i % len(CONVS)]]
+    guard.close()

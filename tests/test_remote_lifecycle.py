@@ -1,0 +1,218 @@
+"""A served guard's life: built before its server is up, failing closed while it is down, working once it is back
+(the same object), start-up probes, and cancelled async checks that cancel their requests.
+
+The server is the session's real vLLM (``conftest.py``); "down" and "back" come from a real TCP forwarder on a
+loopback port that this module starts and stops in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+
+import pytest
+from conftest import BENIGN, BOMB, POISON
+from test_remote_vllm import same
+
+from langchain_llamaguard import GuardServerError, LlamaGuard
+from langchain_llamaguard.tiny import data
+from langchain_llamaguard.tiny.serving import free_port
+
+
+class Forwarder:
+    """A loopback TCP port that forwards each connection to ``upstream`` (``host, port``), or, with ``upstream``
+    ``None``, holds it open and never answers. :meth:`start` and :meth:`stop` at will, on the same port."""
+
+    def __init__(self, port: int, upstream: tuple[str, int] | None) -> None:
+        self.port, self.upstream = port, upstream
+        self.url = f"http://127.0.0.1:{port}/v1"
+        self.accepted = 0
+        self._live: set[socket.socket] = set()  # client connections the client has not closed
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self) -> Forwarder:
+        self._stop.clear()
+        server = socket.create_server(("127.0.0.1", self.port))
+        server.settimeout(0.05)
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        time.sleep(0.1)  # the accept loop closes the port
+        with self._lock:
+            conns, self._live = list(self._live), set()
+        for conn in conns:
+            _close(conn)
+
+    def live(self) -> int:
+        with self._lock:
+            return len(self._live)
+
+    def _accept(self, server: socket.socket) -> None:
+        with server:
+            while not self._stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                with self._lock:
+                    self.accepted += 1
+                    self._live.add(conn)
+                if self.upstream is None:
+                    threading.Thread(target=self._pump, args=(conn, None), daemon=True).start()
+                    continue
+                up = socket.create_connection(self.upstream)
+                threading.Thread(target=self._pump, args=(conn, up), daemon=True).start()
+                threading.Thread(target=self._pump, args=(up, conn), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket | None) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if dst is not None:
+                    dst.sendall(chunk)
+        except OSError:
+            pass
+        with self._lock:
+            self._live.discard(src)
+        _close(src)
+        if dst is not None:
+            _close(dst)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+async def until(condition, within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "not within the bound"
+        await asyncio.sleep(0.02)
+
+
+def _upstream(vllm_server) -> tuple[str, int]:
+    host_port = vllm_server.url.removeprefix("http://").removesuffix("/v1")
+    host, port = host_port.rsplit(":", 1)
+    return host, int(port)
+
+
+@pytest.fixture
+def forwarder(vllm_server):
+    made: list[Forwarder] = []
+
+    def make(upstream: bool = True) -> Forwarder:
+        made.append(Forwarder(free_port(), _upstream(vllm_server) if upstream else None))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.stop()
+
+
+def test_built_before_the_server_fails_closed_then_works_once_it_is_up(forwarder, vllm_server, lg3_8b):
+    fwd = forwarder()  # not started: nothing listens on its port
+    tok = lg3_8b.tokenizer
+    local = {text: lg3_8b.check(text) for text in (BENIGN, BOMB, POISON)}
+    lenient = LlamaGuard.from_endpoint(fwd.url, model=vllm_server.name, tokenizer=tok, on_error="unsafe")
+    strict = LlamaGuard.from_endpoint(fwd.url, model=vllm_server.name, tokenizer=tok)
+
+    down = lenient.check(BOMB)
+    assert not down.safe and "cannot reach " + fwd.url in down.error
+    with pytest.raises(GuardServerError, match="cannot reach"):
+        strict.check(BENIGN)
+    assert [v.safe for v in asyncio.run(lenient.abatch_check([BENIGN, POISON]))] == [False, False]
+    start = time.monotonic()
+    assert lenient.ready(timeout=0.5) is False
+    assert 0.5 <= time.monotonic() - start < 3
+    assert asyncio.run(lenient.aready(timeout=0.2)) is False
+
+    fwd.start()
+    accepted = fwd.accepted
+    LlamaGuard.from_endpoint(fwd.url, model=vllm_server.name, tokenizer=tok)  # constructing sends nothing
+    assert fwd.accepted == accepted
+    assert strict.ready(timeout=60) and asyncio.run(lenient.aready(timeout=60))
+    for text in (BOMB, BENIGN):  # the same objects, now with the real verdicts
+        same(local[text], lenient.check(text))
+        same(local[text], strict.check(text))
+    same(local[POISON], asyncio.run(lenient.acheck(POISON)))
+    assert lenient.context_length == 4096 - 25  # read from the server on first use
+
+    async def down_and_back() -> None:  # one event loop: its async client recovers too
+        same(local[BENIGN], await lenient.acheck(BENIGN))
+        fwd.stop()  # after pooled connections were made: they are dropped, not reused
+        assert "cannot reach" in (await lenient.acheck(BENIGN)).error
+        assert "cannot reach" in lenient.check(BENIGN).error
+        fwd.start()
+        same(local[BOMB], await lenient.acheck(BOMB))
+        same(local[BOMB], lenient.check(BOMB))
+
+    asyncio.run(down_and_back())
+
+
+def test_a_model_the_server_does_not_serve_is_found_at_first_use(vllm_server, lg3_8b):
+    built = LlamaGuard.from_endpoint(vllm_server.url, model="nope", tokenizer=lg3_8b.tokenizer)
+    with pytest.raises(GuardServerError, match="does not serve 'nope'; it serves: lg3-tiny"):
+        built.check(BENIGN)
+    assert built.ready(timeout=0.2) is False
+    lenient = LlamaGuard.from_endpoint(vllm_server.url, model="nope", tokenizer=lg3_8b.tokenizer, on_error="unsafe")
+    assert "does not serve 'nope'" in lenient.check(BENIGN).error
+    assert lg3_8b.ready(timeout=0) is True and asyncio.run(lg3_8b.aready(timeout=0)) is True  # in-process
+
+
+def test_cancelled_checks_cancel_their_requests_and_free_their_slots(forwarder, vllm_server, lg3_8b):
+    """50 ``acheck`` s cancelled at random moments (``asyncio.wait_for``) leave no request running and no
+    concurrency slot taken: afterwards 20 checks complete promptly with the uncancelled verdicts."""
+    texts = [c.conversation for c in data.llama_guard_checks("llama-guard-3-8b") if isinstance(c.conversation, str)]
+    texts = texts[:6]
+    want = {t: lg3_8b.check(t) for t in texts}
+    guard = LlamaGuard.from_endpoint(
+        vllm_server.url, model=vllm_server.name, tokenizer=lg3_8b.tokenizer, max_concurrency=4, timeout=20
+    )
+    black_hole = forwarder(upstream=False).start()  # accepts requests and never answers
+    stuck = LlamaGuard.from_endpoint(
+        black_hole.url, model=vllm_server.name, tokenizer=lg3_8b.tokenizer, context_length=4000, max_concurrency=2
+    )
+
+    async def scenario() -> tuple[int, list]:  # one event loop: one async client and its slots
+        start = time.monotonic()
+        await guard.acheck(texts[0])
+        latency = time.monotonic() - start
+        rng = random.Random(21)
+        cancelled = 0
+
+        async def cancel_at(i: int) -> None:
+            nonlocal cancelled
+            try:
+                await asyncio.wait_for(guard.acheck(texts[i % len(texts)]), rng.uniform(0, 1.5 * latency))
+            except TimeoutError:
+                cancelled += 1
+
+        await asyncio.gather(*(cancel_at(i) for i in range(50)))
+        # Requests that never get an answer: cancelled, their connections are closed by the client at once.
+        for _ in range(6):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(stuck.acheck(BENIGN), 0.5)
+        await until(lambda: black_hole.live() == 0)
+        assert black_hole.accepted >= 6
+        # Both slots of ``max_concurrency=2`` are free: two new requests reach the server at once.
+        before = black_hole.accepted
+        pending = [asyncio.create_task(stuck.acheck(BENIGN)) for _ in range(2)]
+        await until(lambda: black_hole.accepted == before + 2)
+        for task in pending:
+            task.cancel()
+        got = await asyncio.wait_for(asyncio.gather(*(guard.acheck(texts[i % len(texts)]) for i in range(20))), 60)
+        return cancelled, got
+
+    cancelled, got = asyncio.run(scenario())
+    assert cancelled >= 10
+    for i, verdict in enumerate(got):
+        same(want[texts[i % len(texts)]], verdict)
