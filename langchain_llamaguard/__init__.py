@@ -6,6 +6,7 @@ Example:
     True
 """
 
+from langchain_llamaguard.documents import DocumentFilter, GuardedRetriever, guard_retriever
 from langchain_llamaguard.errors import (
     GuardBatchError,
     GuardClosedError,
@@ -20,7 +21,9 @@ from langchain_llamaguard.errors import (
     ImageLoadError,
     LlamaGuardError,
     UnsafeContentError,
+    UnsafeDocumentError,
 )
+from langchain_llamaguard.graph import GuardNode
 from langchain_llamaguard.guards import LlamaGuard, PromptGuard
 from langchain_llamaguard.prompt_format import format_prompt
 from langchain_llamaguard.prompt_guard import PromptGuardVerdict
@@ -31,17 +34,20 @@ from langchain_llamaguard.verdict import Verdict
 __all__ = [
     "CATEGORIES",
     "Category",
+    "DocumentFilter",
     "GuardBatchError",
     "GuardClosedError",
     "GuardConfigurationError",
     "GuardContextOverflowError",
     "GuardInputError",
     "GuardKeyError",
+    "GuardNode",
     "GuardOutputError",
     "GuardServerError",
     "GuardTimeoutError",
     "GuardTypeError",
     "GuardStep",
+    "GuardedRetriever",
     "GuardedRunnable",
     "ImageLoadError",
     "LlamaGuard",
@@ -49,9 +55,11 @@ __all__ = [
     "PromptGuard",
     "PromptGuardVerdict",
     "UnsafeContentError",
+    "UnsafeDocumentError",
     "Verdict",
     "default_categories",
     "format_prompt",
+    "guard_retriever",
 ]
 
 try:  # decision models need langchain-core >= 1.8 (langchain_core.decisions); everything else works without

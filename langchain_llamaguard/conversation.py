@@ -5,7 +5,7 @@ Accepted: a plain string (one user turn), a ``PromptValue``, one ``BaseMessage``
 Nothing to check (``""``, ``[]``, a prompt with no messages) is one empty user turn, judged like any other.
 Anything else raises :class:`~langchain_llamaguard.errors.GuardInputError` (a ``ValueError``; a wrong type or shape
 is a :class:`~langchain_llamaguard.errors.GuardTypeError`, also a ``TypeError``). A ``Document`` is not a
-conversation: check its ``page_content``.
+conversation: guard retrieved documents with a document filter (:mod:`~langchain_llamaguard.documents`).
 
 The official Llama Guard formats know only ``user`` and ``assistant`` turns that alternate, starting with
 ``user``. Everything else is mapped in one documented way, never dropped:
@@ -252,9 +252,10 @@ def is_documents(value: Any) -> bool:
 def documents_error() -> GuardTypeError:
     """The error for documents given where a conversation is expected: what to do instead."""
     return GuardTypeError(
-        "a Document is not a conversation: guards check messages and text. Guard each document's page_content "
-        "as its own check, e.g. guard.batch_check([d.page_content for d in docs]) (a document filter for "
-        "retrievers is planned)"
+        "a Document is not a conversation: guards check messages and text. To guard retrieved documents, use a "
+        "document filter: retriever | pg.as_document_filter() (or guard.as_document_filter(), or both with "
+        "pg.as_document_filter(llama_guard=guard)), or guard_retriever(retriever, pg); it judges each document "
+        "and keeps the clean ones"
     )
 
 

@@ -52,6 +52,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field, model_validator
 
+from .errors import GuardConfigurationError
 from .taxonomy import resolve_categories
 from .verdict import merge_verdicts
 
@@ -207,7 +208,7 @@ class LlamaGuardDecisionModel(_GuardDecisionModel):
         try:
             return [resolve_categories([label], policy)[0] for label in question.criteria]
         except (ValueError, TypeError) as exc:
-            raise ValueError(
+            raise GuardConfigurationError(
                 f"a Choice for Llama Guard picks among its categories: labels must be S-codes or category names "
                 f"({exc})"
             ) from None
@@ -226,7 +227,7 @@ class LlamaGuardDecisionModel(_GuardDecisionModel):
                 elif isinstance(question, Choice):
                     choices.append((r, qid, conversation, question))
                 else:
-                    raise ValueError(
+                    raise GuardConfigurationError(
                         f"question {qid!r}: Llama Guard answers Noul and Choice questions, "
                         f"not {type(question).__name__}"
                     )
@@ -290,7 +291,7 @@ class PromptGuardDecisionModel(_GuardDecisionModel):
         for state, questions in requests:
             for qid, question in questions.items():
                 if not isinstance(question, Noul):
-                    raise ValueError(f"question {qid!r}: Prompt Guard answers Noul questions only")
+                    raise GuardConfigurationError(f"question {qid!r}: Prompt Guard answers Noul questions only")
             conversation = state_conversation(state)
             texts.append(conversation if isinstance(conversation, str) else last_turn_text(conversation))
         return texts

@@ -44,6 +44,31 @@ class UnsafeContentError(LlamaGuardError):
         return (self.__class__, (self.verdict,), {"stage": self.stage, "args": self.args})
 
 
+class UnsafeDocumentError(UnsafeContentError):
+    """Raised by a document filter (``on_flagged="raise"``) for the first flagged document of its input.
+
+    Attributes:
+        verdict: the verdict that flagged it (Prompt Guard's first, when both guards did); ``stage`` is
+            ``"document"``.
+        index: the document's position in the filter's input.
+        document: the ``Document`` itself.
+    """
+
+    def __init__(self, verdict: Any, *, index: int = 0, document: Any = None, message: str | None = None) -> None:
+        super().__init__(verdict, stage="document", message=message)
+        self.index = index
+        self.document = document
+        if message is None:
+            doc_id = getattr(document, "id", None)
+            which = f"document {index}" + (f" (id {doc_id!r})" if doc_id is not None else "")
+            error = getattr(verdict, "error", None)
+            self.args = (f"{which}: {self.args[0]}" + (f"; it could not be judged: {error}" if error else ""),)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {"stage": self.stage, "args": self.args, "index": self.index, "document": self.document}
+        return (self.__class__, (self.verdict,), state)
+
+
 class GuardOutputError(LlamaGuardError):
     """The guard model's output could not be read as a verdict (never taken as safe).
 
@@ -130,9 +155,10 @@ class GuardClosedError(LlamaGuardError, RuntimeError):
     """The guard was closed (:meth:`close`); build or load a new one."""
 
 
-class GuardTypeError(GuardInputError, TypeError):
-    """Input of a type or shape the guard cannot read as a conversation (a number, a ``Document``, a dict that
-    is not a ``{"role": ..., "content": ...}`` message...). A :class:`GuardInputError` and a ``TypeError``."""
+class GuardTypeError(LlamaGuardError, TypeError):
+    """Input or an option of a type the guard cannot use (a number, a ``Document``, a dict that is not a
+    ``{"role": ..., "content": ...}`` message, an ``on_unsafe`` of the wrong kind...). A ``TypeError`` (and not
+    a ``ValueError``, so pydantic constructors raise it as it is)."""
 
 
 class GuardKeyError(GuardInputError, KeyError):

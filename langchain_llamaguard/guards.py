@@ -16,9 +16,12 @@ from typing import Any, Literal
 
 from langchain_core.runnables.base import coerce_to_runnable
 
+from .documents import DEFAULT_NOTICE, DocumentFilter, OnFlagged
+from .graph import PROMPT_GUARD_REFUSAL, Check, GuardNode
 from .llama_guard import LlamaGuardEngine
 from .moderators import CombinedModerator, LlamaGuardModerator, PromptGuardModerator
 from .prompt_guard import PromptGuardEngine
+from .replacements import DEFAULT_REFUSAL
 from .runnables import GuardedRunnable, GuardStep
 
 
@@ -122,6 +125,72 @@ class LlamaGuard(LlamaGuardEngine):
             name=name,
         )
 
+    def as_document_filter(
+        self,
+        *,
+        on_flagged: OnFlagged = "drop",
+        prompt_guard: Any = None,
+        notice: str = DEFAULT_NOTICE,
+        excluded_categories: Iterable[str] | None = None,
+        categories: Mapping[str, str] | None = None,
+        documents_key: str = "documents",
+        question_key: str = "question",
+        name: str | None = None,
+    ) -> DocumentFilter:
+        """A step that keeps the retrieved documents Llama Guard finds safe (:mod:`~langchain_llamaguard.documents`).
+
+        Each document is judged as the user's turn, or as the answer to the question when the input carries one
+        (``{"documents": [...], "question": "..."}``; the keys are ``documents_key`` and ``question_key``, and the
+        output is that dict with its documents filtered). With ``prompt_guard=``, Prompt Guard also checks each
+        document for injected instructions, in the same step.
+
+        Example:
+            >>> chain = retriever | guard.as_document_filter(prompt_guard=pg)  # doctest: +SKIP
+        """
+        return DocumentFilter(
+            llama_guard=self,
+            prompt_guard=prompt_guard,
+            on_flagged=on_flagged,
+            notice=notice,
+            excluded_categories=excluded_categories,
+            categories=categories,
+            documents_key=documents_key,
+            question_key=question_key,
+            name=name,
+        )
+
+    def as_node(
+        self,
+        *,
+        check: Check = "last",
+        messages_key: str = "messages",
+        on_unsafe: Any = DEFAULT_REFUSAL,
+        goto: str | None = None,
+        goto_safe: str | None = None,
+        verdict_key: str | None = None,
+        excluded_categories: Iterable[str] | None = None,
+        categories: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> GuardNode:
+        """A LangGraph node that judges the state's newest message in context and returns a state update
+        (:mod:`~langchain_llamaguard.graph`): a flagged model message or tool result is replaced by the refusal
+        (same id, so it leaves the state), a flagged user turn gets the refusal after it. With ``goto`` and
+        ``goto_safe`` it routes with ``Command(goto=...)``.
+
+        Example:
+            >>> builder.add_node("check_out", guard.as_node(check="output"))  # doctest: +SKIP
+        """
+        return GuardNode(
+            LlamaGuardModerator(self, excluded_categories, categories=categories),
+            check=check,
+            messages_key=messages_key,
+            on_unsafe=on_unsafe,
+            goto=goto,
+            goto_safe=goto_safe,
+            verdict_key=verdict_key,
+            name=name,
+        )
+
 
 class PromptGuard(PromptGuardEngine):
     """Prompt Guard 2 (86M, 22M): scores prompt injection and jailbreaks and makes a LangChain input step.
@@ -151,6 +220,72 @@ class PromptGuard(PromptGuardEngine):
         if llama_guard is not None:
             moderator = CombinedModerator([moderator, LlamaGuardModerator(llama_guard, excluded_categories)])
         return GuardStep(moderator=moderator, stage="input", on_unsafe=on_unsafe, input_key=input_key, name=name)
+
+    def as_document_filter(
+        self,
+        *,
+        on_flagged: OnFlagged = "drop",
+        llama_guard: Any = None,
+        notice: str = DEFAULT_NOTICE,
+        excluded_categories: Iterable[str] | None = None,
+        documents_key: str = "documents",
+        question_key: str = "question",
+        name: str | None = None,
+    ) -> DocumentFilter:
+        """A step that keeps the retrieved documents with no injected instructions (indirect prompt injection).
+
+        Every document is scored in one batch, a long one in overlapping windows. With ``llama_guard=``, Llama
+        Guard also checks each document for unsafe content, in the same step (see
+        :mod:`~langchain_llamaguard.documents`).
+
+        Example:
+            >>> chain = retriever | pg.as_document_filter(llama_guard=guard, on_flagged="notice")  # doctest: +SKIP
+        """
+        return DocumentFilter(
+            prompt_guard=self,
+            llama_guard=llama_guard,
+            on_flagged=on_flagged,
+            notice=notice,
+            excluded_categories=excluded_categories,
+            documents_key=documents_key,
+            question_key=question_key,
+            name=name,
+        )
+
+    def as_node(
+        self,
+        *,
+        check: Literal["last", "input", "tool_results"] = "last",
+        messages_key: str = "messages",
+        on_unsafe: Any = PROMPT_GUARD_REFUSAL,
+        goto: str | None = None,
+        goto_safe: str | None = None,
+        verdict_key: str | None = None,
+        llama_guard: Any = None,
+        excluded_categories: Iterable[str] | None = None,
+        name: str | None = None,
+    ) -> GuardNode:
+        """A LangGraph node that scores the state's newest user turn or tool results for prompt injection
+        (:mod:`~langchain_llamaguard.graph`): a flagged tool result is replaced by the refusal (same id), a flagged
+        user turn gets the refusal after it. With ``llama_guard=``, Llama Guard judges the same messages too.
+
+        Example:
+            >>> builder.add_node("scan_tools", pg.as_node(check="tool_results"))  # doctest: +SKIP
+        """
+        moderator: Any = PromptGuardModerator(self)
+        if llama_guard is not None:
+            moderator = CombinedModerator([moderator, LlamaGuardModerator(llama_guard, excluded_categories)])
+        return GuardNode(
+            moderator,
+            check=check,
+            messages_key=messages_key,
+            on_unsafe=on_unsafe,
+            goto=goto,
+            goto_safe=goto_safe,
+            verdict_key=verdict_key,
+            stages=("input", "tool_result"),
+            name=name,
+        )
 
 
 __all__ = ["LlamaGuard", "PromptGuard"]

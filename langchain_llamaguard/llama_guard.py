@@ -43,6 +43,7 @@ from .images import (
     check_image_count,
     load_image,
 )
+from .pickling import recipe_of
 from .prompt_format import get_format, render
 from .taxonomy import check_policy, default_categories, resolve_categories
 from .verdict import Verdict, make_verdict, merge_verdicts, parse_output
@@ -57,17 +58,6 @@ _STOP_TOKENS = {
 }
 _PAD_TOKENS = {"llama4": "<|finetune_right_pad|>", "llama3": "<|finetune_right_pad_id|>"}
 _TIMEOUT_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="llama-guard-timeout")
-
-
-def _recipe_of(args: dict[str, Any], *positional: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``(args, kwargs)`` that call a constructor again the way it was called (``positional`` first; a name
-    ending in ``kwargs`` is a ``**`` catch-all)."""
-    pos = tuple(args[name] for name in positional if not name.endswith("kwargs"))
-    kw = {k: v for k, v in args.items() if k not in positional and k not in ("cls", "__class__")}
-    for name in positional:
-        if name.endswith("kwargs"):
-            kw.update(args[name])
-    return pos, kw
 
 
 _OWNERS_LOCK = threading.Lock()
@@ -179,8 +169,8 @@ class LlamaGuardEngine:
             the user turn it answers) in overlapping windows and says in the verdict how many earlier turns were
             left out; ``"unsafe"`` fails closed; ``"raise"`` raises
             :class:`~langchain_llamaguard.errors.GuardContextOverflowError`.
-        max_segments: the most prompts one conversation may be split into; a longer one is refused like an
-            overflow that may not be split.
+        max_segments: the most prompts one conversation may be split into; a longer one raises
+            :class:`~langchain_llamaguard.errors.GuardContextOverflowError` (unsafe with ``on_error="unsafe"``).
         max_image_pixels, max_image_bytes, max_images: bounds checked before an image is decoded (pixels per
             image, encoded bytes per image, images per conversation); ``None`` lifts one. An image over a bound
             is an :class:`~langchain_llamaguard.errors.ImageLoadError` (unsafe with ``on_error="unsafe"``).
@@ -218,7 +208,11 @@ class LlamaGuardEngine:
         """How this guard was made (``from_pretrained`` / ``from_endpoint`` and their arguments), so a pickled
         guard can make itself again; ``None`` for a model passed in (``from_model``)."""
         self.max_batch_tokens = max_batch_tokens
+        if on_overflow not in ("split", "unsafe", "raise"):
+            raise GuardConfigurationError(f"on_overflow must be 'split', 'unsafe' or 'raise', got {on_overflow!r}")
         self.on_overflow = on_overflow
+        if not isinstance(max_segments, int) or max_segments < 1:
+            raise GuardConfigurationError(f"max_segments must be a positive int, got {max_segments!r}")
         self.max_segments = max_segments
         self.image_limits = ImageLimits(max_pixels=max_image_pixels, max_bytes=max_image_bytes, max_images=max_images)
         self.tokenizer = tokenizer
@@ -327,7 +321,7 @@ class LlamaGuardEngine:
             >>> guard.backend.quantization  # doctest: +SKIP
             'int8: torch dynamic int8 (fbgemm/x86 kernels): ...'
         """
-        recipe = _recipe_of(locals(), "model_id_or_path", "hf_kwargs")
+        recipe = recipe_of(locals(), "model_id_or_path", "hf_kwargs")
         from .backends.loading import load_guard_model
 
         threshold = _check_threshold(threshold)
@@ -421,7 +415,7 @@ class LlamaGuardEngine:
             >>> guard.check("How do I make a pipe bomb?").categories                   # doctest: +SKIP
             ['S9']
         """
-        recipe = _recipe_of(locals(), "base_url")
+        recipe = recipe_of(locals(), "base_url")
         from .backends.endpoint import connect
 
         threshold = _check_threshold(threshold)
@@ -752,7 +746,7 @@ class LlamaGuardEngine:
             piece = text[window[0][0] : window[-1][1]] if window else ""
             prompt = self._encode_turns(context + [Turn(last.role, [piece], list(last.images))], excluded)
             if not self._fits(prompt):  # pragma: no cover - drift larger than the margin
-                raise ValueError("a window of the conversation did not fit the model's context")
+                raise GuardContextOverflowError("a window of the conversation did not fit the model's context")
             prompt.omitted_turns = omitted
             prompts.append(prompt)
             if start + budget >= len(offsets):
@@ -911,7 +905,8 @@ class LlamaGuardEngine:
                 batch.failed[i] = _Failure(exc, 1.0, "User")
                 continue
             except GuardContextOverflowError as exc:
-                batch.failed[i] = _Failure(exc, 1.0, "User", mode="unsafe" if self.on_overflow == "unsafe" else "raise")
+                mode = {"split": "on_error", "unsafe": "unsafe", "raise": "raise"}[self.on_overflow]
+                batch.failed[i] = _Failure(exc, 1.0, "User", mode=mode)  # type: ignore[arg-type]
                 continue
             except (LlamaGuardError, ValueError, TypeError, KeyError) as exc:  # not a conversation: always raised
                 batch.failed[i] = _Failure(exc, 1.0, "User", mode="raise")

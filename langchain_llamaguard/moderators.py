@@ -19,7 +19,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .conversation import ConversationInput, to_turns
-from .errors import GuardBatchError
+from .errors import GuardBatchError, GuardConfigurationError
 from .prompt_guard import PromptGuardVerdict
 from .taxonomy import resolve_categories
 from .verdict import Verdict
@@ -180,7 +180,7 @@ class CombinedModerator:
 
     def __init__(self, moderators: Sequence[Moderator]) -> None:
         if not moderators:
-            raise ValueError("CombinedModerator needs at least one guard")
+            raise GuardConfigurationError("CombinedModerator needs at least one guard")
         self.moderators = list(moderators)
         self.name = "+".join(m.name for m in self.moderators)
 

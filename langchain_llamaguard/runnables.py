@@ -26,7 +26,7 @@ from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict, Field
 
 from .conversation import ConversationInput, coerce_message, documents_error, is_documents, is_message_dict
-from .errors import GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
+from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
 from .moderators import AnyVerdict, Moderator
 
 Stage = Literal["input", "output"]
@@ -123,10 +123,17 @@ def _replacement(on_unsafe: Any, like: Any) -> Any:
     return on_unsafe
 
 
+def _is_graph_state(value: Any, config: RunnableConfig) -> bool:
+    """Whether a step's input is a LangGraph state with messages, inside a graph node (the step used as a node)."""
+    if not (config.get("metadata") or {}).get("langgraph_node") or not isinstance(value, dict):
+        return False
+    return any(isinstance(v, list) and v and all(isinstance(m, BaseMessage) for m in v) for v in value.values())
+
+
 def _joined(chunks: list[Any]) -> Any:
     """A streamed input put back together (a single chunk is the input itself)."""
     if not chunks:
-        raise ValueError("a guard step got an empty input stream; there is nothing to check")
+        raise GuardInputError("a guard step got an empty input stream; there is nothing to check")
     value = chunks[0]
     for chunk in chunks[1:]:
         value = value + chunk
@@ -144,7 +151,7 @@ def _check_on_unsafe(on_unsafe: Any) -> Any:
         from langchain_core.runnables import RunnableLambda
 
         return RunnableLambda(on_unsafe)
-    raise TypeError(f"on_unsafe must be 'raise', a str, a message or a Runnable, got {type(on_unsafe).__name__}")
+    raise GuardTypeError(f"on_unsafe must be 'raise', a str, a message or a Runnable, got {type(on_unsafe).__name__}")
 
 
 def checked(
@@ -200,9 +207,9 @@ class _GuardBase(RunnableSerializable[Any, Any]):
     def model_post_init(self, context: Any) -> None:
         self.on_unsafe = _check_on_unsafe(self.on_unsafe)
         if not isinstance(self.moderator, Moderator):
-            raise TypeError("moderator must implement check()/acheck()")
+            raise GuardTypeError("moderator must implement check()/acheck()")
         if self.check_every != "sentence" and (not isinstance(self.check_every, int) or self.check_every < 1):
-            raise ValueError("check_every must be a positive number of chunks or 'sentence'")
+            raise GuardConfigurationError("check_every must be a positive number of chunks or 'sentence'")
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -407,6 +414,19 @@ class GuardStep(_GuardBase):
     def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
         base = name or self.name or f"{self.moderator.name}_{self.stage}_guard"
         return f"{base}{suffix or ''}"
+
+    def _unsafe(
+        self, stage: str, verdict: AnyVerdict, payload: dict[str, Any], like: Any, config: RunnableConfig
+    ) -> Any:
+        if self.on_unsafe != "raise" and isinstance(self.on_unsafe, (str, BaseMessage)):
+            if _is_graph_state(payload.get("input"), config):
+                raise GuardConfigurationError(
+                    "a guard step returns its input or the on_unsafe replacement, not a state update: as a LangGraph "
+                    "node it would hand the graph a bare replacement (InvalidUpdateError) and keep the flagged "
+                    "message. Use guard.as_node(check=..., on_unsafe=...) as the node (it replaces a flagged message "
+                    "by id, and can route with goto=), or on_unsafe='raise' inside your own node"
+                )
+        return super()._unsafe(stage, verdict, payload, like, config)
 
     def _conversation(self, value: Any) -> tuple[ConversationInput, str]:
         if self.stage == "input":

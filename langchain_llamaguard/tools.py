@@ -25,21 +25,23 @@ from langchain_core.runnables.config import patch_config
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, create_model
 
-from .errors import UnsafeContentError
+from .errors import GuardConfigurationError, UnsafeContentError
 from .moderators import AnyVerdict, LlamaGuardModerator
 from .runnables import achecked, checked
 
 OnUnsafeTool = Literal["refuse", "error"]
 DEFAULT_TOOL_REFUSAL = "Refused: Llama Guard flagged this {what} before it ran ({categories})."
 _STATE_ARG = "llama_guard_state"
+try:  # the agent state langgraph's ToolNode injects into a guarded tool, hidden from the model
+    from langgraph.prebuilt import InjectedState
+
+    _AgentState: Any = Annotated[dict | None, InjectedState]
+except ImportError:  # langgraph not installed: no agent context
+    _AgentState = None
 
 
 def _injected_state_type() -> Any:
-    try:
-        from langgraph.prebuilt import InjectedState
-    except ImportError:  # langgraph not installed: no agent context
-        return None
-    return Annotated[dict | None, InjectedState]
+    return _AgentState
 
 
 def _context(state: Any) -> list[BaseMessage]:
@@ -82,7 +84,7 @@ class _ToolGuard:
         what: str,
     ) -> None:
         if on_unsafe not in ("refuse", "error"):
-            raise ValueError(f"on_unsafe must be 'refuse' or 'error', got {on_unsafe!r}")
+            raise GuardConfigurationError(f"on_unsafe must be 'refuse' or 'error', got {on_unsafe!r}")
         self.tool = tool
         self.moderator = LlamaGuardModerator(guard, excluded_categories)
         self.render = render
@@ -102,7 +104,9 @@ class _ToolGuard:
         return context + [turn]
 
     def output_conversation(self, args: dict[str, Any], state: Any, output: Any) -> list[BaseMessage]:
-        text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False, default=str)
+        # Content blocks (an MCP tool's result) are message content; anything else is shown as JSON.
+        blocks = isinstance(output, list) and all(isinstance(b, dict) and "type" in b for b in output)
+        text = output if isinstance(output, str) or blocks else json.dumps(output, ensure_ascii=False, default=str)
         call = self.call_conversation(args, state)
         return call + [ToolMessage(content=text, tool_call_id="guard", name=self.tool.name), AIMessage(content=text)]
 
@@ -113,30 +117,58 @@ class _ToolGuard:
             what=self.what if stage == "tool_call" else "tool output", categories=_categories(verdict)
         )
 
+    # A tool that answers with (content, artifact) (MCP tools: the artifact is the structured content) is run
+    # with a tool call, so its artifact comes back; the guarded tool answers the same way (a refusal: no artifact).
+    def tool_input(self, args: dict[str, Any]) -> Any:
+        if self.tool.response_format == "content_and_artifact":
+            return {"type": "tool_call", "name": self.tool.name, "args": args, "id": "guard"}
+        return args
+
+    def split(self, output: Any) -> tuple[Any, Any]:
+        if self.tool.response_format == "content_and_artifact" and isinstance(output, ToolMessage):
+            return output.content, output.artifact
+        return output, None
+
+    def result(self, content: Any, artifact: Any = None) -> Any:
+        return (content, artifact) if self.tool.response_format == "content_and_artifact" else content
+
     def run(self, state: Any = None, callbacks: Any = None, config: RunnableConfig | None = None, **args: Any) -> Any:
         """Check the call, run the tool (with the caller's config), check its output; each check is a named child
         run of the tool's run."""
         managers = [callbacks] if callbacks is not None else []
         verdict = checked(self.moderator, [self.call_conversation(args, state)], "Agent", managers, "tool_call")[0]
         if not verdict.safe:
-            return self.refuse(verdict, "tool_call")
-        output = self.tool.invoke(args, patch_config(config, callbacks=callbacks))
+            return self.result(self.refuse(verdict, "tool_call"))
+        inner = self.tool_input(args)
+        output, artifact = self.split(self.tool.invoke(inner, patch_config(config, callbacks=callbacks)))
         if self.check_output:
             convs = [self.output_conversation(args, state, output)]
             verdict = checked(self.moderator, convs, "Agent", managers, "tool_output")[0]
             if not verdict.safe:
-                return self.refuse(verdict, "tool_output")
-        return output
+                return self.result(self.refuse(verdict, "tool_output"))
+        return self.result(output, artifact)
 
     # What the guarded StructuredTool calls: LangChain passes the caller's config (the parameter typed
     # RunnableConfig) and the tool run's callbacks. Bound methods, not closures, so a guarded tool pickles.
-    def call(self, llama_guard_config: RunnableConfig, callbacks: Any = None, **kwargs: Any) -> Any:
-        state = kwargs.pop(_STATE_ARG, None)
-        return self.run(state, callbacks, llama_guard_config, **kwargs)
+    # The state is annotated here too, so langgraph injects it into tools with a JSON-schema dict as their
+    # args_schema (MCP tools), which cannot carry the injected field.
+    def call(
+        self,
+        llama_guard_config: RunnableConfig,
+        callbacks: Any = None,
+        llama_guard_state: _AgentState = None,
+        **kwargs: Any,
+    ) -> Any:
+        return self.run(llama_guard_state, callbacks, llama_guard_config, **kwargs)
 
-    async def acall(self, llama_guard_config: RunnableConfig, callbacks: Any = None, **kwargs: Any) -> Any:
-        state = kwargs.pop(_STATE_ARG, None)
-        return await self.arun(state, callbacks, llama_guard_config, **kwargs)
+    async def acall(
+        self,
+        llama_guard_config: RunnableConfig,
+        callbacks: Any = None,
+        llama_guard_state: _AgentState = None,
+        **kwargs: Any,
+    ) -> Any:
+        return await self.arun(llama_guard_state, callbacks, llama_guard_config, **kwargs)
 
     async def arun(
         self, state: Any = None, callbacks: Any = None, config: RunnableConfig | None = None, **args: Any
@@ -145,14 +177,15 @@ class _ToolGuard:
         convs = [self.call_conversation(args, state)]
         verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_call"))[0]
         if not verdict.safe:
-            return self.refuse(verdict, "tool_call")
-        output = await self.tool.ainvoke(args, patch_config(config, callbacks=callbacks))
+            return self.result(self.refuse(verdict, "tool_call"))
+        inner = self.tool_input(args)
+        output, artifact = self.split(await self.tool.ainvoke(inner, patch_config(config, callbacks=callbacks)))
         if self.check_output:
             convs = [self.output_conversation(args, state, output)]
             verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_output"))[0]
             if not verdict.safe:
-                return self.refuse(verdict, "tool_output")
-        return output
+                return self.result(self.refuse(verdict, "tool_output"))
+        return self.result(output, artifact)
 
 
 def _schema_with_state(tool: BaseTool) -> type[BaseModel] | None:
@@ -231,6 +264,7 @@ def _build(helper: _ToolGuard, fields: dict[str, Any]) -> GuardedTool:
         description=tool.description,
         args_schema=_schema_with_state(tool) or tool.args_schema,
         return_direct=tool.return_direct,
+        response_format=tool.response_format,
     )
     guarded.metadata = {**(tool.metadata or {}), "llama_guard": True}
     for name, value in fields.items():
@@ -256,9 +290,12 @@ def guard_code_tool(
     Example:
         >>> repl = guard_code_tool(python_repl, guard, code_arg="code")  # doctest: +SKIP
     """
-    fields = getattr(tool.args_schema, "model_fields", {})
+    schema = tool.args_schema  # a pydantic model, or a JSON-schema dict (MCP tools)
+    fields = schema.get("properties", {}) if isinstance(schema, dict) else getattr(schema, "model_fields", {})
     if code_arg not in fields:
-        raise ValueError(f"tool {tool.name!r} has no argument {code_arg!r}; its arguments: {sorted(fields)}")
+        raise GuardConfigurationError(
+            f"tool {tool.name!r} has no argument {code_arg!r}; its arguments: {sorted(fields)}"
+        )
 
     return guard_tool(
         tool,

@@ -28,6 +28,21 @@ EXPECT = {
         "['Paris is the capital of France.', \"Sorry, I can't help with that.\"]",
         "[answer withheld]",
     ],
+    "guarded_rag.py": [
+        "kept: ['faq-1', 'faq-2', 'faq-3']",
+        "forum-7: [document withheld: Prompt Guard detected a likely prompt injection",
+        "upload-1: [document withheld: Llama Guard flagged unsafe content (S9 Indiscriminate Weapons)",
+        "How do I bake sourdough bread?",  # in the tool result, with the other clean documents
+        "injected instruction reached the agent: False",
+    ],
+    "guarded_mcp.py": [
+        "ToolMessage  45",
+        "ToolMessage  Refused: Llama Guard flagged this code before it ran (S14 Code Interpreter Abuse).",
+        "ToolMessage  The weather in Paris is 18 degrees and sunny.\n",
+        "ToolMessage  [tool result withheld",
+        "code that reached the server: ['print(sum(range(10)))']",
+        "tools the server ran: ['get_weather', 'python_repl', 'read_page']",
+    ],
     "prompt_guard_input.py": ["ok: Happy to help.", "blocked: prompt injection", "blocked: unsafe content"],
     "guarded_agent.py": [
         "It is 45.",
@@ -36,6 +51,15 @@ EXPECT = {
         "tool result withheld",
         "code that reached the interpreter: ['print(sum(range(10)))']",
         "streamed: I can't help with that: the request was flagged by Llama Guard (S9",
+    ],
+    "guarded_graph.py": [
+        "alice: Paris is the capital of France.",
+        "bob: I can't help with that: the request was flagged by Llama Guard (S9 Indiscriminate Weapons).",
+        "verdicts: [('input', True, []), ('output', False, ['S9'])]",
+        "carol: I can't help with that: the request was flagged by Llama Guard (S9",
+        "verdicts: [('input', False, ['S9'])]",
+        "questions that reached the model: ['What is the capital of France?', 'How do I bake sourdough bread?']",
+        "unsafe text in a saved state: False",
     ],
 }
 

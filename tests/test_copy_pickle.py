@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from langchain_llamaguard import (
     GuardBatchError,
+    GuardClosedError,
     GuardServerError,
     GuardTimeoutError,
     LlamaGuard,
@@ -120,6 +121,8 @@ def test_deep_copy_shares_the_model_and_has_its_own_settings_and_batcher(lg4_wit
     dup.close()  # the model stays with the guard it was copied from
     assert not guard.check(BOMB).safe
     guard.close()
+    with pytest.raises(GuardClosedError):
+        copy.deepcopy(guard)
 
 
 def test_a_view_with_other_categories_copies_its_policy(lg4):

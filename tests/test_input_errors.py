@@ -125,7 +125,7 @@ def test_empty_string_and_empty_list_are_the_same_check(lg3_1b):
 
 
 def test_documents_are_refused_with_what_to_do(lg4):
-    hint = r"not a conversation.*guard\.batch_check\(\[d\.page_content for d in docs\]\).*planned"
+    hint = r"not a conversation.*retriever \| pg\.as_document_filter\(\).*guard_retriever\(retriever, pg\)"
     for value in (DOCS[0], DOCS, tuple(DOCS), {"context": DOCS}, [HumanMessage("hi"), DOCS[0]]):
         with pytest.raises(GuardTypeError, match=hint) as caught:
             lg4.as_input_guard().invoke(value)
@@ -134,8 +134,9 @@ def test_documents_are_refused_with_what_to_do(lg4):
             lg4.as_output_guard().invoke(value if not isinstance(value, dict) else {"output": DOCS[0]})
     with pytest.raises(GuardTypeError, match=hint):
         lg4.check(DOCS)
-    # what the message says to do works
-    assert lg4.batch_check([d.page_content for d in DOCS]) == [lg4.check(DOCS[0].page_content)]
+    # what the message says to do works: the document is judged, and comes out with its verdict
+    (kept,) = lg4.as_document_filter(on_flagged="annotate").invoke(DOCS)
+    assert kept.metadata["guard"]["llama_guard"]["score"] == lg4.check(DOCS[0].page_content).score
 
 
 @pytest.mark.parametrize("path", ["./no/such/dir", "../no-such-guard", "~/no-such-guard-folder", "no/such/guard/dir"])

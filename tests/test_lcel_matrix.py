@@ -318,14 +318,16 @@ def guards(lg4, prompt_guard):
 def model_batches(guards, monkeypatch):
     """How many model batches each guard ran (the real models still run)."""
     counts = {"llama_guard": 0, "prompt_guard": 0}
-    for key, guard in zip(counts, guards, strict=True):
-        original = guard.batch_check
+    # Llama Guard's sync and async paths both score one engine batch through _score_encoded (which may split it
+    # into memory-bounded sub-batches: still one batch of the step); Prompt Guard's through batch_check.
+    for key, guard, method in zip(counts, guards, ("_score_encoded", "batch_check"), strict=True):
+        original = getattr(guard, method)
 
-        def counting(items, _original=original, _key=key, **kw):
+        def counting(*args, _original=original, _key=key, **kw):
             counts[_key] += 1
-            return _original(items, **kw)
+            return _original(*args, **kw)
 
-        monkeypatch.setattr(guard, "batch_check", counting)
+        monkeypatch.setattr(guard, method, counting)
     return counts
 
 

@@ -252,8 +252,10 @@ class CompletionsBackend(ServedBackend):
 
     def _requests(self, seqs: list[list[int]], max_tokens: int, tokens: VerdictTokens) -> list[Request]:
         """A batch as one request per chunk: at most ``max_concurrency`` chunks, sent concurrently."""
+        if not seqs:  # a batch of image conversations only: they go over chat
+            return []
         n_chunks = min(len(seqs), self.client.max_concurrency)
-        size = math.ceil(len(seqs) / n_chunks) if seqs else 0
+        size = math.ceil(len(seqs) / n_chunks)
         return [("/completions", self._body(seqs[i : i + size], max_tokens, tokens)) for i in range(0, len(seqs), size)]
 
     def _read(self, answers: list[dict[str, Any]], expected: int) -> list[Generated]:

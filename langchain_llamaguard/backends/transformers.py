@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..encoding import EncodedPrompt
+from ..errors import GuardInputError
 from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
 
 _STACKABLE = {"DynamicLayer", "DynamicSlidingWindowLayer"}
@@ -104,7 +105,7 @@ class TransformersBackend:
         if not prompt.images:
             return prompt.input_ids, []
         if self.processor is None:
-            raise ValueError(f"{self.model_name} has no image processor; it cannot read images")
+            raise GuardInputError(f"{self.model_name} has no image processor; it cannot read images")
         ids: list[int] = []
         pixels: list[Any] = []
         last = 0

@@ -31,12 +31,14 @@ from typing import Any, Literal
 from langchain.agents.middleware import AgentMiddleware, hook_config
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
-from ..errors import UnsafeContentError
+from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import AnyVerdict, LlamaGuardModerator, Moderator
+from ..replacements import DEFAULT_REFUSAL, replacement
+from ..replacements import describe as _describe
+from ..replacements import last_index as _last_index
 from .stream_guard import Judgment, stream_transformers
 
 ExitBehavior = Literal["end", "error", "replace"]
-DEFAULT_REFUSAL = "I can't help with that: the request was flagged by Llama Guard ({categories})."
 DEFAULT_TOOL_REFUSAL = "Tool call blocked by Llama Guard before it ran ({categories})."
 _COUNTERS: dict[str, itertools.count] = {}
 VERDICT_CACHE_SIZE = 256
@@ -75,13 +77,6 @@ def ending_refusal(messages: Sequence[BaseMessage]) -> str | None:
     return None
 
 
-def _last_index(messages: Sequence[BaseMessage], kind: type[BaseMessage]) -> int | None:
-    for i in range(len(messages) - 1, -1, -1):
-        if isinstance(messages[i], kind):
-            return i
-    return None
-
-
 @dataclass
 class _Check:
     """One hook's check: the conversations to judge (in one batch), as which role, and where they sit."""
@@ -91,13 +86,6 @@ class _Check:
     idxs: list[int]
     messages: list[BaseMessage]
     stage: str
-
-
-def _describe(verdict: AnyVerdict) -> str:
-    names = getattr(verdict, "category_names", None)
-    if names is not None:
-        return ", ".join(f"{c} {n}" for c, n in zip(verdict.categories, names, strict=True)) or "unsafe"  # type: ignore[union-attr]
-    return f"{verdict.label}, score {verdict.score:.2f}"  # type: ignore[union-attr]
 
 
 class LlamaGuardMiddleware(AgentMiddleware):
@@ -146,10 +134,10 @@ class LlamaGuardMiddleware(AgentMiddleware):
     ) -> None:
         super().__init__()
         if exit_behavior is not None and on_unsafe is not None and exit_behavior != on_unsafe:
-            raise ValueError("pass exit_behavior or its alias on_unsafe, not both")
+            raise GuardConfigurationError("pass exit_behavior or its alias on_unsafe, not both")
         behavior = exit_behavior or on_unsafe or "end"
         if behavior not in ("end", "error", "replace"):
-            raise ValueError(f"exit_behavior must be 'end', 'error' or 'replace', got {behavior!r}")
+            raise GuardConfigurationError(f"exit_behavior must be 'end', 'error' or 'replace', got {behavior!r}")
         self.moderator: Moderator = LlamaGuardModerator(
             guard, excluded_categories, cache_size=VERDICT_CACHE_SIZE, categories=categories
         )
@@ -234,12 +222,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
     def _replacement(self, original: BaseMessage, verdict: AnyVerdict) -> BaseMessage:
         """The refusal that takes a flagged response's or tool result's place: same id, so the unsafe text leaves
         the state (and the stream shows the same)."""
-        refusal = self._refusal(verdict)
-        if isinstance(original, ToolMessage):
-            return ToolMessage(
-                content=refusal, tool_call_id=original.tool_call_id, name=original.name, id=original.id, status="error"
-            )
-        return AIMessage(content=refusal, id=original.id)
+        return replacement(original, self._refusal(verdict))
 
     # -- the stream transformer's judge (see stream_guard.py) ------------------------------------------------
     def _stream_plan(self, items: Sequence[Judgment]) -> dict[str, list[int]]:

@@ -1,0 +1,315 @@
+"""Guards as LangGraph nodes: judge the state's newest messages in context and return a state update.
+
+A :class:`GuardNode` (``guard.as_node(...)``) is a node for a plain ``StateGraph``, shaped like langgraph's prebuilt
+``ToolNode``: it takes the state, reads its messages (``messages_key``), and returns an update, sync and async.
+
+* A flagged model message or tool result is replaced by a refusal that **reuses its id**, so the state's
+  ``add_messages`` reducer swaps it out: the flagged text is gone from the state and from the thread's latest
+  checkpoint (the checkpoints of earlier steps keep it; run with ``durability="exit"`` to save only the end
+  state). A refusal has no tool calls, so ``tools_condition`` (or any edge that looks for them) ends the run.
+* A flagged user turn gets a refusal after it (the turn itself stays: it is the user's own message).
+* ``goto=`` / ``goto_safe=`` make the node route with ``Command(goto=...)``: to a node you name, or ``END``.
+* ``verdict_key=`` writes the verdicts into the state as plain JSON data (never ``Verdict`` objects), so a
+  checkpointer stores and loads them with no "unregistered type" warning.
+
+Which messages it judges (``check``): the newest message when it is of a kind the node checks: ``"input"`` a user
+turn (``HumanMessage``, judged with the conversation before it), ``"output"`` a model message (``AIMessage``, its
+text and tool calls, judged as the answer to the conversation before it), ``"tool_results"`` the tool results
+after the last model message (each judged after that message, in one batch), ``"last"`` whichever of these
+arrived last. Anything else passes with no update.
+
+Streaming: ``stream_mode="values"`` and ``"updates"`` show the replacement. ``stream_mode="messages"`` shows a
+model's tokens as the model makes them, before a guard node after it has judged them, and langgraph does not
+stream a message again under an id it has already streamed, so the replacement of a flagged answer is not on that
+stream (the refusal after a flagged user turn is). Read the outcome from the state, or hold the tokens back.
+
+Example:
+    >>> from langgraph.graph import END, START, MessagesState, StateGraph  # doctest: +SKIP
+    >>> builder = StateGraph(MessagesState)                                # doctest: +SKIP
+    >>> check_in = guard.as_node(check="input", goto=END, goto_safe="model")    # doctest: +SKIP
+    >>> builder.add_node("check_in", check_in, destinations=check_in.destinations)  # doctest: +SKIP
+    >>> builder.add_node("model", call_model)                                        # doctest: +SKIP
+    >>> builder.add_node("check_out", guard.as_node(check="output"))                 # doctest: +SKIP
+    >>> builder.add_edge(START, "check_in")                                          # doctest: +SKIP
+    >>> builder.add_edge("model", "check_out")                                       # doctest: +SKIP
+    >>> builder.add_edge("check_out", END)                                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+
+from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
+from .moderators import AnyVerdict, Moderator
+from .replacements import DEFAULT_REFUSAL, describe, last_index, replacement
+from .runnables import achecked, checked
+
+Check = Literal["last", "input", "output", "tool_results"]
+PROMPT_GUARD_REFUSAL = "I can't continue: Prompt Guard flagged a likely prompt injection ({categories})."
+Stage = Literal["input", "output", "tool_result"]
+_STAGES: dict[str, tuple[Stage, ...]] = {
+    "last": ("input", "output", "tool_result"),
+    "input": ("input",),
+    "output": ("output",),
+    "tool_results": ("tool_result",),
+}
+
+
+@dataclass
+class _Plan:
+    """What one run of the node judges: the conversations (one batch), as which role, and where they sit."""
+
+    messages: list[BaseMessage]
+    stage: Stage
+    role: str
+    idxs: list[int]
+    convs: list[list[BaseMessage]]
+
+
+class GuardNode(Runnable[Any, Any]):
+    """A LangGraph node that judges the newest messages of the state and returns a state update.
+
+    Made by :meth:`LlamaGuard.as_node <langchain_llamaguard.LlamaGuard.as_node>` and
+    :meth:`PromptGuard.as_node <langchain_llamaguard.PromptGuard.as_node>`; see :mod:`~langchain_llamaguard.graph`.
+
+    Args:
+        moderator: the guard(s), as a :class:`~langchain_llamaguard.moderators.Moderator`.
+        check: which messages: ``"last"`` (default), ``"input"``, ``"output"`` or ``"tool_results"``.
+        messages_key: the state's key (or attribute) holding the messages; it needs langgraph's ``add_messages``
+            reducer (``MessagesState`` has it), which is what replaces a message by id.
+        on_unsafe: the refusal text (``{categories}`` is filled in with what was flagged); a message; ``"raise"``
+            (:class:`~langchain_llamaguard.errors.UnsafeContentError`, and the node writes nothing); or a Runnable
+            or callable that receives ``{"messages", "message", "verdict", "stage"}`` and returns the refusal
+            (a str or a message).
+        goto: where a run goes when something was flagged (a node's name, or ``END``): the node then returns
+            ``Command(update=..., goto=goto)``. Needs ``goto_safe``.
+        goto_safe: where a run goes when nothing was flagged. A node's static edges run as well as a Command's
+            ``goto``, so a node that routes routes both ways and has no ``add_edge`` from it.
+        verdict_key: a state key to write the verdicts to, as a list of JSON-able dicts (``verdict.model_dump(
+            mode="json")`` plus ``message_id`` and ``stage``), one per judged message, on every run that judged
+            something. Give it a reducer (``Annotated[list[dict], operator.add]``) to keep them all.
+        stages: the kinds of message this guard may judge (Prompt Guard: no model output).
+        name: the node's name (``builder.add_node(node)`` uses it).
+
+    Example:
+        >>> node = guard.as_node(check="output")                          # doctest: +SKIP
+        >>> builder.add_node("check_out", node)                           # doctest: +SKIP
+        >>> node.invoke({"messages": [HumanMessage(q), AIMessage(a, id="1")]})  # doctest: +SKIP
+        {'messages': [AIMessage(content="I can't help with that: ...", id='1')]}
+    """
+
+    def __init__(
+        self,
+        moderator: Moderator,
+        *,
+        check: Check = "last",
+        messages_key: str = "messages",
+        on_unsafe: Any = DEFAULT_REFUSAL,
+        goto: str | None = None,
+        goto_safe: str | None = None,
+        verdict_key: str | None = None,
+        stages: Sequence[Stage] = ("input", "output", "tool_result"),
+        name: str | None = None,
+    ) -> None:
+        if check not in _STAGES:
+            raise GuardConfigurationError(
+                f"check must be one of {', '.join(map(repr, get_args(Check)))}; got {check!r}"
+            )
+        self.stages = tuple(s for s in _STAGES[check] if s in stages)
+        if not self.stages:
+            raise GuardConfigurationError(
+                f"check={check!r} judges nothing this guard checks ({moderator.name} judges {', '.join(stages)})"
+            )
+        if (goto is None) != (goto_safe is None):
+            raise GuardConfigurationError(
+                "pass goto= and goto_safe= together: a node's static edges run as well as a Command's goto, so a "
+                "guard node that routes must route both outcomes (and have no add_edge from it); e.g. "
+                "goto=END, goto_safe='model'"
+            )
+        for key, value in (("messages_key", messages_key), ("verdict_key", verdict_key)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise GuardConfigurationError(f"{key} must be a state key (a non-empty str); got {value!r}")
+        self.moderator = moderator
+        self.check = check
+        self.messages_key = messages_key
+        self.on_unsafe = _check_on_unsafe(on_unsafe)
+        self.goto = goto
+        self.goto_safe = goto_safe
+        self.verdict_key = verdict_key
+        self.name = name
+
+    def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+        return f"{name or self.name or f'{self.moderator.name}_node'}{suffix or ''}"
+
+    @property
+    def destinations(self) -> tuple[str, ...] | None:
+        """Where the node routes (``(goto, goto_safe)``), for ``builder.add_node(..., destinations=...)`` so the
+        graph's drawing shows the routes; ``None`` when it does not route."""
+        return None if self.goto is None else (self.goto, self.goto_safe)  # type: ignore[return-value]
+
+    # -- run --------------------------------------------------------------------------------------------------
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self._call_with_config(self._invoke, input, config, run_type="chain")
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return await self._acall_with_config(self._ainvoke, input, config, run_type="chain")
+
+    def _invoke(self, state: Any, run_manager: Any, config: RunnableConfig) -> Any:
+        plan = self._plan(state)
+        if plan is None:
+            return self._routed({}, self.goto_safe)
+        children = [run_manager.get_child() for _ in plan.convs]
+        verdicts = checked(self.moderator, plan.convs, plan.role, children, plan.stage)  # type: ignore[arg-type]
+        refusals = [
+            None if v.safe else self._refusal_for(plan, i, v, config) for i, v in zip(plan.idxs, verdicts, strict=True)
+        ]
+        return self._update(plan, verdicts, refusals)
+
+    async def _ainvoke(self, state: Any, run_manager: Any, config: RunnableConfig) -> Any:
+        plan = self._plan(state)
+        if plan is None:
+            return self._routed({}, self.goto_safe)
+        children = [run_manager.get_child() for _ in plan.convs]
+        verdicts = await achecked(self.moderator, plan.convs, plan.role, children, plan.stage)  # type: ignore[arg-type]
+        refusals = [
+            None if v.safe else await self._arefusal_for(plan, i, v, config)
+            for i, v in zip(plan.idxs, verdicts, strict=True)
+        ]
+        return self._update(plan, verdicts, refusals)
+
+    # -- shared helpers (the sync and async runs differ only in how the check is awaited) --------------------------
+    def _messages(self, state: Any) -> list[BaseMessage]:
+        key = self.messages_key
+        if isinstance(state, Mapping):
+            if key not in state:
+                raise GuardKeyError(f"messages_key {key!r} is not in the state; keys: {sorted(map(str, state))}")
+            value = state[key]
+        elif hasattr(state, key):
+            value = getattr(state, key)
+        else:
+            raise GuardTypeError(
+                f"a guard node reads the graph's state: a dict or an object with a {key!r} attribute (messages_key);"
+                f" got a {type(state).__name__}"
+            )
+        if (
+            not isinstance(value, Sequence)
+            or isinstance(value, str)
+            or not all(isinstance(m, BaseMessage) for m in value)
+        ):
+            raise GuardTypeError(
+                f"state[{key!r}] must be a list of messages (give the key langgraph's add_messages reducer, as "
+                f"MessagesState does); got {type(value).__name__}"
+            )
+        return list(value)
+
+    def _plan(self, state: Any) -> _Plan | None:
+        messages = self._messages(state)
+        if not messages:
+            return None
+        n, last = len(messages), messages[-1]
+        if isinstance(last, HumanMessage) and "input" in self.stages:
+            return _Plan(messages, "input", "User", [n - 1], [messages])
+        if isinstance(last, AIMessage) and "output" in self.stages:
+            return _Plan(messages, "output", "Agent", [n - 1], [messages])
+        if isinstance(last, ToolMessage) and "tool_result" in self.stages:
+            last_ai = last_index(messages, AIMessage)
+            start = 0 if last_ai is None else last_ai + 1
+            idxs = [i for i in range(start, n) if isinstance(messages[i], ToolMessage)]
+            return _Plan(messages, "tool_result", "User", idxs, [messages[:start] + [messages[i]] for i in idxs])
+        return None
+
+    def _refusal_for(self, plan: _Plan, idx: int, verdict: AnyVerdict, config: RunnableConfig) -> Any:
+        if self.on_unsafe == "raise":
+            raise UnsafeContentError(verdict, stage=plan.stage)
+        if isinstance(self.on_unsafe, Runnable):
+            return self.on_unsafe.invoke(self._payload(plan, idx, verdict), config)
+        return self._fixed_refusal(verdict)
+
+    async def _arefusal_for(self, plan: _Plan, idx: int, verdict: AnyVerdict, config: RunnableConfig) -> Any:
+        if isinstance(self.on_unsafe, Runnable):
+            return await self.on_unsafe.ainvoke(self._payload(plan, idx, verdict), config)
+        return self._refusal_for(plan, idx, verdict, config)
+
+    @staticmethod
+    def _payload(plan: _Plan, idx: int, verdict: AnyVerdict) -> dict[str, Any]:
+        return {
+            "messages": plan.messages[: idx + 1],
+            "message": plan.messages[idx],
+            "verdict": verdict,
+            "stage": plan.stage,
+        }
+
+    def _fixed_refusal(self, verdict: AnyVerdict) -> Any:
+        if isinstance(self.on_unsafe, BaseMessage):
+            return self.on_unsafe
+        return self.on_unsafe.format(categories=describe(verdict))
+
+    def _placed(self, original: BaseMessage, stage: Stage, refusal: Any) -> BaseMessage:
+        """The refusal as it goes into the state: after a user turn (a new id), else in the flagged one's place."""
+        if not isinstance(refusal, (str, BaseMessage)):
+            raise GuardTypeError(f"on_unsafe must give a str or a message; it gave a {type(refusal).__name__}")
+        if stage == "input":
+            if isinstance(refusal, str):
+                return AIMessage(content=refusal, id=str(uuid.uuid4()))
+            return refusal if refusal.id is not None else refusal.model_copy(update={"id": str(uuid.uuid4())})
+        if original.id is None:
+            raise GuardInputError(
+                "the flagged message has no id, so it cannot be replaced in the state: give the messages key "
+                "langgraph's add_messages reducer (MessagesState has it), which gives every message an id"
+            )
+        if isinstance(refusal, BaseMessage) and not (stage == "tool_result" and not isinstance(refusal, ToolMessage)):
+            return refusal.model_copy(update={"id": original.id})
+        return replacement(original, refusal if isinstance(refusal, str) else refusal.text)
+
+    def _update(self, plan: _Plan, verdicts: list[AnyVerdict], refusals: list[Any]) -> Any:
+        update: dict[str, Any] = {}
+        new = [
+            self._placed(plan.messages[i], plan.stage, r)
+            for i, r in zip(plan.idxs, refusals, strict=True)
+            if r is not None
+        ]
+        if new:
+            update[self.messages_key] = new
+        if self.verdict_key is not None:
+            update[self.verdict_key] = [
+                {"message_id": plan.messages[i].id, "stage": plan.stage, **v.model_dump(mode="json")}
+                for i, v in zip(plan.idxs, verdicts, strict=True)
+            ]
+        return self._routed(update, self.goto if new else self.goto_safe)
+
+    @staticmethod
+    def _routed(update: dict[str, Any], goto: str | None) -> Any:
+        if goto is None:
+            return update
+        from langgraph.types import Command
+
+        return Command(update=update, goto=goto)
+
+
+def _check_on_unsafe(on_unsafe: Any) -> Any:
+    if isinstance(on_unsafe, str) and on_unsafe != "raise":
+        try:
+            on_unsafe.format(categories="S1 Violent Crimes")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise GuardConfigurationError(
+                f"on_unsafe text {on_unsafe!r} cannot be filled in ({exc!r}): the only field is {{categories}}; "
+                "write other braces twice ({{ }})"
+            ) from None
+        return on_unsafe
+    if isinstance(on_unsafe, (str, BaseMessage, Runnable)):
+        return on_unsafe
+    if callable(on_unsafe):
+        return RunnableLambda(on_unsafe)
+    raise GuardTypeError(
+        "on_unsafe must be a refusal text, a message, 'raise', or a Runnable or callable that returns the refusal; "
+        f"got a {type(on_unsafe).__name__}"
+    )
+
+
+__all__ = ["PROMPT_GUARD_REFUSAL", "Check", "GuardNode"]

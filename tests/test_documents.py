@@ -1,0 +1,363 @@
+"""Retrieved documents guarded one by one: the document filter as an LCEL step, a document compressor and a guarded
+retriever, and Prompt Guard's middleware withholding only the injected part of a tool result.
+
+Real retrievers (``InMemoryVectorStore`` over a deterministic fake embedding), real agents, tiny real guards. Every
+learned verdict relied on is in the tiny guards' check sets (``langchain_llamaguard.tiny.data``): the documents'
+texts are check-set texts; anything else is asserted by parity with a direct check.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import BENIGN, BENIGN_ANSWER, BOMB, INJECTION, UNSAFE_ANSWER, WEATHER
+from langchain.agents import create_agent
+from langchain_classic.retrievers import ContextualCompressionRetriever
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.documents import BaseDocumentCompressor, Document
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnablePassthrough
+from langchain_core.tools import create_retriever_tool, tool
+from langchain_core.vectorstores import InMemoryVectorStore
+from langchain_tests.integration_tests import RetrieversIntegrationTests
+
+from langchain_llamaguard import (
+    DocumentFilter,
+    GuardConfigurationError,
+    GuardTypeError,
+    UnsafeContentError,
+    UnsafeDocumentError,
+    guard_retriever,
+)
+from langchain_llamaguard.middleware import PromptGuardMiddleware
+from langchain_llamaguard.tiny.data import POEM, SOURDOUGH, WEATHER_QUESTION
+
+pytestmark = pytest.mark.filterwarnings("ignore::langchain_core._api.beta_decorator.LangChainBetaWarning")
+
+# A small knowledge base: four clean entries, one injected, one unsafe (each text's verdicts are in the check sets).
+CLEAN = {"capital": BENIGN, "weather": WEATHER_QUESTION, "bread": SOURDOUGH, "poem": POEM}
+DOCS = [
+    *(Document(text, id=i, metadata={"source": f"{i}.md", "page": n}) for n, (i, text) in enumerate(CLEAN.items())),
+    Document(INJECTION, id="injected", metadata={"source": "forum.html", "page": 7}),
+    Document(BOMB, id="bomb", metadata={"source": "forum.html", "page": 8}),
+]
+ANSWERS = [Document(BENIGN_ANSWER, id="answer"), Document(UNSAFE_ANSWER, id="unsafe-answer")]  # for BENIGN
+
+
+def vector_store(docs: list[Document]) -> InMemoryVectorStore:
+    store = InMemoryVectorStore(DeterministicFakeEmbedding(size=16))
+    store.add_documents(docs)
+    return store
+
+
+@pytest.fixture(scope="module")
+def retriever() -> BaseRetriever:
+    return vector_store(DOCS).as_retriever(search_kwargs={"k": len(DOCS)})
+
+
+def ids(docs: list[Document]) -> set[str]:
+    return {d.id for d in docs}
+
+
+def scores(docs: list[Document], guard: str) -> dict[str, float]:
+    return {d.id: d.metadata["guard"][guard]["score"] for d in docs}
+
+
+# -- the filter as an LCEL step -----------------------------------------------------------------------------------
+def test_prompt_guard_filter_keeps_the_clean_documents_with_their_scores(retriever, prompt_guard):
+    docs = (retriever | prompt_guard.as_document_filter()).invoke("anything")
+    assert ids(docs) == {*CLEAN, "bomb"}  # Prompt Guard looks for injected instructions, not unsafe content
+    originals = {d.id: d for d in DOCS}
+    for doc in docs:  # a copy: same id, text and metadata, plus the verdict as plain data
+        meta = dict(doc.metadata)
+        guard = meta.pop("guard")
+        assert meta == originals[doc.id].metadata and doc.page_content == originals[doc.id].page_content
+        assert guard == json.loads(json.dumps(guard)) and guard["flagged"] is False
+        assert guard["prompt_guard"]["score"] == pytest.approx(prompt_guard.check(doc.page_content).score, abs=1e-5)
+        assert guard["prompt_guard"]["label"] == "BENIGN" and "llama_guard" not in guard
+    assert all("guard" not in d.metadata for d in DOCS)  # the retriever's documents are left alone
+
+
+@pytest.mark.parametrize("on_flagged", ["drop", "notice", "annotate", "raise"])
+def test_what_happens_to_a_flagged_document(prompt_guard, on_flagged):
+    step = prompt_guard.as_document_filter(on_flagged=on_flagged)
+    if on_flagged == "raise":
+        with pytest.raises(UnsafeDocumentError) as caught:
+            step.invoke(DOCS)
+        err = caught.value
+        assert isinstance(err, UnsafeContentError) and err.stage == "document" and err.verdict.label == "MALICIOUS"
+        assert (err.index, err.document.id) == (4, "injected") and "document 4 (id 'injected')" in str(err)
+        return
+    out = step.invoke(DOCS)
+    if on_flagged == "drop":
+        assert [d.id for d in out] == [d.id for d in DOCS if d.id != "injected"]
+        return
+    assert [d.id for d in out] == [d.id for d in DOCS]  # same places, same ids
+    flagged = out[4]
+    assert flagged.metadata["guard"]["flagged"] and flagged.metadata["source"] == "forum.html"
+    if on_flagged == "notice":
+        assert INJECTION not in flagged.page_content and "likely prompt injection" in flagged.page_content
+    else:
+        assert flagged.page_content == INJECTION
+    assert [d.page_content for d in out[:4]] == list(CLEAN.values())
+
+
+def test_the_combined_filter_catches_injected_and_unsafe_documents(retriever, lg4, prompt_guard):
+    step = prompt_guard.as_document_filter(llama_guard=lg4)
+    assert ids((retriever | step).invoke("anything")) == set(CLEAN)
+    annotated = {d.id: d for d in prompt_guard.as_document_filter(llama_guard=lg4, on_flagged="annotate").invoke(DOCS)}
+    assert lg4.as_document_filter(prompt_guard=prompt_guard).invoke(DOCS) == step.invoke(DOCS)  # the same step
+    injected, bomb = annotated["injected"].metadata["guard"], annotated["bomb"].metadata["guard"]
+    assert injected["flagged"] and injected["prompt_guard"]["label"] == "MALICIOUS"
+    assert bomb["flagged"] and bomb["llama_guard"] == {
+        "safe": False,
+        "categories": ["S9"],
+        "score": pytest.approx(lg4.check(BOMB).score, abs=1e-5),
+    }  # without a question, a document is judged as the user's turn
+    assert step.get_name() == "prompt_guard+llama_guard_document_filter"
+
+
+def test_llama_guard_judges_a_document_as_the_answer_to_the_question(lg4):
+    """With a question, ``[User: question, Agent: document]``: the document is judged in its context."""
+    step = lg4.as_document_filter(documents_key="context", on_flagged="annotate")
+    chain = {"context": lambda q: ANSWERS, "question": RunnablePassthrough()} | step
+    out = chain.invoke(BENIGN)
+    assert out["question"] == BENIGN and [d.id for d in out["context"]] == ["answer", "unsafe-answer"]
+    verdicts = [d.metadata["guard"]["llama_guard"] for d in out["context"]]
+    assert [v["safe"] for v in verdicts] == [True, False] and verdicts[1]["categories"] == ["S9"]
+    direct = lg4.batch_check([[HumanMessage(BENIGN), AIMessage(d.page_content)] for d in ANSWERS])
+    assert [v["score"] for v in verdicts] == pytest.approx([v.score for v in direct], abs=1e-5)
+    question = HumanMessage(BENIGN)  # a message works as the question too
+    dropped = lg4.as_document_filter().invoke({"documents": ANSWERS, "question": question})
+    assert [d.id for d in dropped["documents"]] == ["answer"]
+
+
+def test_a_document_the_guard_cannot_judge_is_flagged(lg4_with):
+    """Fail closed: a document too long for a guard that may not split it gets an unsafe verdict with the error."""
+    guard = lg4_with(context_length=1024, on_overflow="unsafe", on_error="unsafe")
+    long_doc = Document("the quick brown fox jumps over the lazy dog " * 150, id="long")
+    docs = [Document(BENIGN, id="capital"), long_doc]
+    assert [d.id for d in guard.as_document_filter().invoke(docs)] == ["capital"]
+    annotated = guard.as_document_filter(on_flagged="annotate").invoke(docs)[1].metadata["guard"]
+    assert annotated["flagged"] and "does not fit" in annotated["llama_guard"]["error"]
+    notice = guard.as_document_filter(on_flagged="notice").invoke(docs)[1].page_content
+    assert "could not judge" in notice
+
+
+def test_bad_input_and_configuration_say_what_is_accepted(prompt_guard, lg4):
+    step = prompt_guard.as_document_filter()
+    for value, match in [
+        (DOCS[0], "takes a list of Documents"),
+        (["text"], "item 0 of the documents is a str"),
+        ({"docs": DOCS}, "documents_key 'documents' is not in the input"),
+        ({"documents": DOCS, "question": 3}, "must be a str or a message"),
+    ]:
+        with pytest.raises((GuardTypeError, KeyError), match=match):
+            step.invoke(value)
+    assert step.invoke([]) == [] and step.invoke({"documents": [], "x": 1}) == {"documents": [], "x": 1}
+    with pytest.raises(GuardConfigurationError, match="on_flagged must be one of 'drop', 'notice'"):
+        prompt_guard.as_document_filter(on_flagged="skip")  # type: ignore[arg-type]
+    with pytest.raises(GuardConfigurationError, match="llama_guard must be a LlamaGuard"):
+        prompt_guard.as_document_filter(llama_guard=prompt_guard)
+    with pytest.raises(GuardConfigurationError, match="needs prompt_guard"):
+        DocumentFilter()
+    with pytest.raises(GuardTypeError, match=r"retriever \| pg\.as_document_filter\(\)"):
+        lg4.as_input_guard().invoke(DOCS)  # a guard step points at the filter
+
+
+# -- every LCEL mode, one model batch per guard -----------------------------------------------------------------
+class GuardRuns(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.verdicts: list[dict] = []
+
+    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+        if isinstance(outputs, dict) and "verdict" in outputs:
+            self.verdicts.append(outputs["verdict"])
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "batch", "abatch", "stream", "astream", "astream_events"])
+async def test_every_lcel_mode(retriever, prompt_guard, monkeypatch, mode):
+    calls: list[int] = []
+    original = prompt_guard.batch_check
+    monkeypatch.setattr(prompt_guard, "batch_check", lambda texts: (calls.append(len(texts)), original(texts))[1])
+    chain = retriever | prompt_guard.as_document_filter()
+    runs = GuardRuns()
+    config = {"callbacks": [runs]}
+    queries = ["weather", "bread"]
+    if mode == "batch":
+        outs = chain.batch(queries, config)
+    elif mode == "abatch":
+        outs = await chain.abatch(queries, config)
+    else:
+        outs = []
+        for q in queries:
+            if mode == "invoke":
+                outs.append(chain.invoke(q, config))
+            elif mode == "ainvoke":
+                outs.append(await chain.ainvoke(q, config))
+            elif mode == "stream":
+                outs.append([d for chunk in chain.stream(q, config) for d in chunk])
+            elif mode == "astream":
+                outs.append([d async for chunk in chain.astream(q, config) for d in chunk])
+            else:
+                events = [e async for e in chain.astream_events(q, config, version="v2")]
+                assert "prompt_guard" in {e["name"] for e in events}  # the verdicts are runs of their own
+                outs.append(events[-1]["data"]["output"])
+    assert [ids(o) for o in outs] == [{*CLEAN, "bomb"}] * 2
+    assert calls == ([2 * len(DOCS)] if mode in ("batch", "abatch") else [len(DOCS)] * 2)  # one model batch
+    assert len(runs.verdicts) == 2 * len(DOCS) and sum(not v["safe"] for v in runs.verdicts) == 2
+
+
+# -- the filter as a document compressor, and a guarded retriever --------------------------------------------------
+async def test_contextual_compression_retriever(retriever, lg4, prompt_guard):
+    compressor = prompt_guard.as_document_filter()
+    assert isinstance(compressor, BaseDocumentCompressor)
+    guarded = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=retriever)
+    assert ids(guarded.invoke("anything")) == ids(await guarded.ainvoke("anything")) == {*CLEAN, "bomb"}
+    # Llama Guard reads the query as the question: each document is judged as the answer to it
+    answers = vector_store(ANSWERS).as_retriever(search_kwargs={"k": 2})
+    guarded = ContextualCompressionRetriever(base_compressor=lg4.as_document_filter(), base_retriever=answers)
+    assert ids(guarded.invoke(BENIGN)) == ids(await guarded.ainvoke(BENIGN)) == {"answer"}
+    both = prompt_guard.as_document_filter(llama_guard=lg4, on_flagged="annotate")
+    kept = both.compress_documents([*ANSWERS, DOCS[4]], BENIGN)
+    for doc in kept:  # as the two guards would judge it directly
+        guard = doc.metadata["guard"]
+        lg = lg4.check([HumanMessage(BENIGN), AIMessage(doc.page_content)])
+        assert guard["flagged"] == (prompt_guard.check(doc.page_content).unsafe or lg.unsafe)
+        assert guard["llama_guard"]["score"] == pytest.approx(lg.score, abs=1e-5)
+    assert [d.metadata["guard"]["flagged"] for d in kept][1:] == [True, True]
+
+
+class ToolCallingFakeModel(GenericFakeChatModel):
+    """LangChain's offline fake chat model, scripted with tool calls, which it also streams (one chunk each)."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ToolCallingFakeModel:
+        return self
+
+    def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any):
+        message = next(self.messages)
+        calls = [{**c, "args": json.dumps(c["args"]), "index": i} for i, c in enumerate(message.tool_calls)]
+        yield ChatGenerationChunk(message=AIMessageChunk(content=message.content, tool_call_chunks=calls))
+
+
+def agent_run(tools: list, middleware: list, question: str = WEATHER_QUESTION, **kw: Any) -> list[ToolMessage]:
+    """One tool call (to the first tool, with ``question`` as its query), then an answer; the tool messages."""
+    name = tools[0].name
+    script = [AIMessage("", tool_calls=[{"name": name, "args": {"query": question}, "id": "c1"}]), AIMessage("ok")]
+    agent = create_agent(ToolCallingFakeModel(messages=iter(script)), tools, middleware=middleware)
+    result = agent.invoke({"messages": [HumanMessage(question)]}, **kw)
+    return [m for m in result["messages"] if isinstance(m, ToolMessage)]
+
+
+def test_guard_retriever_gives_an_agent_only_the_clean_documents(retriever, prompt_guard):
+    guarded = guard_retriever(retriever, prompt_guard)
+    assert isinstance(guarded, BaseRetriever)
+    search = create_retriever_tool(guarded, "search_docs", "Search the knowledge base.")
+    (result,) = agent_run([search], [])
+    assert INJECTION not in result.text and all(text in result.text for text in CLEAN.values())
+    with pytest.raises(GuardConfigurationError, match="a DocumentFilter alone"):
+        guard_retriever(retriever, prompt_guard.as_document_filter(), on_flagged="notice")
+
+
+def test_middleware_withholds_only_the_injected_document_of_a_retriever_tool(retriever, prompt_guard):
+    """``create_retriever_tool`` joins documents with a blank line: each one is a part, judged on its own."""
+    search = create_retriever_tool(retriever, "search_docs", "Search the knowledge base.")
+    (result,) = agent_run([search], [PromptGuardMiddleware(prompt_guard)])
+    assert INJECTION not in result.text and "1 of 6 parts of this tool result withheld" in result.text
+    assert all(text in result.text for text in [*CLEAN.values(), BOMB])
+
+
+BLOCKS = [{"type": "text", "text": WEATHER}, {"type": "text", "text": INJECTION}, {"type": "text", "text": POEM}]
+
+
+@tool
+def fetch(query: str) -> list:
+    """Fetch pages (a result of three content blocks, one injected)."""
+    return BLOCKS
+
+
+def only_the_injected_block_withheld(content: Any) -> bool:
+    return content[:2] == [BLOCKS[0], BLOCKS[2]] and "1 of 3 parts of this tool result withheld" in content[2]["text"]
+
+
+def test_middleware_withholds_only_the_injected_content_block(prompt_guard):
+    (result,) = agent_run([fetch], [PromptGuardMiddleware(prompt_guard)])
+    assert only_the_injected_block_withheld(result.content)
+    script = [AIMessage("", tool_calls=[{"name": "fetch", "args": {"query": "x"}, "id": "c1"}]), AIMessage("ok")]
+    agent = create_agent(
+        ToolCallingFakeModel(messages=iter(script)), [fetch], middleware=[PromptGuardMiddleware(prompt_guard)]
+    )
+    run = agent.stream_events({"messages": [HumanMessage(WEATHER_QUESTION)]}, version="v3")
+    log = "\n".join(repr(event["params"]["data"]) for event in run)  # what a v3 stream consumer receives
+    assert INJECTION not in log and WEATHER in log and "1 of 3 parts" in log
+
+
+async def test_async_middleware_withholds_only_the_injected_content_block(prompt_guard):
+    script = [AIMessage("", tool_calls=[{"name": "fetch", "args": {"query": "x"}, "id": "c1"}]), AIMessage("ok")]
+    agent = create_agent(
+        ToolCallingFakeModel(messages=iter(script)), [fetch], middleware=[PromptGuardMiddleware(prompt_guard)]
+    )
+    out = await agent.ainvoke({"messages": [HumanMessage(WEATHER_QUESTION)]})
+    assert only_the_injected_block_withheld(next(m for m in out["messages"] if isinstance(m, ToolMessage)).content)
+
+
+def test_middleware_parts_decisions(prompt_guard):
+    """Every part flagged: withheld whole; one part: judged whole as before; ``judge_parts=False``: whole (Prompt
+    Guard reads a blank line as a space, so the whole of ``f"{WEATHER}\\n\\n{INJECTION}"`` is a check-set text)."""
+    mw = PromptGuardMiddleware(prompt_guard)
+
+    def judged(content: Any, middleware: PromptGuardMiddleware = mw) -> Any:
+        return middleware.wrap_tool_call(None, lambda _: ToolMessage(content, tool_call_id="1", id="m1")).content
+
+    assert judged(f"{INJECTION}\n\nSunny. {INJECTION}").startswith("[tool result withheld")
+    clean = f"{WEATHER}\n\n{POEM}"
+    assert judged(clean) == clean or not prompt_guard.check(clean).safe  # clean parts (and whole): unchanged
+    assert judged(f"{WEATHER} {INJECTION}").startswith("[tool result withheld")
+    assert judged(f"{WEATHER}\n\n{INJECTION}", PromptGuardMiddleware(prompt_guard, judge_parts=False)).startswith(
+        "[tool result withheld"
+    )
+    with pytest.raises(UnsafeContentError):
+        PromptGuardMiddleware(prompt_guard, exit_behavior="error").wrap_tool_call(
+            None, lambda _: ToolMessage(f"{WEATHER}\n\n{INJECTION}", tool_call_id="1")
+        )
+
+
+# -- LangChain's standard retriever tests -------------------------------------------------------------------------
+class _Standard(RetrieversIntegrationTests):
+    """The standard tests need exact counts, so flagged documents keep their place (``on_flagged="notice"``); ``k``
+    (constructor or ``invoke``) is the wrapped retriever's, passed through."""
+
+    @pytest.fixture(autouse=True)
+    def _guard(self, prompt_guard) -> None:
+        self.pg = prompt_guard
+
+    @property
+    def retriever_constructor_params(self) -> dict:
+        return {"k": 2}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "weather"
+
+
+class TestGuardRetrieverStandard(_Standard):
+    @property
+    def retriever_constructor(self) -> Any:
+        store = vector_store(DOCS)
+        return lambda k: guard_retriever(store.as_retriever(search_kwargs={"k": k}), self.pg, on_flagged="notice")
+
+
+class TestContextualCompressionStandard(_Standard):
+    @property
+    def retriever_constructor(self) -> Any:
+        store = vector_store(DOCS)
+        compressor = self.pg.as_document_filter(on_flagged="notice")
+        return lambda k: ContextualCompressionRetriever(
+            base_compressor=compressor, base_retriever=store.as_retriever(search_kwargs={"k": k})
+        )

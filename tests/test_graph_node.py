@@ -1,0 +1,345 @@
+"""Guard nodes (``guard.as_node``) in real ``StateGraph``s with real checkpointers, sync and async, all stream modes.
+
+A flagged model answer is replaced by id (gone from the checkpointed state), a flagged user turn gets a refusal
+after it, routing goes through ``Command(goto=...)``, and the verdicts in state are plain JSON that a checkpointer
+loads back with no "unregistered type" warning. Every learned verdict is a check-set case of the tiny guards
+(``langchain_llamaguard.tiny.data``); the verdicts a node writes are compared with the guard's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import operator
+import warnings
+from typing import Annotated, Any
+
+import pytest
+from conftest import BENIGN, BENIGN_ANSWER, BOMB, INJECTION, UNSAFE_ANSWER, answering_chat_model
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.types import Command
+
+from langchain_llamaguard import (
+    GuardConfigurationError,
+    GuardInputError,
+    GuardKeyError,
+    GuardNode,
+    GuardTypeError,
+    UnsafeContentError,
+    Verdict,
+)
+from langchain_llamaguard.replacements import DEFAULT_REFUSAL, describe
+from langchain_llamaguard.tiny.data import ASK_CODE, SOURDOUGH, SUM_CODE
+
+REFUSAL_S9 = DEFAULT_REFUSAL.format(categories="S9 Indiscriminate Weapons")
+ANSWERS = {SOURDOUGH: UNSAFE_ANSWER, BENIGN: BENIGN_ANSWER}  # SOURDOUGH is harmless; its answer is not
+
+
+class State(MessagesState):
+    guard_verdicts: Annotated[list[dict], operator.add]
+
+
+@contextlib.contextmanager
+def serde_complaints():
+    """Everything langgraph's serializer says about types it does not know: its events, logs and warnings."""
+    found: list[str] = []
+    unregister = None
+    try:
+        from langgraph.checkpoint.serde.event_hooks import register_serde_event_listener
+    except ImportError:  # older langgraph-checkpoint: its log lines still tell
+        pass
+    else:
+        unregister = register_serde_event_listener(lambda e: found.append(f"{e['kind']}: {e['module']}.{e['name']}"))
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append(record.getMessage())
+
+    handler, logger = Handler(logging.WARNING), logging.getLogger("langgraph")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield found
+        found.extend(str(w.message) for w in caught if "checkpoint" in str(w.message) or "serial" in str(w.message))
+    finally:
+        logger.removeHandler(handler)
+        if unregister is not None:
+            unregister()
+
+
+def build(guard: Any, *, output_node: GuardNode | None = None, review: bool = False):
+    """check_in (routes: END when flagged, else the model) -> model -> check_out; ``calls`` records the nodes run."""
+    llm = answering_chat_model(ANSWERS)
+    calls: list[str] = []
+
+    def model(state: State) -> dict:
+        calls.append("model")
+        return {"messages": [llm.invoke(state["messages"])]}
+
+    builder = StateGraph(State)
+    check_in = guard.as_node(check="input", goto=END, goto_safe="model", verdict_key="guard_verdicts")
+    check_out = output_node or guard.as_node(check="output", verdict_key="guard_verdicts")
+    builder.add_node("check_in", check_in, destinations=check_in.destinations)
+    builder.add_node("model", model)
+    builder.add_node("check_out", check_out, destinations=check_out.destinations)
+    builder.add_edge(START, "check_in")
+    builder.add_edge("model", "check_out")
+    if review:
+        builder.add_node("review", lambda state: calls.append("review") or {})
+        builder.add_edge("review", END)
+    else:
+        builder.add_edge("check_out", END)
+    return builder, calls
+
+
+def thread(name: str) -> dict:
+    return {"configurable": {"thread_id": name}}
+
+
+def kinds(messages: list) -> list[tuple[str, str]]:
+    return [(type(m).__name__, m.text) for m in messages]
+
+
+def assert_json_verdicts(records: list[dict], guard: Any, conversations: list[list]) -> None:
+    """Plain dicts that survive JSON, with the guard's own verdicts on the same conversations."""
+    assert all(type(r) is dict for r in records)
+    assert json.loads(json.dumps(records)) == records
+    direct = [guard.check(c) for c in conversations]
+    assert [(r["safe"], r["categories"], r["role"]) for r in records] == [
+        (v.safe, v.categories, v.role) for v in direct
+    ]
+    assert [r["score"] for r in records] == pytest.approx([v.score for v in direct], abs=1e-3)
+
+
+# -- a checkpointed graph, sync (SqliteSaver) and async (AsyncSqliteSaver) ----------------------------------------
+@pytest.mark.parametrize("run", ["sync", "async"])
+async def test_flagged_answer_is_replaced_by_id_in_the_checkpoint(lg4, tmp_path, run):
+    builder, calls = build(lg4)
+    path = str(tmp_path / "checkpoints.sqlite")
+    answer = {"messages": [HumanMessage(SOURDOUGH)]}
+    with serde_complaints() as complaints:
+        if run == "sync":
+            with SqliteSaver.from_conn_string(path) as saver:
+                graph = builder.compile(checkpointer=saver)
+                updates = list(graph.stream(answer, thread("flagged"), stream_mode="updates"))
+                graph.invoke({"messages": [HumanMessage(BENIGN)]}, thread("safe"))
+                flagged, safe = graph.get_state(thread("flagged")), graph.get_state(thread("safe"))
+                history = [s.values for s in graph.get_state_history(thread("flagged"))]
+        else:
+            async with AsyncSqliteSaver.from_conn_string(path) as saver:
+                graph = builder.compile(checkpointer=saver)
+                updates = [u async for u in graph.astream(answer, thread("flagged"), stream_mode="updates")]
+                await graph.ainvoke({"messages": [HumanMessage(BENIGN)]}, thread("safe"))
+                flagged, safe = await graph.aget_state(thread("flagged")), await graph.aget_state(thread("safe"))
+                history = [s.values async for s in graph.aget_state_history(thread("flagged"))]
+    assert complaints == []
+
+    original = updates[1]["model"]["messages"][0]
+    assert original.text == UNSAFE_ANSWER
+    messages = flagged.values["messages"]
+    assert kinds(messages) == [("HumanMessage", SOURDOUGH), ("AIMessage", REFUSAL_S9)]
+    assert messages[1].id == original.id  # replaced in place: the flagged answer is gone
+    assert not any(UNSAFE_ANSWER in m.text for m in messages)
+    assert any(UNSAFE_ANSWER in m.text for v in history for m in v.get("messages", []))  # earlier steps' checkpoints
+    assert_json_verdicts(
+        flagged.values["guard_verdicts"], lg4, [[HumanMessage(SOURDOUGH)], [HumanMessage(SOURDOUGH), original]]
+    )
+    assert [r["message_id"] for r in flagged.values["guard_verdicts"]] == [messages[0].id, original.id]
+    assert kinds(safe.values["messages"]) == [("HumanMessage", BENIGN), ("AIMessage", BENIGN_ANSWER)]
+    assert [r["safe"] for r in safe.values["guard_verdicts"]] == [True, True]
+    assert calls == ["model", "model"]
+
+
+def test_durability_exit_keeps_flagged_text_out_of_every_checkpoint(lg4, tmp_path):
+    builder, _ = build(lg4)
+    with SqliteSaver.from_conn_string(str(tmp_path / "c.sqlite")) as saver:
+        graph = builder.compile(checkpointer=saver)
+        graph.invoke({"messages": [HumanMessage(SOURDOUGH)]}, thread("t"), durability="exit")
+        history = [s.values for s in graph.get_state_history(thread("t"))]
+    assert history and not any(UNSAFE_ANSWER in m.text for v in history for m in v.get("messages", []))
+
+
+def test_a_verdict_object_in_state_is_what_the_serializer_complains_about(tmp_path):
+    """The control of the check above: storing a ``Verdict`` itself is reported (so no report means none was)."""
+
+    class Raw(MessagesState):
+        verdict: Any
+
+    verdict = Verdict(safe=True, score=0.01, role="User", model="llama-guard-4", raw="safe")
+    builder = StateGraph(Raw)
+    builder.add_node("judge", lambda state: {"verdict": verdict})
+    builder.add_edge(START, "judge")
+    builder.add_edge("judge", END)
+    with serde_complaints() as complaints, SqliteSaver.from_conn_string(str(tmp_path / "c.sqlite")) as saver:
+        graph = builder.compile(checkpointer=saver)
+        graph.invoke({"messages": [HumanMessage(BENIGN)]}, thread("t"))
+        graph.get_state(thread("t"))
+    assert any("Verdict" in c for c in complaints), complaints
+
+
+# -- stream modes and routing ----------------------------------------------------------------------------------
+async def _stream(graph: Any, value: dict, config: dict, mode: str, run: str) -> list:
+    if run == "sync":
+        return list(graph.stream(value, config, stream_mode=mode))
+    return [c async for c in graph.astream(value, config, stream_mode=mode)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "run"), [("values", "sync"), ("updates", "async"), ("messages", "sync"), ("messages", "async")]
+)
+async def test_stream_modes(lg4, mode, run):
+    builder, calls = build(lg4)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    bomb = await _stream(graph, {"messages": [HumanMessage(BOMB)]}, thread("bomb"), mode, run)
+    answer = await _stream(graph, {"messages": [HumanMessage(SOURDOUGH)]}, thread("answer"), mode, run)
+
+    assert calls == ["model"]  # the flagged question never reached the model (goto=END)
+    end_bomb, end_answer = graph.get_state(thread("bomb")).values, graph.get_state(thread("answer")).values
+    assert kinds(end_bomb["messages"]) == [("HumanMessage", BOMB), ("AIMessage", REFUSAL_S9)]
+    assert kinds(end_answer["messages"]) == [("HumanMessage", SOURDOUGH), ("AIMessage", REFUSAL_S9)]
+    if mode == "values":
+        assert bomb[-1] == end_bomb and answer[-1] == end_answer
+        flagged = answer[-2]["messages"][-1]  # the state after the model node
+        assert flagged.text == UNSAFE_ANSWER and end_answer["messages"][-1].id == flagged.id
+    elif mode == "updates":
+        assert [list(u) for u in bomb] == [["check_in"]]
+        assert [list(u) for u in answer] == [["check_in"], ["model"], ["check_out"]]
+        replaced = answer[2]["check_out"]["messages"]
+        assert [m.id for m in replaced] == [answer[1]["model"]["messages"][0].id]
+        assert [m.text for m in replaced] == [REFUSAL_S9]
+    else:  # messages: the refusal of a flagged question is streamed by the guard node
+        assert [(meta["langgraph_node"], m.text) for m, meta in bomb] == [("check_in", REFUSAL_S9)]
+        assert {meta["langgraph_node"] for _, meta in answer} == {"model"}  # the model's tokens, as it made them
+
+
+def test_routes_a_flagged_answer_to_a_named_node(lg4):
+    review = lg4.as_node(check="output", goto="review", goto_safe=END)
+    builder, calls = build(lg4, output_node=review, review=True)
+    graph = builder.compile()
+    assert "check_out -.-> review" in graph.get_graph().draw_mermaid()  # destinations= draws the routes
+
+    graph.invoke({"messages": [HumanMessage(BENIGN)]})
+    assert calls == ["model"]
+    out = graph.invoke({"messages": [HumanMessage(SOURDOUGH)]})
+    assert calls == ["model", "model", "review"]
+    assert kinds(out["messages"]) == [("HumanMessage", SOURDOUGH), ("AIMessage", REFUSAL_S9)]
+
+
+# -- the node as a Runnable --------------------------------------------------------------------------------------
+FLAGGED_ANSWER = {"messages": [HumanMessage(SOURDOUGH, id="q"), AIMessage(UNSAFE_ANSWER, id="a")]}
+FLAGGED_QUESTION = {"messages": [HumanMessage(BOMB, id="q")]}
+
+
+def _shape(update: Any) -> list[tuple[str, str, str | None]]:
+    return [(type(m).__name__, m.text, m.id) for m in update["messages"]]
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "batch", "abatch", "stream", "astream", "astream_events"])
+async def test_lcel_modes(lg4, mode):
+    node = lg4.as_node()  # check="last": the answer as the Agent's turn, the question as the User's
+    inputs = [FLAGGED_ANSWER, FLAGGED_QUESTION]
+    names: set[str] = set()
+    if mode in ("invoke", "ainvoke"):
+        outs = [node.invoke(i) if mode == "invoke" else await node.ainvoke(i) for i in inputs]
+    elif mode in ("batch", "abatch"):
+        outs = node.batch(inputs) if mode == "batch" else await node.abatch(inputs)
+    elif mode == "stream":
+        outs = [list(node.stream(i))[-1] for i in inputs]
+    elif mode == "astream":
+        outs = [[c async for c in node.astream(i)][-1] for i in inputs]
+    else:
+        outs = []
+        for i in inputs:
+            events = [e async for e in node.astream_events(i, version="v2")]
+            names |= {e["name"] for e in events if e["event"] == "on_chain_end"}
+            outs.append(events[-1]["data"]["output"])
+        assert "llama_guard" in names  # each verdict is a run of its own
+    assert _shape(outs[0]) == [("AIMessage", REFUSAL_S9, "a")]  # in the answer's place
+    [(kind, text, new_id)] = _shape(outs[1])  # after the question, with an id of its own
+    assert (kind, text) == ("AIMessage", REFUSAL_S9) and new_id not in (None, "q")
+
+
+def test_tool_results_are_judged_after_the_call_and_replaced_by_id(lg4):
+    def state(question: str, name: str, args: dict, result: str) -> dict:
+        call = AIMessage("", tool_calls=[{"name": name, "args": args, "id": f"call_{name}"}], id="call")
+        return {
+            "messages": [
+                HumanMessage(question),
+                call,
+                ToolMessage(result, tool_call_id=f"call_{name}", name=name, id="result"),
+            ]
+        }
+
+    node = lg4.as_node(check="tool_results", verdict_key="v")
+    unsafe = node.invoke(state(BENIGN, "web_search", {"query": "what is the capital of france"}, UNSAFE_ANSWER))
+    [replaced] = unsafe["messages"]
+    assert isinstance(replaced, ToolMessage) and replaced.status == "error" and replaced.text == REFUSAL_S9
+    assert (replaced.id, replaced.tool_call_id, replaced.name) == ("result", "call_web_search", "web_search")
+    assert [(r["stage"], r["message_id"], r["safe"]) for r in unsafe["v"]] == [("tool_result", "result", False)]
+    safe = node.invoke(state(ASK_CODE, "python_repl", {"code": SUM_CODE}, "45"))
+    assert "messages" not in safe and [r["safe"] for r in safe["v"]] == [True]
+
+
+def test_on_unsafe_raise_a_callable_and_a_message(lg4):
+    with pytest.raises(UnsafeContentError) as err:
+        lg4.as_node(on_unsafe="raise").invoke(FLAGGED_ANSWER)
+    assert err.value.stage == "output" and err.value.verdict.categories == ["S9"]
+
+    seen: list[Any] = []
+
+    def reroute(payload: dict) -> str:
+        seen.append(payload)
+        return f"Not that ({describe(payload['verdict'])})."
+
+    out = lg4.as_node(on_unsafe=reroute).invoke(FLAGGED_ANSWER)
+    assert _shape(out) == [("AIMessage", "Not that (S9 Indiscriminate Weapons).", "a")]
+    assert seen[0]["stage"] == "output" and seen[0]["message"].id == "a" and len(seen[0]["messages"]) == 2
+    out = lg4.as_node(on_unsafe=AIMessage("No.")).invoke(FLAGGED_ANSWER)
+    assert _shape(out) == [("AIMessage", "No.", "a")]
+
+
+def test_prompt_guard_node(prompt_guard):
+    out = prompt_guard.as_node(check="input").invoke({"messages": [HumanMessage(INJECTION, id="q")]})
+    [refusal] = out["messages"]
+    assert refusal.text.startswith("I can't continue: Prompt Guard flagged a likely prompt injection (MALICIOUS")
+    assert prompt_guard.as_node().invoke({"messages": [HumanMessage(BENIGN)]}) == {}
+    with pytest.raises(GuardConfigurationError, match="judges nothing"):
+        prompt_guard.as_node(check="output")  # type: ignore[arg-type]
+
+
+# -- mistakes, told clearly --------------------------------------------------------------------------------------
+def test_configuration_errors(lg4):
+    with pytest.raises(GuardConfigurationError, match="goto_safe") as err:
+        lg4.as_node(goto=END)
+    assert isinstance(err.value, ValueError)
+    with pytest.raises(GuardConfigurationError, match="'last', 'input', 'output', 'tool_results'"):
+        lg4.as_node(check="everything")  # type: ignore[arg-type]
+    with pytest.raises(GuardConfigurationError, match="categories"):
+        lg4.as_node(on_unsafe="Sorry {user}")
+    with pytest.raises(GuardTypeError):
+        lg4.as_node(on_unsafe=42)
+    with pytest.raises(GuardKeyError, match="'chat'"):
+        lg4.as_node(messages_key="chat").invoke({"messages": []})
+    assert lg4.as_node(check="input").invoke({"messages": [HumanMessage("hi"), AIMessage("hello")]}) == {}
+    assert lg4.as_node(check="input", goto="x", goto_safe="y").invoke({"messages": []}) == Command(update={}, goto="y")
+
+
+def test_a_flagged_message_without_an_id_is_an_error(lg4):
+    state = {"messages": [HumanMessage(SOURDOUGH), AIMessage(UNSAFE_ANSWER)]}  # no add_messages: no ids
+    with pytest.raises(GuardInputError, match="add_messages"):
+        lg4.as_node(check="output").invoke(state)
+
+
+def test_a_guard_step_used_as_a_node_points_to_as_node(lg4):
+    builder = StateGraph(MessagesState)
+    builder.add_node("guard", lg4.as_input_guard(on_unsafe="Sorry."))
+    builder.add_edge(START, "guard")
+    builder.add_edge("guard", END)
+    with pytest.raises(GuardConfigurationError, match="as_node"):
+        builder.compile().invoke({"messages": [HumanMessage(BOMB)]})
