@@ -59,7 +59,7 @@ from .errors import GuardConfigurationError, GuardKeyError, GuardTypeError, Unsa
 from .llama_guard import LlamaGuardEngine
 from .moderators import AnyVerdict, LlamaGuardModerator, PromptGuardModerator
 from .prompt_guard import PromptGuardEngine
-from .runnables import achecked, checked
+from .runnables import OneBatchPerCall, achecked, checked
 
 OnFlagged = Literal["drop", "notice", "annotate", "raise"]
 _ON_FLAGGED = ("drop", "notice", "annotate", "raise")
@@ -96,7 +96,7 @@ def guard_metadata(judged: _Judged) -> dict[str, Any]:
     return info
 
 
-class DocumentFilter(RunnableSerializable[Any, Any], BaseDocumentCompressor):
+class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocumentCompressor):
     """Judges every retrieved document and keeps the clean ones (a Runnable and a document compressor).
 
     Input: a list of ``Document`` s (output: the filtered list), or a dict with the documents under
@@ -316,25 +316,6 @@ class DocumentFilter(RunnableSerializable[Any, Any], BaseDocumentCompressor):
         if isinstance(result, Exception):
             raise result
         return result
-
-    def batch(
-        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
-    ) -> list[Any]:
-        """Every document of every input in one model batch per guard."""
-        if not inputs:
-            return []
-        return self._batch_with_config(
-            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
-        )
-
-    async def abatch(
-        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
-    ) -> list[Any]:
-        if not inputs:
-            return []
-        return await self._abatch_with_config(
-            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
-        )
 
     # -- BaseDocumentCompressor -----------------------------------------------------------------------------------
     def compress_documents(

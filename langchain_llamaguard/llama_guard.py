@@ -575,22 +575,13 @@ class LlamaGuardEngine:
             _release(backend)
 
     async def aclose(self) -> None:
-        """Async :meth:`close` (a served guard's connections are closed on the event loop)."""
+        """Async :meth:`close`: a served guard's connections of this event loop are closed on it."""
         if self._closed:
             return
-        backend = self.backend
-        aclose = getattr(backend, "aclose", None)
-        shared = _owners(backend) > 1
-        await asyncio.to_thread(self._close_keeping_connections if aclose is not None and not shared else self.close)
-        if aclose is not None and not shared:
+        aclose = getattr(self.backend, "aclose", None)
+        if aclose is not None and _owners(self.backend) <= 1:  # the last guard on this backend
             await aclose()
-
-    def _close_keeping_connections(self) -> None:
-        backend = self.backend
-        self.close()
-        release = getattr(backend, "release", None)
-        if release is not None:
-            release()
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> LlamaGuardEngine:
         return self

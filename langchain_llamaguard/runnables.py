@@ -193,7 +193,34 @@ async def achecked(
     return verdicts
 
 
-class _GuardBase(RunnableSerializable[Any, Any]):
+class OneBatchPerCall:
+    """A Runnable mixin: ``batch`` / ``abatch`` hand the whole list to the class's ``_batch`` / ``_abatch``, so a
+    batch of inputs is one model batch per guard (LangChain's default would run them one by one).
+
+    Example:
+        >>> class MyStep(OneBatchPerCall, RunnableSerializable[Any, Any]): ...  # doctest: +SKIP
+    """
+
+    def batch(
+        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        return self._batch_with_config(  # type: ignore[attr-defined]
+            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain"  # type: ignore[attr-defined]
+        )
+
+    async def abatch(
+        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        return await self._abatch_with_config(  # type: ignore[attr-defined]
+            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain"  # type: ignore[attr-defined]
+        )
+
+
+class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     moderator: Any = Field(exclude=True)
@@ -241,25 +268,6 @@ class _GuardBase(RunnableSerializable[Any, Any]):
             wait_exponential_jitter=wait_exponential_jitter,
             exponential_jitter_params=exponential_jitter_params,
             max_attempt_number=stop_after_attempt,
-        )
-
-    # -- batches: one model batch per stage (the subclasses' _batch / _abatch) -----------------------------------
-    def batch(
-        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
-    ) -> list[Any]:
-        if not inputs:
-            return []
-        return self._batch_with_config(
-            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
-        )
-
-    async def abatch(
-        self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
-    ) -> list[Any]:
-        if not inputs:
-            return []
-        return await self._abatch_with_config(
-            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain"
         )
 
     # -- as-completed batches: still one model batch per stage ---------------------------------------------

@@ -321,3 +321,21 @@ def test_expected_failures_are_one_line(tmp_path, capsys, case, status, expected
     assert line.startswith("llamaguard: error: ")
     for text in expected:
         assert text in line
+
+
+def test_a_decompression_bomb_row_fails_alone(cli_guard, lg4_path, tmp_path, capsys):
+    """A 15000 x 12500 PNG of 23 KB among good rows: its row is an ImageLoadError naming the pixel bound, the run
+    goes on, and the other rows are scored (issue 24: every entry point bounds images)."""
+    from test_hostile_images import _bomb
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_bomb())
+    rows = [{"prompt": p, "label": y} for p, y, _, _ in GOOD[:4]]
+    rows.insert(2, image_row(bomb, 1))
+    data, out = write_jsonl(tmp_path / "data.jsonl", rows), tmp_path / "out"
+    assert main(["eval", str(data), "--model", str(lg4_path), "--out", str(out), *QUIET]) == 0
+    [warning] = err_lines(capsys.readouterr().err)
+    assert "1 of 5 rows failed" in warning
+    preds = predictions(out)
+    assert "max_image_pixels" in preds[2]["error"] and preds[2]["score"] is None
+    assert all(p["error"] is None and p["score"] is not None for i, p in enumerate(preds) if i != 2)

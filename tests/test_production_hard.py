@@ -325,3 +325,57 @@ def test_concurrent_threads_with_timeouts_and_cancellations(lg4, lg4_with):
             if not f.cancelled():
                 assert key(f.result(120)) == want[CONVS[i % len(CONVS)]]
     guard.close()
+
+
+async def test_cancelled_agent_turns_and_guarded_tools_never_wedge_the_guard(lg4_with):
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+
+    from langchain_llamaguard.middleware import LlamaGuardMiddleware
+    from langchain_llamaguard.tools import guard_tool
+
+    guard = lg4_with(batch_window_ms=10)
+
+    @tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return WEATHER
+
+    guarded = guard_tool(weather, guard)
+    for _ in range(5):  # callers that go away mid-check, through the tool and through an agent turn
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(guarded.ainvoke({"city": "Paris"}), 0.001)
+    assert await asyncio.wait_for(guarded.ainvoke({"city": "Paris"}), 60) == WEATHER
+
+    def agent():
+        model = GenericFakeChatModel(messages=iter([AIMessage(BENIGN_ANSWER)] * 10))
+        return create_agent(model, [], middleware=[LlamaGuardMiddleware(guard)])
+
+    for _ in range(5):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(agent().ainvoke({"messages": [("user", BENIGN)]}), 0.002)
+    done = await asyncio.wait_for(agent().ainvoke({"messages": [("user", BENIGN)]}), 60)
+    assert done["messages"][-1].text == BENIGN_ANSWER
+    flagged = await asyncio.wait_for(agent().ainvoke({"messages": [("user", BOMB)]}), 60)
+    assert "S9" in flagged["messages"][-1].text  # the refusal names the category
+    guard.close()
+
+
+async def test_closing_a_served_guard_closes_its_connections(lg3_8b_path):
+    import socket
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    guard = LlamaGuard.from_endpoint(
+        f"http://127.0.0.1:{port}/v1", model="lg3", tokenizer=str(lg3_8b_path), on_error="unsafe", timeout=2
+    )
+    backend = guard.backend
+    verdict = await guard.acheck(BENIGN)  # fails closed
+    assert not verdict.safe and verdict.error
+    assert not await guard.aready(timeout=0.2)  # probes the server on this loop's async client
+    assert backend.client._async
+    await guard.aclose()
+    assert not backend.client._async and backend.client._client.is_closed
+    with pytest.raises(GuardClosedError):
+        await guard.acheck(BENIGN)

@@ -147,6 +147,14 @@ class ServedBackend:
         """Whether the server answers and serves the model, polled for up to ``timeout`` seconds."""
         return self.served.ready(timeout)
 
+    def close(self) -> None:
+        """Close the connections to the server (the last guard using this backend calls it)."""
+        self.client.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`."""
+        await self.client.aclose()
+
     async def aready(self, timeout: float = 10.0) -> bool:
         """Async :meth:`ready`."""
         return await self.served.aready(timeout)

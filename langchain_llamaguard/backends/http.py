@@ -258,8 +258,25 @@ class EndpointClient:
             return done.value
 
     def close(self) -> None:
+        """Close the connections: the sync client, its threads, and the async client of the running event loop
+        (those of other loops are dropped; :meth:`aclose` closes them on their own loop)."""
         self._client.close()
         self._pool.shutdown(wait=False)
+        with self._async_lock:
+            clients = list(self._async.items())
+            self._async.clear()
+        for loop, (client, _) in clients:
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(client.aclose())
+
+    async def aclose(self) -> None:
+        """:meth:`close` from a coroutine: every async client of this event loop is closed on it."""
+        loop = asyncio.get_running_loop()
+        with self._async_lock:
+            mine = self._async.pop(loop, None)
+        if mine is not None:
+            await mine[0].aclose()
+        self.close()
 
 
 class ServedModel:
