@@ -20,6 +20,7 @@ from .documents import DEFAULT_NOTICE, DocumentFilter, OnFlagged
 from .graph import PROMPT_GUARD_REFUSAL, Check, GuardNode
 from .llama_guard import LlamaGuardEngine
 from .moderators import CombinedModerator, LlamaGuardModerator, PromptGuardModerator
+from .parallel import InputCheck, check_input_check
 from .prompt_guard import PromptGuardEngine
 from .replacements import DEFAULT_REFUSAL
 from .runnables import GuardedRunnable, GuardStep
@@ -101,10 +102,14 @@ class LlamaGuard(LlamaGuardEngine):
         prompt_guard: Any = None,
         name: str | None = None,
         categories: Mapping[str, str] | None = None,
+        input_check: InputCheck = "before",
     ) -> GuardedRunnable:
         """Guard ``runnable`` on both sides; the answer is judged with the user's turn as context.
 
         With ``prompt_guard=``, the input is also checked by Prompt Guard (both run concurrently).
+        ``input_check="parallel"`` starts ``runnable`` beside the input check (both guards, with ``prompt_guard=``)
+        and holds its output until the verdict is in; a flagged input's model call is cancelled (async) or its
+        result dropped (sync), so its tokens may be spent (see :mod:`~langchain_llamaguard.parallel`).
 
         Example:
             >>> safe_chain = guard.wrap(prompt | llm, on_unsafe="Sorry, I can't help with that.")  # doctest: +SKIP
@@ -123,6 +128,7 @@ class LlamaGuard(LlamaGuardEngine):
             stream_mode=stream_mode,
             check_every=check_every,
             name=name,
+            input_check=check_input_check(input_check),
         )
 
     def as_document_filter(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from functools import partial
 from typing import Any, Literal, cast, get_args
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
@@ -28,6 +29,14 @@ from pydantic import ConfigDict, Field
 from .conversation import ConversationInput, coerce_message, documents_error, is_documents, is_message_dict
 from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
 from .moderators import AnyVerdict, Moderator
+from .parallel import (
+    abatch_overlapped,
+    ainvoke_overlapped,
+    astream_overlapped,
+    batch_overlapped,
+    invoke_overlapped,
+    stream_overlapped,
+)
 
 Stage = Literal["input", "output"]
 OnUnsafe = Any
@@ -562,6 +571,15 @@ class GuardedRunnable(_GuardBase):
     output_moderator: Any = Field(default=None, exclude=True)
     check_input: bool = True
     check_output: bool = True
+    input_check: Literal["before", "parallel"] = "before"
+    """``"parallel"``: the input check runs beside the model call, whose output is held until the verdict is in
+    (see :mod:`~langchain_llamaguard.parallel`)."""
+
+    def _overlaps(self) -> bool:
+        return self.check_input and self.input_check == "parallel"
+
+    def _verdict_of(self, conv: Any, run_manager: Any) -> AnyVerdict:
+        return self._verdicts([conv], "User", [run_manager], "input")[0]
 
     def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
         return name or self.name or f"Guarded[{self.bound.get_name()}]{suffix or ''}"
@@ -588,11 +606,17 @@ class GuardedRunnable(_GuardBase):
 
     def _invoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
         conv = input_conversation(value, self.input_key)
-        if self.check_input:
-            verdict = self._verdicts([conv], "User", [run_manager], "input")[0]
+        if self._overlaps():
+            check = partial(self._verdict_of, conv, run_manager)
+            verdict, output = invoke_overlapped(self.bound, value, config, run_manager, check)
             if not verdict.safe:
                 return self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
-        output = self.bound.invoke(value, patch_config(config, callbacks=run_manager.get_child()))
+        else:
+            if self.check_input:
+                verdict = self._verdicts([conv], "User", [run_manager], "input")[0]
+                if not verdict.safe:
+                    return self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+            output = self.bound.invoke(value, patch_config(config, callbacks=run_manager.get_child()))
         if not self.check_output:
             return output
         verdict = self._out_verdicts([_as_messages(conv) + [output_message(output, self.output_key)]], [run_manager])[0]
@@ -605,11 +629,20 @@ class GuardedRunnable(_GuardBase):
 
     async def _ainvoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
         conv = input_conversation(value, self.input_key)
-        if self.check_input:
-            verdict = (await self._averdicts([conv], "User", [run_manager], "input"))[0]
+        if self._overlaps():
+
+            async def check() -> AnyVerdict:
+                return (await self._averdicts([conv], "User", [run_manager], "input"))[0]
+
+            verdict, output = await ainvoke_overlapped(self.bound, value, config, run_manager, check)
             if not verdict.safe:
                 return await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
-        output = await self.bound.ainvoke(value, patch_config(config, callbacks=run_manager.get_child()))
+        else:
+            if self.check_input:
+                verdict = (await self._averdicts([conv], "User", [run_manager], "input"))[0]
+                if not verdict.safe:
+                    return await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+            output = await self.bound.ainvoke(value, patch_config(config, callbacks=run_manager.get_child()))
         if not self.check_output:
             return output
         convo = [_as_messages(conv) + [output_message(output, self.output_key)]]
@@ -627,6 +660,11 @@ class GuardedRunnable(_GuardBase):
                 kind, *args = plan.send(answer)
                 if kind == "check":
                     answer = self._verdicts(*args)
+                elif kind == "overlap":
+                    vals, cfgs, rms, convs = args
+                    answer = batch_overlapped(
+                        self.bound, vals, cfgs, rms, partial(self._verdicts, convs, "User", rms, "input")
+                    )
                 elif kind == "inner":
                     answer = self.bound.batch(*args, return_exceptions=True)
                 else:
@@ -642,6 +680,11 @@ class GuardedRunnable(_GuardBase):
                 kind, *args = plan.send(answer)
                 if kind == "check":
                     answer = await self._averdicts(*args)
+                elif kind == "overlap":
+                    vals, cfgs, rms, convs = args
+                    answer = await abatch_overlapped(
+                        self.bound, vals, cfgs, rms, partial(self._averdicts, convs, "User", rms, "input")
+                    )
                 elif kind == "inner":
                     answer = await self.bound.abatch(*args, return_exceptions=True)
                 else:
@@ -661,8 +704,12 @@ class GuardedRunnable(_GuardBase):
         convs = [input_conversation(v, self.input_key) for v in values]
         results: list[Any] = [None] * len(values)
         todo = list(range(len(values)))
-        if self.check_input:
+        overlapped: list[Any] | None = None
+        if self._overlaps():  # one inner batch of every input, beside the input check (see parallel.py)
+            verdicts, overlapped = yield ("overlap", values, configs, run_managers, convs)
+        elif self.check_input:
             verdicts = yield ("check", convs, "User", run_managers, "input")
+        if self.check_input:
             todo = [i for i, verdict in enumerate(verdicts) if verdict.safe]
             for i, verdict in enumerate(verdicts):
                 if not verdict.safe:
@@ -670,8 +717,11 @@ class GuardedRunnable(_GuardBase):
                     results[i] = yield ("unsafe", "input", verdict, {"input": values[i]}, like, configs[i])
         if not todo:
             return results
-        inner_cfgs = [patch_config(configs[i], callbacks=run_managers[i].get_child()) for i in todo]
-        outputs = yield ("inner", [values[i] for i in todo], inner_cfgs)
+        if overlapped is not None:
+            outputs = [overlapped[i] for i in todo]
+        else:
+            inner_cfgs = [patch_config(configs[i], callbacks=run_managers[i].get_child()) for i in todo]
+            outputs = yield ("inner", [values[i] for i in todo], inner_cfgs)
         checked = []
         for i, o in zip(todo, outputs, strict=True):
             results[i] = o
@@ -708,12 +758,20 @@ class GuardedRunnable(_GuardBase):
     def _transform(self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
         value = _joined(list(inputs))
         conv = input_conversation(value, self.input_key)
-        if self.check_input:
-            verdict = self._verdicts([conv], "User", [run_manager], "input")[0]
-            if not verdict.safe:
+        if self._overlaps():
+            check = partial(self._verdict_of, conv, run_manager)
+            verdict, held = stream_overlapped(self.bound, value, config, run_manager, check)
+            if held is None:
                 yield self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
                 return
-        chunks = self.bound.stream(value, patch_config(config, callbacks=run_manager.get_child()))
+            chunks: Iterator[Any] = held
+        else:
+            if self.check_input:
+                verdict = self._verdicts([conv], "User", [run_manager], "input")[0]
+                if not verdict.safe:
+                    yield self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+                    return
+            chunks = self.bound.stream(value, patch_config(config, callbacks=run_manager.get_child()))
         if not self.check_output:
             yield from chunks
             return
@@ -734,12 +792,23 @@ class GuardedRunnable(_GuardBase):
     ) -> AsyncIterator[Any]:
         value = _joined([item async for item in inputs])
         conv = input_conversation(value, self.input_key)
-        if self.check_input:
-            verdict = (await self._averdicts([conv], "User", [run_manager], "input"))[0]
-            if not verdict.safe:
+        if self._overlaps():
+
+            async def check() -> AnyVerdict:
+                return (await self._averdicts([conv], "User", [run_manager], "input"))[0]
+
+            verdict, held = await astream_overlapped(self.bound, value, config, run_manager, check)
+            if held is None:
                 yield await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
                 return
-        chunks = self.bound.astream(value, patch_config(config, callbacks=run_manager.get_child()))
+            chunks: AsyncIterator[Any] = held
+        else:
+            if self.check_input:
+                verdict = (await self._averdicts([conv], "User", [run_manager], "input"))[0]
+                if not verdict.safe:
+                    yield await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+                    return
+            chunks = self.bound.astream(value, patch_config(config, callbacks=run_manager.get_child()))
         if not self.check_output:
             async for c in chunks:
                 yield c

@@ -14,7 +14,7 @@ import weakref
 from pathlib import Path
 
 import pytest
-from conftest import BENIGN, BENIGN_ANSWER, BOMB, CODE_ABUSE, WEATHER
+from conftest import BENIGN, BENIGN_ANSWER, BOMB, CODE_ABUSE, POISON, WEATHER
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableLambda
@@ -90,9 +90,9 @@ def test_micro_batcher_restarts_a_dead_worker():
 # -- cancellation through the engine, the steps and streams ------------------------------------------------------
 @pytest.mark.parametrize("settings", [{"batch_window_ms": 20}, {"batch_window_ms": 20, "timeout": 30}, {}])
 async def test_cancelled_callers_never_wedge_the_guard(lg4, lg4_with, settings):
-    want = {c: key(lg4.check(c)) for c in CONVS}
+    want = {c: key(lg4_with(on_error="unsafe").check(c)) for c in CONVS}  # parity, whatever the tiny guard says
     threads, tasks = batcher_threads(), len(asyncio.all_tasks())
-    guard = lg4_with(**settings)
+    guard = lg4_with(**settings, on_error="unsafe")
     rng = random.Random(7)
 
     async def caller(i: int):
@@ -228,10 +228,10 @@ class OffFormatRig:
 
 
 def test_failing_rows_are_named_and_the_others_keep_their_verdicts(lg3_1b):
-    convs = [BENIGN, BENIGN + MARKER, BOMB, "a question" + MARKER, WEATHER]
-    want = [key(lg3_1b.check(c)) for c in (BENIGN, BOMB, WEATHER)]
+    convs = [BENIGN, BENIGN + MARKER, BOMB, "a question" + MARKER, POISON]  # unrigged rows: check-set cases
     strict = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer)
     lenient = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe")
+    want = [key(strict.check(c)) for c in (BENIGN, BOMB, POISON)]
     with OffFormatRig(strict):
         with pytest.raises(GuardBatchError) as info:
             strict.batch_check(convs)
@@ -250,8 +250,8 @@ def test_failing_rows_are_named_and_the_others_keep_their_verdicts(lg3_1b):
 
 def test_a_model_error_is_retried_row_by_row(lg3_1b):
     convs = [BENIGN, BOMB + MARKER, WEATHER, BOMB]
-    want = [key(lg3_1b.check(c)) for c in convs if MARKER not in c]
     guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe")
+    want = [key(guard.check(c)) for c in convs if MARKER not in c]
     with OffFormatRig(guard, error=True) as rig:
         verdicts = guard.batch_check(convs)
     assert [key(v) for v in verdicts if not v.error] == want
@@ -315,8 +315,8 @@ def test_loaded_model_is_released_when_its_last_guard_closes(lg3_1b_path):
 
 
 def test_concurrent_threads_with_timeouts_and_cancellations(lg4, lg4_with):
-    guard = lg4_with(batch_window_ms=10, timeout=60)
-    want = {c: key(lg4.check(c)) for c in CONVS}
+    guard = lg4_with(batch_window_ms=10, timeout=60, on_error="unsafe")
+    want = {c: key(lg4_with(on_error="unsafe").check(c)) for c in CONVS}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(guard.check, CONVS[i % len(CONVS)]) for i in range(24)]
         for f in futures[::3]:

@@ -33,6 +33,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import AnyVerdict, LlamaGuardModerator, Moderator
+from ..parallel import InputCheck, acall_overlapped, call_overlapped, check_input_check
 from ..replacements import DEFAULT_REFUSAL, replacement
 from ..replacements import describe as _describe
 from ..replacements import last_index as _last_index
@@ -109,6 +110,13 @@ class LlamaGuardMiddleware(AgentMiddleware):
         tool_refusal_message: the tool result returned for a blocked tool call.
         name: the middleware's name (unique by default).
         omit_payload_from_traces: keep message payloads out of this middleware's hook spans.
+        input_check: ``"before"`` (default) judges the user's turn before the first model call; ``"parallel"``
+            starts the first model call beside that check (in ``wrap_model_call``) and holds its response, so every
+            tool call too, until the verdict is in; its tokens are not streamed (``stream_mode="messages"`` gets the
+            message whole). A flagged input's model call is cancelled (async) or its result dropped (sync: the call
+            runs on in a thread, its tokens are spent), and the outcome follows ``exit_behavior``: ``"end"`` answers
+            with the refusal, ``"error"`` raises, ``"replace"`` rewrites the user's turn (same id) and calls the
+            model again on it. See :mod:`~langchain_llamaguard.parallel`.
 
     Example:
         >>> from langchain.agents import create_agent
@@ -131,8 +139,10 @@ class LlamaGuardMiddleware(AgentMiddleware):
         name: str | None = None,
         omit_payload_from_traces: bool = True,
         categories: Mapping[str, str] | None = None,
+        input_check: InputCheck = "before",
     ) -> None:
         super().__init__()
+        self.input_check: InputCheck = check_input_check(input_check)
         if exit_behavior is not None and on_unsafe is not None and exit_behavior != on_unsafe:
             raise GuardConfigurationError("pass exit_behavior or its alias on_unsafe, not both")
         behavior = exit_behavior or on_unsafe or "end"
@@ -284,12 +294,81 @@ class LlamaGuardMiddleware(AgentMiddleware):
     # -- hooks (each a sync and an async twin over the shared helpers above) ---------------------------------
     @hook_config(can_jump_to=["end"])
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        """Check the user's last turn once per run, before the first model call."""
-        return self._run("input", state)
+        """Check the user's last turn once per run, before the first model call (``input_check="before"``)."""
+        return None if self.input_check == "parallel" else self._run("input", state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        return await self._arun("input", state)
+        return None if self.input_check == "parallel" else await self._arun("input", state)
+
+    # -- input_check="parallel": the turn's first model call runs beside the input check ----------------------
+    def _overlap_plan(self, request: Any) -> _Check | None:
+        """The input check to overlap with this model call: only for the first call after the user's last turn."""
+        if self.input_check != "parallel" or not isinstance(request.state, dict):
+            return None
+        plan = self._plan("input", request.state)
+        if not isinstance(plan, _Check):
+            return None
+        if any(isinstance(m, AIMessage) for m in plan.messages[plan.idxs[0] + 1 :]):
+            return None  # a later call of this turn: the turn was judged at its first call
+        return plan
+
+    def _flagged_input(self, plan: _Check, verdict: AnyVerdict) -> Any:
+        """The first call's outcome for a flagged turn: a refusal, an error, or (``"replace"``) what to ask
+        again, as ``(request_messages, notice)``."""
+        if self.exit_behavior == "error":
+            raise UnsafeContentError(verdict, stage="input")
+        if self.exit_behavior == "end":
+            return AIMessage(content=self._refusal(verdict))
+        update = self._on_violation(plan.messages, plan.idxs[0], "input", verdict)
+        return update["messages"][0]
+
+    @staticmethod
+    def _with_notice(request: Any, notice: BaseMessage) -> Any:
+        messages = [notice if m.id is not None and m.id == notice.id else m for m in request.messages]
+        return request.override(messages=messages)
+
+    @staticmethod
+    def _noticed(response: Any, notice: BaseMessage) -> Any:
+        from langchain.agents.middleware.types import ExtendedModelResponse, ModelResponse
+        from langgraph.types import Command
+
+        if isinstance(response, AIMessage):
+            response = ModelResponse(result=[response])
+        elif isinstance(response, ExtendedModelResponse):
+            response = response.model_response
+        return ExtendedModelResponse(model_response=response, command=Command(update={"messages": [notice]}))
+
+    def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        """``input_check="parallel"``: the turn's first model call runs in a thread beside the input check."""
+        plan = self._overlap_plan(request)
+        if plan is None:
+            return handler(request)
+        verdict, response = call_overlapped(
+            lambda: handler(request), lambda: self.moderator.check(plan.convs, role=plan.role)[0]
+        )
+        if verdict.safe:
+            return response
+        outcome = self._flagged_input(plan, verdict)
+        if isinstance(outcome, AIMessage):
+            return outcome
+        return self._noticed(handler(self._with_notice(request, outcome)), outcome)
+
+    async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        plan = self._overlap_plan(request)
+        if plan is None:
+            return await handler(request)
+
+        async def check() -> AnyVerdict:
+            return (await self.moderator.acheck(plan.convs, role=plan.role))[0]
+
+        verdict, response = await acall_overlapped(lambda: handler(request), check)
+        if verdict.safe:
+            return response
+        outcome = self._flagged_input(plan, verdict)
+        if isinstance(outcome, AIMessage):
+            return outcome
+        return self._noticed(await handler(self._with_notice(request, outcome)), outcome)
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
