@@ -59,7 +59,8 @@ def check_input_check(value: Any) -> InputCheck:
 def model_config(config: RunnableConfig, run_manager: Any) -> tuple[RunnableConfig, uuid.UUID]:
     """The overlapped model run's config (child of ``run_manager``, marked with the overlap metadata) and its id."""
     run_id = uuid.uuid4()
-    cfg = patch_config(config, callbacks=run_manager.get_child(), run_id=run_id)
+    cfg = patch_config(config, callbacks=run_manager.get_child())
+    cfg["run_id"] = run_id
     cfg["metadata"] = {**(cfg.get("metadata") or {}), OVERLAP_METADATA_KEY: True}
     return cfg, run_id
 

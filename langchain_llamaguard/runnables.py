@@ -700,7 +700,9 @@ class GuardedRunnable(_GuardBase):
     ) -> Generator[tuple[Any, ...], Any, list[Any]]:
         """What a batch does, for the sync and the async driver alike: one guard batch per side, one inner
         batch. It yields ``("check", convs, role, run_managers, stage)``, ``("inner", values, configs)`` and
-        ``("unsafe", stage, verdict, payload, like, config)`` and is sent back their results."""
+        ``("unsafe", stage, verdict, payload, like, config)`` and is sent back their results; with
+        ``input_check="parallel"`` the input check and the inner batch are one ``("overlap", values, configs,
+        run_managers, convs)``, sent back ``(verdicts, outputs)`` (a flagged input's output is ``None``)."""
         convs = [input_conversation(v, self.input_key) for v in values]
         results: list[Any] = [None] * len(values)
         todo = list(range(len(values)))
