@@ -128,7 +128,11 @@ def invoke_overlapped(
     """Run ``bound.invoke(value)`` in a thread while ``check()`` judges the input: ``(verdict, output)``, with
     ``output`` ``None`` when the verdict is unsafe (returned at once; the model's result is dropped)."""
     cfg, run_id = model_config(config, run_manager)
-    future = start_thread(bound.invoke, value, cfg)
+    return _overlap(start_thread(bound.invoke, value, cfg), check, config, run_id)
+
+
+def _overlap(future: Future[Any], check: Callable[[], Any], config: Any, run_id: Any) -> tuple[Any, Any]:
+    """Judge the input while ``future`` (the model, in a thread) runs: ``(verdict, its result or None)``."""
     verdict = check()  # a failing check propagates; the model's result is dropped with the future
     if not verdict.safe:
         future.cancel()
@@ -146,7 +150,14 @@ async def ainvoke_overlapped(
 ) -> tuple[Any, Any]:
     """Async :func:`invoke_overlapped`: the model call is a task, cancelled when the input is unsafe."""
     cfg, run_id = model_config(config, run_manager)
-    task = asyncio.ensure_future(bound.ainvoke(value, cfg))
+    return await _aoverlap(bound.ainvoke(value, cfg), check, config, run_id)
+
+
+async def _aoverlap(
+    model: Awaitable[Any], check: Callable[[], Awaitable[Any]], config: Any, run_id: Any
+) -> tuple[Any, Any]:
+    """Judge the input while ``model`` runs as a task, cancelled when the input is unsafe."""
+    task = asyncio.ensure_future(model)
     try:
         verdict = await check()
     except BaseException:
@@ -337,13 +348,7 @@ def call_overlapped(call: Callable[[], Any], check: Callable[[], Any]) -> tuple[
         _overlap_context()
         return call()
 
-    future = start_thread(run)
-    verdict = check()
-    if not verdict.safe:
-        future.cancel()
-        mark_discarded(None, None, verdict, "dropped")  # type: ignore[arg-type]
-        return verdict, None
-    return verdict, future.result()
+    return _overlap(start_thread(run), check, None, None)
 
 
 async def acall_overlapped(
@@ -355,17 +360,7 @@ async def acall_overlapped(
         _overlap_context()
         return await call()
 
-    task = asyncio.ensure_future(run())
-    try:
-        verdict = await check()
-    except BaseException:
-        await settle(task)
-        raise
-    if not verdict.safe:
-        cancelled = await settle(task)
-        await amark_discarded(None, None, verdict, "cancelled" if cancelled else "dropped")
-        return verdict, None
-    return verdict, await task
+    return await _aoverlap(run(), check, None, None)
 
 
 __all__ = [
