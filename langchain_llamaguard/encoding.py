@@ -44,6 +44,9 @@ class EncodedPrompt:
     """The custom category texts it was rendered with (``None``: the model's defaults)."""
     omitted_turns: int = 0
     """Earlier turns of the conversation left out of this prompt because the whole did not fit the context."""
+    body_end: int = 0
+    """Where the conversation ends and the template's suffix begins (in ``input_ids``): the point where the next
+    check of a growing conversation diverges (``0``: unknown)."""
 
 
 def clean_text(text: str) -> str:
@@ -115,6 +118,7 @@ class PromptEncoder:
                 ids.append(self._special_ids[seg.text])
             else:
                 ids.extend(self.text_ids(seg.text))
+        body_end = len(ids)
         ids.extend(self._fixed_ids(prompt.suffix))
         if len(slots) != len(images):
             raise GuardInputError(f"{len(slots)} image placeholders but {len(images)} images")
@@ -125,4 +129,5 @@ class PromptEncoder:
             prefix_len=len(prefix),
             image_slots=slots,
             images=list(images),
+            body_end=body_end,
         )

@@ -174,6 +174,11 @@ class LlamaGuardEngine:
         max_image_pixels, max_image_bytes, max_images: bounds checked before an image is decoded (pixels per
             image, encoded bytes per image, images per conversation); ``None`` lifts one. An image over a bound
             is an :class:`~langchain_llamaguard.errors.ImageLoadError` (unsafe with ``on_error="unsafe"``).
+        prefix_cache_bytes: in-process models keep recent prompts' KV caches, keyed by token ids, in a store of
+            at most this many bytes (shared by every guard over the same backend); a check of a growing
+            conversation (agent steps, stream chunks, chat turns) computes only what follows the longest stored
+            prefix of an earlier check of the same role and policy. ``None`` (default): 256 MiB on a CPU, a
+            tenth of the free memory on a GPU; ``0``: off (only the fixed policy prefix is reused).
 
     Example:
         >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-4-12B")  # doctest: +SKIP
@@ -202,8 +207,20 @@ class LlamaGuardEngine:
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
         max_images: int | None = DEFAULT_MAX_IMAGES,
+        prefix_cache_bytes: int | None = None,
     ) -> None:
         self.backend = backend
+        # -- token-prefix KV reuse (issue 22): the store lives on the (shared) backend, not on the guard ----------
+        if prefix_cache_bytes is not None:
+            if not hasattr(backend, "set_prefix_cache_bytes"):
+                if prefix_cache_bytes:
+                    raise GuardConfigurationError(
+                        "prefix_cache_bytes applies to in-process (transformers) models only; a served model "
+                        "reuses prefixes on its server (vLLM: --enable-prefix-caching)"
+                    )
+            else:
+                backend.set_prefix_cache_bytes(prefix_cache_bytes)
+        # -- end token-prefix KV reuse ----------------------------------------------------------------------------
         self._recipe: tuple[str, tuple[Any, ...], dict[str, Any]] | None = None
         """How this guard was made (``from_pretrained`` / ``from_endpoint`` and their arguments), so a pickled
         guard can make itself again; ``None`` for a model passed in (``from_model``)."""
@@ -305,6 +322,7 @@ class LlamaGuardEngine:
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
         max_images: int | None = DEFAULT_MAX_IMAGES,
+        prefix_cache_bytes: int | None = None,
         **hf_kwargs: Any,
     ) -> LlamaGuardEngine:
         """Load Llama Guard 4 (``Llama4ForConditionalGeneration`` + processor) or Llama Guard 3 8B / 1B.
@@ -358,6 +376,7 @@ class LlamaGuardEngine:
             max_image_pixels=max_image_pixels,
             max_image_bytes=max_image_bytes,
             max_images=max_images,
+            prefix_cache_bytes=prefix_cache_bytes,
         )
         guard.backend.quantization = loaded.quantization  # type: ignore[attr-defined]
         if prune_lm_head:
@@ -476,9 +495,14 @@ class LlamaGuardEngine:
         *,
         model_format: str | None = None,
         context_length: int | None = None,
+        prefix_cache_bytes: int | None = None,
         **kwargs: Any,
     ) -> LlamaGuardEngine:
         """Wrap an already-loaded transformers model and its processor (Llama Guard 4) or tokenizer (3).
+
+        ``prefix_cache_bytes`` bounds the store of recent prompts' KV caches keyed by token ids, so a check of a
+        growing conversation computes only what follows the longest stored prefix (``None``: 256 MiB on a CPU,
+        a tenth of the free memory on a GPU; ``0``: off).
 
         Example:
             >>> guard = LlamaGuard.from_model(model, processor)  # doctest: +SKIP
@@ -502,6 +526,7 @@ class LlamaGuardEngine:
             processor=processor,
             model_name=fmt,
             pad_id=tokenizer.convert_tokens_to_ids(_PAD_TOKENS[family]),
+            prefix_cache_bytes=prefix_cache_bytes,
         )
         return cls(backend, tokenizer, model_format=fmt, context_length=context_length, **kwargs)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..encoding import EncodedPrompt
-from ..errors import GuardInputError
+from ..errors import GuardConfigurationError, GuardInputError
 from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
 
 _STACKABLE = {"DynamicLayer", "DynamicSlidingWindowLayer"}
@@ -46,6 +46,7 @@ class TransformersBackend:
         pad_id: int,
         cache_prefix: bool = True,
         quantization: str | None = None,
+        prefix_cache_bytes: int | None = None,
     ) -> None:
         self.model = model
         self.quantization = quantization
@@ -62,6 +63,19 @@ class TransformersBackend:
         self.pad_id = pad_id
         # One forward at a time per model: torch modules are not re-entrant across threads with shared caches.
         self.lock = threading.Lock()
+        self.set_prefix_cache_bytes(prefix_cache_bytes)
+
+    # -- token-prefix KV reuse (issue 22) -------------------------------------------------------------------
+    def set_prefix_cache_bytes(self, value: int | None) -> None:
+        """Bound the token-prefix store (:mod:`.prefix_store`) to ``value`` bytes: ``None`` is the device's
+        default, ``0`` turns it off (only the fixed policy prefix is reused then). Empties the store."""
+        from .prefix_store import PrefixStore, default_store_bytes
+
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise GuardConfigurationError(f"prefix_cache_bytes must be an int >= 0 (0: off) or None, got {value!r}")
+        self.prefix_cache_bytes = default_store_bytes(self.device) if value is None else value
+        """The token-prefix store's bound in bytes (``0``: off)."""
+        self.prefix_store = PrefixStore(self.prefix_cache_bytes) if self.prefix_cache_bytes else None
 
     @property
     def device(self) -> Any:
@@ -70,12 +84,16 @@ class TransformersBackend:
     # Copies: a deep copy shares the model (weights are never duplicated) and so its lock; a pickle carries the
     # model. Either starts with empty prefix caches and counts no guard as a user yet.
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k not in ("lock", "_prefix_kv", "_llamaguard_owners")}
+        skip = ("lock", "_prefix_kv", "_llamaguard_owners", "prefix_store")
+        return {k: v for k, v in vars(self).items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        from .prefix_store import PrefixStore
+
         self.__dict__.update(state)
         self.lock = threading.Lock()
         self._prefix_kv = OrderedDict()
+        self.prefix_store = PrefixStore(self.prefix_cache_bytes) if self.prefix_cache_bytes else None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TransformersBackend:
         new = object.__new__(type(self))
@@ -88,6 +106,8 @@ class TransformersBackend:
         """Let go of the model and the prefix caches (the last guard using this backend calls it)."""
         with self.lock:
             self._prefix_kv.clear()
+            if self.prefix_store is not None:
+                self.prefix_store.clear()
             self.model = None
             self.processor = None
 
@@ -98,6 +118,8 @@ class TransformersBackend:
         with self.lock:
             prune_lm_head(self.model, keep)
             self._prefix_kv.clear()
+            if self.prefix_store is not None:
+                self.prefix_store.clear()
 
     # -- images -------------------------------------------------------------------------------------------
     def _expand_images(self, prompt: EncodedPrompt) -> tuple[list[int], list[Any]]:
@@ -133,7 +155,7 @@ class TransformersBackend:
             pixels.extend(px)
         prefixes = [tuple(p.input_ids[: p.prefix_len]) for p in prompts]
         if self.cache_prefix and not pixels and all(prefixes) and len(set(prefixes)) <= 16:
-            out, mask = self._forward_after_prefix(prefixes, seqs)
+            out, mask = self._forward_after_prefix(prefixes, seqs, prompts)
         else:
             out, mask = self._forward(seqs, pixels)
         logits = out.logits[:, -2:, :].float()
@@ -181,9 +203,16 @@ class TransformersBackend:
             )
         return out, mask
 
-    def _forward_after_prefix(self, prefixes: list[tuple[int, ...]], seqs: list[list[int]]) -> tuple[Any, Any]:
+    def _forward_after_prefix(
+        self,
+        prefixes: list[tuple[int, ...]],
+        seqs: list[list[int]],
+        prompts: Sequence[EncodedPrompt] | None = None,
+    ) -> tuple[Any, Any]:
         """Each row's fixed prefix (task and categories: one per role and policy) comes from a cached KV; only
-        the rest is computed.
+        the rest is computed. With the token-prefix store (``prompts`` given, no images), a row that shares a longer
+        prefix with a stored entry (an earlier check's conversation) starts from that many tokens of its KV
+        instead, and each row's KV up to the end of its conversation is stored for the next check.
 
         Rows are ``[padding][prefix][padding][rest]``: prefixes of different lengths are left-padded to the
         longest, each rest to the longest rest; padding is masked out and position ids skip it, so every row
@@ -192,18 +221,27 @@ class TransformersBackend:
         """
         import torch
 
-        width = max(len(p) for p in prefixes)
-        rests = [s[len(p) :] for p, s in zip(prefixes, seqs, strict=True)]
+        store = self.prefix_store if prompts is not None else None
+        hits: list[tuple[int, Any]] = [(0, None)] * len(seqs)
+        if store is not None:
+            hits = [
+                store.longest(p.input_ids[: p.body_end], min_len=len(pre) + 1) if p.body_end > len(pre) else (0, None)
+                for p, pre in zip(prompts, prefixes, strict=True)  # type: ignore[arg-type]
+            ]
+        starts = [n or len(p) for (n, _), p in zip(hits, prefixes, strict=True)]
+        width = max(starts)
+        rests = [s[n:] for n, s in zip(starts, seqs, strict=True)]
         if self._chunk and width + max(map(len, rests)) + MAX_NEW_TOKENS + 4 > self._chunk:
             # Stacked rows ([pad][prefix][pad][rest], then the verdict) would cross a Llama 4 attention chunk.
             return self._forward(seqs, [])
-        caches = {p: self._prefix_cache(p) for p in dict.fromkeys(prefixes)}
-        if not all(_STACKABLE.issuperset(type(layer).__name__ for layer in c.layers) for c in caches.values()):
+        caches = {p: self._prefix_cache(p) for p, (n, _) in zip(prefixes, hits, strict=True) if not n}
+        rows = [kv if n else caches[p] for (n, kv), p in zip(hits, prefixes, strict=True)]
+        if not all(_STACKABLE.issuperset(type(layer).__name__ for layer in c.layers) for c in rows):
             return self._forward(seqs, [])  # a cache layout this backend does not know how to merge
         ids, rest_mask = self._left_pad(rests)
-        cache = self._stack_caches([caches[p] for p in prefixes], width)
+        cache = self._stack_caches(rows, width)
         prefix_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        lengths = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
+        lengths = torch.tensor(starts, dtype=torch.long)
         for i, n in enumerate(lengths.tolist()):
             prefix_mask[i, width - n :] = 1
         mask = torch.cat([prefix_mask, rest_mask], dim=-1)
@@ -216,7 +254,39 @@ class TransformersBackend:
                 use_cache=True,
                 logits_to_keep=2,
             )
+            if store is not None:
+                self._store_rows(store, out.past_key_values, prompts, starts, rests, width)  # type: ignore[arg-type]
         return out, mask
+
+    @staticmethod
+    def _store_rows(
+        store: Any, cache: Any, prompts: Sequence[EncodedPrompt], starts: list[int], rests: list[list[int]], width: int
+    ) -> None:
+        """Store each row's KV up to the end of its conversation (new tensors: the batch cache goes on to decode).
+
+        Row ``i`` of ``cache`` is ``[pad][starts[i] reused][pad][rest]``; its entry is the reused part and the
+        first ``body_end - starts[i]`` computed tokens, without the padding.
+        """
+        import torch
+
+        total = width + max(map(len, rests))
+        if any(layer.keys.shape[-2] != total for layer in cache.layers):
+            return  # a layer dropped tokens (a sliding window): its rows are not whole
+        for i, (p, n) in enumerate(zip(prompts, starts, strict=True)):
+            if p.body_end <= n:
+                continue  # nothing new before the suffix
+            lo = total - len(rests[i])
+            spans = ((width - n, width), (lo, lo + p.body_end - n))
+            entry = copy.copy(cache)
+            entry.layers = []
+            for layer in cache.layers:
+                row = copy.copy(layer)
+                row.keys = torch.cat([layer.keys[i : i + 1, :, a:b] for a, b in spans], dim=-2)
+                row.values = torch.cat([layer.values[i : i + 1, :, a:b] for a, b in spans], dim=-2)
+                if hasattr(row, "cumulative_length"):
+                    row.cumulative_length = p.body_end
+                entry.layers.append(row)
+            store.put(p.input_ids[: p.body_end], entry)
 
     def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
         """The KV cache of one fixed prefix, computed on first use; the 16 most recently used are kept."""

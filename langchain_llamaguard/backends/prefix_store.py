@@ -1,0 +1,136 @@
+"""An LRU store of KV caches keyed by token ids, bounded in bytes: the in-process prefix reuse of a growing
+conversation (the previous agent step, stream chunk or chat turn).
+
+Each entry is the KV cache of one prompt's ids up to the end of its conversation (before the template's suffix),
+one batch row, never mutated once stored. A lookup finds the entry sharing the longest common prefix with the ids
+asked for, and gives that many tokens of its KV (a causal model's KV of a token depends only on the ids up to
+it): a whole earlier conversation for the next agent step, the answer so far (less its last, re-tokenized word)
+for the next stream chunk. An entry that is a prefix of a newer one is dropped (the newer one serves every
+lookup it would).
+
+Example:
+    >>> store = PrefixStore(max_bytes=256 << 20)
+    >>> store.longest([1, 2, 3])
+    (0, None)
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+DEFAULT_CPU_BYTES = 256 << 20
+"""The store's default bound on a CPU."""
+GPU_FREE_SHARE = 0.1
+"""The store's default bound on a GPU: this share of the device's free memory when the backend is made."""
+
+
+def cache_nbytes(cache: Any) -> int:
+    """Bytes of a cache's key and value tensors."""
+    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+
+
+def default_store_bytes(device: Any) -> int:
+    """:data:`DEFAULT_CPU_BYTES` on a CPU; :data:`GPU_FREE_SHARE` of the free memory on a CUDA device."""
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * GPU_FREE_SHARE)
+    return DEFAULT_CPU_BYTES
+
+
+def crop_cache(cache: Any, n: int) -> Any:
+    """The first ``n`` tokens of a cache: views of its tensors in shallow copies of its layers."""
+    out = copy.copy(cache)
+    out.layers = []
+    for layer in cache.layers:
+        row = copy.copy(layer)
+        row.keys, row.values = layer.keys[..., :n, :], layer.values[..., :n, :]
+        if hasattr(row, "cumulative_length"):  # sliding-window layers (Llama 4) count the tokens seen
+            row.cumulative_length = n
+        out.layers.append(row)
+    return out
+
+
+class PrefixStore:
+    """Thread-safe LRU store of single-row KV caches keyed by token ids, bounded by ``max_bytes``.
+
+    Args:
+        max_bytes: the most bytes of key/value tensors held; an entry larger than this is not stored.
+        max_entries: the most entries held (bounds the cost of a lookup).
+
+    Example:
+        >>> store = PrefixStore(max_bytes=1 << 20)
+        >>> store.nbytes
+        0
+    """
+
+    def __init__(self, max_bytes: int, *, max_entries: int = 256) -> None:
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        # key -> (cache, its bytes, the key as an array); least recently used first
+        self._entries: OrderedDict[tuple[int, ...], tuple[Any, int, Any]] = OrderedDict()
+        self._nbytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held now."""
+        return self._nbytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def longest(self, ids: Sequence[int], *, min_len: int = 1) -> tuple[int, Any]:
+        """``(n, cache)``: the KV of ``ids[:n]`` for the longest ``n >= min_len`` that a stored entry shares with
+        ``ids``, or ``(0, None)``."""
+        import numpy as np
+
+        query = np.asarray(ids, dtype=np.int64)
+        best, best_key = 0, None
+        with self._lock:
+            for key, (_, _, arr) in reversed(self._entries.items()):  # most recent first: it wins ties
+                m = min(len(arr), len(query))
+                if m <= best or m < min_len:
+                    continue
+                same = arr[:m] == query[:m]
+                n = m if same.all() else int(same.argmin())
+                if n > best:
+                    best, best_key = n, key
+            if best < min_len or best_key is None:
+                return 0, None
+            self._entries.move_to_end(best_key)
+            cache = self._entries[best_key][0]
+        return best, cache if best == len(best_key) else crop_cache(cache, best)
+
+    def put(self, ids: Sequence[int], cache: Any) -> None:
+        """Store ``cache`` (the KV of exactly ``ids``; the caller gives it up), drop the entries it extends, and
+        evict the least recently used entries until the store is within its bounds."""
+        import numpy as np
+
+        key = tuple(ids)
+        size = cache_nbytes(cache)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return
+            for old in [k for k in self._entries if len(k) < len(key) and key[: len(k)] == k]:
+                self._drop(old)
+            while self._entries and (self._nbytes + size > self.max_bytes or len(self._entries) >= self.max_entries):
+                self._drop(next(iter(self._entries)))
+            self._entries[key] = (cache, size, np.asarray(key, dtype=np.int64))
+            self._nbytes += size
+
+    def _drop(self, key: tuple[int, ...]) -> None:
+        self._nbytes -= self._entries.pop(key)[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._nbytes = 0
