@@ -76,7 +76,6 @@ def test_cached_policy_prefix_changes_no_verdict(lg4, lg3_8b):
         ]
         assert guard.backend.cache_prefix
         guard.backend._prefix_kv.clear()
-        guard.backend.prefix_store.clear()  # issue 22: no earlier test's conversations
         cached = guard.batch_check(convs) + [guard.check(c) for c in convs[:5]]
         assert guard.backend._prefix_kv  # the fixed prefix was computed once and reused
         guard.backend.cache_prefix = False

@@ -46,7 +46,7 @@ class TransformersBackend:
         pad_id: int,
         cache_prefix: bool = True,
         quantization: str | None = None,
-        prefix_cache_bytes: int | None = None,
+        prefix_cache_bytes: int | None = 0,
     ) -> None:
         self.model = model
         self.quantization = quantization
