@@ -158,6 +158,14 @@ async def _aoverlap(
 ) -> tuple[Any, Any]:
     """Judge the input while ``model`` runs as a task, cancelled when the input is unsafe."""
     task = asyncio.ensure_future(model)
+    verdict = await _ajudge_beside(task, check, config, run_id)
+    return verdict, (await task if verdict.safe else None)
+
+
+async def _ajudge_beside(
+    task: asyncio.Future[Any], check: Callable[[], Awaitable[Any]], config: Any, run_id: Any
+) -> Any:
+    """The input's verdict, judged while ``task`` runs; an unsafe one (or a failing check) cancels the task."""
     try:
         verdict = await check()
     except BaseException:
@@ -166,8 +174,7 @@ async def _aoverlap(
     if not verdict.safe:
         cancelled = await settle(task)
         await amark_discarded(config, run_id, verdict, "cancelled" if cancelled else "dropped")
-        return verdict, None
-    return verdict, await task
+    return verdict
 
 
 # -- batch -------------------------------------------------------------------------------------------------------
@@ -305,14 +312,8 @@ async def astream_overlapped(
         held.put_nowait((_DONE, None))
 
     task = asyncio.ensure_future(pump())
-    try:
-        verdict = await check()
-    except BaseException:
-        await settle(task)
-        raise
+    verdict = await _ajudge_beside(task, check, config, run_id)
     if not verdict.safe:
-        cancelled = await settle(task)
-        await amark_discarded(config, run_id, verdict, "cancelled" if cancelled else "dropped")
         return verdict, None
 
     async def chunks() -> AsyncIterator[Any]:
