@@ -133,3 +133,20 @@ def test_a_guard_that_misses_its_checks_fails_the_build(tmp_path):
     results = check_llama_guard(untrained, llama_guard_checks("llama-guard-3-1b"))
     with pytest.raises(TinyGuardTrainingError, match=r"misses \d+ of 4 checks(.|\n)*- bomb: wanted unsafe S9"):
         require_margins("llama-guard-3-1b", 0, results)
+
+
+def test_the_tiny_prompt_guard_tokenizer_is_the_same_in_every_process(tmp_path):
+    """Its Unigram trainer orders pieces by per-process hash seeds: two processes once built different ids, and
+    the same training seed then gave one guard that met its checks and one that did not."""
+    import subprocess
+    import sys
+
+    code = "import sys; from langchain_llamaguard.tiny.models import build_prompt_guard_tokenizer as b; b(sys.argv[1])"
+    built = []
+    for k in range(2):
+        out = tmp_path / f"tok{k}"
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, capture_output=True)
+        built.append((out / "tokenizer.json").read_text())
+    assert built[0] == built[1]
+    vocab = json.loads(built[0])["model"]["vocab"]
+    assert [piece for piece, _ in vocab[:5]] == ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]

@@ -16,9 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .tokenizers import load_tokenizer
 
@@ -152,6 +153,7 @@ def build_prompt_guard_tokenizer(path: str | Path, corpus: list[str] | None = No
     from .data import tokenizer_corpus
 
     backend.train_from_iterator(corpus or tokenizer_corpus(), trainer=trainer)
+    backend.model = _stable_unigram(backend, specials)
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -167,6 +169,19 @@ def build_prompt_guard_tokenizer(path: str | Path, corpus: list[str] | None = No
     )
     tok.save_pretrained(path)
     return tok
+
+
+def _stable_unigram(backend: Any, specials: list[str]) -> Any:
+    """The trained Unigram model made the same in every process: the trainer's pieces come out in a per-process
+    order (it iterates hash maps with random seeds) with scores that differ by up to ~1e-4, so the ids, and a
+    guard trained on them, would differ from run to run. Specials keep the first ids, the other pieces follow in
+    sorted order, and scores are rounded to one decimal."""
+    from tokenizers import models
+
+    vocab = json.loads(backend.to_str())["model"]["vocab"]
+    pieces = sorted((piece, round(score, 1)) for piece, score in vocab if piece not in specials)
+    ordered = [(piece, 0.0) for piece in specials] + pieces
+    return models.Unigram(ordered, unk_id=specials.index("[UNK]"), byte_fallback=False)
 
 
 def build_prompt_guard(

@@ -8,8 +8,9 @@ Training is deterministic on a given machine (fixed seeds, deterministic algorit
 still differs between CPUs, so every trained guard is then **checked** against the check set of
 :mod:`~langchain_llamaguard.tiny.data` (every learned verdict a test relies on) with a margin: P(unsafe) >= 0.9
 where the target is unsafe (with the right categories), <= 0.1 where it is safe. Where a check falls short,
-training goes on for a bounded number of rounds; if it still falls short the build fails and names the cases.
-The margins are written into the guard's ``training.json``.
+training goes on for a bounded number of rounds; if it still falls short, the guard is built again from scratch
+with another seed (at most :data:`ATTEMPTS` times), and only then does the build fail, naming the cases. The
+margins, and the seed that made the guard, are written into the guard's ``training.json``.
 
 ``LLAMAGUARD_TINY_SEED`` (default 0) sets the seed; each seed has its own cached guards.
 
@@ -35,7 +36,7 @@ from .data import Check, Example, llama_guard_checks, llama_guard_examples, prom
 from .models import build_llama_guard_3, build_llama_guard_4, build_prompt_guard
 from .tokenizers import cache_dir
 
-TRAINING_VERSION = "18"
+TRAINING_VERSION = "19"
 SEED_ENV = "LLAMAGUARD_TINY_SEED"
 MARGIN = 0.9
 """A checked verdict needs P(unsafe) >= MARGIN (unsafe target) or <= 1 - MARGIN (safe target)."""
@@ -44,6 +45,8 @@ HEADROOM = 0.02
 only a check below the margin itself fails the build."""
 CHECK_COPIES = 3  # each check case appears this many times in the training data
 EXTRA_ROUNDS = 6  # at most this many rounds of further training while a check is short of margin + headroom
+ATTEMPTS = 3  # a guard that still misses its checks is rebuilt from scratch with another seed, this many times
+SEED_STRIDE = 1000  # attempt k trains with seed + k * SEED_STRIDE
 BATCH_SIZE = 16
 
 
@@ -293,12 +296,12 @@ def _checked_in_memory(guard: Any, model: Any, subset: _VocabSubset, checks: lis
     """Check the model being trained: its trained rows merged in for the check, then taken out again."""
     model.eval()
     subset.merge()
-    guard.backend._prefix_kv.clear()  # the cached policy prefix was computed with older weights
+    guard.backend.clear_caches()  # cached prefixes were computed with older weights
     try:
         return check_llama_guard(guard, checks)
     finally:
         subset.unmerge()
-        guard.backend._prefix_kv.clear()
+        guard.backend.clear_caches()
         model.train()
 
 
@@ -417,6 +420,26 @@ _STEPS = {"llama-guard-4": 240, "llama-guard-3-8b": 240, "llama-guard-3-1b": 200
 TINY_GUARDS = tuple(_BUILDERS)
 
 
+def _build_and_train(model_format: str, tmp: Path, seed: int) -> tuple[dict[str, Any], int]:
+    """Build and train one guard into ``tmp``: (its stats, the seed that made it). A run that misses its checks
+    (floating point differs between CPUs, and a few seconds of training can settle badly on one) starts over
+    from a fresh model and data order, up to :data:`ATTEMPTS` times, with seeds ``seed``, ``seed + SEED_STRIDE``,
+    ...; only when every attempt misses does the build fail, naming the last one's cases."""
+    for attempt in range(ATTEMPTS):
+        run_seed = seed + SEED_STRIDE * attempt
+        shutil.rmtree(tmp, ignore_errors=True)
+        _BUILDERS[model_format](tmp, run_seed)
+        try:
+            if model_format == "prompt-guard-2":
+                return _train_prompt_guard(tmp, steps=_STEPS[model_format], seed=run_seed), run_seed
+            return _train_llama_guard(tmp, model_format, steps=_STEPS[model_format], seed=run_seed), run_seed
+        except TinyGuardTrainingError as exc:
+            if attempt == ATTEMPTS - 1:
+                raise TinyGuardTrainingError(f"{exc}\n(every one of {ATTEMPTS} attempts missed)") from None
+            print(f"{exc}\nstarting over with seed {run_seed + SEED_STRIDE}", flush=True)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def trained_path(model_format: str, *, root: str | Path | None = None, seed: int | None = None) -> Path:
     """Where the tiny trained guard for ``model_format`` and ``seed`` is cached (trained or not yet)."""
     if model_format not in _BUILDERS:
@@ -457,12 +480,9 @@ def trained_llama_guard(model_format: str = "llama-guard-4", *, root: str | Path
             shutil.rmtree(stale, ignore_errors=True)
         tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
         start = time.perf_counter()
-        _BUILDERS[model_format](tmp, seed)
-        if model_format == "prompt-guard-2":
-            stats = _train_prompt_guard(tmp, steps=_STEPS[model_format], seed=seed)
-        else:
-            stats = _train_llama_guard(tmp, model_format, steps=_STEPS[model_format], seed=seed)
-        stats = {"model_format": model_format, "seed": seed, "seconds": round(time.perf_counter() - start, 1), **stats}
+        stats, run_seed = _build_and_train(model_format, tmp, seed)
+        seconds = round(time.perf_counter() - start, 1)
+        stats = {"model_format": model_format, "seed": seed, "run_seed": run_seed, "seconds": seconds, **stats}
         stats["min_margin"] = min(r["margin"] for r in stats["checks"])
         (tmp / "training.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False))
         if path.exists():  # a stale, unmarked folder from an interrupted run
