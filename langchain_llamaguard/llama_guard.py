@@ -177,9 +177,10 @@ class LlamaGuardEngine:
         prefix_cache_bytes: in-process models keep recent prompts' KV caches, keyed by token ids, in a store of
             at most this many bytes (shared by every guard over the same backend); a check of a growing
             conversation (agent steps, stream chunks, chat turns) computes only what follows the longest stored
-            prefix of an earlier check of the same role and policy. ``0`` (the default of ``from_pretrained`` /
-            ``from_model``): off, only the fixed policy prefix is reused; ``None``: 256 MiB on a CPU, a tenth of
-            the free memory on a GPU. Here, ``None`` leaves the backend's store as it was built.
+            prefix of an earlier check of the same role and policy. ``None`` (the default of ``from_pretrained`` /
+            ``from_model``): 1 GiB on a CPU (a tenth of the free memory if that is less), a tenth of the free
+            memory on a GPU; ``0``: off, only the fixed policy prefix is reused. Here, ``None`` leaves the
+            backend's store as it was built.
 
     Example:
         >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-4-12B")  # doctest: +SKIP
@@ -323,7 +324,7 @@ class LlamaGuardEngine:
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
         max_images: int | None = DEFAULT_MAX_IMAGES,
-        prefix_cache_bytes: int | None = 0,
+        prefix_cache_bytes: int | None = None,
         **hf_kwargs: Any,
     ) -> LlamaGuardEngine:
         """Load Llama Guard 4 (``Llama4ForConditionalGeneration`` + processor) or Llama Guard 3 8B / 1B.
@@ -334,6 +335,9 @@ class LlamaGuardEngine:
         ``prune_lm_head=True`` keeps only the output rows a verdict can contain (:meth:`prune_lm_head`).
         ``device_map``, ``dtype`` (or its old name ``torch_dtype``) and any other keyword go to
         ``from_pretrained`` untouched; the default dtype is bf16 on a GPU and float32 on a CPU.
+        ``prefix_cache_bytes`` bounds the store of recent checks' KV caches that lets a growing conversation's next
+        check compute only its new tokens (``None``, the default: 1 GiB on a CPU, a tenth of the free memory on a
+        GPU; ``0``: off).
 
         Example:
             >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-3-1B", quantization="int8")  # doctest: +SKIP
@@ -496,14 +500,14 @@ class LlamaGuardEngine:
         *,
         model_format: str | None = None,
         context_length: int | None = None,
-        prefix_cache_bytes: int | None = 0,
+        prefix_cache_bytes: int | None = None,
         **kwargs: Any,
     ) -> LlamaGuardEngine:
         """Wrap an already-loaded transformers model and its processor (Llama Guard 4) or tokenizer (3).
 
         ``prefix_cache_bytes`` bounds the store of recent prompts' KV caches keyed by token ids, so a check of a
-        growing conversation computes only what follows the longest stored prefix (``0``, the default: off;
-        ``None``: 256 MiB on a CPU, a tenth of the free memory on a GPU).
+        growing conversation computes only what follows the longest stored prefix (``None``, the default: 1 GiB
+        on a CPU or a tenth of the free memory if less, a tenth of the free memory on a GPU; ``0``: off).
 
         Example:
             >>> guard = LlamaGuard.from_model(model, processor)  # doctest: +SKIP

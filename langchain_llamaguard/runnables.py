@@ -335,6 +335,14 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
             return bool(_SENTENCE_END.search(output_message(acc).text))
         return since_check >= int(self.check_every)
 
+    def _read_by_check(self, acc: Any) -> tuple[Any, ...]:
+        """What an output check of ``acc`` reads (content and tool calls): an answer whose chunks since the last
+        check added none of it (e.g. the closing chunk with ``finish_reason`` or usage) has the same verdict, so it
+        is not judged again."""
+        message = output_message(acc, self.output_key)
+        fields = ("tool_calls", "invalid_tool_calls", "tool_call_chunks")
+        return (type(message).__name__, message.content, *(getattr(message, f, None) for f in fields))
+
     def _stream_checked(
         self,
         chunks: Iterator[Any],
@@ -345,21 +353,26 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
     ) -> Iterator[Any]:
         pending: list[Any] = []
         acc: Any = None
+        judged: tuple[Any, ...] | None = None  # what the last (safe) check read
         for chunk in chunks:
             pending.append(chunk)
             acc = chunk if acc is None else acc + chunk
             if self._due(len(pending), acc):
-                verdict = self._verdicts(
-                    [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
-                )[0]
-                if not verdict.safe:
-                    yield self._unsafe("output", verdict, {**payload, "output": acc}, chunk, config)
-                    return
+                if self._read_by_check(acc) != judged:
+                    verdict = self._verdicts(
+                        [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
+                    )[0]
+                    if not verdict.safe:
+                        yield self._unsafe("output", verdict, {**payload, "output": acc}, chunk, config)
+                        return
+                    judged = self._read_by_check(acc)
                 yield from pending
                 pending = []
         if acc is None:
             return
-        if pending:
+        if pending and self._read_by_check(acc) == judged:
+            yield from pending
+        elif pending:
             verdict = self._verdicts(
                 [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
             )[0]
@@ -378,24 +391,30 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
     ) -> AsyncIterator[Any]:
         pending: list[Any] = []
         acc: Any = None
+        judged: tuple[Any, ...] | None = None  # what the last (safe) check read
         async for chunk in chunks:
             pending.append(chunk)
             acc = chunk if acc is None else acc + chunk
             if self._due(len(pending), acc):
-                verdict = (
-                    await self._averdicts(
-                        [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
-                    )
-                )[0]
-                if not verdict.safe:
-                    yield await self._aunsafe("output", verdict, {**payload, "output": acc}, chunk, config)
-                    return
+                if self._read_by_check(acc) != judged:
+                    verdict = (
+                        await self._averdicts(
+                            [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
+                        )
+                    )[0]
+                    if not verdict.safe:
+                        yield await self._aunsafe("output", verdict, {**payload, "output": acc}, chunk, config)
+                        return
+                    judged = self._read_by_check(acc)
                 for p in pending:
                     yield p
                 pending = []
         if acc is None:
             return
-        if pending:
+        if pending and self._read_by_check(acc) == judged:
+            for p in pending:
+                yield p
+        elif pending:
             verdict = (
                 await self._averdicts(
                     [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"

@@ -284,6 +284,14 @@ async def loop_ticks_during(awaitable):
     return result, len([t for t in ticks if t > start]), elapsed
 
 
+def same_verdicts(a, b) -> bool:
+    """Verdicts that agree in everything but floating-point noise: safe, categories, raw answer, and scores
+    within 1e-4 (a check that reuses a stored prefix differs from a whole-prompt one in the last digits)."""
+    assert [(v.safe, v.categories, v.raw) for v in a] == [(v.safe, v.categories, v.raw) for v in b]
+    assert [v.score for v in a] == pytest.approx([v.score for v in b], abs=1e-4)
+    return True
+
+
 def make_tools(search_result: str | None = None):
     """A REPL and a web search that record every call; the search returns ``search_result``, or the weather
     (with an injected instruction when the query says "inject")."""

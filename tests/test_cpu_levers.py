@@ -137,7 +137,7 @@ def test_mixed_roles_and_exclusions_share_one_forward_with_cached_prefixes(lg4, 
     for guard in (lg4, lg3_8b):
         encoded = [guard.encode(c, excluded_categories=x) for c, x in zip(convs, exclusions, strict=True)]
         prompts, excluded = [p for p, _ in encoded], [x for _, x in encoded]
-        guard.backend._prefix_kv.clear()
+        guard.backend.clear_caches()
         widths: list[tuple[int, int]] = []  # (rows, tokens) of each forward
         handle = guard.backend.model.register_forward_pre_hook(
             lambda _m, _a, kw, seen=widths: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True

@@ -5,7 +5,7 @@ code outside it."""
 from __future__ import annotations
 
 import pytest
-from conftest import BOMB
+from conftest import BOMB, same_verdicts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -122,7 +122,7 @@ def test_the_guard_sends_the_policy_and_steps_take_their_own(lg4, lg4_with):
 def test_the_default_policy_spelled_out_gives_the_same_verdicts(lg4, lg4_with):
     spelled = lg4_with(categories=default_categories(lg4))
     for text in (BOMB, "What is the capital of France?"):
-        assert spelled.check(text) == lg4.check(text)
+        assert same_verdicts([spelled.check(text)], [lg4.check(text)])
 
 
 def test_verdicts_are_named_from_the_policy_and_unknown_codes_fail_closed():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import BENIGN, BENIGN_ANSWER, BOMB
+from conftest import BENIGN, BENIGN_ANSWER, BOMB, same_verdicts
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage
 
@@ -89,7 +89,8 @@ def test_per_call_and_per_step_categories_are_configuration_errors(lg3_1b):
     with pytest.raises(GuardInputError, match="unknown role 'judge'"):
         lg3_1b.batch_check([BENIGN, BOMB], role="judge")
     listed = lg3_1b.batch_check([BOMB, BOMB], excluded_categories=["S9"])
-    assert lg3_1b.batch_check([BOMB, BOMB], excluded_categories=iter(["S9"])) == listed  # read once, not used up
+    once = lg3_1b.batch_check([BOMB, BOMB], excluded_categories=iter(["S9"]))  # read once, not used up
+    assert same_verdicts(once, listed)
     with pytest.raises(GuardConfigurationError, match="unknown category 'nope'"):
         lg3_1b.as_input_guard(excluded_categories=["nope"])
     with pytest.raises(GuardConfigurationError, match="not an S-code"):
@@ -100,8 +101,9 @@ def test_one_message_dict_is_a_conversation_of_one_message(lg3_1b):
     message = {"role": "user", "content": BOMB}
     assert to_turns(message)[0].text_parts == [BOMB]
     assert format_prompt(message) == format_prompt([message]) == format_prompt(BOMB)
-    assert lg3_1b.check(message) == lg3_1b.check(BOMB)
-    assert lg3_1b.batch_check([message, {"role": "user", "content": BENIGN}]) == lg3_1b.batch_check([BOMB, BENIGN])
+    assert same_verdicts([lg3_1b.check(message)], [lg3_1b.check(BOMB)])  # scores: a repeat reuses the stored prefix
+    as_message = lg3_1b.batch_check([message, {"role": "user", "content": BENIGN}])
+    assert same_verdicts(as_message, lg3_1b.batch_check([BOMB, BENIGN]))
     step = lg3_1b.as_input_guard()
     safe = {"role": "user", "content": BENIGN}
     assert step.invoke(safe) is safe  # checked, and passed through unchanged
@@ -118,8 +120,8 @@ def test_one_message_dict_is_a_conversation_of_one_message(lg3_1b):
 
 def test_empty_string_and_empty_list_are_the_same_check(lg3_1b):
     assert to_turns("") == to_turns([]) == to_turns(())
-    assert lg3_1b.check("") == lg3_1b.check([])
-    assert lg3_1b.check("", role="Agent") == lg3_1b.check([], role="Agent")
+    assert same_verdicts([lg3_1b.check("")], [lg3_1b.check([])])
+    assert same_verdicts([lg3_1b.check("", role="Agent")], [lg3_1b.check([], role="Agent")])
     judged = lg3_1b.as_input_guard(on_unsafe="flagged").invoke([])  # judged like "", not refused
     assert judged == ([] if lg3_1b.check("").safe else "flagged")
 
@@ -136,7 +138,8 @@ def test_documents_are_refused_with_what_to_do(lg4):
         lg4.check(DOCS)
     # what the message says to do works: the document is judged, and comes out with its verdict
     (kept,) = lg4.as_document_filter(on_flagged="annotate").invoke(DOCS)
-    assert kept.metadata["guard"]["llama_guard"]["score"] == lg4.check(DOCS[0].page_content).score
+    alone = lg4.check(DOCS[0].page_content).score
+    assert kept.metadata["guard"]["llama_guard"]["score"] == pytest.approx(alone, abs=1e-4)
 
 
 @pytest.mark.parametrize("path", ["./no/such/dir", "../no-such-guard", "~/no-such-guard-folder", "no/such/guard/dir"])

@@ -75,7 +75,7 @@ def test_cached_policy_prefix_changes_no_verdict(lg4, lg3_8b):
             [HumanMessage(BENIGN), AIMessage("Sure! To make a nerve agent you first gather the precursors.")]
         ]
         assert guard.backend.cache_prefix
-        guard.backend._prefix_kv.clear()
+        guard.backend.clear_caches()
         cached = guard.batch_check(convs) + [guard.check(c) for c in convs[:5]]
         assert guard.backend._prefix_kv  # the fixed prefix was computed once and reused
         guard.backend.cache_prefix = False

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
-from conftest import BENIGN, BENIGN_ANSWER, BOMB, UNSAFE_ANSWER, WEATHER
+from conftest import BENIGN, BENIGN_ANSWER, BOMB, UNSAFE_ANSWER, WEATHER, same_verdicts
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from langchain_llamaguard import LlamaGuard
@@ -66,11 +66,6 @@ class _Widths:
         self._handle.remove()
 
 
-def _same(a, b) -> None:
-    assert [(v.safe, v.categories, v.raw) for v in a] == [(v.safe, v.categories, v.raw) for v in b]
-    assert [v.score for v in a] == pytest.approx([v.score for v in b], abs=1e-4)
-
-
 @pytest.mark.parametrize("name", ["lg3_1b", "lg4"])
 def test_growing_conversation_computes_only_the_new_turns(request, name):
     on, off = _guards(request.getfixturevalue(name))
@@ -85,7 +80,7 @@ def test_growing_conversation_computes_only_the_new_turns(request, name):
             computed = widths.main()
             widths.seen.clear()
             want = off.check(conv)
-            _same([got], [want])
+            same_verdicts([got], [want])
             assert widths.main() == len(enc.input_ids) + 1 - enc.prefix_len  # off: all but the policy prefix
             start = last_end.get(enc.role, enc.prefix_len)
             assert computed == len(enc.input_ids) + 1 - start  # on: the new turns, the suffix and the lead
@@ -95,7 +90,7 @@ def test_growing_conversation_computes_only_the_new_turns(request, name):
     assert len(on.backend.prefix_store) == 2  # the latest User and Agent checks; each dropped the one it extends
     # The same conversations again, in one batch: rows reuse stored prefixes of different lengths, stacked.
     convs = [run[:k] for k in range(1, len(run) + 1)] + [[*run, HumanMessage(BENIGN)]]
-    _same(on.batch_check(convs), off.batch_check(convs))
+    same_verdicts(on.batch_check(convs), off.batch_check(convs))
 
 
 def test_eviction_keeps_the_store_under_its_budget(lg3_1b):
@@ -107,7 +102,7 @@ def test_eviction_keeps_the_store_under_its_budget(lg3_1b):
     small, _ = _guards(lg3_1b, budget)
     store = small.backend.prefix_store
     for q in questions:
-        _same([small.check(q)], [off.check(q)])
+        same_verdicts([small.check(q)], [off.check(q)])
         assert 0 < store.nbytes <= budget
     assert 1 <= len(store) <= 2  # least recently used entries were dropped
     ends = [e.body_end for e in (small.encode(q)[0] for q in questions)]
@@ -131,7 +126,7 @@ def test_a_growing_answer_reuses_the_answer_so_far(request, name):
             widths.seen.clear()
             got = on.check(conv)
             computed = widths.main()
-            _same([got], [off.check(conv)])
+            same_verdicts([got], [off.check(conv)])
             if prev:
                 new = enc.body_end - prev  # the answer's new tokens
                 assert computed <= new + (len(enc.input_ids) - enc.body_end) + 8  # + suffix, lead, a few re-read
@@ -145,7 +140,7 @@ def test_concurrent_callers_share_entries(lg3_1b):
     want = [off.check(c) for c in convs]
     with ThreadPoolExecutor(6) as pool:
         got = list(pool.map(on.check, convs))
-    _same(got, want)
+    same_verdicts(got, want)
     assert 1 <= len(on.backend.prefix_store) <= len(convs) // 3  # entries shared by the callers, never duplicated
     assert on.backend.prefix_store.nbytes <= on.backend.prefix_cache_bytes
 
@@ -158,7 +153,7 @@ def test_prompts_with_images_bypass_reuse(lg4):
     with _Widths(on.backend.model) as widths:
         for c in (conv, longer, conv, longer):
             widths.seen.clear()
-            _same([on.check(c)], [off.check(c)])
+            same_verdicts([on.check(c)], [off.check(c)])
             assert not widths.seen[0][1]  # a whole-prompt forward: no cache reused
     assert len(on.backend.prefix_store) == 0
 
@@ -166,9 +161,13 @@ def test_prompts_with_images_bypass_reuse(lg4):
 def test_zero_turns_it_off_and_bad_values_are_refused(lg3_1b):
     _, off = _guards(lg3_1b)
     assert off.backend.prefix_store is None and off.backend.prefix_cache_bytes == 0
-    assert lg3_1b.backend.prefix_cache_bytes == 0 and lg3_1b.backend.prefix_store is None  # off unless asked
-    default = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, prefix_cache_bytes=None)
-    assert default.backend.prefix_cache_bytes == 256 << 20  # the CPU default
+    # on by default: 1 GiB on a CPU, less where a tenth of the free memory is less
+    from langchain_llamaguard.backends.prefix_store import DEFAULT_CPU_BYTES, available_memory
+
+    default = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer)
+    assert default.backend.prefix_store is not None
+    assert default.backend.prefix_cache_bytes == min(DEFAULT_CPU_BYTES, available_memory() // 10 or DEFAULT_CPU_BYTES)
+    assert 64 << 20 <= default.backend.prefix_cache_bytes <= 1 << 30
     run = _agent_run()
     with _Widths(off.backend.model) as widths:
         off.check(run[:1])
@@ -211,3 +210,102 @@ def test_store_finds_the_longest_stored_prefix_and_evicts_least_recently_used():
     assert len(store) == 2
     store.clear()
     assert (len(store), store.nbytes, store.longest(c)) == (0, 0, (0, None))
+
+
+class _Tokens:
+    """Tokens the model computes in its verdicts' first steps (non-padding input ids), over a ``with`` block."""
+
+    def __init__(self, model) -> None:
+        self.model, self.count = model, 0
+
+    def _hook(self, _module, _args, kwargs) -> None:
+        ids = kwargs.get("input_ids")
+        if ids is not None and kwargs.get("logits_to_keep") == 2:
+            self.count += int(kwargs["attention_mask"][:, -ids.shape[1] :].sum())
+
+    def __enter__(self) -> _Tokens:
+        self._handle = self.model.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+
+class _Verdicts:
+    """Every verdict a guard's moderators hand out (the middleware's, the step's), in order."""
+
+    def __init__(self, guard) -> None:
+        self.guard, self.seen = guard, []
+
+    def __enter__(self) -> _Verdicts:
+        self._batch = self.guard.batch_check
+
+        def recording(*args, **kwargs):
+            out = self._batch(*args, **kwargs)
+            self.seen.extend(out)
+            return out
+
+        self.guard.batch_check = recording
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.guard.batch_check
+
+
+@pytest.mark.parametrize("name", ["lg3_1b", "lg4"])
+def test_a_guarded_agent_run_is_the_same_with_the_store_and_computes_less(request, name):
+    """A real ``create_agent`` run under ``LlamaGuardMiddleware`` (user turn, every response, every tool call and
+    tool result): the same final state and the same verdicts with the store as without, for fewer tokens."""
+    from langchain.agents import create_agent
+    from test_agents import ToolCallingFakeModel, call
+
+    from langchain_llamaguard.middleware import LlamaGuardMiddleware
+
+    on, off = _guards(request.getfixturevalue(name))
+    results = {}
+    for guard in (off, on):
+        _, _, web_search = __import__("conftest").make_tools("Sunny, 21 degrees, light wind from the west.")
+        script = [call("web_search", {"query": f"weather in Paris, day {i}"}, f"call{i}") for i in range(5)]
+        script.append(AIMessage(BENIGN_ANSWER))
+        agent = create_agent(
+            ToolCallingFakeModel(messages=iter(script)),
+            [web_search],
+            middleware=[LlamaGuardMiddleware(guard, apply_to_tool_results=True)],
+        )
+        with _Verdicts(guard) as verdicts, _Tokens(guard.backend.model) as tokens:
+            state = agent.invoke({"messages": [HumanMessage(WEATHER)]})
+        results[guard is on] = ([(m.type, m.text) for m in state["messages"]], verdicts.seen, tokens.count)
+    (msgs_on, seen_on, tokens_on), (msgs_off, seen_off, tokens_off) = results[True], results[False]
+    assert msgs_on == msgs_off
+    assert len(seen_on) == len(seen_off) >= 2
+    same_verdicts(seen_on, seen_off)
+    assert tokens_on < tokens_off
+
+
+@pytest.mark.parametrize("name", ["lg3_1b", "lg4"])
+def test_an_incremental_stream_is_the_same_with_the_store_and_computes_less(request, name):
+    """``stream_mode="incremental"``: the same chunks released (or the same stop) and the same verdicts with the
+    store as without, and the answer's checks together compute about one full check of the final answer plus one
+    template suffix per check (and a re-read last word or two), not the answer again at every check."""
+    from conftest import answering_chat_model
+
+    on, off = _guards(request.getfixturevalue(name))
+    answer = " ".join([BENIGN_ANSWER] * 6)
+    model = answering_chat_model({BENIGN: answer})
+    results = {}
+    for guard in (off, on):
+        chain = guard.wrap(model, stream_mode="incremental", check_every=6, on_unsafe="[withheld]")
+        with _Verdicts(guard) as verdicts, _Tokens(guard.backend.model) as tokens:
+            chunks = [c.text if hasattr(c, "text") else c for c in chain.stream(BENIGN)]
+        results[guard is on] = (chunks, verdicts.seen, tokens.count)
+    (chunks_on, seen_on, tokens_on), (chunks_off, seen_off, tokens_off) = results[True], results[False]
+    assert chunks_on == chunks_off
+    assert len(seen_on) == len(seen_off) >= 4  # the input, then the answer every 6 words and at its end
+    same_verdicts(seen_on, seen_off)
+    # Every answer check judged a prefix of the final answer (all of it, unless the stream stopped early).
+    asked, _ = on.encode(BENIGN)
+    final, _ = on.encode([HumanMessage(BENIGN), AIMessage(answer)])
+    checks = len(seen_on) - 1
+    suffix = len(final.input_ids) + 1 - final.body_end  # the template's closing text and the lead
+    bound = (len(asked.input_ids) + 1 - asked.prefix_len) + (final.body_end - final.prefix_len) + checks * (suffix + 4)
+    assert tokens_on <= bound and tokens_on < tokens_off

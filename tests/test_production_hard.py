@@ -191,7 +191,8 @@ def test_mixed_length_batch_time_and_memory_against_one_by_one(lg3_1b_path):
 # -- one bad row never fails its neighbours ----------------------------------------------------------------------
 class OffFormatRig:
     """A forward hook on a real tiny guard: rows whose prompt contains the marker answer off-format (the lead
-    token is not the blank line), or, with ``error``, make the whole forward fail as an out-of-memory would."""
+    token is not the blank line), or, with ``error``, make the whole forward fail as an out-of-memory would. Its
+    guards run without the token-prefix store (``prefix_cache_bytes=0``): it reads the marker from input ids."""
 
     def __init__(self, guard, *, error: bool = False) -> None:
         self.marker = guard.encoder.text_ids(MARKER.rstrip())[:-1]  # the ids it has inside any prompt
@@ -229,8 +230,9 @@ class OffFormatRig:
 
 def test_failing_rows_are_named_and_the_others_keep_their_verdicts(lg3_1b):
     convs = [BENIGN, BENIGN + MARKER, BOMB, "a question" + MARKER, POISON]  # unrigged rows: check-set cases
-    strict = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer)
-    lenient = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe")
+    # no token-prefix store: the rig finds its marker in each forward's input ids, which a reused prefix would hide
+    strict = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, prefix_cache_bytes=0)
+    lenient = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe", prefix_cache_bytes=0)
     want = [key(strict.check(c)) for c in (BENIGN, BOMB, POISON)]
     with OffFormatRig(strict):
         with pytest.raises(GuardBatchError) as info:
@@ -250,7 +252,7 @@ def test_failing_rows_are_named_and_the_others_keep_their_verdicts(lg3_1b):
 
 def test_a_model_error_is_retried_row_by_row(lg3_1b):
     convs = [BENIGN, BOMB + MARKER, WEATHER, BOMB]
-    guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe")
+    guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe", prefix_cache_bytes=0)
     want = [key(guard.check(c)) for c in convs if MARKER not in c]
     with OffFormatRig(guard, error=True) as rig:
         verdicts = guard.batch_check(convs)

@@ -195,6 +195,30 @@ def test_streaming_incremental_mode_stops_at_first_unsafe_check(lg4):
     assert "".join(c.content for c in ok) == BENIGN_ANSWER
 
 
+@pytest.mark.parametrize("way", ["stream", "astream"])
+async def test_an_incremental_stream_does_not_judge_an_unchanged_answer_again(lg4, way):
+    """Chat models end a stream with chunks that add no text (LangChain's closing chunk, a provider's
+    ``finish_reason`` or usage chunk): when the last check read the whole answer, the stream ends without
+    judging the same answer again, so nothing waits after the model's last token; an answer that grew since its
+    last check is still judged at its end."""
+    from conftest import answering_chat_model
+
+    model = answering_chat_model({BENIGN: BENIGN_ANSWER})
+    chunks = list(model.stream(BENIGN))
+    assert chunks[-1].content == ""  # LangChain's closing chunk, after the words
+    words = len(chunks) - 1
+    for every, checks in ((words, 1), (words - 1, 2)):
+        rec = Recorder()
+        step = lg4.as_output_guard(stream_mode="incremental", check_every=every)
+        chain, config = PROMPT | model | step, {"callbacks": [rec]}
+        if way == "stream":
+            out = list(chain.stream({"question": BENIGN}, config))
+        else:
+            out = [c async for c in chain.astream({"question": BENIGN}, config)]
+        assert "".join(c.content for c in out) == BENIGN_ANSWER and len(out) == len(chunks)
+        assert len(rec.verdicts) == checks and all(v["safe"] for v in rec.verdicts)
+
+
 async def test_astream_events_show_guard_runs(lg4):
     chain = lg4.wrap(PROMPT | llm(), on_unsafe=REFUSAL)
     ends = [

@@ -4,7 +4,7 @@ Two uses:
 
 * **images** (Llama Guard 4 on vLLM): token ids cannot carry images, so a prompt with images is sent as chat
   messages (images as base64 ``data:`` URLs) with ``chat_template_kwargs={"excluded_category_keys": [...]}``
-  and the log-probabilities of ``safe`` / ``unsafe`` (``logprob_token_ids``);
+  and the log-probability of ``unsafe`` (``logprob_token_ids``);
 * **hosted providers** (``mode="chat"``): chat only, often without logprobs, so the verdict is read from the
   answer's text and ``score`` is ``None``; exclusions are applied to the verdict (a post-filter).
 
@@ -26,7 +26,15 @@ from typing import Any
 from ..encoding import EncodedPrompt
 from ..errors import GuardInputError, GuardServerError
 from .base import MAX_NEW_TOKENS, FirstStep, VerdictTokens
-from .completions import Logprobs, RemoteState, ServedBackend, first_step_from, known_continuation, read_logprobs
+from .completions import (
+    Logprobs,
+    RemoteState,
+    ServedBackend,
+    asked_ids,
+    first_step_from,
+    known_continuation,
+    read_logprobs,
+)
 from .http import EndpointClient, Plan, Request, ServedModel
 
 
@@ -152,7 +160,7 @@ class ChatBackend(ServedBackend):
             body["return_tokens_as_token_ids"] = True
             if self.logprobs == "token_ids":
                 body["top_logprobs"] = 0
-                body["logprob_token_ids"] = [tokens.safe, tokens.unsafe]
+                body["logprob_token_ids"] = asked_ids(tokens)
             else:
                 body["top_logprobs"] = int(self.logprobs)
         return ("/chat/completions", body)

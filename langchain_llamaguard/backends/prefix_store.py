@@ -9,7 +9,7 @@ for the next stream chunk. An entry that is a prefix of a newer one is dropped (
 lookup it would).
 
 Example:
-    >>> store = PrefixStore(max_bytes=256 << 20)
+    >>> store = PrefixStore(max_bytes=1 << 30)
     >>> store.longest([1, 2, 3])
     (0, None)
 """
@@ -22,8 +22,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-DEFAULT_CPU_BYTES = 256 << 20
-"""The store's default bound on a CPU."""
+DEFAULT_CPU_BYTES = 1 << 30
+"""The store's default bound on a CPU (lowered to a tenth of the available memory where that is less)."""
 GPU_FREE_SHARE = 0.1
 """The store's default bound on a GPU: this share of the device's free memory when the backend is made."""
 
@@ -34,13 +34,24 @@ def cache_nbytes(cache: Any) -> int:
 
 
 def default_store_bytes(device: Any) -> int:
-    """:data:`DEFAULT_CPU_BYTES` on a CPU; :data:`GPU_FREE_SHARE` of the free memory on a CUDA device."""
+    """:data:`GPU_FREE_SHARE` of the free memory on a CUDA device; on a CPU :data:`DEFAULT_CPU_BYTES`, or a tenth
+    of the available memory where the system tells it and that is less."""
     if getattr(device, "type", "cpu") == "cuda":
         import torch
 
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * GPU_FREE_SHARE)
-    return DEFAULT_CPU_BYTES
+    return min(DEFAULT_CPU_BYTES, available_memory() // 10 or DEFAULT_CPU_BYTES)
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux), or 0 where the system does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def crop_cache(cache: Any, n: int) -> Any:

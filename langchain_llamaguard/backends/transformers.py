@@ -46,7 +46,7 @@ class TransformersBackend:
         pad_id: int,
         cache_prefix: bool = True,
         quantization: str | None = None,
-        prefix_cache_bytes: int | None = 0,
+        prefix_cache_bytes: int | None = None,
     ) -> None:
         self.model = model
         self.quantization = quantization
@@ -102,12 +102,17 @@ class TransformersBackend:
         memo[id(self)] = new
         return new
 
-    def close(self) -> None:
-        """Let go of the model and the prefix caches (the last guard using this backend calls it)."""
+    def clear_caches(self) -> None:
+        """Drop every cached KV (the policy prefixes and the token-prefix store), e.g. after the weights changed."""
         with self.lock:
             self._prefix_kv.clear()
             if self.prefix_store is not None:
                 self.prefix_store.clear()
+
+    def close(self) -> None:
+        """Let go of the model and the prefix caches (the last guard using this backend calls it)."""
+        self.clear_caches()
+        with self.lock:
             self.model = None
             self.processor = None
 
@@ -117,9 +122,7 @@ class TransformersBackend:
 
         with self.lock:
             prune_lm_head(self.model, keep)
-            self._prefix_kv.clear()
-            if self.prefix_store is not None:
-                self.prefix_store.clear()
+        self.clear_caches()
 
     # -- images -------------------------------------------------------------------------------------------
     def _expand_images(self, prompt: EncodedPrompt) -> tuple[list[int], list[Any]]:

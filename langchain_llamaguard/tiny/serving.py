@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,7 +49,20 @@ class VllmServer:
     model_path: str
 
     @classmethod
-    def start(cls, model_path: str | Path, *, name: str, port: int | None = None, threads: int = 2) -> VllmServer:
+    def start(
+        cls,
+        model_path: str | Path,
+        *,
+        name: str,
+        port: int | None = None,
+        threads: int = 2,
+        extra_args: Sequence[str] = (),
+    ) -> VllmServer:
+        """Start the server (``extra_args``: more ``vllm serve`` flags, e.g. ``--no-enable-prefix-caching``).
+
+        Automatic prefix caching is asked for explicitly (vLLM 0.32 enables it by default for these models): the
+        package sends a growing conversation's checks with the same leading token ids, so the server reuses them.
+        """
         python = vllm_python()
         if not python.exists():
             raise RuntimeError(f"no vLLM venv at {python.parent.parent}: run `make .venv-vllm` (or `make test`)")
@@ -70,7 +84,7 @@ class VllmServer:
             "--model", str(model_path), "--served-model-name", name,
             "--dtype", "float32", "--enforce-eager", "--max-model-len", "4096",
             "--kv-cache-memory-bytes", str(512 * 1024 * 1024), "--max-logprobs", "20",
-            "--host", "127.0.0.1", "--port", str(port),
+            "--enable-prefix-caching", "--host", "127.0.0.1", "--port", str(port), *extra_args,
         ]  # fmt: skip
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
