@@ -216,3 +216,28 @@ def test_cancelled_checks_cancel_their_requests_and_free_their_slots(forwarder, 
     assert cancelled >= 10
     for i, verdict in enumerate(got):
         same(want[texts[i % len(texts)]], verdict)
+
+
+def test_a_connection_idle_for_4_s_is_closed_before_the_server_closes_it(forwarder, vllm_server, lg3_8b):
+    """vLLM's server (uvicorn) closes a connection after 5 s idle; a check sent on it at that moment was reset
+    mid-request. The client closes idle connections after 4 s itself, so a check after a pause opens a fresh one,
+    and checks in quick succession share one (sync and async)."""
+    fwd = forwarder().start()
+    guard = LlamaGuard.from_endpoint(fwd.url, model=vllm_server.name, tokenizer=lg3_8b.tokenizer, context_length=4000)
+    guard.check(BENIGN)
+    first = fwd.accepted
+    assert guard.check(BENIGN).safe and fwd.accepted == first  # kept alive between checks
+    time.sleep(4.5)
+    assert guard.check(BENIGN).safe and fwd.accepted == first + 1
+
+    async def paused() -> list[int]:
+        await guard.acheck(BENIGN)
+        seen = [fwd.accepted]
+        await guard.acheck(BENIGN)
+        seen.append(fwd.accepted)
+        await asyncio.sleep(4.5)
+        await guard.acheck(BENIGN)
+        return [*seen, fwd.accepted]
+
+    a, b, c = asyncio.run(paused())
+    assert a == b and c == b + 1
