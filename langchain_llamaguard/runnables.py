@@ -343,6 +343,26 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         fields = ("tool_calls", "invalid_tool_calls", "tool_call_chunks")
         return (type(message).__name__, message.content, *(getattr(message, f, None) for f in fields))
 
+    def _judge_so_far(
+        self, acc: Any, judged: tuple[Any, ...] | None, context: list[Any], run_manager: Any
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """(the verdict on the answer so far, or ``None`` where nothing it reads changed since the last check;
+        what this check read)."""
+        seen = self._read_by_check(acc)
+        if seen == judged:
+            return None, seen
+        conversation = context + [output_message(acc, self.output_key)]
+        return self._verdicts([conversation], "Agent", [run_manager], "output")[0], seen
+
+    async def _ajudge_so_far(
+        self, acc: Any, judged: tuple[Any, ...] | None, context: list[Any], run_manager: Any
+    ) -> tuple[Any, tuple[Any, ...]]:
+        seen = self._read_by_check(acc)
+        if seen == judged:
+            return None, seen
+        conversation = context + [output_message(acc, self.output_key)]
+        return (await self._averdicts([conversation], "Agent", [run_manager], "output"))[0], seen
+
     def _stream_checked(
         self,
         chunks: Iterator[Any],
@@ -358,25 +378,15 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
             pending.append(chunk)
             acc = chunk if acc is None else acc + chunk
             if self._due(len(pending), acc):
-                if self._read_by_check(acc) != judged:
-                    verdict = self._verdicts(
-                        [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
-                    )[0]
-                    if not verdict.safe:
-                        yield self._unsafe("output", verdict, {**payload, "output": acc}, chunk, config)
-                        return
-                    judged = self._read_by_check(acc)
+                verdict, judged = self._judge_so_far(acc, judged, context, run_manager)
+                if verdict is not None and not verdict.safe:
+                    yield self._unsafe("output", verdict, {**payload, "output": acc}, chunk, config)
+                    return
                 yield from pending
                 pending = []
-        if acc is None:
-            return
-        if pending and self._read_by_check(acc) == judged:
-            yield from pending
-        elif pending:
-            verdict = self._verdicts(
-                [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
-            )[0]
-            if not verdict.safe:
+        if pending:  # the end of the answer: judged whole before its last chunks leave
+            verdict, _ = self._judge_so_far(acc, judged, context, run_manager)
+            if verdict is not None and not verdict.safe:
                 yield self._unsafe("output", verdict, {**payload, "output": acc}, pending[-1], config)
                 return
             yield from pending
@@ -396,31 +406,16 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
             pending.append(chunk)
             acc = chunk if acc is None else acc + chunk
             if self._due(len(pending), acc):
-                if self._read_by_check(acc) != judged:
-                    verdict = (
-                        await self._averdicts(
-                            [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
-                        )
-                    )[0]
-                    if not verdict.safe:
-                        yield await self._aunsafe("output", verdict, {**payload, "output": acc}, chunk, config)
-                        return
-                    judged = self._read_by_check(acc)
+                verdict, judged = await self._ajudge_so_far(acc, judged, context, run_manager)
+                if verdict is not None and not verdict.safe:
+                    yield await self._aunsafe("output", verdict, {**payload, "output": acc}, chunk, config)
+                    return
                 for p in pending:
                     yield p
                 pending = []
-        if acc is None:
-            return
-        if pending and self._read_by_check(acc) == judged:
-            for p in pending:
-                yield p
-        elif pending:
-            verdict = (
-                await self._averdicts(
-                    [context + [output_message(acc, self.output_key)]], "Agent", [run_manager], "output"
-                )
-            )[0]
-            if not verdict.safe:
+        if pending:  # the end of the answer: judged whole before its last chunks leave
+            verdict, _ = await self._ajudge_so_far(acc, judged, context, run_manager)
+            if verdict is not None and not verdict.safe:
                 yield await self._aunsafe("output", verdict, {**payload, "output": acc}, pending[-1], config)
                 return
             for p in pending:
