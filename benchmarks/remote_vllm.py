@@ -171,9 +171,11 @@ def main() -> None:
                 cpu[(name, k)].append(time.process_time() - start_cpu)
             log(f"  round {rep + 1}/{repeats} done")
         timings = {key: Timing(f"{key[0]}, {key[1]} caller(s)", n, v) for key, v in seconds.items()}
-        peers_top, package_top = seconds[(ways[0][0], top)], seconds[(ways[1][0], top)]
-        per_round = [p / q for p, q in zip(peers_top, package_top, strict=True)]
-        quartiles = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else [per_round[0]] * 3
+        per_round_at = {
+            k: [p / q for p, q in zip(seconds[(ways[0][0], k)], seconds[(ways[1][0], k)], strict=True)]
+            for k in counts
+        }
+        per_round = per_round_at[top]
 
         want = results[f"package: one request/{top}"]
         agree = {key: sum(a == b for a, b in zip(got, want, strict=True)) for key, got in results.items()}
@@ -183,7 +185,9 @@ def main() -> None:
         what = "scripted real-shape Llama Guard 3 1B, float32" if real else model_name
         print(f"Llama Guard over vLLM at {url} ({what}): {n} conversations, median of {repeats}")
         if real:
-            print(f"per-round ratios (peers / package, {top} callers): {', '.join(f'{r:.3f}' for r in per_round)}")
+            for k in counts:
+                print(f"per-round ratios (peers / package, {k} caller(s)): "
+                      f"{', '.join(f'{r:.3f}' for r in per_round_at[k])}")
         print()
         for k in counts:
             rows = [timings[(name, k)] for name, _ in ways]
@@ -196,9 +200,13 @@ def main() -> None:
         for name, _ in ways:
             ms = 1000 * statistics.median(cpu[(name, top)]) / n
             checks.append([f"client CPU per check, {name}, {top} callers (ms)", f"{ms:.2f}"])
+        for k in counts:
+            rounds = per_round_at[k]
+            quartiles = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else [rounds[0]] * 3
+            checks.append([f"peers / package, {k} caller(s), median of per-round ratios",
+                           f"{statistics.median(rounds):.2f}"])
+            checks.append(["  quartiles of the per-round ratios", f"{quartiles[0]:.2f} .. {quartiles[2]:.2f}"])
         speed = statistics.median(per_round)
-        checks.append([f"peers / package, {top} callers, median of per-round ratios", f"{speed:.2f}"])
-        checks.append(["  quartiles of the per-round ratios", f"{quartiles[0]:.2f} .. {quartiles[2]:.2f}"])
         checks.append(["wall time of this run (s)", f"{clock.elapsed():.1f}"])
         print_table(("check", "value"), checks)
         print(speedup_line(speed))
