@@ -950,7 +950,9 @@ class LlamaGuardEngine:
             if failure is None:
                 verdicts.append(merge_verdicts(got))  # type: ignore[arg-type]
             elif failure.mode == "unsafe" or (failure.mode == "on_error" and self.on_error == "unsafe"):
-                verdicts.append(self._failed_verdict(failure.error, score=failure.score, role=failure.role))
+                verdicts.append(
+                    self._failed_verdict(failure.error, score=failure.score, role=failure.role, segments=len(got))
+                )
             else:
                 verdicts.append(None)
                 errors[i] = failure.error
@@ -1222,8 +1224,8 @@ class LlamaGuardEngine:
             raise err
         return self._failed_verdict(err, score=score, role=role)
 
-    def _failed_verdict(self, err: BaseException, *, score: float, role: str) -> Verdict:
-        """The unsafe stand-in verdict of a conversation that could not be judged."""
+    def _failed_verdict(self, err: BaseException, *, score: float, role: str, segments: int = 1) -> Verdict:
+        """The unsafe stand-in verdict of a conversation that could not be judged (in ``segments`` prompts)."""
         return Verdict(
             safe=False,
             categories=[],
@@ -1233,6 +1235,7 @@ class LlamaGuardEngine:
             model=self.format.name,
             raw=getattr(err, "raw", ""),
             error=f"{type(err).__name__}: {err}" if not isinstance(err, LlamaGuardError) else str(err),
+            segments=segments,
         )
 
     # -- copies and pickles (see pickling.py) ----------------------------------------------------------------

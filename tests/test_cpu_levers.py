@@ -25,6 +25,9 @@ LEVERS = {
 }
 SURE = 0.2
 """A verdict whose float32 score is this far from the 0.5 boundary must not change under a lever."""
+CATEGORY_SURE = 0.8
+"""An unsafe verdict's first category is one the model is sure of when the float32 model gives it this much of
+its distribution over the policy's codes (how training came out decides which rows these are, not the test)."""
 MAX_SCORE_SHIFT = 0.15
 """The most a lever may move a score on the tiny guards (measured: at most 0.06 over seeds 0-2)."""
 
@@ -56,14 +59,27 @@ def test_levers_keep_sure_verdicts_and_bound_the_score_shift(tiny, lever):
                 out[i] = v
         return out
 
-    full = run(LlamaGuard.from_pretrained(str(path), on_error="unsafe"))
+    base = LlamaGuard.from_pretrained(str(path), on_error="unsafe")
+    full = run(base)
     levered = run(LlamaGuard.from_pretrained(str(path), on_error="unsafe", **LEVERS[lever]))
     sure = [i for i, v in enumerate(full) if v.error is None and abs(v.score - 0.5) > SURE]
     assert len(sure) > len(full) * 0.8  # the tiny guards are trained to be sure of their answers
-    want = [(full[i].safe, full[i].categories) for i in sure]
-    assert [(levered[i].safe, levered[i].categories) for i in sure] == want
+    assert [levered[i].safe for i in sure] == [full[i].safe for i in sure]
+    # The categories: where the model is sure of the first one (a sure "unsafe" can still hesitate between two).
+    sure_first = [i for i in sure if not full[i].safe and _first_category_sure(base, *examples[i])]
+    assert sure_first  # the comparison below is never empty
+    assert [levered[i].categories[:1] for i in sure_first] == [full[i].categories[:1] for i in sure_first]
     assert max(abs(a.score - b.score) for a, b in zip(full, levered, strict=True)) < MAX_SCORE_SHIFT
     assert any(not full[i].safe for i in sure) and any(full[i].safe for i in sure)
+
+
+def _first_category_sure(guard: LlamaGuard, conversation: object, excluded: list[str]) -> bool:
+    """Whether ``guard``'s model gives one code at least :data:`CATEGORY_SURE` as the first category."""
+    judged = LlamaGuard.from_model(
+        guard.backend.model, guard.backend.processor or guard.tokenizer, excluded_categories=excluded
+    )
+    codes = [c for c in default_categories(judged) if c not in judged.excluded_categories]
+    return max(judged.category_distribution([conversation], codes)[0].values()) >= CATEGORY_SURE
 
 
 def test_int8_on_a_cpu_is_torch_dynamic_int8_and_says_so(lg3_1b_path, lg3_1b, caplog):

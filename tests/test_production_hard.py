@@ -261,6 +261,19 @@ def test_a_model_error_is_retried_row_by_row(lg3_1b):
     assert rig.forwards[0] == len(convs) and rig.forwards.count(1) >= len(convs)  # the batch, then row by row
 
 
+def test_a_split_conversation_whose_window_fails_says_in_how_many_it_was_checked(lg3_1b):
+    guard = LlamaGuard.from_model(
+        lg3_1b.backend.model, lg3_1b.tokenizer, context_length=512, on_error="unsafe", prefix_cache_bytes=0
+    )
+    text = BENIGN + " " + "The weather is mild today. " * 200 + MARKER + "Thanks."  # the marker: last window only
+    windows = len(guard.prepare(text)[0])
+    assert windows > 1
+    with OffFormatRig(guard):
+        verdict = guard.check(text)
+    assert not verdict.safe and "blank line" in verdict.error
+    assert verdict.segments == windows  # not 1: the user sees the text was judged in parts
+
+
 def test_a_row_that_is_not_a_conversation_is_named_in_both_modes(lg3_1b):
     for on_error in ("raise", "unsafe"):
         guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error=on_error)
