@@ -131,14 +131,36 @@ class GuardBatchError(LlamaGuardError):
     def __init__(self, verdicts: Sequence[Any], errors: Mapping[int, BaseException]) -> None:
         self.verdicts = list(verdicts)
         self.errors = dict(sorted(errors.items()))
-        rows = "; ".join(f"row {i}: {type(e).__name__}: {e}" for i, e in self.errors.items())
         super().__init__(
-            f"{len(self.errors)} of {len(self.verdicts)} rows could not be judged ({rows}); the other rows' "
-            "verdicts are in .verdicts"
+            f"{len(self.errors):,} of {len(self.verdicts):,} rows could not be judged: {_summary(self.errors)}; the "
+            "other rows' verdicts are in .verdicts, every failed row's error in .errors"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.verdicts, self.errors))
+
+
+SHOWN_ERRORS = 3
+"""A batch error's message quotes this many distinct errors (``.errors`` holds every row's)."""
+SHOWN_ROWS = 8
+"""... and names this many rows of each."""
+
+
+def _summary(errors: Mapping[int, BaseException]) -> str:
+    """The rows' errors, rows with the same error together: a batch of thousands with one cause reads as one line."""
+    groups: dict[str, list[int]] = {}
+    for i, e in errors.items():
+        groups.setdefault(f"{type(e).__name__}: {e}", []).append(i)
+    parts = []
+    for text, rows in list(groups.items())[:SHOWN_ERRORS]:
+        named = ", ".join(map(str, rows[:SHOWN_ROWS]))
+        more = f" and {len(rows) - SHOWN_ROWS:,} more" if len(rows) > SHOWN_ROWS else ""
+        parts.append(f"{'rows' if len(rows) > 1 else 'row'} {named}{more}: {text}")
+    if len(groups) > SHOWN_ERRORS:
+        rest = sum(len(rows) for rows in list(groups.values())[SHOWN_ERRORS:])
+        others = len(groups) - SHOWN_ERRORS
+        parts.append(f"{others:,} other error{'s' if others > 1 else ''} in {rest:,} more row{'s' if rest > 1 else ''}")
+    return "; ".join(parts)
 
 
 class ImageLoadError(LlamaGuardError, ValueError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -161,12 +162,12 @@ def test_prompts_with_images_bypass_reuse(lg4):
 def test_zero_turns_it_off_and_bad_values_are_refused(lg3_1b):
     _, off = _guards(lg3_1b)
     assert off.backend.prefix_store is None and off.backend.prefix_cache_bytes == 0
-    # on by default: 1 GiB on a CPU, less where a tenth of the free memory is less
+    # on by default: 1 GiB on a CPU, less where a tenth of the available memory is less
     from langchain_llamaguard.backends.prefix_store import DEFAULT_CPU_BYTES, available_memory
 
     default = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer)
     assert default.backend.prefix_store is not None
-    assert default.backend.prefix_cache_bytes == min(DEFAULT_CPU_BYTES, available_memory() // 10 or DEFAULT_CPU_BYTES)
+    assert default.backend.prefix_cache_bytes == min(DEFAULT_CPU_BYTES, (available_memory() or 10 << 30) // 10)
     assert 64 << 20 <= default.backend.prefix_cache_bytes <= 1 << 30
     run = _agent_run()
     with _Widths(off.backend.model) as widths:
@@ -180,6 +181,51 @@ def test_zero_turns_it_off_and_bad_values_are_refused(lg3_1b):
     assert isinstance(err.value, ValueError)
     clone = copy.deepcopy(_guards(lg3_1b, 1 << 20)[0].backend)
     assert clone.prefix_cache_bytes == 1 << 20 and len(clone.prefix_store) == 0
+
+
+def _meminfo(field: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="Linux's /proc/meminfo")
+def test_the_default_bound_counts_the_page_cache_as_available():
+    """A server that read a model's weights from disk holds them in its page cache: its *free* memory is then a
+    small part of what it can use, and a store bounded by a tenth of the free memory held a tenth of what it
+    should. The bound follows the *available* memory (the kernel's MemAvailable), or a cgroup's room if less."""
+    from langchain_llamaguard.backends.prefix_store import available_memory, cgroup_room
+
+    want = _meminfo("MemAvailable")
+    room = cgroup_room(Path("/sys/fs/cgroup"))
+    want = min(want, room) if room is not None else want
+    got = available_memory()
+    assert got is not None and abs(got - want) <= 0.1 * want + (256 << 20), (got, want, _meminfo("MemFree"))
+
+
+def test_a_containers_memory_limit_bounds_the_default(tmp_path):
+    from langchain_llamaguard.backends.prefix_store import available_memory, cgroup_room
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("4294967296\n")  # a 4 GiB container ...
+    (v2 / "memory.current").write_text(str(3 << 30))  # ... using 3 GiB, 512 MiB of it reclaimable page cache
+    (v2 / "memory.stat").write_text(f"anon 123\nfile 999\ninactive_file {512 << 20}\nactive_file 5\n")
+    assert cgroup_room(v2) == (1 << 30) + (512 << 20)
+    assert available_memory(v2) <= (1 << 30) + (512 << 20)  # the container's room, not the host's memory
+    (v2 / "memory.max").write_text("max\n")  # no limit
+    assert cgroup_room(v2) is None
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    (v1 / "memory.usage_in_bytes").write_text("22016790528\n")
+    assert cgroup_room(tmp_path / "v1") is None
+    (v1 / "memory.limit_in_bytes").write_text(str(8 << 30))
+    (v1 / "memory.usage_in_bytes").write_text(str(9 << 30))  # over it (page cache counts in v1's usage)
+    (v1 / "memory.stat").write_text(f"cache 1\ntotal_inactive_file {2 << 30}\n")
+    assert cgroup_room(tmp_path / "v1") == 1 << 30
+    assert cgroup_room(tmp_path / "nothing-here") is None
 
 
 def test_store_finds_the_longest_stored_prefix_and_evicts_least_recently_used():

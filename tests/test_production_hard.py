@@ -228,6 +228,22 @@ class OffFormatRig:
         self.handle.remove()
 
 
+def test_a_batch_with_thousands_of_failed_rows_says_so_in_a_few_lines():
+    """A batch error groups its rows by error: 2,000 rows failing alike read as one cause with a count, not a
+    megabyte of message (every row's own error stays in .errors)."""
+    errors: dict[int, BaseException] = {i: GuardOutputError("Sure!", "first line is neither") for i in range(2000)}
+    errors[2000] = ValueError("an image over the bound")
+    errors.update({2001 + k: RuntimeError(f"odd failure {k}") for k in range(5)})
+    err = GuardBatchError([None] * 2006 + ["v"], errors)
+    text = str(err)
+    assert len(text) < 1200, len(text)
+    assert text.startswith("2,006 of 2,007 rows could not be judged: ")
+    assert "rows 0, 1, 2, 3, 4, 5, 6, 7 and 1,992 more: GuardOutputError" in text
+    assert "row 2000: ValueError: an image over the bound" in text
+    assert "row 2001: RuntimeError: odd failure 0; 4 other errors in 4 more rows;" in text
+    assert len(err.errors) == 2006 and err.verdicts[-1] == "v"
+
+
 def test_failing_rows_are_named_and_the_others_keep_their_verdicts(lg3_1b):
     convs = [BENIGN, BENIGN + MARKER, BOMB, "a question" + MARKER, POISON]  # unrigged rows: check-set cases
     # no token-prefix store: the rig finds its marker in each forward's input ids, which a reused prefix would hide
@@ -240,7 +256,7 @@ def test_failing_rows_are_named_and_the_others_keep_their_verdicts(lg3_1b):
         err = info.value
         assert sorted(err.errors) == [1, 3]
         assert all(isinstance(e, GuardOutputError) for e in err.errors.values())
-        assert "row 1" in str(err) and "row 3" in str(err)
+        assert "rows 1, 3: GuardOutputError" in str(err)  # one cause, its rows together
         assert [key(err.verdicts[i]) for i in (0, 2, 4)] == want
         assert err.verdicts[1] is None and err.verdicts[3] is None
         with pytest.raises(GuardOutputError):  # one conversation: its own error

@@ -20,6 +20,7 @@ import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 DEFAULT_CPU_BYTES = 1 << 30
@@ -35,23 +36,65 @@ def cache_nbytes(cache: Any) -> int:
 
 def default_store_bytes(device: Any) -> int:
     """:data:`GPU_FREE_SHARE` of the free memory on a CUDA device; on a CPU :data:`DEFAULT_CPU_BYTES`, or a tenth
-    of the available memory where the system tells it and that is less."""
+    of the available memory (:func:`available_memory`) where that is less."""
     if getattr(device, "type", "cpu") == "cuda":
         import torch
 
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * GPU_FREE_SHARE)
-    return min(DEFAULT_CPU_BYTES, available_memory() // 10 or DEFAULT_CPU_BYTES)
+    memory = available_memory()
+    return DEFAULT_CPU_BYTES if memory is None else min(DEFAULT_CPU_BYTES, memory // 10)
 
 
-def available_memory() -> int:
-    """Bytes of memory available now (Linux), or 0 where the system does not say."""
-    import os
-
+def available_memory(cgroup_root: str | Path = "/sys/fs/cgroup") -> int | None:
+    """Bytes a process can still allocate without swapping: the system's *available* memory (free plus the page
+    cache it can reclaim, from psutil; a machine that has read a model's weights from disk holds them in its page
+    cache, so its *free* memory alone is a small part of it), or the room left under this process's cgroup memory
+    limit (a container's) where that is less. ``None`` where neither is known."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        import psutil
+
+        system: int | None = int(psutil.virtual_memory().available)
+    except (ImportError, OSError, RuntimeError):
+        system = None
+    known = [v for v in (system, cgroup_room(Path(cgroup_root))) if v is not None]
+    return min(known) if known else None
+
+
+def cgroup_room(root: Path) -> int | None:
+    """Bytes left under the cgroup memory limit at ``root`` (v2 ``memory.max``, or v1 ``memory/memory.limit_in_bytes``),
+    counting reclaimable page cache (``inactive_file``) as room; ``None`` where there is no limit or no cgroup."""
+
+    def read(path: Path) -> str | None:
+        try:
+            return path.read_text().strip()
+        except OSError:
+            return None
+
+    def stat(path: Path, *names: str) -> int:
+        for line in (read(path) or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key in names and value.isdigit():
+                return int(value)
         return 0
+
+    for limit_file, usage_file, stat_file, cache in (
+        ("memory.max", "memory.current", "memory.stat", ("inactive_file",)),  # cgroup v2
+        (
+            "memory/memory.limit_in_bytes",  # cgroup v1
+            "memory/memory.usage_in_bytes",
+            "memory/memory.stat",
+            ("total_inactive_file",),
+        ),
+    ):
+        limit, usage = read(root / limit_file), read(root / usage_file)
+        if limit is None or usage is None or not limit.isdigit() or not usage.isdigit():
+            continue  # "max" (v2: no limit), or not this cgroup version
+        if int(limit) >= 1 << 60:  # v1's "no limit" is a page-rounded 2**63 - 1
+            return None
+        used = max(int(usage) - stat(root / stat_file, *cache), 0)
+        return max(int(limit) - used, 0)
+    return None
 
 
 def crop_cache(cache: Any, n: int) -> Any:
