@@ -8,6 +8,7 @@ loopback port that this module starts and stops in front of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import threading
@@ -216,6 +217,39 @@ def test_cancelled_checks_cancel_their_requests_and_free_their_slots(forwarder, 
     assert cancelled >= 10
     for i, verdict in enumerate(got):
         same(want[texts[i % len(texts)]], verdict)
+
+
+def test_checks_cancelled_by_the_hundred_never_leave_the_client_without_a_connection(vllm_server, lg3_8b):
+    """An async web server's guard is cancelled whenever a client disconnects. Through one shared httpx pool,
+    requests cancelled at the wrong moment left its connections stuck as busy (encode/httpcore#1093) until none
+    was left and every later check timed out against a healthy server. Here: rounds of 60 checks cancelled at
+    random moments, each followed by 4 checks at once that must all be answered (2 connections)."""
+    guard = LlamaGuard.from_endpoint(
+        vllm_server.url, model=vllm_server.name, tokenizer=lg3_8b.tokenizer, max_concurrency=2, timeout=8
+    )
+    want = lg3_8b.check(BENIGN)
+
+    async def scenario() -> list:
+        start = time.monotonic()
+        await guard.acheck(BENIGN)
+        latency = time.monotonic() - start
+        rng = random.Random(7)
+
+        async def cancelled_at_random() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(guard.acheck(BENIGN), rng.uniform(0, 2 * latency))
+
+        got = []
+        for _ in range(15):
+            await asyncio.gather(*(cancelled_at_random() for _ in range(60)))
+            got += await asyncio.wait_for(asyncio.gather(*(guard.acheck(BENIGN) for _ in range(4))), 30)
+        await guard.aclose()
+        return got
+
+    got = asyncio.run(scenario())
+    assert len(got) == 60
+    for verdict in got:
+        same(want, verdict)
 
 
 def test_a_connection_idle_for_4_s_is_closed_before_the_server_closes_it(forwarder, vllm_server, lg3_8b):

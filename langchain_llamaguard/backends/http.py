@@ -8,6 +8,12 @@ client CPU than the rest of a check together (measured with 16 threads: 1.17 ms 
 through one shared ``httpx.Client``, 0.76 ms through slots), and on a machine shared with the server that CPU
 is taken from the server.
 
+Async requests (GETs too) go through slots of their own, one set per event loop, and a slot whose request was
+cancelled or failed is closed and replaced, never reused: httpcore can leave a pooled connection stuck as busy
+when a request is cancelled at the wrong moment (encode/httpcore#1093), and an async web server's guard is
+cancelled whenever a client disconnects. Through one shared ``httpx.AsyncClient``, 100 requests cancelled at
+random moments left every connection of the pool stuck within a few rounds, and the next check never got one.
+
 Which models a server serves, and their context, come from ``/v1/models`` through :class:`ServedModel`: read on
 first use, not when a guard is built, and polled by start-up probes (:meth:`ServedModel.ready`).
 
@@ -26,12 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import queue
 import threading
 import time
 import weakref
-from collections.abc import Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -116,12 +123,11 @@ class EndpointClient:
         self._slots_lock = threading.Lock()
         self._post_headers = [(b"Content-Type", b"application/json")]
         self._post_headers += [(b"Authorization", f"Bearer {api_key}".encode())] if api_key else []
-        self._post_urls: dict[str, httpx.URL] = {}
+        self._urls: dict[str, httpx.URL] = {}
         self._closed = False
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="guard-http")
-        # An AsyncClient (and its semaphore) belongs to one event loop; tests and apps may run several.
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]]
-        self._async = weakref.WeakKeyDictionary()
+        # Async slots belong to one event loop; tests and apps may run several.
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSlots] = weakref.WeakKeyDictionary()
         self._async_lock = threading.Lock()
 
     def __repr__(self) -> str:  # no headers: the key stays out of reprs and logs
@@ -212,15 +218,20 @@ class EndpointClient:
                 return self._answer(response, path)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _request(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> httpx.Request:
+        """The request to send on a slot: ``body`` as JSON (none for a GET), ``timeout`` for each of its phases."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self._url(path))
+        timeouts = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
+        if body is None:
+            return httpx.Request(method, url, headers=self._headers, extensions=timeouts)
+        content = json.dumps(body).encode()
+        return httpx.Request(method, url, headers=self._post_headers, content=content, extensions=timeouts)
+
     def _post(self, path: str, body: dict[str, Any] | None, timeout: float) -> httpx.Response:
         """POST ``body`` as JSON on a slot of its own; the answer is read whole before the slot is handed back."""
-        url = self._post_urls.get(path)
-        if url is None:
-            url = self._post_urls[path] = httpx.URL(self._url(path))
-        timeouts = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
-        request = httpx.Request(
-            "POST", url, headers=self._post_headers, content=json.dumps(body).encode(), extensions=timeouts
-        )
+        request = self._request("POST", path, body, timeout)
         transport = self._take_slot(timeout)
         try:
             response = transport.handle_request(request)
@@ -233,8 +244,7 @@ class EndpointClient:
         return response
 
     def _new_transport(self) -> httpx.HTTPTransport:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_S)
-        return httpx.HTTPTransport(limits=limits)
+        return httpx.HTTPTransport(limits=_ONE_CONNECTION)
 
     def _take_slot(self, timeout: float) -> httpx.HTTPTransport:
         """A free slot (the one used last: its connection is the likeliest to be open), a new one while fewer than
@@ -261,31 +271,34 @@ class EndpointClient:
     async def _asend(
         self, method: str, path: str, body: dict[str, Any] | None, timeout: float | None = None
     ) -> dict[str, Any]:
-        """Async :meth:`_send`. Cancelling the awaiting task cancels the request (httpx drops its connection)
-        and gives its concurrency slot back: the slot is held by ``async with`` around the request only."""
+        """Async :meth:`_send`, on a slot of this event loop. Cancelling the awaiting task cancels the request:
+        its slot is closed (connection and all) and a new one takes its place."""
         timeout = self.timeout if timeout is None else timeout
-        client, semaphore = self._async_client()
+        slots = self._async_slots()
         async for attempt in tenacity.AsyncRetrying(**self._retrying(timeout)):
             with attempt:
+                request = self._request(method, path, body, timeout)
                 try:
-                    async with semaphore:
-                        response = await client.request(method, path, json=body, timeout=timeout)
+                    async with slots.slot() as transport:
+                        response = await transport.handle_async_request(request)
+                        try:
+                            await response.aread()
+                        finally:
+                            await response.aclose()
                 except httpx.HTTPError as exc:
                     raise self._transport_error(exc, path, timeout) from None
                 return self._answer(response, path)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _async_client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+    def _async_slots(self) -> _AsyncSlots:
         loop = asyncio.get_running_loop()
         with self._async_lock:
-            got = self._async.get(loop)
-            if got is None:
-                client = httpx.AsyncClient(
-                    base_url=self.base_url, headers=self._headers, timeout=self.timeout, limits=self._limits
+            slots = self._async.get(loop)
+            if slots is None:
+                slots = self._async[loop] = _AsyncSlots(
+                    self.max_concurrency, lambda: httpx.AsyncHTTPTransport(limits=_ONE_CONNECTION)
                 )
-                got = (client, asyncio.Semaphore(self.max_concurrency))
-                self._async[loop] = got
-        return got
+        return slots
 
     def get(self, path: str, *, timeout: float | None = None) -> dict[str, Any]:
         return self._send("GET", path, None, timeout)
@@ -344,20 +357,64 @@ class EndpointClient:
                 break
         self._pool.shutdown(wait=False)
         with self._async_lock:
-            clients = list(self._async.items())
+            every = list(self._async.items())
             self._async.clear()
-        for loop, (client, _) in clients:
+        for loop, slots in every:
             if not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(client.aclose())
+                loop.run_until_complete(slots.aclose())
 
     async def aclose(self) -> None:
-        """:meth:`close` from a coroutine: every async client of this event loop is closed on it."""
+        """:meth:`close` from a coroutine: every async connection of this event loop is closed on it."""
         loop = asyncio.get_running_loop()
         with self._async_lock:
             mine = self._async.pop(loop, None)
         if mine is not None:
-            await mine[0].aclose()
+            await mine.aclose()
         self.close()
+
+
+_ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_S)
+"""A slot's transport: one connection, closed after :data:`KEEPALIVE_S` idle seconds."""
+
+
+class _AsyncSlots:
+    """The async slots of one event loop: at most ``size`` one-connection transports, each used by one request at
+    a time (the one used last first: its connection is the likeliest to be open). A transport whose request was
+    cancelled or failed is closed and never used again; a new one takes its place."""
+
+    def __init__(self, size: int, make: Callable[[], httpx.AsyncHTTPTransport]) -> None:
+        self._free: list[httpx.AsyncHTTPTransport] = []
+        self._semaphore = asyncio.Semaphore(size)
+        self._make = make
+        self._closing: set[asyncio.Future[None]] = set()
+        self._closed = False
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[httpx.AsyncHTTPTransport]:
+        async with self._semaphore:
+            transport = self._free.pop() if self._free else self._make()
+            try:
+                yield transport
+            except BaseException:
+                self._discard(transport)
+                raise
+            if self._closed:
+                self._discard(transport)
+            else:
+                self._free.append(transport)
+
+    def _discard(self, transport: httpx.AsyncHTTPTransport) -> None:
+        """Close ``transport`` in a task of its own (the caller may be being cancelled)."""
+        closing = asyncio.ensure_future(transport.aclose())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        while self._free:
+            self._discard(self._free.pop())
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 class ServedModel:
