@@ -71,28 +71,23 @@ def cgroup_room(root: Path) -> int | None:
         except OSError:
             return None
 
-    def stat(path: Path, *names: str) -> int:
+    def stat(path: Path, name: str) -> int:
         for line in (read(path) or "").splitlines():
             key, _, value = line.partition(" ")
-            if key in names and value.isdigit():
+            if key == name and value.isdigit():
                 return int(value)
         return 0
 
     for limit_file, usage_file, stat_file, cache in (
-        ("memory.max", "memory.current", "memory.stat", ("inactive_file",)),  # cgroup v2
-        (
-            "memory/memory.limit_in_bytes",  # cgroup v1
-            "memory/memory.usage_in_bytes",
-            "memory/memory.stat",
-            ("total_inactive_file",),
-        ),
+        ("memory.max", "memory.current", "memory.stat", "inactive_file"),  # cgroup v2
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat", "total_inactive_file"),
     ):
         limit, usage = read(root / limit_file), read(root / usage_file)
         if limit is None or usage is None or not limit.isdigit() or not usage.isdigit():
             continue  # "max" (v2: no limit), or not this cgroup version
         if int(limit) >= 1 << 60:  # v1's "no limit" is a page-rounded 2**63 - 1
             return None
-        used = max(int(usage) - stat(root / stat_file, *cache), 0)
+        used = max(int(usage) - stat(root / stat_file, cache), 0)
         return max(int(limit) - used, 0)
     return None
 
