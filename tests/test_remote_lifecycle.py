@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import socket
+import statistics
 import threading
 import time
 
@@ -184,9 +185,13 @@ def test_cancelled_checks_cancel_their_requests_and_free_their_slots(forwarder, 
     )
 
     async def scenario() -> tuple[int, list]:  # one event loop: one async client and its slots
-        start = time.monotonic()
-        await guard.acheck(texts[0])
-        latency = time.monotonic() - start
+        await guard.acheck(texts[0])  # a connection, warm
+        times = []
+        for text in texts[:3]:  # a check's time on a warm connection (a cold first one made every timeout long)
+            start = time.monotonic()
+            await guard.acheck(text)
+            times.append(time.monotonic() - start)
+        latency = statistics.median(times)
         rng = random.Random(21)
         cancelled = 0
 

@@ -22,28 +22,41 @@ from langchain_llamaguard import LlamaGuard
 from langchain_llamaguard.tiny import data
 
 
-def recorded(guard) -> list[list[int]]:
-    """The token-id prompts ``guard`` sends to ``/completions`` from now on, in order: its real client's request
-    bodies, read by a wrapper around each connection it opens (the guard must not have sent a check yet)."""
-    prompts: list[list[int]] = []
-    client = guard.backend.client
-    make = client._new_transport
+class Recorded:
+    """The token-id prompts ``guard`` sends to ``/completions`` from now on: its real client's request bodies, read
+    by a wrapper around each connection it opens (the guard must not have sent a check yet)."""
 
-    class Recording(httpx.BaseTransport):
-        def __init__(self) -> None:
-            self.inner = make()
+    def __init__(self, guard) -> None:
+        self.prompts: list[list[int]] = []
+        prompts, client = self.prompts, guard.backend.client
+        make = client._new_transport
 
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            if request.url.path.endswith("/completions"):
-                prompt = json.loads(request.content)["prompt"]
-                prompts.extend(prompt if prompt and isinstance(prompt[0], list) else [prompt])
-            return self.inner.handle_request(request)
+        class Recording(httpx.BaseTransport):
+            def __init__(self) -> None:
+                self.inner = make()
 
-        def close(self) -> None:
-            self.inner.close()
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                if request.url.path.endswith("/completions"):
+                    prompt = json.loads(request.content)["prompt"]
+                    prompts.extend(prompt if prompt and isinstance(prompt[0], list) else [prompt])
+                return self.inner.handle_request(request)
 
-    client._new_transport = Recording
-    return prompts
+            def close(self) -> None:
+                self.inner.close()
+
+        client._new_transport = Recording
+
+    def prompt_of(self, check) -> list[int]:
+        """The prompt one ``check()`` sends. A check whose model does not answer as the format expects (a tiny guard
+        on text unlike its training may not) asks again with the prompt plus the forced tokens: any such further
+        request starts with the prompt, whole."""
+        start = len(self.prompts)
+        check()
+        assert len(self.prompts) > start, "the check sent no /completions request"
+        first, *again = self.prompts[start:]
+        for more in again:
+            assert more[: len(first)] == first, "a check's second request does not extend its prompt"
+        return first
 
 
 class Metrics:
@@ -114,23 +127,22 @@ def test_same_role_checks_of_a_growing_trajectory_send_the_previous_conversation
     with the previous same-role check's ids up to that check's conversation end, and the server serves those
     from its prefix cache."""
     metrics = Metrics(vllm_server)
-    sent = recorded(guard)
+    recorder = Recorded(guard)
     turns = trajectory()
     last: dict[str, tuple[list[int], int]] = {}  # role -> (ids sent, conversation end)
     reused = 0
     for n in range(1, len(turns) + 1):
         before = metrics.hits()
-        guard.check(turns[:n])
+        sent = recorder.prompt_of(lambda n=n: guard.check(turns[:n]))
         prompt = guard.encode(turns[:n])[0]
-        assert sent[-1] == prompt.input_ids  # the ids on the wire are the local encoding, whole
+        assert sent == prompt.input_ids  # the ids on the wire are the local encoding, whole
         if prompt.role in last:
             ids, end = last[prompt.role]
-            assert sent[-1][:end] == ids[:end], f"check {n} ({prompt.role}) does not extend the previous one"
-            want = cached(shared(ids, sent[-1]), len(sent[-1]), metrics.block)
+            assert sent[:end] == ids[:end], f"check {n} ({prompt.role}) does not extend the previous one"
+            want = cached(shared(ids, sent), len(sent), metrics.block)
             assert metrics.wait_for(before, want) >= want, f"check {n}: fewer than {want} prompt tokens cached"
             reused = max(reused, want)
-        last[prompt.role] = (sent[-1], prompt.body_end)
-    assert len(sent) == len(turns)
+        last[prompt.role] = (sent, prompt.body_end)
     assert reused >= 2 * metrics.block  # the conversation itself was reused, not only the fixed policy text
 
 
@@ -143,15 +155,15 @@ def test_a_streamed_answer_keeps_everything_before_its_last_word(guard, vllm_ser
     question = HumanMessage(data.BENIGN_QUESTION)
     chunks = list(answering_chat_model({data.BENIGN_QUESTION: answer}).stream([question]))
     assert len(chunks) > 150
-    sent = recorded(guard)
+    recorder = Recorded(guard)
     before = metrics.hits()
-    partials, acc = [], None
+    partials, sent, acc = [], [], None
     for i, chunk in enumerate(chunks, 1):
         acc = chunk if acc is None else acc + chunk
         if i % 10 == 0 or i == len(chunks):
-            guard.check([question, acc])
+            sent.append(recorder.prompt_of(lambda acc=acc: guard.check([question, acc])))
             partials.append(acc.text)
-    assert partials[-1] == answer and len(sent) == len(partials)
+    assert partials[-1] == answer
     turn_end = len(guard.encoder.text_ids(guard.format.turn_end))
     want = 0
     for n in range(1, len(sent)):
