@@ -346,9 +346,11 @@ class LlamaGuardEngine:
         """
         recipe = recipe_of(locals(), "model_id_or_path", "hf_kwargs")
         from .backends.loading import load_guard_model
+        from .backends.prefix_store import check_prefix_cache_bytes
 
         threshold = _check_threshold(threshold)
         on_error = _check_on_error(on_error)
+        check_prefix_cache_bytes(prefix_cache_bytes)  # before minutes of loading weights
         try:
             resolve_categories(excluded_categories, check_policy(categories))
         except ValueError as exc:

@@ -231,29 +231,36 @@ def test_a_containers_memory_limit_bounds_the_default(tmp_path):
 def test_store_finds_the_longest_stored_prefix_and_evicts_least_recently_used():
     import torch
 
-    from langchain_llamaguard.backends.prefix_store import PrefixStore
+    from langchain_llamaguard.backends.prefix_store import SUPERSEDED_TAIL, PrefixStore
 
     def kv(n: int) -> SimpleNamespace:  # one layer, one row: n tokens of 4 floats (32 bytes each for keys+values)
         return SimpleNamespace(layers=[SimpleNamespace(keys=torch.zeros(1, 1, n, 4), values=torch.zeros(1, 1, n, 4))])
 
     store = PrefixStore(max_bytes=32 * 30)
-    a, b, c = list(range(10)), list(range(12)), [*range(9), 99, 10, 11]  # c shares the first 9 ids of a and b
+    a, b, c = list(range(10)), list(range(12)), [*range(7), 99, 98, 97, 10, 11]  # c shares 7 ids with a and b
     store.put(a, kv(10))
     store.put(b, kv(12))  # b extends a: a is dropped
     assert len(store) == 1 and store.nbytes == 32 * 12
     n, got = store.longest([*b, 5, 6])
     assert n == 12 and got.layers[0].keys.shape[-2] == 12
-    n, got = store.longest(c)  # a common prefix of 9: the entry's first 9 tokens
-    assert n == 9 and got.layers[0].keys.shape[-2] == 9
-    assert store.longest(c, min_len=10) == (0, None)
+    n, got = store.longest(c)  # a common prefix of 7: the entry's first 7 tokens
+    assert n == 7 and got.layers[0].keys.shape[-2] == 7
+    assert store.longest(c, min_len=8) == (0, None)
     d = [7, *range(11)]
     store.put(d, kv(12))
     store.longest(b)  # b is now the most recently used
     store.put(c, kv(12))  # 36 tokens' worth: d (least recently used) goes
     assert len(store) == 2 and store.nbytes == 32 * 24
     assert store.longest(d)[0] == 0 and store.longest(c)[0] == 12
+    # An entry that the new one continues but for its last few ids (a streamed answer's previous check: its last
+    # word re-tokenized, then its end of turn) is dropped: it can serve no lookup more than those few ids better.
+    e = [*b[:11], 77]
+    assert SUPERSEDED_TAIL >= 1
+    store.max_bytes = 32 * 40  # room for all three: b leaves because e supersedes it, not to make room
+    store.put(e, kv(12))  # b differs from e in its last id only; c, in its last 5 > SUPERSEDED_TAIL: kept
+    assert len(store) == 2 and store.longest(b)[0] == 11 and store.longest(c)[0] == 12
     store.put(list(range(100)), kv(100))  # larger than the whole budget: not stored, nothing evicted
-    assert len(store) == 2
+    assert len(store) == 2 and store.nbytes == 32 * 24
     store.clear()
     assert (len(store), store.nbytes, store.longest(c)) == (0, 0, (0, None))
 
@@ -355,3 +362,95 @@ def test_an_incremental_stream_is_the_same_with_the_store_and_computes_less(requ
     suffix = len(final.input_ids) + 1 - final.body_end  # the template's closing text and the lead
     bound = (len(asked.input_ids) + 1 - asked.prefix_len) + (final.body_end - final.prefix_len) + checks * (suffix + 4)
     assert tokens_on <= bound and tokens_on < tokens_off
+
+
+def test_a_batch_mixing_a_long_reused_row_and_a_long_new_row_is_no_wider(lg3_1b):
+    """Rows are stacked ``[pad][start][pad][rest]``: a row reusing a long stored prefix beside a row whose long
+    text is all new would make every row as wide as both. The batch uses a stored prefix only where it lets the
+    rows compute less without widening the attention past the forward without the store."""
+    from langchain_llamaguard.tiny import data
+
+    on, off = _guards(lg3_1b, 256 << 20)
+    first = [HumanMessage((data.BENIGN_TOOL_OUTPUTS[0] + " ") * 40)]
+    nxt = [*first, AIMessage("Sure."), HumanMessage("Thanks!")]  # the same conversation's next turn
+    other = [HumanMessage((BENIGN_ANSWER + " ") * 60)]  # a new conversation as long, in the same batch
+    on.check(first)  # stored
+    widths = {}
+    for guard in (off, on):
+        seen: list[int] = []
+
+        def hook(_m, _a, kw, seen=seen):
+            if kw.get("past_key_values") is not None:
+                seen.append(kw["attention_mask"].shape[1])
+
+        handle = guard.backend.model.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            verdicts = guard.batch_check([nxt, other])
+        finally:
+            handle.remove()
+        widths[guard is on] = (seen[0], verdicts)
+    assert widths[True][0] <= widths[False][0]
+    same_verdicts(widths[True][1], widths[False][1])
+    # alone, the next turn still reuses its stored conversation
+    with _Widths(on.backend.model) as w:
+        on.check(nxt)
+        enc, _ = on.encode(nxt)
+        assert w.main() < len(enc.input_ids) - enc.body_end + 16
+
+
+def test_plan_reuse_weighs_computed_tokens_against_width():
+    from langchain_llamaguard.backends.prefix_store import plan_reuse
+
+    # a row that would fit the batch's longest rest anyway gains nothing from its stored prefix
+    assert plan_reuse([300, 300], [1964, 1950], [1900, 0], key_cost=16384) == [False, False]
+    # rows of one growing conversation each: reuse both (a quarter of the tokens, narrower attention too)
+    assert plan_reuse([250, 250], [1050, 900], [1000, 500], key_cost=16384) == [True, True]
+    # only the row that needs it to fit a shorter rest; the other's rest fits anyway, from its short start
+    assert plan_reuse([250, 250], [2000, 330], [1900, 300], key_cost=16384) == [True, False]
+    # a second stored prefix that lets the batch's longest rest shrink is used too
+    assert plan_reuse([250, 250], [2000, 400], [1990, 380], key_cost=16384) == [True, True]
+    assert plan_reuse([250], [1050], [0], key_cost=100) == [False]
+
+
+def test_a_prompt_whose_conversation_runs_to_its_end_checks_alike_with_the_store(lg3_1b):
+    """``check_encoded`` of a caller's own encoding with no closing suffix (``body_end`` at the end): the store
+    never stands in for the prompt's last token, whose logits the check reads."""
+    import dataclasses
+
+    on, off = _guards(lg3_1b)
+    enc, excluded = on.encode([HumanMessage(BENIGN), AIMessage("Paris.")])
+    other, _ = on.encode(BOMB)
+    whole = dataclasses.replace(enc, body_end=len(enc.input_ids))
+    want = off.check_encoded([whole, other], [excluded, excluded])
+    for _ in range(2):
+        same_verdicts(on.check_encoded([whole], [excluded]), want[:1])
+        same_verdicts(on.check_encoded([whole, other], [excluded, excluded]), want)
+        assert all(v.error is None for v in on.check_encoded([whole, other], [excluded, excluded]))
+
+
+def test_a_streamed_answer_leaves_one_entry_not_one_per_check(lg3_1b):
+    from conftest import answering_chat_model
+
+    on, _ = _guards(lg3_1b)
+    store = on.backend.prefix_store
+    store.clear()
+    answer = " ".join([BENIGN_ANSWER] * 12)
+    chain = on.wrap(
+        answering_chat_model({BENIGN: answer}), stream_mode="incremental", check_every=6, on_unsafe="[withheld]"
+    )
+    with _Verdicts(on) as verdicts:
+        list(chain.stream(BENIGN))
+    assert len(verdicts.seen) >= 3  # the input and at least two checks of the answer (whatever they found)
+    assert len(store) == 2  # the user's turn (input check) and the answer's last check: no dead checks between
+
+
+def test_a_bad_prefix_cache_bytes_fails_before_the_weights_load(lg3_1b_path, monkeypatch):
+    import langchain_llamaguard.backends.loading as loading
+
+    def never(*args, **kwargs):
+        raise AssertionError("weights loaded before the option was checked")
+
+    monkeypatch.setattr(loading, "load_guard_model", never)
+    for bad in (-1, 1.5, "1000", True, 1e9):
+        with pytest.raises(LlamaGuardError, match="prefix_cache_bytes"):
+            LlamaGuard.from_pretrained(lg3_1b_path, prefix_cache_bytes=bad)

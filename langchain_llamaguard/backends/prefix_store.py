@@ -5,8 +5,8 @@ Each entry is the KV cache of one prompt's ids up to the end of its conversation
 one batch row, never mutated once stored. A lookup finds the entry sharing the longest common prefix with the ids
 asked for, and gives that many tokens of its KV (a causal model's KV of a token depends only on the ids up to
 it): a whole earlier conversation for the next agent step, the answer so far (less its last, re-tokenized word)
-for the next stream chunk. An entry that is a prefix of a newer one is dropped (the newer one serves every
-lookup it would).
+for the next stream chunk. An entry that a newer one continues (a prefix of it, but for a few last ids) is dropped:
+the newer one serves every lookup it would, to within those few ids.
 
 Example:
     >>> store = PrefixStore(max_bytes=1 << 30)
@@ -27,6 +27,16 @@ DEFAULT_CPU_BYTES = 1 << 30
 """The store's default bound on a CPU (lowered to a tenth of the available memory where that is less)."""
 GPU_FREE_SHARE = 0.1
 """The store's default bound on a GPU: this share of the device's free memory when the backend is made."""
+
+
+def check_prefix_cache_bytes(value: Any) -> int | None:
+    """``value`` if it is a valid ``prefix_cache_bytes`` (an int >= 0, or ``None``), else a
+    :class:`~langchain_llamaguard.errors.GuardConfigurationError` saying what is accepted."""
+    from ..errors import GuardConfigurationError
+
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise GuardConfigurationError(f"prefix_cache_bytes must be an int >= 0 (0: off) or None, got {value!r}")
+    return value
 
 
 def cache_nbytes(cache: Any) -> int:
@@ -105,6 +115,54 @@ def crop_cache(cache: Any, n: int) -> Any:
     return out
 
 
+SUPERSEDED_TAIL = 4
+"""An entry that a new one continues but for at most this many last tokens is dropped when the new one is stored:
+the previous check of a streamed answer (its key ends with the answer so far, whose last word the next check
+re-tokenizes, and the turn's closing tokens) serves no lookup more than these few tokens better than the new one."""
+
+
+def _common_prefix(a: Any, b: Any) -> int:
+    """How many leading ids two int arrays share."""
+    m = min(len(a), len(b))
+    same = a[:m] == b[:m]
+    return m if same.all() else int(same.argmin())
+
+
+def plan_reuse(
+    prefix_lens: Sequence[int], seq_lens: Sequence[int], hit_lens: Sequence[int], key_cost: int
+) -> list[bool]:
+    """Which rows of one batch forward start from their stored prefix (``hit_lens[i]`` tokens; ``0``: none) rather
+    than from their fixed policy prefix (``prefix_lens[i]``).
+
+    A batch computes every row's rest padded to the longest rest ``R``, over keys as wide as the longest start
+    plus ``R``. A row whose whole rest fits ``R`` anyway gains nothing from its stored prefix and would only
+    widen every row's keys, so for each candidate ``R`` only the rows that need their stored prefix to fit it use
+    it. The plan taken costs least, at ``R * (key_cost + width)`` (``key_cost``: what a token's linear layers
+    cost in units of one attention key), among those whose attention (``R * width``) is no larger than the
+    forward without reuse, which the batch planner sized.
+
+    Example:
+        >>> plan_reuse([300, 300], [1964, 1950], [1900, 0], key_cost=512)  # reuse would double the width
+        [False, False]
+    """
+    rest_plain = [s - p for s, p in zip(seq_lens, prefix_lens, strict=True)]
+    rest_hit = [s - h if h else r for s, h, r in zip(seq_lens, hit_lens, rest_plain, strict=True)]
+    plain_rest = max(rest_plain)
+    plain_attention = plain_rest * (max(prefix_lens) + plain_rest)
+    best: tuple[int, list[bool]] | None = None
+    for rest in sorted(set(rest_plain) | set(rest_hit)):
+        if any(min(a, b) > rest for a, b in zip(rest_plain, rest_hit, strict=True)):
+            continue  # some row cannot fit this rest
+        use = [r > rest for r in rest_plain]
+        width = max(h if u else p for h, p, u in zip(hit_lens, prefix_lens, use, strict=True)) + rest
+        if rest * width > plain_attention:
+            continue
+        cost = rest * (key_cost + width)
+        if best is None or cost < best[0]:
+            best = (cost, use)
+    return best[1] if best is not None else [False] * len(seq_lens)
+
+
 class PrefixStore:
     """Thread-safe LRU store of single-row KV caches keyed by token ids, bounded by ``max_bytes``.
 
@@ -146,8 +204,7 @@ class PrefixStore:
                 m = min(len(arr), len(query))
                 if m <= best or m < min_len:
                     continue
-                same = arr[:m] == query[:m]
-                n = m if same.all() else int(same.argmin())
+                n = _common_prefix(arr, query)
                 if n > best:
                     best, best_key = n, key
             if best < min_len or best_key is None:
@@ -157,23 +214,28 @@ class PrefixStore:
         return best, cache if best == len(best_key) else crop_cache(cache, best)
 
     def put(self, ids: Sequence[int], cache: Any) -> None:
-        """Store ``cache`` (the KV of exactly ``ids``; the caller gives it up), drop the entries it extends, and
-        evict the least recently used entries until the store is within its bounds."""
+        """Store ``cache`` (the KV of exactly ``ids``; the caller gives it up), drop the entries it continues (all
+        but their last :data:`SUPERSEDED_TAIL` ids at most), and evict the least recently used entries until the
+        store is within its bounds."""
         import numpy as np
 
         key = tuple(ids)
         size = cache_nbytes(cache)
         if size > self.max_bytes:
             return
+        arr = np.asarray(key, dtype=np.int64)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return
-            for old in [k for k in self._entries if len(k) < len(key) and key[: len(k)] == k]:
-                self._drop(old)
+            superseded = [
+                k for k, (_, _, old) in self._entries.items() if _common_prefix(old, arr) >= len(old) - SUPERSEDED_TAIL
+            ]
+            for old_key in superseded:
+                self._drop(old_key)
             while self._entries and (self._nbytes + size > self.max_bytes or len(self._entries) >= self.max_entries):
                 self._drop(next(iter(self._entries)))
-            self._entries[key] = (cache, size, np.asarray(key, dtype=np.int64))
+            self._entries[key] = (cache, size, arr)
             self._nbytes += size
 
     def _drop(self, key: tuple[int, ...]) -> None:

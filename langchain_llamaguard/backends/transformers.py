@@ -15,11 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..encoding import EncodedPrompt
-from ..errors import GuardConfigurationError, GuardInputError
+from ..errors import GuardInputError
 from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
+from .prefix_store import plan_reuse
 
 _STACKABLE = {"DynamicLayer", "DynamicSlidingWindowLayer"}
 """Cache layers whose state is keys, values (and a token count): prefix caches of these can be stacked."""
+
+
+def _reusable_end(prompt: EncodedPrompt) -> int:
+    """How many leading ids of ``prompt`` may come from (and go to) the prefix store: up to the end of its
+    conversation, and never its last id, whose logits (the lead's) the forward must compute."""
+    return max(0, min(prompt.body_end, len(prompt.input_ids) - 1))
 
 
 @dataclass
@@ -55,6 +62,10 @@ class TransformersBackend:
         self._prefix_kv: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # least recently used first
         text_config = getattr(model.config, "text_config", model.config)
         self._chunk = getattr(text_config, "attention_chunk_size", None)
+        hidden = getattr(text_config, "hidden_size", 0) or 0
+        self._key_cost = int(2 * hidden + 1.5 * (getattr(text_config, "intermediate_size", 0) or 4 * hidden)) or 4096
+        """What one token's linear layers cost, in units of one attention key (q/k/v/o ~ 4 h^2 and an MLP of
+        3 h I multiply-adds against 2 h per key): how the batch plan weighs reuse against width."""
         """Llama 4's chunked attention: no batch row may be wider, padding included (its mask skips only
         leading padding)."""
         self.tokenizer = tokenizer
@@ -69,10 +80,9 @@ class TransformersBackend:
     def set_prefix_cache_bytes(self, value: int | None) -> None:
         """Bound the token-prefix store (:mod:`.prefix_store`) to ``value`` bytes: ``None`` is the device's
         default, ``0`` turns it off (only the fixed policy prefix is reused then). Empties the store."""
-        from .prefix_store import PrefixStore, default_store_bytes
+        from .prefix_store import PrefixStore, check_prefix_cache_bytes, default_store_bytes
 
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise GuardConfigurationError(f"prefix_cache_bytes must be an int >= 0 (0: off) or None, got {value!r}")
+        check_prefix_cache_bytes(value)
         self.prefix_cache_bytes = default_store_bytes(self.device) if value is None else value
         """The token-prefix store's bound in bytes (``0``: off)."""
         self.prefix_store = PrefixStore(self.prefix_cache_bytes) if self.prefix_cache_bytes else None
@@ -227,10 +237,15 @@ class TransformersBackend:
         store = self.prefix_store if prompts is not None else None
         hits: list[tuple[int, Any]] = [(0, None)] * len(seqs)
         if store is not None:
+            ends = [_reusable_end(p) for p in prompts]  # type: ignore[union-attr]
             hits = [
-                store.longest(p.input_ids[: p.body_end], min_len=len(pre) + 1) if p.body_end > len(pre) else (0, None)
-                for p, pre in zip(prompts, prefixes, strict=True)  # type: ignore[arg-type]
+                store.longest(p.input_ids[:end], min_len=len(pre) + 1) if end > len(pre) else (0, None)
+                for p, pre, end in zip(prompts, prefixes, ends, strict=True)  # type: ignore[arg-type]
             ]
+            if len(hits) > 1 and any(n for n, _ in hits):
+                lens = [len(p) for p in prefixes], [len(s) for s in seqs], [n for n, _ in hits]
+                use = plan_reuse(*lens, key_cost=self._key_cost)
+                hits = [hit if u else (0, None) for hit, u in zip(hits, use, strict=True)]
         starts = [n or len(p) for (n, _), p in zip(hits, prefixes, strict=True)]
         width = max(starts)
         rests = [s[n:] for n, s in zip(starts, seqs, strict=True)]
@@ -276,10 +291,11 @@ class TransformersBackend:
         if any(layer.keys.shape[-2] != total for layer in cache.layers):
             return  # a layer dropped tokens (a sliding window): its rows are not whole
         for i, (p, n) in enumerate(zip(prompts, starts, strict=True)):
-            if p.body_end <= n:
+            end = _reusable_end(p)
+            if end <= n:
                 continue  # nothing new before the suffix
             lo = total - len(rests[i])
-            spans = ((width - n, width), (lo, lo + p.body_end - n))
+            spans = ((width - n, width), (lo, lo + end - n))
             entry = copy.copy(cache)
             entry.layers = []
             for layer in cache.layers:
@@ -287,9 +303,9 @@ class TransformersBackend:
                 row.keys = torch.cat([layer.keys[i : i + 1, :, a:b] for a, b in spans], dim=-2)
                 row.values = torch.cat([layer.values[i : i + 1, :, a:b] for a, b in spans], dim=-2)
                 if hasattr(row, "cumulative_length"):
-                    row.cumulative_length = p.body_end
+                    row.cumulative_length = end
                 entry.layers.append(row)
-            store.put(p.input_ids[: p.body_end], entry)
+            store.put(p.input_ids[:end], entry)
 
     def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
         """The KV cache of one fixed prefix, computed on first use; the 16 most recently used are kept."""

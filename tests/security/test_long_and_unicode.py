@@ -25,7 +25,8 @@ def test_long_conversation_is_split_not_truncated(lg4_with):
     whole = guard.check(text)
     assert whole.segments == len(prompts)
     assert whole.safe == all(p.safe for p in parts)
-    assert whole.score == max(p.score for p in parts)
+    # (the second check of the same windows reuses the first's stored prefixes: the same score to within 1e-4)
+    assert whole.score == pytest.approx(max(p.score for p in parts), abs=1e-4)
     assert set(whole.categories) == {c for p in parts for c in p.categories}
 
 
