@@ -146,7 +146,8 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
             # Tool-use blocks inside content (not also listed in ``tool_calls``): render like tool calls.
             args = block.get("input", block.get("args", block.get("arguments", {})))
             texts.append(_render_tool_call(block.get("name", ""), args))
-        elif btype == "invalid_tool_call":
+        elif btype in {"invalid_tool_call", "tool_call_chunk", "server_tool_call_chunk"}:
+            # A call whose arguments are not (yet) valid JSON, e.g. half-way through a stream: the text as it is.
             texts.append(f"[tool call] {block.get('name') or ''}({block.get('args') or ''})")
         elif btype == "server_tool_result":
             texts.append(f"[tool result] {block.get('output', '')}")
@@ -154,8 +155,9 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
             texts.append(str(block.get("reasoning") or block.get("thinking") or ""))
         else:
             raise GuardInputError(
-                f"{where}: unsupported content block type {btype!r}; accepted: text, image, image_url, "
-                "tool_call, invalid_tool_call, server_tool_call, server_tool_result, reasoning"
+                f"{where}: unsupported content block type {btype!r}; accepted: text, image, image_url, tool_call, "
+                "tool_call_chunk, invalid_tool_call, server_tool_call, server_tool_call_chunk, server_tool_result, "
+                "reasoning"
             )
     return texts, images
 
@@ -168,7 +170,7 @@ def _render_tool_call(name: str, args: Any) -> str:
     return f"[tool call] {name}({rendered})"
 
 
-_CALL_BLOCK_TYPES = {"tool_call", "tool_use", "function_call", "invalid_tool_call"}
+_CALL_BLOCK_TYPES = {"tool_call", "tool_use", "function_call", "invalid_tool_call", "tool_call_chunk"}
 
 
 def _without_listed_calls(msg: BaseMessage) -> Any:

@@ -36,6 +36,8 @@ from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_cu
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config, var_child_runnable_config
 
+from .inner_runs import unstreamed_child, without_streaming
+
 InputCheck = Literal["before", "parallel"]
 INPUT_CHECKS: tuple[str, ...] = ("before", "parallel")
 OVERLAP_METADATA_KEY = "llama_guard_overlap"
@@ -59,7 +61,7 @@ def check_input_check(value: Any) -> InputCheck:
 def model_config(config: RunnableConfig, run_manager: Any) -> tuple[RunnableConfig, uuid.UUID]:
     """The overlapped model run's config (child of ``run_manager``, marked with the overlap metadata) and its id."""
     run_id = uuid.uuid4()
-    cfg = patch_config(config, callbacks=run_manager.get_child())
+    cfg = patch_config(config, callbacks=unstreamed_child(run_manager))
     cfg["run_id"] = run_id
     cfg["metadata"] = {**(cfg.get("metadata") or {}), OVERLAP_METADATA_KEY: True}
     return cfg, run_id
@@ -241,8 +243,9 @@ class _Pump:
         start_thread(self._run, make)
 
     def _run(self, make: Callable[[], Iterator[Any]]) -> None:
-        chunks = iter(make())
+        chunks: Iterator[Any] | None = None
         try:
+            chunks = iter(make())  # inside the try: a stream that fails at once must not leave the consumer waiting
             for chunk in chunks:
                 if self._stop.is_set():
                     break
@@ -251,7 +254,7 @@ class _Pump:
             self._queue.put((_DONE, exc))
             return
         finally:
-            close = getattr(chunks, "close", None)
+            close = getattr(chunks, "close", None) if chunks is not None else None
             if close is not None:
                 close()
         self._queue.put((_DONE, None))
@@ -306,8 +309,10 @@ async def astream_overlapped(
         try:
             async for chunk in bound.astream(value, cfg):
                 held.put_nowait((chunk, None))
-        except Exception as exc:  # re-raised in the consumer
+        except BaseException as exc:  # any end reaches the consumer (re-raised there), or it would wait forever
             held.put_nowait((_DONE, exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             return
         held.put_nowait((_DONE, None))
 
@@ -334,10 +339,12 @@ async def astream_overlapped(
 
 # -- agent middleware: the first model call beside the input check -------------------------------------------------
 def _overlap_context() -> None:
-    """Mark the model run that starts in this context: overlap metadata, and no token streaming in langgraph."""
+    """Mark the model run that starts in this context: overlap metadata, and no token streaming (langgraph's tag,
+    and no streaming handler: ``astream_events`` / ``stream_mode="messages"`` get the response once judged)."""
     config = dict(var_child_runnable_config.get() or {})
     config["metadata"] = {**(config.get("metadata") or {}), OVERLAP_METADATA_KEY: True}
     config["tags"] = [*(config.get("tags") or []), NOSTREAM_TAG]
+    config["callbacks"] = without_streaming(config.get("callbacks"))
     var_child_runnable_config.set(config)  # type: ignore[arg-type]
 
 

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from functools import partial
@@ -28,6 +29,7 @@ from pydantic import ConfigDict, Field
 
 from .conversation import ConversationInput, coerce_message, documents_error, is_documents, is_message_dict
 from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
+from .inner_runs import unstreamed_child
 from .moderators import AnyVerdict, Moderator
 from .parallel import (
     abatch_overlapped,
@@ -122,7 +124,15 @@ def _is_message_type(tp: Any) -> bool:
 
 
 def _replacement(on_unsafe: Any, like: Any) -> Any:
-    """A fixed replacement shaped like what it replaces (a message for messages, a str for strings)."""
+    """A fixed replacement shaped like what it replaces (a message for messages, a str for strings, a chunk for
+    the chunks of a stream, so that the stream's chunks still add up)."""
+    if isinstance(like, AIMessageChunk) and type(on_unsafe) is AIMessage:
+        fields = on_unsafe.model_dump(include={"content", "additional_kwargs", "response_metadata", "name", "id"})
+        calls = [
+            {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
+            for i, c in enumerate(on_unsafe.tool_calls)
+        ]
+        return AIMessageChunk(**fields, tool_call_chunks=calls)
     if isinstance(on_unsafe, BaseMessage):
         return on_unsafe
     if isinstance(like, AIMessageChunk):
@@ -130,6 +140,16 @@ def _replacement(on_unsafe: Any, like: Any) -> Any:
     if isinstance(like, BaseMessage) or (not isinstance(like, str) and _is_message_type(like)):
         return AIMessage(content=on_unsafe)
     return on_unsafe
+
+
+def check_stream_options(stream_mode: Any, check_every: Any) -> None:
+    """A :class:`GuardConfigurationError` naming what is accepted unless both streaming options are valid."""
+    if stream_mode not in ("buffer", "incremental") or not isinstance(stream_mode, str):
+        raise GuardConfigurationError(f"stream_mode must be 'buffer' or 'incremental', got {stream_mode!r}")
+    if check_every != "sentence" and (type(check_every) is not int or check_every < 1):
+        raise GuardConfigurationError(
+            f"check_every must be a whole number of chunks (1 or more) or 'sentence', got {check_every!r}"
+        )
 
 
 def _is_graph_state(value: Any, config: RunnableConfig) -> bool:
@@ -240,12 +260,16 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
     stream_mode: Literal["buffer", "incremental"] = "buffer"
     check_every: int | Literal["sentence"] = 32
 
+    def __init__(self, **data: Any) -> None:
+        # Checked before pydantic sees them: its own checks would raise a ValidationError (not one of this
+        # package's errors) and would take ``True`` for 1 and ``"2"`` for 2.
+        check_stream_options(data.get("stream_mode", "buffer"), data.get("check_every", 32))
+        super().__init__(**data)
+
     def model_post_init(self, context: Any) -> None:
         self.on_unsafe = _check_on_unsafe(self.on_unsafe)
         if not isinstance(self.moderator, Moderator):
             raise GuardTypeError("moderator must implement check()/acheck()")
-        if self.check_every != "sentence" and (not isinstance(self.check_every, int) or self.check_every < 1):
-            raise GuardConfigurationError("check_every must be a positive number of chunks or 'sentence'")
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -328,12 +352,21 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         return self._unsafe(stage, verdict, payload, like, config)
 
     # -- streaming output checks (shared by GuardStep(stage="output") and GuardedRunnable) --------------------
-    def _due(self, since_check: int, acc: Any) -> bool:
+    def _due(self, since_check: int, acc: Any, text_at_check: str | None) -> bool:
+        """Whether the answer so far is due a check: every ``check_every`` chunks, or when its text has grown
+        since the last check (``text_at_check``) and ends a sentence."""
         if self.stream_mode == "buffer":
             return False
-        if self.check_every == "sentence":
-            return bool(_SENTENCE_END.search(output_message(acc).text))
-        return since_check >= int(self.check_every)
+        if self.check_every != "sentence":
+            return since_check >= int(self.check_every)
+        text = self._text_so_far(acc)
+        return text is not None and text != text_at_check and bool(_SENTENCE_END.search(text))
+
+    def _text_so_far(self, acc: Any) -> str | None:
+        """The answer's text so far for ``check_every="sentence"`` (``None`` before a dict output has its key)."""
+        if self.check_every != "sentence" or (isinstance(acc, dict) and self.output_key not in (None, *acc)):
+            return None
+        return output_message(acc, self.output_key).text
 
     def _read_by_check(self, acc: Any) -> tuple[Any, ...]:
         """What an output check of ``acc`` reads (content and tool calls): an answer whose chunks since the last
@@ -374,11 +407,13 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         pending: list[Any] = []
         acc: Any = None
         judged: tuple[Any, ...] | None = None  # what the last (safe) check read
+        text_at_check: str | None = None
         for chunk in chunks:
             pending.append(chunk)
             acc = chunk if acc is None else acc + chunk
-            if self._due(len(pending), acc):
+            if self._due(len(pending), acc, text_at_check):
                 verdict, judged = self._judge_so_far(acc, judged, context, run_manager)
+                text_at_check = self._text_so_far(acc)
                 if verdict is not None and not verdict.safe:
                     yield self._unsafe("output", verdict, {**payload, "output": acc}, chunk, config)
                     return
@@ -402,11 +437,13 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         pending: list[Any] = []
         acc: Any = None
         judged: tuple[Any, ...] | None = None  # what the last (safe) check read
+        text_at_check: str | None = None
         async for chunk in chunks:
             pending.append(chunk)
             acc = chunk if acc is None else acc + chunk
-            if self._due(len(pending), acc):
+            if self._due(len(pending), acc, text_at_check):
                 verdict, judged = await self._ajudge_so_far(acc, judged, context, run_manager)
+                text_at_check = self._text_so_far(acc)
                 if verdict is not None and not verdict.safe:
                     yield await self._aunsafe("output", verdict, {**payload, "output": acc}, chunk, config)
                     return
@@ -630,7 +667,7 @@ class GuardedRunnable(_GuardBase):
                 verdict = self._verdicts([conv], "User", [run_manager], "input")[0]
                 if not verdict.safe:
                     return self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
-            output = self.bound.invoke(value, patch_config(config, callbacks=run_manager.get_child()))
+            output = self.bound.invoke(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
         if not self.check_output:
             return output
         verdict = self._out_verdicts([_as_messages(conv) + [output_message(output, self.output_key)]], [run_manager])[0]
@@ -656,7 +693,7 @@ class GuardedRunnable(_GuardBase):
                 verdict = (await self._averdicts([conv], "User", [run_manager], "input"))[0]
                 if not verdict.safe:
                     return await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
-            output = await self.bound.ainvoke(value, patch_config(config, callbacks=run_manager.get_child()))
+            output = await self.bound.ainvoke(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
         if not self.check_output:
             return output
         convo = [_as_messages(conv) + [output_message(output, self.output_key)]]
@@ -736,7 +773,7 @@ class GuardedRunnable(_GuardBase):
         if overlapped is not None:
             outputs = [overlapped[i] for i in todo]
         else:
-            inner_cfgs = [patch_config(configs[i], callbacks=run_managers[i].get_child()) for i in todo]
+            inner_cfgs = [patch_config(configs[i], callbacks=unstreamed_child(run_managers[i])) for i in todo]
             outputs = yield ("inner", [values[i] for i in todo], inner_cfgs)
         checked = []
         for i, o in zip(todo, outputs, strict=True):
@@ -787,7 +824,7 @@ class GuardedRunnable(_GuardBase):
                 if not verdict.safe:
                     yield self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
                     return
-            chunks = self.bound.stream(value, patch_config(config, callbacks=run_manager.get_child()))
+            chunks = self.bound.stream(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
         if not self.check_output:
             yield from chunks
             return
@@ -824,7 +861,7 @@ class GuardedRunnable(_GuardBase):
                 if not verdict.safe:
                     yield await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
                     return
-            chunks = self.bound.astream(value, patch_config(config, callbacks=run_manager.get_child()))
+            chunks = self.bound.astream(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
         if not self.check_output:
             async for c in chunks:
                 yield c

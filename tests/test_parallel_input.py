@@ -11,7 +11,7 @@ from conftest import BENIGN, BENIGN_ANSWER, BOMB, make_tools
 from langchain.agents import create_agent
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel, GenericFakeChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
@@ -316,3 +316,67 @@ def test_agent_flagged_input_error_and_replace(lg4):
     assert messages[0].text.startswith("[message removed by Llama Guard") and len(
         [m for m in messages if isinstance(m, HumanMessage)]
     ) == 1
+
+
+@pytest.mark.parametrize(
+    "after_turn",
+    [
+        [AIMessage("Sure, I will help.")],  # an assistant prefill
+        [  # a replayed, finished tool round
+            AIMessage("", tool_calls=[{"name": "web_search", "args": {"query": "bombs"}, "id": "old_1"}]),
+            ToolMessage("Results.", tool_call_id="old_1"),
+        ],
+    ],
+    ids=["prefill", "tool-round"],
+)
+def test_agent_judges_the_turn_whatever_follows_it_in_the_input(lg4, after_turn):
+    """A run's input may hold AI and tool messages after the user's turn (a stateless client replaying history):
+    the run's first model call still judges that turn; it is not taken for an already-judged later call."""
+    before, _, _ = _agent(lg4, "before")
+    request = {"messages": [HumanMessage(BOMB), *after_turn]}
+    expected = before.invoke(request)["messages"][-1].text
+    assert expected.startswith("I can't help with that")
+    for asynchronous in (False, True):
+        agent, counts, _ = _agent(lg4, "parallel")
+        out = asyncio.run(agent.ainvoke(request)) if asynchronous else agent.invoke(request)
+        assert out["messages"][-1].text == expected and counts["web_search"] == []
+
+
+def test_agent_judges_each_run_once_in_a_thread(lg4):
+    """With a checkpointer, every run's first call judges that run's turn, and later calls of a run do not."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    counts, repl, search = make_tools()
+    model = SlowToolCallingModel(messages=iter(_script() * 2), delay=0.05)
+    mw = LlamaGuardMiddleware(lg4, input_check="parallel", apply_to_output=False, apply_to_tool_calls=False)
+    agent = create_agent(model, [repl, search], middleware=[mw], checkpointer=InMemorySaver())
+    thread = {"configurable": {"thread_id": "t"}}
+    trace = Trace()
+    agent.invoke({"messages": [HumanMessage(BENIGN)]}, {**thread, "callbacks": [trace]})
+    assert counts["web_search"] == ["weather in Paris"]
+    overlapped = [bool(meta.get(OVERLAP_METADATA_KEY)) for _, meta in trace.models]
+    assert overlapped == [True, False]  # the first call ran beside the check; the call after the tool did not
+    out = agent.invoke({"messages": [HumanMessage(BOMB)]}, {**thread, "callbacks": [trace]})
+    assert out["messages"][-1].text.startswith("I can't help with that") and len(counts["web_search"]) == 1
+    assert [bool(meta.get(OVERLAP_METADATA_KEY)) for _, meta in trace.models] == [True, False, True]
+
+
+class Interrupted(BaseException):
+    """Not an ``Exception``: what a provider's stream may raise when it is torn down."""
+
+
+class BrokenStreamModel(SleepyChatModel):
+    async def _astream(self, messages: list, stop: Any = None, run_manager: Any = None, **kwargs: Any):
+        yield ChatGenerationChunk(message=AIMessageChunk("Hello "))
+        raise Interrupted("connection torn down")
+
+
+def test_a_stream_that_dies_of_a_base_exception_reaches_the_caller(lg4):
+    """A model stream that ends in a ``BaseException`` (not an ``Exception``) must not leave the caller waiting."""
+    chain = lg4.wrap(BrokenStreamModel(), on_unsafe=REFUSAL, input_check="parallel")
+
+    async def go():
+        return [c async for c in chain.astream(BENIGN)]
+
+    with pytest.raises(Interrupted):
+        asyncio.run(asyncio.wait_for(go(), 60))

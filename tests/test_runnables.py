@@ -7,12 +7,15 @@ from typing import Any
 import pytest
 from conftest import BENIGN, BENIGN_ANSWER, BOMB, UNSAFE_ANSWER, loop_ticks_during
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.language_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.language_models import BaseChatModel, GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnableBranch, RunnableLambda
+from langchain_core.runnables import RunnableBranch, RunnableLambda, RunnableParallel
 
 from langchain_llamaguard import UnsafeContentError
+from langchain_llamaguard.errors import GuardConfigurationError
 
 PROMPT = ChatPromptTemplate.from_messages([("system", "Be helpful."), ("human", "{question}")])
 REFUSAL = "Sorry, I can't help with that."
@@ -219,6 +222,116 @@ async def test_an_incremental_stream_does_not_judge_an_unchanged_answer_again(lg
             out = [c async for c in chain.astream({"question": BENIGN}, config)]
         assert "".join(c.content for c in out) == BENIGN_ANSWER and len(out) == len(chunks)
         assert len(rec.verdicts) == checks and all(v["safe"] for v in rec.verdicts)
+
+
+class ScriptedChunks(BaseChatModel):
+    """Streams ``chunks`` as they are (any content shape, tool-call chunks); ``invoke`` returns their sum."""
+
+    chunks: list[AIMessageChunk]
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-chunks"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+        total = sum(self.chunks[1:], self.chunks[0])
+        message = AIMessage(content=total.content, tool_calls=total.tool_calls)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):
+        for chunk in self.chunks:
+            yield ChatGenerationChunk(message=chunk)
+
+
+def _streamed_call(args: str, step: int = 3) -> list[AIMessageChunk]:
+    """A tool call whose JSON arguments arrive ``step`` characters at a time."""
+    first = {"name": "web_search", "args": args[:step], "id": "call_1", "index": 0, "type": "tool_call_chunk"}
+    rest = [
+        {"name": None, "args": args[i : i + step], "id": None, "index": 0, "type": "tool_call_chunk"}
+        for i in range(step, len(args), step)
+    ]
+    return [AIMessageChunk(content="", tool_call_chunks=[c]) for c in [first, *rest]]
+
+
+def test_incremental_stream_of_a_tool_call_in_langchain_v1_content(lg4):
+    """With ``output_version="v1"`` a streamed tool call's chunks are ``tool_call_chunk`` content blocks: a check
+    half-way through the call judges it as it stands, like the finished call, instead of failing."""
+    model = ScriptedChunks(chunks=_streamed_call('{"query": "weather in Paris"}'), output_version="v1")
+    buffered = list(lg4.wrap(model, on_unsafe=REFUSAL).stream(BENIGN))
+    for every in (1, 2, "sentence"):
+        out = list(lg4.wrap(model, on_unsafe=REFUSAL, stream_mode="incremental", check_every=every).stream(BENIGN))
+        assert [c.content for c in out] == [c.content for c in buffered]
+        assert sum(out[1:], out[0]).tool_calls == model.invoke(BENIGN).tool_calls
+
+
+def test_sentence_mode_checks_when_the_text_grows_to_a_sentence_end(lg4):
+    """``check_every="sentence"`` judges when new text ends a sentence, not at every chunk after one (a tool
+    call's or reasoning's chunks add no text); the answer is still judged whole at its end."""
+    words = [AIMessageChunk(content=w) for w in ("Let ", "me ", "look ", "that ", "up.")]
+    model = ScriptedChunks(chunks=words + _streamed_call('{"query": "' + "weather in Paris " * 8 + '"}', step=2))
+    rec = Recorder()
+    out = list(lg4.wrap(model, stream_mode="incremental", check_every="sentence").stream(BENIGN, {"callbacks": [rec]}))
+    assert len(out) > 70 and sum(out[1:], out[0]).tool_calls == model.invoke(BENIGN).tool_calls
+    assert [v["role"] for v in rec.verdicts] == ["User", "Agent", "Agent"]  # the sentence, then the whole answer
+
+
+def test_sentence_mode_reads_the_output_key(lg4):
+    answer = RunnableParallel(answer=llm() | StrOutputParser())
+    for guarded in (
+        lg4.wrap(answer, output_key="answer", stream_mode="incremental", check_every="sentence"),
+        answer | lg4.as_output_guard(output_key="answer", stream_mode="incremental", check_every="sentence"),
+    ):
+        assert "".join(c["answer"] for c in guarded.stream(BENIGN)) == BENIGN_ANSWER
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"check_every": 0}, {"check_every": -1}, {"check_every": True}, {"check_every": 2.5}, {"check_every": "2"},
+     {"check_every": "Sentence"}, {"stream_mode": "Incremental"}, {"stream_mode": None}],
+)
+def test_stream_options_are_checked_with_the_packages_error(lg4, option):
+    for make in (lambda: lg4.wrap(llm(), **option), lambda: lg4.as_output_guard(**option)):
+        with pytest.raises(GuardConfigurationError, match="accepted|must be"):
+            make()
+
+
+def test_a_message_replacement_ends_an_incremental_stream_as_a_chunk(lg4):
+    """``on_unsafe=AIMessage(...)`` in an incremental stream comes as a chunk, so the stream still adds up."""
+    step = lg4.as_output_guard(stream_mode="incremental", check_every=4, on_unsafe=AIMessage(REFUSAL, id="r1"))
+    chunks = list((PROMPT | llm(UNSAFE_ANSWER) | step).stream({"question": BENIGN}))
+    assert all(isinstance(c, AIMessageChunk) for c in chunks) and chunks[-1].content == REFUSAL
+    total = sum(chunks[1:], chunks[0])
+    assert total.content.endswith(REFUSAL) and UNSAFE_ANSWER not in total.content
+
+
+@pytest.mark.parametrize("input_check", ["before", "parallel"])
+async def test_event_streams_never_carry_the_inner_models_unchecked_tokens(lg4, input_check):
+    """``astream_events`` and ``astream_log`` of a guarded chain show what it released, never the wrapped model's
+    raw tokens (an unsafe answer; the answer to a flagged input); callbacks still trace the model's run."""
+    chain = lg4.wrap(PROMPT | llm(UNSAFE_ANSWER), on_unsafe=REFUSAL, input_check=input_check)
+    for question in (BENIGN, BOMB):  # an unsafe answer; a flagged input
+        rec = Recorder()
+        events = [e async for e in chain.astream_events({"question": question}, {"callbacks": [rec]}, version="v2")]
+        assert "nerve agent" not in repr(events)
+        name = chain.get_name()
+        released = [e["data"]["chunk"] for e in events if e["event"] == "on_chain_stream" and e["name"] == name]
+        assert [c.content for c in released] == [REFUSAL]
+        assert rec.llm_calls == (1 if question == BENIGN or input_check == "parallel" else 0)
+        log = [patch async for patch in chain.astream_log({"question": question})]
+        assert "nerve agent" not in repr(log)
+
+
+def test_a_graph_streaming_messages_gets_the_guarded_answer_only(lg4):
+    """A guarded chain in a LangGraph node: ``stream_mode="messages"`` shows the judged answer, not the tokens."""
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    guarded = lg4.wrap(llm(UNSAFE_ANSWER), on_unsafe=REFUSAL, stream_mode="incremental", check_every=2)
+    graph = StateGraph(MessagesState)
+    graph.add_node("answer", lambda state: {"messages": [guarded.invoke(state["messages"])]})
+    graph.add_edge(START, "answer")
+    graph.add_edge("answer", END)
+    streamed = [m for m, _ in graph.compile().stream({"messages": [HumanMessage(BENIGN)]}, stream_mode="messages")]
+    assert [m.text for m in streamed] == [REFUSAL]
 
 
 async def test_astream_events_show_guard_runs(lg4):

@@ -26,9 +26,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from langchain.agents.middleware import AgentMiddleware, hook_config
+from langchain.agents.middleware import AgentMiddleware, AgentState, hook_config
+from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from ..errors import GuardConfigurationError, UnsafeContentError
@@ -78,6 +79,22 @@ def ending_refusal(messages: Sequence[BaseMessage]) -> str | None:
     return None
 
 
+INPUT_JUDGED_KEY = "llama_guard_input_judged"
+"""Private agent-state key of ``input_check="parallel"``: ``{middleware name: whether this run's user turn was
+judged}``, set to ``False`` by ``before_agent`` and to ``True`` by the model call that overlapped the check."""
+
+
+def _merge_flags(old: dict[str, bool] | None, new: dict[str, bool] | None) -> dict[str, bool]:
+    return {**(old or {}), **(new or {})}
+
+
+class LlamaGuardState(AgentState):
+    """The agent state plus the parallel input check's private flags (a reducer, so that several middlewares
+    can set theirs in one step)."""
+
+    llama_guard_input_judged: NotRequired[Annotated[dict[str, bool], PrivateStateAttr, _merge_flags]]
+
+
 @dataclass
 class _Check:
     """One hook's check: the conversations to judge (in one batch), as which role, and where they sit."""
@@ -122,6 +139,8 @@ class LlamaGuardMiddleware(AgentMiddleware):
         >>> from langchain.agents import create_agent
         >>> agent = create_agent(model, tools, middleware=[LlamaGuardMiddleware(guard)])  # doctest: +SKIP
     """
+
+    state_schema = LlamaGuardState
 
     def __init__(
         self,
@@ -294,24 +313,41 @@ class LlamaGuardMiddleware(AgentMiddleware):
     # -- hooks (each a sync and an async twin over the shared helpers above) ---------------------------------
     @hook_config(can_jump_to=["end"])
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        """Check the user's last turn once per run, before the first model call (``input_check="before"``)."""
-        return None if self.input_check == "parallel" else self._run("input", state)
+        """Check the user's last turn once per run, before the first model call (``input_check="before"``); in
+        ``"parallel"`` mode, mark it as not yet judged (the run's first model call judges it)."""
+        return self._pending_input() if self.input_check == "parallel" else self._run("input", state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        return None if self.input_check == "parallel" else await self._arun("input", state)
+        return self._pending_input() if self.input_check == "parallel" else await self._arun("input", state)
 
-    # -- input_check="parallel": the turn's first model call runs beside the input check ----------------------
+    # -- input_check="parallel": the run's first model call runs beside the input check -----------------------
+    def _pending_input(self) -> dict[str, Any]:
+        return {INPUT_JUDGED_KEY: {self.name: False}}
+
     def _overlap_plan(self, request: Any) -> _Check | None:
-        """The input check to overlap with this model call: only for the first call after the user's last turn."""
+        """The input check to overlap with this model call: the run's first call, whatever the run's input holds
+        after the user's turn (an assistant prefill, a replayed tool round); later calls of the run are not."""
         if self.input_check != "parallel" or not isinstance(request.state, dict):
             return None
+        if (request.state.get(INPUT_JUDGED_KEY) or {}).get(self.name):
+            return None  # judged at this run's first model call
         plan = self._plan("input", request.state)
-        if not isinstance(plan, _Check):
-            return None
-        if any(isinstance(m, AIMessage) for m in plan.messages[plan.idxs[0] + 1 :]):
-            return None  # a later call of this turn: the turn was judged at its first call
-        return plan
+        return plan if isinstance(plan, _Check) else None
+
+    def _judged(self, response: Any, notice: BaseMessage | None = None) -> Any:
+        """``response`` with this run's input marked as judged (and ``notice``, a rewritten user turn, added)."""
+        from langchain.agents.middleware.types import ExtendedModelResponse, ModelResponse
+        from langgraph.types import Command
+
+        if isinstance(response, AIMessage):
+            response = ModelResponse(result=[response])
+        elif isinstance(response, ExtendedModelResponse):  # handlers return ModelResponse; kept for safety
+            response = response.model_response
+        update: dict[str, Any] = {INPUT_JUDGED_KEY: {self.name: True}}
+        if notice is not None:
+            update["messages"] = [notice]
+        return ExtendedModelResponse(model_response=response, command=Command(update=update))
 
     def _flagged_input(self, plan: _Check, verdict: AnyVerdict) -> Any:
         """The first call's outcome for a flagged turn: a refusal, an error, or (``"replace"``) what to ask
@@ -328,17 +364,6 @@ class LlamaGuardMiddleware(AgentMiddleware):
         messages = [notice if m.id is not None and m.id == notice.id else m for m in request.messages]
         return request.override(messages=messages)
 
-    @staticmethod
-    def _noticed(response: Any, notice: BaseMessage) -> Any:
-        from langchain.agents.middleware.types import ExtendedModelResponse, ModelResponse
-        from langgraph.types import Command
-
-        if isinstance(response, AIMessage):
-            response = ModelResponse(result=[response])
-        elif isinstance(response, ExtendedModelResponse):
-            response = response.model_response
-        return ExtendedModelResponse(model_response=response, command=Command(update={"messages": [notice]}))
-
     def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         """``input_check="parallel"``: the turn's first model call runs in a thread beside the input check."""
         plan = self._overlap_plan(request)
@@ -348,11 +373,11 @@ class LlamaGuardMiddleware(AgentMiddleware):
             lambda: handler(request), lambda: self.moderator.check(plan.convs, role=plan.role)[0]
         )
         if verdict.safe:
-            return response
+            return self._judged(response)
         outcome = self._flagged_input(plan, verdict)
         if isinstance(outcome, AIMessage):
-            return outcome
-        return self._noticed(handler(self._with_notice(request, outcome)), outcome)
+            return self._judged(outcome)
+        return self._judged(handler(self._with_notice(request, outcome)), outcome)
 
     async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         plan = self._overlap_plan(request)
@@ -364,11 +389,11 @@ class LlamaGuardMiddleware(AgentMiddleware):
 
         verdict, response = await acall_overlapped(lambda: handler(request), check)
         if verdict.safe:
-            return response
+            return self._judged(response)
         outcome = self._flagged_input(plan, verdict)
         if isinstance(outcome, AIMessage):
-            return outcome
-        return self._noticed(await handler(self._with_notice(request, outcome)), outcome)
+            return self._judged(outcome)
+        return self._judged(await handler(self._with_notice(request, outcome)), outcome)
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
