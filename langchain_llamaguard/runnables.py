@@ -127,12 +127,14 @@ def _replacement(on_unsafe: Any, like: Any) -> Any:
     """A fixed replacement shaped like what it replaces (a message for messages, a str for strings, a chunk for
     the chunks of a stream, so that the stream's chunks still add up)."""
     if isinstance(like, AIMessageChunk) and type(on_unsafe) is AIMessage:
-        fields = on_unsafe.model_dump(include={"content", "additional_kwargs", "response_metadata", "name", "id"})
-        calls = [
-            {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
-            for i, c in enumerate(on_unsafe.tool_calls)
+        fields = on_unsafe.model_dump(exclude={"type", "tool_calls", "invalid_tool_calls"})
+        calls = [(c["name"], json.dumps(c["args"]), c["id"]) for c in on_unsafe.tool_calls]
+        calls += [(c["name"], c["args"], c["id"]) for c in on_unsafe.invalid_tool_calls]
+        chunks = [
+            {"name": name, "args": args, "id": id_, "index": i, "type": "tool_call_chunk"}
+            for i, (name, args, id_) in enumerate(calls)
         ]
-        return AIMessageChunk(**fields, tool_call_chunks=calls)
+        return AIMessageChunk(**fields, tool_call_chunks=chunks)
     if isinstance(on_unsafe, BaseMessage):
         return on_unsafe
     if isinstance(like, AIMessageChunk):
@@ -364,8 +366,11 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
 
     def _text_so_far(self, acc: Any) -> str | None:
         """The answer's text so far for ``check_every="sentence"`` (``None`` before a dict output has its key)."""
-        if self.check_every != "sentence" or (isinstance(acc, dict) and self.output_key not in (None, *acc)):
+        if self.check_every != "sentence":
             return None
+        if isinstance(acc, dict) and not (self.output_key is None and is_message_dict(acc)):
+            if (self.output_key or "output") not in acc:
+                return None  # the answer's key has not streamed yet (the end of the stream judges it whole)
         return output_message(acc, self.output_key).text
 
     def _read_by_check(self, acc: Any) -> tuple[Any, ...]:

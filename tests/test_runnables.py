@@ -282,6 +282,10 @@ def test_sentence_mode_reads_the_output_key(lg4):
         answer | lg4.as_output_guard(output_key="answer", stream_mode="incremental", check_every="sentence"),
     ):
         assert "".join(c["answer"] for c in guarded.stream(BENIGN)) == BENIGN_ANSWER
+    # the default key ("output") arriving after another key: not judged before it is there
+    both = RunnableParallel(meta=RunnableLambda(lambda _: "m"), output=llm() | StrOutputParser())
+    step = lg4.as_output_guard(stream_mode="incremental", check_every="sentence")
+    assert "".join(c.get("output", "") for c in (both | step).stream(BENIGN)) == BENIGN_ANSWER
 
 
 @pytest.mark.parametrize(
@@ -297,11 +301,14 @@ def test_stream_options_are_checked_with_the_packages_error(lg4, option):
 
 def test_a_message_replacement_ends_an_incremental_stream_as_a_chunk(lg4):
     """``on_unsafe=AIMessage(...)`` in an incremental stream comes as a chunk, so the stream still adds up."""
-    step = lg4.as_output_guard(stream_mode="incremental", check_every=4, on_unsafe=AIMessage(REFUSAL, id="r1"))
+    usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    refusal = AIMessage(REFUSAL, id="r1", usage_metadata=usage)
+    step = lg4.as_output_guard(stream_mode="incremental", check_every=4, on_unsafe=refusal)
     chunks = list((PROMPT | llm(UNSAFE_ANSWER) | step).stream({"question": BENIGN}))
     assert all(isinstance(c, AIMessageChunk) for c in chunks) and chunks[-1].content == REFUSAL
     total = sum(chunks[1:], chunks[0])
     assert total.content.endswith(REFUSAL) and UNSAFE_ANSWER not in total.content
+    assert chunks[-1].usage_metadata == usage and chunks[-1].id == "r1"  # the message's fields are kept
 
 
 @pytest.mark.parametrize("input_check", ["before", "parallel"])
