@@ -55,7 +55,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from .errors import GuardConfigurationError, GuardKeyError, GuardTypeError, UnsafeDocumentError
+from .errors import GuardBatchError, GuardConfigurationError, GuardKeyError, GuardTypeError, UnsafeDocumentError
 from .llama_guard import LlamaGuardEngine
 from .moderators import AnyVerdict, LlamaGuardModerator, PromptGuardModerator
 from .prompt_guard import PromptGuardEngine
@@ -94,6 +94,20 @@ def guard_metadata(judged: _Judged) -> dict[str, Any]:
         if lg.error is not None:
             info["llama_guard"]["error"] = lg.error
     return info
+
+
+def _with_errors(err: GuardBatchError) -> list[Any]:
+    """A failed batch's rows: each verdict, or the row's own error where it failed."""
+    return [err.errors.get(i, v) for i, v in enumerate(err.verdicts)]
+
+
+def _rows(check: Any, job: Any) -> list[Any]:
+    """``check`` over one guard's job: a verdict per document, or that document's error (one bad document fails
+    only the input it came in, never the other inputs of a batch)."""
+    try:
+        return list(check(job[0], job[1], job[2], job[3], "document"))
+    except GuardBatchError as err:
+        return _with_errors(err)
 
 
 class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocumentCompressor):
@@ -248,10 +262,10 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
             return self._per_input(read, [None, None])
         jobs = self._jobs(read, run_managers)
         if None in jobs:
-            results = [None if j is None else checked(j[0], j[1], j[2], j[3], "document") for j in jobs]
+            results = [None if j is None else _rows(checked, j) for j in jobs]
         else:
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                futures = [pool.submit(checked, j[0], j[1], j[2], j[3], "document") for j in jobs]
+                futures = [pool.submit(_rows, checked, j) for j in jobs]
                 results = [f.result() for f in futures]
         return self._per_input(read, results)
 
@@ -261,7 +275,12 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
         jobs = self._jobs(read, run_managers)
 
         async def one(job: Any) -> Any:
-            return None if job is None else await achecked(job[0], job[1], job[2], job[3], "document")
+            if job is None:
+                return None
+            try:
+                return await achecked(job[0], job[1], job[2], job[3], "document")
+            except GuardBatchError as err:
+                return _with_errors(err)
 
         return self._per_input(read, list(await asyncio.gather(*(one(j) for j in jobs))))
 
@@ -282,6 +301,11 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
         self, values: list[Any], out: list[Any], todo: list[int], read: list[Any], judged: list[Any]
     ) -> list[Any]:
         for i, (docs, _), verdicts in zip(todo, read, judged, strict=True):
+            failed = {j: e for j, pair in enumerate(verdicts) for e in pair if isinstance(e, BaseException)}
+            if failed:  # only this input fails, naming its own documents (counted within it)
+                rows = [None if j in failed else pair for j, pair in enumerate(verdicts)]
+                out[i] = GuardBatchError(rows, failed)
+                continue
             try:
                 out[i] = self._outcome(values[i], docs, verdicts)
             except Exception as exc:

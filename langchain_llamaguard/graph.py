@@ -216,7 +216,13 @@ class GuardNode(Runnable[Any, Any]):
         if isinstance(last, HumanMessage) and "input" in self.stages:
             return _Plan(messages, "input", "User", [n - 1], [messages])
         if isinstance(last, AIMessage) and "output" in self.stages:
-            return _Plan(messages, "output", "Agent", [n - 1], [messages])
+            # Every model message since the last other one (a node may add several; parallel branches do), each
+            # judged on its own after the conversation before them, so each flagged one is replaced.
+            start = n - 1
+            while start > 0 and isinstance(messages[start - 1], AIMessage):
+                start -= 1
+            idxs = list(range(start, n))
+            return _Plan(messages, "output", "Agent", idxs, [messages[:start] + [messages[i]] for i in idxs])
         if isinstance(last, ToolMessage) and "tool_result" in self.stages:
             last_ai = last_index(messages, AIMessage)
             start = 0 if last_ai is None else last_ai + 1

@@ -31,6 +31,8 @@ from .runnables import achecked, checked
 
 OnUnsafeTool = Literal["refuse", "error"]
 DEFAULT_TOOL_REFUSAL = "Refused: Llama Guard flagged this {what} before it ran ({categories})."
+DEFAULT_OUTPUT_REFUSAL = "Refused: Llama Guard flagged this tool output ({categories})."
+"""What replaces a flagged output (``check_output=True``) when ``refusal_message`` is the default."""
 _STATE_ARG = "llama_guard_state"
 try:  # the agent state langgraph's ToolNode injects into a guarded tool, hidden from the model
     from langgraph.prebuilt import InjectedState
@@ -38,6 +40,10 @@ try:  # the agent state langgraph's ToolNode injects into a guarded tool, hidden
     _AgentState: Any = Annotated[dict | None, InjectedState]
 except ImportError:  # langgraph not installed: no agent context
     _AgentState = None
+try:
+    from langgraph.types import Command as _Command
+except ImportError:
+    _Command = None
 
 
 def _injected_state_type() -> Any:
@@ -65,7 +71,51 @@ class _CodeTurn:
     language: str
 
     def __call__(self, args: dict[str, Any]) -> str:
-        return f"Run this code:\n```{self.language}\n{args.get(self.code_arg, '')}\n```"
+        turn = f"Run this code:\n```{self.language}\n{args.get(self.code_arg, '')}\n```"
+        # Whatever else the call passes (a setup script, files, an environment) can execute too: shown after it.
+        for name, value in args.items():
+            if name != self.code_arg and value not in (None, "", [], {}):
+                text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+                turn += f"\n\nWith {name}:\n```\n{text}\n```"
+        return turn
+
+
+def _model_args(tool: BaseTool) -> frozenset[str] | None:
+    """The arguments the model chooses (the tool's ``tool_call_schema``): not the injected ones (agent state,
+    ``ToolRuntime``, the tool call's id, a store), which are hidden from the model and so not judged either."""
+    schema = tool.tool_call_schema
+    if isinstance(schema, dict):
+        return frozenset(schema.get("properties", {}))
+    fields = getattr(schema, "model_fields", None)
+    return frozenset(fields) if fields is not None else None
+
+
+def _call_id_args(tool: BaseTool) -> frozenset[str]:
+    """The tool's ``InjectedToolCallId`` arguments: such a tool runs only when given a whole tool call."""
+    from langchain_core.tools import InjectedToolCallId
+
+    fields = getattr(tool.args_schema, "model_fields", None) or {}
+    return frozenset(
+        name
+        for name, field in fields.items()
+        if any(m is InjectedToolCallId or isinstance(m, InjectedToolCallId) for m in field.metadata)
+    )
+
+
+def _output_content(output: Any) -> Any:
+    """What a tool's output says, as message content: a ``ToolMessage``'s content, the messages a ``Command``
+    adds, content blocks as they are; anything else as JSON."""
+    if isinstance(output, ToolMessage):
+        return output.content
+    if _Command is not None and isinstance(output, _Command):
+        update = output.update if isinstance(output.update, dict) else {"update": output.update}
+        texts = [m.text if isinstance(m, BaseMessage) else str(m) for m in update.get("messages", [])]
+        rest = {k: v for k, v in update.items() if k != "messages"}
+        if rest:
+            texts.append(json.dumps(rest, ensure_ascii=False, default=str))
+        return "\n\n".join(texts)
+    blocks = isinstance(output, list) and all(isinstance(b, dict) and "type" in b for b in output)
+    return output if isinstance(output, str) or blocks else json.dumps(output, ensure_ascii=False, default=str)
 
 
 class _ToolGuard:
@@ -92,9 +142,19 @@ class _ToolGuard:
         self.on_unsafe = on_unsafe
         self.refusal = refusal
         self.what = what
+        self.model_args = _model_args(tool)
+        self.call_id_args = _call_id_args(tool)
+        # The inner tool runs with its error handling off: its errors reach the guarded tool, which handles them
+        # as the inner tool would (the same settings), under the caller's tool-call id (status="error" kept).
+        self.runner = tool.model_copy(update={"handle_tool_error": False, "handle_validation_error": False})
+
+    def judged_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The arguments the model chose: what Llama Guard judges (injected ones are the app's, not the model's)."""
+        return args if self.model_args is None else {k: v for k, v in args.items() if k in self.model_args}
 
     def call_conversation(self, args: dict[str, Any], state: Any) -> list[BaseMessage]:
         context = _context(state)
+        args = self.judged_args(args)
         if self.render is not None:
             turn = AIMessage(content=self.render(args))
         else:
@@ -104,43 +164,54 @@ class _ToolGuard:
         return context + [turn]
 
     def output_conversation(self, args: dict[str, Any], state: Any, output: Any) -> list[BaseMessage]:
-        # Content blocks (an MCP tool's result) are message content; anything else is shown as JSON.
-        blocks = isinstance(output, list) and all(isinstance(b, dict) and "type" in b for b in output)
-        text = output if isinstance(output, str) or blocks else json.dumps(output, ensure_ascii=False, default=str)
+        # Content blocks (an MCP tool's result) are message content; a ToolMessage its content, a Command the
+        # messages it adds; anything else is shown as JSON.
+        text = _output_content(output)
         call = self.call_conversation(args, state)
         return call + [ToolMessage(content=text, tool_call_id="guard", name=self.tool.name), AIMessage(content=text)]
 
     def refuse(self, verdict: AnyVerdict, stage: str) -> str:
         if self.on_unsafe == "error":
             raise UnsafeContentError(verdict, stage=stage)
+        if stage == "tool_output" and self.refusal == DEFAULT_TOOL_REFUSAL:
+            return DEFAULT_OUTPUT_REFUSAL.format(categories=_categories(verdict))
         return self.refusal.format(
             what=self.what if stage == "tool_call" else "tool output", categories=_categories(verdict)
         )
 
     # A tool that answers with (content, artifact) (MCP tools: the artifact is the structured content) is run
     # with a tool call, so its artifact comes back; the guarded tool answers the same way (a refusal: no artifact).
-    def tool_input(self, args: dict[str, Any]) -> Any:
-        if self.tool.response_format == "content_and_artifact":
-            return {"type": "tool_call", "name": self.tool.name, "args": args, "id": "guard"}
-        return args
+    # So is a tool with an InjectedToolCallId argument (LangChain runs it only with a whole tool call), under the
+    # id the guarded tool was given: its ToolMessage or Command goes back as it is (status and artifact kept).
+    def tool_input(self, args: dict[str, Any]) -> tuple[Any, bool]:
+        """(what the inner tool is invoked with, whether that is the caller's own tool call)."""
+        call_id = next((args[k] for k in self.call_id_args if isinstance(args.get(k), str)), None)
+        if call_id is not None or self.tool.response_format == "content_and_artifact":
+            inner = {k: v for k, v in args.items() if k not in self.call_id_args}
+            return {"type": "tool_call", "name": self.tool.name, "args": inner, "id": call_id or "guard"}, bool(call_id)
+        return args, False
 
-    def split(self, output: Any) -> tuple[Any, Any]:
+    def split(self, output: Any, own_call: bool) -> tuple[Any, Any]:
+        if own_call:
+            return output, None  # a ToolMessage under the caller's id (or a Command): passed on whole
         if self.tool.response_format == "content_and_artifact" and isinstance(output, ToolMessage):
             return output.content, output.artifact
         return output, None
 
     def result(self, content: Any, artifact: Any = None) -> Any:
-        return (content, artifact) if self.tool.response_format == "content_and_artifact" else content
+        if self.tool.response_format == "content_and_artifact" and not isinstance(content, ToolMessage):
+            return content, artifact
+        return content
 
-    def run(self, state: Any = None, callbacks: Any = None, config: RunnableConfig | None = None, **args: Any) -> Any:
+    def run(self, args: dict[str, Any], state: Any, callbacks: Any, config: RunnableConfig | None) -> Any:
         """Check the call, run the tool (with the caller's config), check its output; each check is a named child
         run of the tool's run."""
         managers = [callbacks] if callbacks is not None else []
         verdict = checked(self.moderator, [self.call_conversation(args, state)], "Agent", managers, "tool_call")[0]
         if not verdict.safe:
             return self.result(self.refuse(verdict, "tool_call"))
-        inner = self.tool_input(args)
-        output, artifact = self.split(self.tool.invoke(inner, patch_config(config, callbacks=callbacks)))
+        inner, own_call = self.tool_input(args)
+        output, artifact = self.split(self.runner.invoke(inner, patch_config(config, callbacks=callbacks)), own_call)
         if self.check_output:
             convs = [self.output_conversation(args, state, output)]
             verdict = checked(self.moderator, convs, "Agent", managers, "tool_output")[0]
@@ -152,6 +223,8 @@ class _ToolGuard:
     # RunnableConfig) and the tool run's callbacks. Bound methods, not closures, so a guarded tool pickles.
     # The state is annotated here too, so langgraph injects it into tools with a JSON-schema dict as their
     # args_schema (MCP tools), which cannot carry the injected field.
+    # The tool's own arguments arrive as ``**kwargs`` and go on as one dict, so that any name (``state``,
+    # ``config``...) is the tool's.
     def call(
         self,
         llama_guard_config: RunnableConfig,
@@ -159,7 +232,7 @@ class _ToolGuard:
         llama_guard_state: _AgentState = None,
         **kwargs: Any,
     ) -> Any:
-        return self.run(llama_guard_state, callbacks, llama_guard_config, **kwargs)
+        return self.run(kwargs, llama_guard_state, callbacks, llama_guard_config)
 
     async def acall(
         self,
@@ -168,18 +241,17 @@ class _ToolGuard:
         llama_guard_state: _AgentState = None,
         **kwargs: Any,
     ) -> Any:
-        return await self.arun(llama_guard_state, callbacks, llama_guard_config, **kwargs)
+        return await self.arun(kwargs, llama_guard_state, callbacks, llama_guard_config)
 
-    async def arun(
-        self, state: Any = None, callbacks: Any = None, config: RunnableConfig | None = None, **args: Any
-    ) -> Any:
+    async def arun(self, args: dict[str, Any], state: Any, callbacks: Any, config: RunnableConfig | None) -> Any:
         managers = [callbacks] if callbacks is not None else []
         convs = [self.call_conversation(args, state)]
         verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_call"))[0]
         if not verdict.safe:
             return self.result(self.refuse(verdict, "tool_call"))
-        inner = self.tool_input(args)
-        output, artifact = self.split(await self.tool.ainvoke(inner, patch_config(config, callbacks=callbacks)))
+        inner, own_call = self.tool_input(args)
+        answer = await self.runner.ainvoke(inner, patch_config(config, callbacks=callbacks))
+        output, artifact = self.split(answer, own_call)
         if self.check_output:
             convs = [self.output_conversation(args, state, output)]
             verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_output"))[0]
@@ -265,6 +337,8 @@ def _build(helper: _ToolGuard, fields: dict[str, Any]) -> GuardedTool:
         args_schema=_schema_with_state(tool) or tool.args_schema,
         return_direct=tool.return_direct,
         response_format=tool.response_format,
+        handle_tool_error=tool.handle_tool_error,
+        handle_validation_error=tool.handle_validation_error,
     )
     guarded.metadata = {**(tool.metadata or {}), "llama_guard": True}
     for name, value in fields.items():

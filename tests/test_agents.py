@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from conftest import (
@@ -21,7 +21,9 @@ from langchain.agents.middleware import AgentMiddleware
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langchain_core.tools import tool
+from langchain_core.tools import InjectedToolCallId, ToolException, tool
+from langgraph.prebuilt import InjectedState
+from langgraph.types import Command
 
 from langchain_llamaguard import UnsafeContentError
 from langchain_llamaguard.middleware import LlamaGuardMiddleware, PromptGuardMiddleware
@@ -228,3 +230,130 @@ def test_guard_tool_checks_input_and_optionally_output(lg4):
     checked = guard_tool(lookup, lg4, check_output=True)
     assert "tool output" in checked.invoke({"topic": "chemistry"})
     assert checked.invoke({"topic": "geography"}) == BENIGN_ANSWER
+
+
+# -- guarded tools with injected arguments, any argument names, any output shape --------------------------------------
+class Shown:
+    """What a guard is shown: the conversations its batch_check receives (the real check runs)."""
+
+    def __init__(self, guard) -> None:
+        self.guard, self.conversations = guard, []
+
+    def __enter__(self) -> Shown:
+        self._batch = self.guard.batch_check
+
+        def recording(convs, *args, **kwargs):
+            self.conversations.extend(convs)
+            return self._batch(convs, *args, **kwargs)
+
+        self.guard.batch_check = recording
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.guard.batch_check
+
+    def text(self) -> str:
+        return repr(self.conversations)
+
+
+def _tool_node_run(tool_, args: dict) -> list:
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("tools", ToolNode([tool_]))
+    graph.add_edge(START, "tools")
+    graph.add_edge("tools", END)
+    request = [HumanMessage(BENIGN), call(tool_.name, args, "c1")]
+    return graph.compile().invoke({"messages": request})["messages"]
+
+
+def test_guarded_tools_take_any_argument_names_and_injected_arguments(lg4):
+    """A tool argument may be called ``state``; injected arguments (the agent state, the tool call's id) reach
+    the tool as they would unguarded, and are not shown to the guard (the model did not choose them)."""
+
+    @tool
+    def weather(city: str, state: str) -> str:
+        """Weather for a US city and state."""
+        return f"sunny in {city}, {state}"
+
+    assert guard_tool(weather, lg4).invoke({"city": "Austin", "state": "TX"}) == "sunny in Austin, TX"
+
+    @tool
+    def count(topic: str, state: Annotated[dict, InjectedState]) -> str:
+        """Count the conversation's messages."""
+        return f"{len(state['messages'])} messages about {topic}"
+
+    with Shown(lg4) as shown:
+        out = _tool_node_run(guard_tool(count, lg4), {"topic": "Paris"})
+    assert out[-1].text == "2 messages about Paris" and "InjectedState" not in shown.text()
+
+    @tool
+    def set_topic(topic: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Set the topic."""
+        return Command(update={"messages": [ToolMessage(f"topic set to {topic}", tool_call_id=tool_call_id)]})
+
+    with Shown(lg4) as shown:
+        out = _tool_node_run(guard_tool(set_topic, lg4), {"topic": "weather"})
+    assert [(type(m).__name__, m.text) for m in out[2:]] == [("ToolMessage", "topic set to weather")]
+    assert out[-1].tool_call_id == "c1" and "c1" not in shown.text()  # the hidden id is not judged
+
+
+def test_a_guarded_tool_keeps_the_inner_tools_error_handling(lg4):
+    @tool
+    def flaky(query: str) -> str:
+        """Fails."""
+        raise ToolException("backend down")
+
+    flaky.handle_tool_error = True
+
+    request = {"type": "tool_call", "name": "flaky", "args": {"query": "x"}, "id": "c9"}
+    plain, guarded = flaky.invoke(request), guard_tool(flaky, lg4).invoke(request)
+    assert (guarded.status, guarded.text, guarded.tool_call_id) == (plain.status, plain.text, "c9") == (
+        "error", "backend down", "c9"
+    )
+
+
+def test_a_tools_command_output_is_judged_by_what_it_adds(lg4):
+
+    @tool
+    def answer(topic: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Answer."""
+        return Command(update={"messages": [ToolMessage(UNSAFE_ANSWER, tool_call_id=tool_call_id)]})
+
+    with Shown(lg4) as shown:
+        out = _tool_node_run(guard_tool(answer, lg4, check_output=True), {"topic": "chemistry"})
+    judged_output = shown.conversations[-1][-1]
+    assert judged_output.text == UNSAFE_ANSWER  # its text, not the Command's repr
+    assert UNSAFE_ANSWER not in out[-1].text and "tool output" in out[-1].text
+
+
+def test_guard_code_tool_shows_every_argument_that_can_run(lg4):
+    @tool
+    def run_code(code: str, setup: str = "", env: dict | None = None) -> str:
+        """Run code after a setup script."""
+        return "ok"
+
+    with Shown(lg4) as shown:
+        guard_code_tool(run_code, lg4).invoke({"code": "print(1)", "setup": "import os", "env": {"A": "1"}})
+    turn = shown.conversations[-1][-1].text
+    assert turn.startswith("Run this code:\n```python\nprint(1)\n```")
+    assert "With setup:\n```\nimport os\n```" in turn and '"A": "1"' in turn
+    with Shown(lg4) as shown:
+        guard_code_tool(run_code, lg4).invoke({"code": "print(1)"})
+    assert shown.conversations[-1][-1].text == "Run this code:\n```python\nprint(1)\n```"  # unchanged alone
+
+
+def test_prompt_guard_middleware_scans_every_message_a_tools_command_adds(prompt_guard):
+
+    @tool
+    def read_inbox(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Read the inbox; the newest email is added as a message."""
+        return Command(update={"messages": [ToolMessage("1 new email", tool_call_id=tool_call_id),
+                                            HumanMessage(INJECTION)]})
+
+    script = [call("read_inbox", {"query": "new"}), AIMessage("Done.")]
+    result, _, _ = run(script, [PromptGuardMiddleware(prompt_guard, exit_behavior="replace")], BENIGN,
+                       tools=[read_inbox])
+    assert not any(INJECTION in m.text for m in result["messages"])
+    assert any(isinstance(m, HumanMessage) and m.text.startswith("[tool result withheld") for m in result["messages"])

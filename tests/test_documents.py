@@ -29,6 +29,7 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 from langchain_llamaguard import (
     DocumentFilter,
+    GuardBatchError,
     GuardConfigurationError,
     GuardTypeError,
     UnsafeContentError,
@@ -361,3 +362,22 @@ class TestContextualCompressionStandard(_Standard):
         return lambda k: ContextualCompressionRetriever(
             base_compressor=compressor, base_retriever=store.as_retriever(search_kwargs={"k": k})
         )
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["batch", "abatch"])
+def test_a_document_that_cannot_be_judged_fails_only_its_own_input(lg4_with, asynchronous):
+    """In a batch of retrievals, one input's unjudgeable document fails that input alone (a GuardBatchError
+    naming the document within it); the other inputs are filtered as they would be on their own."""
+    import asyncio
+
+    guard = lg4_with(context_length=1024, on_overflow="raise")
+    step = guard.as_document_filter()
+    good = [Document(BENIGN, id="capital")]
+    bad = [Document(WEATHER, id="weather"), Document("the quick brown fox jumps over the lazy dog " * 150, id="long")]
+    if asynchronous:
+        out = asyncio.run(step.abatch([good, bad], return_exceptions=True))
+    else:
+        out = step.batch([good, bad], return_exceptions=True)
+    assert [d.id for d in out[0]] == [d.id for d in step.invoke(good)] == ["capital"]
+    assert isinstance(out[1], GuardBatchError) and list(out[1].errors) == [1]  # the long one, second in its input
+    assert out[1].verdicts[0] is not None and out[1].verdicts[1] is None

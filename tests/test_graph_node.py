@@ -343,3 +343,18 @@ def test_a_guard_step_used_as_a_node_points_to_as_node(lg4):
     builder.add_edge("guard", END)
     with pytest.raises(GuardConfigurationError, match="as_node"):
         builder.compile().invoke({"messages": [HumanMessage(BOMB)]})
+
+
+def test_every_model_message_of_a_step_is_judged_and_a_flagged_one_replaced(lg4):
+    """A node may add several model messages at once (and parallel branches add one each in one step): each of
+    them is judged, and the flagged one is replaced wherever it sits, not only the last message."""
+    builder = StateGraph(MessagesState)
+    builder.add_node("model", lambda state: {"messages": [AIMessage(UNSAFE_ANSWER), AIMessage(BENIGN_ANSWER)]})
+    builder.add_node("check_out", lg4.as_node(check="output", verdict_key=None))
+    builder.add_edge(START, "model")
+    builder.add_edge("model", "check_out")
+    builder.add_edge("check_out", END)
+    out = builder.compile().invoke({"messages": [HumanMessage(BENIGN)]})["messages"]
+    assert [type(m).__name__ for m in out] == ["HumanMessage", "AIMessage", "AIMessage"]
+    assert UNSAFE_ANSWER not in out[1].text and out[1].text.startswith("I can't help with that")
+    assert out[2].text == BENIGN_ANSWER  # the safe one stays

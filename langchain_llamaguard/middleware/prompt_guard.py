@@ -30,7 +30,7 @@ from .llama_guard import (
     unique_name,
 )
 from .stream_guard import Judgment, stream_transformers
-from .tool_output import tool_messages_in, with_replaced
+from .tool_output import messages_in, with_replaced
 
 DEFAULT_NOTICE = (
     "[tool result withheld: Prompt Guard detected a likely prompt injection (score {score:.2f}); "
@@ -152,9 +152,12 @@ class PromptGuardMiddleware(AgentMiddleware):
             raise UnsafeContentError(verdict, stage="input")
         return {"messages": [AIMessage(content=self.refusal_message.format(score=verdict.score))], "jump_to": "end"}
 
-    def _notice(self, result: ToolMessage, verdict: Any) -> ToolMessage:
-        """What a flagged tool result becomes (same id), in the state and on the stream."""
+    def _notice(self, result: BaseMessage, verdict: Any) -> BaseMessage:
+        """What a flagged tool result becomes (same id), in the state and on the stream; another message a tool
+        added (in a ``Command``) keeps its type, with the notice as its text."""
         ending = self.exit_behavior == "end"
+        if not isinstance(result, ToolMessage):
+            return result.model_copy(update={"content": self.notice.format(score=verdict.score)})
         return ToolMessage(
             content=self.notice.format(score=verdict.score),
             tool_call_id=result.tool_call_id,
@@ -256,7 +259,7 @@ class PromptGuardMiddleware(AgentMiddleware):
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         """Run the tool, then scan what it returned (a ToolMessage, or a Command's) before the model reads it."""
         result = handler(request)
-        messages = tool_messages_in(result) if self.apply_to_tool_results else []
+        messages = messages_in(result) if self.apply_to_tool_results else []
         if not messages:
             return result
         plans, texts = self._plan(messages)
@@ -264,7 +267,7 @@ class PromptGuardMiddleware(AgentMiddleware):
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         result = await handler(request)
-        messages = tool_messages_in(result) if self.apply_to_tool_results else []
+        messages = messages_in(result) if self.apply_to_tool_results else []
         if not messages:
             return result
         plans, texts = self._plan(messages)
