@@ -173,7 +173,7 @@ def _conversations(args: argparse.Namespace) -> list[Any]:
     if not path.is_file():
         raise CliError(f"--file {args.file!r} not found")
     out: list[Any] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), 1):  # U+2028 is not a line end
         if not line.strip():
             continue
         try:
@@ -233,6 +233,11 @@ def run_eval(args: argparse.Namespace) -> int:
         raise CliError(f"--threshold {args.threshold}: accepted: a number between 0 and 1")
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         raise CliError("--batch-size and --limit must be positive integers")
+    if args.seed < 0:
+        raise CliError(f"--seed {args.seed}: accepted: an integer >= 0")
+    if not 0 < args.calibration_fraction < 1:
+        raise CliError(f"--calibration-fraction {args.calibration_fraction}: accepted: a number between 0 and 1")
+    _check_out_dir(Path(args.out))  # before minutes of loading a model
     excluded = _excluded(args.excluded_categories)
     columns = Columns(
         prompt=args.prompt_column,
@@ -292,6 +297,17 @@ def _left_out_warnings(report: Any, predictions: Path, label_column: str) -> lis
     return lines
 
 
+def _check_out_dir(out: Path) -> None:
+    """``--out`` is a folder this process can write (made if missing), or a :class:`CliError` saying why not."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".llamaguard-write-check"
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise CliError(f"--out {str(out)!r} is not a folder this process can write: {exc.strerror or exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``llamaguard`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     from .evaluation.data import EvaluationInputError
@@ -316,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("llamaguard: interrupted; run again with the same --out to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # writing --out failed half-way (a full disk, a folder removed)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"llamaguard: error: cannot write the results{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

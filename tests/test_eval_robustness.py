@@ -339,3 +339,97 @@ def test_a_decompression_bomb_row_fails_alone(cli_guard, lg4_path, tmp_path, cap
     preds = predictions(out)
     assert "max_image_pixels" in preds[2]["error"] and preds[2]["score"] is None
     assert all(p["error"] is None and p["score"] is not None for i, p in enumerate(preds) if i != 2)
+
+
+# -- messy files: nothing read wrong in silence --------------------------------------------------------------------
+def test_blank_and_nan_prompts_are_failed_rows_not_predictions(tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text('prompt,label\n"",1\n"   ",1\nHow do I bake bread?,0\n', encoding="utf-8")
+    examples = load_examples(str(data))
+    assert [ex.error is not None for ex in examples] == [True, True, False]
+    nan = write_jsonl(tmp_path / "nan.jsonl", [{"prompt": float("nan"), "label": 1}, {"prompt": BENIGN, "label": 0}])
+    assert [ex.error is not None for ex in load_examples(str(nan))] == [True, False]
+
+
+def test_csv_rows_that_do_not_fit_their_header_are_errors(tmp_path):
+    from langchain_llamaguard.evaluation.data import EvaluationInputError
+
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("prompt,label,language\nhello,0,en\nRate this 1,0,1,en\n", encoding="utf-8")
+    with pytest.raises(EvaluationInputError, match="line 3 has 4 fields, the header 3"):
+        load_examples(str(shifted))
+    twice = tmp_path / "twice.csv"
+    twice.write_text("prompt,label,label\nhello,0,1\n", encoding="utf-8")
+    with pytest.raises(EvaluationInputError, match=r"\['label'\] more than once"):
+        load_examples(str(twice))
+
+
+def test_what_spreadsheets_and_multilingual_json_write_is_read(tmp_path):
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes("\ufeffprompt,label,category\nHow do I bake bread?,0,\n".encode())
+    [ex] = load_examples(str(bom))
+    assert (ex.text, ex.label, ex.categories) == ("How do I bake bread?", 0, ())
+    lines = tmp_path / "u2028.jsonl"  # json.dumps(ensure_ascii=False) leaves U+2028 in a string as it is
+    lines.write_text(json.dumps({"prompt": "one\u2028two", "label": 0}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert [ex.text for ex in load_examples(str(lines))] == ["one\u2028two"]
+    huge = tmp_path / "huge.csv"
+    huge.write_text(f'prompt,label\n"{"word " * 40000}",0\n', encoding="utf-8")  # 200k characters in one cell
+    assert len(load_examples(str(huge))[0].text) == 200000
+    nan_category = write_jsonl(tmp_path / "nan_cat.jsonl", [{"prompt": BENIGN, "label": 0, "category": float("nan")}])
+    assert load_examples(str(nan_category))[0].categories == ()
+    conv = [{"role": "user", "content": BENIGN}]
+    as_text = tmp_path / "conv.csv"
+    as_text.write_text('prompt,label\n"' + json.dumps(conv).replace('"', '""') + '",0\n', encoding="utf-8")
+    assert load_examples(str(as_text))[0].conversation == conv  # the conversation, not its JSON text
+
+
+def test_a_resumed_run_checks_again_the_rows_whose_content_changed(lg4, tmp_path):
+    rows = [{"prompt": p, "label": y} for p, y, _, _ in GOOD]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    kwargs = {"out_dir": tmp_path / "out", "bootstrap": 0, "plots": False, "progress": False}
+    assert evaluate(lg4, str(data), **kwargs).scored == len(GOOD)
+    assert evaluate(lg4, str(data), **kwargs).scored == 0  # nothing changed: nothing checked again
+    rows[3]["prompt"] = BOMB  # the same file, one row edited (its label kept)
+    write_jsonl(data, rows)
+    assert evaluate(lg4, str(data), **kwargs).scored == 1
+    fresh = evaluate(lg4, str(data), **{**kwargs, "out_dir": tmp_path / "fresh"})
+    resumed = read_predictions(tmp_path / "out" / "predictions.jsonl")
+    assert resumed[3].score == pytest.approx(read_predictions(tmp_path / "fresh" / "predictions.jsonl")[3].score)
+    assert fresh.scored == len(GOOD)
+
+
+@pytest.mark.parametrize("case", ["out is a file", "negative seed", "calibration fraction"])
+def test_bad_output_and_options_fail_before_the_model_loads(tmp_path, capsys, case):
+    data = write_jsonl(tmp_path / "data.jsonl", [{"prompt": p, "label": y} for p, y, _, _ in GOOD])
+    out = tmp_path / "out"
+    extra: list[str] = []
+    if case == "out is a file":
+        out.write_text("")
+    elif case == "negative seed":
+        extra = ["--seed", "-1"]
+    else:
+        extra = ["--calibration-fraction", "1.5"]
+    never = tmp_path / "never-loaded"  # not a model: loading it would fail with another message
+    assert main(["eval", str(data), "--model", str(never), "--out", str(out), *extra, *QUIET]) == 2
+    [line] = err_lines(capsys.readouterr().err)
+    assert line.startswith("llamaguard: error: --")
+
+
+def test_a_hung_guard_server_stops_the_run_with_a_hint(lg3_8b, tmp_path):
+    """A server that takes connections and never answers: the first batch's rows all time out, and the run stops
+    (scored rows kept, resume with the same --out) instead of failing every row one time-out at a time."""
+    from test_remote_lifecycle import Forwarder
+
+    from langchain_llamaguard.tiny.serving import free_port
+
+    hole = Forwarder(free_port(), upstream=None).start()
+    try:
+        guard = LlamaGuard.from_endpoint(
+            hole.url, model="lg3", tokenizer=lg3_8b.tokenizer, context_length=4000, timeout=1
+        )
+        data = write_jsonl(tmp_path / "data.jsonl", [{"prompt": p, "label": y} for p, y, _, _ in GOOD * 4])
+        with pytest.raises(EvaluationRunError, match="timed out .*run again with the same --out"):
+            evaluate(guard, str(data), out_dir=tmp_path / "out", batch_size=8, bootstrap=0, plots=False,
+                     progress=False)
+    finally:
+        hole.stop()

@@ -62,7 +62,12 @@ def apply_exclusions(examples: Sequence[Example], excluded: Iterable[str]) -> li
 def _check_run(out: Path, signature: dict[str, Any]) -> None:
     run_file = out / "run.json"
     if (out / "predictions.jsonl").exists() and run_file.exists():
-        before = json.loads(run_file.read_text(encoding="utf-8"))
+        try:
+            before = json.loads(run_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise EvaluationInputError(
+                f"{run_file} cannot be read ({exc}); use another --out or delete its predictions.jsonl"
+            ) from None
         changed = [k for k in signature if before.get(k) != signature[k]]
         if changed:
             raise EvaluationInputError(
@@ -131,7 +136,10 @@ def evaluate(
     model = model_name or getattr(guard, "model_name", type(guard).__name__)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EvaluationInputError(f"cannot write to {str(out)!r}: {exc.strerror or exc}") from None
         signature = {
             "model": model,
             "dataset": dataset_name or dataset,

@@ -95,7 +95,7 @@ def parse_categories(value: Any) -> tuple[str, ...]:
         >>> parse_categories("Hate, s9")
         ('S9', 'S10')
     """
-    if value is None:
+    if _missing(value):  # None, blank, or NaN (a pandas gap)
         return ()
     if isinstance(value, str):
         text = value.strip()
@@ -134,8 +134,7 @@ def read_records(source: str, *, limit: int | None = None) -> list[dict[str, Any
             )
         try:
             if suffix in (".csv", ".tsv"):
-                with path.open(newline="", encoding="utf-8") as f:
-                    rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+                rows = _read_csv(path, "\t" if suffix == ".tsv" else ",")
             else:
                 rows = _read_json(path)
         except OSError as exc:
@@ -153,8 +152,29 @@ def read_records(source: str, *, limit: int | None = None) -> list[dict[str, Any
     return rows
 
 
+def _read_csv(path: Path, delimiter: str) -> list[dict[str, Any]]:
+    """A CSV/TSV file's rows; a repeated column name or a row with more fields than the header is an error (a
+    comma inside an unquoted text would otherwise shift the row's values into the wrong columns unnoticed)."""
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long texts are data too, not a format error
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: the BOM Excel's "CSV UTF-8" starts with
+        reader = csv.DictReader(f, delimiter=delimiter)
+        header = reader.fieldnames or []
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise EvaluationInputError(f"{path} names the column(s) {repeated} more than once; each name once")
+        rows = []
+        for row in reader:
+            if None in row:
+                raise EvaluationInputError(
+                    f"{path} line {reader.line_num} has {len(header) + len(row[None])} fields, the header "
+                    f"{len(header)}: quote a text that holds the delimiter {delimiter!r}"
+                )
+            rows.append(row)
+    return rows
+
+
 def _read_json(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
@@ -162,7 +182,7 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
             raise EvaluationInputError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
     else:
         rows = []
-        for lineno, line in enumerate(text.splitlines(), 1):
+        for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit in a string
             if not line.strip():
                 continue
             try:
@@ -287,10 +307,23 @@ def _missing(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def _decoded(prompt: Any) -> Any:
+    """A conversation stored as JSON text (a CSV cell holding ``[{"role": ..., "content": ...}, ...]``) as the
+    messages it holds; any other value as it is."""
+    if isinstance(prompt, str) and prompt.lstrip().startswith("[{"):
+        try:
+            value = json.loads(prompt)
+        except json.JSONDecodeError:
+            return prompt
+        if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m for m in value):
+            return value
+    return prompt
+
+
 def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[Any, str, str | None]:
     """``(conversation, text, error)``: what Llama Guard checks, what Prompt Guard scores, why neither can."""
-    prompt = row.get(columns.prompt)
-    if prompt is None:
+    prompt = _decoded(row.get(columns.prompt))
+    if _missing(prompt):
         return None, "", f"no prompt: column {columns.prompt!r} is empty in this row"
     if isinstance(prompt, dict) and "messages" in prompt:
         prompt = prompt["messages"]
@@ -300,7 +333,7 @@ def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[An
         conversation = messages if messages is not None else prompt if isinstance(prompt, dict) else prompt_text
         return conversation, prompt_text, None
     answer = row.get(columns.response)
-    if answer is None:
+    if _missing(answer):
         return None, "", f"no answer: column {columns.response!r} is empty in this row"
     content = answer if isinstance(answer, list) else _text(answer)
     context = messages if messages is not None else [{"role": "user", "content": prompt_text}]

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -191,6 +192,8 @@ def category_confusion(
     order = sorted({c for c in y_true + y_pred if c.startswith("S")}, key=lambda c: int(c[1:]))
     columns = order + [c for c in ("none", "safe") if c in y_pred]
     rows = [c for c in order if c in y_true]
-    full = need("sklearn.metrics").confusion_matrix(y_true, y_pred, labels=columns)
+    with warnings.catch_warnings():  # one category, all found: sklearn warns of a 1x1 matrix, which is right here
+        warnings.simplefilter("ignore", UserWarning)
+        full = need("sklearn.metrics").confusion_matrix(y_true, y_pred, labels=columns)
     matrix = [full[columns.index(r)].tolist() for r in rows]
     return CategoryConfusion(labels=rows, columns=columns, matrix=matrix)

@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
@@ -21,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..errors import GuardBatchError, GuardServerError, LlamaGuardError
+from ..errors import GuardBatchError, GuardServerError, GuardTimeoutError, LlamaGuardError
 from ._deps import need
 from .data import Example, Task, rows_named
 
@@ -61,6 +63,9 @@ class Prediction(BaseModel):
     split: Literal["calibration", "report"] | None = None
     label_categories: list[str] = Field(default_factory=list)
     language: str | None = None
+    row_sha256: str | None = None
+    """A hash of what the row had judged: a run resumed with the same ``--out`` checks a row again when its
+    content changed (an edited data file), not only when its label did."""
     error: str | None = None
     """Why the row could not be checked (``"ImageLoadError: image file not found: ..."``); such a row is left
     out of the metrics, and a fail-closed stand-in verdict (``on_error="unsafe"``) is not taken as the model's."""
@@ -112,13 +117,28 @@ def _server_down(error: BaseException | str) -> bool:
     return isinstance(error, GuardServerError) and error.status is None and str(error).startswith("cannot reach")
 
 
+def _timed_out(error: BaseException | str) -> bool:
+    """A served guard that took its connection and never answered (its client's timeout), or a guard's own
+    ``timeout=``."""
+    if isinstance(error, GuardTimeoutError):
+        return True
+    return isinstance(error, GuardServerError) and error.status is None and str(error).endswith("(timeout)")
+
+
 def _stop(errors: list[BaseException | str], rows: int, batch_size: int, *, pinned: bool) -> str | None:
     """Why these errors of a batch stop the run instead of failing rows, with what to do: the guard server is
-    unreachable, or out of memory (unless the guard pinned it on some rows only: those rows alone do not fit)."""
+    unreachable, or hangs (every row of the batch timed out), or out of memory (unless the guard pinned it on some
+    rows only: those rows alone do not fit)."""
     for error in errors:
         if _server_down(error):
             text = " ".join(str(error).split())[:300]
             return f"the guard server stopped answering: {text}; start it, then run again with the same --out"
+    if errors and len(errors) == rows and all(_timed_out(e) for e in errors):
+        text = " ".join(str(errors[0]).split())[:300]
+        return (
+            f"every row of a batch of {rows} timed out ({text}): the guard is hung or overloaded; check it, then "
+            "run again with the same --out to resume"
+        )
     oom = [e for e in errors if _out_of_memory(e)]
     if oom and (not pinned or len(oom) == rows):
         return (
@@ -171,8 +191,20 @@ def _outcomes(
     return [(None, _one_line(why[i])) if i in why else (v, None) for i, v in enumerate(verdicts)]
 
 
+def row_sha256(ex: Example) -> str:
+    """What :attr:`Prediction.row_sha256` holds for ``ex``."""
+    judged = json.dumps([ex.conversation, ex.text], ensure_ascii=False, default=str, sort_keys=True)
+    return hashlib.sha256(judged.encode()).hexdigest()
+
+
 def _prediction(ex: Example, verdict: Any, error: str | None) -> Prediction:
-    common = {"index": ex.index, "label": ex.label, "label_categories": list(ex.categories), "language": ex.language}
+    common = {
+        "index": ex.index,
+        "label": ex.label,
+        "label_categories": list(ex.categories),
+        "language": ex.language,
+        "row_sha256": row_sha256(ex),
+    }
     if verdict is None:
         return Prediction(**common, error=error or "no verdict")
     return Prediction(
@@ -246,8 +278,11 @@ def score_examples(
     done = {
         ex.index: done[ex.index]
         for ex in examples
-        if ex.index in done and done[ex.index].label == ex.label and done[ex.index].error is None
-    }  # a row that failed is checked again
+        if ex.index in done
+        and done[ex.index].label == ex.label
+        and done[ex.index].error is None
+        and done[ex.index].row_sha256 == row_sha256(ex)
+    }  # a row that failed, or whose content changed since (an edited file), is checked again
     for ex in examples:
         if ex.error is not None:  # nothing to check (no prompt): failed before the guard
             done[ex.index] = _prediction(ex, None, ex.error)
