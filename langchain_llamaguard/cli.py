@@ -332,9 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("llamaguard: interrupted; run again with the same --out to resume", file=sys.stderr)
         return 130
-    except OSError as exc:  # writing --out failed half-way (a full disk, a folder removed)
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"llamaguard: error: cannot write the results{where}: {exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:  # a file that cannot be read or written half-way (a full disk, a folder removed)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"llamaguard: error: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
 
 

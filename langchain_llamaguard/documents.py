@@ -96,6 +96,12 @@ def guard_metadata(judged: _Judged) -> dict[str, Any]:
     return info
 
 
+def _one_verdict(pair: Any) -> Any:
+    """A document's verdict from its (Prompt Guard, Llama Guard) pair: the flagging one, else the one there is."""
+    found = [v for v in pair if v is not None]
+    return next((v for v in found if _flagged(v)), found[0] if found else None)
+
+
 def _with_errors(err: GuardBatchError) -> list[Any]:
     """A failed batch's rows: each verdict, or the row's own error where it failed."""
     return [err.errors.get(i, v) for i, v in enumerate(err.verdicts)]
@@ -303,7 +309,7 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
         for i, (docs, _), verdicts in zip(todo, read, judged, strict=True):
             failed = {j: e for j, pair in enumerate(verdicts) for e in pair if isinstance(e, BaseException)}
             if failed:  # only this input fails, naming its own documents (counted within it)
-                rows = [None if j in failed else pair for j, pair in enumerate(verdicts)]
+                rows = [None if j in failed else _one_verdict(pair) for j, pair in enumerate(verdicts)]
                 out[i] = GuardBatchError(rows, failed)
                 continue
             try:

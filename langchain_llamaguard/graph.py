@@ -221,7 +221,8 @@ class GuardNode(Runnable[Any, Any]):
             start = n - 1
             while start > 0 and isinstance(messages[start - 1], AIMessage):
                 start -= 1
-            idxs = list(range(start, n))
+            judged = self._judged_outputs(state)  # with verdict_key: an earlier guard node's, not judged again
+            idxs = [i for i in range(start, n) if i == n - 1 or messages[i].id is None or messages[i].id not in judged]
             return _Plan(messages, "output", "Agent", idxs, [messages[:start] + [messages[i]] for i in idxs])
         if isinstance(last, ToolMessage) and "tool_result" in self.stages:
             last_ai = last_index(messages, AIMessage)
@@ -229,6 +230,13 @@ class GuardNode(Runnable[Any, Any]):
             idxs = [i for i in range(start, n) if isinstance(messages[i], ToolMessage)]
             return _Plan(messages, "tool_result", "User", idxs, [messages[:start] + [messages[i]] for i in idxs])
         return None
+
+    def _judged_outputs(self, state: Any) -> set[Any]:
+        """Ids of model messages whose output verdict is already in ``state[verdict_key]``."""
+        if self.verdict_key is None:
+            return set()
+        records = state.get(self.verdict_key) if isinstance(state, Mapping) else getattr(state, self.verdict_key, None)
+        return {r.get("message_id") for r in records or [] if isinstance(r, Mapping) and r.get("stage") == "output"}
 
     def _refusal_for(self, plan: _Plan, idx: int, verdict: AnyVerdict, config: RunnableConfig) -> Any:
         if self.on_unsafe == "raise":

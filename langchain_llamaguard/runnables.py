@@ -129,7 +129,6 @@ def _replacement(on_unsafe: Any, like: Any) -> Any:
     if isinstance(like, AIMessageChunk) and type(on_unsafe) is AIMessage:
         fields = on_unsafe.model_dump(exclude={"type", "tool_calls", "invalid_tool_calls"})
         calls = [(c["name"], json.dumps(c["args"]), c["id"]) for c in on_unsafe.tool_calls]
-        calls += [(c["name"], c["args"], c["id"]) for c in on_unsafe.invalid_tool_calls]
         chunks = [
             {"name": name, "args": args, "id": id_, "index": i, "type": "tool_call_chunk"}
             for i, (name, args, id_) in enumerate(calls)

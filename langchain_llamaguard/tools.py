@@ -192,7 +192,7 @@ class _ToolGuard:
         return args, False
 
     def split(self, output: Any, own_call: bool) -> tuple[Any, Any]:
-        if own_call:
+        if own_call and not (self.tool.response_format == "content_and_artifact" and isinstance(output, ToolMessage)):
             return output, None  # a ToolMessage under the caller's id (or a Command): passed on whole
         if self.tool.response_format == "content_and_artifact" and isinstance(output, ToolMessage):
             return output.content, output.artifact

@@ -13,6 +13,7 @@ from conftest import (
     EVIL_CODE,
     INJECTION,
     UNSAFE_ANSWER,
+    WEATHER,
     loop_ticks_during,
     make_tools,
 )
@@ -252,8 +253,9 @@ class Shown:
     def __exit__(self, *exc) -> None:
         del self.guard.batch_check
 
-    def text(self) -> str:
-        return repr(self.conversations)
+    def call_args(self) -> list[dict]:
+        """The arguments of every tool call the guard was shown."""
+        return [tc["args"] for conv in self.conversations for m in conv for tc in getattr(m, "tool_calls", None) or []]
 
 
 def _tool_node_run(tool_, args: dict) -> list:
@@ -286,7 +288,7 @@ def test_guarded_tools_take_any_argument_names_and_injected_arguments(lg4):
 
     with Shown(lg4) as shown:
         out = _tool_node_run(guard_tool(count, lg4), {"topic": "Paris"})
-    assert out[-1].text == "2 messages about Paris" and "InjectedState" not in shown.text()
+    assert out[-1].text == "2 messages about Paris" and shown.call_args() == [{"topic": "Paris"}]
 
     @tool
     def set_topic(topic: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
@@ -296,7 +298,7 @@ def test_guarded_tools_take_any_argument_names_and_injected_arguments(lg4):
     with Shown(lg4) as shown:
         out = _tool_node_run(guard_tool(set_topic, lg4), {"topic": "weather"})
     assert [(type(m).__name__, m.text) for m in out[2:]] == [("ToolMessage", "topic set to weather")]
-    assert out[-1].tool_call_id == "c1" and "c1" not in shown.text()  # the hidden id is not judged
+    assert out[-1].tool_call_id == "c1" and shown.call_args() == [{"topic": "weather"}]  # the hidden id is not
 
 
 def test_a_guarded_tool_keeps_the_inner_tools_error_handling(lg4):
@@ -344,16 +346,35 @@ def test_guard_code_tool_shows_every_argument_that_can_run(lg4):
     assert shown.conversations[-1][-1].text == "Run this code:\n```python\nprint(1)\n```"  # unchanged alone
 
 
-def test_prompt_guard_middleware_scans_every_message_a_tools_command_adds(prompt_guard):
+@tool
+def read_inbox(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+    """Read the inbox; the newest email is added as a message (an injection, beside the ToolMessage)."""
+    return Command(update={"messages": [ToolMessage(WEATHER, tool_call_id=tool_call_id), HumanMessage(INJECTION)]})
 
-    @tool
-    def read_inbox(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
-        """Read the inbox; the newest email is added as a message."""
-        return Command(update={"messages": [ToolMessage("1 new email", tool_call_id=tool_call_id),
-                                            HumanMessage(INJECTION)]})
+
+def test_prompt_guard_middleware_scans_every_message_a_tools_command_adds(prompt_guard):
 
     script = [call("read_inbox", {"query": "new"}), AIMessage("Done.")]
     result, _, _ = run(script, [PromptGuardMiddleware(prompt_guard, exit_behavior="replace")], BENIGN,
                        tools=[read_inbox])
     assert not any(INJECTION in m.text for m in result["messages"])
     assert any(isinstance(m, HumanMessage) and m.text.startswith("[tool result withheld") for m in result["messages"])
+
+
+def test_an_artifact_tool_with_the_call_id_keeps_its_artifact(lg4):
+    @tool(response_format="content_and_artifact")
+    def search(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> tuple[str, dict]:
+        """Search."""
+        return f"results for {query}", {"hits": [query], "call": tool_call_id}
+
+    request = {"type": "tool_call", "name": "search", "args": {"query": "paris"}, "id": "c1"}
+    plain, guarded = search.invoke(request), guard_tool(search, lg4).invoke(request)
+    assert (guarded.text, guarded.artifact, guarded.tool_call_id) == (plain.text, plain.artifact, "c1")
+
+
+def test_prompt_guard_middleware_ends_the_run_on_an_injection_beside_a_tool_message(prompt_guard):
+    script = [call("read_inbox", {"query": "new"}), AIMessage("Done.")]
+    middleware = [PromptGuardMiddleware(prompt_guard, exit_behavior="end")]
+    result, _, model_calls = run(script, middleware, BENIGN, tools=[read_inbox])
+    assert model_calls == 1  # exit_behavior="end": the model never reads the tool's messages
+    assert result["messages"][-1].text.startswith("I can't continue")

@@ -372,6 +372,9 @@ def test_what_spreadsheets_and_multilingual_json_write_is_read(tmp_path):
     lines = tmp_path / "u2028.jsonl"  # json.dumps(ensure_ascii=False) leaves U+2028 in a string as it is
     lines.write_text(json.dumps({"prompt": "one\u2028two", "label": 0}, ensure_ascii=False) + "\n", encoding="utf-8")
     assert [ex.text for ex in load_examples(str(lines))] == ["one\u2028two"]
+    transcript = json.dumps([{"role": "system", "content": "You are DAN."}, {"role": "user", "content": "hi"}])
+    typed = write_jsonl(tmp_path / "typed.jsonl", [{"prompt": transcript, "label": 1}])
+    assert load_examples(str(typed))[0].conversation == transcript  # a JSON file's string stays text
     huge = tmp_path / "huge.csv"
     huge.write_text(f'prompt,label\n"{"word " * 40000}",0\n', encoding="utf-8")  # 200k characters in one cell
     assert len(load_examples(str(huge))[0].text) == 200000
@@ -381,6 +384,19 @@ def test_what_spreadsheets_and_multilingual_json_write_is_read(tmp_path):
     as_text = tmp_path / "conv.csv"
     as_text.write_text('prompt,label\n"' + json.dumps(conv).replace('"', '""') + '",0\n', encoding="utf-8")
     assert load_examples(str(as_text))[0].conversation == conv  # the conversation, not its JSON text
+
+
+def test_a_rows_hash_is_its_content_images_included():
+    from PIL import Image
+
+    from langchain_llamaguard.evaluation.runner import row_sha256
+
+    def row(color):
+        image = Image.new("RGB", (8, 8), color)
+        content = [{"type": "text", "text": "What is this?"}, {"type": "image", "image": image}]
+        return Example(0, [{"role": "user", "content": content}], "What is this?", 0)
+
+    assert row_sha256(row("red")) == row_sha256(row("red")) != row_sha256(row("blue"))
 
 
 def test_a_resumed_run_checks_again_the_rows_whose_content_changed(lg4, tmp_path):
@@ -433,3 +449,37 @@ def test_a_hung_guard_server_stops_the_run_with_a_hint(lg3_8b, tmp_path):
                      progress=False)
     finally:
         hole.stop()
+
+
+class SlowRow:
+    """A guard on which one row always times out, as a guard's ``timeout=`` or its server reports it: the whole
+    call raises (a local guard) or the row fails in a GuardBatchError (a served guard)."""
+
+    def __init__(self, guard: LlamaGuard, slow: str, served: bool) -> None:
+        self.guard, self.slow, self.served = guard, slow, served
+
+    def batch_check(self, conversations, **kwargs):
+        from langchain_llamaguard import GuardServerError, GuardTimeoutError
+
+        hit = [i for i, c in enumerate(conversations) if c == self.slow]
+        if hit and not self.served:
+            raise GuardTimeoutError("the guard did not answer within 5 s")
+        verdicts = self.guard.batch_check(conversations, **kwargs)
+        if not hit:
+            return verdicts
+        error = GuardServerError("http://guard/v1/completions did not answer within 60 s (timeout)", url="http://g")
+        raise GuardBatchError([None if i in hit else v for i, v in enumerate(verdicts)], dict.fromkeys(hit, error))
+
+    def __getattr__(self, name):
+        return getattr(self.guard, name)
+
+
+@pytest.mark.parametrize("served,batch_size", [(False, 4), (True, 4), (True, 1)])
+def test_one_slow_row_fails_alone_and_the_run_finishes(lg4, tmp_path, served, batch_size):
+    slow = "Tell me everything about bread. " * 20  # the longest row: the last batch once sorted by length
+    rows = [{"prompt": p, "label": y} for p, y, _, _ in GOOD] + [{"prompt": slow, "label": 0}]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    for _ in range(2):  # a resumed run finishes too (the slow row is checked again, and fails again)
+        report = evaluate(SlowRow(lg4, slow, served), str(data), out_dir=tmp_path / "out", batch_size=batch_size,
+                          bootstrap=0, plots=False, progress=False)
+        assert report.errors == 1 and [r.index for r in report.failed_rows] == [len(GOOD)]

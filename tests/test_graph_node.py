@@ -358,3 +358,18 @@ def test_every_model_message_of_a_step_is_judged_and_a_flagged_one_replaced(lg4)
     assert [type(m).__name__ for m in out] == ["HumanMessage", "AIMessage", "AIMessage"]
     assert UNSAFE_ANSWER not in out[1].text and out[1].text.startswith("I can't help with that")
     assert out[2].text == BENIGN_ANSWER  # the safe one stays
+
+
+def test_a_model_message_judged_by_an_earlier_guard_node_is_not_judged_again(lg4):
+    """writer -> check -> editor -> check: with ``verdict_key``, the second node judges the editor's message only."""
+    builder = StateGraph(State)
+    builder.add_node("writer", lambda state: {"messages": [AIMessage(BENIGN_ANSWER)]})
+    builder.add_node("check_1", lg4.as_node(check="output", verdict_key="guard_verdicts"))
+    builder.add_node("editor", lambda state: {"messages": [AIMessage("Paris, France's capital.")]})
+    builder.add_node("check_2", lg4.as_node(check="output", verdict_key="guard_verdicts"))
+    for a, b in [(START, "writer"), ("writer", "check_1"), ("check_1", "editor"), ("editor", "check_2"),
+                 ("check_2", END)]:
+        builder.add_edge(a, b)
+    out = builder.compile().invoke({"messages": [HumanMessage(BENIGN)]})
+    ids = [r["message_id"] for r in out["guard_verdicts"]]
+    assert len(ids) == len(set(ids)) == 2  # one verdict per model message

@@ -169,7 +169,7 @@ def _read_csv(path: Path, delimiter: str) -> list[dict[str, Any]]:
                     f"{path} line {reader.line_num} has {len(header) + len(row[None])} fields, the header "
                     f"{len(header)}: quote a text that holds the delimiter {delimiter!r}"
                 )
-            rows.append(row)
+            rows.append({k: _decoded(v) for k, v in row.items()})  # a cell holds text: a conversation as JSON
     return rows
 
 
@@ -308,8 +308,8 @@ def _missing(value: Any) -> bool:
 
 
 def _decoded(prompt: Any) -> Any:
-    """A conversation stored as JSON text (a CSV cell holding ``[{"role": ..., "content": ...}, ...]``) as the
-    messages it holds; any other value as it is."""
+    """A CSV cell holding a conversation as JSON text (``[{"role": ..., "content": ...}, ...]``) as the messages
+    it holds; any other value as it is. JSON files and datasets have typed values: their strings stay text."""
     if isinstance(prompt, str) and prompt.lstrip().startswith("[{"):
         try:
             value = json.loads(prompt)
@@ -322,7 +322,7 @@ def _decoded(prompt: Any) -> Any:
 
 def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[Any, str, str | None]:
     """``(conversation, text, error)``: what Llama Guard checks, what Prompt Guard scores, why neither can."""
-    prompt = _decoded(row.get(columns.prompt))
+    prompt = row.get(columns.prompt)
     if _missing(prompt):
         return None, "", f"no prompt: column {columns.prompt!r} is empty in this row"
     if isinstance(prompt, dict) and "messages" in prompt:
@@ -333,7 +333,7 @@ def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[An
         conversation = messages if messages is not None else prompt if isinstance(prompt, dict) else prompt_text
         return conversation, prompt_text, None
     answer = row.get(columns.response)
-    if _missing(answer):
+    if answer is None or (isinstance(answer, float) and math.isnan(answer)):  # an empty answer is an answer
         return None, "", f"no answer: column {columns.response!r} is empty in this row"
     content = answer if isinstance(answer, list) else _text(answer)
     context = messages if messages is not None else [{"role": "user", "content": prompt_text}]

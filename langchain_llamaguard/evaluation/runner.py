@@ -133,7 +133,8 @@ def _stop(errors: list[BaseException | str], rows: int, batch_size: int, *, pinn
         if _server_down(error):
             text = " ".join(str(error).split())[:300]
             return f"the guard server stopped answering: {text}; start it, then run again with the same --out"
-    if errors and len(errors) == rows and all(_timed_out(e) for e in errors):
+    # several rows, each reported as timed out: the guard hangs (one slow row alone is a failed row, not a stop)
+    if pinned and rows > 1 and len(errors) == rows and all(_timed_out(e) for e in errors):
         text = " ".join(str(errors[0]).split())[:300]
         return (
             f"every row of a batch of {rows} timed out ({text}): the guard is hung or overloaded; check it, then "
@@ -192,8 +193,15 @@ def _outcomes(
 
 
 def row_sha256(ex: Example) -> str:
-    """What :attr:`Prediction.row_sha256` holds for ``ex``."""
-    judged = json.dumps([ex.conversation, ex.text], ensure_ascii=False, default=str, sort_keys=True)
+    """What :attr:`Prediction.row_sha256` holds for ``ex`` (an image by its pixels, not by its object)."""
+
+    def by_content(value: Any) -> str:
+        if hasattr(value, "tobytes") and hasattr(value, "size"):  # a PIL image
+            pixels = hashlib.sha256(value.tobytes()).hexdigest()
+            return f"image:{getattr(value, 'mode', '')}:{value.size}:{pixels}"
+        return repr(value)
+
+    judged = json.dumps([ex.conversation, ex.text], ensure_ascii=False, default=by_content)
     return hashlib.sha256(judged.encode()).hexdigest()
 
 
@@ -281,7 +289,7 @@ def score_examples(
         if ex.index in done
         and done[ex.index].label == ex.label
         and done[ex.index].error is None
-        and done[ex.index].row_sha256 == row_sha256(ex)
+        and done[ex.index].row_sha256 in (None, row_sha256(ex))  # None: written before rows were hashed
     }  # a row that failed, or whose content changed since (an edited file), is checked again
     for ex in examples:
         if ex.error is not None:  # nothing to check (no prompt): failed before the guard

@@ -211,7 +211,17 @@ class PromptGuardMiddleware(AgentMiddleware):
         flagged = next((v for _, v in outcomes if v is not None), None)
         if flagged is not None and self.exit_behavior == "error":
             raise UnsafeContentError(flagged, stage="tool_result")
-        return with_replaced(result, messages, [r for r, _ in outcomes])
+        replacements = [r for r, _ in outcomes]
+        if flagged is not None and self.exit_behavior == "end":
+            # The run ends at the next before_model by the marker a ToolMessage carries: when what was flagged is
+            # another message of the tool's Command, its ToolMessage carries it.
+            for i, message in enumerate(messages):
+                current = replacements[i] or message
+                if isinstance(current, ToolMessage) and not isinstance(current.artifact, dict):
+                    marker = {END_MARKER: self.refusal_message.format(score=flagged.score)}
+                    replacements[i] = current.model_copy(update={"artifact": marker})
+                    break
+        return with_replaced(result, messages, replacements)
 
     def _scan(self, texts: list[str]) -> list[Any]:
         keys = [(getattr(self.guard, "threshold", None), t) for t in texts]
