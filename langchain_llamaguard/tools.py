@@ -183,25 +183,21 @@ class _ToolGuard:
     # with a tool call, so its artifact comes back; the guarded tool answers the same way (a refusal: no artifact).
     # So is a tool with an InjectedToolCallId argument (LangChain runs it only with a whole tool call), under the
     # id the guarded tool was given: its ToolMessage or Command goes back as it is (status and artifact kept).
-    def tool_input(self, args: dict[str, Any]) -> tuple[Any, bool]:
-        """(what the inner tool is invoked with, whether that is the caller's own tool call)."""
+    def tool_input(self, args: dict[str, Any]) -> Any:
+        """What the inner tool is invoked with: its arguments, or a tool call (under the caller's id if known)."""
         call_id = next((args[k] for k in self.call_id_args if isinstance(args.get(k), str)), None)
         if call_id is not None or self.tool.response_format == "content_and_artifact":
             inner = {k: v for k, v in args.items() if k not in self.call_id_args}
-            return {"type": "tool_call", "name": self.tool.name, "args": inner, "id": call_id or "guard"}, bool(call_id)
-        return args, False
+            return {"type": "tool_call", "name": self.tool.name, "args": inner, "id": call_id or "guard"}
+        return args
 
-    def split(self, output: Any, own_call: bool) -> tuple[Any, Any]:
-        if own_call and not (self.tool.response_format == "content_and_artifact" and isinstance(output, ToolMessage)):
-            return output, None  # a ToolMessage under the caller's id (or a Command): passed on whole
+    def split(self, output: Any) -> tuple[Any, Any]:
         if self.tool.response_format == "content_and_artifact" and isinstance(output, ToolMessage):
             return output.content, output.artifact
-        return output, None
+        return output, None  # anything else (a ToolMessage under the caller's id, a Command) is passed on whole
 
     def result(self, content: Any, artifact: Any = None) -> Any:
-        if self.tool.response_format == "content_and_artifact" and not isinstance(content, ToolMessage):
-            return content, artifact
-        return content
+        return (content, artifact) if self.tool.response_format == "content_and_artifact" else content
 
     def run(self, args: dict[str, Any], state: Any, callbacks: Any, config: RunnableConfig | None) -> Any:
         """Check the call, run the tool (with the caller's config), check its output; each check is a named child
@@ -210,8 +206,8 @@ class _ToolGuard:
         verdict = checked(self.moderator, [self.call_conversation(args, state)], "Agent", managers, "tool_call")[0]
         if not verdict.safe:
             return self.result(self.refuse(verdict, "tool_call"))
-        inner, own_call = self.tool_input(args)
-        output, artifact = self.split(self.runner.invoke(inner, patch_config(config, callbacks=callbacks)), own_call)
+        inner = self.tool_input(args)
+        output, artifact = self.split(self.runner.invoke(inner, patch_config(config, callbacks=callbacks)))
         if self.check_output:
             convs = [self.output_conversation(args, state, output)]
             verdict = checked(self.moderator, convs, "Agent", managers, "tool_output")[0]
@@ -249,9 +245,8 @@ class _ToolGuard:
         verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_call"))[0]
         if not verdict.safe:
             return self.result(self.refuse(verdict, "tool_call"))
-        inner, own_call = self.tool_input(args)
-        answer = await self.runner.ainvoke(inner, patch_config(config, callbacks=callbacks))
-        output, artifact = self.split(answer, own_call)
+        inner = self.tool_input(args)
+        output, artifact = self.split(await self.runner.ainvoke(inner, patch_config(config, callbacks=callbacks)))
         if self.check_output:
             convs = [self.output_conversation(args, state, output)]
             verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_output"))[0]
