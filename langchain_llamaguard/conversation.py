@@ -266,6 +266,14 @@ def _dict_role(value: dict[str, Any]) -> str | None:
     return role if isinstance(role, str) and "content" in value else None
 
 
+MESSAGE_FIELDS = frozenset(
+    {"role", "type", "content", "name", "id", "tool_calls", "tool_call_id", "invalid_tool_calls", "artifact", "status"}
+    | {"additional_kwargs", "response_metadata", "usage_metadata"}
+    | {"refusal", "annotations", "audio", "function_call"}  # OpenAI's message dicts
+)
+"""The keys of a message dict (LangChain's message fields and OpenAI's); any other key is not part of the message."""
+
+
 def is_message_dict(value: Any) -> bool:
     """Whether ``value`` is one chat message as a dict, ``{"role": "user", "content": ...}``, with a role the guard
     reads (``user``, ``assistant``, ``system``, ``tool``, ``human``, ``ai``, ``developer``)."""

@@ -102,18 +102,13 @@ def _one_verdict(pair: Any) -> Any:
     return next((v for v in found if _flagged(v)), found[0] if found else None)
 
 
-def _with_errors(err: GuardBatchError) -> list[Any]:
-    """A failed batch's rows: each verdict, or the row's own error where it failed."""
-    return [err.errors.get(i, v) for i, v in enumerate(err.verdicts)]
-
-
 def _rows(check: Any, job: Any) -> list[Any]:
     """``check`` over one guard's job: a verdict per document, or that document's error (one bad document fails
     only the input it came in, never the other inputs of a batch)."""
     try:
         return list(check(job[0], job[1], job[2], job[3], "document"))
     except GuardBatchError as err:
-        return _with_errors(err)
+        return err.rows()
 
 
 class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocumentCompressor):
@@ -286,7 +281,7 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
             try:
                 return await achecked(job[0], job[1], job[2], job[3], "document")
             except GuardBatchError as err:
-                return _with_errors(err)
+                return err.rows()
 
         return self._per_input(read, list(await asyncio.gather(*(one(j) for j in jobs))))
 
@@ -318,12 +313,16 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
                 out[i] = exc
         return out
 
-    def _batch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
+    def _batch(
+        self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig], **kwargs: Any
+    ) -> list[Any]:
         out, todo, read = self._read_all(values)
         judged = self._judge(read, [run_manager[i] for i in todo])
         return self._finish(values, out, todo, read, judged)
 
-    async def _abatch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
+    async def _abatch(
+        self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig], **kwargs: Any
+    ) -> list[Any]:
         out, todo, read = self._read_all(values)
         judged = await self._ajudge(read, [run_manager[i] for i in todo])
         return self._finish(values, out, todo, read, judged)

@@ -136,6 +136,15 @@ class GuardBatchError(LlamaGuardError):
             "other rows' verdicts are in .verdicts, every failed row's error in .errors"
         )
 
+    def rows(self) -> list[Any]:
+        """One entry per input row, in input order: its verdict, or its own error where it failed.
+
+        Example:
+            >>> GuardBatchError([None, "v1"], {0: ValueError("bad row")}).rows()
+            [ValueError('bad row'), 'v1']
+        """
+        return [self.errors.get(i, v) for i, v in enumerate(self.verdicts)]
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.verdicts, self.errors))
 

@@ -121,8 +121,14 @@ _Scored = Verdict | _Failure
 
 def _retry_rows(exc: Exception) -> bool:
     """Whether a sub-batch that failed with ``exc`` is worth retrying row by row: a model error (out of memory
-    included) may be one row's; a server that cannot be reached or timed out fails every row alike."""
-    return not isinstance(exc, (GuardTimeoutError, GuardClosedError)) and getattr(exc, "status", 0) is not None
+    included) may be one row's; a server that cannot be reached or timed out, is busy or rate-limited (429, 503:
+    already retried with backoff), refuses the credentials or does not serve the model fails every row alike."""
+    status = getattr(exc, "status", 0)
+    return not isinstance(exc, (GuardTimeoutError, GuardClosedError)) and status not in (None, *_SERVER_WIDE)
+
+
+_SERVER_WIDE = (401, 403, 404, 429, 503)
+"""HTTP statuses that say nothing about one row: a sub-batch that got one is not retried row by row."""
 
 
 @dataclass

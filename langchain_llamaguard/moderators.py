@@ -19,7 +19,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .conversation import ConversationInput, to_turns
-from .errors import GuardBatchError, GuardConfigurationError
+from .errors import GuardBatchError, GuardConfigurationError, GuardInputError, GuardTypeError
 from .prompt_guard import PromptGuardVerdict
 from .taxonomy import resolve_categories
 from .verdict import Verdict
@@ -168,11 +168,35 @@ class PromptGuardModerator:
         self.guard = guard
         self.name = "prompt_guard"
 
+    @staticmethod
+    def _texts(conversations: Sequence[ConversationInput], role: str) -> tuple[list[Any], dict[int, BaseException]]:
+        """Each conversation's judged text, or (in ``errors``) why it has none: such a row fails alone."""
+        texts: list[Any] = []
+        errors: dict[int, BaseException] = {}
+        for i, c in enumerate(conversations):
+            try:
+                texts.append(last_turn_text(c, role))
+            except (GuardInputError, GuardTypeError) as exc:
+                errors[i] = exc
+        return texts, errors
+
+    @staticmethod
+    def _merged(n: int, errors: dict[int, BaseException], verdicts: list[AnyVerdict]) -> list[AnyVerdict]:
+        if not errors:
+            return verdicts
+        if n == 1:
+            raise next(iter(errors.values()))
+        it = iter(verdicts)
+        raise GuardBatchError([None if i in errors else next(it) for i in range(n)], errors)
+
     def check(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
-        return list(self.guard.batch_check([last_turn_text(c, role) for c in conversations]))
+        texts, errors = self._texts(conversations, role)
+        return self._merged(len(conversations), errors, list(self.guard.batch_check(texts)) if texts else [])
 
     async def acheck(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
-        return list(await self.guard.abatch_check([last_turn_text(c, role) for c in conversations]))
+        texts, errors = self._texts(conversations, role)
+        verdicts = list(await self.guard.abatch_check(texts)) if texts else []
+        return self._merged(len(conversations), errors, verdicts)
 
 
 class CombinedModerator:

@@ -180,6 +180,11 @@ async def _ajudge_beside(
 
 
 # -- batch -------------------------------------------------------------------------------------------------------
+def _passed(verdict: Any) -> bool:
+    """Whether a batch row's input check let it through (a row whose check failed is the error, not a verdict)."""
+    return not isinstance(verdict, BaseException) and verdict.safe
+
+
 def batch_overlapped(
     bound: Runnable[Any, Any],
     values: list[Any],
@@ -188,15 +193,16 @@ def batch_overlapped(
     check: Callable[[], list[Any]],
 ) -> tuple[list[Any], list[Any]]:
     """One inner batch of every input, in a thread, while ``check()`` judges them all: ``(verdicts, outputs)``.
-    Flagged inputs' outputs are ``None`` (dropped); when every input is flagged nothing waits for the batch."""
+    Flagged inputs' outputs (and those of rows the check could not judge) are ``None`` (dropped); when no input
+    passed nothing waits for the batch."""
     pairs = [model_config(c, rm) for c, rm in zip(configs, run_managers, strict=True)]
     future = start_thread(lambda: bound.batch(values, [c for c, _ in pairs], return_exceptions=True))
     verdicts = check()
     outputs: list[Any] = [None] * len(values)
-    if any(v.safe for v in verdicts):
+    if any(map(_passed, verdicts)):
         outputs = list(future.result())
     for i, verdict in enumerate(verdicts):
-        if not verdict.safe:
+        if not _passed(verdict):
             outputs[i] = None
             mark_discarded(configs[i], pairs[i][1], verdict, "dropped")
     return verdicts, outputs
@@ -219,12 +225,12 @@ async def abatch_overlapped(
         raise
     outputs: list[Any] = [None] * len(values)
     how = "dropped"
-    if any(v.safe for v in verdicts):
+    if any(map(_passed, verdicts)):
         outputs = list(await task)
     else:
         how = "cancelled" if await settle(task) else "dropped"
     for i, verdict in enumerate(verdicts):
-        if not verdict.safe:
+        if not _passed(verdict):
             outputs[i] = None
             await amark_discarded(configs[i], pairs[i][1], verdict, how)
     return verdicts, outputs

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import threading
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .encoding import clean_text
-from .errors import GuardConfigurationError, GuardTypeError
+from .errors import GuardBatchError, GuardConfigurationError, GuardTypeError
 from .pickling import Recipe, deep_copy, recipe_of, reduce_guard
 
 Backend = Literal["torch", "onnx"]
@@ -92,10 +93,17 @@ class PromptGuardEngine:
         model_name: str = "prompt-guard-2",
         labels: dict[int, str] | None = None,
     ) -> None:
-        if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise GuardConfigurationError(f"threshold must be a number in [0, 1], got {threshold!r}")
-        if temperature <= 0:
-            raise GuardConfigurationError(f"temperature must be > 0, got {temperature!r}")
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not math.isfinite(temperature)
+            or temperature <= 0
+        ):
+            raise GuardConfigurationError(f"temperature must be a finite number > 0, got {temperature!r}")
+        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
+            raise GuardConfigurationError(f"max_batch_size must be a whole number >= 1, got {max_batch_size!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.threshold = float(threshold)
@@ -225,7 +233,9 @@ class PromptGuardEngine:
         logits = logits - logits.max(-1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(-1, keepdims=True)
-        return (1.0 - probs[:, self.benign_index]).clip(0.0, 1.0).tolist()
+        scores = 1.0 - probs[:, self.benign_index]
+        # a NaN (an overflowing fp16 forward, a broken export) fails closed: max() would skip it as 0.0
+        return np.nan_to_num(scores, nan=1.0).clip(0.0, 1.0).tolist()
 
     def _forward(self, ids: Any, mask: Any) -> Any:
         if hasattr(self.model, "run_logits"):  # ONNX
@@ -239,19 +249,33 @@ class PromptGuardEngine:
             )
         return out.logits.float().cpu().numpy()
 
-    def _score_windows(self, texts: Sequence[str]) -> list[tuple[float, int]]:
-        per_text = [self.windows(t) for t in texts]
+    def _score_windows(self, texts: Sequence[str], stop: threading.Event | None = None) -> list[tuple[float, int]]:
+        per_text, errors = [], {}
+        for i, t in enumerate(texts):
+            try:
+                per_text.append(self.windows(t))
+            except GuardTypeError as exc:  # this row fails alone, named; the others are still scored
+                errors[i] = exc
+                per_text.append([])
         flat = [(ti, w) for ti, ws in enumerate(per_text) for w in ws]
         order = sorted(range(len(flat)), key=lambda k: len(flat[k][1]))  # similar lengths share a batch
         scores = [0.0] * len(flat)
         for b in range(0, len(order), self.max_batch_size):
+            if stop is not None and stop.is_set():  # the async caller was cancelled: score no more windows
+                raise asyncio.CancelledError
             idx = order[b : b + self.max_batch_size]
             for k, s in zip(idx, self._logits_batch([flat[k][1] for k in idx]), strict=True):
                 scores[k] = s
         best = [0.0] * len(texts)
         for (ti, _), s in zip(flat, scores, strict=True):
             best[ti] = max(best[ti], s)
-        return [(best[i], len(per_text[i])) for i in range(len(texts))]
+        out = [(best[i], len(per_text[i])) for i in range(len(texts))]
+        if errors:
+            if len(texts) == 1:
+                raise errors[0]
+            verdicts = [None if i in errors else self._verdict(*out[i]) for i in range(len(texts))]
+            raise GuardBatchError(verdicts, errors)
+        return out
 
     def score(self, text: str) -> float:
         """P(malicious) of a text (max over its windows)."""
@@ -272,17 +296,27 @@ class PromptGuardEngine:
     def batch_check(self, texts: Sequence[str]) -> list[PromptGuardVerdict]:
         return [self._verdict(s, n) for s, n in self._score_windows(self._texts(texts))]
 
+    async def _threaded(self, texts: Sequence[str]) -> list[tuple[float, int]]:
+        """``_score_windows`` in a worker thread that stops between forward passes once the caller is cancelled
+        (a forward already running finishes; the rest of a long text's windows are not scored)."""
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._score_windows, texts, stop)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+
     async def ascore(self, text: str) -> float:
-        return await asyncio.to_thread(self.score, text)
+        return (await self._threaded([text]))[0][0]
 
     async def abatch_score(self, texts: Sequence[str]) -> list[float]:
-        return await asyncio.to_thread(self.batch_score, texts)
+        return [s for s, _ in await self._threaded(self._texts(texts))]
 
     async def acheck(self, text: str) -> PromptGuardVerdict:
-        return await asyncio.to_thread(self.check, text)
+        return (await self.abatch_check([text]))[0]
 
     async def abatch_check(self, texts: Sequence[str]) -> list[PromptGuardVerdict]:
-        return await asyncio.to_thread(self.batch_check, texts)
+        return [self._verdict(s, n) for s, n in await self._threaded(self._texts(texts))]
 
     @staticmethod
     def _texts(texts: Sequence[str]) -> list[str]:

@@ -27,8 +27,22 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializa
 from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict, Field
 
-from .conversation import ConversationInput, coerce_message, documents_error, is_documents, is_message_dict
-from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
+from .conversation import (
+    MESSAGE_FIELDS,
+    ConversationInput,
+    coerce_message,
+    documents_error,
+    is_documents,
+    is_message_dict,
+)
+from .errors import (
+    GuardBatchError,
+    GuardConfigurationError,
+    GuardInputError,
+    GuardKeyError,
+    GuardTypeError,
+    UnsafeContentError,
+)
 from .inner_runs import unstreamed_child
 from .moderators import AnyVerdict, Moderator
 from .parallel import (
@@ -68,9 +82,15 @@ def input_conversation(value: Any, input_key: str | None = None) -> Conversation
             if input_key not in value:
                 raise GuardKeyError(f"input_key {input_key!r} is not in the input; keys: {sorted(value)}")
             return input_conversation(value[input_key])
-        if is_message_dict(value):
-            return [value]
         candidates = [k for k, v in value.items() if isinstance(v, (str, list, tuple, BaseMessage, PromptValue))]
+        if is_message_dict(value):
+            others = sorted(k for k in candidates if k not in MESSAGE_FIELDS)
+            if not others:
+                return [value]
+            raise GuardInputError(
+                f"the input dict is a chat message with other keys a prompt may read ({others}): pass "
+                "input_key='...' to the guard step to say which to check"
+            )
         if len(candidates) == 1:
             return input_conversation(value[candidates[0]])
         raise GuardInputError(
@@ -160,14 +180,39 @@ def _is_graph_state(value: Any, config: RunnableConfig) -> bool:
     return any(isinstance(v, list) and v and all(isinstance(m, BaseMessage) for m in v) for v in value.values())
 
 
+def _added(acc: Any, chunk: Any) -> Any:
+    """``acc + chunk``; a chunk that does not add to the others replaces them, as in LangChain's own ``transform``
+    (``JsonOutputParser`` streams whole snapshots as plain dicts)."""
+    if acc is None:
+        return chunk
+    try:
+        return acc + chunk
+    except TypeError:
+        return chunk
+
+
 def _joined(chunks: list[Any]) -> Any:
     """A streamed input put back together (a single chunk is the input itself)."""
     if not chunks:
         raise GuardInputError("a guard step got an empty input stream; there is nothing to check")
-    value = chunks[0]
-    for chunk in chunks[1:]:
-        value = value + chunk
+    value = None
+    for chunk in chunks:
+        value = _added(value, chunk)
     return value
+
+
+def _answer_payload(payload: dict[str, Any], answer: Any) -> dict[str, Any]:
+    """What an ``on_unsafe`` Runnable gets with a flagged answer: ``payload`` (the guarded run's ``"input"``) and
+    ``"output"``; an output step's ``"input"`` is the answer itself, in every mode."""
+    return {"input": answer, **payload, "output": answer}
+
+
+def _or_error(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, or the exception it raised: one row's outcome, reported per input by ``_batch_with_config``."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return exc
 
 
 async def _one(value: Any) -> AsyncIterator[Any]:
@@ -237,7 +282,7 @@ class OneBatchPerCall:
         if not inputs:
             return []
         return self._batch_with_config(  # type: ignore[attr-defined]
-            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain"  # type: ignore[attr-defined]
+            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain", **kwargs  # type: ignore[attr-defined]
         )
 
     async def abatch(
@@ -246,7 +291,7 @@ class OneBatchPerCall:
         if not inputs:
             return []
         return await self._abatch_with_config(  # type: ignore[attr-defined]
-            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain"  # type: ignore[attr-defined]
+            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain", **kwargs  # type: ignore[attr-defined]
         )
 
 
@@ -335,6 +380,33 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
     ) -> list[AnyVerdict]:
         return await achecked(self._moderator_for(stage), convs, role, [rm.get_child() for rm in run_managers], stage)
 
+    def _row_verdicts(self, convs: list[Any], role: str, run_managers: Sequence[Any], stage: str) -> list[Any]:
+        """A batch's verdicts, one per row, or that row's own error: a row that is no conversation (its entry in
+        ``convs`` is the error that says why) or that the check could not judge fails alone."""
+        ok = [i for i, c in enumerate(convs) if not isinstance(c, Exception)]
+        out = list(convs)
+        if ok:
+            try:
+                got = self._verdicts([convs[i] for i in ok], role, [run_managers[i] for i in ok], stage)
+            except GuardBatchError as exc:
+                got = exc.rows()
+            for i, verdict in zip(ok, got, strict=True):
+                out[i] = verdict
+        return out
+
+    async def _arow_verdicts(self, convs: list[Any], role: str, run_managers: Sequence[Any], stage: str) -> list[Any]:
+        """The async :meth:`_row_verdicts`."""
+        ok = [i for i, c in enumerate(convs) if not isinstance(c, Exception)]
+        out = list(convs)
+        if ok:
+            try:
+                got = await self._averdicts([convs[i] for i in ok], role, [run_managers[i] for i in ok], stage)
+            except GuardBatchError as exc:
+                got = exc.rows()
+            for i, verdict in zip(ok, got, strict=True):
+                out[i] = verdict
+        return out
+
     # -- what happens on unsafe -----------------------------------------------------------------------------
     def _unsafe(
         self, stage: str, verdict: AnyVerdict, payload: dict[str, Any], like: Any, config: RunnableConfig
@@ -358,18 +430,23 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         since the last check (``text_at_check``) and ends a sentence."""
         if self.stream_mode == "buffer":
             return False
+        if not self._has_answer(acc):
+            return False  # the answer's key has not streamed yet (the end of the stream judges it whole)
         if self.check_every != "sentence":
             return since_check >= int(self.check_every)
         text = self._text_so_far(acc)
         return text is not None and text != text_at_check and bool(_SENTENCE_END.search(text))
 
+    def _has_answer(self, acc: Any) -> bool:
+        """Whether a streamed output has its answer yet (a dict's answer key can come after its other keys)."""
+        if isinstance(acc, dict) and not (self.output_key is None and is_message_dict(acc)):
+            return (self.output_key or "output") in acc
+        return True
+
     def _text_so_far(self, acc: Any) -> str | None:
         """The answer's text so far for ``check_every="sentence"`` (``None`` before a dict output has its key)."""
-        if self.check_every != "sentence":
+        if self.check_every != "sentence" or not self._has_answer(acc):
             return None
-        if isinstance(acc, dict) and not (self.output_key is None and is_message_dict(acc)):
-            if (self.output_key or "output") not in acc:
-                return None  # the answer's key has not streamed yet (the end of the stream judges it whole)
         return output_message(acc, self.output_key).text
 
     def _read_by_check(self, acc: Any) -> tuple[Any, ...]:
@@ -414,19 +491,19 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         text_at_check: str | None = None
         for chunk in chunks:
             pending.append(chunk)
-            acc = chunk if acc is None else acc + chunk
+            acc = _added(acc, chunk)
             if self._due(len(pending), acc, text_at_check):
                 verdict, judged = self._judge_so_far(acc, judged, context, run_manager)
                 text_at_check = self._text_so_far(acc)
                 if verdict is not None and not verdict.safe:
-                    yield self._unsafe("output", verdict, {**payload, "output": acc}, chunk, config)
+                    yield self._unsafe("output", verdict, _answer_payload(payload, acc), chunk, config)
                     return
                 yield from pending
                 pending = []
         if pending:  # the end of the answer: judged whole before its last chunks leave
             verdict, _ = self._judge_so_far(acc, judged, context, run_manager)
             if verdict is not None and not verdict.safe:
-                yield self._unsafe("output", verdict, {**payload, "output": acc}, pending[-1], config)
+                yield self._unsafe("output", verdict, _answer_payload(payload, acc), pending[-1], config)
                 return
             yield from pending
 
@@ -444,12 +521,12 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         text_at_check: str | None = None
         async for chunk in chunks:
             pending.append(chunk)
-            acc = chunk if acc is None else acc + chunk
+            acc = _added(acc, chunk)
             if self._due(len(pending), acc, text_at_check):
                 verdict, judged = await self._ajudge_so_far(acc, judged, context, run_manager)
                 text_at_check = self._text_so_far(acc)
                 if verdict is not None and not verdict.safe:
-                    yield await self._aunsafe("output", verdict, {**payload, "output": acc}, chunk, config)
+                    yield await self._aunsafe("output", verdict, _answer_payload(payload, acc), chunk, config)
                     return
                 for p in pending:
                     yield p
@@ -457,7 +534,9 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         if pending:  # the end of the answer: judged whole before its last chunks leave
             verdict, _ = await self._ajudge_so_far(acc, judged, context, run_manager)
             if verdict is not None and not verdict.safe:
-                yield await self._aunsafe("output", verdict, {**payload, "output": acc}, pending[-1], config)
+                yield await self._aunsafe(
+                    "output", verdict, _answer_payload(payload, acc), pending[-1], config
+                )
                 return
             for p in pending:
                 yield p
@@ -500,26 +579,31 @@ class GuardStep(_GuardBase):
                 )
         return super()._unsafe(stage, verdict, payload, like, config)
 
-    def _conversation(self, value: Any) -> tuple[ConversationInput, str]:
+    @property
+    def _role(self) -> str:
+        return "User" if self.stage == "input" else "Agent"
+
+    def _conversation(self, value: Any) -> ConversationInput:
         if self.stage == "input":
-            return input_conversation(value, self.input_key), "User"
-        return [output_message(value, self.output_key)], "Agent"
+            return input_conversation(value, self.input_key)
+        return [output_message(value, self.output_key)]
+
+    def _payload(self, value: Any) -> dict[str, Any]:
+        return {"input": value} if self.stage == "input" else _answer_payload({}, value)
 
     # -- invoke / batch ---------------------------------------------------------------------------------------
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return self._call_with_config(self._invoke, input, config, run_type="chain")
 
     def _judged(self, value: Any, run_manager: Any) -> AnyVerdict:
-        conv, role = self._conversation(value)
-        return self._verdicts([conv], role, [run_manager], self.stage)[0]
+        return self._verdicts([self._conversation(value)], self._role, [run_manager], self.stage)[0]
 
     async def _ajudged(self, value: Any, run_manager: Any) -> AnyVerdict:
-        conv, role = self._conversation(value)
-        return (await self._averdicts([conv], role, [run_manager], self.stage))[0]
+        return (await self._averdicts([self._conversation(value)], self._role, [run_manager], self.stage))[0]
 
     def _invoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
         verdict = self._judged(value, run_manager)
-        return value if verdict.safe else self._unsafe(self.stage, verdict, {"input": value}, value, config)
+        return value if verdict.safe else self._unsafe(self.stage, verdict, self._payload(value), value, config)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return await self._acall_with_config(self._ainvoke, input, config, run_type="chain")
@@ -528,31 +612,41 @@ class GuardStep(_GuardBase):
         verdict = await self._ajudged(value, run_manager)
         if verdict.safe:
             return value
-        return await self._aunsafe(self.stage, verdict, {"input": value}, value, config)
+        return await self._aunsafe(self.stage, verdict, self._payload(value), value, config)
 
-    def _batch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
-        run_managers, configs = run_manager, config
-        prepared = [self._conversation(v) for v in values]
-        verdicts = self._verdicts([c for c, _ in prepared], prepared[0][1], run_managers, self.stage)
+    # A batch: one guard batch of every row; a row that is no conversation, or that the check could not judge,
+    # fails alone (its own error, per input with return_exceptions=True).
+    def _batch(
+        self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig], **kwargs: Any
+    ) -> list[Any]:
+        convs = [_or_error(self._conversation, v) for v in values]
+        verdicts = self._row_verdicts(convs, self._role, run_manager, self.stage)
         out: list[Any] = []
-        for value, verdict, cfg in zip(values, verdicts, configs, strict=True):
-            try:
-                out.append(value if verdict.safe else self._unsafe(self.stage, verdict, {"input": value}, value, cfg))
-            except Exception as exc:  # reported per input by _batch_with_config
-                out.append(exc)
+        for value, verdict, cfg in zip(values, verdicts, config, strict=True):
+            if isinstance(verdict, Exception):
+                out.append(verdict)
+            elif verdict.safe:
+                out.append(value)
+            else:
+                out.append(_or_error(self._unsafe, self.stage, verdict, self._payload(value), value, cfg))
         return out
 
-    async def _abatch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
-        run_managers, configs = run_manager, config
-        prepared = [self._conversation(v) for v in values]
-        verdicts = await self._averdicts([c for c, _ in prepared], prepared[0][1], run_managers, self.stage)
+    async def _abatch(
+        self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig], **kwargs: Any
+    ) -> list[Any]:
+        convs = [_or_error(self._conversation, v) for v in values]
+        verdicts = await self._arow_verdicts(convs, self._role, run_manager, self.stage)
         out: list[Any] = []
-        for value, verdict, cfg in zip(values, verdicts, configs, strict=True):
+        for value, verdict, cfg in zip(values, verdicts, config, strict=True):
+            if isinstance(verdict, Exception):
+                out.append(verdict)
+                continue
+            if verdict.safe:
+                out.append(value)
+                continue
             try:
-                out.append(
-                    value if verdict.safe else await self._aunsafe(self.stage, verdict, {"input": value}, value, cfg)
-                )
-            except Exception as exc:
+                out.append(await self._aunsafe(self.stage, verdict, self._payload(value), value, cfg))
+            except Exception as exc:  # reported per input by _abatch_with_config
                 out.append(exc)
         return out
 
@@ -574,7 +668,7 @@ class GuardStep(_GuardBase):
         if verdict.safe:
             yield from held
         else:
-            yield self._unsafe(self.stage, verdict, {"input": value}, value, config)
+            yield self._unsafe(self.stage, verdict, self._payload(value), value, config)
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         yield from self.transform(iter([input]), config, **kwargs)
@@ -601,7 +695,7 @@ class GuardStep(_GuardBase):
             for chunk in held:
                 yield chunk
         else:
-            yield await self._aunsafe(self.stage, verdict, {"input": value}, value, config)
+            yield await self._aunsafe(self.stage, verdict, self._payload(value), value, config)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         async for item in self.atransform(_one(input), config, **kwargs):
@@ -636,6 +730,11 @@ class GuardedRunnable(_GuardBase):
     def _verdict_of(self, conv: Any, run_manager: Any) -> AnyVerdict:
         return self._verdicts([conv], "User", [run_manager], "input")[0]
 
+    def _inner(self, kwargs: dict[str, Any]) -> Runnable[Any, Any]:
+        """``bound`` with the call's keyword arguments (``.bind(stop=...)``, ``invoke(x, stop=...)``), passed on as
+        LangChain's own wrappers pass them."""
+        return self.bound.bind(**kwargs) if kwargs else self.bound
+
     def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
         return name or self.name or f"Guarded[{self.bound.get_name()}]{suffix or ''}"
 
@@ -657,13 +756,13 @@ class GuardedRunnable(_GuardBase):
 
     # -- invoke -------------------------------------------------------------------------------------------------
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return self._call_with_config(self._invoke, input, config, run_type="chain")
+        return self._call_with_config(self._invoke, input, config, run_type="chain", **kwargs)
 
-    def _invoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+    def _invoke(self, value: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Any:
         conv = input_conversation(value, self.input_key)
         if self._overlaps():
             check = partial(self._verdict_of, conv, run_manager)
-            verdict, output = invoke_overlapped(self.bound, value, config, run_manager, check)
+            verdict, output = invoke_overlapped(self._inner(kwargs), value, config, run_manager, check)
             if not verdict.safe:
                 return self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
         else:
@@ -671,7 +770,7 @@ class GuardedRunnable(_GuardBase):
                 verdict = self._verdicts([conv], "User", [run_manager], "input")[0]
                 if not verdict.safe:
                     return self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
-            output = self.bound.invoke(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
+            output = self._inner(kwargs).invoke(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
         if not self.check_output:
             return output
         verdict = self._out_verdicts([_as_messages(conv) + [output_message(output, self.output_key)]], [run_manager])[0]
@@ -680,16 +779,16 @@ class GuardedRunnable(_GuardBase):
         return self._unsafe("output", verdict, {"input": value, "output": output}, output, config)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return await self._acall_with_config(self._ainvoke, input, config, run_type="chain")
+        return await self._acall_with_config(self._ainvoke, input, config, run_type="chain", **kwargs)
 
-    async def _ainvoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+    async def _ainvoke(self, value: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Any:
         conv = input_conversation(value, self.input_key)
         if self._overlaps():
 
             async def check() -> AnyVerdict:
                 return (await self._averdicts([conv], "User", [run_manager], "input"))[0]
 
-            verdict, output = await ainvoke_overlapped(self.bound, value, config, run_manager, check)
+            verdict, output = await ainvoke_overlapped(self._inner(kwargs), value, config, run_manager, check)
             if not verdict.safe:
                 return await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
         else:
@@ -697,7 +796,8 @@ class GuardedRunnable(_GuardBase):
                 verdict = (await self._averdicts([conv], "User", [run_manager], "input"))[0]
                 if not verdict.safe:
                     return await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
-            output = await self.bound.ainvoke(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
+            inner_config = patch_config(config, callbacks=unstreamed_child(run_manager))
+            output = await self._inner(kwargs).ainvoke(value, inner_config)
         if not self.check_output:
             return output
         convo = [_as_messages(conv) + [output_message(output, self.output_key)]]
@@ -707,41 +807,47 @@ class GuardedRunnable(_GuardBase):
         return await self._aunsafe("output", verdict, {"input": value, "output": output}, output, config)
 
     # -- batch: one guard batch per side, one inner batch ---------------------------------------------------------
-    def _batch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
+    def _batch(
+        self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig], **kwargs: Any
+    ) -> list[Any]:
+        bound = self._inner(kwargs)
         plan = self._batch_plan(values, run_manager, config)
         answer: Any = None
         try:
             while True:
                 kind, *args = plan.send(answer)
                 if kind == "check":
-                    answer = self._verdicts(*args)
+                    answer = self._row_verdicts(*args)
                 elif kind == "overlap":
                     vals, cfgs, rms, convs = args
                     answer = batch_overlapped(
-                        self.bound, vals, cfgs, rms, partial(self._verdicts, convs, "User", rms, "input")
+                        bound, vals, cfgs, rms, partial(self._row_verdicts, convs, "User", rms, "input")
                     )
                 elif kind == "inner":
-                    answer = self.bound.batch(*args, return_exceptions=True)
+                    answer = bound.batch(*args, return_exceptions=True)
                 else:
-                    answer = self._safe_call(self._unsafe, *args)
+                    answer = _or_error(self._unsafe, *args)
         except StopIteration as done:
             return done.value
 
-    async def _abatch(self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
+    async def _abatch(
+        self, values: list[Any], run_manager: list[Any], config: list[RunnableConfig], **kwargs: Any
+    ) -> list[Any]:
+        bound = self._inner(kwargs)
         plan = self._batch_plan(values, run_manager, config)
         answer: Any = None
         try:
             while True:
                 kind, *args = plan.send(answer)
                 if kind == "check":
-                    answer = await self._averdicts(*args)
+                    answer = await self._arow_verdicts(*args)
                 elif kind == "overlap":
                     vals, cfgs, rms, convs = args
                     answer = await abatch_overlapped(
-                        self.bound, vals, cfgs, rms, partial(self._averdicts, convs, "User", rms, "input")
+                        bound, vals, cfgs, rms, partial(self._arow_verdicts, convs, "User", rms, "input")
                     )
                 elif kind == "inner":
-                    answer = await self.bound.abatch(*args, return_exceptions=True)
+                    answer = await bound.abatch(*args, return_exceptions=True)
                 else:
                     try:
                         answer = await self._aunsafe(*args)
@@ -757,67 +863,71 @@ class GuardedRunnable(_GuardBase):
         batch. It yields ``("check", convs, role, run_managers, stage)``, ``("inner", values, configs)`` and
         ``("unsafe", stage, verdict, payload, like, config)`` and is sent back their results; with
         ``input_check="parallel"`` the input check and the inner batch are one ``("overlap", values, configs,
-        run_managers, convs)``, sent back ``(verdicts, outputs)`` (a flagged input's output is ``None``)."""
-        convs = [input_conversation(v, self.input_key) for v in values]
-        results: list[Any] = [None] * len(values)
-        todo = list(range(len(values)))
+        run_managers, convs)``, sent back ``(verdicts, outputs)`` (a flagged input's output is ``None``). A check
+        answers one verdict per row, or the row's own error: a row that is no conversation, that its check could not
+        judge or whose answer cannot be read fails alone, and never reaches the model unchecked."""
+        convs = [_or_error(input_conversation, v, self.input_key) for v in values]
+        results: list[Any] = [c if isinstance(c, Exception) else None for c in convs]
+        todo = [i for i, c in enumerate(convs) if not isinstance(c, Exception)]
         overlapped: list[Any] | None = None
-        if self._overlaps():  # one inner batch of every input, beside the input check (see parallel.py)
-            verdicts, overlapped = yield ("overlap", values, configs, run_managers, convs)
-        elif self.check_input:
-            verdicts = yield ("check", convs, "User", run_managers, "input")
-        if self.check_input:
-            todo = [i for i, verdict in enumerate(verdicts) if verdict.safe]
-            for i, verdict in enumerate(verdicts):
-                if not verdict.safe:
+        vals, cfgs, rms, cvs = ([seq[i] for i in todo] for seq in (values, configs, run_managers, convs))
+        if todo and self._overlaps():  # one inner batch of the inputs, beside their check (see parallel.py)
+            verdicts, overlapped = yield ("overlap", vals, cfgs, rms, cvs)
+        elif todo and self.check_input:
+            verdicts = yield ("check", cvs, "User", rms, "input")
+        if todo and self.check_input:
+            judged = dict(zip(todo, overlapped or [None] * len(todo), strict=True))
+            todo = []
+            for (i, output), verdict in zip(judged.items(), verdicts, strict=True):
+                if isinstance(verdict, Exception):
+                    results[i] = verdict
+                elif verdict.safe:
+                    todo.append(i)
+                    results[i] = output
+                else:
                     like = self.bound.OutputType
                     results[i] = yield ("unsafe", "input", verdict, {"input": values[i]}, like, configs[i])
-        if not todo:
-            return results
-        if overlapped is not None:
-            outputs = [overlapped[i] for i in todo]
-        else:
+        if todo and overlapped is None:
             inner_cfgs = [patch_config(configs[i], callbacks=unstreamed_child(run_managers[i])) for i in todo]
             outputs = yield ("inner", [values[i] for i in todo], inner_cfgs)
-        checked = []
-        for i, o in zip(todo, outputs, strict=True):
-            results[i] = o
-            if not isinstance(o, Exception):
-                checked.append((i, o))
-        if not self.check_output or not checked:
+            for i, output in zip(todo, outputs, strict=True):
+                results[i] = output
+        if not self.check_output:
             return results
-        out_verdicts = yield (
-            "check",
-            [_as_messages(convs[i]) + [output_message(o, self.output_key)] for i, o in checked],
-            "Agent",
-            [run_managers[i] for i, _ in checked],
-            "output",
-        )
-        for (i, o), verdict in zip(checked, out_verdicts, strict=True):
-            if not verdict.safe:
+        checked = []  # (row, its answer, the conversation to judge)
+        for i in todo:
+            if not isinstance(results[i], Exception):
+                answer = _or_error(output_message, results[i], self.output_key)
+                if isinstance(answer, Exception):
+                    results[i] = answer
+                else:
+                    checked.append((i, results[i], _as_messages(convs[i]) + [answer]))
+        if not checked:
+            return results
+        judge = [conversation for *_, conversation in checked]
+        out_verdicts = yield ("check", judge, "Agent", [run_managers[i] for i, *_ in checked], "output")
+        for (i, o, _), verdict in zip(checked, out_verdicts, strict=True):
+            if isinstance(verdict, Exception):
+                results[i] = verdict
+            elif not verdict.safe:
                 results[i] = yield ("unsafe", "output", verdict, {"input": values[i], "output": o}, o, configs[i])
         return results
 
-    @staticmethod
-    def _safe_call(fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except Exception as exc:  # surfaced per input by _batch_with_config
-            return exc
-
     # -- streaming ------------------------------------------------------------------------------------------------
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
-        yield from self._transform_stream_with_config(iter([input]), self._transform, config)
+        yield from self._transform_stream_with_config(iter([input]), self._transform, config, **kwargs)
 
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
-        yield from self._transform_stream_with_config(input, self._transform, config)
+        yield from self._transform_stream_with_config(input, self._transform, config, **kwargs)
 
-    def _transform(self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
+    def _transform(
+        self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig, **kwargs: Any
+    ) -> Iterator[Any]:
         value = _joined(list(inputs))
         conv = input_conversation(value, self.input_key)
         if self._overlaps():
             check = partial(self._verdict_of, conv, run_manager)
-            verdict, held = stream_overlapped(self.bound, value, config, run_manager, check)
+            verdict, held = stream_overlapped(self._inner(kwargs), value, config, run_manager, check)
             if held is None:
                 yield self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
                 return
@@ -828,7 +938,7 @@ class GuardedRunnable(_GuardBase):
                 if not verdict.safe:
                     yield self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
                     return
-            chunks = self.bound.stream(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
+            chunks = self._inner(kwargs).stream(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
         if not self.check_output:
             yield from chunks
             return
@@ -841,11 +951,11 @@ class GuardedRunnable(_GuardBase):
     async def atransform(
         self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        async for item in self._atransform_stream_with_config(input, self._atransform, config):
+        async for item in self._atransform_stream_with_config(input, self._atransform, config, **kwargs):
             yield item
 
     async def _atransform(
-        self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
+        self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig, **kwargs: Any
     ) -> AsyncIterator[Any]:
         value = _joined([item async for item in inputs])
         conv = input_conversation(value, self.input_key)
@@ -854,7 +964,7 @@ class GuardedRunnable(_GuardBase):
             async def check() -> AnyVerdict:
                 return (await self._averdicts([conv], "User", [run_manager], "input"))[0]
 
-            verdict, held = await astream_overlapped(self.bound, value, config, run_manager, check)
+            verdict, held = await astream_overlapped(self._inner(kwargs), value, config, run_manager, check)
             if held is None:
                 yield await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
                 return
@@ -865,7 +975,7 @@ class GuardedRunnable(_GuardBase):
                 if not verdict.safe:
                     yield await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
                     return
-            chunks = self.bound.astream(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
+            chunks = self._inner(kwargs).astream(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
         if not self.check_output:
             async for c in chunks:
                 yield c

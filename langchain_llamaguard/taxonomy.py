@@ -150,12 +150,28 @@ def resolve_categories(keys: Iterable[str] | str | None, policy: Mapping[str, st
 
 
 def _resolve_in(key: str, policy: Mapping[str, str] | None) -> str:
-    if policy and isinstance(key, str):
-        wanted = key.strip().casefold()
-        for code, text in policy.items():
-            if wanted in (code.casefold(), text.strip().casefold(), policy_name(text).casefold()):
-                return code
-    return resolve_category(key)
+    """A key's code under ``policy``: the policy's codes and texts first, then the default taxonomy's codes and
+    names, except a default name whose code the policy gives to a category of its own (that name would switch
+    off the policy's category)."""
+    if not policy or not isinstance(key, str):
+        return resolve_category(key)
+    wanted = key.strip().casefold()
+    for code, text in policy.items():
+        if wanted in (code.casefold(), text.strip().casefold(), policy_name(text).casefold()):
+            return code
+    codes = ", ".join(policy)
+    try:
+        code = resolve_category(key)
+    except GuardConfigurationError:
+        raise GuardConfigurationError(
+            f"unknown category {key!r}; this policy's categories are {codes} (by code or by their text)"
+        ) from None
+    if code in policy and policy_name(policy[code]).casefold() != CATEGORIES[code].name.casefold():
+        raise GuardConfigurationError(
+            f"{key!r} is the default name of {code}, but this policy's {code} is {policy[code]!r}; name this "
+            f"policy's categories by code or by their text: {codes}"
+        )
+    return code
 
 
 _POLICY_CODE = re.compile(r"S[1-9][0-9]*")

@@ -199,15 +199,38 @@ class _ToolGuard:
     def result(self, content: Any, artifact: Any = None) -> Any:
         return (content, artifact) if self.tool.response_format == "content_and_artifact" else content
 
+    def handled_error(self, exc: Exception) -> str | None:
+        """The text the inner tool's own ``handle_tool_error`` makes of ``exc`` (what the model would read), or
+        ``None`` when the error is not handled or outputs are not checked."""
+        from langchain_core.tools import ToolException
+        from langchain_core.tools.base import _handle_tool_error
+
+        flag = self.tool.handle_tool_error
+        if not self.check_output or not flag or not isinstance(exc, ToolException):
+            return None
+        return _handle_tool_error(exc, flag=flag)
+
     def run(self, args: dict[str, Any], state: Any, callbacks: Any, config: RunnableConfig | None) -> Any:
         """Check the call, run the tool (with the caller's config), check its output; each check is a named child
         run of the tool's run."""
+        from langchain_core.tools import ToolException
+
         managers = [callbacks] if callbacks is not None else []
         verdict = checked(self.moderator, [self.call_conversation(args, state)], "Agent", managers, "tool_call")[0]
         if not verdict.safe:
             return self.result(self.refuse(verdict, "tool_call"))
         inner = self.tool_input(args)
-        output, artifact = self.split(self.runner.invoke(inner, patch_config(config, callbacks=callbacks)))
+        try:
+            raw = self.runner.invoke(inner, patch_config(config, callbacks=callbacks))
+        except ToolException as exc:  # a handled error's text reaches the model too: judged like an output
+            text = self.handled_error(exc)
+            if text is not None:
+                convs = [self.output_conversation(args, state, text)]
+                verdict = checked(self.moderator, convs, "Agent", managers, "tool_output")[0]
+                if not verdict.safe:
+                    raise ToolException(self.refuse(verdict, "tool_output")) from None
+            raise
+        output, artifact = self.split(raw)
         if self.check_output:
             convs = [self.output_conversation(args, state, output)]
             verdict = checked(self.moderator, convs, "Agent", managers, "tool_output")[0]
@@ -240,13 +263,25 @@ class _ToolGuard:
         return await self.arun(kwargs, llama_guard_state, callbacks, llama_guard_config)
 
     async def arun(self, args: dict[str, Any], state: Any, callbacks: Any, config: RunnableConfig | None) -> Any:
+        from langchain_core.tools import ToolException
+
         managers = [callbacks] if callbacks is not None else []
         convs = [self.call_conversation(args, state)]
         verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_call"))[0]
         if not verdict.safe:
             return self.result(self.refuse(verdict, "tool_call"))
         inner = self.tool_input(args)
-        output, artifact = self.split(await self.runner.ainvoke(inner, patch_config(config, callbacks=callbacks)))
+        try:
+            raw = await self.runner.ainvoke(inner, patch_config(config, callbacks=callbacks))
+        except ToolException as exc:
+            text = self.handled_error(exc)
+            if text is not None:
+                convs = [self.output_conversation(args, state, text)]
+                verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_output"))[0]
+                if not verdict.safe:
+                    raise ToolException(self.refuse(verdict, "tool_output")) from None
+            raise
+        output, artifact = self.split(raw)
         if self.check_output:
             convs = [self.output_conversation(args, state, output)]
             verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_output"))[0]

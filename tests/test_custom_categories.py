@@ -9,7 +9,13 @@ from conftest import BOMB, same_verdicts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from langchain_llamaguard import GuardConfigurationError, LlamaGuard, default_categories, format_prompt
+from langchain_llamaguard import (
+    GuardConfigurationError,
+    LlamaGuard,
+    UnsafeContentError,
+    default_categories,
+    format_prompt,
+)
 from langchain_llamaguard.tiny.data import check_images
 from langchain_llamaguard.tiny.models import chat_template
 from langchain_llamaguard.verdict import make_verdict, parse_output
@@ -117,6 +123,22 @@ def test_the_guard_sends_the_policy_and_steps_take_their_own(lg4, lg4_with):
     assert step_guard.categories == policy and step_guard.backend is lg4.backend and lg4.categories is None
     assert guard.with_categories(None).encode("hi")[0].categories == lg4.encode("hi")[0].categories
     assert lg4_with(categories=policy, excluded_categories=["S15"]).encode("hi")[0].categories == ("S1",)
+
+
+def test_a_default_name_never_excludes_a_policys_own_category(lg4):
+    """Under ``{"S9": "Bombs and explosives."}`` the default name "Indiscriminate Weapons" (S9) would switch off the
+    policy's own S9: refused, naming the policy's categories; the policy's own names and codes still exclude."""
+    policy = {"S1": "Violent Crimes.", "S9": "Bombs and explosives."}
+    with pytest.raises(GuardConfigurationError, match=r"default name of S9.*'Bombs and explosives\.'.*S1, S9"):
+        lg4.as_input_guard(categories=policy, excluded_categories=["Indiscriminate Weapons"])
+    with pytest.raises(GuardConfigurationError, match=r"unknown category 'Nope'; this policy's categories are S1, S9"):
+        lg4.as_input_guard(categories=policy, excluded_categories=["Nope"])
+    with pytest.raises(UnsafeContentError, match="S9 \\(Bombs and explosives\\)"):
+        lg4.as_input_guard(categories=policy, excluded_categories=["Violent Crimes"]).invoke(BOMB)
+    for key in ("S9", "Bombs and explosives"):
+        assert lg4.as_input_guard(categories=policy, excluded_categories=[key]).invoke(BOMB) == BOMB
+    kept = {"S1": "Violent Crimes.", "S9": "Indiscriminate Weapons."}  # the default text: its default names apply
+    assert lg4.as_input_guard(categories=kept, excluded_categories=["indiscriminate weapons"]).invoke(BOMB) == BOMB
 
 
 def test_the_default_policy_spelled_out_gives_the_same_verdicts(lg4, lg4_with):

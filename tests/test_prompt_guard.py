@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Annotated, Any
+
+import numpy as np
 import pytest
 import torch
+from langchain.agents import create_agent
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import InjectedToolCallId, tool
+from langgraph.types import Command
+from transformers import AutoModelForSequenceClassification
 
-from langchain_llamaguard import GuardConfigurationError, PromptGuard
+from langchain_llamaguard import GuardConfigurationError, PromptGuard, UnsafeContentError
+from langchain_llamaguard.middleware import PromptGuardMiddleware
 from langchain_llamaguard.tiny.data import BENIGN_QUESTION as BENIGN
 from langchain_llamaguard.tiny.data import INJECTION
 from langchain_llamaguard.tiny.data import PROMPT_GUARD_FILLER as FILLER
@@ -82,3 +95,116 @@ def test_onnx_backend_agrees_with_torch(pg_path, prompt_guard, tmp_path, quantiz
     texts = [BENIGN, INJECTION, FILLER + INJECTION, "The weather in Paris is 18 degrees. " + INJECTION]
     assert onnx.batch_score(texts) == pytest.approx(prompt_guard.batch_score(texts), abs=ONNX_TOLERANCE[quantize])
     assert [v.safe for v in onnx.batch_check(texts)] == [v.safe for v in prompt_guard.batch_check(texts)]
+
+
+# -- hostile settings, rows and outputs --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "option",
+    [{"temperature": float("nan")}, {"temperature": "1"}, {"max_batch_size": 0}, {"max_batch_size": -1},
+     {"threshold": True}],  # fmt: skip
+)
+def test_settings_that_would_score_nothing_are_refused(pg_path, option):
+    with pytest.raises(GuardConfigurationError, match=next(iter(option))):
+        PromptGuard.from_pretrained(str(pg_path), **option)
+
+
+def test_a_forward_that_gives_nan_fails_closed(prompt_guard, monkeypatch):
+    """An overflowing fp16 forward or a broken export gives NaN logits: the text is flagged, never scored 0."""
+    monkeypatch.setattr(prompt_guard, "_forward", lambda ids, mask: np.full((ids.shape[0], 2), np.nan, np.float32))
+    verdict = prompt_guard.check(INJECTION)
+    assert not verdict.safe and verdict.score == 1.0
+
+
+async def test_one_row_that_is_no_text_fails_alone(prompt_guard):
+    from langchain_llamaguard import GuardBatchError
+
+    rows = [BENIGN, INJECTION, None, BENIGN]
+    for run in (prompt_guard.batch_check, prompt_guard.abatch_check):
+        with pytest.raises(GuardBatchError) as err:
+            got = run(rows)
+            await got if asyncio.iscoroutine(got) else None
+        assert list(err.value.errors) == [2] and "row 2" in str(err.value)
+        assert [v.safe for v in err.value.verdicts if v is not None] == [True, False, True]
+    step = prompt_guard.as_input_guard()
+    outs = step.batch([BENIGN, [HumanMessage(BENIGN), AIMessage("Sure.")], INJECTION], return_exceptions=True)
+    assert outs[0] == BENIGN and isinstance(outs[1], ValueError) and isinstance(outs[2], UnsafeContentError)
+
+
+async def test_a_cancelled_check_of_a_long_text_stops_scoring(prompt_guard, monkeypatch):
+    """Only the forward already running finishes; the rest of a long text's windows are never scored."""
+    forwards: list[float] = []
+    scored = prompt_guard._logits_batch
+
+    def counting(batch):
+        forwards.append(time.monotonic())
+        time.sleep(0.2)  # a long text's forward passes take this long on a real checkpoint
+        return scored(batch)
+
+    monkeypatch.setattr(prompt_guard, "_logits_batch", counting)
+    text = " ".join([FILLER] * 400)
+    assert len(prompt_guard.windows(text)) > 4 * prompt_guard.max_batch_size  # several forward passes
+    task = asyncio.create_task(prompt_guard.acheck(text))
+    while not forwards:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    cancelled = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(1.0)
+    assert len([t for t in forwards if t > cancelled]) <= 1
+
+
+def test_an_onnx_folder_is_never_reused_for_another_checkpoint(pg_path, tmp_path):
+    """``onnx_path=`` given to two checkpoints: the second is exported again, not run on the first one's weights."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(pg_path, other)
+    model = AutoModelForSequenceClassification.from_pretrained(str(other))
+    with torch.no_grad():
+        model.classifier.bias.add_(torch.tensor([-3.0, 3.0]))  # another checkpoint: scores everything higher
+    model.save_pretrained(str(other))
+    first = PromptGuard.from_pretrained(str(pg_path), backend="onnx", onnx_path=str(tmp_path / "onnx"))
+    second = PromptGuard.from_pretrained(str(other), backend="onnx", onnx_path=str(tmp_path / "onnx"))
+    reference = PromptGuard.from_pretrained(str(other))
+    assert second.score(BENIGN) == pytest.approx(reference.score(BENIGN), abs=5e-3)  # its own export
+    assert abs(second.score(BENIGN) - first.score(BENIGN)) > 0.1
+
+
+@pytest.mark.parametrize("shape", ["list", "list_with_command", "command_tuple", "command_dict", "two_user_turns"])
+def test_every_message_the_model_will_read_is_scanned(prompt_guard, shape):
+    """A tool's result as a list of ToolMessages / Commands (langgraph's ToolNode takes one), a Command adding
+    message-likes (``("user", text)``, role dicts), and a user turn sent as several messages: all scanned."""
+    weather = "The weather in Paris is 18 degrees and sunny."
+
+    @tool
+    def lookup(q: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Any:
+        """Look something up."""
+        return {
+            "list": [ToolMessage(INJECTION, tool_call_id=tool_call_id)],
+            "list_with_command": [ToolMessage(weather, tool_call_id=tool_call_id),
+                                  Command(update={"messages": [HumanMessage(INJECTION)]})],
+            "command_tuple": Command(update={"messages": [ToolMessage(weather, tool_call_id=tool_call_id),
+                                                          ("user", INJECTION)]}),
+            "command_dict": Command(update={"messages": [{"role": "tool", "content": INJECTION,
+                                                          "tool_call_id": tool_call_id}]}),
+        }.get(shape, weather)  # fmt: skip
+
+    class Model(GenericFakeChatModel):
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Model:
+            return self
+
+    class Sent(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.prompts: list[list[Any]] = []
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+            self.prompts.append(messages[0])
+
+    script = [AIMessage("", tool_calls=[{"name": "lookup", "args": {"q": "x"}, "id": "c1"}]), AIMessage("done")]
+    agent = create_agent(Model(messages=iter(script)), [lookup], middleware=[PromptGuardMiddleware(prompt_guard)])
+    turn = [HumanMessage(INJECTION), HumanMessage("thanks")] if shape == "two_user_turns" else [HumanMessage(BENIGN)]
+    sent = Sent()
+    out = agent.invoke({"messages": turn}, {"callbacks": [sent]})
+    assert not any(INJECTION in str(m.content) for prompt in sent.prompts for m in prompt)
+    assert not any(INJECTION in str(m.content) for m in out["messages"])

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import http.server
 import json
 import logging
+import os
 import threading
 import time
 
@@ -22,6 +24,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 
 from langchain_llamaguard import (
+    GuardBatchError,
     GuardConfigurationError,
     GuardInputError,
     GuardServerError,
@@ -250,6 +253,13 @@ def test_chat_mode_refuses_special_token_strings_and_thresholds(vllm_server, tok
 
 
 # -- failures -------------------------------------------------------------------------------------------------
+def _answer(lead: int, verdict: int, logprob: float = -0.01) -> str:
+    """A completions answer in vLLM's shape (``return_tokens_as_token_ids``) with the given tokens."""
+    top = [{f"token_id:{lead}": -0.001}, {f"token_id:{verdict}": logprob, "token_id:39257": -6.0}]
+    steps = {"tokens": [f"token_id:{lead}", f"token_id:{verdict}"], "top_logprobs": top}
+    return json.dumps({"choices": [{"index": 0, "logprobs": steps}]})
+
+
 class FaultyProxy:
     """A real HTTP server in front of vLLM: ``fault(n)`` decides, per request number, what to do with it."""
 
@@ -285,6 +295,16 @@ class FaultyProxy:
                     return self._reply(200, b"{}")
                 if action == "drop":
                     self.connection.close()
+                if action == "trickle":  # a whole answer, one byte every 0.2 s: no single read ever waits long
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "40")
+                    self.end_headers()
+                    with contextlib.suppress(OSError):  # the client hangs up
+                        for _ in range(40):
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(0.2)
 
             def do_GET(self):
                 self._handle("GET")
@@ -351,6 +371,8 @@ def test_a_slow_server_times_out(proxy, tok):
         ((500, '{"error": {"message": "engine crashed"}}'), "HTTP 500: engine crashed"),
         ((400, '{"error": {"message": "bad prompt"}}'), "HTTP 400: bad prompt"),
         ((200, '{"choices": []}'), "0 choices for 1 prompts"),
+        ((200, _answer(271, -1)), r"malformed token 'token_id:-1' \(a negative id\)"),
+        ((200, _answer(271, 19193, logprob=0.7)), "log-probability 0.7, expected a number <= 0"),
     ],
 )
 def test_garbage_and_http_errors_fail_closed(proxy, tok, answer, message):
@@ -360,6 +382,70 @@ def test_garbage_and_http_errors_fail_closed(proxy, tok, answer, message):
     assert bad.url + "/completions" in str(err.value)
     verdict = guard_at(bad.url, tok, on_error="unsafe").check(BENIGN)
     assert not verdict.safe and verdict.error
+
+
+def test_an_answer_that_trickles_in_times_out_as_a_whole(proxy, tok):
+    """httpx's timeouts bound each read; ``timeout=`` bounds the whole request (its body and retries too)."""
+    slow = proxy(lambda n, path: "trickle" if path.endswith("/completions") else None)
+    guard = guard_at(slow.url, tok, timeout=1)
+    guard.backend.client.get("/models")  # asked once, before the clock starts
+    for check in (guard.check, lambda text: asyncio.run(guard.acheck(text))):
+        start = time.monotonic()
+        with pytest.raises(GuardServerError, match="did not answer within 1 s"):
+            check(BENIGN)
+        assert time.monotonic() - start < 2.5  # not the 8 s the answer takes (sync: at most one more read)
+
+
+def test_callers_waiting_on_a_hung_models_request_share_it(proxy, tok):
+    """The first checks ask ``/v1/models`` once: callers that arrive meanwhile wait for that one request, not in
+    line for one each."""
+    hung = proxy(lambda n, path: "sleep" if path.endswith("/models") else None)
+    guard = guard_at(hung.url, tok, timeout=1)
+
+    def timed() -> float:
+        start = time.monotonic()
+        with pytest.raises(GuardServerError, match="within 1 s"):
+            guard.check(BENIGN)
+        return time.monotonic() - start
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        waits = list(pool.map(lambda _: timed(), range(6)))
+    assert max(waits) < 2.5, waits
+
+
+def test_a_rate_limited_server_is_not_asked_row_by_row(proxy, tok):
+    """A 429 or 503 says nothing about one row: a failed batch is not re-sent one row at a time."""
+    for status in (429, 503):
+        limited = proxy(lambda n, path, status=status: (status, '{"error": {"message": "slow down"}}')
+                        if path.endswith("/completions") else None)  # fmt: skip
+        with pytest.raises(GuardBatchError) as err:
+            guard_at(limited.url, tok, max_retries=1).batch_check([f"{BENIGN} {i}" for i in range(12)])
+        assert all(f"HTTP {status}" in str(e) for e in err.value.errors.values()) and len(err.value.errors) == 12
+        sent = [r for r in limited.requests if r["path"].endswith("/completions")]
+        assert len(sent) < 24, len(sent)  # a try and a retry per request of the batch, then no row re-sent alone
+
+
+def test_an_empty_chat_answer_is_a_server_error(proxy, tok):
+    """A hosted provider's content filter answers an empty message: no verdict, said as a ``GuardServerError``."""
+    empty = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": ""}}]})
+    blank = proxy(lambda n, path: (200, empty) if path.endswith("/chat/completions") else None)
+    chat = LlamaGuard.from_endpoint(blank.url, model="lg3-tiny", tokenizer=tok, mode="chat", context_length=4000)
+    with pytest.raises(GuardServerError, match="empty message, expected the verdict"):
+        chat.check(BENIGN)
+
+
+def test_asyncio_run_per_check_keeps_no_connections_of_finished_loops(vllm_server, tok):
+    """A sync app calling ``asyncio.run(guard.acheck(...))`` per request: each finished loop's connections go."""
+    guard = guard_at(vllm_server.url, tok)
+    asyncio.run(guard.acheck(BENIGN))
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    for i in range(40):
+        assert asyncio.run(guard.acheck(f"{BENIGN} {i}")).safe in (True, False)
+    assert open_fds() - before <= 3 and len(guard.backend.client._async) <= 1
 
 
 def test_a_server_that_ignores_logprob_token_ids(proxy, tok):

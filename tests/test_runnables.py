@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,13 +10,15 @@ from conftest import BENIGN, BENIGN_ANSWER, BOMB, UNSAFE_ANSWER, loop_ticks_duri
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
-from langchain_core.output_parsers import StrOutputParser
+from langchain_core.output_parsers import JsonOutputParser, StrOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnableBranch, RunnableLambda, RunnableParallel
+from langchain_core.runnables import RunnableBranch, RunnableLambda, RunnableParallel, RunnablePassthrough
+from pydantic import Field
 
 from langchain_llamaguard import UnsafeContentError
-from langchain_llamaguard.errors import GuardConfigurationError
+from langchain_llamaguard.errors import GuardConfigurationError, GuardInputError
+from langchain_llamaguard.runnables import output_message
 
 PROMPT = ChatPromptTemplate.from_messages([("system", "Be helpful."), ("human", "{question}")])
 REFUSAL = "Sorry, I can't help with that."
@@ -156,6 +159,120 @@ def test_batch_is_one_model_batch(lg4, monkeypatch):
 def test_batch_return_exceptions(lg4):
     outs = lg4.as_input_guard().batch([BENIGN, BOMB], return_exceptions=True)
     assert outs[0] == BENIGN and isinstance(outs[1], UnsafeContentError)
+
+
+ALIEN_ROW = [{"role": "alien", "content": "hello"}]  # reaches the guard, which cannot judge an unknown role
+
+
+@pytest.mark.parametrize("runner", ["step", "wrap", "wrap-parallel", "chain"])
+@pytest.mark.parametrize("bad", [42, ALIEN_ROW], ids=["not-a-conversation", "unknown-role"])
+async def test_one_bad_row_fails_alone_in_a_batch(lg4, runner, bad):
+    """A row the guard cannot read or judge gets its own error; the other rows keep their answers and verdicts."""
+    rec = Recorder()
+    step = {
+        "step": lg4.as_input_guard(),
+        "wrap": lg4.wrap(llm()),
+        "wrap-parallel": lg4.wrap(llm(), input_check="parallel"),
+        "chain": lg4.as_input_guard() | llm(),
+    }[runner]
+    rows = [BENIGN, bad, BOMB]
+    for outs in (
+        step.batch(rows, {"callbacks": [rec]}, return_exceptions=True),
+        await step.abatch(rows, return_exceptions=True),
+    ):
+        first = outs[0] if runner == "step" else outs[0].content
+        assert first == (BENIGN if runner == "step" else BENIGN_ANSWER)
+        assert isinstance(outs[1], (TypeError, ValueError)) and not isinstance(outs[1], UnsafeContentError)
+        assert isinstance(outs[2], UnsafeContentError) and outs[2].verdict.categories == ["S9"]
+    if runner != "wrap-parallel":
+        assert rec.llm_calls == (0 if runner == "step" else 1)  # neither the bad row nor the unsafe one ran
+
+
+def test_a_wrapped_answer_the_output_guard_cannot_read_fails_its_row_alone(lg4):
+    answers = {BENIGN: BENIGN_ANSWER, "odd": 42}
+    inner = RunnableLambda(lambda q: answers[q])
+    outs = lg4.wrap(inner).batch([BENIGN, "odd"], return_exceptions=True)
+    assert outs[0] == BENIGN_ANSWER and isinstance(outs[1], TypeError)
+    input_only = lg4.wrap(inner).model_copy(update={"check_output": False})
+    assert input_only.batch([BENIGN, "odd"]) == [BENIGN_ANSWER, 42]  # an answer nobody judges is not read
+
+
+async def test_an_output_reroute_runnable_gets_the_answer_as_output_in_every_mode(lg4):
+    seen: list[dict] = []
+    step = lg4.as_output_guard(on_unsafe=RunnableLambda(lambda p: seen.append(p) or REFUSAL))
+    chain = llm(UNSAFE_ANSWER) | step
+    assert chain.invoke(BENIGN) == REFUSAL
+    assert chain.batch([BENIGN]) == [REFUSAL]
+    assert list(chain.stream(BENIGN))[-1] == REFUSAL
+    assert [c async for c in chain.astream(BENIGN)][-1] == REFUSAL
+    assert [c async for c in step.astream(AIMessage(UNSAFE_ANSWER))][-1] == REFUSAL
+    assert len(seen) == 5
+    for payload in seen:
+        assert sorted(payload) == ["input", "output", "verdict"] and payload["verdict"].categories
+        assert output_message(payload["output"]).text == UNSAFE_ANSWER == output_message(payload["input"]).text
+
+
+@pytest.mark.parametrize("stream_mode", ["buffer", "incremental"])
+def test_an_output_guard_streams_after_a_json_parser(lg4, stream_mode):
+    """``JsonOutputParser`` streams whole snapshots as plain dicts (they do not add up): the last one is the
+    answer, as LangChain's own ``transform`` takes it."""
+    for answer, expected in ((BENIGN_ANSWER, None), (UNSAFE_ANSWER, "REFUSED")):
+        model = llm(json.dumps({"answer": answer, "sources": ["wiki"]}))
+        step = lg4.as_output_guard(output_key="answer", on_unsafe="REFUSED", stream_mode=stream_mode, check_every=2)
+        chain = model | JsonOutputParser() | step
+        streamed = list(chain.stream(BENIGN))
+        assert streamed[-1] == (expected or {"answer": answer, "sources": ["wiki"]})
+        assert chain.invoke(BENIGN) == streamed[-1]
+
+
+@pytest.mark.parametrize("check_every", [1, 4, "sentence"])
+def test_an_incremental_check_waits_for_a_dict_answers_key(lg4, check_every):
+    """``RunnablePassthrough.assign`` streams ``{"question": ...}`` before the answer's key: no check fails on it."""
+    for answer, expected in ((BENIGN_ANSWER, BENIGN_ANSWER), (UNSAFE_ANSWER, "REFUSED")):
+        answering = RunnableLambda(lambda d: d["question"]) | llm(answer) | StrOutputParser()
+        chain = RunnablePassthrough.assign(answer=answering)
+        step = lg4.as_output_guard(
+            output_key="answer", stream_mode="incremental", check_every=check_every, on_unsafe="REFUSED"
+        )
+        streamed = list((chain | step).stream({"question": BENIGN}))
+        got = streamed[-1] if expected == "REFUSED" else "".join(c.get("answer", "") for c in streamed)
+        assert got == expected
+
+
+class StopRecorder(BaseChatModel):
+    """Answers ``BENIGN_ANSWER`` and records the ``stop`` each call got."""
+
+    stops: list[Any] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "stop-recorder"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+        self.stops.append(stop)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(BENIGN_ANSWER))])
+
+
+@pytest.mark.parametrize("input_check", ["before", "parallel"])
+async def test_call_arguments_reach_the_wrapped_model(lg4, input_check):
+    model = StopRecorder()
+    bound = lg4.wrap(model, input_check=input_check).bind(stop=["END"])
+    assert bound.invoke(BENIGN).content == BENIGN_ANSWER
+    assert (await bound.ainvoke(BENIGN)).content == BENIGN_ANSWER
+    assert "".join(c.content for c in bound.stream(BENIGN)) == BENIGN_ANSWER
+    assert [o.content for o in bound.batch([BENIGN, BENIGN])] == [BENIGN_ANSWER] * 2
+    assert lg4.wrap(model, input_check=input_check).invoke(BENIGN, stop=["HALT"]).content == BENIGN_ANSWER
+    assert model.stops == [["END"]] * 5 + [["HALT"]]
+
+
+def test_a_message_dict_with_other_keys_names_them(lg4):
+    """``{"role", "content", "question"}``: judging only ``content`` would let ``question`` reach the prompt."""
+    with pytest.raises(GuardInputError, match=r"\['question'\].*input_key"):
+        lg4.as_input_guard().invoke({"role": "user", "content": "Be brief.", "question": BOMB})
+    with pytest.raises(UnsafeContentError):
+        lg4.as_input_guard(input_key="question").invoke({"role": "user", "content": "Be brief.", "question": BOMB})
+    openai_style = {"role": "user", "content": BENIGN, "name": "ann", "refusal": None, "annotations": []}
+    assert lg4.as_input_guard().invoke(openai_style) is openai_style
 
 
 async def test_async_modes(lg4):

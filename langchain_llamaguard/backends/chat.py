@@ -179,8 +179,11 @@ class ChatBackend(ServedBackend):
             if not isinstance(text, str):
                 raise GuardServerError(f"{url} answered without a message text: {str(choice)[:200]}", url=url)
             ids = self.encode_text(text.strip())
-            verdict = ids[0] if ids else -1
-            step = FirstStep(lead_argmax=tokens.lead, verdict_argmax=verdict, p_safe=None, p_unsafe=None)
+            if not ids:  # a provider's content filter or refusal: no verdict at all
+                raise GuardServerError(
+                    f"{url} answered with an empty message, expected the verdict ('safe' or 'unsafe')", url=url
+                )
+            step = FirstStep(lead_argmax=tokens.lead, verdict_argmax=ids[0], p_safe=None, p_unsafe=None)
             return step, ids
         content = (choice.get("logprobs") or {}).get("content")
         if not isinstance(content, list):

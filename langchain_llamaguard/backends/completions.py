@@ -55,9 +55,12 @@ def token_id(token: str, url: str) -> int:
             url=url,
         )
     try:
-        return int(token[len("token_id:") :])
+        got = int(token[len("token_id:") :])
     except ValueError:
         raise GuardServerError(f"{url} returned the malformed token {token!r}", url=url) from None
+    if got < 0:
+        raise GuardServerError(f"{url} returned the malformed token {token!r} (a negative id)", url=url)
+    return got
 
 
 @dataclass
@@ -92,6 +95,8 @@ def _computed(value: Any, url: str) -> bool:
     placeholder; anything but a number is a malformed answer."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise GuardServerError(f"{url} returned the log-probability {value!r}, expected a number", url=url)
+    if value > 1e-4:  # a probability above 1 (rounding aside): a corrupt answer, never a score
+        raise GuardServerError(f"{url} returned the log-probability {value!r}, expected a number <= 0", url=url)
     return value == float("-inf") or value > PLACEHOLDER_LOGPROB
 
 

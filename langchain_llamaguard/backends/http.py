@@ -153,7 +153,8 @@ class EndpointClient:
 
     def _retrying(self, budget: float) -> dict[str, Any]:
         return {
-            "stop": tenacity.stop_after_attempt(self.max_retries + 1) | tenacity.stop_after_delay(budget),
+            # stop_before_delay: no retry is started that the budget could not wait for
+            "stop": tenacity.stop_after_attempt(self.max_retries + 1) | tenacity.stop_before_delay(budget),
             "wait": tenacity.wait_exponential_jitter(initial=0.05, max=2.0),
             "retry": tenacity.retry_if_exception(_retryable),
             "reraise": True,
@@ -206,13 +207,18 @@ class EndpointClient:
         """One request (``timeout``: for it and its retries; default the client's). A connection that failed is
         not kept: the next request opens a new one, so a server that comes back is used at once."""
         timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout  # for the request, its answer's body and its retries together
         for attempt in tenacity.Retrying(**self._retrying(timeout)):
             with attempt:
                 try:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise httpx.PoolTimeout("no time left")
                     if method == "POST":
-                        response = self._post(path, body, timeout)
+                        response = self._post(path, body, left, deadline)
                     else:
-                        response = self._client.request(method, path, json=body, timeout=timeout)
+                        with self._client.stream(method, path, json=body, timeout=left) as streamed:
+                            response = _read_within(streamed, deadline, streamed.request)
                 except httpx.HTTPError as exc:
                     raise self._transport_error(exc, path, timeout) from None
                 return self._answer(response, path)
@@ -229,16 +235,17 @@ class EndpointClient:
         content = json.dumps(body).encode()
         return httpx.Request(method, url, headers=self._post_headers, content=content, extensions=timeouts)
 
-    def _post(self, path: str, body: dict[str, Any] | None, timeout: float) -> httpx.Response:
-        """POST ``body`` as JSON on a slot of its own; the answer is read whole before the slot is handed back."""
+    def _post(self, path: str, body: dict[str, Any] | None, timeout: float, deadline: float) -> httpx.Response:
+        """POST ``body`` as JSON on a slot of its own; the answer is read whole (by ``deadline``) before the slot
+        is handed back."""
         request = self._request("POST", path, body, timeout)
         transport = self._take_slot(timeout)
         try:
-            response = transport.handle_request(request)
+            streamed = transport.handle_request(request)
             try:
-                response.read()
+                response = _read_within(streamed, deadline, request)
             finally:
-                response.close()
+                streamed.close()
         finally:
             self._give_slot(transport)
         return response
@@ -274,17 +281,22 @@ class EndpointClient:
         """Async :meth:`_send`, on a slot of this event loop. Cancelling the awaiting task cancels the request:
         its slot is closed (connection and all) and a new one takes its place."""
         timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout  # for the request, its answer's body and its retries together
         slots = self._async_slots()
         async for attempt in tenacity.AsyncRetrying(**self._retrying(timeout)):
             with attempt:
-                request = self._request(method, path, body, timeout)
+                left = deadline - time.monotonic()
+                request = self._request(method, path, body, max(left, 0.001))
                 try:
-                    async with slots.slot() as transport:
-                        response = await transport.handle_async_request(request)
-                        try:
-                            await response.aread()
-                        finally:
-                            await response.aclose()
+                    async with asyncio.timeout(max(left, 0)):  # a slot that times out here is discarded
+                        async with slots.slot() as transport:
+                            response = await transport.handle_async_request(request)
+                            try:
+                                await response.aread()
+                            finally:
+                                await response.aclose()
+                except TimeoutError:
+                    raise self._transport_error(httpx.ReadTimeout("deadline"), path, timeout) from None
                 except httpx.HTTPError as exc:
                     raise self._transport_error(exc, path, timeout) from None
                 return self._answer(response, path)
@@ -293,6 +305,10 @@ class EndpointClient:
     def _async_slots(self) -> _AsyncSlots:
         loop = asyncio.get_running_loop()
         with self._async_lock:
+            # A loop's slots reference the loop (their semaphore and connections), so the weak keys alone never
+            # let go of them: drop those of loops that are closed (asyncio.run() per call), sockets and all.
+            for closed in [other for other in self._async if other.is_closed()]:
+                del self._async[closed]
             slots = self._async.get(loop)
             if slots is None:
                 slots = self._async[loop] = _AsyncSlots(
@@ -373,6 +389,19 @@ class EndpointClient:
         self.close()
 
 
+def _read_within(response: httpx.Response, deadline: float, request: httpx.Request) -> httpx.Response:
+    """``response`` with its body read whole, or :class:`httpx.ReadTimeout` once ``deadline`` passes: httpx's
+    read timeout bounds each read, so a server that trickles its answer would otherwise never time out."""
+    chunks = []
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout("the answer did not arrive whole within the timeout")
+    dropped = ("content-encoding", "content-length")  # the body is decoded, and its length is what was read
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in dropped]
+    return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks), request=request)
+
+
 _ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_S)
 """A slot's transport: one connection, closed after :data:`KEEPALIVE_S` idle seconds."""
 
@@ -438,6 +467,7 @@ class ServedModel:
         self.model = model
         self._entry: dict[str, Any] | None = None
         self._lock = threading.Lock()
+        self._pending: concurrent.futures.Future[dict[str, Any]] | None = None  # the request being asked
 
     def __getstate__(self) -> dict[str, Any]:  # a copy asks the server again
         return {"client": self.client, "model": self.model}
@@ -464,16 +494,33 @@ class ServedModel:
 
     def entry(self) -> dict[str, Any]:
         """The model's ``/v1/models`` entry, asked once; raises :class:`GuardServerError` if the server cannot be
-        reached or does not serve the model (asked again on the next call)."""
-        if self._entry is None:
+        reached or does not serve the model (asked again on the next call). Callers that arrive while it is being
+        asked share that one request and its outcome, so none waits longer than one ``timeout``."""
+        if self._entry is not None:
+            return self._entry
+        with self._lock:
+            if self._entry is not None:
+                return self._entry
+            pending, asking = self._pending, self._pending is None
+            if asking:
+                pending = self._pending = concurrent.futures.Future()
+        assert pending is not None
+        if not asking:
+            return pending.result()
+        try:
+            answer = self.client.get("/models")
+            found = self._find(answer)
+            if found is None:
+                raise self._not_served(answer)
+            self._entry = found
+            pending.set_result(found)
+            return found
+        except BaseException as exc:
+            pending.set_exception(exc)
+            raise
+        finally:
             with self._lock:
-                if self._entry is None:
-                    answer = self.client.get("/models")
-                    found = self._find(answer)
-                    if found is None:
-                        raise self._not_served(answer)
-                    self._entry = found
-        return self._entry
+                self._pending = None
 
     def max_model_len(self) -> int | None:
         """The context the server gives the model (``None`` where it does not say)."""

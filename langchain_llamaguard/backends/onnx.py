@@ -106,19 +106,23 @@ class OnnxClassifier:
         _require_onnx()
         from ..tiny.tokenizers import cache_dir
 
-        if path is None:
-            src = Path(model_id_or_path)
-            stamp = ""
-            if src.is_dir():
-                weights = sorted(src.glob("*.safetensors")) or sorted(src.glob("*.bin"))
-                stamp = "".join(f"{w.name}{w.stat().st_size}{w.stat().st_mtime_ns}" for w in weights)
-            key = hashlib.sha256(f"{src.resolve() if src.is_dir() else model_id_or_path}{stamp}".encode()).hexdigest()
-            base = cache_dir() / "onnx" / key[:16]
-        else:
-            base = Path(path)
+        src = Path(model_id_or_path)
+        stamp = ""
+        if src.is_dir():
+            weights = sorted(src.glob("*.safetensors")) or sorted(src.glob("*.bin"))
+            stamp = "".join(f"{w.name}{w.stat().st_size}{w.stat().st_mtime_ns}" for w in weights)
+        key = hashlib.sha256(f"{src.resolve() if src.is_dir() else model_id_or_path}{stamp}".encode()).hexdigest()
+        base = cache_dir() / "onnx" / key[:16] if path is None else Path(path)
         fp32 = base / "model.onnx"
+        source = base / "source.sha256"
+        # A folder holds the export of one checkpoint: an export of another one (or of older weights) is never
+        # reused (an explicit onnx_path given to two checkpoints would silently run the first one's weights).
+        if fp32.exists() and (not source.exists() or source.read_text().strip() != key):
+            for stale in (fp32, base / "model.int8.onnx"):
+                stale.unlink(missing_ok=True)
         if not fp32.exists():
             export_onnx(model_id_or_path, fp32)
+            source.write_text(key)
         target = fp32
         if quantize:
             target = base / "model.int8.onnx"

@@ -39,6 +39,7 @@ from ..replacements import DEFAULT_REFUSAL, replacement
 from ..replacements import describe as _describe
 from ..replacements import last_index as _last_index
 from .stream_guard import Judgment, stream_transformers
+from .tool_output import tool_messages_in, with_replaced
 
 ExitBehavior = Literal["end", "error", "replace"]
 DEFAULT_TOOL_REFUSAL = "Tool call blocked by Llama Guard before it ran ({categories})."
@@ -84,8 +85,15 @@ INPUT_JUDGED_KEY = "llama_guard_input_judged"
 judged}``, set to ``False`` by ``before_agent`` and to ``True`` by the model call that overlapped the check."""
 
 
-def _merge_flags(old: dict[str, bool] | None, new: dict[str, bool] | None) -> dict[str, bool]:
+def _merge_flags(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any]:
     return {**(old or {}), **(new or {})}
+
+
+OUTPUT_JUDGED_KEY = "llama_guard_output_judged"
+"""Private agent-state key: ``{middleware name: id of the last model message its after_model judged}`` (``None``
+before the first), kept by a checkpointed thread. A run that stopped between the model node and after_model
+(``exit_behavior="error"``, a cancelled stream, a crash) leaves an unjudged model message in the thread: the next
+run's before_agent judges it first. A call without a checkpointer starts without the key and judges no history."""
 
 
 class LlamaGuardState(AgentState):
@@ -93,6 +101,7 @@ class LlamaGuardState(AgentState):
     can set theirs in one step)."""
 
     llama_guard_input_judged: NotRequired[Annotated[dict[str, bool], PrivateStateAttr, _merge_flags]]
+    llama_guard_output_judged: NotRequired[Annotated[dict[str, str], PrivateStateAttr, _merge_flags]]
 
 
 @dataclass
@@ -104,6 +113,7 @@ class _Check:
     idxs: list[int]
     messages: list[BaseMessage]
     stage: str
+    structured: bool = False
 
 
 class LlamaGuardMiddleware(AgentMiddleware):
@@ -114,12 +124,12 @@ class LlamaGuardMiddleware(AgentMiddleware):
         apply_to_input: check the user's last turn once, before the first model call.
         apply_to_output: check every model response before it is returned or its tool calls run.
         apply_to_tool_calls: check each tool call (name and arguments, in context) before the tool executes.
-        apply_to_tool_results: check tool results before the model reads them.
+        apply_to_tool_results: check each tool result as the tool returns it, before it enters the state.
         excluded_categories: categories this middleware does not check (overrides the guard's).
         categories: a custom policy for this middleware (``{"S1": "Violent Crimes.", "S15": "Fraud."}``; see
             :func:`~langchain_llamaguard.taxonomy.default_categories`), replacing the guard's list.
-        exit_behavior: on unsafe content: ``"end"`` (default) replaces a flagged model response (same id) or
-            adds a refusal after a flagged user turn, and ends the run; ``"error"`` raises
+        exit_behavior: on unsafe content: ``"end"`` (default) replaces a flagged model response (same id), or a
+            flagged user turn by a notice (same id) followed by a refusal, and ends the run; ``"error"`` raises
             :class:`UnsafeContentError` carrying the verdict; ``"replace"`` rewrites the flagged message in place
             (same id) with the refusal and lets the agent continue. A flagged tool call never executes.
         on_unsafe: alias of ``exit_behavior``.
@@ -201,9 +211,13 @@ class LlamaGuardMiddleware(AgentMiddleware):
                 return None
             return _Check([messages[: idx + 1]], "User", [idx], messages, "input")
         if stage == "output":
-            if not self.apply_to_output or not messages or not isinstance(messages[-1], AIMessage):
+            # With response_format, the model node adds the answer and (ToolStrategy) a ToolMessage acknowledging
+            # it, and sets structured_response: the answer is the last AIMessage, not the last message.
+            structured = state.get("structured_response") is not None
+            idx = _last_index(messages, AIMessage) if structured else len(messages) - 1
+            if not self.apply_to_output or idx is None or not isinstance(messages[idx], AIMessage):
                 return None
-            return _Check([messages], "Agent", [len(messages) - 1], messages, "output")
+            return _Check([messages[: idx + 1]], "Agent", [idx], messages, "output", structured)
         refusal = ending_refusal(messages)  # stage == "tool_results", in before_model
         if refusal is not None:
             return {"messages": [AIMessage(content=refusal)], "jump_to": "end"}
@@ -215,22 +229,102 @@ class LlamaGuardMiddleware(AgentMiddleware):
         return _Check([context + [messages[i]] for i in idxs], "User", idxs, messages, "tool_result") if idxs else None
 
     def _finish(self, check: _Check, verdicts: Sequence[AnyVerdict]) -> dict[str, Any] | None:
-        for idx, verdict in zip(check.idxs, verdicts, strict=True):
-            if not verdict.safe:
-                return self._on_violation(check.messages, idx, check.stage, verdict)
-        return None
+        flagged = [(idx, v) for idx, v in zip(check.idxs, verdicts, strict=True) if not v.safe]
+        if not flagged:
+            return None
+        (idx, verdict), rest = flagged[0], flagged[1:]
+        update = self._on_violation(check.messages, idx, check.stage, verdict)
+        # Several tool results of one round may be flagged: each is replaced (by id), not only the first.
+        for idx, verdict in rest:
+            update["messages"].append(self._replacement(check.messages[idx], verdict))
+        return update
 
     def _run(self, stage: str, state: Any) -> dict[str, Any] | None:
         plan = self._plan(stage, state)
         if not isinstance(plan, _Check):
             return plan
-        return self._finish(plan, self.moderator.check(plan.convs, role=plan.role))
+        verdicts = self.moderator.check(plan.convs, role=plan.role)
+        return self._mark(plan, self._structured(plan, self._finish(plan, verdicts)))
 
     async def _arun(self, stage: str, state: Any) -> dict[str, Any] | None:
         plan = self._plan(stage, state)
         if not isinstance(plan, _Check):
             return plan
-        return self._finish(plan, await self.moderator.acheck(plan.convs, role=plan.role))
+        verdicts = await self.moderator.acheck(plan.convs, role=plan.role)
+        return self._mark(plan, self._structured(plan, self._finish(plan, verdicts)))
+
+    def _mark(self, plan: _Check, update: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Record the model message after_model judged (safe, or replaced under the same id)."""
+        judged = plan.messages[plan.idxs[0]].id if plan.stage == "output" else None
+        if judged is None:
+            return update
+        return {**(update or {}), OUTPUT_JUDGED_KEY: {self.name: judged}}
+
+    def _leftover_plan(self, state: Any) -> _Check | dict[str, Any] | None:
+        """The thread's last model message before this run's user turn, when no after_model of this middleware
+        judged it (the run that wrote it stopped before its after_model); on a thread's first run, the update that
+        starts its record (a caller's own history, without a checkpointer, is not judged again)."""
+        if not self.apply_to_output:
+            return None
+        judged = state.get(OUTPUT_JUDGED_KEY) or {}
+        if self.name not in judged:
+            return {OUTPUT_JUDGED_KEY: {self.name: None}}
+        messages = list(state["messages"])
+        human = _last_index(messages, HumanMessage)
+        idx = _last_index(messages[:human], AIMessage) if human else None
+        if idx is None or messages[idx].id is None or judged[self.name] == messages[idx].id:
+            return None
+        return _Check([messages[: idx + 1]], "Agent", [idx], messages, "output")
+
+    def _repaired(self, plan: _Check, verdict: AnyVerdict, state: Any) -> tuple[dict[str, Any], Any]:
+        """The update that records (and, flagged, replaces by id) a leftover model message, and the state the
+        input check then reads (with the replacement in place)."""
+        idx = plan.idxs[0]
+        update: dict[str, Any] = {OUTPUT_JUDGED_KEY: {self.name: plan.messages[idx].id}}
+        if verdict.safe:
+            return update, state
+        fixed = self._replacement(plan.messages[idx], verdict)
+        messages = [fixed if i == idx else m for i, m in enumerate(plan.messages)]
+        return {**update, "messages": [fixed]}, {**state, "messages": messages}
+
+    @staticmethod
+    def _merged(first: dict[str, Any], second: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Two updates of one hook as one (their messages in order); ``None`` for none."""
+        if not second:
+            return first or None
+        if not first:
+            return second
+        messages = [*first.get("messages", []), *second.get("messages", [])]
+        return {**first, **second, **({"messages": messages} if messages else {})}
+
+    def _before_agent(self, state: Any) -> dict[str, Any] | None:
+        plan = self._leftover_plan(state)
+        repair: dict[str, Any] = {}
+        if isinstance(plan, _Check):
+            repair, state = self._repaired(plan, self.moderator.check(plan.convs, role=plan.role)[0], state)
+        rest = self._pending_input() if self.input_check == "parallel" else self._run("input", state)
+        return self._merged(plan if isinstance(plan, dict) else repair, rest)
+
+    async def _abefore_agent(self, state: Any) -> dict[str, Any] | None:
+        plan = self._leftover_plan(state)
+        repair: dict[str, Any] = {}
+        if isinstance(plan, _Check):
+            verdict = (await self.moderator.acheck(plan.convs, role=plan.role))[0]
+            repair, state = self._repaired(plan, verdict, state)
+        rest = self._pending_input() if self.input_check == "parallel" else await self._arun("input", state)
+        return self._merged(plan if isinstance(plan, dict) else repair, rest)
+
+    @staticmethod
+    def _structured(plan: _Check, update: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A flagged structured answer: its structured_response cleared, the ToolMessages acknowledging it (which
+        quote it) removed, and the run ended (there is no safe structured answer to go on with)."""
+        if update is None or not plan.structured:
+            return update
+        from langchain_core.messages import RemoveMessage
+
+        acks = [m for m in plan.messages[plan.idxs[0] + 1 :] if isinstance(m, ToolMessage) and m.id is not None]
+        update["messages"] = [*update["messages"], *(RemoveMessage(id=m.id) for m in acks)]
+        return {**update, "structured_response": None, "jump_to": "end"}
 
     def _on_violation(
         self, messages: Sequence[BaseMessage], idx: int, stage: str, verdict: AnyVerdict
@@ -239,10 +333,12 @@ class LlamaGuardMiddleware(AgentMiddleware):
             raise UnsafeContentError(verdict, stage=stage)
         original = messages[idx]
         if stage == "input":
+            # The flagged turn leaves the thread in both cases (same id): a checkpointed thread's next run would
+            # otherwise send it to the model, and judge every later turn in its context.
+            notice = HumanMessage(content=f"[message removed by Llama Guard: {_describe(verdict)}]", id=original.id)
             if self.exit_behavior == "end":
-                return {"messages": [AIMessage(content=self._refusal(verdict))], "jump_to": "end"}
-            notice = f"[message removed by Llama Guard: {_describe(verdict)}]"
-            return {"messages": [HumanMessage(content=notice, id=original.id)]}
+                return {"messages": [notice, AIMessage(content=self._refusal(verdict))], "jump_to": "end"}
+            return {"messages": [notice]}
         update: dict[str, Any] = {"messages": [self._replacement(original, verdict)]}
         if self.exit_behavior == "end":
             update["jump_to"] = "end"
@@ -315,11 +411,11 @@ class LlamaGuardMiddleware(AgentMiddleware):
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """Check the user's last turn once per run, before the first model call (``input_check="before"``); in
         ``"parallel"`` mode, mark it as not yet judged (the run's first model call judges it)."""
-        return self._pending_input() if self.input_check == "parallel" else self._run("input", state)
+        return self._before_agent(state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        return self._pending_input() if self.input_check == "parallel" else await self._arun("input", state)
+        return await self._abefore_agent(state)
 
     # -- input_check="parallel": the run's first model call runs beside the input check -----------------------
     def _pending_input(self) -> dict[str, Any]:
@@ -354,9 +450,9 @@ class LlamaGuardMiddleware(AgentMiddleware):
         again, as ``(request_messages, notice)``."""
         if self.exit_behavior == "error":
             raise UnsafeContentError(verdict, stage="input")
-        if self.exit_behavior == "end":
-            return AIMessage(content=self._refusal(verdict))
         update = self._on_violation(plan.messages, plan.idxs[0], "input", verdict)
+        if self.exit_behavior == "end":  # the refusal, and the flagged turn's notice (same id)
+            return update["messages"][1], update["messages"][0]
         return update["messages"][0]
 
     @staticmethod
@@ -375,8 +471,8 @@ class LlamaGuardMiddleware(AgentMiddleware):
         if verdict.safe:
             return self._judged(response)
         outcome = self._flagged_input(plan, verdict)
-        if isinstance(outcome, AIMessage):
-            return self._judged(outcome)
+        if isinstance(outcome, tuple):
+            return self._judged(*outcome)
         return self._judged(handler(self._with_notice(request, outcome)), outcome)
 
     async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -391,8 +487,8 @@ class LlamaGuardMiddleware(AgentMiddleware):
         if verdict.safe:
             return self._judged(response)
         outcome = self._flagged_input(plan, verdict)
-        if isinstance(outcome, AIMessage):
-            return self._judged(outcome)
+        if isinstance(outcome, tuple):
+            return self._judged(*outcome)
         return self._judged(await handler(self._with_notice(request, outcome)), outcome)
 
     @hook_config(can_jump_to=["end"])
@@ -413,17 +509,53 @@ class LlamaGuardMiddleware(AgentMiddleware):
     async def aafter_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         return await self._arun("output", state)
 
+    def _result_plan(self, request: Any, result: Any) -> tuple[list[ToolMessage], list[list[BaseMessage]]] | None:
+        """The tool results to judge right after the tool ran, in the conversation ``before_model`` judges them in
+        (up to the tool-calling AI message), so that check is the same (cached) one."""
+        found = tool_messages_in(result) if self.apply_to_tool_results else []
+        if not found:
+            return None
+        messages = list((request.state if isinstance(request.state, dict) else {}).get("messages", []))
+        last_ai = _last_index(messages, AIMessage)
+        context = messages[: last_ai + 1] if last_ai is not None else messages
+        return found, [[*context, m] for m in found]
+
+    def _judged_result(self, result: Any, found: list[ToolMessage], verdicts: Sequence[AnyVerdict]) -> Any:
+        """``result`` with its flagged ToolMessages replaced: the run may end before any ``before_model`` runs
+        (a ``return_direct`` tool, another middleware ending the run, a blocked sibling call)."""
+        flagged = next((v for v in verdicts if not v.safe), None)
+        if flagged is None:
+            return result
+        if self.exit_behavior == "error":
+            raise UnsafeContentError(flagged, stage="tool_result")
+        replacements: list[BaseMessage | None] = []
+        for message, verdict in zip(found, verdicts, strict=True):
+            new = None if verdict.safe else self._replacement(message, verdict)
+            if new is not None and self.exit_behavior == "end":
+                new = new.model_copy(update={"artifact": {END_MARKER: self._refusal(verdict)}})
+            replacements.append(new)
+        return with_replaced(result, found, replacements)
+
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        """Check the tool call (in context) before the tool runs; a flagged call never executes."""
+        """Check the tool call (in context) before the tool runs; a flagged call never executes. With
+        ``apply_to_tool_results``, check what it returned before it enters the state."""
         if self.apply_to_tool_calls:
             verdict = self.moderator.check([self._tool_call_conversation(request)], role="Agent")[0]
             if not verdict.safe:
                 return self._blocked_tool_call(request, verdict)
-        return handler(request)
+        result = handler(request)
+        plan = self._result_plan(request, result)
+        if plan is None:
+            return result
+        return self._judged_result(result, plan[0], self.moderator.check(plan[1], role="User"))
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         if self.apply_to_tool_calls:
             verdict = (await self.moderator.acheck([self._tool_call_conversation(request)], role="Agent"))[0]
             if not verdict.safe:
                 return self._blocked_tool_call(request, verdict)
-        return await handler(request)
+        result = await handler(request)
+        plan = self._result_plan(request, result)
+        if plan is None:
+            return result
+        return self._judged_result(result, plan[0], await self.moderator.acheck(plan[1], role="User"))

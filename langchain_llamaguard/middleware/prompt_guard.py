@@ -30,7 +30,7 @@ from .llama_guard import (
     unique_name,
 )
 from .stream_guard import Judgment, stream_transformers
-from .tool_output import messages_in, with_replaced
+from .tool_output import messages_in, normalized, with_replaced
 
 DEFAULT_NOTICE = (
     "[tool result withheld: Prompt Guard detected a likely prompt injection (score {score:.2f}); "
@@ -140,17 +140,35 @@ class PromptGuardMiddleware(AgentMiddleware):
         return self._name
 
     # -- shared helpers -----------------------------------------------------------------------------------------
-    def _input_text(self, state: Any) -> str | None:
-        messages = state["messages"]
+    @staticmethod
+    def _user_turn(messages: Sequence[Any]) -> list[Any]:
+        """The user's last turn: the last HumanMessage and the HumanMessages right before it (a caller may send
+        several at once; the model reads them all, and a guard step reads them as one turn too)."""
         idx = _last_index(messages, HumanMessage)
-        return None if idx is None else _text(messages[idx].content)
+        if idx is None:
+            return []
+        start = idx
+        while start > 0 and isinstance(messages[start - 1], HumanMessage):
+            start -= 1
+        return list(messages[start : idx + 1])
 
-    def _on_input(self, verdict: Any) -> dict[str, Any] | None:
+    def _input_text(self, state: Any) -> str | None:
+        turn = self._user_turn(state["messages"])
+        return "\n".join(_text(m.content) for m in turn) if turn else None
+
+    def _on_input(self, verdict: Any, state: Any) -> dict[str, Any] | None:
         if verdict.safe:
             return None
         if self.exit_behavior == "error":
             raise UnsafeContentError(verdict, stage="input")
-        return {"messages": [AIMessage(content=self.refusal_message.format(score=verdict.score))], "jump_to": "end"}
+        refusal = AIMessage(content=self.refusal_message.format(score=verdict.score))
+        flagged = [m for m in self._user_turn(state["messages"]) if m.id is not None]
+        # The jailbreak leaves the thread (same id): a checkpointed thread's next run would send it to the model.
+        notices = [
+            HumanMessage(content=f"[message removed by Prompt Guard: score {verdict.score:.2f}]", id=m.id)
+            for m in flagged
+        ]
+        return {"messages": [*notices, refusal], "jump_to": "end"}
 
     def _notice(self, result: BaseMessage, verdict: Any) -> BaseMessage:
         """What a flagged tool result becomes (same id), in the state and on the stream; another message a tool
@@ -249,12 +267,12 @@ class PromptGuardMiddleware(AgentMiddleware):
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """Scan the user's last turn for a jailbreak, once per run."""
         text = self._input_text(state) if self.apply_to_input else None
-        return None if text is None else self._on_input(self.guard.check(text))
+        return None if text is None else self._on_input(self.guard.check(text), state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         text = self._input_text(state) if self.apply_to_input else None
-        return None if text is None else self._on_input(await self.guard.acheck(text))
+        return None if text is None else self._on_input(await self.guard.acheck(text), state)
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
@@ -268,7 +286,7 @@ class PromptGuardMiddleware(AgentMiddleware):
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         """Run the tool, then scan what it returned (a ToolMessage, or a Command's) before the model reads it."""
-        result = handler(request)
+        result = normalized(handler(request))
         messages = messages_in(result) if self.apply_to_tool_results else []
         if not messages:
             return result
@@ -276,7 +294,7 @@ class PromptGuardMiddleware(AgentMiddleware):
         return self._on_tool_results(result, messages, self._decide(messages, plans, self._scan(texts)))
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
-        result = await handler(request)
+        result = normalized(await handler(request))
         messages = messages_in(result) if self.apply_to_tool_results else []
         if not messages:
             return result

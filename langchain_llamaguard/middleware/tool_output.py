@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import BaseMessage, ToolMessage
+from langchain_core.messages import BaseMessage, ToolMessage, convert_to_messages
 
 
 def tool_messages_in(value: Any) -> list[ToolMessage]:
@@ -24,11 +24,31 @@ def tool_messages_in(value: Any) -> list[ToolMessage]:
     return [m for m in messages_in(value) if isinstance(m, ToolMessage)]
 
 
+def normalized(value: Any) -> Any:
+    """A tool's result with every message it adds as a ``BaseMessage``, in the same shape: a ``Command``'s
+    ``messages`` update given as message-likes (``("user", text)``, ``{"role": ..., "content": ...}``, a single
+    message, a tuple) is converted as ``add_messages`` would convert it, so that a guard judges exactly what the
+    model will read. A list of ToolMessages / Commands (langgraph's ToolNode accepts one) is normalized item by item."""
+    if isinstance(value, list):
+        return [normalized(item) for item in value]
+    update = getattr(value, "update", None)
+    if not isinstance(update, dict) or "messages" not in update:
+        return value
+    raw = update["messages"]
+    if isinstance(raw, list) and all(isinstance(m, BaseMessage) for m in raw):
+        return value
+    items = [raw] if isinstance(raw, (BaseMessage, str, dict)) else list(raw)
+    return dataclasses.replace(value, update={**update, "messages": convert_to_messages(items)})
+
+
 def messages_in(value: Any) -> list[BaseMessage]:
-    """Every message a tool's result adds: itself (a ToolMessage), or all of a ``Command``'s ``messages`` update
-    (a tool may add a user or system message beside its ToolMessage, and the model reads those too)."""
+    """Every message a tool's result adds: itself (a ToolMessage), all of a ``Command``'s ``messages`` update
+    (a tool may add a user or system message beside its ToolMessage, and the model reads those too), or, for a list
+    of ToolMessages / Commands, those of every item. Call :func:`normalized` first."""
     if isinstance(value, ToolMessage):
         return [value]
+    if isinstance(value, list):
+        return [m for item in value for m in messages_in(item)]
     update = getattr(value, "update", None)
     if isinstance(update, dict) and isinstance(update.get("messages"), list):
         return [m for m in update["messages"] if isinstance(m, BaseMessage)]
@@ -38,10 +58,16 @@ def messages_in(value: Any) -> list[BaseMessage]:
 def with_replaced(value: Any, messages: Sequence[BaseMessage], replacements: Sequence[BaseMessage | None]) -> Any:
     """``value`` with each of ``messages`` swapped for its replacement (``None``: kept), in the same shape."""
     swap = {id(m): r for m, r in zip(messages, replacements, strict=True) if r is not None}
-    if not swap:
-        return value
+    return _swapped(value, swap) if swap else value
+
+
+def _swapped(value: Any, swap: dict[int, BaseMessage]) -> Any:
     if isinstance(value, ToolMessage):
         return swap.get(id(value), value)
-    update = value.update
+    if isinstance(value, list):
+        return [_swapped(item, swap) for item in value]
+    update = getattr(value, "update", None)
+    if not isinstance(update, dict) or not isinstance(update.get("messages"), list):
+        return value
     new = [swap.get(id(m), m) for m in update["messages"]]
     return dataclasses.replace(value, update={**update, "messages": new})

@@ -1,0 +1,261 @@
+"""What a guarded agent leaves in its state and its checkpointed thread: no flagged text survives where a later
+turn, the caller or the model reads it (structured answers, parallel tool results, runs that end early, runs that
+stop between the model and its check, flagged user turns)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import pytest
+from conftest import ASK_CODE, BENIGN, BENIGN_ANSWER, BOMB, EVIL_CODE, INJECTION, UNSAFE_ANSWER
+from langchain.agents import create_agent
+from langchain.agents.middleware import ModelCallLimitMiddleware
+from langchain.agents.structured_output import ProviderStrategy, ToolStrategy
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import ToolException, tool
+from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import BaseModel
+
+from langchain_llamaguard import UnsafeContentError
+from langchain_llamaguard.middleware import LlamaGuardMiddleware, PromptGuardMiddleware
+from langchain_llamaguard.tools import guard_tool
+
+DIRTY_BOMB = UNSAFE_ANSWER.replace("nerve agent", "dirty bomb")
+
+
+class Model(GenericFakeChatModel):
+    """LangChain's offline chat model, scripted with tool calls (bind_tools keeps the script)."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Model:
+        return self
+
+
+class Prompts(BaseCallbackHandler):
+    """Every message list the agent's model was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[Any]] = []
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self.sent.append(messages[0])
+
+    def read(self, text: str) -> bool:
+        return any(text in m.text for prompt in self.sent for m in prompt)
+
+
+def unsafe_in(messages: list[Any]) -> list[str]:
+    return [m.text[:60] for m in messages if "Sure! To make" in m.text]
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+@pytest.mark.parametrize("strategy", ["tool", "provider"])
+def test_a_flagged_structured_answer_is_never_returned(lg4, strategy):
+    def agent(answer: str) -> Any:
+        if strategy == "tool":
+            script = [AIMessage("", tool_calls=[{"name": "Answer", "args": {"answer": answer}, "id": "s1"}])]
+            fmt: Any = ToolStrategy(Answer)
+        else:
+            script, fmt = [AIMessage(json.dumps({"answer": answer}))], ProviderStrategy(Answer)
+        return create_agent(
+            Model(messages=iter(script)), [], response_format=fmt, middleware=[LlamaGuardMiddleware(lg4)]
+        )
+
+    out = agent(UNSAFE_ANSWER).invoke({"messages": [HumanMessage(BENIGN)]})
+    assert out.get("structured_response") is None
+    assert not unsafe_in(out["messages"]) and "S9" in out["messages"][-1].text
+    assert not any(isinstance(m, ToolMessage) for m in out["messages"])  # no acknowledgement without its call
+    safe = agent(BENIGN_ANSWER).invoke({"messages": [HumanMessage(BENIGN)]})
+    assert safe["structured_response"] == Answer(answer=BENIGN_ANSWER)
+
+
+@pytest.mark.parametrize("exit_behavior", ["replace", "end"])
+def test_every_flagged_result_of_parallel_tool_calls_is_replaced(lg4, exit_behavior):
+    @tool
+    def search_a(query: str) -> str:
+        """Search A."""
+        return UNSAFE_ANSWER
+
+    @tool
+    def search_b(query: str) -> str:
+        """Search B."""
+        return DIRTY_BOMB
+
+    calls = [{"name": n, "args": {"query": "france"}, "id": f"c{i}"} for i, n in enumerate(["search_a", "search_b"])]
+    model = Model(messages=iter([AIMessage("", tool_calls=calls), AIMessage(BENIGN_ANSWER)]))
+    guard = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior=exit_behavior)
+    prompts = Prompts()
+    out = create_agent(model, [search_a, search_b], middleware=[guard]).invoke(
+        {"messages": [HumanMessage(BENIGN)]}, {"callbacks": [prompts]}
+    )
+    assert not unsafe_in(out["messages"]) and not prompts.read("Sure! To make")
+    assert len([m for m in out["messages"] if isinstance(m, ToolMessage)]) == 2
+
+
+def test_a_return_direct_tools_flagged_result_never_reaches_the_user(lg4):
+    @tool(return_direct=True)
+    def lookup(query: str) -> str:
+        """Look something up and answer the user directly."""
+        return UNSAFE_ANSWER
+
+    model = Model(messages=iter([AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "x"}, "id": "c1"}])]))
+    for behavior in ("end", "replace"):
+        guard = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior=behavior)
+        out = create_agent(model, [lookup], middleware=[guard]).invoke({"messages": [HumanMessage(BENIGN)]})
+        assert not unsafe_in(out["messages"]) and "S9" in out["messages"][-1].text
+        model = Model(
+            messages=iter([AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "x"}, "id": "c2"}])])
+        )
+    with pytest.raises(UnsafeContentError) as err:
+        create_agent(
+            model, [lookup], middleware=[LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior="error")]
+        ).invoke({"messages": [HumanMessage(BENIGN)]})
+    assert err.value.stage == "tool_result"
+
+
+def test_a_tool_result_is_judged_when_another_middleware_ends_the_run_first(lg4):
+    """``ModelCallLimitMiddleware`` listed before the guard ends the run after the tools ran: the result was judged
+    as the tool returned it, so the next turn's model never reads it."""
+
+    @tool
+    def search(query: str) -> str:
+        """Search the web."""
+        return UNSAFE_ANSWER
+
+    script = [AIMessage("", tool_calls=[{"name": "search", "args": {"query": "x"}, "id": "c1"}])]
+    model = Model(messages=iter([*script, AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
+    guard = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior="replace")
+    saver, cfg, prompts = InMemorySaver(), {"configurable": {"thread_id": "limit"}}, Prompts()
+    limited = create_agent(
+        model, [search], checkpointer=saver, middleware=[ModelCallLimitMiddleware(run_limit=1), guard]
+    )
+    limited.invoke({"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]})
+    again = create_agent(model, [search], checkpointer=saver, middleware=[ModelCallLimitMiddleware(run_limit=5), guard])
+    out = again.invoke({"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]})
+    assert len(prompts.sent) == 2 and not prompts.read("Sure! To make") and not unsafe_in(out["messages"])
+
+
+def test_a_blocked_calls_sibling_result_is_judged_too(lg4):
+    @tool
+    def python_repl(code: str) -> str:
+        """Run Python code."""
+        return "ok"
+
+    @tool
+    def search(query: str) -> str:
+        """Search the web."""
+        return UNSAFE_ANSWER
+
+    both = [
+        {"name": "python_repl", "args": {"code": EVIL_CODE}, "id": "c1"},
+        {"name": "search", "args": {"query": "x"}, "id": "c2"},
+    ]
+    model = Model(messages=iter([AIMessage("", tool_calls=both)]))
+    guard = LlamaGuardMiddleware(lg4, apply_to_output=False, apply_to_tool_results=True)
+    out = create_agent(model, [python_repl, search], middleware=[guard]).invoke({"messages": [HumanMessage(ASK_CODE)]})
+    assert not unsafe_in(out["messages"])
+
+
+async def test_a_guarded_tools_handled_error_text_is_judged(lg4):
+    @tool
+    def fetch(url: str) -> str:
+        """Fetch a page."""
+        raise ToolException(UNSAFE_ANSWER)  # an HTTP error whose body is echoed back
+
+    fetch.handle_tool_error = True
+    guarded = guard_tool(fetch, lg4, check_output=True)
+    call = {"type": "tool_call", "name": "fetch", "args": {"url": "http://x"}, "id": "c1"}
+    for message in (guarded.invoke(call), await guarded.ainvoke(call)):
+        assert message.status == "error" and "S9" in message.text and "Sure!" not in message.text
+
+    @tool
+    def fetch_benign(url: str) -> str:
+        """Fetch a page."""
+        raise ToolException("404: not found")
+
+    fetch_benign.handle_tool_error = True
+    message = guard_tool(fetch_benign, lg4, check_output=True).invoke({**call, "name": "fetch_benign"})
+    assert message.status == "error" and message.text == "404: not found"
+
+
+def test_an_answer_left_unjudged_by_an_error_run_is_judged_on_the_next_turn(lg4):
+    """``exit_behavior="error"`` raises from after_model, after the model node's write was checkpointed: the next
+    run judges that answer first and replaces it, so the thread is neither dead nor read back to the model."""
+    model = Model(
+        messages=iter([AIMessage(UNSAFE_ANSWER, id="a1"), AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)])
+    )
+    agent = create_agent(
+        model, [], middleware=[LlamaGuardMiddleware(lg4, exit_behavior="error")], checkpointer=InMemorySaver()
+    )
+    cfg, prompts = {"configurable": {"thread_id": "error"}}, Prompts()
+    with pytest.raises(UnsafeContentError):
+        agent.invoke({"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]})
+    assert unsafe_in(agent.get_state(cfg).values["messages"])  # what langgraph checkpointed before the hook raised
+    for _ in range(2):
+        out = agent.invoke({"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]})
+        assert out["messages"][-1].text == BENIGN_ANSWER
+    assert len(prompts.sent) == 3 and not any("Sure! To make" in m.text for p in prompts.sent[1:] for m in p)
+    assert not unsafe_in(agent.get_state(cfg).values["messages"])
+
+
+async def test_an_answer_left_by_a_cancelled_stream_is_judged_on_the_next_turn(lg4):
+    model = Model(messages=iter([AIMessage(UNSAFE_ANSWER, id="a1"), AIMessage(BENIGN_ANSWER)]))
+    guard = LlamaGuardMiddleware(lg4, apply_to_input=False)
+    agent = create_agent(model, [], middleware=[guard], checkpointer=InMemorySaver())
+    cfg, prompts = {"configurable": {"thread_id": "cancel"}}, Prompts()
+
+    answered = asyncio.Event()
+
+    async def client() -> None:
+        async for update in agent.astream({"messages": [HumanMessage(BENIGN)]}, cfg, stream_mode="updates"):
+            if "model" in update:
+                answered.set()
+                await asyncio.Event().wait()  # the client disconnects before the guard's after_model runs
+
+    task = asyncio.create_task(client())
+    await asyncio.wait_for(answered.wait(), 120)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert unsafe_in(agent.get_state(cfg).values["messages"])  # checkpointed, never judged
+    out = await agent.ainvoke({"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]})
+    assert out["messages"][-1].text == BENIGN_ANSWER
+    assert not prompts.read("Sure! To make") and not unsafe_in(out["messages"])
+
+
+def test_a_callers_own_history_costs_no_extra_check(lg4, monkeypatch):
+    """Without a checkpointer the caller sends the history each time; only this run's turn and answer are judged."""
+    history = [HumanMessage("Hi"), AIMessage("Hello!"), HumanMessage(BENIGN)]
+    guard = LlamaGuardMiddleware(lg4)
+    judged: list[int] = []
+    check = guard.moderator.check
+    monkeypatch.setattr(guard.moderator, "check", lambda convs, **kw: judged.append(len(convs)) or check(convs, **kw))
+    agent = create_agent(Model(messages=iter([AIMessage(BENIGN_ANSWER)])), [], middleware=[guard])
+    assert agent.invoke({"messages": history})["messages"][-1].text == BENIGN_ANSWER
+    assert judged == [1, 1]  # the user's turn, then the answer
+
+
+@pytest.mark.parametrize("which", ["llama_guard", "prompt_guard"])
+def test_a_flagged_user_turn_leaves_the_thread(lg4, prompt_guard, which):
+    """A refused turn is replaced by a notice (same id): the next turn's model is never sent it, and Llama Guard
+    judges the next turn without it."""
+    guard, bad = (
+        (LlamaGuardMiddleware(lg4), BOMB)
+        if which == "llama_guard"
+        else (PromptGuardMiddleware(prompt_guard), INJECTION)
+    )
+    model = Model(messages=iter([AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
+    agent = create_agent(model, [], middleware=[guard], checkpointer=InMemorySaver())
+    cfg, prompts = {"configurable": {"thread_id": which}}, Prompts()
+    first = agent.invoke({"messages": [HumanMessage(bad)]}, {**cfg, "callbacks": [prompts]})
+    assert not prompts.sent and not any(m.text == bad for m in first["messages"])
+    assert "removed by" in first["messages"][0].text
+    second = agent.invoke({"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]})
+    assert second["messages"][-1].text == BENIGN_ANSWER and not prompts.read(bad)
