@@ -184,10 +184,8 @@ class PromptGuardModerator:
     def _merged(n: int, errors: dict[int, BaseException], verdicts: list[AnyVerdict]) -> list[AnyVerdict]:
         if not errors:
             return verdicts
-        if n == 1:
-            raise next(iter(errors.values()))
         it = iter(verdicts)
-        raise GuardBatchError([None if i in errors else next(it) for i in range(n)], errors)
+        raise _one_error(GuardBatchError([None if i in errors else next(it) for i in range(n)], errors))
 
     def check(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:
         texts, errors = self._texts(conversations, role)

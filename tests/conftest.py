@@ -23,8 +23,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import GenericFakeChatModel
 
 os.environ.setdefault("LLAMAGUARD_CACHE", str(Path(__file__).resolve().parent.parent / ".cache"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -341,3 +344,23 @@ def answering_chat_model(answers: dict[str, str]):
                 yield ChatGenerationChunk(message=AIMessageChunk(word if i == len(words) - 1 else word + " "))
 
     return AnsweringChatModel()
+
+
+class ScriptedToolModel(GenericFakeChatModel):
+    """LangChain's offline chat model, scripted with tool calls: ``bind_tools`` keeps the script."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedToolModel:
+        return self
+
+
+class SentPrompts(BaseCallbackHandler):
+    """Every message list a chat model was sent (to assert what the model read)."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[Any]] = []
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self.sent.append(messages[0])
+
+    def read(self, text: str) -> bool:
+        return any(text in str(m.content) for prompt in self.sent for m in prompt)

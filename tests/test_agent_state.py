@@ -10,12 +10,20 @@ import json
 from typing import Any
 
 import pytest
-from conftest import ASK_CODE, BENIGN, BENIGN_ANSWER, BOMB, EVIL_CODE, INJECTION, UNSAFE_ANSWER
+from conftest import (
+    ASK_CODE,
+    BENIGN,
+    BENIGN_ANSWER,
+    BOMB,
+    EVIL_CODE,
+    INJECTION,
+    UNSAFE_ANSWER,
+    ScriptedToolModel,
+    SentPrompts,
+)
 from langchain.agents import create_agent
 from langchain.agents.middleware import ModelCallLimitMiddleware
 from langchain.agents.structured_output import ProviderStrategy, ToolStrategy
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import ToolException, tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -26,26 +34,6 @@ from langchain_llamaguard.middleware import LlamaGuardMiddleware, PromptGuardMid
 from langchain_llamaguard.tools import guard_tool
 
 DIRTY_BOMB = UNSAFE_ANSWER.replace("nerve agent", "dirty bomb")
-
-
-class Model(GenericFakeChatModel):
-    """LangChain's offline chat model, scripted with tool calls (bind_tools keeps the script)."""
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Model:
-        return self
-
-
-class Prompts(BaseCallbackHandler):
-    """Every message list the agent's model was sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[list[Any]] = []
-
-    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
-        self.sent.append(messages[0])
-
-    def read(self, text: str) -> bool:
-        return any(text in m.text for prompt in self.sent for m in prompt)
 
 
 def unsafe_in(messages: list[Any]) -> list[str]:
@@ -65,7 +53,7 @@ def test_a_flagged_structured_answer_is_never_returned(lg4, strategy):
         else:
             script, fmt = [AIMessage(json.dumps({"answer": answer}))], ProviderStrategy(Answer)
         return create_agent(
-            Model(messages=iter(script)), [], response_format=fmt, middleware=[LlamaGuardMiddleware(lg4)]
+            ScriptedToolModel(messages=iter(script)), [], response_format=fmt, middleware=[LlamaGuardMiddleware(lg4)]
         )
 
     out = agent(UNSAFE_ANSWER).invoke({"messages": [HumanMessage(BENIGN)]})
@@ -89,9 +77,9 @@ def test_every_flagged_result_of_parallel_tool_calls_is_replaced(lg4, exit_behav
         return DIRTY_BOMB
 
     calls = [{"name": n, "args": {"query": "france"}, "id": f"c{i}"} for i, n in enumerate(["search_a", "search_b"])]
-    model = Model(messages=iter([AIMessage("", tool_calls=calls), AIMessage(BENIGN_ANSWER)]))
+    model = ScriptedToolModel(messages=iter([AIMessage("", tool_calls=calls), AIMessage(BENIGN_ANSWER)]))
     guard = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior=exit_behavior)
-    prompts = Prompts()
+    prompts = SentPrompts()
     out = create_agent(model, [search_a, search_b], middleware=[guard]).invoke(
         {"messages": [HumanMessage(BENIGN)]}, {"callbacks": [prompts]}
     )
@@ -105,12 +93,14 @@ def test_a_return_direct_tools_flagged_result_never_reaches_the_user(lg4):
         """Look something up and answer the user directly."""
         return UNSAFE_ANSWER
 
-    model = Model(messages=iter([AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "x"}, "id": "c1"}])]))
+    model = ScriptedToolModel(
+        messages=iter([AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "x"}, "id": "c1"}])])
+    )
     for behavior in ("end", "replace"):
         guard = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior=behavior)
         out = create_agent(model, [lookup], middleware=[guard]).invoke({"messages": [HumanMessage(BENIGN)]})
         assert not unsafe_in(out["messages"]) and "S9" in out["messages"][-1].text
-        model = Model(
+        model = ScriptedToolModel(
             messages=iter([AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "x"}, "id": "c2"}])])
         )
     with pytest.raises(UnsafeContentError) as err:
@@ -130,9 +120,9 @@ def test_a_tool_result_is_judged_when_another_middleware_ends_the_run_first(lg4)
         return UNSAFE_ANSWER
 
     script = [AIMessage("", tool_calls=[{"name": "search", "args": {"query": "x"}, "id": "c1"}])]
-    model = Model(messages=iter([*script, AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
+    model = ScriptedToolModel(messages=iter([*script, AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
     guard = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior="replace")
-    saver, cfg, prompts = InMemorySaver(), {"configurable": {"thread_id": "limit"}}, Prompts()
+    saver, cfg, prompts = InMemorySaver(), {"configurable": {"thread_id": "limit"}}, SentPrompts()
     limited = create_agent(
         model, [search], checkpointer=saver, middleware=[ModelCallLimitMiddleware(run_limit=1), guard]
     )
@@ -157,7 +147,7 @@ def test_a_blocked_calls_sibling_result_is_judged_too(lg4):
         {"name": "python_repl", "args": {"code": EVIL_CODE}, "id": "c1"},
         {"name": "search", "args": {"query": "x"}, "id": "c2"},
     ]
-    model = Model(messages=iter([AIMessage("", tool_calls=both)]))
+    model = ScriptedToolModel(messages=iter([AIMessage("", tool_calls=both)]))
     guard = LlamaGuardMiddleware(lg4, apply_to_output=False, apply_to_tool_results=True)
     out = create_agent(model, [python_repl, search], middleware=[guard]).invoke({"messages": [HumanMessage(ASK_CODE)]})
     assert not unsafe_in(out["messages"])
@@ -188,13 +178,13 @@ async def test_a_guarded_tools_handled_error_text_is_judged(lg4):
 def test_an_answer_left_unjudged_by_an_error_run_is_judged_on_the_next_turn(lg4):
     """``exit_behavior="error"`` raises from after_model, after the model node's write was checkpointed: the next
     run judges that answer first and replaces it, so the thread is neither dead nor read back to the model."""
-    model = Model(
+    model = ScriptedToolModel(
         messages=iter([AIMessage(UNSAFE_ANSWER, id="a1"), AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)])
     )
     agent = create_agent(
         model, [], middleware=[LlamaGuardMiddleware(lg4, exit_behavior="error")], checkpointer=InMemorySaver()
     )
-    cfg, prompts = {"configurable": {"thread_id": "error"}}, Prompts()
+    cfg, prompts = {"configurable": {"thread_id": "error"}}, SentPrompts()
     with pytest.raises(UnsafeContentError):
         agent.invoke({"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]})
     assert unsafe_in(agent.get_state(cfg).values["messages"])  # what langgraph checkpointed before the hook raised
@@ -206,10 +196,10 @@ def test_an_answer_left_unjudged_by_an_error_run_is_judged_on_the_next_turn(lg4)
 
 
 async def test_an_answer_left_by_a_cancelled_stream_is_judged_on_the_next_turn(lg4):
-    model = Model(messages=iter([AIMessage(UNSAFE_ANSWER, id="a1"), AIMessage(BENIGN_ANSWER)]))
+    model = ScriptedToolModel(messages=iter([AIMessage(UNSAFE_ANSWER, id="a1"), AIMessage(BENIGN_ANSWER)]))
     guard = LlamaGuardMiddleware(lg4, apply_to_input=False)
     agent = create_agent(model, [], middleware=[guard], checkpointer=InMemorySaver())
-    cfg, prompts = {"configurable": {"thread_id": "cancel"}}, Prompts()
+    cfg, prompts = {"configurable": {"thread_id": "cancel"}}, SentPrompts()
 
     answered = asyncio.Event()
 
@@ -237,7 +227,7 @@ def test_a_callers_own_history_costs_no_extra_check(lg4, monkeypatch):
     judged: list[int] = []
     check = guard.moderator.check
     monkeypatch.setattr(guard.moderator, "check", lambda convs, **kw: judged.append(len(convs)) or check(convs, **kw))
-    agent = create_agent(Model(messages=iter([AIMessage(BENIGN_ANSWER)])), [], middleware=[guard])
+    agent = create_agent(ScriptedToolModel(messages=iter([AIMessage(BENIGN_ANSWER)])), [], middleware=[guard])
     assert agent.invoke({"messages": history})["messages"][-1].text == BENIGN_ANSWER
     assert judged == [1, 1]  # the user's turn, then the answer
 
@@ -251,9 +241,9 @@ def test_a_flagged_user_turn_leaves_the_thread(lg4, prompt_guard, which):
         if which == "llama_guard"
         else (PromptGuardMiddleware(prompt_guard), INJECTION)
     )
-    model = Model(messages=iter([AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
+    model = ScriptedToolModel(messages=iter([AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
     agent = create_agent(model, [], middleware=[guard], checkpointer=InMemorySaver())
-    cfg, prompts = {"configurable": {"thread_id": which}}, Prompts()
+    cfg, prompts = {"configurable": {"thread_id": which}}, SentPrompts()
     first = agent.invoke({"messages": [HumanMessage(bad)]}, {**cfg, "callbacks": [prompts]})
     assert not prompts.sent and not any(m.text == bad for m in first["messages"])
     assert "removed by" in first["messages"][0].text

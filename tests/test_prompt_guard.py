@@ -9,9 +9,8 @@ from typing import Annotated, Any
 import numpy as np
 import pytest
 import torch
+from conftest import ScriptedToolModel, SentPrompts
 from langchain.agents import create_agent
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.types import Command
@@ -190,21 +189,11 @@ def test_every_message_the_model_will_read_is_scanned(prompt_guard, shape):
                                                           "tool_call_id": tool_call_id}]}),
         }.get(shape, weather)  # fmt: skip
 
-    class Model(GenericFakeChatModel):
-        def bind_tools(self, tools: Any, **kwargs: Any) -> Model:
-            return self
-
-    class Sent(BaseCallbackHandler):
-        def __init__(self) -> None:
-            self.prompts: list[list[Any]] = []
-
-        def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
-            self.prompts.append(messages[0])
-
     script = [AIMessage("", tool_calls=[{"name": "lookup", "args": {"q": "x"}, "id": "c1"}]), AIMessage("done")]
-    agent = create_agent(Model(messages=iter(script)), [lookup], middleware=[PromptGuardMiddleware(prompt_guard)])
+    model = ScriptedToolModel(messages=iter(script))
+    agent = create_agent(model, [lookup], middleware=[PromptGuardMiddleware(prompt_guard)])
     turn = [HumanMessage(INJECTION), HumanMessage("thanks")] if shape == "two_user_turns" else [HumanMessage(BENIGN)]
-    sent = Sent()
+    sent = SentPrompts()
     out = agent.invoke({"messages": turn}, {"callbacks": [sent]})
-    assert not any(INJECTION in str(m.content) for prompt in sent.prompts for m in prompt)
+    assert not sent.read(INJECTION)
     assert not any(INJECTION in str(m.content) for m in out["messages"])

@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal, NotRequired
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, hook_config
 from langchain.agents.middleware.types import PrivateStateAttr
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
 
 from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import AnyVerdict, LlamaGuardModerator, Moderator
@@ -320,8 +320,6 @@ class LlamaGuardMiddleware(AgentMiddleware):
         quote it) removed, and the run ended (there is no safe structured answer to go on with)."""
         if update is None or not plan.structured:
             return update
-        from langchain_core.messages import RemoveMessage
-
         acks = [m for m in plan.messages[plan.idxs[0] + 1 :] if isinstance(m, ToolMessage) and m.id is not None]
         update["messages"] = [*update["messages"], *(RemoveMessage(id=m.id) for m in acks)]
         return {**update, "structured_response": None, "jump_to": "end"}
