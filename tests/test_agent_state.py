@@ -233,19 +233,32 @@ def test_a_callers_own_history_costs_no_extra_check(lg4, monkeypatch):
 
 
 @pytest.mark.parametrize("which", ["llama_guard", "prompt_guard"])
-def test_a_flagged_user_turn_leaves_the_thread(lg4, prompt_guard, which):
+def test_a_flagged_user_turn_leaves_the_thread(lg4, prompt_guard, which, monkeypatch):
     """A refused turn is replaced by a notice (same id): the next turn's model is never sent it, and Llama Guard
-    judges the next turn without it."""
+    judges the next turn without it (whether it then answers is the guard's call, not asserted here)."""
     guard, bad = (
         (LlamaGuardMiddleware(lg4), BOMB)
         if which == "llama_guard"
         else (PromptGuardMiddleware(prompt_guard), INJECTION)
     )
+    judged: list[str] = []
+    if which == "llama_guard":
+        check = guard.moderator.check
+        monkeypatch.setattr(
+            guard.moderator,
+            "check",
+            lambda convs, **kw: judged.extend(m.text for c in convs for m in c) or check(convs, **kw),
+        )
     model = ScriptedToolModel(messages=iter([AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
     agent = create_agent(model, [], middleware=[guard], checkpointer=InMemorySaver())
     cfg, prompts = {"configurable": {"thread_id": which}}, SentPrompts()
     first = agent.invoke({"messages": [HumanMessage(bad)]}, {**cfg, "callbacks": [prompts]})
     assert not prompts.sent and not any(m.text == bad for m in first["messages"])
     assert "removed by" in first["messages"][0].text
+    judged.clear()
     second = agent.invoke({"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]})
-    assert second["messages"][-1].text == BENIGN_ANSWER and not prompts.read(bad)
+    assert not prompts.read(bad) and not any(m.text == bad for m in second["messages"])
+    if which == "llama_guard":
+        assert BENIGN in judged and bad not in judged
+    else:  # Prompt Guard reads only the new turn
+        assert second["messages"][-1].text == BENIGN_ANSWER
