@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import re
 import threading
@@ -29,6 +30,10 @@ from .errors import GuardBatchError, GuardConfigurationError, GuardTypeError
 from .pickling import Recipe, deep_copy, recipe_of, reduce_guard
 
 Backend = Literal["torch", "onnx"]
+_CANCELLED: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "prompt_guard_cancelled", default=None
+)
+"""Set while an async caller's check runs in a worker thread: scoring stops once the caller is cancelled."""
 
 
 class PromptGuardVerdict(BaseModel):
@@ -249,7 +254,8 @@ class PromptGuardEngine:
             )
         return out.logits.float().cpu().numpy()
 
-    def _score_windows(self, texts: Sequence[str], stop: threading.Event | None = None) -> list[tuple[float, int]]:
+    def _score_windows(self, texts: Sequence[str]) -> list[tuple[float, int]]:
+        stop = _CANCELLED.get()  # set by an async caller (see _threaded)
         per_text, errors = [], {}
         for i, t in enumerate(texts):
             try:
@@ -296,27 +302,31 @@ class PromptGuardEngine:
     def batch_check(self, texts: Sequence[str]) -> list[PromptGuardVerdict]:
         return [self._verdict(s, n) for s, n in self._score_windows(self._texts(texts))]
 
-    async def _threaded(self, texts: Sequence[str]) -> list[tuple[float, int]]:
-        """``_score_windows`` in a worker thread that stops between forward passes once the caller is cancelled
+    @staticmethod
+    async def _threaded(fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a worker thread whose scoring stops between forward passes once the caller is cancelled
         (a forward already running finishes; the rest of a long text's windows are not scored)."""
         stop = threading.Event()
+        token = _CANCELLED.set(stop)  # the worker thread runs in a copy of this context
         try:
-            return await asyncio.to_thread(self._score_windows, texts, stop)
+            return await asyncio.to_thread(fn, *args)
         except asyncio.CancelledError:
             stop.set()
             raise
+        finally:
+            _CANCELLED.reset(token)
 
     async def ascore(self, text: str) -> float:
-        return (await self._threaded([text]))[0][0]
+        return await self._threaded(self.score, text)
 
     async def abatch_score(self, texts: Sequence[str]) -> list[float]:
-        return [s for s, _ in await self._threaded(self._texts(texts))]
+        return await self._threaded(self.batch_score, texts)
 
     async def acheck(self, text: str) -> PromptGuardVerdict:
-        return (await self.abatch_check([text]))[0]
+        return await self._threaded(self.check, text)
 
     async def abatch_check(self, texts: Sequence[str]) -> list[PromptGuardVerdict]:
-        return [self._verdict(s, n) for s, n in await self._threaded(self._texts(texts))]
+        return await self._threaded(self.batch_check, texts)
 
     @staticmethod
     def _texts(texts: Sequence[str]) -> list[str]:

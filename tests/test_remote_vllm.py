@@ -396,23 +396,6 @@ def test_an_answer_that_trickles_in_times_out_as_a_whole(proxy, tok):
         assert time.monotonic() - start < 2.5  # not the 8 s the answer takes (sync: at most one more read)
 
 
-def test_callers_waiting_on_a_hung_models_request_share_it(proxy, tok):
-    """The first checks ask ``/v1/models`` once: callers that arrive meanwhile wait for that one request, not in
-    line for one each."""
-    hung = proxy(lambda n, path: "sleep" if path.endswith("/models") else None)
-    guard = guard_at(hung.url, tok, timeout=1)
-
-    def timed() -> float:
-        start = time.monotonic()
-        with pytest.raises(GuardServerError, match="within 1 s"):
-            guard.check(BENIGN)
-        return time.monotonic() - start
-
-    with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        waits = list(pool.map(lambda _: timed(), range(6)))
-    assert max(waits) < 2.5, waits
-
-
 def test_a_rate_limited_server_is_not_asked_row_by_row(proxy, tok):
     """A 429 or 503 says nothing about one row: a failed batch is not re-sent one row at a time."""
     for status in (429, 503):
