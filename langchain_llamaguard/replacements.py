@@ -42,12 +42,16 @@ def describe(verdict: AnyVerdict) -> str:
 
 def replacement(original: BaseMessage, refusal: str) -> BaseMessage:
     """The message that takes a flagged model response's or tool result's place: the same ``id`` (a tool result
-    keeps its ``tool_call_id`` and ``name`` and gets ``status="error"``), with ``refusal`` as its text."""
+    keeps its ``tool_call_id`` and ``name`` and gets ``status="error"``; a model response becomes an AIMessage
+    without tool calls; another message a tool added, in a ``Command``, keeps its type), with ``refusal`` as its
+    text."""
     if isinstance(original, ToolMessage):
         return ToolMessage(
             content=refusal, tool_call_id=original.tool_call_id, name=original.name, id=original.id, status="error"
         )
-    return AIMessage(content=refusal, id=original.id)
+    if isinstance(original, AIMessage):
+        return AIMessage(content=refusal, id=original.id)
+    return original.model_copy(update={"content": refusal})
 
 
 __all__ = ["DEFAULT_REFUSAL", "describe", "last_index", "replacement"]

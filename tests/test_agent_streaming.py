@@ -369,6 +369,31 @@ def test_a_command_returned_by_a_tool_is_scanned_too(prompt_guard):
         assert INJECTION not in log and "prompt injection" in log, streamed
 
 
+def test_llama_guard_judges_every_message_a_tools_command_adds(lg4):
+    """A tool's ``Command`` may add a user message beside its ToolMessage; the model reads it, so Llama Guard judges
+    it too (the same type stays in its place, with the refusal), in the state and on the stream."""
+
+    @tool
+    def read_inbox(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Read the inbox; the newest email is added as a user message."""
+        return Command(update={"messages": [ToolMessage(WEATHER, tool_call_id=tool_call_id), ("user", UNSAFE_ANSWER)]})
+
+    script = [("", [("read_inbox", {"query": "new"})]), ("Done.", [])]
+    for streamed in (False, True):
+        mw = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior="replace")
+        agent = create_agent(StreamingToolModel(script=script), [read_inbox], middleware=[mw])
+        request = {"messages": [HumanMessage(BENIGN)]}
+        if streamed:
+            log = raw_log(agent.stream_events(request, version="v3"))
+        else:
+            messages = agent.invoke(request)["messages"]
+            log = repr(messages)
+            added = [m for m in messages if isinstance(m, HumanMessage) and m.text.startswith("I can't help")]
+            assert len(added) == 1 and "S9" in added[0].text  # a user message still, its text the refusal
+            assert any(isinstance(m, ToolMessage) and m.text == WEATHER for m in messages)  # the safe one kept
+        assert "nerve agent" not in log and "I can't help with that" in log, streamed
+
+
 def test_listed_last_the_guard_judges_before_human_in_the_loop(lg4):
     """``after_model`` hooks run in reverse order: listed last, the guard ends the run before the reviewer's
     interrupt would show the unsafe call (the README's advice)."""

@@ -361,6 +361,39 @@ def test_prompt_guard_middleware_scans_every_message_a_tools_command_adds(prompt
     assert any(isinstance(m, HumanMessage) and m.text.startswith("[tool result withheld") for m in result["messages"])
 
 
+@tool
+def read_mail(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+    """Read the mail: a ToolMessage with an artifact, and the newest email added as a user message."""
+    found = ToolMessage(WEATHER, tool_call_id=tool_call_id, artifact={"folder": "inbox"})
+    return Command(update={"messages": [found, HumanMessage(UNSAFE_ANSWER)]})
+
+
+def test_llama_guard_ends_the_run_on_a_message_a_tools_command_adds(lg4):
+    """``exit_behavior="end"``: a flagged user message beside a safe ToolMessage ends the run before the model reads
+    it; the ToolMessage keeps its artifact's keys (the end marker goes beside them)."""
+    script = [call("read_mail", {"query": "new"}), AIMessage("Done.")]
+    mw = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior="end")
+    result, _, model_calls = run(script, [mw], BENIGN, tools=[read_mail])
+    assert model_calls == 1 and result["messages"][-1].text.startswith("I can't help with that")
+    assert not any("nerve agent" in m.text for m in result["messages"])
+    tool_message = next(m for m in result["messages"] if isinstance(m, ToolMessage))
+    assert tool_message.text == WEATHER and tool_message.artifact["folder"] == "inbox"
+
+
+def test_prompt_guard_ends_the_run_beside_a_tool_message_with_an_artifact(prompt_guard):
+    @tool
+    def read_mail_pg(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Read the mail."""
+        found = ToolMessage(WEATHER, tool_call_id=tool_call_id, artifact={"folder": "inbox"})
+        return Command(update={"messages": [found, HumanMessage(INJECTION)]})
+
+    script = [call("read_mail_pg", {"query": "new"}), AIMessage("Done.")]
+    result, _, model_calls = run(script, [PromptGuardMiddleware(prompt_guard, exit_behavior="end")], BENIGN,
+                                 tools=[read_mail_pg])
+    assert model_calls == 1 and result["messages"][-1].text.startswith("I can't continue")
+    assert not any(INJECTION in m.text for m in result["messages"])
+
+
 def test_an_artifact_tool_with_the_call_id_keeps_its_artifact(lg4):
     @tool(response_format="content_and_artifact")
     def search(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> tuple[str, dict]:

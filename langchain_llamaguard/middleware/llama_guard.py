@@ -39,7 +39,7 @@ from ..replacements import DEFAULT_REFUSAL, replacement
 from ..replacements import describe as _describe
 from ..replacements import last_index as _last_index
 from .stream_guard import Judgment, stream_transformers
-from .tool_output import tool_messages_in, with_replaced
+from .tool_output import END_MARKER, ending_refusal, marked_to_end, messages_in, normalized, with_replaced
 
 ExitBehavior = Literal["end", "error", "replace"]
 DEFAULT_TOOL_REFUSAL = "Tool call blocked by Llama Guard before it ran ({categories})."
@@ -61,23 +61,6 @@ def no_payload_trace_policy() -> Any:
     except ImportError:  # older langgraph: no trace policies
         return None
     return TracePolicy(process_inputs=omit_payload, process_outputs=omit_payload)
-
-
-END_MARKER = "llama_guard_end_run"
-"""Key in a blocked tool result's ``artifact``: the refusal to end the run with (read by ``before_model``).
-
-A tool wrapper cannot end an agent run by itself, so a blocked call's ToolMessage carries the refusal and the
-next ``before_model`` hook (which can jump to ``"end"``) ends the run before the model sees anything."""
-
-
-def ending_refusal(messages: Sequence[BaseMessage]) -> str | None:
-    """The refusal stored by a tool wrapper that wants the run to end, if the last tool round has one."""
-    last_ai = _last_index(messages, AIMessage)
-    for message in messages[(last_ai or 0) + 1 :]:
-        artifact = getattr(message, "artifact", None)
-        if isinstance(message, ToolMessage) and isinstance(artifact, dict) and END_MARKER in artifact:
-            return str(artifact[END_MARKER])
-    return None
 
 
 INPUT_JUDGED_KEY = "llama_guard_input_judged"
@@ -507,10 +490,11 @@ class LlamaGuardMiddleware(AgentMiddleware):
     async def aafter_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         return await self._arun("output", state)
 
-    def _result_plan(self, request: Any, result: Any) -> tuple[list[ToolMessage], list[list[BaseMessage]]] | None:
-        """The tool results to judge right after the tool ran, in the conversation ``before_model`` judges them in
-        (up to the tool-calling AI message), so that check is the same (cached) one."""
-        found = tool_messages_in(result) if self.apply_to_tool_results else []
+    def _result_plan(self, request: Any, result: Any) -> tuple[list[BaseMessage], list[list[BaseMessage]]] | None:
+        """Every message the tool's result adds (its ToolMessage, and any other message of its ``Command``: the
+        model reads those too), each judged in the conversation ``before_model`` judges tool results in (up to the
+        tool-calling AI message), so that check is the same (cached) one. Call with a :func:`normalized` result."""
+        found = messages_in(result) if self.apply_to_tool_results else []
         if not found:
             return None
         messages = list((request.state if isinstance(request.state, dict) else {}).get("messages", []))
@@ -518,20 +502,20 @@ class LlamaGuardMiddleware(AgentMiddleware):
         context = messages[: last_ai + 1] if last_ai is not None else messages
         return found, [[*context, m] for m in found]
 
-    def _judged_result(self, result: Any, found: list[ToolMessage], verdicts: Sequence[AnyVerdict]) -> Any:
-        """``result`` with its flagged ToolMessages replaced: the run may end before any ``before_model`` runs
+    def _judged_result(self, result: Any, found: list[BaseMessage], verdicts: Sequence[AnyVerdict]) -> Any:
+        """``result`` with its flagged messages replaced: the run may end before any ``before_model`` runs
         (a ``return_direct`` tool, another middleware ending the run, a blocked sibling call)."""
         flagged = next((v for v in verdicts if not v.safe), None)
         if flagged is None:
             return result
         if self.exit_behavior == "error":
             raise UnsafeContentError(flagged, stage="tool_result")
-        replacements: list[BaseMessage | None] = []
-        for message, verdict in zip(found, verdicts, strict=True):
-            new = None if verdict.safe else self._replacement(message, verdict)
-            if new is not None and self.exit_behavior == "end":
-                new = new.model_copy(update={"artifact": {END_MARKER: self._refusal(verdict)}})
-            replacements.append(new)
+        replacements: list[BaseMessage | None] = [
+            None if verdict.safe else self._replacement(message, verdict)
+            for message, verdict in zip(found, verdicts, strict=True)
+        ]
+        if self.exit_behavior == "end":
+            replacements = marked_to_end(found, replacements, self._refusal(flagged))
         return with_replaced(result, found, replacements)
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
@@ -541,7 +525,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
             verdict = self.moderator.check([self._tool_call_conversation(request)], role="Agent")[0]
             if not verdict.safe:
                 return self._blocked_tool_call(request, verdict)
-        result = handler(request)
+        result = normalized(handler(request))
         plan = self._result_plan(request, result)
         if plan is None:
             return result
@@ -552,7 +536,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
             verdict = (await self.moderator.acheck([self._tool_call_conversation(request)], role="Agent"))[0]
             if not verdict.safe:
                 return self._blocked_tool_call(request, verdict)
-        result = await handler(request)
+        result = normalized(await handler(request))
         plan = self._result_plan(request, result)
         if plan is None:
             return result

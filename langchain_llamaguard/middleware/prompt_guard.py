@@ -21,16 +21,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import VerdictCache
-from .llama_guard import (
-    END_MARKER,
-    VERDICT_CACHE_SIZE,
-    _last_index,
-    ending_refusal,
-    no_payload_trace_policy,
-    unique_name,
-)
+from .llama_guard import VERDICT_CACHE_SIZE, _last_index, no_payload_trace_policy, unique_name
 from .stream_guard import Judgment, stream_transformers
-from .tool_output import messages_in, normalized, with_replaced
+from .tool_output import END_MARKER, ending_refusal, marked_to_end, messages_in, normalized, with_replaced
 
 DEFAULT_NOTICE = (
     "[tool result withheld: Prompt Guard detected a likely prompt injection (score {score:.2f}); "
@@ -230,15 +223,8 @@ class PromptGuardMiddleware(AgentMiddleware):
         if flagged is not None and self.exit_behavior == "error":
             raise UnsafeContentError(flagged, stage="tool_result")
         replacements = [r for r, _ in outcomes]
-        if flagged is not None and self.exit_behavior == "end":
-            # The run ends at the next before_model by the marker a ToolMessage carries: when what was flagged is
-            # another message of the tool's Command, its ToolMessage carries it.
-            for i, message in enumerate(messages):
-                current = replacements[i] or message
-                if isinstance(current, ToolMessage) and not isinstance(current.artifact, dict):
-                    marker = {END_MARKER: self.refusal_message.format(score=flagged.score)}
-                    replacements[i] = current.model_copy(update={"artifact": marker})
-                    break
+        if flagged is not None and self.exit_behavior == "end":  # the next before_model ends the run
+            replacements = marked_to_end(messages, replacements, self.refusal_message.format(score=flagged.score))
         return with_replaced(result, messages, replacements)
 
     def _scan(self, texts: list[str]) -> list[Any]:

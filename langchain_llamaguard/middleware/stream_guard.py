@@ -44,7 +44,7 @@ from typing import Any, Literal, Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from .tool_output import tool_messages_in, with_replaced
+from .tool_output import messages_in, normalized, with_replaced
 
 try:  # langgraph >= 1.2 with the v3 streaming protocol
     from langgraph.stream import StreamTransformer
@@ -349,14 +349,15 @@ class _GuardStreamTransformer:
         field_name = "output" if step == "tool-finished" else "message" if step == "tool-error" else None
         if field_name is None or field_name not in data:
             return None
-        value = data[field_name]
+        value = normalized(data[field_name])
         messages = _tool_results(value, data)
 
         def apply_tool(out: list[BaseMessage | None]) -> list[Any]:
             for message, replacement in zip(messages, out, strict=True):
                 self._record(message, replacement)
-            if tool_messages_in(value):
-                data[field_name] = with_replaced(value, messages, out)
+            if messages_in(value):
+                if any(r is not None for r in out):
+                    data[field_name] = with_replaced(value, messages, out)
             elif out[0] is not None:
                 data[field_name] = out[0].text
             return []
@@ -389,9 +390,10 @@ class _GuardStreamTransformer:
         return _Pending(items, patch)
 
 
-def _tool_results(value: Any, data: dict[str, Any]) -> list[ToolMessage]:
-    """The tool results in a ``tools`` event: its ToolMessages, or its text (any other output, an error)."""
-    found = tool_messages_in(value)
+def _tool_results(value: Any, data: dict[str, Any]) -> list[BaseMessage]:
+    """The tool results in a ``tools`` event: every message it adds (a ToolMessage, all of a ``Command``'s), or its
+    text (any other output, an error). Call with a :func:`normalized` value."""
+    found = messages_in(value)
     if found:
         return found
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)

@@ -1,12 +1,13 @@
-"""What a tool hands back to an agent: a ``ToolMessage``, or a ``Command`` whose update carries ToolMessages.
+"""What a tool hands back to an agent: a ``ToolMessage``, or a ``Command`` whose update carries messages.
 
-Both guard middlewares (and the stream transformer) judge the ToolMessages inside either shape, and put the
-replacements of flagged ones back in the same shape.
+Both guard middlewares (and the stream transformer) judge every message inside either shape (a ``Command`` may
+add a user or system message beside its ToolMessage, and the model reads it too), put the replacements of
+flagged ones back in the same shape, and mark a result whose run must end (``exit_behavior="end"``).
 
 Example:
     >>> from langchain_core.messages import ToolMessage
     >>> result = ToolMessage("18C", tool_call_id="1")
-    >>> tool_messages_in(result) == [result]
+    >>> messages_in(result) == [result]
     True
 """
 
@@ -16,12 +17,40 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import BaseMessage, ToolMessage, convert_to_messages
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, convert_to_messages
+
+END_MARKER = "llama_guard_end_run"
+"""Key in a tool result's ``artifact``: the refusal to end the run with (read by ``before_model``).
+
+A tool wrapper cannot end an agent run by itself, so a blocked call's (or a flagged result's) ToolMessage carries
+the refusal and the next ``before_model`` hook (which can jump to ``"end"``) ends the run before the model sees
+anything."""
 
 
-def tool_messages_in(value: Any) -> list[ToolMessage]:
-    """The ToolMessages a tool's result carries: itself, or those in a ``Command``'s ``messages`` update."""
-    return [m for m in messages_in(value) if isinstance(m, ToolMessage)]
+def ending_refusal(messages: Sequence[BaseMessage]) -> str | None:
+    """The refusal stored by a tool wrapper that wants the run to end, if the last tool round has one."""
+    last_ai = next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], AIMessage)), None)
+    for message in messages[(last_ai or 0) + 1 :]:
+        artifact = getattr(message, "artifact", None)
+        if isinstance(message, ToolMessage) and isinstance(artifact, dict) and END_MARKER in artifact:
+            return str(artifact[END_MARKER])
+    return None
+
+
+def marked_to_end(
+    messages: Sequence[BaseMessage], replacements: Sequence[BaseMessage | None], refusal: str
+) -> list[BaseMessage | None]:
+    """``replacements`` with the end-of-run marker on one ToolMessage of a tool's result: a replaced one first,
+    else the tool's own (what was flagged is another message of its ``Command``), whose artifact keeps its keys."""
+    out = list(replacements)
+    for i in sorted(range(len(messages)), key=lambda i: out[i] is None):
+        current = out[i] or messages[i]
+        if isinstance(current, ToolMessage):
+            artifact = current.artifact
+            kept = artifact if isinstance(artifact, dict) else {} if artifact is None else {"artifact": artifact}
+            out[i] = current.model_copy(update={"artifact": {**kept, END_MARKER: refusal}})
+            break
+    return out
 
 
 def normalized(value: Any) -> Any:
