@@ -363,6 +363,25 @@ def test_a_slow_server_times_out(proxy, tok):
     assert not verdict.safe and "timeout" in verdict.error
 
 
+def test_concurrent_first_checks_share_one_models_request(proxy, tok):
+    """Callers arriving while ``/v1/models`` is asked share that request: a hung server costs each of them one
+    timeout, not one per caller ahead of it in line."""
+    hung = proxy(lambda n, path: "sleep" if path.endswith("/models") else None)  # answers after 3 s
+    guard = LlamaGuard.from_endpoint(hung.url, model="lg3-tiny", tokenizer=tok, timeout=2)
+    start = threading.Barrier(4)
+
+    def first_check(_: int) -> str:
+        start.wait()
+        with pytest.raises(GuardServerError) as err:
+            guard.check(BENIGN)
+        return str(err.value)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        errors = list(pool.map(first_check, range(4)))
+    assert all("did not answer within 2 s" in e for e in errors), errors
+    assert sum(r["path"].endswith("/models") for r in hung.requests) == 1  # one request for the four callers
+
+
 @pytest.mark.parametrize(
     "answer, message",
     [
