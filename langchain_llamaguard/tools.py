@@ -80,14 +80,17 @@ class _CodeTurn:
         return turn
 
 
-def _model_args(tool: BaseTool) -> frozenset[str] | None:
-    """The arguments the model chooses (the tool's ``tool_call_schema``): not the injected ones (agent state,
-    ``ToolRuntime``, the tool call's id, a store), which are hidden from the model and so not judged either."""
-    schema = tool.tool_call_schema
-    if isinstance(schema, dict):
-        return frozenset(schema.get("properties", {}))
-    fields = getattr(schema, "model_fields", None)
-    return frozenset(fields) if fields is not None else None
+def _injected_args(tool: BaseTool) -> frozenset[str]:
+    """The tool's injected arguments (agent state, ``ToolRuntime``, the tool call's id, a store): in its
+    ``args_schema`` but hidden from the model (not in its ``tool_call_schema``), so they are the app's and not
+    judged. Every other argument a call carries is judged, one its schema does not list too: a tool with a
+    JSON-schema dict (an MCP tool) is not validated, and passes such an argument on to its server."""
+    fields = getattr(tool.args_schema, "model_fields", None)
+    if not fields:
+        return frozenset()
+    shown = tool.tool_call_schema
+    shown_fields = shown.get("properties", {}) if isinstance(shown, dict) else getattr(shown, "model_fields", {})
+    return frozenset(fields) - frozenset(shown_fields)
 
 
 def _call_id_args(tool: BaseTool) -> frozenset[str]:
@@ -142,7 +145,7 @@ class _ToolGuard:
         self.on_unsafe = on_unsafe
         self.refusal = refusal
         self.what = what
-        self.model_args = _model_args(tool)
+        self.injected_args = _injected_args(tool)
         self.call_id_args = _call_id_args(tool)
         # The inner tool runs with its error handling off: its errors reach the guarded tool, which handles them
         # as the inner tool would (the same settings), under the caller's tool-call id (status="error" kept).
@@ -150,7 +153,7 @@ class _ToolGuard:
 
     def judged_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """The arguments the model chose: what Llama Guard judges (injected ones are the app's, not the model's)."""
-        return args if self.model_args is None else {k: v for k, v in args.items() if k in self.model_args}
+        return {k: v for k, v in args.items() if k not in self.injected_args}
 
     def call_conversation(self, args: dict[str, Any], state: Any) -> list[BaseMessage]:
         context = _context(state)

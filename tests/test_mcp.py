@@ -155,6 +155,26 @@ async def test_guarded_mcp_tool_in_an_agent_sees_the_conversation(lg4, mcp_tools
     assert [[(m.type, m.text) for m in conv[:1]] for conv in seen] == [[("human", ASK_CODE)]] * 2  # in context
 
 
+async def test_an_argument_the_schema_does_not_list_is_judged_too(lg4, mcp_tools, monkeypatch):
+    """An MCP tool's JSON schema is not validated: an argument it does not list still goes to the server, so the
+    guard is shown it (guard_tool in the call's arguments, guard_code_tool beside the code)."""
+    repl = mcp_tools["python_repl"]
+    for guarded in (guard_tool(repl, lg4), guard_code_tool(repl, lg4)):
+        moderator = guarded.func.__self__.moderator
+        seen: list = []
+        acheck = moderator.acheck
+
+        async def recording_acheck(convs, _acheck=acheck, _seen=seen, **kwargs):
+            _seen.extend(convs)
+            return await _acheck(convs, **kwargs)
+
+        monkeypatch.setattr(moderator, "acheck", recording_acheck)
+        await guarded.ainvoke({"code": SUM_CODE, "setup": EVIL_CODE})
+        turn = seen[0][-1]
+        shown = turn.text + "".join(str(v) for c in turn.tool_calls for v in c["args"].values())
+        assert SUM_CODE in shown and EVIL_CODE in shown, shown
+
+
 # -- middleware over MCP tools -------------------------------------------------------------------------------------
 async def test_llama_guard_middleware_keeps_a_flagged_call_from_the_server(lg4, mcp_tools, mcp_server):
     tools = [mcp_tools["python_repl"]]
