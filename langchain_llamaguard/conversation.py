@@ -48,6 +48,7 @@ from langchain_core.messages import (
 )
 from langchain_core.prompt_values import PromptValue
 
+from .content_blocks import READABLE_BLOCK_TYPES, block_text
 from .errors import GuardInputError, GuardTypeError
 
 Role = Literal["user", "assistant"]
@@ -153,11 +154,13 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
             texts.append(f"[tool result] {block.get('output', '')}")
         elif btype in {"reasoning", "thinking"}:
             texts.append(str(block.get("reasoning") or block.get("thinking") or ""))
+        elif btype in READABLE_BLOCK_TYPES:  # what tools hand back: JSON, search results, documents, files
+            texts.append(block_text(block, where=where))
         else:
             raise GuardInputError(
                 f"{where}: unsupported content block type {btype!r}; accepted: text, image, image_url, tool_call, "
                 "tool_call_chunk, invalid_tool_call, server_tool_call, server_tool_call_chunk, server_tool_result, "
-                "reasoning"
+                f"reasoning, {', '.join(sorted(READABLE_BLOCK_TYPES))}"
             )
     return texts, images
 

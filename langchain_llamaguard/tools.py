@@ -22,7 +22,8 @@ from typing import Annotated, Any, Literal
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import patch_config
-from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from langchain_core.tools.base import TOOL_MESSAGE_BLOCK_TYPES, _handle_tool_error
 from pydantic import BaseModel, create_model
 
 from .errors import GuardConfigurationError, UnsafeContentError
@@ -80,6 +81,39 @@ class _CodeTurn:
         return turn
 
 
+class RefusedToolError(ToolException):
+    """What a guarded tool raises in place of a tool error whose text Llama Guard flagged (``check_output=True``):
+    its message is the refusal. The guarded tool's ``handle_tool_error`` (or langgraph's ``ToolNode``) turns it
+    into the tool's result; the flagged error is its ``__cause__``, for logs only.
+
+    Example:
+        >>> str(RefusedToolError("Refused: Llama Guard flagged this tool output (S9 Indiscriminate Weapons)."))[:7]
+        'Refused'
+    """
+
+
+@dataclass(frozen=True)
+class _HandleRefusals:
+    """A guarded tool's ``handle_tool_error``: a refusal's text as it is; any other error as the inner tool handles
+    it (an MCP tool's handler re-raises errors that are not its own)."""
+
+    inner: Any
+
+    def __call__(self, exc: ToolException) -> str:
+        if isinstance(exc, RefusedToolError):
+            return str(exc.args[0])
+        return _handle_tool_error(exc, flag=self.inner)
+
+
+def _is_control_flow(exc: BaseException) -> bool:
+    """langgraph's interrupts and parent-graph commands: raised through a tool on purpose, never judged."""
+    try:
+        from langgraph.errors import GraphBubbleUp
+    except ImportError:  # pragma: no cover - langgraph not installed
+        return False
+    return isinstance(exc, GraphBubbleUp)
+
+
 def _injected_args(tool: BaseTool) -> frozenset[str]:
     """The tool's injected arguments (agent state, ``ToolRuntime``, the tool call's id, a store): in its
     ``args_schema`` but hidden from the model (not in its ``tool_call_schema``), so they are the app's and not
@@ -117,7 +151,11 @@ def _output_content(output: Any) -> Any:
         if rest:
             texts.append(json.dumps(rest, ensure_ascii=False, default=str))
         return "\n\n".join(texts)
-    blocks = isinstance(output, list) and all(isinstance(b, dict) and "type" in b for b in output)
+    # As LangChain makes a tool's ToolMessage: a list of its tool-message content blocks is content, anything else
+    # (rows of data that happen to have a "type" key too) goes to the model as JSON.
+    blocks = isinstance(output, list) and all(
+        isinstance(b, str) or (isinstance(b, dict) and b.get("type") in TOOL_MESSAGE_BLOCK_TYPES) for b in output
+    )
     return output if isinstance(output, str) or blocks else json.dumps(output, ensure_ascii=False, default=str)
 
 
@@ -202,21 +240,20 @@ class _ToolGuard:
     def result(self, content: Any, artifact: Any = None) -> Any:
         return (content, artifact) if self.tool.response_format == "content_and_artifact" else content
 
-    def handled_error(self, exc: Exception) -> str | None:
-        """The text the inner tool's own ``handle_tool_error`` makes of ``exc`` (what the model would read), or
-        ``None`` when the error is not handled or outputs are not checked."""
-        from langchain_core.tools import ToolException
-        from langchain_core.tools.base import _handle_tool_error
-
-        flag = self.tool.handle_tool_error
-        if not self.check_output or not flag or not isinstance(exc, ToolException):
+    def error_text(self, exc: Exception) -> str | None:
+        """What the model would read of the inner tool's error, judged like an output (``check_output``): the text
+        its own ``handle_tool_error`` makes of it, else its message (what ``ToolNode(handle_tool_errors=True)``
+        shows); ``None`` when outputs are not checked, or for langgraph's control flow."""
+        if not self.check_output or _is_control_flow(exc):
             return None
-        return _handle_tool_error(exc, flag=flag)
+        flag = self.tool.handle_tool_error
+        if flag and isinstance(exc, ToolException):
+            return _handle_tool_error(exc, flag=flag)
+        return str(exc) or None
 
     def run(self, args: dict[str, Any], state: Any, callbacks: Any, config: RunnableConfig | None) -> Any:
         """Check the call, run the tool (with the caller's config), check its output; each check is a named child
         run of the tool's run."""
-        from langchain_core.tools import ToolException
 
         managers = [callbacks] if callbacks is not None else []
         verdict = checked(self.moderator, [self.call_conversation(args, state)], "Agent", managers, "tool_call")[0]
@@ -225,13 +262,13 @@ class _ToolGuard:
         inner = self.tool_input(args)
         try:
             raw = self.runner.invoke(inner, patch_config(config, callbacks=callbacks))
-        except ToolException as exc:  # a handled error's text reaches the model too: judged like an output
-            text = self.handled_error(exc)
+        except Exception as exc:  # an error's text reaches the model too (handled here or by ToolNode): judged
+            text = self.error_text(exc)
             if text is not None:
                 convs = [self.output_conversation(args, state, text)]
                 verdict = checked(self.moderator, convs, "Agent", managers, "tool_output")[0]
                 if not verdict.safe:
-                    raise ToolException(self.refuse(verdict, "tool_output")) from None
+                    raise RefusedToolError(self.refuse(verdict, "tool_output")) from exc
             raise
         output, artifact = self.split(raw)
         if self.check_output:
@@ -266,7 +303,6 @@ class _ToolGuard:
         return await self.arun(kwargs, llama_guard_state, callbacks, llama_guard_config)
 
     async def arun(self, args: dict[str, Any], state: Any, callbacks: Any, config: RunnableConfig | None) -> Any:
-        from langchain_core.tools import ToolException
 
         managers = [callbacks] if callbacks is not None else []
         convs = [self.call_conversation(args, state)]
@@ -276,13 +312,13 @@ class _ToolGuard:
         inner = self.tool_input(args)
         try:
             raw = await self.runner.ainvoke(inner, patch_config(config, callbacks=callbacks))
-        except ToolException as exc:
-            text = self.handled_error(exc)
+        except Exception as exc:
+            text = self.error_text(exc)
             if text is not None:
                 convs = [self.output_conversation(args, state, text)]
                 verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_output"))[0]
                 if not verdict.safe:
-                    raise ToolException(self.refuse(verdict, "tool_output")) from None
+                    raise RefusedToolError(self.refuse(verdict, "tool_output")) from exc
             raise
         output, artifact = self.split(raw)
         if self.check_output:
@@ -370,7 +406,7 @@ def _build(helper: _ToolGuard, fields: dict[str, Any]) -> GuardedTool:
         args_schema=_schema_with_state(tool) or tool.args_schema,
         return_direct=tool.return_direct,
         response_format=tool.response_format,
-        handle_tool_error=tool.handle_tool_error,
+        handle_tool_error=_HandleRefusals(tool.handle_tool_error) if tool.handle_tool_error else tool.handle_tool_error,
         handle_validation_error=tool.handle_validation_error,
     )
     guarded.metadata = {**(tool.metadata or {}), "llama_guard": True}

@@ -175,6 +175,62 @@ async def test_a_guarded_tools_handled_error_text_is_judged(lg4):
     assert message.status == "error" and message.text == "404: not found"
 
 
+class UpstreamError(Exception):
+    """The one error a tool's own handler knows (as an MCP tool's handler knows only its own)."""
+
+
+def only_upstream_errors(exc: Exception) -> str:
+    if isinstance(exc.__cause__, UpstreamError) or isinstance(exc, UpstreamError):
+        return f"Error executing tool: {exc}"
+    raise exc  # langchain-mcp-adapters re-raises every error that is not its own
+
+
+async def test_a_flagged_error_is_refused_under_a_handler_that_knows_only_its_own_errors(lg4):
+    @tool
+    def fetch(url: str) -> str:
+        """Fetch a page."""
+        raise ToolException(UNSAFE_ANSWER) from UpstreamError()
+
+    fetch.handle_tool_error = only_upstream_errors
+    guarded = guard_tool(fetch, lg4, check_output=True)
+    call = {"type": "tool_call", "name": "fetch", "args": {"url": "http://x"}, "id": "c1"}
+    for message in (guarded.invoke(call), await guarded.ainvoke(call)):
+        assert message.status == "error" and message.text.startswith("Refused") and "Sure!" not in message.text
+
+
+async def test_an_error_toolnode_shows_the_model_is_judged(lg4):
+    """``ToolNode(handle_tool_errors=True)`` shows the model any tool error's text: with ``check_output=True`` a
+    flagged one reaches it as the refusal; a harmless one as it was."""
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode
+
+    @tool
+    def fetch(url: str) -> str:
+        """Fetch a page."""
+        raise ValueError(UNSAFE_ANSWER if "bad" in url else "404: not found")
+
+    node = ToolNode([guard_tool(fetch, lg4, check_output=True)], handle_tool_errors=True)
+    graph = StateGraph(MessagesState).add_node("tools", node).add_edge(START, "tools").add_edge("tools", END).compile()
+    for url, sync in (("http://bad", True), ("http://bad", False), ("http://ok", True)):
+        asked = AIMessage("", tool_calls=[{"name": "fetch", "args": {"url": url}, "id": "c1"}])
+        state = {"messages": [HumanMessage(BENIGN), asked]}
+        out = graph.invoke(state) if sync else await graph.ainvoke(state)
+        message = out["messages"][-1]
+        assert message.status == "error" and "Sure!" not in message.text
+        assert ("Refused: Llama Guard flagged this tool output" in message.text) == (url == "http://bad")
+    assert "404: not found" in message.text
+
+
+def test_rows_with_a_type_key_are_judged_as_the_json_the_model_reads(lg4):
+    @tool
+    def open_bugs(project: str) -> list:
+        """The open bugs."""
+        return [{"type": "bug", "title": "login fails"}, {"type": "task", "title": "docs"}]
+
+    guarded = guard_tool(open_bugs, lg4, check_output=True)
+    assert guarded.invoke({"project": "web"}) == open_bugs.invoke({"project": "web"})
+
+
 def test_an_answer_left_unjudged_by_an_error_run_is_judged_on_the_next_turn(lg4, monkeypatch):
     """``exit_behavior="error"`` raises from after_model, after the model node's write was checkpointed: the next
     run judges that answer first and replaces it, so the user's next turn is judged without it and the model never

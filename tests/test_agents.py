@@ -394,6 +394,23 @@ def test_prompt_guard_ends_the_run_beside_a_tool_message_with_an_artifact(prompt
     assert not any(INJECTION in m.text for m in result["messages"])
 
 
+def test_prompt_guard_middleware_reads_a_text_file_a_tool_returns(prompt_guard):
+    """An MCP resource (a text file, base64) is scanned by its text: an injection in it is withheld."""
+    import base64
+
+    encoded = base64.b64encode(f"{WEATHER} {INJECTION}".encode()).decode()
+
+    @tool
+    def read_file(path: str) -> list:
+        """Read a file."""
+        return [{"type": "file", "base64": encoded, "mime_type": "text/plain"}]
+
+    script = [call("read_file", {"path": "notes.txt"}), AIMessage("Done.")]
+    result, _, _ = run(script, [PromptGuardMiddleware(prompt_guard)], BENIGN, tools=[read_file])
+    tool_message = next(m for m in result["messages"] if isinstance(m, ToolMessage))
+    assert encoded not in repr(tool_message.content) and "prompt injection" in tool_message.text
+
+
 def test_an_artifact_tool_with_the_call_id_keeps_its_artifact(lg4):
     @tool(response_format="content_and_artifact")
     def search(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> tuple[str, dict]:

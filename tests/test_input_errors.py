@@ -8,12 +8,13 @@ guard reads its tokenizer once.
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
 from conftest import BENIGN, BENIGN_ANSWER, BOMB, same_verdicts
 from langchain_core.documents import Document
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from langchain_llamaguard import (
     GuardConfigurationError,
@@ -30,6 +31,7 @@ from langchain_llamaguard.backends.loading import looks_local
 from langchain_llamaguard.conversation import to_turns
 from langchain_llamaguard.runnables import input_conversation, output_message
 
+PDF_BLOCK = {"type": "file", "base64": "JVBERi0xLjQK", "mime_type": "application/pdf"}
 IMAGE_TURN = [{"role": "user", "content": [{"type": "image", "url": "a.png"}, {"type": "text", "text": "x"}]}]
 DOCS = [Document(page_content="Paris is the capital of France.", metadata={"source": "a"})]
 
@@ -70,7 +72,38 @@ BAD = [  # (what, call, package error, builtin it also is, message)
      "pass output_key="),
     ("an output of the wrong type", lambda: output_message(7), GuardTypeError, TypeError, "cannot check a int"),
     ("a Document", lambda: to_turns(DOCS[0]), GuardTypeError, TypeError, "a Document is not a conversation"),
+    ("a PDF a tool returned", lambda: to_turns([ToolMessage([PDF_BLOCK], tool_call_id="1")]), GuardInputError,
+     ValueError, "a file block of application/pdf data the guard cannot read"),
+    ("a provider's file id", lambda: to_turns([HumanMessage([{"type": "file", "file_id": "f-1"}])]),
+     GuardInputError, ValueError, "a file block the guard cannot read (it has ['file_id'])"),
 ]  # fmt: skip
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_what_tools_hand_back_is_read_as_the_text_the_model_reads():
+    """LangChain's tool-message block types and MCP's resources are judged by their text, never dropped: JSON, a
+    search result, a custom tool's output, a text file given inline (base64 of a text type), a linked file."""
+    blocks = [
+        {"type": "json", "json": {"rows": [BOMB]}},
+        {"type": "search_result", "source": "https://a.example", "title": "A", "content": [{"type": "text",
+                                                                                            "text": "found it"}]},
+        {"type": "custom_tool_call_output", "output": "exit 0"},
+        {"type": "file", "base64": b64("name,plan\nbob,rob the bank"), "mime_type": "text/csv",
+         "extras": {"filename": "plans.csv"}},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "the memo"}, "title": "M"},
+        {"type": "file", "url": "https://files.example/report.txt", "mime_type": "text/plain"},
+    ]  # fmt: skip
+    (turn,) = [t for t in to_turns([ToolMessage(blocks, tool_call_id="1", name="t")]) if t.role == "user"]
+    text = "\n".join(turn.text_parts)
+    for expected in (BOMB, "[search result] A (https://a.example)\nfound it", "exit 0",
+                     "[file: plans.csv]\nname,plan\nbob,rob the bank", "[document: M]\nthe memo",
+                     "[file] https://files.example/report.txt"):  # fmt: skip
+        assert expected in text, expected
+    with pytest.raises(GuardInputError, match="whose base64 is not UTF-8 text"):
+        to_turns([ToolMessage([{"type": "file", "base64": "//79", "mime_type": "text/plain"}], tool_call_id="1")])
 
 
 @pytest.mark.parametrize("what, call, error, builtin, message", BAD, ids=[b[0] for b in BAD])

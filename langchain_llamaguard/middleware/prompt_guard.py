@@ -12,6 +12,7 @@ as the notice (see :mod:`~langchain_llamaguard.middleware.stream_guard`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
@@ -19,7 +20,8 @@ from typing import Any, Literal
 from langchain.agents.middleware import AgentMiddleware, hook_config
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
-from ..errors import GuardConfigurationError, UnsafeContentError
+from ..content_blocks import READABLE_BLOCK_TYPES, block_text
+from ..errors import GuardConfigurationError, GuardInputError, UnsafeContentError
 from ..moderators import VerdictCache
 from .llama_guard import VERDICT_CACHE_SIZE, _last_index, no_payload_trace_policy, unique_name
 from .stream_guard import Judgment, stream_transformers
@@ -40,12 +42,16 @@ _MEDIA = frozenset({"image", "image_url", "audio", "input_audio", "video", "file
 
 
 def _block_text(block: Any) -> str:
-    """What Prompt Guard reads of one content block: its text; a media block none; any other block its JSON."""
+    """What Prompt Guard reads of one content block: its text (a text file's too, an MCP resource's); an image,
+    audio, video or binary file none; any other block its JSON."""
     if isinstance(block, str):
         return block
     if isinstance(block, dict):
         if isinstance(block.get("text"), str):
             return block["text"]
+        if block.get("type") in READABLE_BLOCK_TYPES:
+            with contextlib.suppress(GuardInputError):  # binary data: no text to scan (Llama Guard refuses it)
+                return block_text(block, where="tool result")
         if block.get("type") in _MEDIA:
             return ""
     return json.dumps(block, ensure_ascii=False, default=str)
