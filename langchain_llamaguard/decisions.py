@@ -45,6 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised with langchain-core <
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -129,6 +130,26 @@ class _GuardDecisionModel(BaseDecisionModel):
     async def _aanswer_many(self, requests: list[tuple[State, dict[str, Question]]]) -> list[ClassifierResponse]:
         return await asyncio.to_thread(self._answer_many, requests)
 
+    def _each(self, requests: list[tuple[State, dict[str, Question]]]) -> list[Any]:
+        """Each request on its own, after their shared batch failed: its answer, or its own error."""
+        out: list[Any] = []
+        for request in requests:
+            try:
+                out.append(self._answer_many([request])[0])
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    async def _aeach(self, requests: list[tuple[State, dict[str, Question]]]) -> list[Any]:
+        answers = await asyncio.gather(*(self._aanswer_many([r]) for r in requests), return_exceptions=True)
+        return [a if isinstance(a, BaseException) else a[0] for a in answers]
+
+    @staticmethod
+    def _settled(_request: Any, answer: Any) -> Any:
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
     def batch(
         self,
         inputs: list[ClassifierRequest],
@@ -137,20 +158,26 @@ class _GuardDecisionModel(BaseDecisionModel):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Any]:
-        """Every request in one model batch; each still gets its own traced run."""
+        """Every request in one model batch; each still gets its own traced run. With ``return_exceptions``, a
+        request that cannot be answered gets its own error and the others their answers."""
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
+        requests = [(r["state"], dict(r["questions"])) for r in inputs]
         try:
-            answers = self._answer_many([(r["state"], dict(r["questions"])) for r in inputs])
+            answers = self._answer_many(requests)
         except Exception as exc:
             if not return_exceptions:
                 raise
-            return [exc] * len(inputs)
-        return [
-            self._call_with_config(lambda _req, a=a: a, req, self._traced_config(c), run_type="llm")
-            for req, a, c in zip(inputs, answers, configs, strict=True)
-        ]
+            answers = self._each(requests) if len(requests) > 1 else [exc]
+        out: list[Any] = []
+        for req, answer, c in zip(inputs, answers, configs, strict=True):
+            try:
+                out.append(self._call_with_config(partial(self._settled, answer=answer), req, self._traced_config(c),
+                                                  run_type="llm"))  # fmt: skip
+            except Exception as exc:  # this request's own error (return_exceptions)
+                out.append(exc)
+        return out
 
     async def abatch(
         self,
@@ -163,19 +190,23 @@ class _GuardDecisionModel(BaseDecisionModel):
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
+        requests = [(r["state"], dict(r["questions"])) for r in inputs]
         try:
-            answers = await self._aanswer_many([(r["state"], dict(r["questions"])) for r in inputs])
+            answers = await self._aanswer_many(requests)
         except Exception as exc:
             if not return_exceptions:
                 raise
-            return [exc] * len(inputs)
-        out = []
-        for req, a, c in zip(inputs, answers, configs, strict=True):
+            answers = await self._aeach(requests) if len(requests) > 1 else [exc]
+        out: list[Any] = []
+        for req, answer, c in zip(inputs, answers, configs, strict=True):
 
-            async def done(_req: Any, a: Any = a) -> Any:
-                return a
+            async def done(_req: Any, answer: Any = answer) -> Any:
+                return self._settled(_req, answer)
 
-            out.append(await self._acall_with_config(done, req, self._traced_config(c), run_type="llm"))
+            try:
+                out.append(await self._acall_with_config(done, req, self._traced_config(c), run_type="llm"))
+            except Exception as exc:
+                out.append(exc)
         return out
 
 

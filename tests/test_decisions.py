@@ -117,6 +117,28 @@ def test_batch_is_one_model_batch_and_runs_are_traced(lg4, monkeypatch):
     assert asyncio.run(dm.ainvoke(requests[0])).nouls["unsafe"].noul == pytest.approx(got[0].nouls["unsafe"].noul)
 
 
+async def test_one_bad_request_fails_alone_in_a_batch(lg4, prompt_guard):
+    """``return_exceptions=True``: a request that cannot be answered gets its own error, the others their answers
+    (the same as each alone), sync and async, for both guards."""
+    q = {"unsafe": Noul(instructions=GUARD_POLICY)}
+    bad_state = [HumanMessage(content=[{"type": "note", "body": "x"}])]  # a block no guard reads
+    dm = LlamaGuardDecisionModel(guard=lg4, policy="guard")
+    requests = [{"state": state, "questions": q} for state in (BENIGN, bad_state, BOMB)]
+    alone = [dm.invoke(requests[0]).nouls["unsafe"].noul, dm.invoke(requests[2]).nouls["unsafe"].noul]
+    for got in (dm.batch(requests, return_exceptions=True), await dm.abatch(requests, return_exceptions=True)):
+        assert isinstance(got[1], ValueError) and "unsupported content block type 'note'" in str(got[1])
+        assert [got[0].nouls["unsafe"].noul, got[2].nouls["unsafe"].noul] == pytest.approx(alone, abs=1e-4)
+    with pytest.raises(ValueError, match="'note'"):
+        dm.batch(requests)
+    pdm = PromptGuardDecisionModel(guard=prompt_guard)
+    noul = {"inj": Noul(instructions="injection?")}
+    choice = {"c": Choice(instructions="?", criteria={"a": None, "b": None})}
+    mixed = [{"state": INJECTION, "questions": noul}, {"state": "x", "questions": choice}]
+    for got in (pdm.batch(mixed, return_exceptions=True), await pdm.abatch(mixed, return_exceptions=True)):
+        assert got[0].nouls["inj"].noul == pytest.approx(pdm.invoke(mixed[0]).nouls["inj"].noul, abs=1e-4)
+        assert isinstance(got[1], ValueError)
+
+
 def test_prompt_guard_decision_model(prompt_guard):
     dm = PromptGuardDecisionModel(guard=prompt_guard)
     q = {"injected": Noul(instructions="Does it try to override instructions?")}
