@@ -23,8 +23,14 @@ comes out is a copy with the same ``id`` and metadata plus ``metadata["guard"]``
      "prompt_guard": {"safe": True, "score": 0.002, "label": "BENIGN"},
      "llama_guard": {"safe": True, "categories": [], "score": 0.01}}
 
+Filters in a row (``pg_filter | lg_filter``, ``DocumentCompressorPipeline``) share the record: each adds its guard's
+entry and ``flagged`` is set if any of them flagged the document (each filter acts on its own verdicts). A
+``metadata["guard"]`` of your own is never overwritten: the filter raises, and ``metadata_key=`` picks another key.
+
 Fail closed: a document the guard could not judge (``LlamaGuard(on_error="unsafe")`` gives it an unsafe verdict
-carrying the error, shown as ``"error"``) is flagged; with ``on_error="raise"`` the filter raises.
+carrying the error, shown as ``"error"``) is flagged; with ``on_error="raise"`` the filter raises a
+:class:`~langchain_llamaguard.errors.GuardBatchError` naming the document's index within its input (in a
+``batch``, only that input fails).
 
 The filter is also a LangChain ``BaseDocumentCompressor`` (so ``ContextualCompressionRetriever`` takes it), and
 :func:`guard_retriever` wraps any retriever so that only clean documents come out of it (``create_retriever_tool``
@@ -59,7 +65,7 @@ from .errors import GuardBatchError, GuardConfigurationError, GuardKeyError, Gua
 from .llama_guard import LlamaGuardEngine
 from .moderators import AnyVerdict, LlamaGuardModerator, PromptGuardModerator
 from .prompt_guard import PromptGuardEngine
-from .runnables import OneBatchPerCall, achecked, checked
+from .runnables import OneBatchPerCall, _GuardBase, achecked, checked
 
 OnFlagged = Literal["drop", "notice", "annotate", "raise"]
 _ON_FLAGGED = ("drop", "notice", "annotate", "raise")
@@ -83,6 +89,9 @@ def _reason(verdict: AnyVerdict) -> str:
     return f"Prompt Guard detected a likely prompt injection (score {verdict.score:.2f})"
 
 
+_GUARD_KEYS = frozenset({"flagged", "prompt_guard", "llama_guard"})
+
+
 def guard_metadata(judged: _Judged) -> dict[str, Any]:
     """What a filtered document carries in ``metadata["guard"]``: plain JSON-able data."""
     pg, lg = judged
@@ -96,10 +105,39 @@ def guard_metadata(judged: _Judged) -> dict[str, Any]:
     return info
 
 
+def _is_guard_record(value: Any) -> bool:
+    """Whether ``value`` is what a document filter writes (:func:`guard_metadata`), not data of the user's own."""
+    return (
+        isinstance(value, Mapping)
+        and isinstance(value.get("flagged"), bool)
+        and set(value) <= _GUARD_KEYS
+        and all(isinstance(value[k], Mapping) and "safe" in value[k] for k in set(value) - {"flagged"})
+    )
+
+
+def merged_metadata(previous: Mapping[str, Any] | None, info: dict[str, Any]) -> dict[str, Any]:
+    """A document's record after another filter's: each guard's latest entry, ``flagged`` if either flagged it.
+
+    Example:
+        >>> merged_metadata({"flagged": True, "prompt_guard": {"safe": False}}, {"flagged": False,
+        ...     "llama_guard": {"safe": True}})
+        {'flagged': True, 'prompt_guard': {'safe': False}, 'llama_guard': {'safe': True}}
+    """
+    if previous is None:
+        return info
+    return {**previous, **info, "flagged": bool(previous["flagged"] or info["flagged"])}
+
+
 def _one_verdict(pair: Any) -> Any:
     """A document's verdict from its (Prompt Guard, Llama Guard) pair: the flagging one, else the one there is."""
     found = [v for v in pair if v is not None]
     return next((v for v in found if _flagged(v)), found[0] if found else None)
+
+
+def _failed_rows(err: Exception, n: int) -> list[Any]:
+    """A failed job as rows: a batch error's own rows; any other error (a batch of one document raises that
+    document's error, not a batch error) is every document's error."""
+    return err.rows() if isinstance(err, GuardBatchError) else [err] * n
 
 
 def _rows(check: Any, job: Any) -> list[Any]:
@@ -107,8 +145,18 @@ def _rows(check: Any, job: Any) -> list[Any]:
     only the input it came in, never the other inputs of a batch)."""
     try:
         return list(check(job[0], job[1], job[2], job[3], "document"))
-    except GuardBatchError as err:
-        return err.rows()
+    except Exception as err:
+        return _failed_rows(err, len(job[1]))
+
+
+async def _arows(job: Any) -> list[Any] | None:
+    """The async :func:`_rows` (``None`` for a guard the filter does not run)."""
+    if job is None:
+        return None
+    try:
+        return list(await achecked(job[0], job[1], job[2], job[3], "document"))
+    except Exception as err:
+        return _failed_rows(err, len(job[1]))
 
 
 class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocumentCompressor):
@@ -125,9 +173,14 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
         llama_guard: a :class:`~langchain_llamaguard.LlamaGuard` (unsafe content); with both, one step runs
             them concurrently and a document is flagged if either flags it.
         on_flagged: ``"drop"``, ``"notice"``, ``"annotate"`` or ``"raise"`` (see the module docstring).
-        notice: the text of a flagged document with ``on_flagged="notice"``; ``{reason}`` is filled in.
+        notice: the text of a flagged document with ``on_flagged="notice"``; ``{reason}`` is filled in (its only
+            field: other braces are written twice, and a text that cannot be filled in is refused up front).
         excluded_categories, categories: Llama Guard's exclusions and custom policy, for this filter only.
-        metadata_key: the metadata key of the verdicts (``"guard"``).
+        metadata_key: the metadata key of the verdicts (``"guard"``); an earlier filter's record there is merged,
+            anything else there is an error.
+
+    ``with_retry`` retries failures, never a verdict: :class:`~langchain_llamaguard.errors.UnsafeDocumentError` is
+    raised at once (see :mod:`~langchain_llamaguard.retry`).
 
     Example:
         >>> step = pg.as_document_filter(llama_guard=guard, on_flagged="notice")  # doctest: +SKIP
@@ -161,6 +214,7 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
             raise GuardConfigurationError(
                 f"on_flagged must be one of {', '.join(map(repr, _ON_FLAGGED))}, got {on_flagged!r}"
             )
+        _check_notice(data.get("notice", DEFAULT_NOTICE))
         excluded, policy = data.get("excluded_categories"), data.get("categories")
         moderators = (
             None if pg is None else PromptGuardModerator(pg),
@@ -176,6 +230,8 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
     @classmethod
     def is_lc_serializable(cls) -> bool:
         return False
+
+    with_retry = _GuardBase.with_retry  # a flagged document (UnsafeDocumentError) is a verdict: never retried
 
     def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
         guards = "+".join(m.name for m in self._moderators if m is not None)
@@ -201,6 +257,7 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
         for i, doc in enumerate(docs):
             if not isinstance(doc, Document):
                 raise GuardTypeError(f"item {i} of the documents is a {type(doc).__name__}, not a Document")
+            self._previous(doc, i)
         if isinstance(question, BaseMessage):
             question = question.text
         if question is not None and not isinstance(question, str):
@@ -208,6 +265,18 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
                 f"the question ({self.question_key!r}) must be a str or a message, got {type(question).__name__}"
             )
         return list(docs), question or None
+
+    def _previous(self, doc: Document, index: int) -> Mapping[str, Any] | None:
+        """The record an earlier filter left in ``metadata[metadata_key]`` (``None``: none); raises when the key
+        holds data of another kind, which the filter would otherwise overwrite."""
+        value = doc.metadata.get(self.metadata_key)
+        if value is None or _is_guard_record(value):
+            return value
+        raise GuardConfigurationError(
+            f"document {index} (id {doc.id!r}) already has metadata[{self.metadata_key!r}] that is not a document "
+            f"filter's record ({type(value).__name__}); the filter writes its verdicts there: pass another "
+            "metadata_key= (e.g. metadata_key='llama_guard_filter') to keep your own data"
+        )
 
     @staticmethod
     def _conversation(doc: Document, question: str | None) -> list[BaseMessage]:
@@ -221,8 +290,9 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
         kept: list[Document] = []
         for index, (doc, verdicts) in enumerate(zip(docs, judged, strict=True)):
             info = guard_metadata(verdicts)
-            update: dict[str, Any] = {"metadata": {**doc.metadata, self.metadata_key: info}}
-            if info["flagged"]:
+            record = merged_metadata(self._previous(doc, index), info)
+            update: dict[str, Any] = {"metadata": {**doc.metadata, self.metadata_key: record}}
+            if info["flagged"]:  # this filter's own verdicts decide what it does; the record keeps every guard's
                 verdict = next(v for v in verdicts if _flagged(v))  # Prompt Guard's first, as the combined step
                 if self.on_flagged == "raise":
                     raise UnsafeDocumentError(verdict, index=index, document=doc)
@@ -274,16 +344,7 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
         if not any(docs for docs, _ in read):
             return self._per_input(read, [None, None])
         jobs = self._jobs(read, run_managers)
-
-        async def one(job: Any) -> Any:
-            if job is None:
-                return None
-            try:
-                return await achecked(job[0], job[1], job[2], job[3], "document")
-            except GuardBatchError as err:
-                return err.rows()
-
-        return self._per_input(read, list(await asyncio.gather(*(one(j) for j in jobs))))
+        return self._per_input(read, list(await asyncio.gather(*(_arows(j) for j in jobs))))
 
     def _read_all(self, values: list[Any]) -> tuple[list[Any], list[int], list[tuple[list[Document], str | None]]]:
         """Each input read (a bad one gets its error in ``out``, reported per input by ``_batch_with_config``)."""
@@ -359,6 +420,19 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
     ) -> Sequence[Document]:
         value = {self.documents_key: list(documents), self.question_key: query}
         return (await self.ainvoke(value, {"callbacks": callbacks}))[self.documents_key]
+
+
+def _check_notice(notice: Any) -> None:
+    """A notice text must fill in with ``{reason}`` alone (checked up front, not when a document is flagged)."""
+    if not isinstance(notice, str):
+        raise GuardConfigurationError(f"notice must be a str with a {{reason}} field; got a {type(notice).__name__}")
+    try:
+        notice.format(reason="Prompt Guard detected a likely prompt injection (score 0.99)")
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise GuardConfigurationError(
+            f"notice text {notice!r} cannot be filled in ({exc!r}): the only field is {{reason}}; write other "
+            "braces twice ({{ }})"
+        ) from None
 
 
 class GuardedRetriever(BaseRetriever):

@@ -11,6 +11,9 @@ A :class:`GuardNode` (``guard.as_node(...)``) is a node for a plain ``StateGraph
 * ``goto=`` / ``goto_safe=`` make the node route with ``Command(goto=...)``: to a node you name, or ``END``.
 * ``verdict_key=`` writes the verdicts into the state as plain JSON data (never ``Verdict`` objects), so a
   checkpointer stores and loads them with no "unregistered type" warning.
+* The messages key **must** have langgraph's ``add_messages`` reducer (``MessagesState`` has it): with
+  ``operator.add`` the refusal is appended and the flagged text stays; with no reducer the history is replaced by
+  the refusal alone.
 
 Which messages it judges (``check``): the newest message when it is of a kind the node checks: ``"input"`` a user
 turn (``HumanMessage``, judged with the conversation before it), ``"output"`` a model message (``AIMessage``, its
@@ -18,10 +21,13 @@ text and tool calls, judged as the answer to the conversation before it), ``"too
 after the last model message (each judged after that message, in one batch), ``"last"`` whichever of these
 arrived last. Anything else passes with no update.
 
-Streaming: ``stream_mode="values"`` and ``"updates"`` show the replacement. ``stream_mode="messages"`` shows a
-model's tokens as the model makes them, before a guard node after it has judged them, and langgraph does not
-stream a message again under an id it has already streamed, so the replacement of a flagged answer is not on that
-stream (the refusal after a flagged user turn is). Read the outcome from the state, or hold the tokens back.
+Streaming: every stream mode shows a node's output when that node finishes, so the model node's own update
+(``"updates"``) and the state after it (``"values"``) carry the unguarded answer before the guard node replaces
+it. To show users only guarded text, forward only what comes after the guard node (its update, or the state
+after it), or read the outcome from the state. ``stream_mode="messages"`` shows a model's tokens as the model makes
+them, before a guard node after it has judged them, and langgraph does not stream a message again under an id it
+has already streamed, so the replacement of a flagged answer is not on that stream (the refusal after a flagged
+user turn is). Hold the tokens back, or read the outcome from the state.
 
 Example:
     >>> from langgraph.graph import END, START, MessagesState, StateGraph  # doctest: +SKIP
@@ -37,6 +43,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,11 +55,13 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
 from .moderators import AnyVerdict, Moderator
+from .prompt_guard import PromptGuardVerdict
 from .replacements import DEFAULT_REFUSAL, describe, last_index, replacement
 from .runnables import achecked, checked
 
 Check = Literal["last", "input", "output", "tool_results"]
 PROMPT_GUARD_REFUSAL = "I can't continue: Prompt Guard flagged a likely prompt injection ({categories})."
+"""Prompt Guard's default refusal (Llama Guard's is :data:`~langchain_llamaguard.replacements.DEFAULT_REFUSAL`)."""
 Stage = Literal["input", "output", "tool_result"]
 _STAGES: dict[str, tuple[Stage, ...]] = {
     "last": ("input", "output", "tool_result"),
@@ -83,7 +93,9 @@ class GuardNode(Runnable[Any, Any]):
         check: which messages: ``"last"`` (default), ``"input"``, ``"output"`` or ``"tool_results"``.
         messages_key: the state's key (or attribute) holding the messages; it needs langgraph's ``add_messages``
             reducer (``MessagesState`` has it), which is what replaces a message by id.
-        on_unsafe: the refusal text (``{categories}`` is filled in with what was flagged); a message; ``"raise"``
+        on_unsafe: ``None`` (default): the refusal of the guard whose verdict flagged the message (Llama Guard's
+            ``DEFAULT_REFUSAL`` or Prompt Guard's ``PROMPT_GUARD_REFUSAL``); the refusal text (``{categories}`` is
+            filled in with what was flagged); a message; ``"raise"``
             (:class:`~langchain_llamaguard.errors.UnsafeContentError`, and the node writes nothing); or a Runnable
             or callable that receives ``{"messages", "message", "verdict", "stage"}`` and returns the refusal
             (a str or a message).
@@ -92,8 +104,10 @@ class GuardNode(Runnable[Any, Any]):
         goto_safe: where a run goes when nothing was flagged. A node's static edges run as well as a Command's
             ``goto``, so a node that routes routes both ways and has no ``add_edge`` from it.
         verdict_key: a state key to write the verdicts to, as a list of JSON-able dicts (``verdict.model_dump(
-            mode="json")`` plus ``message_id`` and ``stage``), one per judged message, on every run that judged
-            something. Give it a reducer (``Annotated[list[dict], operator.add]``) to keep them all.
+            mode="json")`` plus ``message_id``, ``stage`` and ``fingerprint``, a hash of the judged content), one per
+            judged message, on every run that judged something. Give it a reducer
+            (``Annotated[list[dict], operator.add]``) to keep them all. A later output node skips a model message
+            whose id and fingerprint are there (one rewritten under the same id is judged again).
         stages: the kinds of message this guard may judge (Prompt Guard: no model output).
         name: the node's name (``builder.add_node(node)`` uses it).
 
@@ -110,7 +124,7 @@ class GuardNode(Runnable[Any, Any]):
         *,
         check: Check = "last",
         messages_key: str = "messages",
-        on_unsafe: Any = DEFAULT_REFUSAL,
+        on_unsafe: Any = None,
         goto: str | None = None,
         goto_safe: str | None = None,
         verdict_key: str | None = None,
@@ -222,7 +236,7 @@ class GuardNode(Runnable[Any, Any]):
             while start > 0 and isinstance(messages[start - 1], AIMessage):
                 start -= 1
             judged = self._judged_outputs(state)  # with verdict_key: an earlier guard node's, not judged again
-            idxs = [i for i in range(start, n) if i == n - 1 or messages[i].id is None or messages[i].id not in judged]
+            idxs = [i for i in range(start, n) if i == n - 1 or _seen(messages[i]) not in judged]
             return _Plan(messages, "output", "Agent", idxs, [messages[:start] + [messages[i]] for i in idxs])
         if isinstance(last, ToolMessage) and "tool_result" in self.stages:
             last_ai = last_index(messages, AIMessage)
@@ -232,11 +246,15 @@ class GuardNode(Runnable[Any, Any]):
         return None
 
     def _judged_outputs(self, state: Any) -> set[Any]:
-        """Ids of model messages whose output verdict is already in ``state[verdict_key]``."""
+        """(id, fingerprint) of the model messages whose output verdict is already in ``state[verdict_key]``."""
         if self.verdict_key is None:
             return set()
         records = state.get(self.verdict_key) if isinstance(state, Mapping) else getattr(state, self.verdict_key, None)
-        return {r.get("message_id") for r in records or [] if isinstance(r, Mapping) and r.get("stage") == "output"}
+        return {
+            (r.get("message_id"), r.get("fingerprint"))
+            for r in records or []
+            if isinstance(r, Mapping) and r.get("stage") == "output" and r.get("message_id") is not None
+        }
 
     def _refusal_for(self, plan: _Plan, idx: int, verdict: AnyVerdict, config: RunnableConfig) -> Any:
         if self.on_unsafe == "raise":
@@ -262,7 +280,8 @@ class GuardNode(Runnable[Any, Any]):
     def _fixed_refusal(self, verdict: AnyVerdict) -> Any:
         if isinstance(self.on_unsafe, BaseMessage):
             return self.on_unsafe
-        return self.on_unsafe.format(categories=describe(verdict))
+        text = self.on_unsafe if self.on_unsafe is not None else default_refusal(verdict)
+        return text.format(categories=describe(verdict))
 
     def _placed(self, original: BaseMessage, stage: Stage, refusal: Any) -> BaseMessage:
         """The refusal as it goes into the state: after a user turn (a new id), else in the flagged one's place."""
@@ -292,7 +311,12 @@ class GuardNode(Runnable[Any, Any]):
             update[self.messages_key] = new
         if self.verdict_key is not None:
             update[self.verdict_key] = [
-                {"message_id": plan.messages[i].id, "stage": plan.stage, **v.model_dump(mode="json")}
+                {
+                    "message_id": plan.messages[i].id,
+                    "stage": plan.stage,
+                    "fingerprint": fingerprint(plan.messages[i]),
+                    **v.model_dump(mode="json"),
+                }
                 for i, v in zip(plan.idxs, verdicts, strict=True)
             ]
         return self._routed(update, self.goto if new else self.goto_safe)
@@ -306,7 +330,38 @@ class GuardNode(Runnable[Any, Any]):
         return Command(update=update, goto=goto)
 
 
+def default_refusal(verdict: AnyVerdict) -> str:
+    """The refusal text when none was given: Prompt Guard's for a Prompt Guard verdict, else Llama Guard's."""
+    return PROMPT_GUARD_REFUSAL if isinstance(verdict, PromptGuardVerdict) else DEFAULT_REFUSAL
+
+
+def fingerprint(message: BaseMessage) -> str:
+    """A hash of what a guard judges in ``message``: its content and tool calls (``verdict_key`` records carry it,
+    so a message rewritten under the same id is told apart).
+
+    Example:
+        >>> fingerprint(AIMessage("hi", id="1")) == fingerprint(AIMessage("hi", id="2")) != fingerprint(AIMessage("ho"))
+        True
+    """
+    judged = {
+        "content": message.content,
+        "tool_calls": [
+            {"name": c["name"], "args": c["args"], "id": c.get("id")} for c in getattr(message, "tool_calls", [])
+        ],
+        "invalid_tool_calls": list(getattr(message, "invalid_tool_calls", [])),
+    }
+    text = json.dumps(judged, sort_keys=True, default=repr, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _seen(message: BaseMessage) -> tuple[Any, str] | None:
+    """The key a model message's verdict record is found by (``None`` for a message with no id: never skipped)."""
+    return None if message.id is None else (message.id, fingerprint(message))
+
+
 def _check_on_unsafe(on_unsafe: Any) -> Any:
+    if on_unsafe is None:
+        return None
     if isinstance(on_unsafe, str) and on_unsafe != "raise":
         try:
             on_unsafe.format(categories="S1 Violent Crimes")
@@ -326,4 +381,4 @@ def _check_on_unsafe(on_unsafe: Any) -> Any:
     )
 
 
-__all__ = ["PROMPT_GUARD_REFUSAL", "Check", "GuardNode"]
+__all__ = ["PROMPT_GUARD_REFUSAL", "Check", "GuardNode", "default_refusal", "fingerprint"]

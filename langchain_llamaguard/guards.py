@@ -17,7 +17,7 @@ from typing import Any, Literal
 from langchain_core.runnables.base import coerce_to_runnable
 
 from .documents import DEFAULT_NOTICE, DocumentFilter, OnFlagged
-from .graph import PROMPT_GUARD_REFUSAL, Check, GuardNode
+from .graph import Check, GuardNode
 from .llama_guard import LlamaGuardEngine
 from .moderators import CombinedModerator, LlamaGuardModerator, PromptGuardModerator
 from .parallel import InputCheck, check_input_check
@@ -263,7 +263,7 @@ class PromptGuard(PromptGuardEngine):
         *,
         check: Literal["last", "input", "tool_results"] = "last",
         messages_key: str = "messages",
-        on_unsafe: Any = PROMPT_GUARD_REFUSAL,
+        on_unsafe: Any = None,
         goto: str | None = None,
         goto_safe: str | None = None,
         verdict_key: str | None = None,
@@ -273,7 +273,9 @@ class PromptGuard(PromptGuardEngine):
     ) -> GuardNode:
         """A LangGraph node that scores the state's newest user turn or tool results for prompt injection
         (:mod:`~langchain_llamaguard.graph`): a flagged tool result is replaced by the refusal (same id), a flagged
-        user turn gets the refusal after it. With ``llama_guard=``, Llama Guard judges the same messages too.
+        user turn gets the refusal after it. With ``llama_guard=``, Llama Guard judges the same messages too; the
+        default refusal (``on_unsafe=None``) is that of the guard that flagged (``PROMPT_GUARD_REFUSAL`` or Llama
+        Guard's ``DEFAULT_REFUSAL``).
 
         Example:
             >>> builder.add_node("scan_tools", pg.as_node(check="tool_results"))  # doctest: +SKIP

@@ -381,3 +381,73 @@ def test_a_document_that_cannot_be_judged_fails_only_its_own_input(lg4_with, asy
     assert [d.id for d in out[0]] == [d.id for d in step.invoke(good)] == ["capital"]
     assert isinstance(out[1], GuardBatchError) and list(out[1].errors) == [1]  # the long one, second in its input
     assert type(out[1].verdicts[0]).__name__ == "Verdict" and out[1].verdicts[1] is None  # a verdict per document
+
+
+def test_annotating_filters_in_a_row_keep_every_guards_verdict(prompt_guard, lg4):
+    """``pg_filter | lg_filter`` (or a compressor pipeline): the second filter adds its entry to the first one's
+    record and ``flagged`` stays set; data of the user's own under the key is never overwritten."""
+    from langchain_classic.retrievers.document_compressors import DocumentCompressorPipeline
+
+    docs = [Document(WEATHER, id="weather", metadata={"source": "a"}), DOCS[4]]
+    pg_f, lg_f = prompt_guard.as_document_filter(on_flagged="annotate"), lg4.as_document_filter(on_flagged="annotate")
+    chained = (pg_f | lg_f).invoke(docs)
+    piped = DocumentCompressorPipeline(transformers=[pg_f, lg_f]).compress_documents(docs, BENIGN)
+    for out in (chained, piped):
+        injected = out[1].metadata["guard"]
+        assert injected["flagged"] is True and injected["prompt_guard"]["label"] == "MALICIOUS"
+        assert set(injected) == {"flagged", "prompt_guard", "llama_guard"} and out[1].metadata["source"] == "forum.html"
+        assert out[0].metadata["guard"]["prompt_guard"]["safe"] is True and "llama_guard" in out[0].metadata["guard"]
+    mine = [Document(BENIGN, id="capital", metadata={"guard": "reviewed by Ann"})]
+    with pytest.raises(GuardConfigurationError, match=r"metadata\['guard'\].*metadata_key="):
+        lg_f.invoke(mine)
+    kept = DocumentFilter(llama_guard=lg4, metadata_key="llama_guard_filter").invoke(mine)
+    assert kept[0].metadata["guard"] == "reviewed by Ann" and kept[0].metadata["llama_guard_filter"]["flagged"] is False
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["batch", "abatch"])
+def test_a_lone_document_that_cannot_be_judged_fails_only_its_input_as_a_batch_error(lg4_with, asynchronous):
+    """One document in the whole call: its error is that input's GuardBatchError, like with several documents."""
+    import asyncio
+
+    step = lg4_with(context_length=1024, on_overflow="raise").as_document_filter()
+    long_doc = Document("the quick brown fox jumps over the lazy dog " * 150, id="long")
+    inputs = [[], {"documents": [], "question": BENIGN}, [long_doc]]
+    if asynchronous:
+        out = asyncio.run(step.abatch(inputs, return_exceptions=True))
+    else:
+        out = step.batch(inputs, return_exceptions=True)
+    assert out[0] == [] and out[1] == {"documents": [], "question": BENIGN}
+    assert isinstance(out[2], GuardBatchError) and list(out[2].errors) == [0] and out[2].verdicts == [None]
+    with pytest.raises(GuardBatchError) as caught:
+        step.invoke([long_doc])
+    assert list(caught.value.errors) == [0] and "does not fit" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "notice", ["[withheld from {source}: {reason}]", '{"withheld": true, "why": "{reason}"}', "{0}", "{reason.x}"]
+)
+def test_a_notice_that_cannot_be_filled_in_is_refused_up_front(prompt_guard, notice):
+    with pytest.raises(GuardConfigurationError, match=r"the only field is \{reason\}"):
+        prompt_guard.as_document_filter(on_flagged="notice", notice=notice)
+    with pytest.raises(GuardConfigurationError, match=r"\{reason\}"):
+        guard_retriever(vector_store(DOCS).as_retriever(), prompt_guard, on_flagged="notice", notice=notice)
+    step = prompt_guard.as_document_filter(on_flagged="notice", notice='{{"withheld": "{reason}"}}')
+    assert json.loads(step.invoke(DOCS)[4].page_content)["withheld"].startswith("Prompt Guard detected")
+
+
+def test_with_retry_never_judges_a_flagged_document_again(prompt_guard, monkeypatch):
+    """A verdict is not a failure: ``with_retry`` raises UnsafeDocumentError after one check (as guard steps do)."""
+    from langchain_llamaguard.retry import GuardRetry
+
+    calls: list[int] = []
+    original = prompt_guard.batch_check
+    monkeypatch.setattr(prompt_guard, "batch_check", lambda texts: (calls.append(len(texts)), original(texts))[1])
+    step = prompt_guard.as_document_filter(on_flagged="raise").with_retry(
+        stop_after_attempt=3, wait_exponential_jitter=False
+    )
+    assert isinstance(step, GuardRetry)
+    with pytest.raises(UnsafeDocumentError):
+        step.invoke([DOCS[4]])
+    assert calls == [1]
+    out = step.batch([[DOCS[0]], [DOCS[4]]], return_exceptions=True)
+    assert [d.id for d in out[0]] == ["capital"] and isinstance(out[1], UnsafeDocumentError) and calls == [1, 2]

@@ -373,3 +373,40 @@ def test_a_model_message_judged_by_an_earlier_guard_node_is_not_judged_again(lg4
     out = builder.compile().invoke({"messages": [HumanMessage(BENIGN)]})
     ids = [r["message_id"] for r in out["guard_verdicts"]]
     assert len(ids) == len(set(ids)) == 2  # one verdict per model message
+
+
+def test_a_model_message_rewritten_under_the_same_id_is_judged_again(lg4):
+    """verdict records carry a fingerprint of the judged content: a draft an editor node rewrote in place (same id,
+    new text) is judged by the next guard node, and replaced when flagged."""
+    builder = StateGraph(State)
+    builder.add_node(
+        "drafts",
+        lambda state: {"messages": [AIMessage(BENIGN_ANSWER, id="d1"), AIMessage(BENIGN_ANSWER, id="d2")]},
+    )
+    builder.add_node("check_1", lg4.as_node(check="output", verdict_key="guard_verdicts"))
+    builder.add_node("rewrite", lambda state: {"messages": [AIMessage(UNSAFE_ANSWER, id="d1")]})  # d1, in place
+    builder.add_node("check_2", lg4.as_node(check="output", verdict_key="guard_verdicts"))
+    for a, b in [(START, "drafts"), ("drafts", "check_1"), ("check_1", "rewrite"), ("rewrite", "check_2"),
+                 ("check_2", END)]:
+        builder.add_edge(a, b)
+    out = builder.compile().invoke({"messages": [HumanMessage(BENIGN, id="q")]})
+    assert [(m.id, m.text) for m in out["messages"][1:]] == [("d1", REFUSAL_S9), ("d2", BENIGN_ANSWER)]
+    records = [(r["message_id"], r["safe"]) for r in out["guard_verdicts"]]
+    assert records == [("d1", True), ("d2", True), ("d1", False), ("d2", True)]
+    fingerprints = [r["fingerprint"] for r in out["guard_verdicts"]]
+    assert fingerprints[0] != fingerprints[2] and fingerprints[1] == fingerprints[3]
+
+
+def test_a_prompt_guard_node_refuses_in_the_words_of_the_guard_that_flagged(prompt_guard, lg4):
+    """``pg.as_node(llama_guard=guard)``: Llama Guard's refusal when Llama Guard flagged, Prompt Guard's when it did
+    (BOMB is Llama Guard's S9 and no injection; INJECTION is Prompt Guard's), a text given is used for both."""
+    from langchain_llamaguard.graph import PROMPT_GUARD_REFUSAL
+
+    node = prompt_guard.as_node(llama_guard=lg4, verdict_key="v")
+    bomb = node.invoke({"messages": [HumanMessage(BOMB, id="q")]})
+    assert [m.text for m in bomb["messages"]] == [REFUSAL_S9] and bomb["v"][0]["categories"] == ["S9"]
+    injected = node.invoke({"messages": [HumanMessage(INJECTION, id="q")]})["messages"][0].text
+    assert injected.startswith(PROMPT_GUARD_REFUSAL.split("{")[0]) and "MALICIOUS" in injected
+    mine = prompt_guard.as_node(llama_guard=lg4, on_unsafe="No ({categories}).")
+    [refusal] = mine.invoke({"messages": [HumanMessage(BOMB, id="q")]})["messages"]
+    assert refusal.text == "No (S9 Indiscriminate Weapons)."
