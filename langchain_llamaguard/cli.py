@@ -237,6 +237,12 @@ def run_eval(args: argparse.Namespace) -> int:
         raise CliError(f"--seed {args.seed}: accepted: an integer >= 0")
     if not 0 < args.calibration_fraction < 1:
         raise CliError(f"--calibration-fraction {args.calibration_fraction}: accepted: a number between 0 and 1")
+    if args.bootstrap < 0:
+        raise CliError(f"--bootstrap {args.bootstrap}: accepted: an integer >= 0 (0: no intervals)")
+    if args.prompt_guard and args.excluded_categories:
+        raise CliError(
+            "--excluded-categories applies to Llama Guard (--model, --endpoint); Prompt Guard has no categories"
+        )
     _check_out_dir(Path(args.out))  # before minutes of loading a model
     excluded = _excluded(args.excluded_categories)
     columns = Columns(
@@ -259,6 +265,7 @@ def run_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=args.out,
         batch_size=args.batch_size,
+        limit=args.limit,  # already applied; tells evaluate() to keep the other rows' stored predictions
         bootstrap=args.bootstrap,
         plots=not args.no_plots,
         progress=not args.no_progress,

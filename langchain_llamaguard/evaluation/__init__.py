@@ -12,7 +12,7 @@ Example:
 """
 
 from .calibration import CalibrationRule, choose_threshold, parse_rule, split_calibration
-from .core import apply_exclusions, evaluate
+from .core import apply_exclusions, checkpoint_identity, evaluate
 from .data import Columns, EvaluationInputError, Example, load_examples, parse_categories, parse_label, read_records
 from .metrics import binary_metrics, bootstrap_intervals, category_confusion, per_category, per_language, recall_at_fpr
 from .plots import write_plots
@@ -49,6 +49,7 @@ __all__ = [
     "binary_metrics",
     "bootstrap_intervals",
     "category_confusion",
+    "checkpoint_identity",
     "choose_threshold",
     "evaluate",
     "load_examples",

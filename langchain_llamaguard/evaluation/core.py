@@ -10,8 +10,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +38,81 @@ LISTED_IN_REPORT = 10
 """How many failed / unlabeled rows ``report.json`` lists (all are counted)."""
 
 
+WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".index.json")
+"""What :func:`checkpoint_identity` takes for a weight file of a checkpoint folder."""
+
+SIGNATURE_PARTS = {
+    "checkpoint": "checkpoint",
+    "policy": "policy (its categories' codes and texts)",
+    "excluded_categories": "excluded categories",
+    "guard_threshold": "guard's threshold",
+}
+"""How a refused resume names what changed (other keys of ``run.json`` by their own name)."""
+
+
 def _excluded(guard: Any, excluded_categories: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Codes or names resolved as the guard resolves them: under its policy (its codes and texts) if it has one."""
     if excluded_categories is None:
         return tuple(getattr(guard, "excluded_categories", ()))
     try:
-        return resolve_categories(excluded_categories)
+        return resolve_categories(excluded_categories, getattr(guard, "categories", None))
     except ValueError as exc:
         raise EvaluationInputError(f"--excluded-categories: {exc}") from None
+
+
+def _by_position(examples: list[Example]) -> list[Example]:
+    """Rows whose indices repeat (lists joined: ``load_examples(a) + load_examples(b)``), numbered by position."""
+    if len({ex.index for ex in examples}) == len(examples):
+        return examples
+    return [dataclasses.replace(ex, index=i) for i, ex in enumerate(examples)]
+
+
+def _folder_identity(folder: Path) -> dict[str, str]:
+    """A checkpoint folder's ``config.json`` hash and its weight files' sizes and modification times (cheap: no
+    weight is read)."""
+    out = {}
+    config = folder / "config.json"
+    if config.is_file():
+        out["config.json"] = "sha256:" + hashlib.sha256(config.read_bytes()).hexdigest()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name.endswith(WEIGHT_FILES):
+            st = path.stat()
+            modified = datetime.fromtimestamp(st.st_mtime, UTC).isoformat()
+            out[path.name] = f"{st.st_size} bytes, modified {modified}"
+    return out
+
+
+def checkpoint_identity(guard: Any) -> dict[str, Any] | None:
+    """What tells the weights behind ``guard`` apart, cheaply: a served model's URL and name; a local checkpoint
+    folder's ``config.json`` hash and weight files' names, sizes and modification times (a checkpoint retrained
+    in place differs); a hub model's id and revision; with the dtype and quantization. ``None`` if unknown.
+
+    Example:
+        >>> checkpoint_identity(guard)["model.safetensors"]  # doctest: +SKIP
+        '33426800 bytes, modified 2025-12-06T17:14:02.117000+00:00'
+    """
+    backend = getattr(guard, "backend", None)
+    client = getattr(backend, "client", None)
+    if getattr(client, "base_url", None):
+        return {"endpoint": client.base_url, "served_model": getattr(backend, "model", None)}
+    model = getattr(backend, "model", None) or getattr(guard, "model", None)
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    source = str(getattr(config, "_name_or_path", "") or "")
+    how = {"dtype": str(getattr(model, "dtype", "")), "quantization": getattr(backend, "quantization", None)}
+    if source and Path(source).is_dir():
+        return {**_folder_identity(Path(source)), **how}
+    if source:
+        return {"hub": source, "revision": getattr(config, "_commit_hash", None), **how}
+    config_json = config.to_json_string() if hasattr(config, "to_json_string") else repr(config)
+    return {"config": "sha256:" + hashlib.sha256(config_json.encode()).hexdigest(), **how}
+
+
+def _policy(guard: Any) -> list[list[str]] | None:
+    """The guard's own policy in its order (the order the model reads), ``None`` for the model's default."""
+    categories = getattr(guard, "categories", None)
+    return [[code, text] for code, text in categories.items()] if categories else None
 
 
 def apply_exclusions(examples: Sequence[Example], excluded: Iterable[str]) -> list[Example]:
@@ -68,13 +138,24 @@ def _check_run(out: Path, signature: dict[str, Any]) -> None:
             raise EvaluationInputError(
                 f"{run_file} cannot be read ({exc}); use another --out or delete its predictions.jsonl"
             ) from None
-        changed = [k for k in signature if before.get(k) != signature[k]]
-        if changed:
+        changed = [_changed(k, before[k], signature[k]) for k in signature if k in before and before[k] != signature[k]]
+        if changed:  # a key its run.json lacks was not recorded then (an older version): not compared
             raise EvaluationInputError(
-                f"{out} holds predictions of another run ({', '.join(changed)} differ); "
+                f"{out} holds predictions of another run ({'; '.join(changed)} differ from this run's); "
                 "use another --out or delete its predictions.jsonl"
             )
     run_file.write_text(json.dumps(signature, indent=2), encoding="utf-8")
+
+
+def _changed(key: str, before: Any, now: Any) -> str:
+    """What changed in one key of the run's signature, for the message refusing a resume."""
+    what = SIGNATURE_PARTS.get(key, key)
+    if isinstance(before, dict) and isinstance(now, dict):
+        parts = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        return f"{what}: {', '.join(parts)}"
+    if key == "model":
+        return f"model: {before!r} then, {now!r} now"
+    return what
 
 
 def evaluate(
@@ -105,6 +186,12 @@ def evaluate(
     first token's verdict, Prompt Guard's 0.5). ``calibrate="f1"`` or ``"fpr=0.01"`` chooses it instead on a
     stratified ``calibration_fraction`` of the rows and reports on the rest.
 
+    Rows whose indices repeat (lists joined: ``load_examples(a) + load_examples(b)``) are numbered by their
+    position in ``data``. A row's categories count (per-category metrics, confusion) only when it is labelled
+    unsafe. ``out_dir`` resumes a run there; a run of another model, checkpoint (its files changed), policy,
+    data, task, columns or exclusions is refused; with ``limit``, the rows it leaves out stay in
+    ``predictions.jsonl``.
+
     A row whose check fails (an unreadable image, a conversation the guard refuses, a fail-closed verdict) is
     written to ``predictions.jsonl`` with its ``error``, counted in ``Report.errors`` and left out of every
     metric; if every row fails, :class:`EvaluationRunError` is raised. A row without a label is skipped and
@@ -121,16 +208,24 @@ def evaluate(
         raise EvaluationInputError("give --threshold or --calibrate, not both")
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise EvaluationInputError(f"--threshold {threshold!r}: accepted: a number between 0 and 1")
+    if bootstrap < 0:
+        raise EvaluationInputError(f"--bootstrap {bootstrap}: accepted: an integer >= 0 (0: no intervals)")
     if isinstance(data, str):
         examples, dataset = load_examples(data, task=task, columns=columns, limit=limit, strict=strict), data
     else:
         examples, dataset = list(data)[:limit] if limit is not None else list(data), dataset_name or "examples"
+        examples = _by_position(examples)
         if not examples:
             raise EvaluationInputError(f"{dataset} has no rows")
         check_labels(examples, strict=strict, source=dataset, column=columns.label)
+    loaded = {ex.index for ex in examples}
     unlabeled = [ex.index for ex in examples if ex.label is None]
     examples = [ex for ex in examples if ex.label is not None]
     pg = is_prompt_guard(guard)
+    if pg and excluded_categories:
+        raise EvaluationInputError(
+            "--excluded-categories: Prompt Guard has no categories to exclude; it applies to Llama Guard only"
+        )
     excluded = () if pg else _excluded(guard, excluded_categories)
     examples = apply_exclusions(examples, excluded)
     model = model_name or getattr(guard, "model_name", type(guard).__name__)
@@ -142,13 +237,15 @@ def evaluate(
             raise EvaluationInputError(f"cannot write to {str(out)!r}: {exc.strerror or exc}") from None
         signature = {
             "model": model,
+            "checkpoint": checkpoint_identity(guard),
+            "policy": _policy(guard),
             "dataset": dataset_name or dataset,
             "task": task,
             "columns": dataclasses.asdict(columns),
             "excluded_categories": list(excluded),
             "guard_threshold": getattr(guard, "threshold", None),
         }
-        _check_run(out, signature)
+        _check_run(out, json.loads(json.dumps(signature, default=str)))  # compared as run.json holds it
     run = score_examples(
         guard,
         examples,
@@ -157,6 +254,7 @@ def evaluate(
         batch_size=batch_size,
         predictions_path=out / "predictions.jsonl" if out else None,
         progress=progress,
+        keep=(lambda i: i not in loaded) if limit is not None else None,  # the rows the limit leaves out
     )
     failed = [FailedRow(index=p.index, error=p.error) for p in run.predictions if p.error is not None]
     left_out = {
@@ -206,7 +304,7 @@ def evaluate(
     ]
     if out is not None:
         judged = {p.index: p for p in preds}
-        write_predictions(out / "predictions.jsonl", [judged.get(p.index, p) for p in run.predictions])
+        write_predictions(out / "predictions.jsonl", [*(judged.get(p.index, p) for p in run.predictions), *run.kept])
     report = _report(
         [preds[i] for i in report_rows],
         threshold=threshold,
@@ -237,7 +335,7 @@ def _report(
     labels = [p.label for p in preds]
     scores = [p.score for p in preds]
     flagged = [bool(p.flagged) for p in preds]
-    true_cats = [p.label_categories for p in preds]
+    true_cats = [p.label_categories if p.label else [] for p in preds]  # a safe row's categories are its topic
     named = [p.categories for p in preds]
     cats, macro, confusion = None, None, None
     if not pg and any(true_cats):

@@ -153,17 +153,28 @@ def read_records(source: str, *, limit: int | None = None) -> list[dict[str, Any
 
 
 def _read_csv(path: Path, delimiter: str) -> list[dict[str, Any]]:
-    """A CSV/TSV file's rows; a repeated column name or a row with more fields than the header is an error (a
-    comma inside an unquoted text would otherwise shift the row's values into the wrong columns unnoticed)."""
+    """A CSV/TSV file's rows; a repeated column name, a row with more fields than the header, or a quote that
+    opens a cell and is not closed where the cell ends are errors naming the line (a comma inside an unquoted
+    text, or one stray ``"`` swallowing every later row into one cell, would otherwise go unnoticed)."""
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long texts are data too, not a format error
     with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: the BOM Excel's "CSV UTF-8" starts with
-        reader = csv.DictReader(f, delimiter=delimiter)
+        reader = csv.DictReader(f, delimiter=delimiter, strict=True)
         header = reader.fieldnames or []
         repeated = sorted({name for name in header if header.count(name) > 1})
         if repeated:
             raise EvaluationInputError(f"{path} names the column(s) {repeated} more than once; each name once")
         rows = []
-        for row in reader:
+        while True:
+            start = reader.line_num + 1  # the line the next row starts on
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raise EvaluationInputError(
+                    f'{path} line {start}: {exc}: a cell that starts with a quote (") must end with one, with '
+                    'each quote inside it doubled (""); quote the whole cell, or remove the stray quote'
+                ) from None
             if None in row:
                 raise EvaluationInputError(
                     f"{path} line {reader.line_num} has {len(header) + len(row[None])} fields, the header "
@@ -174,6 +185,8 @@ def _read_csv(path: Path, delimiter: str) -> list[dict[str, Any]]:
 
 
 def _read_json(path: Path) -> list[dict[str, Any]]:
+    """JSON lines, or (``.json``) one array of objects; a file holding one JSON object that is not a row (e.g.
+    ``{"data": [...]}``) is an error saying which shapes are accepted."""
     text = path.read_text(encoding="utf-8-sig")
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
@@ -188,6 +201,7 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
+                _check_not_one_object(path, text)
                 raise EvaluationInputError(
                     f"{path} line {lineno} is not valid JSON: {exc.msg}; expected one object per line"
                 ) from None
@@ -195,6 +209,20 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             raise EvaluationInputError(f"{path} row {i} is a {type(row).__name__}, not an object with named columns")
     return rows
+
+
+def _check_not_one_object(path: Path, text: str) -> None:
+    """Raise when the whole of ``text`` is one JSON object spread over lines (not a row per line)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return
+    if isinstance(value, dict):
+        keys = ", ".join(repr(k) for k in list(value)[:5])
+        raise EvaluationInputError(
+            f"{path} holds one JSON object (keys {keys}), not rows; accepted: one object per line (JSONL), or a "
+            ".json file holding an array of objects ([{...}, {...}]); save the list of rows it holds as such"
+        )
 
 
 def _read_hf(spec: str, limit: int | None) -> list[dict[str, Any]]:

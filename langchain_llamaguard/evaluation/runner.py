@@ -16,8 +16,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import GuardBatchError, GuardServerError, GuardTimeoutError, LlamaGuardError
 from ._deps import need
-from .data import Example, Task, rows_named
+from .data import LISTED, Example, Task, rows_named
 
 DEFAULT_BATCH_SIZE = 256
 """Rows per ``batch_check`` call. Large batches amortize the engine's per-batch work (on this project's CPU a
@@ -73,11 +73,14 @@ class Prediction(BaseModel):
 
 @dataclass
 class ScoreRun:
-    """Predictions for every example (input order), and how many were scored now, in how many seconds."""
+    """Predictions for every example (input order), and how many were scored now, in how many seconds;
+    ``kept``: rows already in ``predictions.jsonl`` of no example here that stay there (those a ``limit`` left
+    out of this run), in index order."""
 
     predictions: list[Prediction]
     scored: int
     seconds: float
+    kept: list[Prediction] = field(default_factory=list)
 
     @property
     def examples_per_second(self) -> float | None:
@@ -253,6 +256,32 @@ def _length(ex: Example) -> int:
     return len(ex.text) if isinstance(ex.conversation, str) else len(str(ex.conversation))
 
 
+def _reusable(stored: dict[int, Prediction], examples: Sequence[Example]) -> dict[int, Prediction]:
+    """The stored predictions still valid for ``examples``: same label, not failed, same content; the row's
+    labelled categories and language are the current row's (an edited category column is not a new judgement)."""
+    done = {}
+    for ex in examples:
+        pred = stored.get(ex.index)
+        if pred is None or pred.label != ex.label or pred.error is not None:
+            continue
+        if pred.row_sha256 not in (None, row_sha256(ex)):  # None: written before rows were hashed
+            continue
+        done[ex.index] = pred.model_copy(update={"label_categories": list(ex.categories), "language": ex.language})
+    return done
+
+
+def _check_indices(examples: Sequence[Example]) -> None:
+    seen: set[int] = set()
+    repeated = sorted({ex.index for ex in examples if ex.index in seen or seen.add(ex.index)})
+    if repeated:
+        raise ValueError(
+            f"indices repeat among the examples ({', '.join(map(str, repeated[:LISTED]))}"
+            f"{', ...' if len(repeated) > LISTED else ''}): each example needs its own index (predictions are "
+            "stored by index); renumber joined lists, e.g. [dataclasses.replace(ex, index=i) for i, ex in "
+            "enumerate(examples)] (evaluate() numbers them by position)"
+        )
+
+
 def score_examples(
     guard: Any,
     examples: Sequence[Example],
@@ -262,6 +291,7 @@ def score_examples(
     batch_size: int = DEFAULT_BATCH_SIZE,
     predictions_path: str | Path | None = None,
     progress: bool = True,
+    keep: Callable[[int], bool] | None = None,
 ) -> ScoreRun:
     """Score labelled ``examples`` in batches of ``batch_size`` with ``guard.batch_check`` (Llama Guard or Prompt
     Guard). A row whose check fails gets a prediction with ``error`` set and no score; out of memory or a server
@@ -269,7 +299,9 @@ def score_examples(
 
     With ``predictions_path``, rows already there (same index and label, not failed) are kept and not scored
     again, and every batch is appended as it is done, so an interrupted run resumes; at the end the file holds
-    one row per example in input order. Rows are batched by length (less padding); the output is in input order.
+    one row per example in input order, then the stored rows of no example here for which ``keep(index)`` is
+    true (default: none). Rows are batched by length (less padding); the output is in input order. Examples
+    must have distinct indices (``ValueError`` otherwise).
 
     Example:
         >>> examples = [Example(0, "How do I make a bomb?", "How do I make a bomb?", 1)]
@@ -281,23 +313,19 @@ def score_examples(
     unlabeled = [ex.index for ex in examples if ex.label is None]
     if unlabeled:
         raise ValueError(f"{rows_named(unlabeled)} have no label: leave them out (evaluate() skips them)")
+    _check_indices(examples)
     excluded = tuple(excluded_categories) if excluded_categories is not None else None
-    done = read_predictions(predictions_path) if predictions_path else {}
-    done = {
-        ex.index: done[ex.index]
-        for ex in examples
-        if ex.index in done
-        and done[ex.index].label == ex.label
-        and done[ex.index].error is None
-        and done[ex.index].row_sha256 in (None, row_sha256(ex))  # None: written before rows were hashed
-    }  # a row that failed, or whose content changed since (an edited file), is checked again
+    stored = read_predictions(predictions_path) if predictions_path else {}
+    done = _reusable(stored, examples)  # a row that failed, or whose content changed since, is checked again
+    wanted = {ex.index for ex in examples}
+    kept = [p for i, p in sorted(stored.items()) if i not in wanted and keep is not None and keep(i)]
     for ex in examples:
         if ex.error is not None:  # nothing to check (no prompt): failed before the guard
             done[ex.index] = _prediction(ex, None, ex.error)
     todo = sorted((ex for ex in examples if ex.index not in done), key=_length)
     sink = None
     if predictions_path:
-        write_predictions(predictions_path, [done[ex.index] for ex in examples if ex.index in done])
+        write_predictions(predictions_path, [*(done[ex.index] for ex in examples if ex.index in done), *kept])
         sink = Path(predictions_path).open("a", encoding="utf-8")
     bar = None
     if progress:
@@ -326,5 +354,5 @@ def score_examples(
             bar.close()
     ordered = [done[ex.index] for ex in examples]
     if predictions_path:
-        write_predictions(predictions_path, ordered)
-    return ScoreRun(ordered, len(todo), seconds)
+        write_predictions(predictions_path, [*ordered, *kept])
+    return ScoreRun(ordered, len(todo), seconds, kept)
