@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import patch_config
-from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from langchain_core.tools import BaseTool, StructuredTool, Tool, ToolException
 from langchain_core.tools.base import TOOL_MESSAGE_BLOCK_TYPES, _handle_tool_error
 from pydantic import BaseModel, create_model
 
@@ -114,11 +114,24 @@ def _is_control_flow(exc: BaseException) -> bool:
     return isinstance(exc, GraphBubbleUp)
 
 
+def _args_schema(tool: BaseTool) -> Any:
+    """The tool's arguments: its ``args_schema`` (a pydantic model, or an MCP tool's JSON-schema dict); for a tool
+    without one, a legacy single-input ``Tool``'s one string (``tool_input``, as ``Tool.args`` names it) or a
+    ``BaseTool`` subclass's ``_run`` arguments (``get_input_schema()``)."""
+    if tool.args_schema is not None:
+        return tool.args_schema
+    if isinstance(tool, Tool):
+        return create_model(f"{tool.name}_input", tool_input=(str, ...))
+    return tool.get_input_schema()
+
+
 def _injected_args(tool: BaseTool) -> frozenset[str]:
     """The tool's injected arguments (agent state, ``ToolRuntime``, the tool call's id, a store): in its
     ``args_schema`` but hidden from the model (not in its ``tool_call_schema``), so they are the app's and not
     judged. Every other argument a call carries is judged, one its schema does not list too: a tool with a
     JSON-schema dict (an MCP tool) is not validated, and passes such an argument on to its server."""
+    if tool.args_schema is None:  # no injected arguments (nor a tool_call_schema to compare with)
+        return frozenset()
     fields = getattr(tool.args_schema, "model_fields", None)
     if not fields:
         return frozenset()
@@ -131,7 +144,7 @@ def _call_id_args(tool: BaseTool) -> frozenset[str]:
     """The tool's ``InjectedToolCallId`` arguments: such a tool runs only when given a whole tool call."""
     from langchain_core.tools import InjectedToolCallId
 
-    fields = getattr(tool.args_schema, "model_fields", None) or {}
+    fields = getattr(_args_schema(tool), "model_fields", None) or {}
     return frozenset(
         name
         for name, field in fields.items()
@@ -330,7 +343,7 @@ class _ToolGuard:
 
 
 def _schema_with_state(tool: BaseTool) -> type[BaseModel] | None:
-    schema = tool.args_schema
+    schema = _args_schema(tool)
     state_type = _injected_state_type()
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)) or state_type is None:
         return None
@@ -351,7 +364,8 @@ def guard_tool(
     """Return ``tool`` guarded by Llama Guard: same name, description and arguments for the model.
 
     Args:
-        tool: any ``BaseTool`` with a pydantic ``args_schema`` (``@tool`` functions have one).
+        tool: any ``BaseTool``: a ``@tool`` function, a ``StructuredTool``, an MCP tool, a ``BaseTool`` subclass
+            (its ``_run`` arguments), a legacy single-input ``Tool`` (its one argument: ``tool_input``).
         guard: a :class:`~langchain_llamaguard.LlamaGuard`.
         check_output: also check what the tool returned before passing it on.
         on_unsafe: ``"refuse"`` returns a refusal as the tool's result (the tool never runs); ``"error"`` raises
@@ -403,7 +417,7 @@ def _build(helper: _ToolGuard, fields: dict[str, Any]) -> GuardedTool:
         coroutine=helper.acall,
         name=tool.name,
         description=tool.description,
-        args_schema=_schema_with_state(tool) or tool.args_schema,
+        args_schema=_schema_with_state(tool) or _args_schema(tool),
         return_direct=tool.return_direct,
         response_format=tool.response_format,
         handle_tool_error=_HandleRefusals(tool.handle_tool_error) if tool.handle_tool_error else tool.handle_tool_error,
@@ -433,7 +447,7 @@ def guard_code_tool(
     Example:
         >>> repl = guard_code_tool(python_repl, guard, code_arg="code")  # doctest: +SKIP
     """
-    schema = tool.args_schema  # a pydantic model, or a JSON-schema dict (MCP tools)
+    schema = _args_schema(tool)  # a pydantic model, or a JSON-schema dict (MCP tools)
     fields = schema.get("properties", {}) if isinstance(schema, dict) else getattr(schema, "model_fields", {})
     if code_arg not in fields:
         raise GuardConfigurationError(

@@ -28,6 +28,7 @@ from langgraph.types import Command
 
 from langchain_llamaguard import UnsafeContentError
 from langchain_llamaguard.middleware import LlamaGuardMiddleware, PromptGuardMiddleware
+from langchain_llamaguard.tiny.data import SUM_CODE
 from langchain_llamaguard.tools import guard_code_tool, guard_tool
 
 
@@ -409,6 +410,31 @@ def test_prompt_guard_middleware_reads_a_text_file_a_tool_returns(prompt_guard):
     result, _, _ = run(script, [PromptGuardMiddleware(prompt_guard)], BENIGN, tools=[read_file])
     tool_message = next(m for m in result["messages"] if isinstance(m, ToolMessage))
     assert encoded not in repr(tool_message.content) and "prompt injection" in tool_message.text
+
+
+def test_tools_without_an_args_schema_are_guarded_by_their_arguments(lg4):
+    """A legacy single-input ``Tool`` (its one argument, ``tool_input``) and a ``BaseTool`` subclass that only
+    defines ``_run(self, query)`` (the shape of langchain_experimental's PythonREPLTool) are guarded too."""
+    from langchain_core.tools import BaseTool, Tool
+
+    ran: list[str] = []
+
+    class PythonREPLTool(BaseTool):
+        name: str = "python_repl"
+        description: str = "A Python shell."
+
+        def _run(self, query: str, run_manager: Any = None) -> str:
+            ran.append(query)
+            return "ran"
+
+    legacy = Tool(name="python_repl", description="A Python shell.", func=lambda s: ran.append(s) or "ran")
+    for inner, arg in ((legacy, "tool_input"), (PythonREPLTool(), "query")):
+        guarded = guard_code_tool(inner, lg4, code_arg=arg)
+        assert list(guarded.tool_call_schema.model_json_schema()["properties"]) == [arg]
+        assert "S14" in guarded.invoke({arg: EVIL_CODE})
+        call_ = {"type": "tool_call", "name": "python_repl", "args": {arg: SUM_CODE}, "id": "c1"}
+        assert guarded.invoke(call_).text == "ran"
+    assert ran == [SUM_CODE, SUM_CODE]  # the flagged code never ran
 
 
 def test_an_artifact_tool_with_the_call_id_keeps_its_artifact(lg4):
