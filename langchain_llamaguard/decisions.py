@@ -53,7 +53,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field, model_validator
 
-from .errors import GuardConfigurationError
+from .errors import GuardConfigurationError, GuardInputError
 from .taxonomy import resolve_categories
 from .verdict import merge_verdicts
 
@@ -75,15 +75,32 @@ def state_conversation(state: State) -> Any:
         if isinstance(call, Mapping):
             last = messages[-1] if messages else None
             ids = {tc.get("id") for tc in getattr(last, "tool_calls", None) or []}
-            if not (isinstance(last, AIMessage) and call.get("id") in ids):
-                tool_call = {"name": str(call.get("name", "")), "args": dict(call.get("args") or {}),
-                             "id": call.get("id") or "call"}  # fmt: skip
-                messages.append(AIMessage(content="", tool_calls=[tool_call]))
+            if isinstance(last, AIMessage) and call.get("id") in ids:
+                messages = messages[:-1]  # the call is judged alone, as guard_tool judges it: not its siblings
+            tool_call = {"name": str(call.get("name", "")), "args": _call_args(call), "id": call.get("id") or "call"}
+            messages.append(AIMessage(content="", tool_calls=[tool_call]))
         if messages:
             return messages
     elif isinstance(state, Sequence) and state and all(isinstance(m, BaseMessage) for m in state):
         return list(state)
     return json.dumps(state, default=str, ensure_ascii=False)  # any other JSON: the user's text
+
+
+def _call_args(call: Mapping[str, Any]) -> dict[str, Any]:
+    """A tool call's arguments as a dict: given as one, or as its JSON text (a provider's raw call)."""
+    args = call.get("args")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise GuardInputError(f"tool_call {call.get('name')!r}: its args are not JSON ({exc.msg})") from None
+    if args is None:
+        return {}
+    if not isinstance(args, Mapping):
+        raise GuardInputError(
+            f"tool_call {call.get('name')!r}: args must be a dict (or its JSON text), got {type(args).__name__}"
+        )
+    return dict(args)
 
 
 def _content_text(content: Any) -> str:

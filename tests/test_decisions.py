@@ -54,6 +54,16 @@ def test_the_auto_mode_state_becomes_the_agent_turn():
     made = AIMessage(content="", tool_calls=[tool_call])
     assert state_conversation({"messages": [asked, made], "tool_call": tool_call}) == [asked, made]  # not twice
     assert state_conversation("hi") == "hi" and state_conversation({"a": 1}) == '{"a": 1}'
+    # parallel calls: each is judged alone (as guard_tool judges it), not with its siblings
+    sibling = {"id": "c2", "name": "web_search", "args": {"q": "weather"}}
+    both = AIMessage(content="Running both.", tool_calls=[tool_call, sibling])
+    conv = state_conversation({"messages": [asked, both], "tool_call": sibling})
+    assert conv[0] is asked and len(conv) == 2 and [c["id"] for c in conv[1].tool_calls] == ["c2"]
+    # a provider's raw call: its arguments as JSON text
+    raw = state_conversation({"messages": [asked], "tool_call": {**tool_call, "args": '{"code": "x"}'}})
+    assert raw[1].tool_calls[0]["args"] == {"code": "x"}
+    with pytest.raises(ValueError, match="its args are not JSON"):
+        state_conversation({"messages": [asked], "tool_call": {**tool_call, "args": "{code"}})
 
 
 def test_a_noul_is_a_one_category_policy(lg4):
