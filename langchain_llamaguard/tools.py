@@ -125,6 +125,15 @@ def _args_schema(tool: BaseTool) -> Any:
     return tool.get_input_schema()
 
 
+_RESERVED_ARGS = frozenset({"callbacks", "llama_guard_config", _STATE_ARG})
+"""The guarded tool's own parameters (see :meth:`_ToolGuard.call`): an inner tool's argument cannot take them."""
+
+
+def _arg_names(tool: BaseTool) -> set[str]:
+    schema = _args_schema(tool)
+    return set(schema.get("properties", {}) if isinstance(schema, dict) else getattr(schema, "model_fields", {}))
+
+
 def _injected_args(tool: BaseTool) -> frozenset[str]:
     """The tool's injected arguments (agent state, ``ToolRuntime``, the tool call's id, a store): in its
     ``args_schema`` but hidden from the model (not in its ``tool_call_schema``), so they are the app's and not
@@ -189,6 +198,12 @@ class _ToolGuard:
     ) -> None:
         if on_unsafe not in ("refuse", "error"):
             raise GuardConfigurationError(f"on_unsafe must be 'refuse' or 'error', got {on_unsafe!r}")
+        taken = sorted(_RESERVED_ARGS & _arg_names(tool))
+        if taken:
+            raise GuardConfigurationError(
+                f"tool {tool.name!r} has the argument(s) {taken}: names the guarded tool takes for itself (LangChain "
+                "hands a tool its callbacks, config and agent state under them); rename them in the tool's schema"
+            )
         self.tool = tool
         self.moderator = LlamaGuardModerator(guard, excluded_categories)
         self.render = render
@@ -447,8 +462,7 @@ def guard_code_tool(
     Example:
         >>> repl = guard_code_tool(python_repl, guard, code_arg="code")  # doctest: +SKIP
     """
-    schema = _args_schema(tool)  # a pydantic model, or a JSON-schema dict (MCP tools)
-    fields = schema.get("properties", {}) if isinstance(schema, dict) else getattr(schema, "model_fields", {})
+    fields = _arg_names(tool)  # of a pydantic model, or of a JSON-schema dict (MCP tools)
     if code_arg not in fields:
         raise GuardConfigurationError(
             f"tool {tool.name!r} has no argument {code_arg!r}; its arguments: {sorted(fields)}"

@@ -302,6 +302,17 @@ def test_guarded_tools_take_any_argument_names_and_injected_arguments(lg4):
     assert out[-1].tool_call_id == "c1" and shown.call_args() == [{"topic": "weather"}]  # the hidden id is not
 
 
+@pytest.mark.parametrize("name", ["callbacks", "llama_guard_config", "llama_guard_state"])
+def test_an_argument_named_like_the_guarded_tools_own_is_refused_up_front(lg4, name):
+    from langchain_core.tools import StructuredTool
+    from pydantic import create_model
+
+    schema = create_model(f"Echo_{name}", **{name: (str, ...)})
+    echo = StructuredTool.from_function(func=lambda **kw: str(kw), name="echo", description="Echo.", args_schema=schema)
+    with pytest.raises(ValueError, match=rf"tool 'echo' has the argument\(s\) \['{name}'\].*rename them"):
+        guard_tool(echo, lg4)
+
+
 def test_a_guarded_tool_keeps_the_inner_tools_error_handling(lg4):
     @tool
     def flaky(query: str) -> str:
