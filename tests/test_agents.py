@@ -448,6 +448,35 @@ def test_tools_without_an_args_schema_are_guarded_by_their_arguments(lg4):
     assert ran == [SUM_CODE, SUM_CODE]  # the flagged code never ran
 
 
+def test_a_command_carrying_the_history_or_a_removal_is_judged_by_what_is_new(lg4, prompt_guard):
+    """A handoff-style tool returns the history with its ToolMessage, another removes an old message: the guards
+    judge what the model will read as new (the ToolMessage), not the history, nor the removal."""
+    from langchain_core.messages import RemoveMessage
+
+    @tool
+    def hand_over(topic: str, state: Annotated[dict, InjectedState],
+                  tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:  # fmt: skip
+        """Hand the conversation over."""
+        done = ToolMessage(f"handed over: {topic}", tool_call_id=tool_call_id)
+        return Command(update={"messages": [*state["messages"], done]})
+
+    @tool
+    def forget(topic: str, state: Annotated[dict, InjectedState],
+               tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:  # fmt: skip
+        """Forget the first message."""
+        done = ToolMessage("forgotten", tool_call_id=tool_call_id)
+        return Command(update={"messages": [RemoveMessage(id=state["messages"][0].id), done]})
+
+    for name, middleware in (("hand_over", LlamaGuardMiddleware(lg4, apply_to_tool_results=True)),
+                             ("forget", LlamaGuardMiddleware(lg4, apply_to_tool_results=True)),
+                             ("hand_over", PromptGuardMiddleware(prompt_guard))):  # fmt: skip
+        script = [call(name, {"topic": "weather"}), AIMessage("Done.")]
+        result, _, model_calls = run(script, [middleware], BENIGN, tools=[hand_over, forget])
+        assert model_calls == 2 and result["messages"][-1].text == "Done.", name
+        tool_message = next(m for m in result["messages"] if isinstance(m, ToolMessage))
+        assert tool_message.text in ("handed over: weather", "forgotten")
+
+
 def test_an_artifact_tool_with_the_call_id_keeps_its_artifact(lg4):
     @tool(response_format="content_and_artifact")
     def search(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> tuple[str, dict]:

@@ -39,7 +39,7 @@ from ..replacements import DEFAULT_REFUSAL, replacement
 from ..replacements import describe as _describe
 from ..replacements import last_index as _last_index
 from .stream_guard import Judgment, stream_transformers
-from .tool_output import END_MARKER, ending_refusal, marked_to_end, messages_in, normalized, with_replaced
+from .tool_output import END_MARKER, ending_refusal, marked_to_end, new_messages, normalized, with_replaced
 
 ExitBehavior = Literal["end", "error", "replace"]
 DEFAULT_TOOL_REFUSAL = "Tool call blocked by Llama Guard before it ran ({categories})."
@@ -491,13 +491,14 @@ class LlamaGuardMiddleware(AgentMiddleware):
         return await self._arun("output", state)
 
     def _result_plan(self, request: Any, result: Any) -> tuple[list[BaseMessage], list[list[BaseMessage]]] | None:
-        """Every message the tool's result adds (its ToolMessage, and any other message of its ``Command``: the
-        model reads those too), each judged in the conversation ``before_model`` judges tool results in (up to the
-        tool-calling AI message), so that check is the same (cached) one. Call with a :func:`normalized` result."""
-        found = messages_in(result) if self.apply_to_tool_results else []
+        """Every message the tool's result adds (its ToolMessage, and any user or system message of its ``Command``:
+        the model reads those too; see :func:`new_messages`), each judged in the conversation ``before_model``
+        judges tool results in (up to the tool-calling AI message), so that check is the same (cached) one. Call
+        with a :func:`normalized` result."""
+        messages = list((request.state if isinstance(request.state, dict) else {}).get("messages", []))
+        found = new_messages(result, messages, model_messages=False) if self.apply_to_tool_results else []
         if not found:
             return None
-        messages = list((request.state if isinstance(request.state, dict) else {}).get("messages", []))
         last_ai = _last_index(messages, AIMessage)
         context = messages[: last_ai + 1] if last_ai is not None else messages
         return found, [[*context, m] for m in found]

@@ -25,7 +25,7 @@ from ..errors import GuardConfigurationError, GuardInputError, UnsafeContentErro
 from ..moderators import VerdictCache
 from .llama_guard import VERDICT_CACHE_SIZE, _last_index, no_payload_trace_policy, unique_name
 from .stream_guard import Judgment, stream_transformers
-from .tool_output import END_MARKER, ending_refusal, marked_to_end, messages_in, normalized, with_replaced
+from .tool_output import END_MARKER, ending_refusal, marked_to_end, new_messages, normalized, with_replaced
 
 DEFAULT_NOTICE = (
     "[tool result withheld: Prompt Guard detected a likely prompt injection (score {score:.2f}); "
@@ -63,6 +63,11 @@ def _text(content: Any) -> str:
     if isinstance(content, list):
         return "\n".join(t for t in map(_block_text, content) if t)
     return json.dumps(content, ensure_ascii=False, default=str)
+
+
+def _state_messages(request: Any) -> list[Any]:
+    state = getattr(request, "state", None)
+    return list(state.get("messages", [])) if isinstance(state, dict) else []
 
 
 def _parts(content: Any) -> list[Any]:
@@ -279,7 +284,7 @@ class PromptGuardMiddleware(AgentMiddleware):
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         """Run the tool, then scan what it returned (a ToolMessage, or a Command's) before the model reads it."""
         result = normalized(handler(request))
-        messages = messages_in(result) if self.apply_to_tool_results else []
+        messages = new_messages(result, _state_messages(request)) if self.apply_to_tool_results else []
         if not messages:
             return result
         plans, texts = self._plan(messages)
@@ -287,7 +292,7 @@ class PromptGuardMiddleware(AgentMiddleware):
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         result = normalized(await handler(request))
-        messages = messages_in(result) if self.apply_to_tool_results else []
+        messages = new_messages(result, _state_messages(request)) if self.apply_to_tool_results else []
         if not messages:
             return result
         plans, texts = self._plan(messages)

@@ -44,7 +44,7 @@ from typing import Any, Literal, Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from .tool_output import messages_in, normalized, with_replaced
+from .tool_output import messages_in, new_messages, normalized, with_replaced
 
 try:  # langgraph >= 1.2 with the v3 streaming protocol
     from langgraph.stream import StreamTransformer
@@ -350,7 +350,12 @@ class _GuardStreamTransformer:
         if field_name is None or field_name not in data:
             return None
         value = normalized(data[field_name])
-        messages = _tool_results(value, data)
+        if messages_in(value):  # a ToolMessage, a Command: the messages the model will read as new
+            messages = new_messages(value, space.context, model_messages=False)
+            if not messages:
+                return None
+        else:
+            messages = [_text_result(value, data)]
 
         def apply_tool(out: list[BaseMessage | None]) -> list[Any]:
             for message, replacement in zip(messages, out, strict=True):
@@ -390,14 +395,10 @@ class _GuardStreamTransformer:
         return _Pending(items, patch)
 
 
-def _tool_results(value: Any, data: dict[str, Any]) -> list[BaseMessage]:
-    """The tool results in a ``tools`` event: every message it adds (a ToolMessage, all of a ``Command``'s), or its
-    text (any other output, an error). Call with a :func:`normalized` value."""
-    found = messages_in(value)
-    if found:
-        return found
+def _text_result(value: Any, data: dict[str, Any]) -> ToolMessage:
+    """A tool's output that is no message (any other output, an error), as the ToolMessage the model will read."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return [ToolMessage(content=text, tool_call_id=str(data.get("tool_call_id") or ""), name=data.get("tool_name"))]
+    return ToolMessage(content=text, tool_call_id=str(data.get("tool_call_id") or ""), name=data.get("tool_name"))
 
 
 if StreamTransformer is not None:

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, convert_to_messages
+from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage, ToolMessage, convert_to_messages
 
 END_MARKER = "llama_guard_end_run"
 """Key in a tool result's ``artifact``: the refusal to end the run with (read by ``before_model``).
@@ -82,6 +82,20 @@ def messages_in(value: Any) -> list[BaseMessage]:
     if isinstance(update, dict) and isinstance(update.get("messages"), list):
         return [m for m in update["messages"] if isinstance(m, BaseMessage)]
     return []
+
+
+def new_messages(value: Any, known: Sequence[Any], *, model_messages: bool = True) -> list[BaseMessage]:
+    """The messages of a tool's result that a guard judges: those the model will read as new, which leaves out a
+    ``RemoveMessage``, a message the state already holds (a handoff's ``Command`` carries the history along) and,
+    without ``model_messages``, an ``AIMessage`` (the model's own words, not input). Call :func:`normalized` first."""
+    ids = {m.id for m in known if isinstance(m, BaseMessage) and m.id is not None}
+    return [
+        m
+        for m in messages_in(value)
+        if not isinstance(m, RemoveMessage)
+        and (m.id is None or m.id not in ids)
+        and (model_messages or not isinstance(m, AIMessage))
+    ]
 
 
 def with_replaced(value: Any, messages: Sequence[BaseMessage], replacements: Sequence[BaseMessage | None]) -> Any:
