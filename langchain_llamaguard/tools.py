@@ -14,7 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -122,7 +124,16 @@ def _args_schema(tool: BaseTool) -> Any:
         return tool.args_schema
     if isinstance(tool, Tool):
         return create_model(f"{tool.name}_input", tool_input=(str, ...))
-    return tool.get_input_schema()
+    schema = tool.get_input_schema()
+    # LangChain hands ``_run`` its config itself: such a parameter is no argument of the call
+    given = {n: f for n, f in schema.model_fields.items() if not _is_config(f.annotation)}
+    if len(given) == len(schema.model_fields):
+        return schema
+    return create_model(schema.__name__, **{n: (f.annotation, f) for n, f in given.items()})
+
+
+def _is_config(annotation: Any) -> bool:
+    return annotation is RunnableConfig or RunnableConfig in typing.get_args(annotation)
 
 
 _RESERVED_ARGS = frozenset({"callbacks", "llama_guard_config", _STATE_ARG})
@@ -198,7 +209,8 @@ class _ToolGuard:
     ) -> None:
         if on_unsafe not in ("refuse", "error"):
             raise GuardConfigurationError(f"on_unsafe must be 'refuse' or 'error', got {on_unsafe!r}")
-        taken = sorted(_RESERVED_ARGS & _arg_names(tool))
+        own = {_STATE_ARG} if isinstance(tool, GuardedTool) else set()  # a guarded tool guarded again: its state
+        taken = sorted((_RESERVED_ARGS - own) & _arg_names(tool))
         if taken:
             raise GuardConfigurationError(
                 f"tool {tool.name!r} has the argument(s) {taken}: names the guarded tool takes for itself (LangChain "
@@ -252,8 +264,11 @@ class _ToolGuard:
     # with a tool call, so its artifact comes back; the guarded tool answers the same way (a refusal: no artifact).
     # So is a tool with an InjectedToolCallId argument (LangChain runs it only with a whole tool call), under the
     # id the guarded tool was given: its ToolMessage or Command goes back as it is (status and artifact kept).
-    def tool_input(self, args: dict[str, Any]) -> Any:
-        """What the inner tool is invoked with: its arguments, or a tool call (under the caller's id if known)."""
+    def tool_input(self, args: dict[str, Any], state: Any = None) -> Any:
+        """What the inner tool is invoked with: its arguments, or a tool call (under the caller's id if known); a
+        guarded tool guarded again gets the agent state too."""
+        if isinstance(self.tool, GuardedTool) and state is not None:
+            args = {**args, _STATE_ARG: state}
         call_id = next((args[k] for k in self.call_id_args if isinstance(args.get(k), str)), None)
         if call_id is not None or self.tool.response_format == "content_and_artifact":
             inner = {k: v for k, v in args.items() if k not in self.call_id_args}
@@ -276,7 +291,8 @@ class _ToolGuard:
             return None
         flag = self.tool.handle_tool_error
         if flag and isinstance(exc, ToolException):
-            return _handle_tool_error(exc, flag=flag)
+            with contextlib.suppress(Exception):  # a handler that re-raises what is not its own (MCP's): not handled
+                return _handle_tool_error(exc, flag=flag)
         return str(exc) or None
 
     def run(self, args: dict[str, Any], state: Any, callbacks: Any, config: RunnableConfig | None) -> Any:
@@ -287,7 +303,7 @@ class _ToolGuard:
         verdict = checked(self.moderator, [self.call_conversation(args, state)], "Agent", managers, "tool_call")[0]
         if not verdict.safe:
             return self.result(self.refuse(verdict, "tool_call"))
-        inner = self.tool_input(args)
+        inner = self.tool_input(args, state)
         try:
             raw = self.runner.invoke(inner, patch_config(config, callbacks=callbacks))
         except Exception as exc:  # an error's text reaches the model too (handled here or by ToolNode): judged
@@ -337,7 +353,7 @@ class _ToolGuard:
         verdict = (await achecked(self.moderator, convs, "Agent", managers, "tool_call"))[0]
         if not verdict.safe:
             return self.result(self.refuse(verdict, "tool_call"))
-        inner = self.tool_input(args)
+        inner = self.tool_input(args, state)
         try:
             raw = await self.runner.ainvoke(inner, patch_config(config, callbacks=callbacks))
         except Exception as exc:

@@ -209,10 +209,19 @@ async def test_an_error_toolnode_shows_the_model_is_judged(lg4):
         """Fetch a page."""
         raise ValueError(UNSAFE_ANSWER if "bad" in url else "404: not found")
 
-    node = ToolNode([guard_tool(fetch, lg4, check_output=True)], handle_tool_errors=True)
+    @tool
+    def lookup(url: str) -> str:
+        """Look it up; its handler re-raises what is not its own, as an MCP tool's does."""
+        raise ToolException(UNSAFE_ANSWER if "bad" in url else "404: not found")
+
+    lookup.handle_tool_error = only_upstream_errors
+    tools = [guard_tool(fetch, lg4, check_output=True), guard_tool(lookup, lg4, check_output=True)]
+    node = ToolNode(tools, handle_tool_errors=True)
     graph = StateGraph(MessagesState).add_node("tools", node).add_edge(START, "tools").add_edge("tools", END).compile()
-    for url, sync in (("http://bad", True), ("http://bad", False), ("http://ok", True)):
-        asked = AIMessage("", tool_calls=[{"name": "fetch", "args": {"url": url}, "id": "c1"}])
+    cases = [("http://bad", True, "fetch"), ("http://bad", False, "fetch"), ("http://bad", True, "lookup"),
+             ("http://ok", True, "fetch")]  # fmt: skip
+    for url, sync, name in cases:
+        asked = AIMessage("", tool_calls=[{"name": name, "args": {"url": url}, "id": "c1"}])
         state = {"messages": [HumanMessage(BENIGN), asked]}
         out = graph.invoke(state) if sync else await graph.ainvoke(state)
         message = out["messages"][-1]

@@ -22,6 +22,7 @@ from langchain.agents.middleware import AgentMiddleware
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import InjectedToolCallId, ToolException, tool
 from langgraph.prebuilt import InjectedState
 from langgraph.types import Command
@@ -438,14 +439,21 @@ def test_tools_without_an_args_schema_are_guarded_by_their_arguments(lg4):
             ran.append(query)
             return "ran"
 
+    class ConfiguredREPLTool(PythonREPLTool):
+        def _run(self, query: str, config: RunnableConfig) -> str:  # LangChain hands it its config
+            ran.append(query)
+            return "ran"
+
     legacy = Tool(name="python_repl", description="A Python shell.", func=lambda s: ran.append(s) or "ran")
-    for inner, arg in ((legacy, "tool_input"), (PythonREPLTool(), "query")):
+    for inner, arg in ((legacy, "tool_input"), (PythonREPLTool(), "query"), (ConfiguredREPLTool(), "query")):
         guarded = guard_code_tool(inner, lg4, code_arg=arg)
         assert list(guarded.tool_call_schema.model_json_schema()["properties"]) == [arg]
         assert "S14" in guarded.invoke({arg: EVIL_CODE})
         call_ = {"type": "tool_call", "name": "python_repl", "args": {arg: SUM_CODE}, "id": "c1"}
         assert guarded.invoke(call_).text == "ran"
-    assert ran == [SUM_CODE, SUM_CODE]  # the flagged code never ran
+    assert ran == [SUM_CODE] * 3  # the flagged code never ran
+    twice = guard_code_tool(guard_tool(PythonREPLTool(), lg4), lg4, code_arg="query")  # guarded again
+    assert "S14" in twice.invoke({"query": EVIL_CODE}) and twice.invoke({"query": SUM_CODE}) == "ran"
 
 
 def test_a_command_carrying_the_history_or_a_removal_is_judged_by_what_is_new(lg4, prompt_guard):
