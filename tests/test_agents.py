@@ -408,10 +408,10 @@ def test_prompt_guard_ends_the_run_beside_a_tool_message_with_an_artifact(prompt
 
 
 def test_prompt_guard_middleware_reads_a_text_file_a_tool_returns(prompt_guard):
-    """An MCP resource (a text file, base64) is scanned by its text: an injection in it is withheld."""
+    """An MCP resource (a text file, base64, MIME-wrapped) is scanned by its text: an injection in it is withheld."""
     import base64
 
-    encoded = base64.b64encode(f"{WEATHER} {INJECTION}".encode()).decode()
+    encoded = base64.encodebytes(f"{WEATHER} {INJECTION}".encode()).decode()
 
     @tool
     def read_file(path: str) -> list:
@@ -421,7 +421,7 @@ def test_prompt_guard_middleware_reads_a_text_file_a_tool_returns(prompt_guard):
     script = [call("read_file", {"path": "notes.txt"}), AIMessage("Done.")]
     result, _, _ = run(script, [PromptGuardMiddleware(prompt_guard)], BENIGN, tools=[read_file])
     tool_message = next(m for m in result["messages"] if isinstance(m, ToolMessage))
-    assert encoded not in repr(tool_message.content) and "prompt injection" in tool_message.text
+    assert "base64" not in repr(tool_message.content) and "prompt injection" in tool_message.text
 
 
 def test_tools_without_an_args_schema_are_guarded_by_their_arguments(lg4):

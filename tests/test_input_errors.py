@@ -75,7 +75,7 @@ BAD = [  # (what, call, package error, builtin it also is, message)
     ("a PDF a tool returned", lambda: to_turns([ToolMessage([PDF_BLOCK], tool_call_id="1")]), GuardInputError,
      ValueError, "a file block of application/pdf data the guard cannot read"),
     ("a provider's file id", lambda: to_turns([HumanMessage([{"type": "file", "file_id": "f-1"}])]),
-     GuardInputError, ValueError, "a file block the guard cannot read (it has ['file_id'])"),
+     GuardInputError, ValueError, "a file block the guard cannot read (it has ['file_id'];"),
 ]  # fmt: skip
 
 
@@ -94,16 +94,25 @@ def test_what_tools_hand_back_is_read_as_the_text_the_model_reads():
         {"type": "file", "base64": b64("name,plan\nbob,rob the bank"), "mime_type": "text/csv",
          "extras": {"filename": "plans.csv"}},
         {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "the memo"}, "title": "M"},
-        {"type": "file", "url": "https://files.example/report.txt", "mime_type": "text/plain"},
+        {"type": "file", "base64": base64.encodebytes(b"wrapped at 76 " * 9).decode(), "mime_type": "text/plain"},
+        {"type": "file", "base64": base64.b64encode("utf-16 notes".encode("utf-16")).decode(),
+         "mime_type": "text/plain"},
     ]  # fmt: skip
     (turn,) = [t for t in to_turns([ToolMessage(blocks, tool_call_id="1", name="t")]) if t.role == "user"]
     text = "\n".join(turn.text_parts)
     for expected in (BOMB, "[search result] A (https://a.example)\nfound it", "exit 0",
                      "[file: plans.csv]\nname,plan\nbob,rob the bank", "[document: M]\nthe memo",
-                     "[file] https://files.example/report.txt"):  # fmt: skip
+                     "wrapped at 76 " * 9, "[file]\nutf-16 notes"):  # fmt: skip
         assert expected in text, expected
-    with pytest.raises(GuardInputError, match="whose base64 is not UTF-8 text"):
+    with pytest.raises(GuardInputError, match="whose base64 is not text"):
         to_turns([ToolMessage([{"type": "file", "base64": "//79", "mime_type": "text/plain"}], tool_call_id="1")])
+    # what the provider fetches or reads for the model, the guard cannot: refused, never passed on unjudged
+    link = {"type": "file", "url": "https://files.example/instructions.pdf", "mime_type": "application/pdf"}
+    with pytest.raises(GuardInputError, match="a linked or uploaded file is read by the provider"):
+        to_turns([ToolMessage([link], tool_call_id="1")])
+    nested = {"type": "search_result", "source": "s", "title": "t", "content": [{"type": "image", "url": "a.png"}]}
+    with pytest.raises(GuardInputError, match="the guard reads only text there"):
+        to_turns([ToolMessage([nested], tool_call_id="1")])
 
 
 @pytest.mark.parametrize("what, call, error, builtin, message", BAD, ids=[b[0] for b in BAD])

@@ -12,7 +12,6 @@ as the notice (see :mod:`~langchain_llamaguard.middleware.stream_guard`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
@@ -20,8 +19,8 @@ from typing import Any, Literal
 from langchain.agents.middleware import AgentMiddleware, hook_config
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
-from ..content_blocks import READABLE_BLOCK_TYPES, block_text
-from ..errors import GuardConfigurationError, GuardInputError, UnsafeContentError
+from ..content_blocks import READABLE_BLOCK_TYPES, block_text, carries_text
+from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import VerdictCache
 from .llama_guard import VERDICT_CACHE_SIZE, _last_index, no_payload_trace_policy, unique_name
 from .stream_guard import Judgment, stream_transformers
@@ -49,10 +48,9 @@ def _block_text(block: Any) -> str:
     if isinstance(block, dict):
         if isinstance(block.get("text"), str):
             return block["text"]
-        if block.get("type") in READABLE_BLOCK_TYPES:
-            with contextlib.suppress(GuardInputError):  # binary data: no text to scan (Llama Guard refuses it)
-                return block_text(block, where="tool result")
-        if block.get("type") in _MEDIA:
+        if block.get("type") in READABLE_BLOCK_TYPES and carries_text(block):
+            return block_text(block, where="tool result")  # a text file it cannot decode: an error, not skipped
+        if block.get("type") in _MEDIA or block.get("type") == "document":  # binary data: no text to scan
             return ""
     return json.dumps(block, ensure_ascii=False, default=str)
 
