@@ -116,14 +116,20 @@ def _file_text(block: dict[str, Any], where: str) -> str:
 
 def carries_text(block: dict[str, Any]) -> bool:
     """Whether a block of :data:`READABLE_BLOCK_TYPES` holds text (JSON, a search result, a text file...), as
-    opposed to binary data or a reference (a PDF, an image file, a link): what Prompt Guard has text to scan in."""
+    opposed to binary data or a reference (a PDF, an image file, a link): what Prompt Guard has text to scan in.
+
+    Example:
+        >>> carries_text({"type": "file", "url": "https://a.example/notes.txt", "mime_type": "text/plain"})
+        False
+    """
     if block.get("type") not in ("document", "file"):
         return True
     source = block.get("source") if isinstance(block.get("source"), dict) else {}
-    if isinstance(block.get("text"), str) or (block.get("source_type") or source.get("type")) in ("text", "content"):
+    kind = block.get("source_type") or source.get("type")
+    if isinstance(block.get("text"), str) or kind in ("text", "content"):
         return True
     mime = str(block.get("mime_type") or block.get("media_type") or source.get("media_type") or "")
-    return _readable_mime(mime)
+    return _readable_mime(mime) and (block.get("base64") is not None or kind == "base64")
 
 
 def block_text(block: dict[str, Any], *, where: str) -> str:
