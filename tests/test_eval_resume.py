@@ -95,6 +95,19 @@ def test_a_checkpoint_retrained_in_place_is_not_resumed(lg3_1b_path, tmp_path):
         evaluate(guard, str(data), **kwargs)
 
 
+def test_an_onnx_export_of_another_precision_is_not_resumed(pg_path, tmp_path):
+    """A Prompt Guard on ONNX Runtime is told apart by its export: int8 does not resume fp32's run."""
+    from langchain_llamaguard import PromptGuard
+
+    data = write_jsonl(tmp_path / "data.jsonl", [{"prompt": BENIGN, "label": 0}, {"prompt": BOMB, "label": 1}])
+    kwargs = {"out_dir": tmp_path / "out", **QUIET}
+    fp32 = PromptGuard.from_pretrained(str(pg_path), backend="onnx", onnx_quantize=False, onnx_path=str(tmp_path))
+    assert evaluate(fp32, str(data), **kwargs).scored == 2
+    int8 = PromptGuard.from_pretrained(str(pg_path), backend="onnx", onnx_quantize=True, onnx_path=str(tmp_path))
+    with pytest.raises(EvaluationInputError, match=r"another run \(checkpoint: .*onnx"):
+        evaluate(int8, str(data), **kwargs)
+
+
 # -- 3. a stray quote in a CSV / TSV cell --------------------------------------------------------------------------
 @pytest.mark.parametrize("sep,suffix", [(",", "csv"), ("\t", "tsv")])
 def test_a_stray_quote_is_an_error_naming_its_line(tmp_path, sep, suffix):

@@ -96,6 +96,16 @@ def checkpoint_identity(guard: Any) -> dict[str, Any] | None:
     if getattr(client, "base_url", None):
         return {"endpoint": client.base_url, "served_model": getattr(backend, "model", None)}
     model = getattr(backend, "model", None) or getattr(guard, "model", None)
+    onnx = getattr(model, "path", None)
+    if isinstance(onnx, Path) and onnx.is_file():  # an ONNX export (Prompt Guard): the file, and what it exports
+        source = onnx.parent / "source.sha256"
+        st = onnx.stat()
+        return {
+            "onnx": onnx.name,
+            "size": st.st_size,
+            "modified": datetime.fromtimestamp(st.st_mtime, UTC).isoformat(),
+            "export_of": source.read_text().strip() if source.is_file() else None,
+        }
     config = getattr(model, "config", None)
     if config is None:
         return None
