@@ -159,6 +159,9 @@ class _GuardDecisionModel(BaseDecisionModel):
 
     async def _aeach(self, requests: list[tuple[State, dict[str, Question]]]) -> list[Any]:
         answers = await asyncio.gather(*(self._aanswer_many([r]) for r in requests), return_exceptions=True)
+        for a in answers:
+            if isinstance(a, BaseException) and not isinstance(a, Exception):  # a cancellation is no row's error
+                raise a
         return [a if isinstance(a, BaseException) else a[0] for a in answers]
 
     @staticmethod

@@ -61,7 +61,16 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from .errors import GuardBatchError, GuardConfigurationError, GuardKeyError, GuardTypeError, UnsafeDocumentError
+from .errors import (
+    GuardBatchError,
+    GuardClosedError,
+    GuardConfigurationError,
+    GuardKeyError,
+    GuardServerError,
+    GuardTimeoutError,
+    GuardTypeError,
+    UnsafeDocumentError,
+)
 from .llama_guard import LlamaGuardEngine
 from .moderators import AnyVerdict, LlamaGuardModerator, PromptGuardModerator
 from .prompt_guard import PromptGuardEngine
@@ -134,10 +143,22 @@ def _one_verdict(pair: Any) -> Any:
     return next((v for v in found if _flagged(v)), found[0] if found else None)
 
 
+_JOB_WIDE = (GuardServerError, GuardTimeoutError, GuardClosedError)
+"""Errors of the guard, not of a document (a server down, a deadline, a closed guard): the call fails as it is,
+so ``with_retry(retry_if_exception_type=(GuardServerError,))`` still sees them."""
+
+
 def _failed_rows(err: Exception, n: int) -> list[Any]:
-    """A failed job as rows: a batch error's own rows; any other error (a batch of one document raises that
-    document's error, not a batch error) is every document's error."""
-    return err.rows() if isinstance(err, GuardBatchError) else [err] * n
+    """A failed job as rows: a batch error's own rows; a document's error (a batch of one document raises that
+    document's error, not a batch error) is every document's error; an error of the guard is raised as it is."""
+    if isinstance(err, GuardBatchError):
+        failed = list(err.errors.values())
+        if len(failed) == len(err.verdicts) and all(isinstance(e, _JOB_WIDE) for e in failed):
+            raise failed[0]  # every row failed for the guard's own reason: that is the call's error
+        return err.rows()
+    if isinstance(err, _JOB_WIDE):
+        raise err
+    return [err] * n
 
 
 def _rows(check: Any, job: Any) -> list[Any]:

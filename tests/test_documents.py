@@ -451,3 +451,17 @@ def test_with_retry_never_judges_a_flagged_document_again(prompt_guard, monkeypa
     assert calls == [1]
     out = step.batch([[DOCS[0]], [DOCS[4]]], return_exceptions=True)
     assert [d.id for d in out[0]] == ["capital"] and isinstance(out[1], UnsafeDocumentError) and calls == [1, 2]
+
+
+def test_a_guard_that_is_down_fails_the_call_as_it_is(tok3):
+    """A server that cannot be reached is the guard's failure, not a document's: the call raises it as it is (so a
+    retry on ``GuardServerError`` still sees it), for one document and several alike."""
+    from langchain_llamaguard import GuardServerError, LlamaGuard
+    from langchain_llamaguard.tiny.serving import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    down = LlamaGuard.from_endpoint(url, model="lg3-tiny", tokenizer=tok3, model_format="llama-guard-3-8b")
+    docs = [Document(page_content=WEATHER), Document(page_content=BENIGN_ANSWER)]
+    for batch in ([docs], [docs[:1]], [docs, docs[:1]]):
+        with pytest.raises(GuardServerError, match="cannot reach"):
+            down.as_document_filter().batch(batch)
