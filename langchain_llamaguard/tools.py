@@ -140,8 +140,8 @@ _RESERVED_ARGS = frozenset({"callbacks", "llama_guard_config", _STATE_ARG})
 """The guarded tool's own parameters (see :meth:`_ToolGuard.call`): an inner tool's argument cannot take them."""
 
 
-def _arg_names(tool: BaseTool) -> set[str]:
-    schema = _args_schema(tool)
+def _arg_names(schema: Any) -> set[str]:
+    """The argument names of a schema from :func:`_args_schema`."""
     return set(schema.get("properties", {}) if isinstance(schema, dict) else getattr(schema, "model_fields", {}))
 
 
@@ -160,11 +160,11 @@ def _injected_args(tool: BaseTool) -> frozenset[str]:
     return frozenset(fields) - frozenset(shown_fields)
 
 
-def _call_id_args(tool: BaseTool) -> frozenset[str]:
+def _call_id_args(schema: Any) -> frozenset[str]:
     """The tool's ``InjectedToolCallId`` arguments: such a tool runs only when given a whole tool call."""
     from langchain_core.tools import InjectedToolCallId
 
-    fields = getattr(_args_schema(tool), "model_fields", None) or {}
+    fields = getattr(schema, "model_fields", None) or {}
     return frozenset(
         name
         for name, field in fields.items()
@@ -210,7 +210,8 @@ class _ToolGuard:
         if on_unsafe not in ("refuse", "error"):
             raise GuardConfigurationError(f"on_unsafe must be 'refuse' or 'error', got {on_unsafe!r}")
         own = {_STATE_ARG} if isinstance(tool, GuardedTool) else set()  # a guarded tool guarded again: its state
-        taken = sorted((_RESERVED_ARGS - own) & _arg_names(tool))
+        schema = _args_schema(tool)  # not kept on the helper, which pickles: a schema made here need not
+        taken = sorted((_RESERVED_ARGS - own) & _arg_names(schema))
         if taken:
             raise GuardConfigurationError(
                 f"tool {tool.name!r} has the argument(s) {taken}: names the guarded tool takes for itself (LangChain "
@@ -224,7 +225,7 @@ class _ToolGuard:
         self.refusal = refusal
         self.what = what
         self.injected_args = _injected_args(tool)
-        self.call_id_args = _call_id_args(tool)
+        self.call_id_args = _call_id_args(schema)
         # The inner tool runs with its error handling off: its errors reach the guarded tool, which handles them
         # as the inner tool would (the same settings), under the caller's tool-call id (status="error" kept).
         self.runner = tool.model_copy(update={"handle_tool_error": False, "handle_validation_error": False})
@@ -373,8 +374,7 @@ class _ToolGuard:
         return self.result(output, artifact)
 
 
-def _schema_with_state(tool: BaseTool) -> type[BaseModel] | None:
-    schema = _args_schema(tool)
+def _schema_with_state(schema: Any) -> type[BaseModel] | None:
     state_type = _injected_state_type()
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)) or state_type is None:
         return None
@@ -443,12 +443,13 @@ class GuardedTool(StructuredTool):
 def _build(helper: _ToolGuard, fields: dict[str, Any]) -> GuardedTool:
     """The guarded tool around ``helper`` (then ``fields`` set on it, when rebuilt from a pickle)."""
     tool = helper.tool
+    schema = _args_schema(tool)
     guarded = GuardedTool.from_function(
         func=helper.call,
         coroutine=helper.acall,
         name=tool.name,
         description=tool.description,
-        args_schema=_schema_with_state(tool) or _args_schema(tool),
+        args_schema=_schema_with_state(schema) or schema,
         return_direct=tool.return_direct,
         response_format=tool.response_format,
         handle_tool_error=_HandleRefusals(tool.handle_tool_error) if tool.handle_tool_error else tool.handle_tool_error,
@@ -478,7 +479,7 @@ def guard_code_tool(
     Example:
         >>> repl = guard_code_tool(python_repl, guard, code_arg="code")  # doctest: +SKIP
     """
-    fields = _arg_names(tool)  # of a pydantic model, or of a JSON-schema dict (MCP tools)
+    fields = _arg_names(_args_schema(tool))  # of a pydantic model, or of a JSON-schema dict (MCP tools)
     if code_arg not in fields:
         raise GuardConfigurationError(
             f"tool {tool.name!r} has no argument {code_arg!r}; its arguments: {sorted(fields)}"
