@@ -299,6 +299,18 @@ def test_middleware_withholds_only_the_injected_content_block(prompt_guard):
     assert INJECTION not in log and WEATHER in log and "1 of 3 parts" in log
 
 
+def test_a_partly_withheld_result_loses_its_artifact(prompt_guard):
+    """An MCP-style tool keeps a structured copy of its parts in the artifact: withholding one part drops it."""
+
+    @tool(response_format="content_and_artifact")
+    def fetch_all(query: str) -> tuple[list, dict]:
+        """Fetch pages, with their structured copy."""
+        return BLOCKS, {"pages": [b["text"] for b in BLOCKS]}
+
+    (result,) = agent_run([fetch_all], [PromptGuardMiddleware(prompt_guard)])
+    assert only_the_injected_block_withheld(result.content) and result.artifact is None
+
+
 async def test_async_middleware_withholds_only_the_injected_content_block(prompt_guard):
     script = [AIMessage("", tool_calls=[{"name": "fetch", "args": {"query": "x"}, "id": "c1"}]), AIMessage("ok")]
     agent = create_agent(

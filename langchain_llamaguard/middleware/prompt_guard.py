@@ -212,7 +212,9 @@ class PromptGuardMiddleware(AgentMiddleware):
             new_content: Any = [*kept, {"type": "text", "text": notice}]
         else:
             new_content = PARAGRAPH.join([*kept, notice])
-        return message.model_copy(update={"content": new_content}), worst
+        # the artifact (an MCP tool's structured copy of the same parts) goes too: it would keep what was withheld
+        withheld = {"content": new_content, **({"artifact": None} if isinstance(message, ToolMessage) else {})}
+        return message.model_copy(update=withheld), worst
 
     def _plan(self, messages: Sequence[Any]) -> tuple[list[tuple[list[str], list[int]]], list[str]]:
         """What each tool result is judged in, and every text to judge, in one batch."""

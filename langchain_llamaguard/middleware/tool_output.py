@@ -19,6 +19,8 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage, ToolMessage, convert_to_messages
 
+from ..errors import GuardInputError
+
 END_MARKER = "llama_guard_end_run"
 """Key in a tool result's ``artifact``: the refusal to end the run with (read by ``before_model``).
 
@@ -53,20 +55,43 @@ def marked_to_end(
     return out
 
 
+def _update_dict(command: Any) -> dict[str, Any] | None:
+    """A ``Command``'s update as a dict: langgraph also takes ``(key, value)`` pairs or a state object, and applies
+    them the same way (``Command._update_as_tuples``)."""
+    update = command.update
+    if update is None or isinstance(update, dict):
+        return update
+    as_tuples = getattr(command, "_update_as_tuples", None)
+    pairs = list(as_tuples()) if as_tuples is not None else []
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        raise GuardInputError(
+            f"a tool's Command updates {repeated} more than once; the guard judges its messages from one update: "
+            "give the update as a dict"
+        )
+    return dict(pairs)
+
+
 def normalized(value: Any) -> Any:
     """A tool's result with every message it adds as a ``BaseMessage``, in the same shape: a ``Command``'s
     ``messages`` update given as message-likes (``("user", text)``, ``{"role": ..., "content": ...}``, a single
     message, a tuple) is converted as ``add_messages`` would convert it, so that a guard judges exactly what the
-    model will read. A list of ToolMessages / Commands (langgraph's ToolNode accepts one) is normalized item by item."""
+    model will read; an update given as ``(key, value)`` pairs or a state object becomes the equivalent dict. A list
+    of ToolMessages / Commands (langgraph's ToolNode accepts one) is normalized item by item."""
     if isinstance(value, list):
         return [normalized(item) for item in value]
-    update = getattr(value, "update", None)
+    if not hasattr(value, "update") or not hasattr(value, "goto"):  # not a Command
+        return value
+    update = _update_dict(value)
+    if update is not value.update:
+        value = dataclasses.replace(value, update=update)
     if not isinstance(update, dict) or "messages" not in update:
         return value
     raw = update["messages"]
     if isinstance(raw, list) and all(isinstance(m, BaseMessage) for m in raw):
         return value
-    items = [raw] if isinstance(raw, (BaseMessage, str, dict)) else list(raw)
+    items = raw if isinstance(raw, list) else [raw]  # add_messages takes anything else as one message-like
     return dataclasses.replace(value, update={**update, "messages": convert_to_messages(items)})
 
 
@@ -86,16 +111,26 @@ def messages_in(value: Any) -> list[BaseMessage]:
 
 def new_messages(value: Any, known: Sequence[Any], *, model_messages: bool = True) -> list[BaseMessage]:
     """The messages of a tool's result that a guard judges: those the model will read as new, which leaves out a
-    ``RemoveMessage``, a message the state already holds (a handoff's ``Command`` carries the history along) and,
-    without ``model_messages``, an ``AIMessage`` (the model's own words, not input). Call :func:`normalized` first."""
-    ids = {m.id for m in known if isinstance(m, BaseMessage) and m.id is not None}
+    ``RemoveMessage``, a message the state already holds as it is (a handoff's ``Command`` carries the history
+    along; one that reuses an id with other content replaces that message, and is judged) and, without
+    ``model_messages``, an ``AIMessage`` (the model's own words, not input). Call :func:`normalized` first."""
+    held = {m.id: m for m in known if isinstance(m, BaseMessage) and m.id is not None}
     return [
         m
         for m in messages_in(value)
         if not isinstance(m, RemoveMessage)
-        and (m.id is None or m.id not in ids)
+        and not _same(m, held.get(m.id) if m.id is not None else None)
         and (model_messages or not isinstance(m, AIMessage))
     ]
+
+
+def _same(message: BaseMessage, held: BaseMessage | None) -> bool:
+    return (
+        held is not None
+        and type(message) is type(held)
+        and message.content == held.content
+        and getattr(message, "tool_calls", None) == getattr(held, "tool_calls", None)
+    )
 
 
 def with_replaced(value: Any, messages: Sequence[BaseMessage], replacements: Sequence[BaseMessage | None]) -> Any:
