@@ -237,7 +237,17 @@ def test_rows_with_a_type_key_are_judged_as_the_json_the_model_reads(lg4):
         return [{"type": "bug", "title": "login fails"}, {"type": "task", "title": "docs"}]
 
     guarded = guard_tool(open_bugs, lg4, check_output=True)
-    assert guarded.invoke({"project": "web"}) == open_bugs.invoke({"project": "web"})
+    moderator = guarded.func.__self__.moderator
+    shown: list = []
+    check = moderator.check
+    moderator.check = lambda convs, **kw: shown.extend(convs) or check(convs, **kw)
+    try:
+        got = guarded.invoke({"project": "web"})  # judged, not refused as an unknown content block
+    finally:
+        del moderator.check
+    rows = open_bugs.invoke({"project": "web"})
+    assert json.dumps(rows) in shown[-1][-1].text  # the JSON LangChain sends the model
+    assert got == rows or got.startswith("Refused: Llama Guard flagged this tool output")
 
 
 def test_an_answer_left_unjudged_by_an_error_run_is_judged_on_the_next_turn(lg4, monkeypatch):
