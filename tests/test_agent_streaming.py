@@ -196,6 +196,32 @@ def test_a_subagent_inside_a_tool_is_held_too(lg4):
     assert "nerve" not in log and "I can't help with that" in log
 
 
+@pytest.mark.parametrize("kind", ["user", "system"])
+def test_a_message_a_subagents_tool_adds_is_judged_on_the_stream(prompt_guard, kind):
+    """Inside a tool, an unguarded subagent's own tool adds a user or system message (a ``Command``) beside its
+    ToolMessage: the outer guard judges it in the subagent's namespace too, on every channel."""
+    from langchain_core.messages import SystemMessage
+
+    @tool
+    def lookup(q: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Look something up."""
+        extra = HumanMessage(INJECTION) if kind == "user" else SystemMessage(INJECTION)
+        return Command(update={"messages": [ToolMessage(WEATHER, tool_call_id=tool_call_id), extra]})
+
+    inner = create_agent(StreamingToolModel(script=[("", [("lookup", {"q": "a"})]), ("It is sunny.", [])]), [lookup])
+
+    @tool
+    def research(q: str) -> str:
+        """Ask the research subagent."""
+        return inner.invoke({"messages": [HumanMessage(q)]})["messages"][-1].text
+
+    script = [("", [("research", {"q": "weather"})]), ("Fine.", [])]
+    guard = PromptGuardMiddleware(prompt_guard)
+    agent = create_agent(StreamingToolModel(script=script), [research], middleware=[guard])
+    log = raw_log(agent.stream_events({"messages": [HumanMessage("What's the weather?")]}, version="v3"))
+    assert INJECTION not in log and WEATHER in log
+
+
 def test_unguarded_stream_shows_the_unsafe_answer(lg4):
     """The baseline the guard must change: without it, the answer goes out token by token."""
     agent, _ = agent_for([(UNSAFE_ANSWER, [])], [])

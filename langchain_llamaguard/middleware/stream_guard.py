@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from .tool_output import messages_in, new_messages, normalized, with_replaced
 
@@ -77,10 +77,15 @@ class StreamJudge(Protocol):
     async def ajudge_stream(self, items: Sequence[Judgment]) -> list[BaseMessage | None]: ...
 
 
-def _kind_of(message: Any) -> Kind | None:
+def _kind_of(message: Any, space: _Namespace | None = None) -> Kind | None:
+    """How a message is judged: a model message as the output; a tool result, and a user or system message added
+    during the run (by a tool's ``Command``: not in the namespace's input), as a tool result."""
     if isinstance(message, AIMessage):
         return "output"
-    return "tool_result" if isinstance(message, ToolMessage) else None
+    if isinstance(message, ToolMessage):
+        return "tool_result"
+    added = space is not None and space.baseline is not None and message.id not in space.baseline
+    return "tool_result" if isinstance(message, (HumanMessage, SystemMessage)) and added else None
 
 
 @dataclass
@@ -276,8 +281,8 @@ class _GuardStreamTransformer:
         if not isinstance(data, tuple) or len(data) != 2:
             return True, None
         payload, metadata = data
-        if isinstance(payload, BaseMessage):  # a whole message (a model that does not stream)
-            kind = _kind_of(payload)
+        if isinstance(payload, BaseMessage):  # a whole message (a model that does not stream, a tool's message)
+            kind = _kind_of(payload, space)
             if kind not in self._kinds:
                 return True, None
 
@@ -380,7 +385,7 @@ class _GuardStreamTransformer:
             return None
         items: list[Judgment] = []
         for i, m in enumerate(messages):
-            kind = _kind_of(m)
+            kind = _kind_of(m, space)
             if kind in self._kinds and m.id not in self._outcome and m.id not in space.baseline:
                 items.append(Judgment(kind, messages[:i], m))  # type: ignore[arg-type]
 
