@@ -163,7 +163,7 @@ class PromptGuardEngine:
         recipe = recipe_of(locals(), "model_id_or_path", "kwargs")
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        from .backends.loading import check_local_path
+        from .backends.loading import LOAD_LOCK, check_loaded, check_local_path
 
         model_id_or_path = check_local_path(model_id_or_path)  # a missing folder is named, not a hub error
         init_keys = ("temperature", "window_overlap", "normalize_whitespace", "max_batch_size")
@@ -181,9 +181,11 @@ class PromptGuardEngine:
         if backend == "torch":
             import torch
 
-            model = AutoModelForSequenceClassification.from_pretrained(
-                model_id_or_path, dtype=dtype if dtype is not None else (torch_dtype or torch.float32), **kwargs
-            )
+            with LOAD_LOCK:
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    model_id_or_path, dtype=dtype if dtype is not None else (torch_dtype or torch.float32), **kwargs
+                )
+            check_loaded(model)
             if device is not None:
                 model = model.to(device)
             model.eval()

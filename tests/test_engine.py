@@ -298,3 +298,34 @@ async def test_async_checks(lg4):
     assert v.categories == ["S9"]
     vs = await lg4.abatch_check([BENIGN, BOMB])
     assert [x.safe for x in vs] == [True, False]
+
+
+def test_guards_loaded_in_threads_at_once_judge_as_one_loaded_alone(lg3_1b_path, lg3_1b):
+    """transformers' loads race in threads (Llama Guard 3 1B's tied LM head was left untied: every input passed):
+    the package loads one model at a time, and ties a head that its config ties."""
+    import threading
+
+    import torch
+
+    from langchain_llamaguard.backends.loading import check_loaded
+
+    texts = [BENIGN, BOMB]
+    alone = [v.score for v in lg3_1b.batch_check(texts)]
+    guards: dict[int, LlamaGuard] = {}
+    start = threading.Barrier(6)
+
+    def load(i: int) -> None:
+        start.wait()
+        guards[i] = LlamaGuard.from_pretrained(str(lg3_1b_path))
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for guard in guards.values():
+        assert [v.score for v in guard.batch_check(texts)] == pytest.approx(alone, abs=1e-5)
+    model = guards[0].backend.model  # a head left untied by a load outside the package: tied again
+    model.lm_head.weight = torch.nn.Parameter(torch.zeros_like(model.lm_head.weight))
+    check_loaded(model)
+    assert model.lm_head.weight is model.get_input_embeddings().weight

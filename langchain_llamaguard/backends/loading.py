@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,32 @@ from typing import Any
 from ..errors import GuardConfigurationError
 
 LLAMA_GUARD_4_CONTEXT = 8192
+LOAD_LOCK = threading.RLock()
+"""Held by every load of a guard's model: transformers' ``from_pretrained`` is not safe in several threads at
+once (two loads of a model with tied embeddings, such as Llama Guard 3 1B, race and leave its LM head untied or
+on the meta device: a guard that passes everything). Loads of one process run one at a time."""
+
+
+def check_loaded(model: Any) -> None:
+    """Refuse a model with weights left on the meta device, and tie the LM head where the config ties it (a load
+    racing another one outside this package can leave it untied): never a guard that judges with missing weights.
+    """
+    meta = [name for name, p in model.named_parameters() if p.device.type == "meta"]
+    if meta:
+        raise GuardConfigurationError(
+            f"{len(meta)} weights of the loaded model were never loaded ({', '.join(meta[:3])}...): another load "
+            "in this process ran at the same time; load the guard again"
+        )
+    config = getattr(model, "config", None)
+    text_config = getattr(config, "text_config", None)
+    tied = getattr(config, "tie_word_embeddings", False) or getattr(text_config, "tie_word_embeddings", False)
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    if tied and head is not None and embed is not None and head.weight is not embed.weight:
+        model.tie_weights()
+        if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+            raise GuardConfigurationError("the loaded model's LM head is not tied to its embeddings; load it again")
+
+
 _HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code", "subfolder")
 
 
@@ -208,7 +235,8 @@ def load_guard_model(
         qconf = quantization_config(bnb, torch_dtype, skip=["vision_model", "multi_modal_projector", "lm_head"])
         if qconf is not None:
             kwargs["quantization_config"] = qconf
-        model = Llama4ForConditionalGeneration.from_pretrained(model_id_or_path, config=config, **kwargs)
+        with LOAD_LOCK:
+            model = Llama4ForConditionalGeneration.from_pretrained(model_id_or_path, config=config, **kwargs)
         try:
             processor = AutoProcessor.from_pretrained(model_id_or_path, **hub)
         except (OSError, ValueError, ImportError) as exc:
@@ -223,12 +251,14 @@ def load_guard_model(
         qconf = quantization_config(bnb, torch_dtype, skip=["lm_head"])
         if qconf is not None:
             kwargs["quantization_config"] = qconf
-        model = AutoModelForCausalLM.from_pretrained(model_id_or_path, config=config, **kwargs)
+        with LOAD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(model_id_or_path, config=config, **kwargs)
         processor = None
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
         ctx = context_length or int(getattr(config, "max_position_embeddings", 131072))
     model.eval()
+    check_loaded(model)
     if cpu_int8:
         from .cpu_quantization import quantize_int8_cpu
 
