@@ -533,6 +533,9 @@ class LlamaGuardEngine:
                 if family == "llama4"
                 else int(getattr(model.config, "max_position_embeddings", 8192))
             )
+        text_config = getattr(model.config, "text_config", model.config)
+        if family == "llama4" and getattr(text_config, "attention_chunk_size", None) is None:
+            text_config.attention_chunk_size = context_length  # the checkpoint's null, as from_pretrained sets it
         backend = TransformersBackend(
             model,
             tokenizer,

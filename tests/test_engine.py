@@ -329,3 +329,16 @@ def test_guards_loaded_in_threads_at_once_judge_as_one_loaded_alone(lg3_1b_path,
     model.lm_head.weight = torch.nn.Parameter(torch.zeros_like(model.lm_head.weight))
     check_loaded(model)
     assert model.lm_head.weight is model.get_input_embeddings().weight
+
+
+def test_from_model_takes_llama_guard_4_as_transformers_loads_it(lg4_path, lg4):
+    """A model loaded with plain ``from_pretrained`` keeps the checkpoint's null ``attention_chunk_size``:
+    ``from_model`` sets it as the package's own loading does, and the guard judges as the package-loaded one."""
+    from transformers import AutoProcessor, Llama4ForConditionalGeneration
+
+    model = Llama4ForConditionalGeneration.from_pretrained(str(lg4_path))
+    assert model.config.text_config.attention_chunk_size is None  # as Meta's checkpoint has it
+    guard = LlamaGuard.from_model(model.eval(), AutoProcessor.from_pretrained(str(lg4_path)))
+    assert [v.score for v in guard.batch_check([BENIGN, BOMB])] == pytest.approx(
+        [v.score for v in lg4.batch_check([BENIGN, BOMB])], abs=1e-5
+    )
