@@ -203,12 +203,23 @@ def _last_text(conversation: Any) -> str:
     return str(content)
 
 
+def _check_guard_options(args: argparse.Namespace) -> None:
+    """Options that would be ignored or misread, refused before a model loads (``check`` and ``eval`` alike)."""
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size {args.batch_size}: accepted: an integer >= 1")
+    if args.prompt_guard and args.excluded_categories:
+        raise CliError(
+            "--excluded-categories applies to Llama Guard (--model, --endpoint); Prompt Guard has no categories"
+        )
+
+
 def run_check(args: argparse.Namespace) -> int:
+    _check_guard_options(args)
     conversations = _conversations(args)
     guard, _ = _load_guard(args, _excluded(args.excluded_categories))
     from .guards import PromptGuard
 
-    for start in range(0, len(conversations), max(args.batch_size, 1)):
+    for start in range(0, len(conversations), args.batch_size):
         batch = conversations[start : start + args.batch_size]
         try:
             if isinstance(guard, PromptGuard):
@@ -231,18 +242,15 @@ def run_eval(args: argparse.Namespace) -> int:
             raise CliError("give --threshold or --calibrate, not both")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise CliError(f"--threshold {args.threshold}: accepted: a number between 0 and 1")
-    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        raise CliError("--batch-size and --limit must be positive integers")
+    _check_guard_options(args)
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit {args.limit}: accepted: an integer >= 1")
     if args.seed < 0:
         raise CliError(f"--seed {args.seed}: accepted: an integer >= 0")
     if not 0 < args.calibration_fraction < 1:
         raise CliError(f"--calibration-fraction {args.calibration_fraction}: accepted: a number between 0 and 1")
     if args.bootstrap < 0:
         raise CliError(f"--bootstrap {args.bootstrap}: accepted: an integer >= 0 (0: no intervals)")
-    if args.prompt_guard and args.excluded_categories:
-        raise CliError(
-            "--excluded-categories applies to Llama Guard (--model, --endpoint); Prompt Guard has no categories"
-        )
     _check_out_dir(Path(args.out))  # before minutes of loading a model
     excluded = _excluded(args.excluded_categories)
     columns = Columns(

@@ -351,7 +351,7 @@ class LlamaGuardEngine:
             'int8: torch dynamic int8 (fbgemm/x86 kernels): ...'
         """
         recipe = recipe_of(locals(), "model_id_or_path", "hf_kwargs")
-        from .backends.loading import load_guard_model
+        from .backends.loading import load_guard_model, one_dtype
         from .backends.prefix_store import check_prefix_cache_bytes
 
         threshold = _check_threshold(threshold)
@@ -365,7 +365,7 @@ class LlamaGuardEngine:
             model_id_or_path,
             quantization=quantization,
             device_map=device_map,
-            dtype=dtype if dtype is not None else torch_dtype,
+            dtype=one_dtype(dtype, torch_dtype),
             model_format=model_format,
             context_length=context_length,
             **hf_kwargs,

@@ -118,7 +118,12 @@ class PromptGuardEngine:
         self.model_name = model_name
         self.labels = labels or {0: "BENIGN", 1: "MALICIOUS"}
         benign = [i for i, name in self.labels.items() if str(name).upper() == "BENIGN"]
-        self.benign_index = benign[0] if benign else 0
+        if not benign:  # guessing would invert a checkpoint whose first label is the malicious one
+            raise GuardConfigurationError(
+                f"none of the labels {self.labels} is named 'BENIGN', so the malicious ones are unknown; pass "
+                "labels={index: name} with the benign class named 'BENIGN' (e.g. {0: 'BENIGN', 1: 'MALICIOUS'})"
+            )
+        self.benign_index = benign[0]
         self.malicious_label = next((n for i, n in self.labels.items() if i != self.benign_index), "MALICIOUS")
         max_len = int(getattr(tokenizer, "model_max_length", 512) or 512)
         self.window = min(max_len, 512) - 2  # room for [CLS] and [SEP]
@@ -163,12 +168,19 @@ class PromptGuardEngine:
         recipe = recipe_of(locals(), "model_id_or_path", "kwargs")
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        from .backends.loading import LOAD_LOCK, check_loaded, check_local_path
+        from .backends.loading import HUB_KWARGS, LOAD_LOCK, check_loaded, check_local_path, one_dtype, resolve_dtype
 
         model_id_or_path = check_local_path(model_id_or_path)  # a missing folder is named, not a hub error
-        init_keys = ("temperature", "window_overlap", "normalize_whitespace", "max_batch_size")
+        if "quantization" in kwargs or "quantization_config" in kwargs:
+            raise GuardConfigurationError(
+                "Prompt Guard takes no quantization= / quantization_config=: its int8 path is backend='onnx' "
+                "(dynamic int8 with ONNX Runtime, onnx_quantize=True by default)"
+            )
+        chosen = one_dtype(dtype, torch_dtype)
+        init_keys = ("temperature", "window_overlap", "normalize_whitespace", "max_batch_size", "labels")
         init_kwargs = {k: kwargs.pop(k) for k in init_keys if k in kwargs}
-        config = AutoConfig.from_pretrained(model_id_or_path)
+        hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}  # config and tokenizer: from where the weights are
+        config = AutoConfig.from_pretrained(model_id_or_path, **hub)
         if getattr(config, "model_type", None) not in ("deberta-v2", "deberta") or not getattr(
             config, "id2label", None
         ):
@@ -176,14 +188,23 @@ class PromptGuardEngine:
                 f"{model_id_or_path!r} is not a Prompt Guard checkpoint (model_type={config.model_type!r}); "
                 "for Llama Guard use LlamaGuard.from_pretrained(...)"
             )
-        tokenizer = AutoTokenizer.from_pretrained(model_id_or_path)
-        labels = {int(k): v for k, v in config.id2label.items()}
+        tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
+        vocab = getattr(config, "vocab_size", None)
+        if isinstance(vocab, int) and len(tokenizer) < vocab // 2:  # transformers makes an empty one if files lack
+            raise GuardConfigurationError(
+                f"{model_id_or_path!r}: its tokenizer has {len(tokenizer):,} tokens and the model {vocab:,}: the "
+                "folder's tokenizer files are missing or another model's (save them with the model: "
+                "tokenizer.save_pretrained(folder)); every word would be read as unknown"
+            )
+        labels = init_kwargs.pop("labels", None) or {int(k): v for k, v in config.id2label.items()}
         if backend == "torch":
             import torch
 
             with LOAD_LOCK:
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    model_id_or_path, dtype=dtype if dtype is not None else (torch_dtype or torch.float32), **kwargs
+                    model_id_or_path,
+                    dtype=torch.float32 if chosen is None else resolve_dtype(chosen, cuda=torch.cuda.is_available()),
+                    **kwargs,
                 )
             check_loaded(model)
             if device is not None:

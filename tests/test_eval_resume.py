@@ -212,6 +212,22 @@ def test_options_that_would_be_ignored_are_errors(tmp_path, capsys, extra, expec
     assert len(err) == 1 and expected in err[0] and "never-loaded" not in err[0]
 
 
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        (["--model", "M", "--batch-size", "0"], "--batch-size 0: accepted: an integer >= 1"),
+        (["--model", "M", "--batch-size", "-1"], "--batch-size -1: accepted: an integer >= 1"),
+        (["--prompt-guard", "M", "--excluded-categories", "S1"], "--excluded-categories applies to Llama Guard"),
+    ],
+)
+def test_check_refuses_what_it_would_drop_or_ignore(tmp_path, capsys, extra, expected):
+    """``llamaguard check --batch-size 0`` printed nothing and ``-1`` dropped the last conversation, both exit 0."""
+    extra = [str(tmp_path / "never-loaded") if x == "M" else x for x in extra]
+    assert main(["check", BENIGN, *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0]
+
+
 def test_the_api_refuses_them_too(prompt_guard, lg4):
     example = [Example(0, BOMB, BOMB, 1)]
     with pytest.raises(EvaluationInputError, match="Prompt Guard has no categories"):

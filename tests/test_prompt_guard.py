@@ -197,3 +197,37 @@ def test_every_message_the_model_will_read_is_scanned(prompt_guard, shape):
     out = agent.invoke({"messages": turn}, {"callbacks": [sent]})
     assert not sent.read(INJECTION)
     assert not any(INJECTION in str(m.content) for m in out["messages"])
+
+
+def test_loading_refuses_what_would_make_a_guard_that_flags_nothing(pg_path, tmp_path, prompt_guard):
+    """A fine-tune saved without its tokenizer (transformers makes an empty one: every word unknown), labels that do
+    not say which class is benign (guessing could invert them), and settings that would be ignored or misread."""
+    import json
+    import shutil
+
+    from langchain_llamaguard import GuardConfigurationError, PromptGuard
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(pg_path / name, bare / name)
+    with pytest.raises(GuardConfigurationError, match="tokenizer files are missing"):
+        PromptGuard.from_pretrained(str(bare))
+    renamed = tmp_path / "renamed"
+    shutil.copytree(pg_path, renamed)
+    config = json.loads((renamed / "config.json").read_text())
+    config["id2label"] = {"0": "SAFE", "1": "UNSAFE"}
+    (renamed / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GuardConfigurationError, match="none of the labels .* is named 'BENIGN'"):
+        PromptGuard.from_pretrained(str(renamed))
+    named = PromptGuard.from_pretrained(str(renamed), labels={0: "BENIGN", 1: "UNSAFE"})
+    assert named.score("x") == pytest.approx(prompt_guard.score("x"), abs=1e-6)
+    for bad, message in (({"quantization": "int8"}, "its int8 path is backend='onnx'"),
+                         ({"dtype": "bf16"}, "unknown dtype 'bf16'"),
+                         ({"dtype": "float32", "torch_dtype": "bfloat16"}, "not both")):  # fmt: skip
+        with pytest.raises(GuardConfigurationError, match=message):
+            PromptGuard.from_pretrained(str(pg_path), **bad)
+    nested = tmp_path / "repo"
+    shutil.copytree(pg_path, nested / "pg")  # a repository with the checkpoint in a subfolder
+    in_sub = PromptGuard.from_pretrained(str(nested), subfolder="pg")
+    assert in_sub.score("x") == pytest.approx(prompt_guard.score("x"), abs=1e-6)

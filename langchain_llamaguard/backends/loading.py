@@ -51,7 +51,7 @@ def check_loaded(model: Any) -> None:
             raise GuardConfigurationError("the loaded model's LM head is not tied to its embeddings; load it again")
 
 
-_HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code", "subfolder")
+HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code", "subfolder")
 
 
 @dataclass
@@ -63,6 +63,15 @@ class LoadedGuard:
     context_length: int
     quantization: str | None = None
     """What quantized the weights, e.g. ``"int8: bitsandbytes LLM.int8()"``; ``None`` for none."""
+
+
+def one_dtype(dtype: Any, torch_dtype: Any) -> Any:
+    """``dtype``, or its old name ``torch_dtype`` (transformers 5 renamed it); both, differing, is an error."""
+    if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+        raise GuardConfigurationError(
+            f"pass dtype= or its old name torch_dtype=, not both (dtype={dtype!r}, torch_dtype={torch_dtype!r})"
+        )
+    return dtype if dtype is not None else torch_dtype
 
 
 def resolve_dtype(dtype: Any, *, cuda: bool, quantization: str | None = None) -> Any:
@@ -198,7 +207,7 @@ def load_guard_model(
     from transformers import AutoConfig, AutoTokenizer
 
     model_id_or_path = check_local_path(model_id_or_path)
-    hub = {k: hf_kwargs[k] for k in _HUB_KWARGS if k in hf_kwargs}
+    hub = {k: hf_kwargs[k] for k in HUB_KWARGS if k in hf_kwargs}
     config = AutoConfig.from_pretrained(model_id_or_path, **hub)
     tokenizer = None  # loaded once: Llama Guard 4's processor loads its own
     fmt = model_format
