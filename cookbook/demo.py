@@ -32,7 +32,7 @@ def load_guard() -> LlamaGuard:
     try:
         import torch
 
-        if not Path(model_id).is_dir() and not torch.cuda.is_available():
+        if not Path(model_id).expanduser().is_dir() and not torch.cuda.is_available():
             reason = "no GPU on this machine for a hub checkpoint"
         else:
             return LlamaGuard.from_pretrained(model_id)

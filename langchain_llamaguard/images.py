@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .conversation import ImageLoader, ImageRef
-from .errors import ImageLoadError
+from .errors import GuardConfigurationError, ImageLoadError
 
 __all__ = ["DEFAULT_MAX_IMAGES", "DEFAULT_MAX_IMAGE_BYTES", "DEFAULT_MAX_IMAGE_PIXELS", "IMAGE_FORMATS", "ImageLimits",
            "ImageLoadError", "check_image_count", "load_image"]
@@ -57,6 +57,14 @@ class ImageLimits:
     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
     max_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES
     max_images: int | None = DEFAULT_MAX_IMAGES
+
+    def __post_init__(self) -> None:  # refused when set, not at every check that has an image
+        for name in ("max_pixels", "max_bytes", "max_images"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise GuardConfigurationError(
+                    f"{name} must be a whole number >= 0 (0: no images) or None (no bound), got {value!r}"
+                )
 
 
 _DEFAULT_LIMITS = ImageLimits()

@@ -357,6 +357,7 @@ class LlamaGuardEngine:
         threshold = _check_threshold(threshold)
         on_error = _check_on_error(on_error)
         check_prefix_cache_bytes(prefix_cache_bytes)  # before minutes of loading weights
+        ImageLimits(max_pixels=max_image_pixels, max_bytes=max_image_bytes, max_images=max_images)  # checks them
         try:
             resolve_categories(excluded_categories, check_policy(categories))
         except ValueError as exc:
@@ -567,6 +568,7 @@ class LlamaGuardEngine:
         Example:
             >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-3-1B", prune_lm_head=True)  # doctest: +SKIP
         """
+        self._check_open()
         prune = getattr(self.backend, "prune_lm_head", None)
         if prune is None:
             raise GuardConfigurationError(

@@ -229,3 +229,16 @@ def test_prompt_guard_input_errors(prompt_guard):
         with pytest.raises(GuardTypeError, match=message) as caught:
             call()
         assert isinstance(caught.value, TypeError)
+
+
+def test_settings_the_loader_took_silently_are_checked_up_front(lg3_1b_path):
+    """An image bound no image can meet is refused when set (not at every check); a ``quantization_config`` of the
+    user's own is reported by ``backend.quantization`` as the package's shortcut is."""
+    from transformers import BitsAndBytesConfig
+
+    with pytest.raises(GuardConfigurationError, match=r"max_images must be a whole number >= 0"):
+        LlamaGuard.from_pretrained(str(lg3_1b_path), max_images=-1)
+    with pytest.raises(GuardConfigurationError, match="not both"):
+        LlamaGuard.from_pretrained(str(lg3_1b_path), dtype="float32", torch_dtype="bfloat16")
+    int8 = LlamaGuard.from_pretrained(str(lg3_1b_path), quantization_config=BitsAndBytesConfig(load_in_8bit=True))
+    assert int8.backend.quantization == "bitsandbytes LLM.int8() (quantization_config)"

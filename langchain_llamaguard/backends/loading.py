@@ -65,6 +65,18 @@ class LoadedGuard:
     """What quantized the weights, e.g. ``"int8: bitsandbytes LLM.int8()"``; ``None`` for none."""
 
 
+def _described(hf_kwargs: dict[str, Any]) -> str | None:
+    """What a ``quantization_config=`` of the user's does, for ``backend.quantization`` (``None``: none given)."""
+    qconf = hf_kwargs.get("quantization_config")
+    if qconf is None:
+        return None
+    if getattr(qconf, "load_in_8bit", False):
+        return f"{BNB_INT8_METHOD} (quantization_config)"
+    if getattr(qconf, "load_in_4bit", False):
+        return f"bitsandbytes 4-bit {getattr(qconf, 'bnb_4bit_quant_type', None) or ''} (quantization_config)"
+    return f"{type(qconf).__name__} (quantization_config)"
+
+
 def one_dtype(dtype: Any, torch_dtype: Any) -> Any:
     """``dtype``, or its old name ``torch_dtype`` (transformers 5 renamed it); both, differing, is an error."""
     if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
@@ -227,7 +239,7 @@ def load_guard_model(
 
         check_int8_cpu(torch_dtype)  # before a long load, not after
     bnb = None if cpu_int8 else quantization
-    method = {"int8": BNB_INT8_METHOD, "nf4": BNB_NF4_METHOD}.get(bnb or "")
+    method = {"int8": BNB_INT8_METHOD, "nf4": BNB_NF4_METHOD}.get(bnb or "") or _described(hf_kwargs)
     kwargs = dict(hf_kwargs)
     kwargs["dtype"] = torch_dtype
     if device_map is not None:
