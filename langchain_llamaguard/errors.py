@@ -88,6 +88,11 @@ class GuardConfigurationError(LlamaGuardError, ValueError):
     """Bad configuration, found when the guard is built (not on the first request)."""
 
 
+class GuardLoadError(LlamaGuardError, OSError):
+    """A checkpoint that cannot be loaded: a hub id with no network (transformers retries for about 24 s first;
+    ``HF_HUB_OFFLINE=1`` fails at once), a gated repository without a token, unreadable weight files."""
+
+
 class GuardTimeoutError(LlamaGuardError, TimeoutError):
     """A check took longer than the guard's ``timeout`` (never taken as safe)."""
 

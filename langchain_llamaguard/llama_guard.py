@@ -351,7 +351,7 @@ class LlamaGuardEngine:
             'int8: torch dynamic int8 (fbgemm/x86 kernels): ...'
         """
         recipe = recipe_of(locals(), "model_id_or_path", "hf_kwargs")
-        from .backends.loading import load_guard_model, one_dtype
+        from .backends.loading import load_errors, load_guard_model, one_dtype
         from .backends.prefix_store import check_prefix_cache_bytes
 
         threshold = _check_threshold(threshold)
@@ -362,15 +362,16 @@ class LlamaGuardEngine:
             resolve_categories(excluded_categories, check_policy(categories))
         except ValueError as exc:
             raise GuardConfigurationError(str(exc)) from exc
-        loaded = load_guard_model(
-            model_id_or_path,
-            quantization=quantization,
-            device_map=device_map,
-            dtype=one_dtype(dtype, torch_dtype),
-            model_format=model_format,
-            context_length=context_length,
-            **hf_kwargs,
-        )
+        with load_errors(str(model_id_or_path)):
+            loaded = load_guard_model(
+                model_id_or_path,
+                quantization=quantization,
+                device_map=device_map,
+                dtype=one_dtype(dtype, torch_dtype),
+                model_format=model_format,
+                context_length=context_length,
+                **hf_kwargs,
+            )
         guard = cls.from_model(
             loaded.model,
             loaded.processor or loaded.tokenizer,

@@ -168,7 +168,15 @@ class PromptGuardEngine:
         recipe = recipe_of(locals(), "model_id_or_path", "kwargs")
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        from .backends.loading import HUB_KWARGS, LOAD_LOCK, check_loaded, check_local_path, one_dtype, resolve_dtype
+        from .backends.loading import (
+            HUB_KWARGS,
+            LOAD_LOCK,
+            check_loaded,
+            check_local_path,
+            load_errors,
+            one_dtype,
+            resolve_dtype,
+        )
 
         model_id_or_path = check_local_path(model_id_or_path)  # a missing folder is named, not a hub error
         if "quantization" in kwargs or "quantization_config" in kwargs:
@@ -180,7 +188,8 @@ class PromptGuardEngine:
         init_keys = ("temperature", "window_overlap", "normalize_whitespace", "max_batch_size", "labels")
         init_kwargs = {k: kwargs.pop(k) for k in init_keys if k in kwargs}
         hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}  # config and tokenizer: from where the weights are
-        config = AutoConfig.from_pretrained(model_id_or_path, **hub)
+        with load_errors(str(model_id_or_path)):
+            config = AutoConfig.from_pretrained(model_id_or_path, **hub)
         if getattr(config, "model_type", None) not in ("deberta-v2", "deberta") or not getattr(
             config, "id2label", None
         ):
@@ -188,7 +197,8 @@ class PromptGuardEngine:
                 f"{model_id_or_path!r} is not a Prompt Guard checkpoint (model_type={config.model_type!r}); "
                 "for Llama Guard use LlamaGuard.from_pretrained(...)"
             )
-        tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
+        with load_errors(str(model_id_or_path)):
+            tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
         vocab = getattr(config, "vocab_size", None)
         if isinstance(vocab, int) and len(tokenizer) < vocab // 2:  # transformers makes an empty one if files lack
             raise GuardConfigurationError(
@@ -200,7 +210,7 @@ class PromptGuardEngine:
         if backend == "torch":
             import torch
 
-            with LOAD_LOCK:
+            with LOAD_LOCK, load_errors(str(model_id_or_path)):
                 model = AutoModelForSequenceClassification.from_pretrained(
                     model_id_or_path,
                     dtype=torch.float32 if chosen is None else resolve_dtype(chosen, cuda=torch.cuda.is_available()),

@@ -242,3 +242,14 @@ def test_settings_the_loader_took_silently_are_checked_up_front(lg3_1b_path):
         LlamaGuard.from_pretrained(str(lg3_1b_path), dtype="float32", torch_dtype="bfloat16")
     int8 = LlamaGuard.from_pretrained(str(lg3_1b_path), quantization_config=BitsAndBytesConfig(load_in_8bit=True))
     assert int8.backend.quantization == "bitsandbytes LLM.int8() (quantization_config)"
+
+
+@pytest.mark.parametrize("guard", [LlamaGuard, PromptGuard])
+def test_a_checkpoint_that_cannot_be_fetched_is_a_load_error_that_says_what_to_do(guard):
+    """No network (here: ``local_files_only``, which fails at once where the hub would retry): a
+    ``GuardLoadError``, still the ``OSError`` transformers raised, naming the checkpoint and the way out."""
+    from langchain_llamaguard import GuardLoadError
+
+    with pytest.raises(GuardLoadError, match=r"cannot load 'meta-llama/Not-A-Guard': .*HF_HUB_OFFLINE=1") as caught:
+        guard.from_pretrained("meta-llama/Not-A-Guard", local_files_only=True)
+    assert isinstance(caught.value, OSError) and isinstance(caught.value, LlamaGuardError)

@@ -14,15 +14,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import GuardConfigurationError
+from ..errors import GuardConfigurationError, GuardLoadError, LlamaGuardError
 
 LLAMA_GUARD_4_CONTEXT = 8192
 LOAD_LOCK = threading.RLock()
@@ -75,6 +77,25 @@ def _described(hf_kwargs: dict[str, Any]) -> str | None:
     if getattr(qconf, "load_in_4bit", False):
         return f"bitsandbytes 4-bit {getattr(qconf, 'bnb_4bit_quant_type', None) or ''} (quantization_config)"
     return f"{type(qconf).__name__} (quantization_config)"
+
+
+@contextlib.contextmanager
+def load_errors(model_id_or_path: str) -> Iterator[None]:
+    """Turn transformers' and the hub's ``OSError`` while loading into a :class:`GuardLoadError` (still an
+    ``OSError``) that names the checkpoint, and says what to do where it is a hub id."""
+    try:
+        yield
+    except LlamaGuardError:
+        raise
+    except OSError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        hint = (
+            ""
+            if Path(model_id_or_path).expanduser().exists()
+            else "; with no network, load a local folder (HF_HUB_OFFLINE=1 fails at once instead of retrying), and "
+            "for a gated repository pass token= or log in"
+        )
+        raise GuardLoadError(f"cannot load {model_id_or_path!r}: {first}{hint}") from exc
 
 
 def one_dtype(dtype: Any, torch_dtype: Any) -> Any:
