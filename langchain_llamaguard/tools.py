@@ -141,7 +141,7 @@ _RESERVED_ARGS = frozenset({"callbacks", "llama_guard_config", _STATE_ARG})
 
 
 def _arg_names(schema: Any) -> set[str]:
-    """The argument names of a schema from :func:`_args_schema`."""
+    """The argument names of a pydantic model or of a JSON-schema dict (an MCP tool's)."""
     return set(schema.get("properties", {}) if isinstance(schema, dict) else getattr(schema, "model_fields", {}))
 
 
@@ -155,9 +155,7 @@ def _injected_args(tool: BaseTool) -> frozenset[str]:
     fields = getattr(tool.args_schema, "model_fields", None)
     if not fields:
         return frozenset()
-    shown = tool.tool_call_schema
-    shown_fields = shown.get("properties", {}) if isinstance(shown, dict) else getattr(shown, "model_fields", {})
-    return frozenset(fields) - frozenset(shown_fields)
+    return frozenset(fields) - _arg_names(tool.tool_call_schema)
 
 
 def _call_id_args(schema: Any) -> frozenset[str]:

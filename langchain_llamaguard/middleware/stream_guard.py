@@ -355,7 +355,8 @@ class _GuardStreamTransformer:
         if field_name is None or field_name not in data:
             return None
         value = normalized(data[field_name])
-        if messages_in(value):  # a ToolMessage, a Command: the messages the model will read as new
+        carries_messages = bool(messages_in(value))
+        if carries_messages:  # a ToolMessage, a Command: the messages the model will read as new
             messages = new_messages(value, space.context, model_messages=False)
             if not messages:
                 return None
@@ -365,7 +366,7 @@ class _GuardStreamTransformer:
         def apply_tool(out: list[BaseMessage | None]) -> list[Any]:
             for message, replacement in zip(messages, out, strict=True):
                 self._record(message, replacement)
-            if messages_in(value):
+            if carries_messages:
                 if any(r is not None for r in out):
                     data[field_name] = with_replaced(value, messages, out)
             elif out[0] is not None:

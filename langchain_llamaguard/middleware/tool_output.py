@@ -20,6 +20,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage, ToolMessage, convert_to_messages
 
 from ..errors import GuardInputError
+from ..replacements import last_index
 
 END_MARKER = "llama_guard_end_run"
 """Key in a tool result's ``artifact``: the refusal to end the run with (read by ``before_model``).
@@ -31,7 +32,7 @@ anything."""
 
 def ending_refusal(messages: Sequence[BaseMessage]) -> str | None:
     """The refusal stored by a tool wrapper that wants the run to end, if the last tool round has one."""
-    last_ai = next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], AIMessage)), None)
+    last_ai = last_index(messages, AIMessage)
     for message in messages[(last_ai or 0) + 1 :]:
         artifact = getattr(message, "artifact", None)
         if isinstance(message, ToolMessage) and isinstance(artifact, dict) and END_MARKER in artifact:
