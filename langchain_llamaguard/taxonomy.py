@@ -150,14 +150,17 @@ def resolve_categories(keys: Iterable[str] | str | None, policy: Mapping[str, st
 
 
 def _resolve_in(key: str, policy: Mapping[str, str] | None) -> str:
-    """A key's code under ``policy``: the policy's codes and texts first, then the default taxonomy's codes and
+    """A key's code under ``policy``: the policy's codes, then its texts, then the default taxonomy's codes and
     names, except a default name whose code the policy gives to a category of its own (that name would switch
     off the policy's category)."""
     if not policy or not isinstance(key, str):
         return resolve_category(key)
     wanted = key.strip().casefold()
+    for code in policy:  # a code first: another category's text may read like it ({"S10": "S7", "S7": ...})
+        if wanted == code.casefold():
+            return code
     for code, text in policy.items():
-        if wanted in (code.casefold(), text.strip().casefold(), policy_name(text).casefold()):
+        if wanted in (text.strip().casefold(), policy_name(text).casefold()):
             return code
     codes = ", ".join(policy)
     try:

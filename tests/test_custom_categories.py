@@ -61,6 +61,15 @@ def test_renders_like_the_official_templates(tok4, tok3, policy, data, turns, mo
     assert format_prompt(messages, model=model, categories=policy, excluded_categories=excluded) == want
 
 
+def test_an_excluded_code_is_that_code_when_another_categorys_text_reads_like_it(tok4):
+    """Found by the property test above: under ``{"S10": "S7", "S7": ...}``, excluding ``"S7"`` excluded S10."""
+    policy = {"S5": "Fraud.", "S10": "S7", "S7": "Scams."}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    got = format_prompt(messages, model="llama-guard-4", categories=policy, excluded_categories=["S7"])
+    assert got == official(tok4, "llama-guard-4", messages, policy, ["S7"])
+    assert "S10: S7" in got and "S7: Scams." not in got
+
+
 def test_images_drop_s14_from_the_default_list_only(tok4, lg4_with):
     """Llama Guard 4's template leaves S14 out of its *default* list when a message has an image; a categories
     mapping it is given is listed as given, S14 included."""
