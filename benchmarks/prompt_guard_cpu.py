@@ -10,6 +10,8 @@ Plain way: ``transformers.pipeline("text-classification", ...)`` called one text
 Package way: ``PromptGuard.from_pretrained(path, backend="onnx")`` (dynamic int8 ONNX, exported once and
 cached by the package) and ``batch_score(texts)``; the torch backend and the fp32 ONNX export are timed too.
 Inputs are texts of about 64 tokens. Scores of every way are compared with the package's torch backend.
+Concurrent callers (16 threads, one ``check`` each, as a web server's requests) are timed with the torch
+backend, each call on its own and with ``batch_window_ms=5`` (calls share forward passes).
 
 The last line is ``speedup: X.XX`` = the smaller, over both sizes, of plain one-by-one time / ONNX int8
 batch time.
@@ -48,6 +50,7 @@ SIZES: dict[str, dict[str, int]] = {
     },
 }
 TEXT_TOKENS = 64  # per text, [CLS] and [SEP] included
+CALLERS = 16  # concurrent callers, one check each (a web server's requests)
 
 
 def checkpoint(size: str) -> Path:
@@ -171,6 +174,25 @@ def bench_size(size: str, n: int, repeats: int, warmup: int, one_by_one: bool) -
             )
             scores[label] = np.array([guard.score(t) for t in texts])
         del guard
+        gc.collect()
+
+    # -- concurrent callers (a web server): one check each, alone or micro-batched -----------------------------
+    from concurrent.futures import ThreadPoolExecutor
+
+    for name, window in (
+        (f"package torch, {CALLERS} callers, check each", None),
+        (f"package torch, {CALLERS} callers, batch_window_ms=5", 5),
+    ):
+        guard = PromptGuard.from_pretrained(str(path), batch_window_ms=window)
+        got = []
+        with ThreadPoolExecutor(CALLERS) as pool:
+
+            def run_callers(g: PromptGuard = guard, out: list[float] = got, pool: Any = pool) -> None:
+                out[:] = [v.score for v in pool.map(g.check, texts)]
+
+            timings.append(measure(name, run_callers, items=n, repeats=repeats, warmup=warmup))
+        scores[name] = np.array(got)
+        guard.close()
         gc.collect()
 
     plain, int8 = timings[0], next(t for t in timings if t.name == "package onnx int8, batch_score")

@@ -16,7 +16,13 @@ from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.types import Command
 from transformers import AutoModelForSequenceClassification
 
-from langchain_llamaguard import GuardConfigurationError, PromptGuard, UnsafeContentError
+from langchain_llamaguard import (
+    GuardBatchError,
+    GuardClosedError,
+    GuardConfigurationError,
+    PromptGuard,
+    UnsafeContentError,
+)
 from langchain_llamaguard.middleware import PromptGuardMiddleware
 from langchain_llamaguard.tiny.data import BENIGN_QUESTION as BENIGN
 from langchain_llamaguard.tiny.data import INJECTION
@@ -99,8 +105,13 @@ def test_onnx_backend_agrees_with_torch(pg_path, prompt_guard, tmp_path, quantiz
 # -- hostile settings, rows and outputs --------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "option",
-    [{"temperature": float("nan")}, {"temperature": "1"}, {"max_batch_size": 0}, {"max_batch_size": -1},
-     {"threshold": True}],  # fmt: skip
+    [
+        {"temperature": float("nan")},
+        {"temperature": "1"},
+        {"max_batch_size": 0},
+        {"max_batch_size": -1},
+        {"threshold": True},
+    ],  # fmt: skip
 )
 def test_settings_that_would_score_nothing_are_refused(pg_path, option):
     with pytest.raises(GuardConfigurationError, match=next(iter(option))):
@@ -115,7 +126,6 @@ def test_a_forward_that_gives_nan_fails_closed(prompt_guard, monkeypatch):
 
 
 async def test_one_row_that_is_no_text_fails_alone(prompt_guard):
-    from langchain_llamaguard import GuardBatchError
 
     rows = [BENIGN, INJECTION, None, BENIGN]
     for run in (prompt_guard.batch_check, prompt_guard.abatch_check):
@@ -211,8 +221,13 @@ def test_loading_refuses_what_would_make_a_guard_that_flags_nothing(pg_path, tmp
     bare.mkdir()
     for name in ("config.json", "model.safetensors"):
         shutil.copy(pg_path / name, bare / name)
-    with pytest.raises(GuardConfigurationError, match="tokenizer files are missing"):
+    with pytest.raises(GuardConfigurationError, match="reads every word as unknown: the folder.s tokenizer files are"):
         PromptGuard.from_pretrained(str(bare))
+    from langchain_llamaguard.tiny.models import build_prompt_guard
+
+    # a checkpoint whose tokenizer is smaller than its embedding table (the benchmarks' real shapes) is a guard
+    roomy = build_prompt_guard(tmp_path / "roomy", num_layers=1, vocab_size=5000)
+    assert PromptGuard.from_pretrained(str(roomy)).windows("Ignore the rules")[0][1:-1]
     renamed = tmp_path / "renamed"
     shutil.copytree(pg_path, renamed)
     config = json.loads((renamed / "config.json").read_text())
@@ -231,3 +246,63 @@ def test_loading_refuses_what_would_make_a_guard_that_flags_nothing(pg_path, tmp
     shutil.copytree(pg_path, nested / "pg")  # a repository with the checkpoint in a subfolder
     in_sub = PromptGuard.from_pretrained(str(nested), subfolder="pg")
     assert in_sub.score("x") == pytest.approx(prompt_guard.score("x"), abs=1e-6)
+
+
+# -- micro-batching across callers and the guard's lifecycle ---------------------------------------------------
+def _batched(prompt_guard, **settings) -> PromptGuard:
+    return PromptGuard(prompt_guard.model, prompt_guard.tokenizer, batch_window_ms=50, **settings)
+
+
+def test_concurrent_callers_share_forward_passes_and_each_gets_its_own_verdict(prompt_guard):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [BENIGN, INJECTION, " ".join([FILLER] * 60) + " " + INJECTION, "hi", BENIGN + " " + FILLER] * 4
+    alone = [prompt_guard.check(t) for t in texts]
+    with _batched(prompt_guard) as pg, ThreadPoolExecutor(len(texts)) as pool:
+        got = list(pool.map(pg.check, texts))
+        assert pg._batcher.batches_run < len(texts)  # callers shared forward passes
+    assert [v.safe for v in got] == [v.safe for v in alone] and [v.windows for v in got] == [v.windows for v in alone]
+    assert [v.score for v in got] == pytest.approx([v.score for v in alone], abs=1e-5)
+
+
+async def test_async_callers_share_batches_and_a_bad_or_cancelled_one_fails_alone(prompt_guard):
+    pg = _batched(prompt_guard)
+    doomed = asyncio.create_task(pg.acheck(" ".join([FILLER] * 200)))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    got = await asyncio.gather(
+        pg.acheck(INJECTION), pg.abatch_check([BENIGN, None, INJECTION]), pg.ascore(BENIGN), return_exceptions=True
+    )
+    assert got[0].unsafe and got[2] == pytest.approx(prompt_guard.score(BENIGN), abs=1e-5)
+    assert isinstance(got[1], GuardBatchError) and list(got[1].errors) == [1]
+    assert [v.safe for v in got[1].verdicts if v is not None] == [True, False]
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert (await pg.acheck(INJECTION)).unsafe  # the guard is still usable
+    await pg.aclose()
+
+
+def test_a_closed_prompt_guard_refuses_checks_copies_and_pickles(prompt_guard, pg_path):
+    import copy
+    import pickle
+
+    pg = PromptGuard.from_pretrained(str(pg_path), batch_window_ms=5)
+    twin = copy.deepcopy(pg)
+    back = pickle.loads(pickle.dumps(pg))
+    assert back.batch_window_ms == 5 and back._batcher is not pg._batcher and back.check(INJECTION).unsafe
+    pg.close()
+    pg.close()  # idempotent
+    for call in (lambda: pg.check(BENIGN), lambda: copy.deepcopy(pg), lambda: pickle.dumps(pg)):
+        with pytest.raises(GuardClosedError):
+            call()
+    with pytest.raises(GuardClosedError):
+        asyncio.run(pg.acheck(BENIGN))
+    assert twin.check(INJECTION).unsafe and not twin._closed  # a copy has its own batcher and stays open
+    twin.close()
+    back.close()
+
+
+@pytest.mark.parametrize("window", [-1, True, float("nan"), "5"])
+def test_a_batch_window_that_is_no_number_of_milliseconds_is_refused(prompt_guard, window):
+    with pytest.raises(GuardConfigurationError, match="batch_window_ms"):
+        PromptGuard(prompt_guard.model, prompt_guard.tokenizer, batch_window_ms=window)
