@@ -43,8 +43,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,7 +54,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
 from .moderators import AnyVerdict, Moderator
 from .prompt_guard import PromptGuardVerdict
-from .replacements import DEFAULT_REFUSAL, describe, last_index, replacement
+from .replacements import DEFAULT_REFUSAL, describe, fingerprint, last_index, replacement
 from .runnables import achecked, checked
 
 Check = Literal["last", "input", "output", "tool_results"]
@@ -333,25 +331,6 @@ class GuardNode(Runnable[Any, Any]):
 def default_refusal(verdict: AnyVerdict) -> str:
     """The refusal text when none was given: Prompt Guard's for a Prompt Guard verdict, else Llama Guard's."""
     return PROMPT_GUARD_REFUSAL if isinstance(verdict, PromptGuardVerdict) else DEFAULT_REFUSAL
-
-
-def fingerprint(message: BaseMessage) -> str:
-    """A hash of what a guard judges in ``message``: its content and tool calls (``verdict_key`` records carry it,
-    so a message rewritten under the same id is told apart).
-
-    Example:
-        >>> fingerprint(AIMessage("hi", id="1")) == fingerprint(AIMessage("hi", id="2")) != fingerprint(AIMessage("ho"))
-        True
-    """
-    judged = {
-        "content": message.content,
-        "tool_calls": [
-            {"name": c["name"], "args": c["args"], "id": c.get("id")} for c in getattr(message, "tool_calls", [])
-        ],
-        "invalid_tool_calls": list(getattr(message, "invalid_tool_calls", [])),
-    }
-    text = json.dumps(judged, sort_keys=True, default=repr, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _seen(message: BaseMessage) -> tuple[Any, str] | None:

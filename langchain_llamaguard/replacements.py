@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -44,14 +46,67 @@ def replacement(original: BaseMessage, refusal: str) -> BaseMessage:
     """The message that takes a flagged model response's or tool result's place: the same ``id`` (a tool result
     keeps its ``tool_call_id`` and ``name`` and gets ``status="error"``; a model response becomes an AIMessage
     without tool calls; another message a tool added, in a ``Command``, keeps its type), with ``refusal`` as its
-    text."""
+    text, marked as the guard's own words (:func:`guard_written`)."""
     if isinstance(original, ToolMessage):
-        return ToolMessage(
+        new: BaseMessage = ToolMessage(
             content=refusal, tool_call_id=original.tool_call_id, name=original.name, id=original.id, status="error"
         )
-    if isinstance(original, AIMessage):
-        return AIMessage(content=refusal, id=original.id)
-    return original.model_copy(update={"content": refusal})
+    elif isinstance(original, AIMessage):
+        new = AIMessage(content=refusal, id=original.id)
+    else:
+        new = original.model_copy(update={"content": refusal})
+    return marked(new)
 
 
-__all__ = ["DEFAULT_REFUSAL", "describe", "last_index", "replacement"]
+GUARD_WRITTEN = "guard_written"
+"""Key in the ``response_metadata`` of a message a guard wrote (a refusal, a notice in a flagged message's place):
+the fingerprint of its content, so a later check does not judge the guard's own words as input (an edited message
+no longer matches, and is judged)."""
+
+
+def marked(message: BaseMessage) -> BaseMessage:
+    """``message`` marked as a guard's own words (see :data:`GUARD_WRITTEN`).
+
+    Example:
+        >>> guard_written(marked(AIMessage("I can't help with that."))), guard_written(AIMessage("I can't help."))
+        (True, False)
+    """
+    meta = {**(message.response_metadata or {}), GUARD_WRITTEN: fingerprint(message)}
+    return message.model_copy(update={"response_metadata": meta})
+
+
+def guard_written(message: BaseMessage) -> bool:
+    """Whether ``message`` is, unchanged, what a guard wrote (:func:`marked`)."""
+    meta = getattr(message, "response_metadata", None)
+    return isinstance(meta, dict) and meta.get(GUARD_WRITTEN) == fingerprint(message)
+
+
+def fingerprint(message: BaseMessage) -> str:
+    """A hash of what a guard judges in ``message``: its content and tool calls (``verdict_key`` records carry it,
+    so a message rewritten under the same id is told apart; the agent middleware's records too).
+
+    Example:
+        >>> fingerprint(AIMessage("hi", id="1")) == fingerprint(AIMessage("hi", id="2")) != fingerprint(AIMessage("ho"))
+        True
+    """
+    judged = {
+        "content": message.content,
+        "tool_calls": [
+            {"name": c["name"], "args": c["args"], "id": c.get("id")} for c in getattr(message, "tool_calls", [])
+        ],
+        "invalid_tool_calls": list(getattr(message, "invalid_tool_calls", [])),
+    }
+    text = json.dumps(judged, sort_keys=True, default=repr, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+__all__ = [
+    "DEFAULT_REFUSAL",
+    "GUARD_WRITTEN",
+    "describe",
+    "fingerprint",
+    "guard_written",
+    "last_index",
+    "marked",
+    "replacement",
+]

@@ -351,3 +351,91 @@ def test_a_flagged_user_turn_leaves_the_thread(lg4, prompt_guard, which, monkeyp
         assert BENIGN in judged and bad not in judged
     else:  # Prompt Guard reads only the new turn
         assert second["messages"][-1].text == BENIGN_ANSWER
+
+
+def test_an_agent_built_again_for_each_request_still_repairs_the_thread(lg4):
+    """An app that builds its agent per request (or after a restart) finds the record of the agent before: the
+    answer an error run left unjudged is judged on the next turn, and the model never reads it back."""
+    saver, cfg = InMemorySaver(), {"configurable": {"thread_id": "rebuilt"}}
+
+    def agent(answer: str, **settings: Any) -> Any:
+        model = ScriptedToolModel(messages=iter([AIMessage(answer, id=f"a-{len(answer)}")]))
+        return create_agent(model, [], middleware=[LlamaGuardMiddleware(lg4, **settings)], checkpointer=saver)
+
+    with pytest.raises(UnsafeContentError):
+        agent(UNSAFE_ANSWER, exit_behavior="error").invoke({"messages": [HumanMessage(BENIGN)]}, cfg)
+    prompts = SentPrompts()
+    out = agent(BENIGN_ANSWER, apply_to_input=False).invoke(
+        {"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]}
+    )
+    assert prompts.sent and not prompts.read("Sure! To make") and not unsafe_in(out["messages"])
+
+
+@pytest.mark.parametrize("which", ["llama_guard", "prompt_guard"])
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_a_user_turn_edited_in_a_fork_is_judged_before_the_model_reads_it(lg4, prompt_guard, which, use_async):
+    """LangGraph's "edit a message and re-run": the turn is rewritten at the checkpoint right before the model node
+    (after every before_* hook) and the thread re-run from there; the guard judges it in wrap_model_call."""
+    llama = which == "llama_guard"
+    guard, bad = (LlamaGuardMiddleware(lg4), BOMB) if llama else (PromptGuardMiddleware(prompt_guard), INJECTION)
+    model = ScriptedToolModel(messages=iter([AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
+    agent = create_agent(model, [], middleware=[guard], checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "fork"}}
+    agent.invoke({"messages": [HumanMessage(BENIGN, id="h1")]}, cfg)
+    at_model = next(s for s in agent.get_state_history(cfg) if s.next == ("model",))
+    fork = agent.update_state(at_model.config, {"messages": [HumanMessage(bad, id="h1")]})
+    prompts = SentPrompts()
+    run = {**fork, "callbacks": [prompts]}
+    out = await agent.ainvoke(None, run) if use_async else agent.invoke(None, run)
+    assert not prompts.read(bad) and not any(bad in m.text for m in out["messages"])
+    assert "removed by" in out["messages"][0].text and out["messages"][0].id == "h1"
+
+
+@pytest.mark.parametrize("decision", ["respond", "reject"])
+async def test_a_reviewers_words_in_a_tool_results_place_are_scanned(prompt_guard, decision):
+    """Human-in-the-loop: a reviewer's answer ("respond") or rejection message becomes the tool result without the
+    tool running; the model reads it, so Prompt Guard scans it before the next model call."""
+    from langchain.agents.middleware import HumanInTheLoopMiddleware
+    from langgraph.types import Command
+
+    @tool
+    def ask_user(question: str) -> str:
+        """Ask the user a question."""
+        return "unused"
+
+    call = AIMessage("", tool_calls=[{"name": "ask_user", "args": {"question": "Which city?"}, "id": "c1"}])
+    model = ScriptedToolModel(messages=iter([call, AIMessage(BENIGN_ANSWER)]))
+    middleware = [PromptGuardMiddleware(prompt_guard), HumanInTheLoopMiddleware({"ask_user": True})]
+    agent = create_agent(model, [ask_user], middleware=middleware, checkpointer=InMemorySaver())
+    cfg, prompts = {"configurable": {"thread_id": decision}}, SentPrompts()
+    await agent.ainvoke({"messages": [HumanMessage(BENIGN)]}, cfg)
+    out = await agent.ainvoke(
+        Command(resume={"decisions": [{"type": decision, "message": INJECTION}]}), {**cfg, "callbacks": [prompts]}
+    )
+    assert not prompts.read(INJECTION) and not any(INJECTION in m.text for m in out["messages"])
+    assert any("withheld" in m.text for m in out["messages"] if isinstance(m, ToolMessage))
+
+
+def test_a_call_a_reviewer_edits_into_one_llama_guard_blocks_ends_the_run_beside_prompt_guard(lg4, prompt_guard):
+    """[Prompt Guard, human-in-the-loop, Llama Guard (exit "end")]: the reviewer's edit is blocked before the tool
+    runs, and the run ends with Llama Guard's refusal: Prompt Guard's notice keeps Llama Guard's end-of-run mark."""
+    from conftest import make_tools
+    from langchain.agents.middleware import HumanInTheLoopMiddleware
+    from langgraph.types import Command
+
+    edited = INJECTION + " " + BOMB
+    counts, _, search = make_tools()
+    calls = [AIMessage("", tool_calls=[{"name": "web_search", "args": {"query": "weather in Paris"}, "id": "c1"}])]
+    model = ScriptedToolModel(messages=iter([*calls, AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
+    middleware = [
+        PromptGuardMiddleware(prompt_guard),
+        HumanInTheLoopMiddleware({"web_search": True}),
+        LlamaGuardMiddleware(lg4),
+    ]
+    agent = create_agent(model, [search], middleware=middleware, checkpointer=InMemorySaver())
+    cfg, prompts = {"configurable": {"thread_id": "edit"}}, SentPrompts()
+    agent.invoke({"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]})
+    edit = {"type": "edit", "edited_action": {"name": "web_search", "args": {"query": edited}}}
+    out = agent.invoke(Command(resume={"decisions": [edit]}), {**cfg, "callbacks": [prompts]})
+    assert counts["web_search"] == [] and len(prompts.sent) == 1  # the tool never ran, the model was not asked again
+    assert "flagged by Llama Guard" in out["messages"][-1].text

@@ -319,8 +319,9 @@ def model_batches(guards, monkeypatch):
     """How many model batches each guard ran (the real models still run)."""
     counts = {"llama_guard": 0, "prompt_guard": 0}
     # Llama Guard's sync and async paths both score one engine batch through _score_encoded (which may split it
-    # into memory-bounded sub-batches: still one batch of the step); Prompt Guard's through batch_check.
-    for key, guard, method in zip(counts, guards, ("_score_encoded", "batch_check"), strict=True):
+    # into memory-bounded sub-batches: still one batch of the step); Prompt Guard's through _score_flat (the windows
+    # of every text of a call, in forward passes of up to max_batch_size).
+    for key, guard, method in zip(counts, guards, ("_score_encoded", "_score_flat"), strict=True):
         original = getattr(guard, method)
 
         def counting(*args, _original=original, _key=key, **kw):

@@ -23,7 +23,9 @@ Known pitfalls of the middleware API, and how this class handles each:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
@@ -35,9 +37,10 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, Remove
 from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import AnyVerdict, LlamaGuardModerator, Moderator
 from ..parallel import InputCheck, acall_overlapped, call_overlapped, check_input_check
-from ..replacements import DEFAULT_REFUSAL, replacement
+from ..replacements import DEFAULT_REFUSAL, fingerprint, guard_written, marked, replacement
 from ..replacements import describe as _describe
 from ..replacements import last_index as _last_index
+from .model_call import Late, aanswered, answered
 from .stream_guard import Judgment, stream_transformers
 from .tool_output import END_MARKER, ending_refusal, marked_to_end, new_messages, normalized, with_replaced
 
@@ -73,10 +76,17 @@ def _merge_flags(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict
 
 
 OUTPUT_JUDGED_KEY = "llama_guard_output_judged"
-"""Private agent-state key: ``{middleware name: id of the last model message its after_model judged}`` (``None``
-before the first), kept by a checkpointed thread. A run that stopped between the model node and after_model
+"""Private agent-state key: ``{record: id of the last model message its after_model judged}`` (``None`` before the
+first), kept by a checkpointed thread. A run that stopped between the model node and after_model
 (``exit_behavior="error"``, a cancelled stream, a crash) leaves an unjudged model message in the thread: the next
-run's before_agent judges it first. A call without a checkpointer starts without the key and judges no history."""
+run's before_agent judges it first. A call without a checkpointer starts without the key and judges no history.
+The record is named after the middleware's policy (:meth:`LlamaGuardMiddleware.record`), not its instance, so an
+agent built again (once per request, after a restart) finds the record of the one before."""
+
+INPUT_SEEN_KEY = "llama_guard_input_seen"
+"""Private agent-state key: ``{record: id and fingerprint of the user turn its input check last judged}``. Before
+every model call, a user turn that does not match (edited or added after the run began: a fork from a later
+checkpoint, ``update_state``) is judged then."""
 
 
 class LlamaGuardState(AgentState):
@@ -85,6 +95,12 @@ class LlamaGuardState(AgentState):
 
     llama_guard_input_judged: NotRequired[Annotated[dict[str, bool], PrivateStateAttr, _merge_flags]]
     llama_guard_output_judged: NotRequired[Annotated[dict[str, str], PrivateStateAttr, _merge_flags]]
+    llama_guard_input_seen: NotRequired[Annotated[dict[str, str], PrivateStateAttr, _merge_flags]]
+
+
+def _seen(message: BaseMessage) -> str:
+    """What :data:`INPUT_SEEN_KEY` records of a judged user turn: its id and its content's fingerprint."""
+    return f"{message.id}:{fingerprint(message)}"
 
 
 @dataclass
@@ -171,6 +187,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
         self.refusal_message = refusal_message
         self.tool_refusal_message = tool_refusal_message
         self._name = name or unique_name(type(self).__name__)
+        self.record = self._policy_record()
         if omit_payload_from_traces:
             self.trace_policy = no_payload_trace_policy()
         kinds = {"output"} if apply_to_output else set()
@@ -180,6 +197,17 @@ class LlamaGuardMiddleware(AgentMiddleware):
     @property
     def name(self) -> str:
         return self._name
+
+    def _policy_record(self) -> str:
+        """The name of this middleware's records in the agent state: its class and what its checks judge by (the
+        policy and the excluded categories), the same for every instance built alike, in any process."""
+        guard = self.moderator.guard  # type: ignore[attr-defined]
+        excluded = self.moderator.excluded  # type: ignore[attr-defined]
+        if excluded is None:
+            excluded = getattr(guard, "excluded_categories", None)
+        policy = {"categories": getattr(guard, "categories", None), "excluded": sorted(excluded or ())}
+        digest = hashlib.sha256(json.dumps(policy, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return f"{type(self).__name__}:{digest}"
 
     # -- shared helpers (the sync and async hooks differ only in how the check is awaited) ---------------------
     def _refusal(self, verdict: AnyVerdict) -> str:
@@ -200,6 +228,8 @@ class LlamaGuardMiddleware(AgentMiddleware):
             idx = _last_index(messages, AIMessage) if structured else len(messages) - 1
             if not self.apply_to_output or idx is None or not isinstance(messages[idx], AIMessage):
                 return None
+            if guard_written(messages[idx]):  # a guard's refusal in the model's place
+                return None
             return _Check([messages[: idx + 1]], "Agent", [idx], messages, "output", structured)
         refusal = ending_refusal(messages)  # stage == "tool_results", in before_model
         if refusal is not None:
@@ -207,7 +237,11 @@ class LlamaGuardMiddleware(AgentMiddleware):
         last_ai = _last_index(messages, AIMessage) if self.apply_to_tool_results else None
         if last_ai is None:
             return None
-        idxs = [i for i in range(last_ai + 1, len(messages)) if isinstance(messages[i], ToolMessage)]
+        idxs = [
+            i
+            for i in range(last_ai + 1, len(messages))
+            if isinstance(messages[i], ToolMessage) and not guard_written(messages[i])  # not a guard's refusal
+        ]
         context = messages[: last_ai + 1]
         return _Check([context + [messages[i]] for i in idxs], "User", idxs, messages, "tool_result") if idxs else None
 
@@ -237,11 +271,14 @@ class LlamaGuardMiddleware(AgentMiddleware):
         return self._mark(plan, self._structured(plan, self._finish(plan, verdicts)))
 
     def _mark(self, plan: _Check, update: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Record the model message after_model judged (safe, or replaced under the same id)."""
+        """Record the model message after_model judged (safe, or replaced under the same id), and the user turn the
+        input check judged safe (a flagged one is replaced by the guard's notice)."""
+        if plan.stage == "input" and update is None:
+            return {INPUT_SEEN_KEY: {self.record: _seen(plan.messages[plan.idxs[0]])}}
         judged = plan.messages[plan.idxs[0]].id if plan.stage == "output" else None
         if judged is None:
             return update
-        return {**(update or {}), OUTPUT_JUDGED_KEY: {self.name: judged}}
+        return {**(update or {}), OUTPUT_JUDGED_KEY: {self.record: judged}}
 
     def _leftover_plan(self, state: Any) -> _Check | dict[str, Any] | None:
         """The thread's last model message before this run's user turn, when no after_model of this middleware
@@ -250,12 +287,17 @@ class LlamaGuardMiddleware(AgentMiddleware):
         if not self.apply_to_output:
             return None
         judged = state.get(OUTPUT_JUDGED_KEY) or {}
-        if self.name not in judged:
-            return {OUTPUT_JUDGED_KEY: {self.name: None}}
+        others = [v for k, v in judged.items() if k != self.record and v is not None]
+        if self.record not in judged and not others:  # no model message of this thread was judged before
+            return {OUTPUT_JUDGED_KEY: {self.record: None}}
         messages = list(state["messages"])
         human = _last_index(messages, HumanMessage)
         idx = _last_index(messages[:human], AIMessage) if human else None
-        if idx is None or messages[idx].id is None or judged[self.name] == messages[idx].id:
+        if idx is None or messages[idx].id is None or guard_written(messages[idx]):
+            return None
+        # judged by a middleware of this policy; or, the first time this policy meets the thread, by another one
+        last = messages[idx].id
+        if judged[self.record] == last if self.record in judged else last in others:
             return None
         return _Check([messages[: idx + 1]], "Agent", [idx], messages, "output")
 
@@ -263,7 +305,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
         """The update that records (and, flagged, replaces by id) a leftover model message, and the state the
         input check then reads (with the replacement in place)."""
         idx = plan.idxs[0]
-        update: dict[str, Any] = {OUTPUT_JUDGED_KEY: {self.name: plan.messages[idx].id}}
+        update: dict[str, Any] = {OUTPUT_JUDGED_KEY: {self.record: plan.messages[idx].id}}
         if verdict.safe:
             return update, state
         fixed = self._replacement(plan.messages[idx], verdict)
@@ -316,9 +358,11 @@ class LlamaGuardMiddleware(AgentMiddleware):
         if stage == "input":
             # The flagged turn leaves the thread in both cases (same id): a checkpointed thread's next run would
             # otherwise send it to the model, and judge every later turn in its context.
-            notice = HumanMessage(content=f"[message removed by Llama Guard: {_describe(verdict)}]", id=original.id)
+            notice = marked(
+                HumanMessage(content=f"[message removed by Llama Guard: {_describe(verdict)}]", id=original.id)
+            )
             if self.exit_behavior == "end":
-                return {"messages": [notice, AIMessage(content=self._refusal(verdict))], "jump_to": "end"}
+                return {"messages": [notice, marked(AIMessage(content=self._refusal(verdict)))], "jump_to": "end"}
             return {"messages": [notice]}
         update: dict[str, Any] = {"messages": [self._replacement(original, verdict)]}
         if self.exit_behavior == "end":
@@ -379,12 +423,14 @@ class LlamaGuardMiddleware(AgentMiddleware):
             raise UnsafeContentError(verdict, stage="tool_call")
         call = request.tool_call
         artifact = {END_MARKER: self._refusal(verdict)} if self.exit_behavior == "end" else None
-        return ToolMessage(
-            content=self.tool_refusal_message.format(categories=_describe(verdict)),
-            tool_call_id=call.get("id") or "",
-            name=call["name"],
-            status="error",
-            artifact=artifact,
+        return marked(
+            ToolMessage(
+                content=self.tool_refusal_message.format(categories=_describe(verdict)),
+                tool_call_id=call.get("id") or "",
+                name=call["name"],
+                status="error",
+                artifact=artifact,
+            )
         )
 
     # -- hooks (each a sync and an async twin over the shared helpers above) ---------------------------------
@@ -412,8 +458,9 @@ class LlamaGuardMiddleware(AgentMiddleware):
         plan = self._plan("input", request.state)
         return plan if isinstance(plan, _Check) else None
 
-    def _judged(self, response: Any, notice: BaseMessage | None = None) -> Any:
-        """``response`` with this run's input marked as judged (and ``notice``, a rewritten user turn, added)."""
+    def _judged(self, response: Any, notice: BaseMessage | None = None, seen: BaseMessage | None = None) -> Any:
+        """``response`` with this run's input marked as judged (and ``notice``, a rewritten user turn, added; or
+        ``seen``, the user turn judged safe, recorded)."""
         from langchain.agents.middleware.types import ExtendedModelResponse, ModelResponse
         from langgraph.types import Command
 
@@ -424,6 +471,8 @@ class LlamaGuardMiddleware(AgentMiddleware):
         update: dict[str, Any] = {INPUT_JUDGED_KEY: {self.name: True}}
         if notice is not None:
             update["messages"] = [notice]
+        if seen is not None:
+            update[INPUT_SEEN_KEY] = {self.record: _seen(seen)}
         return ExtendedModelResponse(model_response=response, command=Command(update=update))
 
     def _flagged_input(self, plan: _Check, verdict: AnyVerdict) -> Any:
@@ -442,15 +491,17 @@ class LlamaGuardMiddleware(AgentMiddleware):
         return request.override(messages=messages)
 
     def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        """``input_check="parallel"``: the turn's first model call runs in a thread beside the input check."""
+        """``input_check="parallel"``: the turn's first model call runs in a thread beside the input check. Any
+        call: what the model is about to read that no check judged (a user turn edited in a fork of the thread,
+        ``update_state``) is judged first (see :mod:`~langchain_llamaguard.middleware.model_call`)."""
         plan = self._overlap_plan(request)
-        if plan is None:
-            return handler(request)
+        if plan is None:  # not the first call of a parallel run: judge what no check judged, if anything
+            return self._late_call(request, handler)
         verdict, response = call_overlapped(
             lambda: handler(request), lambda: self.moderator.check(plan.convs, role=plan.role)[0]
         )
         if verdict.safe:
-            return self._judged(response)
+            return self._judged(response, seen=plan.messages[plan.idxs[0]])
         outcome = self._flagged_input(plan, verdict)
         if isinstance(outcome, tuple):
             return self._judged(*outcome)
@@ -459,18 +510,73 @@ class LlamaGuardMiddleware(AgentMiddleware):
     async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         plan = self._overlap_plan(request)
         if plan is None:
-            return await handler(request)
+            return await self._alate_call(request, handler)
 
         async def check() -> AnyVerdict:
             return (await self.moderator.acheck(plan.convs, role=plan.role))[0]
 
         verdict, response = await acall_overlapped(lambda: handler(request), check)
         if verdict.safe:
-            return self._judged(response)
+            return self._judged(response, seen=plan.messages[plan.idxs[0]])
         outcome = self._flagged_input(plan, verdict)
         if isinstance(outcome, tuple):
             return self._judged(*outcome)
         return self._judged(await handler(self._with_notice(request, outcome)), outcome)
+
+    def _unjudged_input(self, state: Any) -> bool:
+        """Whether the user's turn stands as no input check judged it: edited or added after the run's
+        before_agent (a fork from a later checkpoint, ``update_state``); not while a parallel check of it is due."""
+        if not self.apply_to_input or not isinstance(state, dict):
+            return False
+        if self.input_check == "parallel" and (state.get(INPUT_JUDGED_KEY) or {}).get(self.name) is False:
+            return False  # this run's first model call judges it
+        plan = self._plan("input", state)
+        if not isinstance(plan, _Check):
+            return False
+        human = plan.messages[plan.idxs[0]]
+        return not guard_written(human) and (state.get(INPUT_SEEN_KEY) or {}).get(self.record) != _seen(human)
+
+    def _late_plans(self, request: Any) -> list[_Check]:
+        """What the model is about to read that may not have been judged: a user turn edited or added after the
+        run's input check, and (``apply_to_tool_results``) the last round's tool results, which ``before_model``
+        judged unless the run was forked after it (then they are judged here; else each is a cache hit)."""
+        state = request.state if isinstance(request.state, dict) else None
+        if state is None:
+            return []
+        plans = [self._plan("input", state)] if self._unjudged_input(state) else []
+        plans.append(self._plan("tool_results", state) if self.apply_to_tool_results else None)
+        return [p for p in plans if isinstance(p, _Check)]
+
+    def _late(self, plans: list[_Check], verdicts: list[list[AnyVerdict]]) -> Late | None:
+        """What to do before the model call, from the verdicts on :meth:`_late_plans`."""
+        late = Late(replacements=[])
+        for plan, found in zip(plans, verdicts, strict=True):
+            if plan.stage == "input":
+                if found[0].safe:
+                    late.update[INPUT_SEEN_KEY] = {self.record: _seen(plan.messages[plan.idxs[0]])}
+                    continue
+                outcome = self._flagged_input(plan, found[0])  # raises with exit_behavior="error"
+                if isinstance(outcome, tuple):  # the refusal ends the run, the turn leaves the thread
+                    return Late(replacements=[outcome[1]], answer=outcome[0])
+                late.replacements.append(outcome)
+                continue
+            update = self._finish(plan, found)  # tool results
+            if update is not None:
+                late.replacements.extend(update["messages"])
+                if "jump_to" in update:
+                    flagged = next(v for v in found if not v.safe)
+                    late.answer = marked(AIMessage(content=self._refusal(flagged)))
+        return late if late.replacements or late.answer or late.update else None
+
+    def _late_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        plans = self._late_plans(request)
+        late = self._late(plans, [self.moderator.check(p.convs, role=p.role) for p in plans])
+        return handler(request) if late is None else answered(request, handler, late)
+
+    async def _alate_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        plans = self._late_plans(request)
+        late = self._late(plans, [await self.moderator.acheck(p.convs, role=p.role) for p in plans])
+        return await handler(request) if late is None else await aanswered(request, handler, late)
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:

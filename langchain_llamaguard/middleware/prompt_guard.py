@@ -2,7 +2,12 @@
 what tools (retrievers, web fetchers, file readers) bring back.
 
 A tool result is scanned right after the tool runs, before it enters the agent's state, so an injected
-instruction never reaches the model: it is replaced by a notice (default), ends the run, or raises. A result
+instruction never reaches the model: it is replaced by a notice (default), ends the run, or raises. Right before
+every model call (``wrap_model_call``), whatever else the model is about to read is scanned too: a tool result
+that entered the state another way (a human-in-the-loop reviewer's "respond" or "reject" text,
+``graph.update_state``) and a user turn edited or added after the run began (a fork from a later checkpoint).
+Texts already scanned are not scanned again (a cache of recent verdicts), nor are the guards' own notices and
+refusals. A result
 made of parts (several content blocks, or paragraphs separated by a blank line, which is how
 ``create_retriever_tool`` joins documents) is judged part by part too, so one injected part is withheld and the
 others reach the model (the notice says how many parts were withheld). On a
@@ -22,7 +27,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from ..content_blocks import READABLE_BLOCK_TYPES, block_text, carries_text
 from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import VerdictCache
+from ..replacements import guard_written, marked
 from .llama_guard import VERDICT_CACHE_SIZE, _last_index, no_payload_trace_policy, unique_name
+from .model_call import Late, aanswered, answered
 from .stream_guard import Judgment, stream_transformers
 from .tool_output import END_MARKER, ending_refusal, marked_to_end, new_messages, normalized, with_replaced
 
@@ -155,19 +162,20 @@ class PromptGuardMiddleware(AgentMiddleware):
         return list(messages[start : idx + 1])
 
     def _input_text(self, state: Any) -> str | None:
+        """The user's turn as one text; ``None`` when there is none, or it is a guard's own notice."""
         turn = self._user_turn(state["messages"])
-        return "\n".join(_text(m.content) for m in turn) if turn else None
+        return "\n".join(_text(m.content) for m in turn) if turn and not all(map(guard_written, turn)) else None
 
     def _on_input(self, verdict: Any, state: Any) -> dict[str, Any] | None:
         if verdict.safe:
             return None
         if self.exit_behavior == "error":
             raise UnsafeContentError(verdict, stage="input")
-        refusal = AIMessage(content=self.refusal_message.format(score=verdict.score))
+        refusal = marked(AIMessage(content=self.refusal_message.format(score=verdict.score)))
         flagged = [m for m in self._user_turn(state["messages"]) if m.id is not None]
         # The jailbreak leaves the thread (same id): a checkpointed thread's next run would send it to the model.
         notices = [
-            HumanMessage(content=f"[message removed by Prompt Guard: score {verdict.score:.2f}]", id=m.id)
+            marked(HumanMessage(content=f"[message removed by Prompt Guard: score {verdict.score:.2f}]", id=m.id))
             for m in flagged
         ]
         return {"messages": [*notices, refusal], "jump_to": "end"}
@@ -175,17 +183,26 @@ class PromptGuardMiddleware(AgentMiddleware):
     def _notice(self, result: BaseMessage, verdict: Any) -> BaseMessage:
         """What a flagged tool result becomes (same id), in the state and on the stream; another message a tool
         added (in a ``Command``) keeps its type, with the notice as its text."""
-        ending = self.exit_behavior == "end"
         if not isinstance(result, ToolMessage):
-            return result.model_copy(update={"content": self.notice.format(score=verdict.score)})
-        return ToolMessage(
-            content=self.notice.format(score=verdict.score),
-            tool_call_id=result.tool_call_id,
-            name=result.name,
-            id=result.id,
-            status="error",
-            artifact={END_MARKER: self.refusal_message.format(score=verdict.score)} if ending else None,
+            return marked(result.model_copy(update={"content": self.notice.format(score=verdict.score)}))
+        return marked(
+            ToolMessage(
+                content=self.notice.format(score=verdict.score),
+                tool_call_id=result.tool_call_id,
+                name=result.name,
+                id=result.id,
+                status="error",
+                artifact=self._end_artifact(result, verdict),
+            )
         )
+
+    def _end_artifact(self, result: ToolMessage, verdict: Any) -> dict[str, str] | None:
+        """A withheld result's artifact: only the end-of-run marker, this guard's (``exit_behavior="end"``) or the
+        one another guard put on the result (Llama Guard ending the run after blocking the call), else none."""
+        if self.exit_behavior == "end":
+            return {END_MARKER: self.refusal_message.format(score=verdict.score)}
+        artifact = result.artifact
+        return {END_MARKER: artifact[END_MARKER]} if isinstance(artifact, dict) and END_MARKER in artifact else None
 
     def _texts(self, message: Any) -> tuple[list[str], list[int]]:
         """What Prompt Guard judges of a tool result: the whole, then each part with text when there are several
@@ -213,8 +230,10 @@ class PromptGuardMiddleware(AgentMiddleware):
         else:
             new_content = PARAGRAPH.join([*kept, notice])
         # the artifact (an MCP tool's structured copy of the same parts) goes too: it would keep what was withheld
-        withheld = {"content": new_content, **({"artifact": None} if isinstance(message, ToolMessage) else {})}
-        return message.model_copy(update=withheld), worst
+        withheld: dict[str, Any] = {"content": new_content}
+        if isinstance(message, ToolMessage):
+            withheld["artifact"] = self._end_artifact(message, worst)
+        return marked(message.model_copy(update=withheld)), worst
 
     def _plan(self, messages: Sequence[Any]) -> tuple[list[tuple[list[str], list[int]]], list[str]]:
         """What each tool result is judged in, and every text to judge, in one batch."""
@@ -264,12 +283,48 @@ class PromptGuardMiddleware(AgentMiddleware):
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """Scan the user's last turn for a jailbreak, once per run."""
         text = self._input_text(state) if self.apply_to_input else None
-        return None if text is None else self._on_input(self.guard.check(text), state)
+        return None if text is None else self._on_input(self._scan([text])[0], state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         text = self._input_text(state) if self.apply_to_input else None
-        return None if text is None else self._on_input(await self.guard.acheck(text), state)
+        return None if text is None else self._on_input((await self._ascan([text]))[0], state)
+
+    def _unscanned(self, state: Any) -> tuple[str | None, list[ToolMessage]]:
+        """What the model is about to read that may not have been scanned: the user's turn (as one text) and the
+        tool results after the last model message; the guards' own words are left out."""
+        messages = list(state["messages"])
+        text = self._input_text(state) if self.apply_to_input else None
+        results: list[ToolMessage] = []
+        if self.apply_to_tool_results:
+            last_ai = _last_index(messages, AIMessage)
+            tail = messages[last_ai + 1 :] if last_ai is not None else messages
+            results = [m for m in tail if isinstance(m, ToolMessage) and not guard_written(m)]
+        return text, results
+
+    def _late_texts(self, state: Any) -> tuple[Any, list[str]]:
+        text, results = self._unscanned(state)
+        plans, texts = self._plan(results)
+        return (text, results, plans), ([text] if text is not None else []) + texts
+
+    def _late(self, state: Any, found: Any, verdicts: list[Any]) -> Late | None:
+        """What to do before the model call: nothing (``None``), or what to replace and whether to end the run."""
+        text, results, plans = found
+        if text is not None:
+            flagged_input = self._on_input(verdicts[0], state)  # raises with exit_behavior="error"
+            if flagged_input is not None:
+                *notices, refusal = flagged_input["messages"]
+                return Late(replacements=notices, answer=refusal)
+            verdicts = verdicts[1:]
+        outcomes = self._decide(results, plans, verdicts)
+        worst = max((v for _, v in outcomes if v is not None), key=lambda v: v.score, default=None)
+        if worst is None:
+            return None
+        if self.exit_behavior == "error":
+            raise UnsafeContentError(worst, stage="tool_result")
+        ending = self.exit_behavior == "end"
+        refusal = marked(AIMessage(content=self.refusal_message.format(score=worst.score))) if ending else None
+        return Late(replacements=[r for r, _ in outcomes if r is not None], answer=refusal)
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
@@ -280,6 +335,22 @@ class PromptGuardMiddleware(AgentMiddleware):
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         return self.before_model(state, runtime)
+
+    def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        """Right before the model call, scan what the model is about to read that no scan saw: a tool result
+        that entered the state without running through ``wrap_tool_call`` (a human reviewer's "respond" or
+        "reject" text, ``update_state``) and a user turn edited after the run began (a fork); a text scanned
+        before is a cache hit, and the guards' own notices are not scanned."""
+        state = request.state if isinstance(request.state, dict) else {"messages": []}
+        found, texts = self._late_texts(state)
+        late = self._late(state, found, self._scan(texts)) if texts else None
+        return handler(request) if late is None else answered(request, handler, late)
+
+    async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        state = request.state if isinstance(request.state, dict) else {"messages": []}
+        found, texts = self._late_texts(state)
+        late = self._late(state, found, await self._ascan(texts)) if texts else None
+        return await handler(request) if late is None else await aanswered(request, handler, late)
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         """Run the tool, then scan what it returned (a ToolMessage, or a Command's) before the model reads it."""

@@ -1,0 +1,70 @@
+"""A guard's decision taken inside ``wrap_model_call``, the one hook that runs right before every model call.
+
+``before_model`` hooks are nodes of their own: a run forked from a checkpoint taken after them (LangGraph's "edit
+a message and re-run", ``update_state`` then ``invoke(None, fork)``) goes straight to the model node. A guard that
+must see everything the model reads judges what no check judged yet in ``wrap_model_call``, and acts there:
+
+* flagged messages are replaced by id, in the request the model is sent and in the agent state (a ``Command``
+  beside the model's response, :class:`~langchain.agents.middleware.types.ExtendedModelResponse`);
+* to end the run, the model is not called: the refusal is the model node's answer (it has no tool calls, so the
+  agent stops after it).
+
+Example:
+    >>> from langchain_core.messages import AIMessage
+    >>> decision = Late(replacements=[], answer=AIMessage("I can't continue."))
+    >>> decision.answer.text
+    "I can't continue."
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage
+
+
+@dataclass
+class Late:
+    """What a guard decided before a model call: messages to replace (by id), and the answer that ends the run
+    (``None``: the model is called, on the request with the replacements)."""
+
+    replacements: list[BaseMessage]
+    answer: AIMessage | None = None
+    update: dict[str, Any] = field(default_factory=dict)
+    """More state to write (the guard's records)."""
+
+
+def rewritten(request: Any, replacements: list[BaseMessage]) -> Any:
+    """``request`` with each message that has a replacement's id swapped for it."""
+    by_id = {m.id: m for m in replacements if m.id is not None}
+    if not by_id:
+        return request
+    return request.override(messages=[by_id.get(m.id, m) if m.id is not None else m for m in request.messages])
+
+
+def _extended(response: Any, late: Late) -> Any:
+    from langchain.agents.middleware.types import ExtendedModelResponse, ModelResponse
+    from langgraph.types import Command
+
+    if isinstance(response, AIMessage):
+        response = ModelResponse(result=[response])
+    elif isinstance(response, ExtendedModelResponse):  # handlers return ModelResponse; kept for safety
+        response = response.model_response
+    update = {**late.update, **({"messages": late.replacements} if late.replacements else {})}
+    return ExtendedModelResponse(model_response=response, command=Command(update=update) if update else None)
+
+
+def answered(request: Any, handler: Callable[[Any], Any], late: Late) -> Any:
+    """The model call's outcome under ``late``: its answer, or the model's on the rewritten request."""
+    response = late.answer if late.answer is not None else handler(rewritten(request, late.replacements))
+    return _extended(response, late)
+
+
+async def aanswered(request: Any, handler: Callable[[Any], Awaitable[Any]], late: Late) -> Any:
+    response = late.answer if late.answer is not None else await handler(rewritten(request, late.replacements))
+    return _extended(response, late)
+
+
+__all__ = ["Late", "aanswered", "answered", "rewritten"]
