@@ -109,15 +109,20 @@ class GuardServerError(LlamaGuardError, RuntimeError):
     Attributes:
         url: the endpoint that was called (credentials are never part of it, nor of the message).
         status: the HTTP status, when the server answered.
+        retry_after: the seconds a busy server asked to wait (its ``Retry-After`` header), when it said.
     """
 
-    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, url: str = "", status: int | None = None, retry_after: float | None = None
+    ) -> None:
         self.url = url
         self.status = status
+        self.retry_after = retry_after
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, (str(self),), {"url": self.url, "status": self.status})
+        state = {"url": self.url, "status": self.status, "retry_after": self.retry_after}
+        return (self.__class__, (str(self),), state)
 
 
 class GuardBatchError(LlamaGuardError):

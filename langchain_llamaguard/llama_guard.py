@@ -127,8 +127,17 @@ def _retry_rows(exc: Exception) -> bool:
     return not isinstance(exc, (GuardTimeoutError, GuardClosedError)) and status not in (None, *_SERVER_WIDE)
 
 
-_SERVER_WIDE = (401, 403, 404, 429, 503)
-"""HTTP statuses that say nothing about one row: a sub-batch that got one is not retried row by row."""
+_SERVER_WIDE = (401, 403, 404, 429, 502, 503, 504)
+"""HTTP statuses that say nothing about one row (a gateway's 502 and 504 included): a sub-batch that got one is not
+retried row by row."""
+
+
+def _alike(row_error: BaseException, batch_error: BaseException) -> bool:
+    """Whether a row retried alone failed as its whole sub-batch did, from a server (the same HTTP status, a 500 or
+    a 200 whose body is no answer): the server fails every row, and the other rows are not sent one by one."""
+    status = getattr(row_error, "status", None)
+    server_side = isinstance(status, int) and (status >= 500 or status == 200)  # a 4xx may be this row's own
+    return server_side and status == getattr(batch_error, "status", None)
 
 
 @dataclass
@@ -1116,7 +1125,13 @@ class LlamaGuardEngine:
         except Exception as exc:  # noqa: BLE001 - a model error (out of memory included) is the row's result
             if len(prompts) == 1 or not _retry_rows(exc):
                 return [_Failure(exc, 1.0, p.role) for p in prompts]
-        return [self._score_rows([p], [e])[0] for p, e in zip(prompts, excluded, strict=True)]
+            batch_error = exc
+        out: list[_Scored] = []
+        for p, e in zip(prompts, excluded, strict=True):
+            out.append(self._score_rows([p], [e])[0])
+            if isinstance(out[-1], _Failure) and _alike(out[-1].error, batch_error):
+                return out + [_Failure(batch_error, 1.0, q.role) for q in prompts[len(out) :]]
+        return out
 
     async def _ascore_rows(self, prompts: list[EncodedPrompt], excluded: list[tuple[str, ...]]) -> list[_Scored]:
         """:meth:`_score_rows` for an async backend."""
@@ -1125,7 +1140,13 @@ class LlamaGuardEngine:
         except Exception as exc:  # noqa: BLE001
             if len(prompts) == 1 or not _retry_rows(exc):
                 return [_Failure(exc, 1.0, p.role) for p in prompts]
-        return [(await self._ascore_rows([p], [e]))[0] for p, e in zip(prompts, excluded, strict=True)]
+            batch_error = exc
+        out: list[_Scored] = []
+        for p, e in zip(prompts, excluded, strict=True):
+            out.append((await self._ascore_rows([p], [e]))[0])
+            if isinstance(out[-1], _Failure) and _alike(out[-1].error, batch_error):
+                return out + [_Failure(batch_error, 1.0, q.role) for q in prompts[len(out) :]]
+        return out
 
     def _drive(self, plan: Generator[_BackendCall, Any, list[_Scored]]) -> list[_Scored]:
         """Run a scoring plan with the backend's sync methods."""

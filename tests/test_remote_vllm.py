@@ -263,7 +263,9 @@ def _answer(lead: int, verdict: int, logprob: float = -0.01) -> str:
 
 
 class FaultyProxy:
-    """A real HTTP server in front of vLLM: ``fault(n)`` decides, per request number, what to do with it."""
+    """A real HTTP server in front of vLLM: ``fault(n)`` decides, per request number, what to do with it: pass it
+    on (``None``), answer ``(status, body[, headers])``, pass it on and answer ``fn(status, upstream_json)`` (a
+    callable), or misbehave ("sleep", "drop", "trickle")."""
 
     def __init__(self, upstream: str, fault) -> None:
         proxy = self
@@ -273,9 +275,11 @@ class FaultyProxy:
             def log_message(self, *args):
                 pass
 
-            def _reply(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            def _reply(self, status: int, body: bytes, ctype: str = "application/json", headers=None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -286,12 +290,14 @@ class FaultyProxy:
                 n = len(proxy.requests)
                 proxy.requests.append({"path": self.path, "auth": self.headers.get("Authorization")})
                 action = fault(n, self.path)
-                if action is None or action == "pass":
+                if action is None or action == "pass" or callable(action):
                     up = httpx.request(method, upstream + self.path, content=body, timeout=60,
                                        headers={"Content-Type": "application/json"})  # fmt: skip
+                    if callable(action):
+                        return self._reply(*action(up.status_code, up.json()))
                     return self._reply(up.status_code, up.content)
                 if isinstance(action, tuple):
-                    return self._reply(action[0], action[1].encode())
+                    return self._reply(action[0], action[1].encode(), headers=action[2] if len(action) > 2 else None)
                 if action == "sleep":
                     time.sleep(3)
                     return self._reply(200, b"{}")
@@ -427,6 +433,85 @@ def test_a_rate_limited_server_is_not_asked_row_by_row(proxy, tok):
         assert all(f"HTTP {status}" in str(e) for e in err.value.errors.values()) and len(err.value.errors) == 12
         sent = [r for r in limited.requests if r["path"].endswith("/completions")]
         assert len(sent) < 24, len(sent)  # a try and a retry per request of the batch, then no row re-sent alone
+
+
+def test_a_failing_server_or_gateway_is_not_asked_row_by_row(proxy, tok):
+    """A gateway's 502 / 504 says nothing about one row; a 500 (or an answer that is no JSON) that the first row
+    sent alone gets too is the server's: the rest of the batch is not sent row by row (a 40-row batch behind a
+    gateway that times out would take 40 timeouts)."""
+    rows = [f"{BENIGN} {i}" for i in range(12)]
+    for answer in ((502, "bad gateway"), (504, "gateway timeout"), (500, '{"error": "boom"}'), (200, "<html>")):
+        failing = proxy(lambda n, path, answer=answer: answer if path.endswith("/completions") else None)
+        with pytest.raises(GuardBatchError) as err:
+            guard_at(failing.url, tok, max_retries=0).batch_check(rows)
+        assert len(err.value.errors) == 12
+        sent = [r for r in failing.requests if r["path"].endswith("/completions")]
+        assert len(sent) <= 2, (answer, len(sent))  # the batch, at most one row alone; not 12 more
+
+
+def test_an_answer_the_server_cut_short_is_no_verdict(proxy, lg3_8b, tok):
+    """A server that caps max_tokens below what the guard asks (vLLM: ``max_new_tokens`` in its generation config)
+    stops the answer with ``finish_reason: "length"``: a cut category list could read as safe, so the check fails
+    closed and says why."""
+
+    def cut(status, answer):
+        for choice in answer.get("choices", []):
+            logprobs = choice["logprobs"]
+            logprobs["tokens"], logprobs["top_logprobs"] = logprobs["tokens"][:2], logprobs["top_logprobs"][:2]
+            choice["finish_reason"] = "length"
+        return status, json.dumps(answer).encode()
+
+    capped = proxy(lambda n, path: cut if path.endswith("/completions") else None)
+    assert not lg3_8b.check(BOMB).safe
+    with pytest.raises(GuardServerError, match="cut the answer after 2 token"):
+        guard_at(capped.url, tok).check(BOMB)
+    verdict = guard_at(capped.url, tok, on_error="unsafe").check(BOMB)
+    assert not verdict.safe and "finish_reason 'length'" in verdict.error
+
+
+def test_a_server_restarted_with_a_shorter_context_is_read_again(proxy, vllm_server, lg3_8b, tok):
+    """The served context is read from ``/v1/models`` once; a request the server refuses (HTTP 400: longer than
+    it now takes) makes the next check read it again, so the same guard splits long conversations to fit."""
+    listed = {"max_model_len": 100_000}  # what /v1/models says: first a context the server does not have
+
+    def models(status, answer):
+        for m in answer["data"]:
+            m["max_model_len"] = listed["max_model_len"] or m["max_model_len"]
+        return status, json.dumps(answer).encode()
+
+    redeployed = proxy(lambda n, path: models if path.endswith("/models") else None)
+    guard = LlamaGuard.from_endpoint(redeployed.url, model=vllm_server.name, tokenizer=tok, on_error="unsafe")
+    text = BENIGN + " " + " ".join(["word"] * 4500) + " " + BOMB
+    refused = guard.check(text)
+    assert not refused.safe and "HTTP 400" in refused.error
+    listed["max_model_len"] = None  # the real one from now on
+    local = LlamaGuard.from_model(lg3_8b.backend.model, lg3_8b.tokenizer, context_length=4096 - 25, on_error="unsafe")
+    got = guard.check(text)
+    assert got.segments > 1 and "HTTP 400" not in (got.error or "")
+    same(local.check(text), got)
+
+
+def test_a_busy_server_is_asked_again_when_it_said(proxy, tok):
+    """``Retry-After`` is waited for (within the timeout); one beyond the timeout is not waited for at all."""
+    sent: list[str] = []
+
+    def once_busy(n, path):
+        if not path.endswith("/completions"):
+            return None
+        sent.append(path)
+        return (503, '{"error": "busy"}', {"Retry-After": "1"}) if len(sent) == 1 else None
+
+    guard = guard_at(proxy(once_busy).url, tok)
+    start = time.monotonic()
+    assert guard.check(BENIGN).error is None
+    assert time.monotonic() - start >= 1.0 and len(sent) == 2  # the 503, then the retry a second later
+    later = proxy(
+        lambda n, path: (429, '{"error": "later"}', {"Retry-After": "60"}) if path.endswith("/completions") else None
+    )
+    start = time.monotonic()
+    with pytest.raises(GuardServerError, match="HTTP 429"):
+        guard_at(later.url, tok, timeout=5).check(BENIGN)
+    assert time.monotonic() - start < 2
 
 
 def test_an_empty_chat_answer_is_a_server_error(proxy, tok):

@@ -31,6 +31,7 @@ from .completions import (
     RemoteState,
     ServedBackend,
     asked_ids,
+    check_not_cut,
     first_step_from,
     known_continuation,
     read_logprobs,
@@ -183,6 +184,7 @@ class ChatBackend(ServedBackend):
                 raise GuardServerError(
                     f"{url} answered with an empty message, expected the verdict ('safe' or 'unsafe')", url=url
                 )
+            check_not_cut(choice, len(ids), 1 + MAX_NEW_TOKENS, url)
             step = FirstStep(lead_argmax=tokens.lead, verdict_argmax=ids[0], p_safe=None, p_unsafe=None)
             return step, ids
         content = (choice.get("logprobs") or {}).get("content")
@@ -196,6 +198,7 @@ class ChatBackend(ServedBackend):
         except (KeyError, TypeError):
             raise GuardServerError(f"{url} returned malformed logprobs: {str(content)[:200]}", url=url) from None
         gen = read_logprobs({"tokens": [c.get("token") for c in content], "top_logprobs": tops}, url)
+        check_not_cut(choice, len(gen.ids), 1 + MAX_NEW_TOKENS, url)
         return first_step_from(gen, tokens, self.logprobs, url, after_lead=False), gen.ids[1:]
 
     # -- GuardBackend (mode="chat": every prompt through chat) ----------------------------------------------

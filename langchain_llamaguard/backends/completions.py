@@ -114,6 +114,23 @@ def probability(top: dict[int, float], token: int, mode: Logprobs, url: str) -> 
     return math.exp(min(top.values())) if top else 1.0
 
 
+def check_not_cut(choice: dict[str, Any], got: int, asked: int, url: str) -> None:
+    """Refuse an answer the server cut before the tokens the guard asked for (``finish_reason: "length"`` with
+    fewer tokens): a server-side cap on ``max_tokens`` would cut the verdict's category list, and a cut list can
+    read as safe (every category it still names excluded). The check fails closed instead.
+
+    Example:
+        >>> check_not_cut({"finish_reason": "stop"}, 2, 12, "http://guard/v1/completions")  # a stop token: complete
+    """
+    if choice.get("finish_reason") == "length" and got < asked:
+        raise GuardServerError(
+            f"{url} cut the answer after {got} token(s) of the {asked} asked (finish_reason 'length'): the server "
+            "caps max_tokens (vLLM: a max_new_tokens in --generation-config or --override-generation-config); "
+            "the verdict's categories would be cut, so no verdict is taken",
+            url=url,
+        )
+
+
 def finish(ids: Sequence[int], stop: Sequence[int], max_new_tokens: int) -> list[int]:
     """Cut a continuation at its first stop token, to at most ``max_new_tokens``."""
     out: list[int] = []
@@ -186,13 +203,31 @@ class ServedBackend:
     ) -> Plan:  # fmt: skip
         raise NotImplementedError
 
+    def _run(self, plan: Plan) -> Any:
+        """Run ``plan`` on the client; a request the server refuses (HTTP 400: a prompt longer than it now takes,
+        say, after a restart with another ``--max-model-len``) makes the next check read its context again."""
+        try:
+            return self.client.run(plan)
+        except GuardServerError as exc:
+            if exc.status == 400:
+                self.served.forget()
+            raise
+
+    async def _arun(self, plan: Plan) -> Any:
+        try:
+            return await self.client.arun(plan)
+        except GuardServerError as exc:
+            if exc.status == 400:
+                self.served.forget()
+            raise
+
     def first_step(self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens) -> tuple[list[FirstStep], object]:
-        return self.client.run(self._first_step_plan(prompts, tokens))
+        return self._run(self._first_step_plan(prompts, tokens))
 
     async def afirst_step(
         self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens
     ) -> tuple[list[FirstStep], object]:
-        return await self.client.arun(self._first_step_plan(prompts, tokens))
+        return await self._arun(self._first_step_plan(prompts, tokens))
 
     def decode(
         self,
@@ -207,7 +242,7 @@ class ServedBackend:
         """The server's greedy tokens (already in the first answer for the model's own choice); ``draft`` is
         not needed: the server decodes."""
         assert isinstance(state, RemoteState)
-        return self.client.run(self._decode_plan(state, rows, forced, stop, max_new_tokens))
+        return self._run(self._decode_plan(state, rows, forced, stop, max_new_tokens))
 
     async def adecode(
         self,
@@ -220,7 +255,7 @@ class ServedBackend:
         max_new_tokens: int,
     ) -> list[list[int]]:
         assert isinstance(state, RemoteState)
-        return await self.client.arun(self._decode_plan(state, rows, forced, stop, max_new_tokens))
+        return await self._arun(self._decode_plan(state, rows, forced, stop, max_new_tokens))
 
 
 def known_continuation(got: list[int], forced: list[int], stop: Sequence[int], max_new_tokens: int) -> list[int]:
@@ -284,15 +319,17 @@ class CompletionsBackend(ServedBackend):
         size = math.ceil(len(seqs) / n_chunks)
         return [("/completions", self._body(seqs[i : i + size], max_tokens, tokens)) for i in range(0, len(seqs), size)]
 
-    def _read(self, answers: list[dict[str, Any]], expected: int) -> list[Generated]:
+    def _read(self, answers: list[dict[str, Any]], expected: int, asked: Sequence[int]) -> list[Generated]:
+        """Each prompt's answer, from the answers to requests that asked for ``asked`` tokens each."""
         url = self.client.base_url + "/completions"
         out: list[Generated] = []
-        for answer in answers:
+        for answer, max_tokens in zip(answers, asked, strict=True):
             choices = answer.get("choices")
             if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
                 raise GuardServerError(f"{url} answered without a 'choices' list: {str(answer)[:200]}", url=url)
             for choice in sorted(choices, key=lambda c: c.get("index", 0)):
                 out.append(read_logprobs(choice.get("logprobs"), url))
+                check_not_cut(choice, len(out[-1].ids), max_tokens, url)
         if len(out) != expected:
             raise GuardServerError(f"{url} returned {len(out)} choices for {expected} prompts", url=url)
         return out
@@ -311,7 +348,8 @@ class CompletionsBackend(ServedBackend):
         answers = yield requests
         n_text = len(requests) - len(image_rows)
         wrong_lead: dict[int, int] = {}  # row -> the model's own first token, where it is not the lead
-        for i, gen in zip(text_rows, self._read(answers[:n_text], len(text_rows)), strict=True):
+        asked = [body["max_tokens"] for _, body in requests[:n_text]]
+        for i, gen in zip(text_rows, self._read(answers[:n_text], len(text_rows), asked), strict=True):
             if len(gen.ids) >= 2 and gen.ids[0] == tokens.lead:
                 steps[i] = first_step_from(gen, tokens, self.logprobs, url, after_lead=False)
                 state.after_lead[i] = gen.ids[1:]
@@ -324,7 +362,7 @@ class CompletionsBackend(ServedBackend):
             redo = list(wrong_lead)
             seqs = [prompts[i].input_ids + [tokens.lead] for i in redo]
             answers = yield self._requests(seqs, MAX_NEW_TOKENS, tokens)
-            for i, gen in zip(redo, self._read(answers, len(redo)), strict=True):
+            for i, gen in zip(redo, self._read(answers, len(redo), [MAX_NEW_TOKENS] * len(answers)), strict=True):
                 step = first_step_from(gen, tokens, self.logprobs, url, after_lead=True)
                 step.lead_argmax = wrong_lead[i]
                 steps[i] = step
@@ -350,11 +388,13 @@ class CompletionsBackend(ServedBackend):
                 need.append((r, f))
         if need:
             seqs = [state.prompts[r].input_ids + [tokens.lead] + f for r, f in need]
-            answers = yield [
+            requests = [
                 ("/completions", self._body([s], max(max_new_tokens - len(f), 1), tokens))
                 for s, (_, f) in zip(seqs, need, strict=True)
             ]
-            for (r, f), gen in zip(need, self._read(answers, len(need)), strict=True):
+            answers = yield requests
+            asked = [body["max_tokens"] for _, body in requests]
+            for (r, f), gen in zip(need, self._read(answers, len(need), asked), strict=True):
                 out[r] = f + finish(gen.ids, stop, max_new_tokens - len(f))
         return [out[r] for r in rows]
 
@@ -372,7 +412,7 @@ class CompletionsBackend(ServedBackend):
         ]  # fmt: skip
         answers = yield requests
         out = []
-        for gen in self._read(answers, len(prompts)):
+        for gen in self._read(answers, len(prompts), [1] * len(answers)):
             out.append([math.log(probability(gen.top[0], c, "token_ids", url)) for c in candidates])
         return out
 

@@ -33,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime
+import email.utils
 import json
 import queue
 import threading
@@ -56,6 +58,38 @@ RETRY_STATUSES = (429, 503)
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, GuardServerError) and exc.status in RETRY_STATUSES
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The seconds a ``Retry-After`` header asks to wait (a number, or an HTTP date); ``None`` without one.
+
+    Example:
+        >>> retry_after(httpx.Response(429, headers={"Retry-After": "2"}))
+        2.0
+    """
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # not a delay we can read: the usual backoff
+    now = datetime.datetime.now(when.tzinfo or datetime.UTC)
+    return max((when - now).total_seconds(), 0.0)
+
+
+_BACKOFF = tenacity.wait_exponential_jitter(initial=0.05, max=2.0)
+
+
+def _wait(state: tenacity.RetryCallState) -> float:
+    """Exponential backoff with jitter, or longer where the server said how long (``Retry-After``)."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    asked = getattr(exc, "retry_after", None)
+    return max(_BACKOFF(state), asked or 0.0)
 
 
 KEEPALIVE_S = 4.0
@@ -155,7 +189,7 @@ class EndpointClient:
         return {
             # stop_before_delay: no retry is started that the budget could not wait for
             "stop": tenacity.stop_after_attempt(self.max_retries + 1) | tenacity.stop_before_delay(budget),
-            "wait": tenacity.wait_exponential_jitter(initial=0.05, max=2.0),
+            "wait": _wait,  # stop_before_delay: a Retry-After beyond the budget is not waited for
             "retry": tenacity.retry_if_exception(_retryable),
             "reraise": True,
         }
@@ -178,6 +212,7 @@ class EndpointClient:
                 self._redact(f"{url} answered HTTP {response.status_code}: {detail[:300]}"),
                 url=url,
                 status=response.status_code,
+                retry_after=retry_after(response) if response.status_code in RETRY_STATUSES else None,
             )
         try:
             data = response.json()
@@ -521,6 +556,12 @@ class ServedModel:
         finally:
             with self._lock:
                 self._pending = None
+
+    def forget(self) -> None:
+        """Drop the kept entry: the next use asks ``/v1/models`` again (after the server refused a request as too
+        long, it may have been restarted with another ``--max-model-len``)."""
+        with self._lock:
+            self._entry = None
 
     def max_model_len(self) -> int | None:
         """The context the server gives the model (``None`` where it does not say)."""
