@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import queue
 import threading
@@ -29,11 +30,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import GuardClosedError
+from .forking import call_in_child
 
 _STOP = object()
 """Put on the queue to stop the worker."""
 _IDLE_POLL_S = 1.0
 """How often an idle worker looks whether its batcher is still alive."""
+_EXIT_JOIN_S = 10.0
+"""At interpreter exit, how long a batch still running may take to finish (a worker killed inside torch aborts
+the process)."""
+_LIVE: weakref.WeakSet[MicroBatcher] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers() -> None:
+    """Let the batches still running finish before the interpreter goes (their callers may be gone: a timed-out
+    check); the workers are daemon threads, and one stopped inside torch at exit takes the process down."""
+    for batcher in list(_LIVE):
+        batcher.close(timeout=_EXIT_JOIN_S)
 
 
 @dataclass
@@ -100,6 +114,14 @@ class MicroBatcher:
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         weakref.finalize(self, self._queue.put, _STOP)  # a collected batcher stops its worker
+        _LIVE.add(self)
+        call_in_child(self, "_after_fork")
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's worker is gone, and its queue's locks may be held; start afresh."""
+        self._queue = queue.Queue()
+        self._start_lock = threading.Lock()
+        self._thread = None
 
     @property
     def alive(self) -> bool:

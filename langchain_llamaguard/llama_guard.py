@@ -57,7 +57,23 @@ _STOP_TOKENS = {
     "llama3": ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"),
 }
 _PAD_TOKENS = {"llama4": "<|finetune_right_pad|>", "llama3": "<|finetune_right_pad_id|>"}
-_TIMEOUT_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="llama-guard-timeout")
+
+
+def _in_thread(fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+    """``fn(*args)`` on a thread of its own (a check with a ``timeout``): its caller can stop waiting. A thread per
+    check, not a shared pool: one guard's slow checks never count against another's timeout, it works after a
+    fork, and after the main thread has finished (when ``concurrent.futures`` pools refuse new work)."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - the caller gets it
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name="llama-guard-timeout").start()
+    return future
 
 
 _OWNERS_LOCK = threading.Lock()
@@ -900,7 +916,7 @@ class LlamaGuardEngine:
             return []
         if self.timeout is None:
             return self._batch_check(conversations, role, excluded_categories)
-        future = _TIMEOUT_POOL.submit(self._batch_check, conversations, role, excluded_categories)
+        future = _in_thread(self._batch_check, conversations, role, excluded_categories)
         try:
             return future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .batching import MicroBatcher
 from .encoding import clean_text
 from .errors import GuardBatchError, GuardClosedError, GuardConfigurationError, GuardTypeError
+from .forking import forward_ran, renew_in_child
 from .pickling import Recipe, deep_copy, recipe_of, reduce_guard
 
 Backend = Literal["torch", "onnx"]
@@ -152,6 +153,7 @@ class PromptGuardEngine:
             raise GuardConfigurationError("the Prompt Guard tokenizer needs [CLS] and [SEP] tokens")
         self._cls, self._sep = int(cls_id), int(sep_id)
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")  # a lock held at a fork would wedge the child
         self._recipe: Recipe | None = None
         """How this guard was loaded (``from_pretrained`` and its arguments), so a pickle can load it again."""
         self.batch_window_ms = batch_window_ms
@@ -310,6 +312,7 @@ class PromptGuardEngine:
         import torch
 
         device = next(model.parameters()).device
+        forward_ran()
         with self._lock, torch.inference_mode():
             out = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device))
         return out.logits.float().cpu().numpy()
@@ -498,12 +501,14 @@ class PromptGuardEngine:
         self._check_open()
         new = object.__new__(type(self))
         new.__dict__.update({k: v for k, v in vars(self).items() if k in self._SHARED_ATTRS})
+        renew_in_child(new, "_lock")
         return new
 
     def __copy__(self) -> PromptGuardEngine:
         """A shallow copy: the same model and settings, with a micro-batcher of its own."""
         new = object.__new__(type(self))
         new.__dict__.update(vars(self))
+        renew_in_child(new, "_lock")
         new._start_batcher()
         return new
 

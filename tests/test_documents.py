@@ -185,8 +185,8 @@ class GuardRuns(BaseCallbackHandler):
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke", "batch", "abatch", "stream", "astream", "astream_events"])
 async def test_every_lcel_mode(retriever, prompt_guard, monkeypatch, mode):
     calls: list[int] = []
-    original = prompt_guard.batch_check
-    monkeypatch.setattr(prompt_guard, "batch_check", lambda texts: (calls.append(len(texts)), original(texts))[1])
+    original = prompt_guard._score_flat  # every forward pass of a call: the windows of all its texts
+    monkeypatch.setattr(prompt_guard, "_score_flat", lambda w, *a: (calls.append(len(w)), original(w, *a))[1])
     chain = retriever | prompt_guard.as_document_filter()
     runs = GuardRuns()
     config = {"callbacks": [runs]}
@@ -452,8 +452,8 @@ def test_with_retry_never_judges_a_flagged_document_again(prompt_guard, monkeypa
     from langchain_llamaguard.retry import GuardRetry
 
     calls: list[int] = []
-    original = prompt_guard.batch_check
-    monkeypatch.setattr(prompt_guard, "batch_check", lambda texts: (calls.append(len(texts)), original(texts))[1])
+    original = prompt_guard._score_flat  # every forward pass of a call: the windows of all its texts
+    monkeypatch.setattr(prompt_guard, "_score_flat", lambda w, *a: (calls.append(len(w)), original(w, *a))[1])
     step = prompt_guard.as_document_filter(on_flagged="raise").with_retry(
         stop_after_attempt=3, wait_exponential_jitter=False
     )

@@ -19,7 +19,7 @@ from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableLambda
 
-from langchain_llamaguard import GuardBatchError, GuardClosedError, GuardOutputError, LlamaGuard, batching
+from langchain_llamaguard import GuardBatchError, GuardClosedError, GuardOutputError, LlamaGuard, PromptGuard, batching
 from langchain_llamaguard.batching import MicroBatcher
 from langchain_llamaguard.budget import BatchBudget, plan_sub_batches
 
@@ -413,3 +413,108 @@ async def test_closing_a_served_guard_closes_its_connections(lg3_8b_path):
     assert not backend.client._async and backend.client._client.is_closed
     with pytest.raises(GuardClosedError):
         await guard.acheck(BENIGN)
+
+
+# -- web-server process models: forks, closes under load, interpreter exit ------------------------------------
+def _in_forked_child(work, timeout: float = 90.0) -> int:
+    """Run ``work()`` in a forked child (gunicorn --preload); its exit code (0: it returned True), or -1 if it hung."""
+    import os
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            code = 0 if work() else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return -1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork")
+@pytest.mark.parametrize("which", ["llama_guard_with_timeout", "prompt_guard"])
+def test_a_guard_used_before_a_fork_works_in_the_child(lg3_1b, prompt_guard, which):
+    """A guard loaded and used in the parent (on the forking thread, and by threads still checking when it forks)
+    answers in the child: no lock held by a thread that is gone, no pool of the parent's threads."""
+    import warnings
+
+    if which == "prompt_guard":
+        guard = PromptGuard(prompt_guard.model, prompt_guard.tokenizer)
+        check, text = (lambda: guard.check(BOMB).score), " ".join([BENIGN] * 300)
+        busy = lambda: guard.batch_check([text] * 8)  # noqa: E731
+    else:
+        guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, timeout=10, on_error="unsafe")
+        check = lambda: (lambda v: (v.safe, v.error))(guard.check(BOMB))  # noqa: E731 - a timeout has an error
+        busy = lambda: guard.batch_check(CONVS * 4)  # noqa: E731
+    expected = check()  # on this (the forking) thread
+    stop = threading.Event()
+
+    def keep_checking() -> None:
+        while not stop.is_set():
+            busy()
+
+    threads = [threading.Thread(target=keep_checking) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)  # the threads hold the model's lock most of the time
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            codes = [_in_forked_child(lambda: check() == expected, timeout=60) for _ in range(3)]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert codes == [0, 0, 0]
+
+
+def test_a_check_running_when_its_guard_is_closed_fails_with_guard_closed_error(lg3_1b, monkeypatch):
+    """Another thread's ``close()`` landing between two forward passes of a running check: the check fails with
+    GuardClosedError (a LlamaGuardError, so ``on_error`` applies), never a bare TypeError from a model that is
+    gone."""
+    for on_error in ("raise", "unsafe"):
+        guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error=on_error)
+        backend, real = guard.backend, guard.backend.first_step
+
+        def closing(*args, _real=real, _guard=guard, **kw):
+            _guard.close()  # the closing thread's turn came: the model is released before this forward pass
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(backend, "first_step", closing)
+        if on_error == "raise":
+            with pytest.raises(GuardClosedError, match="closed while a check was running"):
+                guard.check(BOMB)
+        else:
+            verdict = guard.check(BOMB)
+            assert not verdict.safe and "closed while a check was running" in verdict.error
+
+
+def test_a_process_whose_micro_batch_is_still_running_exits_cleanly(lg3_1b_path, tmp_path):
+    """A web worker shutting down while a timed-out caller's micro-batch still runs: the batch finishes, and the
+    process exits with 0 (a daemon worker stopped inside torch would abort it)."""
+    import os
+    import subprocess
+
+    script = tmp_path / "exit.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from langchain_llamaguard import LlamaGuard\n"
+        f"guard = LlamaGuard.from_pretrained({str(lg3_1b_path)!r}, batch_window_ms=5)\n"
+        f"rows = [{WEATHER!r} * 40] * 64\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await asyncio.wait_for(guard.abatch_check(rows), 0.05)\n"
+        "    except TimeoutError:\n"
+        "        pass\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]

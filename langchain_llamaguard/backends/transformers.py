@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..encoding import EncodedPrompt
-from ..errors import GuardInputError
+from ..errors import GuardClosedError, GuardInputError
+from ..forking import forward_ran, renew_in_child
 from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
 from .prefix_store import plan_reuse
 
@@ -74,6 +75,7 @@ class TransformersBackend:
         self.pad_id = pad_id
         # One forward at a time per model: torch modules are not re-entrant across threads with shared caches.
         self.lock = threading.Lock()
+        renew_in_child(self, "lock")  # a lock held at a fork would wedge the child
         self.set_prefix_cache_bytes(prefix_cache_bytes)
 
     # -- token-prefix KV reuse (issue 22) -------------------------------------------------------------------
@@ -89,7 +91,19 @@ class TransformersBackend:
 
     @property
     def device(self) -> Any:
-        return next(self.model.parameters()).device
+        return next(self._open_model().parameters()).device
+
+    def _open_model(self) -> Any:
+        """The model; a check still running when its guard was closed gets GuardClosedError."""
+        model = self.model
+        if model is None:
+            raise GuardClosedError("this guard was closed while a check was running")
+        return model
+
+    def _live(self) -> Any:
+        """The model, about to run on this thread (noted for :mod:`~langchain_llamaguard.forking`)."""
+        forward_ran()
+        return self._open_model()
 
     # Copies: a deep copy shares the model (weights are never duplicated) and so its lock; a pickle carries the
     # model. Either starts with empty prefix caches and counts no guard as a user yet.
@@ -102,6 +116,7 @@ class TransformersBackend:
 
         self.__dict__.update(state)
         self.lock = threading.Lock()
+        renew_in_child(self, "lock")
         self._prefix_kv = OrderedDict()
         self.prefix_store = PrefixStore(self.prefix_cache_bytes) if self.prefix_cache_bytes else None
 
@@ -131,7 +146,7 @@ class TransformersBackend:
         from .lm_head import prune_lm_head
 
         with self.lock:
-            prune_lm_head(self.model, keep)
+            prune_lm_head(self._open_model(), keep)
         self.clear_caches()
 
     # -- images -------------------------------------------------------------------------------------------
@@ -204,9 +219,9 @@ class TransformersBackend:
         ids, mask = self._left_pad(seqs)
         kwargs: dict[str, Any] = {}
         if pixels:
-            kwargs["pixel_values"] = torch.cat(pixels, dim=0).to(device=self.device, dtype=self.model.dtype)
+            kwargs["pixel_values"] = torch.cat(pixels, dim=0).to(device=self.device, dtype=self._open_model().dtype)
         with self.lock, torch.inference_mode():
-            out = self.model(
+            out = self._live()(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self.device),
@@ -264,7 +279,7 @@ class TransformersBackend:
             prefix_mask[i, width - n :] = 1
         mask = torch.cat([prefix_mask, rest_mask], dim=-1)
         with self.lock, torch.inference_mode():
-            out = self.model(
+            out = self._live()(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=(lengths.unsqueeze(1) + (rest_mask.cumsum(-1) - 1).clamp(min=0)).to(self.device),
@@ -317,7 +332,7 @@ class TransformersBackend:
                 self._prefix_kv.move_to_end(prefix)
                 return kv
             with torch.inference_mode():
-                kv = self.model(
+                kv = self._live()(
                     input_ids=torch.tensor([list(prefix)], device=self.device), use_cache=True, logits_to_keep=1
                 ).past_key_values
             self._prefix_kv[prefix] = kv
@@ -398,7 +413,7 @@ class TransformersBackend:
                     feed_mask[r, : len(f)] = 1
             positions = pos.unsqueeze(1) + torch.arange(width).unsqueeze(0)
             with self.lock, torch.inference_mode():
-                out = self.model(
+                out = self._live()(
                     input_ids=ids.to(device),
                     attention_mask=torch.cat([mask, feed_mask], dim=-1).to(device),
                     position_ids=positions.to(device),
