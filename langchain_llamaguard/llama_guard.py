@@ -43,6 +43,7 @@ from .images import (
     check_image_count,
     load_image,
 )
+from .lifecycle import Closeable
 from .pickling import recipe_of
 from .prompt_format import get_format, render
 from .taxonomy import check_policy, default_categories, resolve_categories
@@ -167,7 +168,7 @@ class _Batch:
     results: list[_Scored] = field(default_factory=list)
 
 
-class LlamaGuardEngine:
+class LlamaGuardEngine(Closeable):
     """Llama Guard 4 or Llama Guard 3 (8B, 1B) as a content-safety classifier: the engine, without LangChain.
 
     Use :class:`langchain_llamaguard.LlamaGuard`, which adds the LangChain steps (``as_input_guard``,
@@ -614,10 +615,6 @@ class LlamaGuardEngine:
                 self._score_encoded, window_s=self.batch_window_ms / 1000, max_batch=self.max_batch_size
             )
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise GuardClosedError(f"this {type(self).__name__} was closed; load a new one to check more")
-
     def _live_backend(self) -> GuardBackend:
         backend = self.backend
         if backend is None:
@@ -651,18 +648,6 @@ class LlamaGuardEngine:
         if aclose is not None and _owners(self.backend) <= 1:  # the last guard on this backend
             await aclose()
         await asyncio.to_thread(self.close)
-
-    def __enter__(self) -> LlamaGuardEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> LlamaGuardEngine:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- preparing prompts ----------------------------------------------------------------------------------
     def with_categories(self, categories: Mapping[str, str] | None) -> LlamaGuardEngine:
