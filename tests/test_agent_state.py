@@ -418,24 +418,24 @@ async def test_a_reviewers_words_in_a_tool_results_place_are_scanned(prompt_guar
 
 def test_a_call_a_reviewer_edits_into_one_llama_guard_blocks_ends_the_run_beside_prompt_guard(lg4, prompt_guard):
     """[Prompt Guard, human-in-the-loop, Llama Guard (exit "end")]: the reviewer's edit is blocked before the tool
-    runs, and the run ends with Llama Guard's refusal: Prompt Guard's notice keeps Llama Guard's end-of-run mark."""
+    runs, and the run ends with Llama Guard's refusal: a notice of Prompt Guard's in the blocked result's place
+    keeps Llama Guard's end-of-run mark."""
     from conftest import make_tools
     from langchain.agents.middleware import HumanInTheLoopMiddleware
     from langgraph.types import Command
 
-    edited = INJECTION + " " + BOMB
-    counts, _, search = make_tools()
-    calls = [AIMessage("", tool_calls=[{"name": "web_search", "args": {"query": "weather in Paris"}, "id": "c1"}])]
+    counts, repl, _ = make_tools()
+    calls = [AIMessage("", tool_calls=[{"name": "python_repl", "args": {"code": "print(1 + 1)"}, "id": "c1"}])]
     model = ScriptedToolModel(messages=iter([*calls, AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
     middleware = [
         PromptGuardMiddleware(prompt_guard),
-        HumanInTheLoopMiddleware({"web_search": True}),
+        HumanInTheLoopMiddleware({"python_repl": True}),
         LlamaGuardMiddleware(lg4),
     ]
-    agent = create_agent(model, [search], middleware=middleware, checkpointer=InMemorySaver())
+    agent = create_agent(model, [repl], middleware=middleware, checkpointer=InMemorySaver())
     cfg, prompts = {"configurable": {"thread_id": "edit"}}, SentPrompts()
-    agent.invoke({"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]})
-    edit = {"type": "edit", "edited_action": {"name": "web_search", "args": {"query": edited}}}
+    agent.invoke({"messages": [HumanMessage(ASK_CODE)]}, {**cfg, "callbacks": [prompts]})
+    edit = {"type": "edit", "edited_action": {"name": "python_repl", "args": {"code": EVIL_CODE}}}
     out = agent.invoke(Command(resume={"decisions": [edit]}), {**cfg, "callbacks": [prompts]})
-    assert counts["web_search"] == [] and len(prompts.sent) == 1  # the tool never ran, the model was not asked again
+    assert counts["python_repl"] == [] and len(prompts.sent) == 1  # the tool never ran, the model was not asked again
     assert "flagged by Llama Guard" in out["messages"][-1].text
