@@ -40,7 +40,7 @@ from ..parallel import InputCheck, acall_overlapped, call_overlapped, check_inpu
 from ..replacements import DEFAULT_REFUSAL, fingerprint, guard_written, marked, replacement
 from ..replacements import describe as _describe
 from ..replacements import last_index as _last_index
-from .model_call import Late, aanswered, answered
+from .model_call import Late, aanswered, answered, extended
 from .stream_guard import Judgment, stream_transformers
 from .tool_output import END_MARKER, ending_refusal, marked_to_end, new_messages, normalized, with_replaced
 
@@ -461,19 +461,10 @@ class LlamaGuardMiddleware(AgentMiddleware):
     def _judged(self, response: Any, notice: BaseMessage | None = None, seen: BaseMessage | None = None) -> Any:
         """``response`` with this run's input marked as judged (and ``notice``, a rewritten user turn, added; or
         ``seen``, the user turn judged safe, recorded)."""
-        from langchain.agents.middleware.types import ExtendedModelResponse, ModelResponse
-        from langgraph.types import Command
-
-        if isinstance(response, AIMessage):
-            response = ModelResponse(result=[response])
-        elif isinstance(response, ExtendedModelResponse):  # handlers return ModelResponse; kept for safety
-            response = response.model_response
         update: dict[str, Any] = {INPUT_JUDGED_KEY: {self.name: True}}
-        if notice is not None:
-            update["messages"] = [notice]
         if seen is not None:
             update[INPUT_SEEN_KEY] = {self.record: _seen(seen)}
-        return ExtendedModelResponse(model_response=response, command=Command(update=update))
+        return extended(response, Late(replacements=[notice] if notice is not None else [], update=update))
 
     def _flagged_input(self, plan: _Check, verdict: AnyVerdict) -> Any:
         """The first call's outcome for a flagged turn: a refusal, an error, or (``"replace"``) what to ask

@@ -44,7 +44,8 @@ def rewritten(request: Any, replacements: list[BaseMessage]) -> Any:
     return request.override(messages=[by_id.get(m.id, m) if m.id is not None else m for m in request.messages])
 
 
-def _extended(response: Any, late: Late) -> Any:
+def extended(response: Any, late: Late) -> Any:
+    """The model's ``response`` with ``late``'s replacements and records written beside it (a ``Command``)."""
     from langchain.agents.middleware.types import ExtendedModelResponse, ModelResponse
     from langgraph.types import Command
 
@@ -59,12 +60,12 @@ def _extended(response: Any, late: Late) -> Any:
 def answered(request: Any, handler: Callable[[Any], Any], late: Late) -> Any:
     """The model call's outcome under ``late``: its answer, or the model's on the rewritten request."""
     response = late.answer if late.answer is not None else handler(rewritten(request, late.replacements))
-    return _extended(response, late)
+    return extended(response, late)
 
 
 async def aanswered(request: Any, handler: Callable[[Any], Awaitable[Any]], late: Late) -> Any:
     response = late.answer if late.answer is not None else await handler(rewritten(request, late.replacements))
-    return _extended(response, late)
+    return extended(response, late)
 
 
-__all__ = ["Late", "aanswered", "answered", "rewritten"]
+__all__ = ["Late", "aanswered", "answered", "extended", "rewritten"]
