@@ -31,6 +31,10 @@ from langchain_core.language_models import GenericFakeChatModel
 
 os.environ.setdefault("LLAMAGUARD_CACHE", str(Path(__file__).resolve().parent.parent / ".cache"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Two xdist workers share the 2-core machine: torch's default of one thread per core in each worker (and in the
+# scripts tests run) oversubscribes it, and OpenMP's spin-waits then cost about a third of the suite's time.
+# Set before torch loads, here in the controller, so the workers and their subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from langchain_llamaguard.tiny import data  # noqa: E402
 
