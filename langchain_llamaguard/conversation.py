@@ -15,7 +15,10 @@ LangChain              rendered as
 =====================  =====================================================================
 ``HumanMessage``       a user turn
 ``AIMessage``          an assistant turn; each tool call adds a text part
-                       ``[tool call] name({"arg": ...})`` after the message's text
+                       ``[tool call] name({"arg": ...})`` after the message's text; reasoning
+                       (content blocks, ``additional_kwargs["reasoning_content"]`` /
+                       ``["reasoning"]``) comes before it, an audio answer's transcript and a
+                       ``refusal`` after it, a legacy ``function_call`` as a tool call
 ``ToolMessage``        a user turn with the text ``[tool result] name: <content>`` (tool output is
                        input to the model, not the model's own words)
 ``SystemMessage``      a user turn with the text ``[system] <content>``
@@ -153,7 +156,7 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
         elif btype == "server_tool_result":
             texts.append(f"[tool result] {block.get('output', '')}")
         elif btype in {"reasoning", "thinking"}:
-            texts.append(str(block.get("reasoning") or block.get("thinking") or ""))
+            texts.append(_reasoning_text(block))
         elif btype in READABLE_BLOCK_TYPES:  # what tools hand back: JSON, search results, documents, files
             texts.append(block_text(block, where=where))
         else:
@@ -165,6 +168,49 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
     return texts, images
 
 
+def _reasoning_text(block: dict[str, Any]) -> str:
+    """All the text of a reasoning block: LangChain's ``reasoning``, Anthropic's ``thinking``, and the OpenAI
+    Responses API's ``summary`` and ``content`` parts (``summary_text`` / ``reasoning_text``), in that order."""
+    parts: list[Any] = [block.get("reasoning"), block.get("thinking")]
+    for key in ("summary", "content"):
+        items = block.get(key)
+        if isinstance(items, str):
+            parts.append(items)
+        elif isinstance(items, list):
+            parts += [item.get("text") if isinstance(item, dict) else item for item in items]
+    return "\n".join(p for p in parts if isinstance(p, str) and p)
+
+
+def _from_extra_fields(extra: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """What providers put in an AI message's ``additional_kwargs`` that the model said: (reasoning before the
+    answer, text after it, calls). Reasoning: ``reasoning_content`` (DeepSeek, vLLM and other OpenAI-compatible
+    servers) and ``reasoning`` (langchain-openai's Responses API, v0 output); text: ``audio.transcript`` (an
+    audio answer) and ``refusal``; calls: the legacy OpenAI ``function_call``."""
+    before: list[str] = []
+    if isinstance(extra.get("reasoning_content"), str):
+        before.append(extra["reasoning_content"])
+    if isinstance(extra.get("reasoning"), dict):
+        before.append(_reasoning_text(extra["reasoning"]))
+    after: list[str] = []
+    audio = extra.get("audio")
+    if isinstance(audio, dict) and isinstance(audio.get("transcript"), str):
+        after.append(audio["transcript"])
+    if isinstance(extra.get("refusal"), str):
+        after.append(extra["refusal"])
+    calls: list[str] = []
+    call = extra.get("function_call")
+    if isinstance(call, dict):
+        args = call.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:  # arguments not (yet) valid JSON: the text as it is, like an invalid tool call
+                calls.append(f"[tool call] {call.get('name') or ''}({args})")
+                return before, after, calls
+        calls.append(_render_tool_call(str(call.get("name") or ""), args))
+    return before, after, calls
+
+
 def _render_tool_call(name: str, args: Any) -> str:
     try:
         rendered = json.dumps(args, ensure_ascii=False, sort_keys=True, default=str)
@@ -174,6 +220,10 @@ def _render_tool_call(name: str, args: Any) -> str:
 
 
 _CALL_BLOCK_TYPES = {"tool_call", "tool_use", "function_call", "invalid_tool_call", "tool_call_chunk"}
+CALL_BLOCK_TYPES = frozenset(
+    _CALL_BLOCK_TYPES | {"server_tool_call", "server_tool_call_chunk", "input_json_delta"}
+)
+"""Content blocks that are (part of) a tool call, in every provider's shape."""
 
 
 def _without_listed_calls(msg: BaseMessage) -> Any:
@@ -207,9 +257,11 @@ def _message_to_turn(msg: BaseMessage, index: int) -> Turn:
         calls = [_render_tool_call(c.get("name", ""), c.get("args", {})) for c in listed]
         for call in getattr(msg, "invalid_tool_calls", None) or []:
             calls.append(f"[tool call] {call.get('name') or ''}({call.get('args') or ''})")
+        before, after, extra_calls = _from_extra_fields(msg.additional_kwargs or {})
+        calls += extra_calls
         if calls and msg.content == "":  # no text beside the calls: "" renders like [] (a streamed message)
             texts = []
-        return Turn("assistant", texts + calls, images)
+        return Turn("assistant", before + texts + after + calls, images)
     if isinstance(msg, ToolMessage) or msg.type == "tool":
         name = getattr(msg, "name", None) or ""
         body = "".join(texts)

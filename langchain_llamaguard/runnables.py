@@ -21,13 +21,15 @@ from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from functools import partial
 from typing import Any, Literal, cast, get_args
 
+from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .conversation import (
+    CALL_BLOCK_TYPES,
     MESSAGE_FIELDS,
     ConversationInput,
     coerce_message,
@@ -82,7 +84,7 @@ def input_conversation(value: Any, input_key: str | None = None) -> Conversation
             if input_key not in value:
                 raise GuardKeyError(f"input_key {input_key!r} is not in the input; keys: {sorted(value)}")
             return input_conversation(value[input_key])
-        candidates = [k for k, v in value.items() if isinstance(v, (str, list, tuple, BaseMessage, PromptValue))]
+        candidates = [k for k, v in value.items() if _may_hold_text(v)]
         if is_message_dict(value):
             others = sorted(k for k in candidates if k not in MESSAGE_FIELDS)
             if not others:
@@ -103,27 +105,47 @@ def input_conversation(value: Any, input_key: str | None = None) -> Conversation
     )
 
 
+def _may_hold_text(value: Any) -> bool:
+    """Whether a value of an input dict is something a prompt may format into the model's input: anything but
+    ``None``, booleans and numbers (a ``Document``, a nested dict or an object has text too)."""
+    return value is not None and not isinstance(value, (bool, int, float))
+
+
+_OUTPUT_ACCEPTED = "accepted: AIMessage, AIMessageChunk, str, a dict or a pydantic object with output_key"
+
+
 def output_message(value: Any, output_key: str | None = None) -> BaseMessage:
-    """The model's answer as a message (``AIMessage``, ``AIMessageChunk``, ``str``, a dict's key, or a
-    ``{"role": "assistant", "content": ...}`` dict); errors are ``GuardInputError`` s."""
+    """The model's answer as a message (``AIMessage``, ``AIMessageChunk``, ``str``, a dict's key, a pydantic
+    object's field (``with_structured_output``), or a ``{"role": "assistant", "content": ...}`` dict); errors are
+    ``GuardInputError`` s."""
     if is_documents(value):
         raise documents_error()
     if isinstance(value, BaseMessage):
         return value
     if isinstance(value, str):
         return AIMessage(content=value)
+    if isinstance(value, BaseModel):  # structured output: its fields, read like a dict's keys
+        value = {name: getattr(value, name) for name in type(value).model_fields}
     if isinstance(value, dict):
         if output_key is None and is_message_dict(value):
             return coerce_message(value)
         key = output_key or ("output" if "output" in value else None)
         if key is None:
-            raise GuardInputError(f"pass output_key='...' to check a dict output; keys: {sorted(value)}")
+            raise GuardInputError(
+                f"pass output_key='...' to say which key or field is the answer; keys: {sorted(value)}"
+            )
         if key not in value:
             raise GuardKeyError(f"output_key {key!r} is not in the output; keys: {sorted(value)}")
-        return output_message(value[key])
-    raise GuardTypeError(
-        f"an output guard cannot check a {type(value).__name__}; accepted: AIMessage, AIMessageChunk, str, dict"
-    )
+        answer = value[key]
+        nested = isinstance(answer, dict) and not is_message_dict(answer)
+        if nested or (isinstance(answer, BaseModel) and not isinstance(answer, (BaseMessage, Document))):
+            inner = sorted(answer) if isinstance(answer, dict) else sorted(type(answer).model_fields)
+            raise GuardTypeError(
+                f"output_key {key!r} holds a {type(answer).__name__} (keys: {inner}), not an answer; it must hold "
+                "a str, a message or a {'role': 'assistant', 'content': ...} dict: point output_key at the text"
+            )
+        return output_message(answer)
+    raise GuardTypeError(f"an output guard cannot check a {type(value).__name__}; {_OUTPUT_ACCEPTED}")
 
 
 def _as_messages(conv: ConversationInput) -> list[Any]:
@@ -163,6 +185,28 @@ def _replacement(on_unsafe: Any, like: Any) -> Any:
     return on_unsafe
 
 
+def _calls_a_tool(message: BaseMessage) -> bool:
+    """Whether an answer (so far) holds a tool call, in its call fields or as a content block."""
+    if any(getattr(message, f, None) for f in ("tool_calls", "invalid_tool_calls", "tool_call_chunks")):
+        return True
+    if (message.additional_kwargs or {}).get("function_call"):
+        return True
+    content = message.content
+    return isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in CALL_BLOCK_TYPES for b in content)
+
+
+def _as_chunk_like(result: Any, like: Any) -> Any:
+    """An ``on_unsafe`` Runnable's answer in a stream of message chunks: an ``AIMessage`` becomes an
+    ``AIMessageChunk``, so that the stream still adds up; anything else (a str included) as it is."""
+    return _replacement(result, like) if isinstance(like, AIMessageChunk) and type(result) is AIMessage else result
+
+
+def _streamed_like(output_type: Any) -> Any:
+    """What a stream's replacement is shaped like when nothing was streamed yet: a chunk for a chain that streams
+    messages, else the chain's output type."""
+    return AIMessageChunk(content="") if _is_message_type(output_type) else output_type
+
+
 def check_stream_options(stream_mode: Any, check_every: Any) -> None:
     """A :class:`GuardConfigurationError` naming what is accepted unless both streaming options are valid."""
     if stream_mode not in ("buffer", "incremental") or not isinstance(stream_mode, str):
@@ -180,25 +224,46 @@ def _is_graph_state(value: Any, config: RunnableConfig) -> bool:
     return any(isinstance(v, list) and v and all(isinstance(m, BaseMessage) for m in v) for v in value.values())
 
 
-def _added(acc: Any, chunk: Any) -> Any:
-    """``acc + chunk``; a chunk that does not add to the others replaces them, as in LangChain's own ``transform``
-    (``JsonOutputParser`` streams whole snapshots as plain dicts)."""
-    if acc is None:
-        return chunk
+def _extends(old: Any, new: Any) -> bool:
+    """Whether ``new`` is ``old`` carried on: strings that start alike, dicts / lists / pydantic objects whose
+    every part is carried on (the snapshots ``JsonOutputParser`` and ``PydanticOutputParser`` stream)."""
+    if isinstance(old, BaseModel) and isinstance(new, BaseModel) and not isinstance(old, BaseMessage):
+        return type(old) is type(new) and _extends(old.model_dump(), new.model_dump())
+    if isinstance(old, str) and isinstance(new, str):
+        return new.startswith(old)
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(k in new and _extends(v, new[k]) for k, v in old.items())
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return len(old) <= len(new) and all(_extends(a, b) for a, b in zip(old, new, strict=False))
     try:
-        return acc + chunk
+        return bool(old == new)
+    except Exception:  # e.g. arrays, whose == is no truth value
+        return False
+
+
+def _added(acc: Any, chunk: Any) -> tuple[Any, Any]:
+    """(``acc + chunk``, ``None``). A chunk that does not add to the others replaces them, as in LangChain's own
+    ``transform``: where it carries them on (``JsonOutputParser`` streams whole snapshots as plain dicts), nothing
+    is lost; where it does not, what it replaced comes back second, to be judged on its own."""
+    if acc is None:
+        return chunk, None
+    try:
+        return acc + chunk, None
     except TypeError:
-        return chunk
+        return chunk, (None if _extends(acc, chunk) else acc)
 
 
-def _joined(chunks: list[Any]) -> Any:
-    """A streamed input put back together (a single chunk is the input itself)."""
+def _joined(chunks: list[Any]) -> tuple[Any, list[Any]]:
+    """A streamed input put back together (a single chunk is the input itself), and the earlier parts a chunk
+    replaced without carrying them on (each is judged too)."""
     if not chunks:
         raise GuardInputError("a guard step got an empty input stream; there is nothing to check")
-    value = None
+    value, replaced = None, []
     for chunk in chunks:
-        value = _added(value, chunk)
-    return value
+        value, dropped = _added(value, chunk)
+        if dropped is not None:
+            replaced.append(dropped)
+    return value, replaced
 
 
 def _answer_payload(payload: dict[str, Any], answer: Any) -> dict[str, Any]:
@@ -414,14 +479,14 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         if self.on_unsafe == "raise":
             raise UnsafeContentError(verdict, stage=stage)
         if isinstance(self.on_unsafe, Runnable):
-            return self.on_unsafe.invoke({**payload, "verdict": verdict}, config)
+            return _as_chunk_like(self.on_unsafe.invoke({**payload, "verdict": verdict}, config), like)
         return _replacement(self.on_unsafe, like)
 
     async def _aunsafe(
         self, stage: str, verdict: AnyVerdict, payload: dict[str, Any], like: Any, config: RunnableConfig
     ) -> Any:
         if isinstance(self.on_unsafe, Runnable):
-            return await self.on_unsafe.ainvoke({**payload, "verdict": verdict}, config)
+            return _as_chunk_like(await self.on_unsafe.ainvoke({**payload, "verdict": verdict}, config), like)
         return self._unsafe(stage, verdict, payload, like, config)
 
     # -- streaming output checks (shared by GuardStep(stage="output") and GuardedRunnable) --------------------
@@ -432,6 +497,8 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
             return False
         if not self._has_answer(acc):
             return False  # the answer's key has not streamed yet (the end of the stream judges it whole)
+        if _calls_a_tool(output_message(acc, self.output_key)):
+            return False  # a tool call is never released in part: held from its first chunk, judged whole at the end
         if self.check_every != "sentence":
             return since_check >= int(self.check_every)
         text = self._text_so_far(acc)
@@ -491,7 +558,12 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         text_at_check: str | None = None
         for chunk in chunks:
             pending.append(chunk)
-            acc = _added(acc, chunk)
+            acc, replaced = _added(acc, chunk)
+            if replaced is not None and self._has_answer(replaced):  # released later: judged now, on its own
+                verdict, judged = self._judge_so_far(replaced, judged, context, run_manager)
+                if verdict is not None and not verdict.safe:
+                    yield self._unsafe("output", verdict, _answer_payload(payload, replaced), chunk, config)
+                    return
             if self._due(len(pending), acc, text_at_check):
                 verdict, judged = self._judge_so_far(acc, judged, context, run_manager)
                 text_at_check = self._text_so_far(acc)
@@ -521,7 +593,12 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         text_at_check: str | None = None
         async for chunk in chunks:
             pending.append(chunk)
-            acc = _added(acc, chunk)
+            acc, replaced = _added(acc, chunk)
+            if replaced is not None and self._has_answer(replaced):  # released later: judged now, on its own
+                verdict, judged = await self._ajudge_so_far(replaced, judged, context, run_manager)
+                if verdict is not None and not verdict.safe:
+                    yield await self._aunsafe("output", verdict, _answer_payload(payload, replaced), chunk, config)
+                    return
             if self._due(len(pending), acc, text_at_check):
                 verdict, judged = await self._ajudge_so_far(acc, judged, context, run_manager)
                 text_at_check = self._text_so_far(acc)
@@ -663,12 +740,13 @@ class GuardStep(_GuardBase):
         held = list(chunks)
         if not held:
             return
-        value = _joined(held)
-        verdict = self._judged(value, run_manager)
-        if verdict.safe:
-            yield from held
-        else:
-            yield self._unsafe(self.stage, verdict, self._payload(value), value, config)
+        value, replaced = _joined(held)
+        for part in [*replaced, value]:  # every part the chunks pass on, each judged whole
+            verdict = self._judged(part, run_manager)
+            if not verdict.safe:
+                yield self._unsafe(self.stage, verdict, self._payload(part), part, config)
+                return
+        yield from held
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         yield from self.transform(iter([input]), config, **kwargs)
@@ -689,13 +767,14 @@ class GuardStep(_GuardBase):
         held = [chunk async for chunk in chunks]
         if not held:
             return
-        value = _joined(held)
-        verdict = await self._ajudged(value, run_manager)
-        if verdict.safe:
-            for chunk in held:
-                yield chunk
-        else:
-            yield await self._aunsafe(self.stage, verdict, self._payload(value), value, config)
+        value, replaced = _joined(held)
+        for part in [*replaced, value]:  # every part the chunks pass on, each judged whole
+            verdict = await self._ajudged(part, run_manager)
+            if not verdict.safe:
+                yield await self._aunsafe(self.stage, verdict, self._payload(part), part, config)
+                return
+        for chunk in held:
+            yield chunk
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         async for item in self.atransform(_one(input), config, **kwargs):
@@ -923,20 +1002,21 @@ class GuardedRunnable(_GuardBase):
     def _transform(
         self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig, **kwargs: Any
     ) -> Iterator[Any]:
-        value = _joined(list(inputs))
+        value, _ = _joined(list(inputs))  # the chain gets the joined value alone
         conv = input_conversation(value, self.input_key)
+        unsafe_like = _streamed_like(self.bound.OutputType)
         if self._overlaps():
             check = partial(self._verdict_of, conv, run_manager)
             verdict, held = stream_overlapped(self._inner(kwargs), value, config, run_manager, check)
             if held is None:
-                yield self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+                yield self._unsafe("input", verdict, {"input": value}, unsafe_like, config)
                 return
             chunks: Iterator[Any] = held
         else:
             if self.check_input:
                 verdict = self._verdicts([conv], "User", [run_manager], "input")[0]
                 if not verdict.safe:
-                    yield self._unsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+                    yield self._unsafe("input", verdict, {"input": value}, unsafe_like, config)
                     return
             chunks = self._inner(kwargs).stream(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
         if not self.check_output:
@@ -957,8 +1037,9 @@ class GuardedRunnable(_GuardBase):
     async def _atransform(
         self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        value = _joined([item async for item in inputs])
+        value, _ = _joined([item async for item in inputs])  # the chain gets the joined value alone
         conv = input_conversation(value, self.input_key)
+        unsafe_like = _streamed_like(self.bound.OutputType)
         if self._overlaps():
 
             async def check() -> AnyVerdict:
@@ -966,14 +1047,14 @@ class GuardedRunnable(_GuardBase):
 
             verdict, held = await astream_overlapped(self._inner(kwargs), value, config, run_manager, check)
             if held is None:
-                yield await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+                yield await self._aunsafe("input", verdict, {"input": value}, unsafe_like, config)
                 return
             chunks: AsyncIterator[Any] = held
         else:
             if self.check_input:
                 verdict = (await self._averdicts([conv], "User", [run_manager], "input"))[0]
                 if not verdict.safe:
-                    yield await self._aunsafe("input", verdict, {"input": value}, self.bound.OutputType, config)
+                    yield await self._aunsafe("input", verdict, {"input": value}, unsafe_like, config)
                     return
             chunks = self._inner(kwargs).astream(value, patch_config(config, callbacks=unstreamed_child(run_manager)))
         if not self.check_output:

@@ -1,0 +1,213 @@
+"""What flows into and out of guard steps in the shapes providers and parsers really produce: every part a model
+said is judged, every part an input passes on is judged, and a refused stream never carries a tool call.
+
+Each case was found in a production-style trial: before its fix, the unsafe part passed unjudged (or the stream
+no longer added up). Properties are shown on the rendered turns first; verdicts only on check-set conversations.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import BENIGN, BENIGN_ANSWER, BOMB, EVIL_CODE, UNSAFE_ANSWER
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.runnables import RunnableLambda
+from pydantic import BaseModel
+
+from langchain_llamaguard.conversation import to_turns
+from langchain_llamaguard.errors import GuardInputError, GuardTypeError
+from langchain_llamaguard.runnables import input_conversation, output_message
+
+REFUSAL = "Sorry, I can't help with that."
+SUM_CODE = "print(sum(range(10)))"
+
+
+def _texts(message: AIMessage) -> list[str]:
+    return to_turns([message])[-1].text_parts
+
+
+# -- every part of an answer is read --------------------------------------------------------------------------------
+def test_a_responses_api_reasoning_summary_is_read_like_thinking():
+    summary = {"type": "reasoning", "summary": [{"type": "summary_text", "text": UNSAFE_ANSWER}]}
+    thinking = {"type": "thinking", "thinking": UNSAFE_ANSWER}
+    text = {"type": "text", "text": BENIGN_ANSWER}
+    assert _texts(AIMessage([summary, text])) == _texts(AIMessage([thinking, text])) == [UNSAFE_ANSWER, BENIGN_ANSWER]
+    content = {"type": "reasoning", "content": [{"type": "reasoning_text", "text": UNSAFE_ANSWER}]}  # open weights
+    assert _texts(AIMessage([content, text])) == [UNSAFE_ANSWER, BENIGN_ANSWER]
+
+
+def test_what_providers_put_in_additional_kwargs_is_read():
+    """Reasoning (``reasoning_content``, v0 Responses ``reasoning``) before the answer, an audio transcript and a
+    refusal after it, and a legacy ``function_call`` exactly as the same call in ``tool_calls``."""
+    reasoning = AIMessage(BENIGN_ANSWER, additional_kwargs={"reasoning_content": UNSAFE_ANSWER})
+    assert _texts(reasoning) == [UNSAFE_ANSWER, BENIGN_ANSWER]
+    v0 = {"reasoning": {"type": "reasoning", "summary": [{"type": "summary_text", "text": UNSAFE_ANSWER}]}}
+    assert _texts(AIMessage(BENIGN_ANSWER, additional_kwargs=v0)) == [UNSAFE_ANSWER, BENIGN_ANSWER]
+    audio = AIMessage("", additional_kwargs={"audio": {"id": "a1", "data": "UklGR", "transcript": UNSAFE_ANSWER}})
+    assert _texts(audio) == ["", UNSAFE_ANSWER]
+    assert _texts(AIMessage("", additional_kwargs={"refusal": "I won't."})) == ["", "I won't."]
+    args = {"code": EVIL_CODE}
+    legacy = AIMessage("", additional_kwargs={"function_call": {"name": "python_repl", "arguments": json.dumps(args)}})
+    listed = AIMessage("", tool_calls=[{"name": "python_repl", "args": args, "id": "call_1"}])
+    assert _texts(legacy) == _texts(listed)
+    half = AIMessage("", additional_kwargs={"function_call": {"name": "python_repl", "arguments": '{"code": "rm'}})
+    assert _texts(half) == ['[tool call] python_repl({"code": "rm)']  # half-way through a stream: as it is
+
+
+def test_a_legacy_function_call_and_a_reasoning_summary_are_flagged(lg4):
+    args = json.dumps({"code": EVIL_CODE})
+    legacy = AIMessage("", additional_kwargs={"function_call": {"name": "python_repl", "arguments": args}})
+    verdict = lg4.as_output_guard(on_unsafe=REFUSAL).invoke(legacy)
+    assert verdict == AIMessage(REFUSAL)  # the same prompt as the check set's "evil call alone" (S14)
+    summary = {"type": "reasoning", "summary": [{"type": "summary_text", "text": UNSAFE_ANSWER}]}
+    assert lg4.check([AIMessage([summary])], role="Agent").categories == ["S9"]  # "unsafe answer alone"
+
+
+# -- every part of an input is judged -------------------------------------------------------------------------------
+class Profile(BaseModel):
+    note: str
+
+
+@pytest.mark.parametrize(
+    "context", [Document(page_content=BOMB), {"note": BOMB}, Profile(note=BOMB)], ids=["document", "dict", "object"]
+)
+def test_an_input_dict_whose_other_value_a_prompt_may_read_asks_which_key_to_check(context):
+    with pytest.raises(GuardInputError, match="input_key"):
+        input_conversation({"question": BENIGN, "context": context})
+    with pytest.raises(GuardInputError, match="input_key"):  # a message dict with such a key, too
+        input_conversation({"role": "user", "content": BENIGN, "context": context})
+    assert input_conversation({"question": BENIGN, "k": 4, "strict": True, "since": None}) == BENIGN  # no text
+    assert input_conversation({"question": BENIGN, "context": context}, input_key="question") == BENIGN
+
+
+def test_streamed_input_chunks_that_do_not_add_up_are_each_judged(lg4):
+    """A generator handing an input step plain dicts: each chunk goes on to the next step, so each is judged,
+    not only the last one (which replaced the others when they were put together)."""
+
+    def request(_):
+        yield {"question": BOMB}
+        yield {"lang": "en"}
+
+    with pytest.raises(Exception, match="unsafe") as caught:
+        list((RunnableLambda(request) | lg4.as_input_guard()).stream("go"))
+    assert caught.value.verdict.categories == ["S9"]
+
+
+# -- every part of an answer a stream releases is judged ------------------------------------------------------------
+@pytest.mark.parametrize("stream_mode", ["buffer", "incremental"])
+def test_streamed_answer_chunks_that_do_not_add_up_are_each_judged(lg4, stream_mode):
+    def answer(_):
+        yield {"output": UNSAFE_ANSWER}
+        yield {"output": BENIGN_ANSWER}
+
+    step = lg4.as_output_guard(on_unsafe=REFUSAL, stream_mode=stream_mode, check_every=5)
+    assert list((RunnableLambda(answer) | step).stream("go")) == [REFUSAL]
+
+
+class Checks(BaseCallbackHandler):
+    """The verdicts of a run's checks (each check is a named child run whose output is the verdict)."""
+
+    def __init__(self) -> None:
+        self.verdicts: list[dict] = []
+
+    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+        if isinstance(outputs, dict) and "verdict" in outputs:
+            self.verdicts.append(outputs["verdict"])
+
+
+def test_snapshots_that_carry_the_answer_on_are_judged_once_as_before(lg4):
+    """``JsonOutputParser``-style snapshots (each carries the one before on) are judged as the last one, once."""
+
+    def snapshots(_):
+        for end in range(10, len(BENIGN_ANSWER), 10):
+            yield {"output": BENIGN_ANSWER[:end]}
+        yield {"output": BENIGN_ANSWER, "sources": ["wiki"]}
+
+    checks = Checks()
+    streamed = list((RunnableLambda(snapshots) | lg4.as_output_guard()).stream("go", {"callbacks": [checks]}))
+    assert streamed == list(snapshots(None)) and len(checks.verdicts) == 1 and checks.verdicts[0]["safe"]
+
+
+def _tool_call_stream(code: str) -> RunnableLambda:
+    full = json.dumps({"code": code})
+    cut = len(full) // 2
+
+    def model(_):
+        for i, part in enumerate((full[:cut], full[cut:])):
+            call = {"name": "python_repl" if i == 0 else None, "args": part, "id": "call_1" if i == 0 else None}
+            yield AIMessageChunk(content="", tool_call_chunks=[{**call, "index": 0, "type": "tool_call_chunk"}])
+
+    return RunnableLambda(model)
+
+
+def _sum(chunks: list) -> AIMessageChunk:
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    return total
+
+
+@pytest.mark.parametrize("check_every", [1, "sentence"])
+def test_an_incremental_stream_never_releases_part_of_a_tool_call(lg4, check_every):
+    """A refused answer carries no tool call an agent could run: the call is held from its first chunk and judged
+    once, whole (the check set's "evil call alone" / "safe call alone"). A safe one streams its chunks unchanged."""
+    step = lg4.as_output_guard(on_unsafe=REFUSAL, stream_mode="incremental", check_every=check_every)
+    for code, safe in ((EVIL_CODE, False), (SUM_CODE, True)):
+        checks = Checks()
+        streamed = list((_tool_call_stream(code) | step).stream("go", {"callbacks": [checks]}))
+        assert len(checks.verdicts) == 1 and checks.verdicts[0]["safe"] is safe
+        if safe:
+            assert streamed == list(_tool_call_stream(code).stream("go"))
+        else:
+            assert streamed == [AIMessageChunk(content=REFUSAL)] and not _sum(streamed).tool_calls
+
+
+async def test_a_runnable_reroute_of_a_message_stream_is_a_chunk_so_the_stream_adds_up(lg4):
+    step = lg4.as_output_guard(
+        on_unsafe=RunnableLambda(lambda payload: AIMessage(REFUSAL)), stream_mode="incremental", check_every=2
+    )
+    half = len(UNSAFE_ANSWER) // 2
+
+    def answer(_):
+        yield AIMessageChunk(content=UNSAFE_ANSWER[:half])
+        yield AIMessageChunk(content=UNSAFE_ANSWER[half:])
+
+    async def aanswer(_):
+        for chunk in answer(_):
+            yield chunk
+
+    streamed = list((RunnableLambda(answer) | step).stream("go"))
+    astreamed = [c async for c in (RunnableLambda(aanswer) | step).astream("go")]
+    for got in (streamed, astreamed):
+        assert got == [AIMessageChunk(content=REFUSAL)]
+        assert (AIMessageChunk(content="Well. ") + got[-1]).content == "Well. " + REFUSAL  # what came before adds
+
+
+def test_a_wrapped_chat_chain_streams_a_chunk_when_its_input_is_rerouted(lg4):
+    from langchain_core.language_models import GenericFakeChatModel
+
+    model = GenericFakeChatModel(messages=iter([AIMessage(BENIGN_ANSWER)] * 4))
+    streamed = list(lg4.wrap(model, on_unsafe=REFUSAL).stream([HumanMessage(BOMB)]))
+    assert streamed == [AIMessageChunk(content=REFUSAL)]
+
+
+# -- structured output --------------------------------------------------------------------------------------------
+class Answer(BaseModel):
+    answer: str
+    confidence: float
+
+
+def test_a_structured_answer_is_judged_by_its_output_key(lg4):
+    step = lg4.as_output_guard(output_key="answer", on_unsafe=REFUSAL)
+    safe = Answer(answer=BENIGN_ANSWER, confidence=0.9)
+    assert step.invoke(safe) is safe
+    assert step.invoke(Answer(answer=UNSAFE_ANSWER, confidence=0.9)) == REFUSAL
+    assert output_message(safe, "answer").text == BENIGN_ANSWER
+    with pytest.raises(GuardInputError, match=r"output_key='\.\.\.'.*\['answer', 'confidence'\]"):
+        output_message(safe)
+    with pytest.raises(GuardTypeError, match=r"output_key 'result' holds a dict \(keys: \['text'\]\)"):
+        output_message({"result": {"text": BENIGN_ANSWER}}, "result")
