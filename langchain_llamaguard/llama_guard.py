@@ -548,12 +548,15 @@ class LlamaGuardEngine(Closeable):
         Example:
             >>> guard = LlamaGuard.from_model(model, processor)  # doctest: +SKIP
         """
-        from .backends.loading import LLAMA_GUARD_4_CONTEXT, detect_format
+        from .backends.loading import LLAMA_GUARD_4_CONTEXT, check_format, detect_format, in_eval_mode
         from .backends.transformers import TransformersBackend
 
         tokenizer = getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
         processor = processor_or_tokenizer if tokenizer is not processor_or_tokenizer else None
+        if model_format is not None:
+            check_format(model_format, model.config)
         fmt = model_format or detect_format(model.config, getattr(tokenizer, "chat_template", None))
+        model = in_eval_mode(model)
         family = "llama4" if fmt == "llama-guard-4" else "llama3"
         if context_length is None:
             context_length = (

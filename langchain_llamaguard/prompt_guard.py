@@ -127,14 +127,19 @@ class PromptGuardEngine(Closeable):
             raise GuardConfigurationError(
                 f"batch_window_ms must be None or a finite number of milliseconds >= 0, got {batch_window_ms!r}"
             )
-        self.model = model
+        from .backends.loading import in_eval_mode
+
+        self.model = in_eval_mode(model)
         self.tokenizer = tokenizer
         self.threshold = float(threshold)
         self.temperature = float(temperature)
         self.normalize_whitespace = normalize_whitespace
         self.max_batch_size = max_batch_size
         self.model_name = model_name
-        self.labels = labels or {0: "BENIGN", 1: "MALICIOUS"}
+        # The checkpoint's own labels unless given: a model whose class 0 is the malicious one must not be read
+        # with Prompt Guard 2's order (that would invert every verdict).
+        own = getattr(getattr(model, "config", None), "id2label", None)
+        self.labels = labels or ({int(k): v for k, v in own.items()} if own else {0: "BENIGN", 1: "MALICIOUS"})
         benign = [i for i, name in self.labels.items() if str(name).upper() == "BENIGN"]
         if not benign:  # guessing would invert a checkpoint whose first label is the malicious one
             raise GuardConfigurationError(
@@ -146,7 +151,10 @@ class PromptGuardEngine(Closeable):
         max_len = int(getattr(tokenizer, "model_max_length", 512) or 512)
         self.window = min(max_len, 512) - 2  # room for [CLS] and [SEP]
         if not 0 <= window_overlap < self.window:
-            raise GuardConfigurationError(f"window_overlap must be in [0, {self.window}), got {window_overlap}")
+            raise GuardConfigurationError(
+                f"window_overlap must be in [0, {self.window}), got {window_overlap}: a window is the tokenizer's "
+                f"model_max_length ({max_len}, at most 512) less its 2 special tokens; pass a smaller window_overlap"
+            )
         self.stride = self.window - window_overlap
         cls_id = getattr(tokenizer, "cls_token_id", None)
         sep_id = getattr(tokenizer, "sep_token_id", None)

@@ -19,6 +19,7 @@ import importlib.util
 import os
 import re
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,9 +212,27 @@ def detect_format(config: Any, chat_template: str | None) -> str:
     if model_type in ("llama4", "llama4_text"):
         return "llama-guard-4"
     if model_type == "llama":
-        if chat_template and "<BEGIN UNSAFE CONTENT CATEGORIES>" in chat_template:
-            return "llama-guard-3-8b" if "Code Interpreter Abuse" in chat_template else "llama-guard-3-1b"
-        return "llama-guard-3-1b" if getattr(config, "tie_word_embeddings", False) else "llama-guard-3-8b"
+        # Llama Guard 3 1B ties its output head to its embeddings (Llama 3.2 1B); 3 8B does not.
+        tied = bool(getattr(config, "tie_word_embeddings", False))
+        by_weights = "llama-guard-3-1b" if tied else "llama-guard-3-8b"
+        if not chat_template:
+            return by_weights
+        if "<BEGIN UNSAFE CONTENT CATEGORIES>" not in chat_template:
+            raise GuardConfigurationError(
+                "this Llama checkpoint's chat template is no Llama Guard template (it has no '<BEGIN UNSAFE CONTENT "
+                "CATEGORIES>'): it looks like a chat model, not a guard, and its verdicts would mean nothing. Load "
+                "meta-llama/Llama-Guard-3-8B or -3-1B; for a guard of your own with another template, pass "
+                "model_format='llama-guard-3-8b' or 'llama-guard-3-1b'"
+            )
+        by_template = "llama-guard-3-8b" if "Code Interpreter Abuse" in chat_template else "llama-guard-3-1b"
+        if by_template != by_weights:
+            raise GuardConfigurationError(
+                f"the tokenizer's chat template is {by_template}'s but the weights are {by_weights}'s "
+                f"(tie_word_embeddings={tied}): the tokenizer comes from another checkpoint, and the prompt would be "
+                "one the model was not trained on. Use the checkpoint's own tokenizer, or pass model_format='...' "
+                "to say which format the model reads"
+            )
+        return by_template
     if model_type in ("deberta-v2", "deberta"):
         raise GuardConfigurationError(
             "this is a Prompt Guard (DeBERTa classifier) checkpoint, not a Llama Guard: load it with "
@@ -223,6 +242,52 @@ def detect_format(config: Any, chat_template: str | None) -> str:
         f"unsupported checkpoint (model_type={model_type!r}); LlamaGuard loads Llama Guard 4 "
         "(Llama4ForConditionalGeneration) and Llama Guard 3 8B / 1B (LlamaForCausalLM)"
     )
+
+
+_MODEL_TYPES = {
+    "llama-guard-4": ("llama4", "llama4_text"),
+    "llama-guard-3-8b": ("llama",),
+    "llama-guard-3-1b": ("llama",),
+}
+"""The ``config.model_type`` of each format's checkpoints."""
+
+
+def check_format(model_format: str, config: Any) -> None:
+    """A :class:`GuardConfigurationError` where an explicit ``model_format`` is not the checkpoint's kind."""
+    model_type = getattr(config, "model_type", None)
+    if model_format in _MODEL_TYPES and model_type not in _MODEL_TYPES[model_format]:
+        kinds = " or ".join(map(repr, _MODEL_TYPES[model_format]))
+        raise GuardConfigurationError(
+            f"model_format={model_format!r} reads a checkpoint whose model_type is {kinds}, but this one's is "
+            f"{model_type!r}: leave model_format out to detect it from the checkpoint"
+        )
+
+
+def in_eval_mode(model: Any) -> Any:
+    """``model`` in eval mode, as ``from_pretrained`` leaves it: a model left in training mode would drop out
+    activations at random and give each call another score (a :class:`RuntimeWarning` says it was switched)."""
+    if getattr(model, "training", False):
+        warnings.warn(
+            f"the {type(model).__name__} given to the guard was in training mode (dropout on: scores would vary "
+            "from call to call); the guard switched it to eval mode",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        model.eval()
+    return model
+
+
+def _tokenizer(model_id_or_path: str, hub: dict[str, Any]) -> Any:
+    """The checkpoint's tokenizer, or a :class:`GuardConfigurationError` that says which files it needs."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_id_or_path, **hub)
+    except ValueError as exc:  # transformers' own words for missing / unreadable tokenizer files
+        raise GuardLoadError(
+            f"cannot load the tokenizer from {model_id_or_path!r} ({exc}); the folder needs the checkpoint's "
+            "tokenizer files (tokenizer.json and tokenizer_config.json, as save_pretrained writes them)"
+        ) from exc
 
 
 def load_guard_model(
@@ -237,17 +302,20 @@ def load_guard_model(
 ) -> LoadedGuard:
     """Load model, tokenizer and (Llama Guard 4) processor; see the module docstring for what is fixed."""
     import torch
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     model_id_or_path = check_local_path(model_id_or_path)
     hub = {k: hf_kwargs[k] for k in HUB_KWARGS if k in hf_kwargs}
     config = AutoConfig.from_pretrained(model_id_or_path, **hub)
     tokenizer = None  # loaded once: Llama Guard 4's processor loads its own
     fmt = model_format
+    model_type = getattr(config, "model_type", None)
     if fmt is None:
-        if getattr(config, "model_type", None) == "llama":  # only 3 8B vs 3 1B needs the chat template
-            tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
+        if model_type == "llama":  # only 3 8B vs 3 1B needs the chat template
+            tokenizer = _tokenizer(model_id_or_path, hub)
         fmt = detect_format(config, getattr(tokenizer, "chat_template", None))
+    else:
+        check_format(fmt, config)
     if quantization is not None and hf_kwargs.get("quantization_config") is not None:
         raise GuardConfigurationError(f"pass either quantization={quantization!r} or quantization_config=..., not both")
     cuda = torch.cuda.is_available()
@@ -283,8 +351,9 @@ def load_guard_model(
             processor = AutoProcessor.from_pretrained(model_id_or_path, **hub)
         except (OSError, ValueError, ImportError) as exc:
             raise GuardConfigurationError(
-                f"cannot load the Llama Guard 4 processor from {model_id_or_path!r} ({exc}); the image processor "
-                "needs torchvision: pip install 'langchain-llamaguard[vision]'"
+                f"cannot load the Llama Guard 4 processor from {model_id_or_path!r} ({exc}); it needs the checkpoint's "
+                "tokenizer and processor files (tokenizer.json, tokenizer_config.json, processor_config.json, "
+                "preprocessor_config.json) and, for images, torchvision: pip install 'langchain-llamaguard[vision]'"
             ) from exc
         tokenizer = processor.tokenizer
     else:
@@ -297,7 +366,7 @@ def load_guard_model(
             model = AutoModelForCausalLM.from_pretrained(model_id_or_path, config=config, **kwargs)
         processor = None
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
+            tokenizer = _tokenizer(model_id_or_path, hub)
         ctx = context_length or int(getattr(config, "max_position_embeddings", 131072))
     model.eval()
     check_loaded(model)
