@@ -247,12 +247,10 @@ class PromptGuardEngine(Closeable):
         if backend == "torch":
             import torch
 
+            own, cuda = getattr(config, "dtype", None), torch.cuda.is_available()
+            dtype = torch.float32 if chosen is None else resolve_dtype(chosen, cuda=cuda, checkpoint=own)
             with LOAD_LOCK, load_errors(str(model_id_or_path)):
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    model_id_or_path,
-                    dtype=torch.float32 if chosen is None else resolve_dtype(chosen, cuda=torch.cuda.is_available()),
-                    **kwargs,
-                )
+                model = AutoModelForSequenceClassification.from_pretrained(model_id_or_path, dtype=dtype, **kwargs)
             check_loaded(model)
             if device is not None:
                 model = model.to(device)

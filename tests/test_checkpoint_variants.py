@@ -97,3 +97,13 @@ def test_a_folder_without_its_tokenizer_files_says_so(lg3_1b_path, tmp_path):
         (bare / name).unlink()
     with pytest.raises(GuardLoadError, match="tokenizer files"):
         LlamaGuard.from_pretrained(str(bare))
+
+
+def test_dtype_auto_is_the_checkpoints_own_as_in_transformers(lg3_1b_path, pg_path, tmp_path):
+    half = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(str(lg3_1b_path), dtype=torch.bfloat16).save_pretrained(half)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(lg3_1b_path / name, half / name)
+    assert LlamaGuard.from_pretrained(str(half), dtype="auto").backend.model.dtype == torch.bfloat16
+    assert LlamaGuard.from_pretrained(str(half)).backend.model.dtype == torch.float32  # the CPU default
+    assert PromptGuard.from_pretrained(str(pg_path), dtype="auto").model.dtype == torch.float32  # its own: float32

@@ -108,11 +108,14 @@ def one_dtype(dtype: Any, torch_dtype: Any) -> Any:
     return dtype if dtype is not None else torch_dtype
 
 
-def resolve_dtype(dtype: Any, *, cuda: bool, quantization: str | None = None) -> Any:
-    """The dtype to load with: as given, else bf16 on a GPU / float32 on a CPU (bitsandbytes: fp16 for int8, bf16
-    for nf4; int8 on a CPU computes in float32)."""
+def resolve_dtype(dtype: Any, *, cuda: bool, quantization: str | None = None, checkpoint: Any = None) -> Any:
+    """The dtype to load with: as given; ``"auto"``: the checkpoint's own (``checkpoint``, its config's ``dtype``),
+    as in transformers, where nothing is quantized; else bf16 on a GPU / float32 on a CPU (bitsandbytes: fp16 for
+    int8, bf16 for nf4; int8 on a CPU computes in float32)."""
     import torch
 
+    if dtype == "auto" and quantization is None and checkpoint is not None:
+        dtype = checkpoint
     if dtype is None or dtype == "auto":
         if quantization == "int8" and not cuda:
             return torch.float32
@@ -320,7 +323,9 @@ def load_guard_model(
         raise GuardConfigurationError(f"pass either quantization={quantization!r} or quantization_config=..., not both")
     cuda = torch.cuda.is_available()
     cpu_int8 = quantization == "int8" and on_cpu(device_map, cuda=cuda)
-    torch_dtype = resolve_dtype(dtype, cuda=not cpu_int8 and cuda, quantization=quantization)
+    torch_dtype = resolve_dtype(
+        dtype, cuda=not cpu_int8 and cuda, quantization=quantization, checkpoint=getattr(config, "dtype", None)
+    )
     if device_map is None and cuda and not cpu_int8:
         device_map = "auto"
     if cpu_int8:
