@@ -107,3 +107,21 @@ def test_dtype_auto_is_the_checkpoints_own_as_in_transformers(lg3_1b_path, pg_pa
     assert LlamaGuard.from_pretrained(str(half), dtype="auto").backend.model.dtype == torch.bfloat16
     assert LlamaGuard.from_pretrained(str(half)).backend.model.dtype == torch.float32  # the CPU default
     assert PromptGuard.from_pretrained(str(pg_path), dtype="auto").model.dtype == torch.float32  # its own: float32
+
+
+def test_a_checkpoint_saved_quantized_says_so_and_is_not_quantized_again(lg3_1b, lg3_1b_path, tmp_path):
+    """Like Meta's Llama Guard 3 8B INT8: bitsandbytes int8 weights, and a ``quantization_config`` in config.json."""
+    from transformers import BitsAndBytesConfig
+
+    saved = tmp_path / "int8"
+    int8 = BitsAndBytesConfig(load_in_8bit=True)
+    model = AutoModelForCausalLM.from_pretrained(str(lg3_1b_path), quantization_config=int8, device_map="cpu")
+    model.save_pretrained(saved)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(lg3_1b_path / name, saved / name)
+    guard = LlamaGuard.from_pretrained(str(saved))
+    assert "bitsandbytes" in guard.backend.quantization and "the checkpoint's own" in guard.backend.quantization
+    assert guard.check(BENIGN).safe is lg3_1b.check(BENIGN).safe
+    for again in ({"quantization": "int8"}, {"quantization": "nf4"}, {"quantization_config": int8}):
+        with pytest.raises(GuardConfigurationError, match="saved quantized"):
+            LlamaGuard.from_pretrained(str(saved), **again)

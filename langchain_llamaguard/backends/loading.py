@@ -80,6 +80,20 @@ def _described(hf_kwargs: dict[str, Any]) -> str | None:
     return f"{type(qconf).__name__} (quantization_config)"
 
 
+def pre_quantized(config: Any) -> str | None:
+    """How a checkpoint saved quantized (its config's ``quantization_config``, e.g. Meta's Llama Guard 3 8B INT8)
+    is quantized, for ``backend.quantization`` (``None``: saved unquantized)."""
+    qconf = getattr(config, "quantization_config", None)
+    if not qconf:
+        return None
+    get = qconf.get if isinstance(qconf, dict) else (lambda key: getattr(qconf, key, None))
+    if get("load_in_8bit"):
+        return f"{BNB_INT8_METHOD} (the checkpoint's own)"
+    if get("load_in_4bit"):
+        return f"bitsandbytes 4-bit {get('bnb_4bit_quant_type') or ''} (the checkpoint's own)"
+    return f"{get('quant_method') or 'quantized'} (the checkpoint's own)"
+
+
 @contextlib.contextmanager
 def load_errors(model_id_or_path: str) -> Iterator[None]:
     """Turn transformers' and the hub's ``OSError`` while loading into a :class:`GuardLoadError` (still an
@@ -321,6 +335,12 @@ def load_guard_model(
         check_format(fmt, config)
     if quantization is not None and hf_kwargs.get("quantization_config") is not None:
         raise GuardConfigurationError(f"pass either quantization={quantization!r} or quantization_config=..., not both")
+    own = pre_quantized(config)
+    if own is not None and (quantization is not None or hf_kwargs.get("quantization_config") is not None):
+        raise GuardConfigurationError(
+            f"{model_id_or_path!r} was saved quantized ({own}): its weights cannot be quantized again; leave "
+            "quantization= and quantization_config= out"
+        )
     cuda = torch.cuda.is_available()
     cpu_int8 = quantization == "int8" and on_cpu(device_map, cuda=cuda)
     torch_dtype = resolve_dtype(
@@ -333,7 +353,7 @@ def load_guard_model(
 
         check_int8_cpu(torch_dtype)  # before a long load, not after
     bnb = None if cpu_int8 else quantization
-    method = {"int8": BNB_INT8_METHOD, "nf4": BNB_NF4_METHOD}.get(bnb or "") or _described(hf_kwargs)
+    method = {"int8": BNB_INT8_METHOD, "nf4": BNB_NF4_METHOD}.get(bnb or "") or _described(hf_kwargs) or own
     kwargs = dict(hf_kwargs)
     kwargs["dtype"] = torch_dtype
     if device_map is not None:
