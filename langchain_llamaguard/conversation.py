@@ -163,7 +163,8 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
             raise GuardInputError(
                 f"{where}: unsupported content block type {btype!r}; accepted: text, image, image_url, tool_call, "
                 "tool_call_chunk, invalid_tool_call, server_tool_call, server_tool_call_chunk, server_tool_result, "
-                f"reasoning, {', '.join(sorted(READABLE_BLOCK_TYPES))}"
+                f"reasoning, {', '.join(sorted(READABLE_BLOCK_TYPES))}; a provider's own blocks in an AI message are "
+                "read where response_metadata['model_provider'] names the provider (as its LangChain package sets it)"
             )
     return texts, images
 
@@ -226,6 +227,29 @@ CALL_BLOCK_TYPES = frozenset(
 """Content blocks that are (part of) a tool call, in every provider's shape."""
 
 
+_KNOWN_BLOCK_TYPES = (
+    _TEXT_BLOCK_TYPES
+    | _IMAGE_BLOCK_TYPES
+    | {"tool_call", "tool_use", "function_call", "server_tool_call", "invalid_tool_call", "tool_call_chunk"}
+    | {"server_tool_call_chunk", "server_tool_result", "reasoning", "thinking"}
+    | READABLE_BLOCK_TYPES
+)
+
+
+def _standard_content(msg: BaseMessage) -> Any:
+    """An AI message's content, with a provider's own blocks (Anthropic's ``server_tool_use`` and
+    ``web_search_tool_result``, Gemini's ``executable_code``...) translated to LangChain's standard ones by
+    ``content_blocks``, where the message names its provider (``response_metadata["model_provider"]``, as the
+    provider packages set it). Other content as it is."""
+    content = msg.content
+    unknown = isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") not in _KNOWN_BLOCK_TYPES for b in content
+    )
+    if not unknown or not (msg.response_metadata or {}).get("model_provider"):
+        return content
+    return [b for b in msg.content_blocks if b.get("type") != "tool_call"]  # tool_calls are rendered from the field
+
+
 def _without_listed_calls(msg: BaseMessage) -> Any:
     """An AI message's content minus the tool-call blocks its ``tool_calls`` / ``invalid_tool_calls`` also list.
 
@@ -233,7 +257,7 @@ def _without_listed_calls(msg: BaseMessage) -> Any:
     (matched by ``id`` or ``call_id``) and in ``tool_calls``; the call is rendered once, from ``tool_calls``, so a
     streamed message and its non-streamed twin render alike.
     """
-    content = msg.content
+    content = _standard_content(msg)
     calls = [*(getattr(msg, "tool_calls", None) or []), *(getattr(msg, "invalid_tool_calls", None) or [])]
     listed = {c.get("id") for c in calls}
     listed.discard(None)

@@ -58,6 +58,25 @@ def test_what_providers_put_in_additional_kwargs_is_read():
     assert _texts(half) == ['[tool call] python_repl({"code": "rm)']  # half-way through a stream: as it is
 
 
+def test_a_providers_own_blocks_are_read_as_langchain_translates_them():
+    """Anthropic's server-side web search and Gemini's code execution: their blocks, translated by the provider's
+    ``content_blocks`` translator, are judged as a server tool call and its result; unnamed providers' unknown
+    blocks stay an error that says how they are read."""
+    search = [
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": BOMB}},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [{"type": "web_search_result",
+                                                                                      "title": UNSAFE_ANSWER}]},
+        {"type": "text", "text": BENIGN_ANSWER},
+    ]
+    parts = _texts(AIMessage(search, response_metadata={"model_provider": "anthropic"}))
+    assert parts[0] == _texts(AIMessage("", tool_calls=[{"name": "web_search", "args": {"query": BOMB}, "id": "c"}]))[0]
+    assert UNSAFE_ANSWER in parts[1] and parts[2] == BENIGN_ANSWER
+    code = [{"type": "executable_code", "executable_code": EVIL_CODE, "language": "python"}]
+    assert EVIL_CODE in _texts(AIMessage(code, response_metadata={"model_provider": "google_genai"}))[0]
+    with pytest.raises(GuardInputError, match="model_provider"):
+        _texts(AIMessage(search))
+
+
 def test_a_legacy_function_call_and_a_reasoning_summary_are_flagged(lg4):
     args = json.dumps({"code": EVIL_CODE})
     legacy = AIMessage("", additional_kwargs={"function_call": {"name": "python_repl", "arguments": args}})
