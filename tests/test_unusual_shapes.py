@@ -62,10 +62,10 @@ def test_a_providers_own_blocks_are_read_as_langchain_translates_them():
     """Anthropic's server-side web search and Gemini's code execution: their blocks, translated by the provider's
     ``content_blocks`` translator, are judged as a server tool call and its result; unnamed providers' unknown
     blocks stay an error that says how they are read."""
+    found = [{"type": "web_search_result", "title": UNSAFE_ANSWER}]
     search = [
         {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": BOMB}},
-        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [{"type": "web_search_result",
-                                                                                      "title": UNSAFE_ANSWER}]},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": found},
         {"type": "text", "text": BENIGN_ANSWER},
     ]
     parts = _texts(AIMessage(search, response_metadata={"model_provider": "anthropic"}))
