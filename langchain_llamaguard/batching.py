@@ -102,12 +102,21 @@ class MicroBatcher:
         >>> batcher.close()
     """
 
-    def __init__(self, score: Callable[[list[Any], list[Any]], list[Any]], *, window_s: float, max_batch: int) -> None:
+    def __init__(
+        self,
+        score: Callable[[list[Any], list[Any]], list[Any]],
+        *,
+        window_s: float,
+        max_batch: int,
+        name: str = "llama-guard-microbatch",
+    ) -> None:
         self._score_ref: Callable[[], Any] = (
             weakref.WeakMethod(score) if hasattr(score, "__self__") else (lambda: score)  # type: ignore[arg-type]
         )
         self.window_s = window_s
         self.max_batch = max_batch
+        self.name = name
+        """The worker thread's name (what a thread dump shows)."""
         self._queue: queue.Queue = queue.Queue()
         self.batches_run = 0
         self._closed = False
@@ -134,7 +143,7 @@ class MicroBatcher:
                 raise GuardClosedError("this guard was closed; load a new one")
             if not self.alive:
                 self._thread = threading.Thread(
-                    target=_worker, args=(weakref.ref(self), self._queue), name="llama-guard-microbatch", daemon=True
+                    target=_worker, args=(weakref.ref(self), self._queue), name=self.name, daemon=True
                 )
                 self._thread.start()
 

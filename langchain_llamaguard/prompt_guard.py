@@ -453,7 +453,10 @@ class PromptGuardEngine(Closeable):
         self._batcher: MicroBatcher | None = None
         if self.batch_window_ms is not None:
             self._batcher = MicroBatcher(
-                self._score_flat, window_s=self.batch_window_ms / 1000, max_batch=self.max_batch_size
+                self._score_flat,
+                window_s=self.batch_window_ms / 1000,
+                max_batch=self.max_batch_size,
+                name="prompt-guard-microbatch",
             )
 
     def close(self) -> None:

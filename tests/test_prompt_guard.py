@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Annotated, Any
 
@@ -261,6 +262,7 @@ def test_concurrent_callers_share_forward_passes_and_each_gets_its_own_verdict(p
     with _batched(prompt_guard) as pg, ThreadPoolExecutor(len(texts)) as pool:
         got = list(pool.map(pg.check, texts))
         assert pg._batcher.batches_run < len(texts)  # callers shared forward passes
+        assert "prompt-guard-microbatch" in {t.name for t in threading.enumerate()}  # named for thread dumps
     assert [v.safe for v in got] == [v.safe for v in alone] and [v.windows for v in got] == [v.windows for v in alone]
     assert [v.score for v in got] == pytest.approx([v.score for v in alone], abs=1e-5)
 
