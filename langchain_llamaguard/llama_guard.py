@@ -773,9 +773,19 @@ class LlamaGuardEngine(Closeable):
             overhead = len(self._encode_turns(context + [empty], excluded).input_ids)
         budget = self.context_length - overhead - 16  # room for the lead token and re-tokenization drift
         if budget < 64:
+            what, fix = (
+                ("with its images", "send fewer images per turn")
+                if last.images or any(t.images for t in context)
+                else (
+                    "the template and its categories",
+                    "raise context_length= (Llama Guard 4's is also capped by its config's attention_chunk_size), "
+                    "or list fewer categories",
+                )
+            )
             raise GuardContextOverflowError(
-                f"the fixed part of the prompt (with its images) takes {overhead} of the model's "
-                f"{self.context_length} tokens; nothing is truncated: send fewer images per turn"
+                f"the fixed part of the prompt ({what}) takes {overhead} of the model's "
+                f"{self.context_length} tokens, too little room to judge this turn in windows; nothing is truncated: "
+                f"{fix}"
             )
         text = "\n".join(last.text_parts)
         step = max(budget - overlap, 1)

@@ -161,3 +161,12 @@ def test_the_cheap_measures_count_the_tokens_the_prompt_has(lg3_1b, lg4, fmt):
     spans, at_least, complete = guard._token_spans(text, 10**9)
     whole = guard.tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
     assert complete and at_least == len(spans) and spans == list(whole["offset_mapping"])
+
+
+def test_a_context_too_small_for_windows_names_the_context_not_images(lg3_1b):
+    """A long text-only turn on a context the policy nearly fills: the error says what takes the room and what to
+    change (it used to tell a user with no images to send fewer images)."""
+    small = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, context_length=250)
+    with pytest.raises(GuardContextOverflowError, match=r"template and its categories.*raise context_length=") as err:
+        small.check("word " * 300)
+    assert "images" not in str(err.value)
