@@ -88,6 +88,20 @@ def test_unsafe_model_response_is_replaced_in_place(lg4):
     assert all("nerve agent" not in m.text for m in result["messages"])  # not left in the history
 
 
+def test_a_response_another_after_model_answered_first_is_still_judged(lg4):
+    """Listed before ToolCallLimitMiddleware, the guard's after_model runs after it: the limit's error ToolMessage
+    for the blocked call comes after the model's response, which must still be judged (and the error goes with
+    the flagged call it answered)."""
+    from langchain.agents.middleware import ToolCallLimitMiddleware
+
+    script = [call("python_repl", {"code": EVIL_CODE}, "call-evil"), AIMessage("done")]
+    limit = ToolCallLimitMiddleware(tool_name="python_repl", run_limit=0, exit_behavior="continue")
+    result, counts, model_calls = run(script, [LlamaGuardMiddleware(lg4, apply_to_tool_calls=False), limit], ASK_CODE)
+    assert model_calls == 1 and counts["python_repl"] == []
+    assert [type(m).__name__ for m in result["messages"]] == ["HumanMessage", "AIMessage"]
+    assert "S14" in result["messages"][-1].text and not result["messages"][-1].tool_calls
+
+
 def test_safe_runs_are_unchanged_including_history(lg4):
     script = [call("python_repl", {"code": "print(sum(range(10)))"}), AIMessage("The sum is 45.")]
     plain, plain_counts, _ = run(list(script), [], ASK_CODE)

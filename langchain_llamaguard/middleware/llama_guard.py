@@ -222,11 +222,12 @@ class LlamaGuardMiddleware(AgentMiddleware):
                 return None
             return _Check([messages[: idx + 1]], "User", [idx], messages, "input")
         if stage == "output":
-            # With response_format, the model node adds the answer and (ToolStrategy) a ToolMessage acknowledging
-            # it, and sets structured_response: the answer is the last AIMessage, not the last message.
+            # The answer is the last AIMessage, not always the last message: with response_format the model node
+            # adds a ToolMessage acknowledging it (ToolStrategy), and another middleware's after_model, run before
+            # this one, may add ToolMessages after it (ToolCallLimitMiddleware and TodoListMiddleware do).
             structured = state.get("structured_response") is not None
-            idx = _last_index(messages, AIMessage) if structured else len(messages) - 1
-            if not self.apply_to_output or idx is None or not isinstance(messages[idx], AIMessage):
+            idx = _last_index(messages, AIMessage)
+            if not self.apply_to_output or idx is None:
                 return None
             if guard_written(messages[idx]):  # a guard's refusal in the model's place
                 return None
@@ -365,6 +366,10 @@ class LlamaGuardMiddleware(AgentMiddleware):
                 return {"messages": [notice, marked(AIMessage(content=self._refusal(verdict)))], "jump_to": "end"}
             return {"messages": [notice]}
         update: dict[str, Any] = {"messages": [self._replacement(original, verdict)]}
+        if stage == "output":  # what other after_model hooks answered to its calls goes with them (no dangling result)
+            calls = {c.get("id") for c in getattr(original, "tool_calls", None) or []} - {None}
+            answered = [m for m in messages[idx + 1 :] if isinstance(m, ToolMessage) and m.tool_call_id in calls]
+            update["messages"] += [RemoveMessage(id=m.id) for m in answered if m.id]
         if self.exit_behavior == "end":
             update["jump_to"] = "end"
         return update
