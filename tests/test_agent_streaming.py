@@ -435,3 +435,27 @@ def test_listed_last_the_guard_judges_before_human_in_the_loop(lg4):
     run = agent.stream_events({"messages": [HumanMessage(ASK_CODE)]}, thread, version="v3")
     log = raw_log(run)
     assert not run.interrupted and "rm -rf" not in log and "S14" in log and ran["python_repl"] == []
+
+
+def test_values_snapshots_never_hold_a_structured_answer_the_final_state_drops(lg4):
+    """``response_format=ToolStrategy(...)``: the snapshot between the model node and after_model held the flagged
+    structured answer (``structured_response`` and ToolStrategy's acknowledgement quoting it) although the final
+    state has neither. Every snapshot now agrees with what after_model leaves."""
+    from langchain.agents.structured_output import ToolStrategy
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        answer: str
+
+    def agent():
+        script = [("", [("Answer", {"answer": UNSAFE_ANSWER})])]
+        model = StreamingToolModel(script=script)
+        return create_agent(model, [], response_format=ToolStrategy(Answer), middleware=[LlamaGuardMiddleware(lg4)])
+
+    final = agent().invoke({"messages": [HumanMessage(BENIGN)]})
+    run = agent().stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3")
+    snapshots = list(run.values)
+    assert (run.output.get("structured_response") is None) == (final.get("structured_response") is None)
+    if final.get("structured_response") is None:  # flagged (the tiny guards' verdict on this answer)
+        assert all(s.get("structured_response") is None for s in snapshots)
+        assert all("nerve" not in m.text for s in snapshots for m in s["messages"])

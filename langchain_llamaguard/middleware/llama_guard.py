@@ -346,8 +346,9 @@ class LlamaGuardMiddleware(AgentMiddleware):
         quote it) removed, and the run ended (there is no safe structured answer to go on with)."""
         if update is None or not plan.structured:
             return update
+        removed = {m.id for m in update["messages"] if isinstance(m, RemoveMessage)}
         acks = [m for m in plan.messages[plan.idxs[0] + 1 :] if isinstance(m, ToolMessage) and m.id is not None]
-        update["messages"] = [*update["messages"], *(RemoveMessage(id=m.id) for m in acks)]
+        update["messages"] = [*update["messages"], *(RemoveMessage(id=m.id) for m in acks if m.id not in removed)]
         return {**update, "structured_response": None, "jump_to": "end"}
 
     def _on_violation(

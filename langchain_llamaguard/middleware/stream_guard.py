@@ -394,7 +394,14 @@ class _GuardStreamTransformer:
             for item, replacement in zip(items, out, strict=True):
                 self._record(item.message, replacement)
             patched = [self._outcome.get(m.id) or m if isinstance(m, BaseMessage) else m for m in messages]
-            if any(a is not b for a, b in zip(patched, messages, strict=True)):
+            # A flagged answer's calls go with it: the results answering them (ToolStrategy's acknowledgement of a
+            # structured answer quotes it), and the structured_response it set, as after_model will leave the state.
+            flagged = [m for m in messages if isinstance(m, AIMessage) and self._outcome.get(m.id) is not None]
+            calls = {c.get("id") for m in flagged for c in m.tool_calls} - {None}
+            patched = [m for m in patched if not (isinstance(m, ToolMessage) and m.tool_call_id in calls)]
+            if flagged and data.get("structured_response") is not None:
+                data["structured_response"] = None
+            if len(patched) != len(messages) or any(a is not b for a, b in zip(patched, messages, strict=True)):
                 data["messages"] = patched  # in place: run.output reads this very dict (a copy made for the stream)
             return []
 
