@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,24 +86,43 @@ class Turn:
         return "".join(self.text_parts)
 
 
+def short(value: Any, keep: int = 80) -> str:
+    """``repr(value)`` for an error message, cut to ``keep`` characters (an image payload can be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text):,} characters)"
+
+
+def _image_value(value: Any, mime: str | None = None) -> ImageRef:
+    """An ``image`` key's value: a PIL image, bytes, or a string read like a URL (data, http(s), file) or a path."""
+    if isinstance(value, (bytes, bytearray)):
+        return ImageRef("base64", base64.b64encode(bytes(value)).decode(), mime)
+    if isinstance(value, str):
+        return ImageRef("url" if value[:8].lower().startswith(("data:", "http://", "https://", "file://")) else "path",
+                        value)
+    return ImageRef("pil", value)
+
+
 def _image_from_block(block: dict[str, Any]) -> ImageRef:
     btype = block.get("type")
     if btype == "image_url":  # OpenAI style: {"type": "image_url", "image_url": {"url": ...}} or str
         url = block.get("image_url")
         url = url.get("url") if isinstance(url, dict) else url
         if not isinstance(url, str):
-            raise GuardInputError(f"image_url block without a url: {block!r}")
+            raise GuardInputError(f"image_url block without a url: {short(block)}")
         return ImageRef("url", url)
     # LangChain standard image blocks (v0.3 and v1 shapes), and the chat-template shape.
-    if block.get("image") is not None:
-        img = block["image"]
-        if isinstance(img, str):
-            return ImageRef("path", img)
-        return ImageRef("pil", img)
     source_type = block.get("source_type")
     mime = block.get("mime_type")
+    if block.get("image") is not None:
+        return _image_value(block["image"], mime)
+    source = block.get("source")  # Anthropic's own: {"source": {"type": "base64" | "url", ...}}
+    if isinstance(source, dict) and source.get("type") == "base64" and source.get("data") is not None:
+        return ImageRef("base64", source["data"], source.get("media_type"))
+    if isinstance(source, dict) and source.get("type") == "url" and source.get("url") is not None:
+        return ImageRef("url", source["url"])
     if block.get("base64") is not None:
-        return ImageRef("base64", block["base64"], mime)
+        b64 = block["base64"]
+        return _image_value(b64, mime) if isinstance(b64, (bytes, bytearray)) else ImageRef("base64", b64, mime)
     if source_type == "base64" and block.get("data") is not None:
         return ImageRef("base64", block["data"], mime)
     if block.get("path") is not None:
@@ -112,8 +132,10 @@ def _image_from_block(block: dict[str, Any]) -> ImageRef:
     if source_type == "url" and block.get("data") is not None:
         return ImageRef("url", block["data"])
     raise GuardInputError(
-        f"unsupported image block {block!r}; accepted: {{'type': 'image', 'url'|'path'|'base64'|'image': ...}}, "
-        "{'type': 'image', 'source_type': 'base64', 'data': ...} or {'type': 'image_url', 'image_url': {'url': ...}}"
+        f"unsupported image block {short(block)} (keys: {sorted(map(str, block))}); accepted: "
+        "{'type': 'image', 'url'|'path'|'base64'|'image': ...}, {'type': 'image', 'source_type': 'base64', "
+        "'data': ...}, Anthropic's {'type': 'image', 'source': {'type': 'base64'|'url', ...}} or "
+        "{'type': 'image_url', 'image_url': {'url': ...}}"
     )
 
 
@@ -142,7 +164,7 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
         if btype in _TEXT_BLOCK_TYPES:
             text = block.get("text")
             if not isinstance(text, str):
-                raise GuardInputError(f"{where}: text block without a 'text' string: {block!r}")
+                raise GuardInputError(f"{where}: text block without a 'text' string: {short(block)}")
             texts.append(text)
         elif btype in _IMAGE_BLOCK_TYPES:
             images.append(_image_from_block(block))

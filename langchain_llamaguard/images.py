@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .conversation import ImageLoader, ImageRef
+from .conversation import ImageLoader, ImageRef, short
 from .errors import GuardConfigurationError, ImageLoadError
 
 __all__ = ["DEFAULT_MAX_IMAGES", "DEFAULT_MAX_IMAGE_BYTES", "DEFAULT_MAX_IMAGE_PIXELS", "IMAGE_FORMATS", "ImageLimits",
@@ -103,10 +103,24 @@ def _bomb(exc: Exception, limits: ImageLimits, what: str) -> ImageLoadError:
                           "that limit applies whatever max_image_pixels is: raise PIL.Image.MAX_IMAGE_PIXELS too")
 
 
-def _decode(img: Any, limits: ImageLimits, what: str) -> Any:
-    """Bound a header-only (lazy) image, then decode it to RGB; every failure is an ImageLoadError."""
+def _on_white(img: Any) -> Any:
+    """RGB; a transparent image laid on white first (``convert("RGB")`` alone would keep the colour under each
+    transparent pixel: black, for text drawn on a transparent canvas)."""
     from PIL import Image
 
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _decode(img: Any, limits: ImageLimits, what: str) -> Any:
+    """Bound a header-only (lazy) image, then decode it to RGB (a transparent one on white, as transformers'
+    ``convert_to_rgb`` does for the official processor); every failure is an ImageLoadError."""
+    from PIL import Image
+
+    if not img.size[0] or not img.size[1]:
+        raise ImageLoadError(f"empty image ({img.size[0]}x{img.size[1]} pixels) in {what}")
     _check_pixels(img.size, limits)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -114,7 +128,7 @@ def _decode(img: Any, limits: ImageLimits, what: str) -> Any:
             frames = getattr(img, "n_frames", 1)  # GIF counts its frames by reading their headers
             if frames == 1 or img.format == "MPO":  # MPO: a photo with previews or a depth map, read as its first
                 img.load()
-                return img.convert("RGB")
+                return _on_white(img)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise _bomb(exc, limits, what) from exc
         except Exception as exc:  # hostile data: decoders raise what they like (OSError, SyntaxError, EOFError...)
@@ -143,7 +157,7 @@ def _open(data: bytes, what: str, limits: ImageLimits) -> Any:
 
 
 def _b64(data: str, what: str, limits: ImageLimits) -> bytes:
-    data = data.strip()
+    data = "".join(data.split())  # line-wrapped base64 (MIME, base64.encodebytes) is base64 too
     _check_bytes(len(data) * 3 // 4 - data[-2:].count("="), limits, what)  # the decoded size, before decoding
     try:
         return base64.b64decode(data, validate=True)
@@ -173,30 +187,40 @@ def load_image(ref: ImageRef, loader: ImageLoader | None = None, limits: ImageLi
     if ref.kind == "base64":
         return _open(_b64(str(ref.value), "a base64 block", limits), "a base64 block", limits)
     value = str(ref.value)
+    scheme = value[:8].lower()  # URL schemes are case-insensitive
     if ref.kind == "url":
-        if value.startswith("data:"):
+        if scheme.startswith("data:"):
             header, _, payload = value.partition(",")
-            if ";base64" not in header:
+            if ";base64" not in header.lower():
                 raise ImageLoadError("only base64 data URLs are supported (data:image/...;base64,...)")
             return _open(_b64(payload, "a data URL", limits), "a data URL", limits)
-        if value.startswith(("http://", "https://")):
+        if scheme.startswith(("http://", "https://")):
             if loader is None:
                 raise ImageLoadError(
-                    f"remote image {value!r}: the guard never fetches URLs itself; pass image_loader=... "
+                    f"remote image {short(value)}: the guard never fetches URLs itself; pass image_loader=... "
                     "(a function from URL to PIL image or bytes), or send the image as a data URL or file path"
                 )
             try:
                 got = loader(value)
             except Exception as exc:  # the caller's fetcher: an image it cannot fetch is an unreadable image
-                raise ImageLoadError(f"image_loader failed on {value!r}: {type(exc).__name__}: {exc}") from exc
+                raise ImageLoadError(f"image_loader failed on {short(value)}: {type(exc).__name__}: {exc}") from exc
             if isinstance(got, (bytes, bytearray)):
                 return _open(bytes(got), value, limits)
             return load_image(ImageRef("pil", got), limits=limits)
-        if value.startswith("file://"):
+        if scheme.startswith("file://"):
             value = value[len("file://") :]
-        elif "://" in value:
-            raise ImageLoadError(f"unsupported image URL scheme in {value!r}; use a data URL, a path or a PIL image")
+        elif "://" in value[:32]:
+            raise ImageLoadError(
+                f"unsupported image URL scheme in {short(value)}; use a data URL, a path or a PIL image"
+            )
     path = Path(value)
-    if not path.is_file():
-        raise ImageLoadError(f"image file not found: {value!r}")
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # e.g. a base64 payload without its data: prefix, too long for a file name
+        found = False
+    if not found:
+        raise ImageLoadError(
+            f"image file not found: {short(value)}; an image is a data URL (data:image/png;base64,...), an "
+            "http(s) URL with image_loader=..., a file path, base64 in a base64 block, or a PIL image"
+        )
     return _open(_read(path, limits), str(path), limits)

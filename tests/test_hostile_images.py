@@ -231,3 +231,71 @@ def test_served_guard_fails_closed_before_sending_anything(lg4):
     prompt = served.encode(_asking(RED))[0]  # a normal image is sent as a data URL of the image loaded here
     url = served.backend.chat.request(prompt, served.tokens)[1]["messages"][0]["content"][0]["image_url"]["url"]
     assert load_image(ImageRef("url", url), limits=served.image_limits).tobytes() == prompt.images[0].tobytes()
+
+
+# -- images as each provider's users write them (a production-style trial) ----------------------------------------
+def _png_bytes(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _drawn_on_transparent() -> Image.Image:
+    """Black marks on a transparent canvas (a sticker, a logo, a screenshot with alpha)."""
+    img = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    for x in range(8, 24):
+        img.putpixel((x, 16), (0, 0, 0, 255))
+    return img
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_a_transparent_image_is_judged_on_white_as_the_official_processor_sees_it(mode):
+    from transformers.image_transforms import convert_to_rgb
+
+    if mode == "P":  # a palette image whose index 0 is its transparent colour (GIF-style)
+        img = Image.new("P", (32, 32), 0)
+        img.putpalette([0, 0, 0] * 2)
+        img.info["transparency"] = 0
+        for x in range(8, 24):
+            img.putpixel((x, 16), 1)
+    else:
+        img = _drawn_on_transparent().convert(mode)
+    for ref in (ImageRef("pil", img), ImageRef("base64", base64.b64encode(_png_bytes(img)).decode())):
+        got = load_image(ref)
+        assert got.getpixel((0, 0)) == (255, 255, 255) and got.getpixel((10, 16)) == (0, 0, 0)  # not all black
+        assert got.tobytes() == convert_to_rgb(img.convert("RGBA"), return_numpy=False).tobytes()
+
+
+def test_every_way_of_writing_one_image_gives_the_same_pixels():
+    from langchain_llamaguard.conversation import to_turns
+
+    data = _png_bytes(Image.new("RGB", (8, 8), (200, 10, 10)))
+    b64 = base64.b64encode(data).decode()
+    blocks = [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64}},  # Anthropic
+        {"type": "image", "image": f"data:image/png;base64,{b64}"},  # a data URL in the chat-template key
+        {"type": "image", "image": data},  # bytes
+        {"type": "image", "base64": base64.encodebytes(data).decode()},  # line-wrapped (MIME) base64
+        {"type": "image_url", "image_url": {"url": f"DATA:image/png;BASE64,{b64}"}},  # schemes are case-insensitive
+    ]
+    pixels = {load_image(to_turns([HumanMessage([b])])[0].images[0]).tobytes() for b in blocks}
+    assert pixels == {Image.open(io.BytesIO(data)).convert("RGB").tobytes()}
+    with pytest.raises(ImageLoadError, match="image_loader"):  # a remote URL in the chat-template key: never fetched
+        load_image(to_turns([HumanMessage([{"type": "image", "image": "https://example.com/a.png"}])])[0].images[0])
+
+
+def test_base64_without_its_data_prefix_is_an_image_error_of_its_row_alone(lg4):
+    b64 = base64.b64encode(_png_bytes(Image.new("RGB", (300, 300), (1, 2, 3)))).decode() * 4
+    with pytest.raises(ImageLoadError, match="data URL") as err:
+        load_image(ImageRef("url", b64))
+    assert len(str(err.value)) < 600  # the payload is not repeated into logs
+    bad = [HumanMessage([{"type": "image_url", "image_url": {"url": b64}}, {"type": "text", "text": BENIGN}])]
+    with pytest.raises(GuardBatchError) as batch:
+        lg4.batch_check([BENIGN, bad, BENIGN])
+    assert list(batch.value.errors) == [1] and isinstance(batch.value.errors[1], ImageLoadError)
+
+
+def test_an_empty_image_is_an_image_error():
+    with pytest.raises(ImageLoadError, match="empty image"):
+        load_image(ImageRef("pil", Image.new("RGB", (0, 0))))
