@@ -47,6 +47,9 @@ class EncodedPrompt:
     body_end: int = 0
     """Where the conversation ends and the template's suffix begins (in ``input_ids``): the point where the next
     check of a growing conversation diverges (``0``: unknown)."""
+    expanded: Any = None
+    """A local backend's expansion of the images (the ids with each placeholder expanded, and the pixel values),
+    made once: when the context is measured, and reused by the forward pass."""
 
 
 def clean_text(text: str) -> str:

@@ -732,6 +732,21 @@ class LlamaGuardEngine(Closeable):
                 judged turn needs more than ``max_segments`` windows, or its fixed part (with its images) leaves
                 no room for text.
         """
+        prompts, excluded = self._prepare_text(conversation, role=role, excluded_categories=excluded_categories)
+        measure = getattr(self.backend, "expanded_length", None)  # a local processor expands images: count them
+        for prompt in prompts if measure is not None else []:
+            if prompt.images and (size := measure(prompt)) + 1 > self.context_length:
+                raise GuardContextOverflowError(
+                    f"the prompt with its {len(prompt.images)} image(s) expanded to their tiles takes {size:,} of the "
+                    f"model's {self.context_length:,} tokens (a large image is up to about 2,500); nothing is "
+                    "truncated and images are never split: send fewer or smaller images per conversation"
+                )
+        return prompts, excluded
+
+    def _prepare_text(
+        self, conversation: ConversationInput, *, role: str | None, excluded_categories: Iterable[str] | None
+    ) -> tuple[list[EncodedPrompt], tuple[str, ...]]:
+        """:meth:`prepare`, with each image counted as its one placeholder token."""
         excluded = self._excluded(excluded_categories)
         turns = to_turns(conversation, role=role)
         at_least = self._min_body_tokens(turns, self.context_length - 1)  # -1: the lead token the check appends

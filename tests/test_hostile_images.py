@@ -299,3 +299,21 @@ def test_base64_without_its_data_prefix_is_an_image_error_of_its_row_alone(lg4):
 def test_an_empty_image_is_an_image_error():
     with pytest.raises(ImageLoadError, match="empty image"):
         load_image(ImageRef("pil", Image.new("RGB", (0, 0))))
+
+
+def _image_block(side: int) -> dict:
+    data = _png_bytes(Image.new("RGB", (side, side), (10, 200, 30)))
+    return {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(data).decode()}}
+
+
+def test_images_count_as_the_tokens_they_expand_to_against_the_context(lg4):
+    """Four 1344x1344 images are within every image bound, but expand to about 10,000 tokens: over Llama Guard 4's
+    8,192. Counted as one placeholder each, the prompt was judged as if it fit."""
+    four = [HumanMessage([*[_image_block(1344)] * 4, {"type": "text", "text": BENIGN}])]
+    with pytest.raises(Exception, match=r"image\(s\) expanded to their tiles takes 10,\d{3} of the model's 8,192"):
+        lg4.check(four)
+    strict = LlamaGuard(lg4.backend, lg4.tokenizer, model_format="llama-guard-4", on_error="unsafe")
+    verdict = strict.check(four)
+    assert not verdict.safe and "expanded to their tiles" in verdict.error
+    prompts, _ = lg4.prepare([HumanMessage([_image_block(1344), {"type": "text", "text": BENIGN}])])
+    assert prompts[0].expanded is not None and lg4.backend.expanded_length(prompts[0]) > 2000  # measured once

@@ -150,10 +150,20 @@ class TransformersBackend:
         self.clear_caches()
 
     # -- images -------------------------------------------------------------------------------------------
+    def expanded_length(self, prompt: EncodedPrompt) -> int:
+        """How many tokens the model reads for ``prompt``: each image expanded to its tiles' tokens."""
+        return len(self._expand_images(prompt)[0])
+
     def _expand_images(self, prompt: EncodedPrompt) -> tuple[list[int], list[Any]]:
-        """Replace each ``<|image|>`` placeholder with the processor's expansion; collect pixel values."""
+        """Replace each ``<|image|>`` placeholder with the processor's expansion; collect pixel values (once per
+        prompt: the context check and the forward pass share it)."""
         if not prompt.images:
             return prompt.input_ids, []
+        if prompt.expanded is None:
+            prompt.expanded = self._expanded(prompt)
+        return prompt.expanded
+
+    def _expanded(self, prompt: EncodedPrompt) -> tuple[list[int], list[Any]]:
         if self.processor is None:
             raise GuardInputError(f"{self.model_name} has no image processor; it cannot read images")
         ids: list[int] = []
