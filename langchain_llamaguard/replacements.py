@@ -34,6 +34,13 @@ def last_index(messages: Sequence[BaseMessage], kind: type[BaseMessage]) -> int 
     return None
 
 
+def answers_to(calling: BaseMessage, after: Sequence[BaseMessage]) -> list[ToolMessage]:
+    """The ToolMessages in ``after`` that answer ``calling``'s tool calls: they leave with it when it is replaced
+    (no result without its call; ToolStrategy's acknowledgement of a structured answer quotes that answer)."""
+    calls = {c.get("id") for c in getattr(calling, "tool_calls", None) or []} - {None}
+    return [m for m in after if isinstance(m, ToolMessage) and m.tool_call_id in calls]
+
+
 def describe(verdict: AnyVerdict) -> str:
     """Why a verdict flagged: its categories (``S9 Indiscriminate Weapons``), or Prompt Guard's label and score."""
     names = getattr(verdict, "category_names", None)

@@ -37,7 +37,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, Remove
 from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import AnyVerdict, LlamaGuardModerator, Moderator
 from ..parallel import InputCheck, acall_overlapped, call_overlapped, check_input_check
-from ..replacements import DEFAULT_REFUSAL, fingerprint, guard_written, marked, replacement
+from ..replacements import DEFAULT_REFUSAL, answers_to, fingerprint, guard_written, marked, replacement
 from ..replacements import describe as _describe
 from ..replacements import last_index as _last_index
 from .model_call import Late, aanswered, answered, extended
@@ -346,10 +346,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
         quote it) removed, and the run ended (there is no safe structured answer to go on with)."""
         if update is None or not plan.structured:
             return update
-        removed = {m.id for m in update["messages"] if isinstance(m, RemoveMessage)}
-        acks = [m for m in plan.messages[plan.idxs[0] + 1 :] if isinstance(m, ToolMessage) and m.id is not None]
-        update["messages"] = [*update["messages"], *(RemoveMessage(id=m.id) for m in acks if m.id not in removed)]
-        return {**update, "structured_response": None, "jump_to": "end"}
+        return {**update, "structured_response": None, "jump_to": "end"}  # its acknowledgement left with it
 
     def _on_violation(
         self, messages: Sequence[BaseMessage], idx: int, stage: str, verdict: AnyVerdict
@@ -367,10 +364,8 @@ class LlamaGuardMiddleware(AgentMiddleware):
                 return {"messages": [notice, marked(AIMessage(content=self._refusal(verdict)))], "jump_to": "end"}
             return {"messages": [notice]}
         update: dict[str, Any] = {"messages": [self._replacement(original, verdict)]}
-        if stage == "output":  # what other after_model hooks answered to its calls goes with them (no dangling result)
-            calls = {c.get("id") for c in getattr(original, "tool_calls", None) or []} - {None}
-            answered = [m for m in messages[idx + 1 :] if isinstance(m, ToolMessage) and m.tool_call_id in calls]
-            update["messages"] += [RemoveMessage(id=m.id) for m in answered if m.id]
+        if stage == "output":  # the results answering its calls (another after_model's, ToolStrategy's) go with it
+            update["messages"] += [RemoveMessage(id=m.id) for m in answers_to(original, messages[idx + 1 :]) if m.id]
         if self.exit_behavior == "end":
             update["jump_to"] = "end"
         return update

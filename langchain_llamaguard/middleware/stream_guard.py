@@ -44,6 +44,7 @@ from typing import Any, Literal, Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from ..replacements import answers_to
 from .tool_output import messages_in, new_messages, normalized, with_replaced
 
 try:  # langgraph >= 1.2 with the v3 streaming protocol
@@ -397,8 +398,8 @@ class _GuardStreamTransformer:
             # A flagged answer's calls go with it: the results answering them (ToolStrategy's acknowledgement of a
             # structured answer quotes it), and the structured_response it set, as after_model will leave the state.
             flagged = [m for m in messages if isinstance(m, AIMessage) and self._outcome.get(m.id) is not None]
-            calls = {c.get("id") for m in flagged for c in m.tool_calls} - {None}
-            patched = [m for m in patched if not (isinstance(m, ToolMessage) and m.tool_call_id in calls)]
+            gone = {id(m) for answer in flagged for m in answers_to(answer, messages)}
+            patched = [m for m, was in zip(patched, messages, strict=True) if id(was) not in gone]
             if flagged and data.get("structured_response") is not None:
                 data["structured_response"] = None
             if len(patched) != len(messages) or any(a is not b for a, b in zip(patched, messages, strict=True)):
