@@ -64,8 +64,8 @@ ConversationInput = str | PromptValue | BaseMessage | dict[str, Any] | Sequence[
 class ImageRef:
     """An image in a turn: where it comes from, not yet decoded.
 
-    ``kind`` is one of ``"url"`` (http(s) or data URL), ``"path"``, ``"base64"`` (with ``mime_type``)
-    or ``"pil"`` (``value`` is a ``PIL.Image.Image``).
+    ``kind`` is one of ``"url"`` (an http(s), data or file URL, or a path where there is no scheme), ``"path"``,
+    ``"base64"`` (with ``mime_type``) or ``"pil"`` (``value`` is a ``PIL.Image.Image``).
     """
 
     kind: Literal["url", "path", "base64", "pil"]
@@ -93,13 +93,11 @@ def short(value: Any, keep: int = 80) -> str:
 
 
 def _image_value(value: Any, mime: str | None = None) -> ImageRef:
-    """An ``image`` key's value: a PIL image, bytes, or a string read like a URL (data, http(s), file) or a path."""
+    """An ``image`` key's value: a PIL image, bytes, or a string read like an ``image_url``'s (a data, http(s) or
+    file URL, else a path: :func:`~langchain_llamaguard.images.load_image` tells them apart)."""
     if isinstance(value, (bytes, bytearray)):
         return ImageRef("base64", base64.b64encode(bytes(value)).decode(), mime)
-    if isinstance(value, str):
-        return ImageRef("url" if value[:8].lower().startswith(("data:", "http://", "https://", "file://")) else "path",
-                        value)
-    return ImageRef("pil", value)
+    return ImageRef("url", value) if isinstance(value, str) else ImageRef("pil", value)
 
 
 def _image_from_block(block: dict[str, Any]) -> ImageRef:
