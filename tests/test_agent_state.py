@@ -391,6 +391,30 @@ async def test_a_user_turn_edited_in_a_fork_is_judged_before_the_model_reads_it(
     assert "removed by" in out["messages"][0].text and out["messages"][0].id == "h1"
 
 
+def test_a_fork_that_flags_the_user_turn_also_withholds_a_flagged_tool_result(prompt_guard):
+    """A fork that edits both the user's turn and a tool result into injections: the run ends on the turn, and the
+    result is withheld too, or a later turn's model would read it (it follows no new model message then)."""
+
+    @tool
+    def search(query: str) -> str:
+        """Search the web."""
+        return "Sunny."
+
+    call = AIMessage("", tool_calls=[{"name": "search", "args": {"query": "weather"}, "id": "c1"}])
+    model = ScriptedToolModel(messages=iter([call, AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
+    agent = create_agent(
+        model, [search], middleware=[PromptGuardMiddleware(prompt_guard)], checkpointer=InMemorySaver()
+    )
+    cfg = {"configurable": {"thread_id": "fork-both"}}
+    agent.invoke({"messages": [HumanMessage(BENIGN, id="h1")]}, cfg)
+    at_model = next(s for s in agent.get_state_history(cfg) if s.next == ("model",) and len(s.values["messages"]) == 3)
+    result = at_model.values["messages"][2]
+    edits = [HumanMessage(INJECTION, id="h1"), ToolMessage(INJECTION, id=result.id, tool_call_id="c1", name="search")]
+    out = agent.invoke(None, agent.update_state(at_model.config, {"messages": edits}))
+    assert not any(INJECTION in m.text for m in out["messages"])
+    assert "withheld" in next(m for m in out["messages"] if isinstance(m, ToolMessage)).text
+
+
 @pytest.mark.parametrize("decision", ["respond", "reject"])
 async def test_a_reviewers_words_in_a_tool_results_place_are_scanned(prompt_guard, decision):
     """Human-in-the-loop: a reviewer's answer ("respond") or rejection message becomes the tool result without the

@@ -310,13 +310,12 @@ class PromptGuardMiddleware(AgentMiddleware):
     def _late(self, state: Any, found: Any, verdicts: list[Any]) -> Late | None:
         """What to do before the model call: nothing (``None``), or what to replace and whether to end the run."""
         text, results, plans = found
-        if text is not None:
-            flagged_input = self._on_input(verdicts[0], state)  # raises with exit_behavior="error"
-            if flagged_input is not None:
-                *notices, refusal = flagged_input["messages"]
-                return Late(replacements=notices, answer=refusal)
-            verdicts = verdicts[1:]
-        outcomes = self._decide(results, plans, verdicts)
+        flagged_input = self._on_input(verdicts[0], state) if text is not None else None  # raises on "error"
+        outcomes = self._decide(results, plans, verdicts[1:] if text is not None else verdicts)
+        withheld = [r for r, _ in outcomes if r is not None]
+        if flagged_input is not None:  # the flagged results leave too: a later turn's model must not read them
+            *notices, refusal = flagged_input["messages"]
+            return Late(replacements=[*notices, *withheld], answer=refusal)
         worst = max((v for _, v in outcomes if v is not None), key=lambda v: v.score, default=None)
         if worst is None:
             return None
@@ -324,7 +323,7 @@ class PromptGuardMiddleware(AgentMiddleware):
             raise UnsafeContentError(worst, stage="tool_result")
         ending = self.exit_behavior == "end"
         refusal = marked(AIMessage(content=self.refusal_message.format(score=worst.score))) if ending else None
-        return Late(replacements=[r for r, _ in outcomes if r is not None], answer=refusal)
+        return Late(replacements=withheld, answer=refusal)
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
