@@ -459,3 +459,52 @@ def test_values_snapshots_never_hold_a_structured_answer_the_final_state_drops(l
     if final.get("structured_response") is None:  # flagged (the tiny guards' verdict on this answer)
         assert all(s.get("structured_response") is None for s in snapshots)
         assert all("nerve" not in m.text for s in snapshots for m in s["messages"])
+
+
+@pytest.mark.parametrize("projection", ["updates", "checkpoints", "debug", "tasks"])
+def test_langgraphs_other_projections_never_show_a_flagged_answer(lg4, projection):
+    """A consumer who asks for langgraph's own projections (``transformers=[UpdatesTransformer]`` ...) sees a node's
+    writes, the state each task is given and every checkpoint's values: the model node's answer is in each of them
+    before after_model replaces it. They show what the state will hold, on the projection and in the raw log."""
+    from langgraph.stream import transformers as builtins
+
+    transformer = getattr(builtins, f"{projection.capitalize()}Transformer")
+
+    def shown(middleware: list) -> tuple[str, str]:
+        """The projection's items, and the raw event log (of a second run: each consumes its run)."""
+        out = []
+        for read in (lambda run: repr(list(getattr(run, projection))), raw_log):
+            model = StreamingToolModel(script=[(UNSAFE_ANSWER, [])])
+            agent = create_agent(model, [], middleware=middleware, checkpointer=InMemorySaver())
+            config = {"configurable": {"thread_id": projection}}
+            out.append(read(agent.stream_events({"messages": [HumanMessage(BENIGN)]}, config, version="v3",
+                                                transformers=[transformer])))  # fmt: skip
+        return out[0], out[1]
+
+    unguarded, _ = shown([])
+    assert "nerve agent" in unguarded  # the projection does carry the model's answer
+    items, log = shown([LlamaGuardMiddleware(lg4)])
+    assert "nerve" not in items and "nerve" not in log
+    assert "I can't help with that" in items + log
+
+
+def test_neither_guards_stream_transformer_judges_the_others_notice(lg4, prompt_guard, monkeypatch):
+    """[Prompt Guard, Llama Guard on tool results]: Prompt Guard's transformer replaces an injected result by its
+    notice; Llama Guard's must not judge that notice (the hooks never do), or the stream could show a verdict on
+    the guard's own words that the state does not hold."""
+    from langchain_llamaguard.replacements import guard_written
+
+    llama = LlamaGuardMiddleware(lg4, apply_to_tool_results=True)
+    judged: list[BaseMessage] = []
+    check = llama.moderator.check
+    monkeypatch.setattr(
+        llama.moderator, "check", lambda convs, **kw: (judged.extend(c[-1] for c in convs), check(convs, **kw))[1]
+    )
+    script = [("", [("web_search", {"query": "weather"})]), ("It is sunny.", [])]
+    agent, _ = agent_for(script, [PromptGuardMiddleware(prompt_guard), llama], search_result="Sunny. " + INJECTION)
+    run = agent.stream_events({"messages": [HumanMessage("What's the weather in Paris?")]}, version="v3")
+    log = raw_log(run)
+    assert INJECTION not in log and "prompt injection" in log
+    assert judged and not [m.text for m in judged if isinstance(m, BaseMessage) and guard_written(m)]
+    [result] = [m for m in run.output["messages"] if isinstance(m, ToolMessage)]
+    assert "prompt injection" in result.text  # Prompt Guard's notice, as the state holds it

@@ -15,7 +15,8 @@ thing) and:
 * judges a whole (non-streamed) model message on the ``messages`` channel, and a tool's result (a ToolMessage, a
   ``Command`` carrying one, other output, an error's text) on the ``tools`` channel, the same way (tool output
   deltas are held until the tool finishes);
-* rewrites ``values`` snapshots in place (so ``run.output`` too): a flagged message never shows, not even in the
+* rewrites ``values`` snapshots in place (so ``run.output`` too), and the opt-in projections (``updates``,
+  ``checkpoints``, ``debug``, ``tasks``) as copies: a flagged message never shows, not even in the
   snapshot taken between the model node and ``after_model``; a message new to this run that was not judged on
   the way is judged there;
 * does all of this in every namespace of the run (a subagent running inside a tool is judged in its own
@@ -44,7 +45,7 @@ from typing import Any, Literal, Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from ..replacements import answers_to
+from ..replacements import answers_to, guard_written
 from .tool_output import messages_in, new_messages, normalized, with_replaced
 
 try:  # langgraph >= 1.2 with the v3 streaming protocol
@@ -53,6 +54,8 @@ except ImportError:  # pragma: no cover - older langgraph: no stream transformer
     StreamTransformer = None  # type: ignore[assignment,misc]
 
 Kind = Literal["output", "tool_result"]
+
+_SNAPSHOT_METHODS = frozenset({"updates", "checkpoints", "debug", "tasks"})
 
 
 @dataclass
@@ -80,7 +83,10 @@ class StreamJudge(Protocol):
 
 def _kind_of(message: Any, space: _Namespace | None = None) -> Kind | None:
     """How a message is judged: a model message as the output; a tool result, and a user or system message added
-    during the run (by a tool's ``Command``: not in the namespace's input), as a tool result."""
+    during the run (by a tool's ``Command``: not in the namespace's input), as a tool result. A guard's own notice
+    or refusal is not judged (the hooks skip it too)."""
+    if guard_written(message):
+        return None
     if isinstance(message, AIMessage):
         return "output"
     if isinstance(message, ToolMessage):
@@ -271,6 +277,8 @@ class _GuardStreamTransformer:
             return True, self._on_tools(params, space)
         if method == "values":
             return True, self._on_values(params, space)
+        if method in _SNAPSHOT_METHODS:
+            return True, self._on_snapshot(params, space)
         return True, None
 
     def _record(self, message: BaseMessage, replacement: BaseMessage | None) -> None:
@@ -358,7 +366,7 @@ class _GuardStreamTransformer:
         value = normalized(data[field_name])
         carries_messages = bool(messages_in(value))
         if carries_messages:  # a ToolMessage, a Command: the messages the model will read as new
-            messages = new_messages(value, space.context, model_messages=False)
+            messages = [m for m in new_messages(value, space.context, model_messages=False) if not guard_written(m)]
             if not messages:
                 return None
         else:
@@ -376,6 +384,31 @@ class _GuardStreamTransformer:
 
         return _Pending([Judgment("tool_result", list(space.context), m) for m in messages], apply_tool)
 
+    def _unjudged(self, messages: Sequence[Any], space: _Namespace) -> list[Judgment]:
+        """The messages of a state's list that no judgment saw (new to the run, of a kind this guard judges)."""
+        items: list[Judgment] = []
+        for i, m in enumerate(messages):
+            kind = _kind_of(m, space)
+            if kind in self._kinds and m.id not in self._outcome and m.id not in (space.baseline or ()):
+                items.append(Judgment(kind, list(messages[:i]), m))  # type: ignore[arg-type]
+        return items
+
+    def _patched(self, messages: list[Any], extra: dict[int, BaseMessage | None]) -> tuple[list[Any], bool]:
+        """``messages`` as the state will hold them: each judged one by its outcome (by id, or by object for a
+        message without one), and a flagged answer's calls gone with it (the results answering them: ToolStrategy's
+        acknowledgement of a structured answer quotes it). Also whether an answer was flagged."""
+
+        def outcome(m: Any) -> BaseMessage | None:
+            if not isinstance(m, BaseMessage):
+                return None
+            return extra.get(id(m)) if id(m) in extra else self._outcome.get(m.id) if m.id is not None else None
+
+        patched = [outcome(m) or m for m in messages]
+        flagged = [m for m in messages if isinstance(m, AIMessage) and outcome(m) is not None]
+        gone = {id(m) for answer in flagged for m in answers_to(answer, messages)}
+        patched = [m for m, was in zip(patched, messages, strict=True) if id(was) not in gone]
+        return patched, bool(flagged)
+
     def _on_values(self, params: dict[str, Any], space: _Namespace) -> _Pending | None:
         data = params.get("data")
         messages = data.get("messages") if isinstance(data, dict) else None
@@ -385,28 +418,90 @@ class _GuardStreamTransformer:
         if space.baseline is None:  # the run's input: the input guard's business, and earlier runs' history
             space.baseline = {m.id for m in messages if isinstance(m, BaseMessage)}
             return None
-        items: list[Judgment] = []
-        for i, m in enumerate(messages):
-            kind = _kind_of(m, space)
-            if kind in self._kinds and m.id not in self._outcome and m.id not in space.baseline:
-                items.append(Judgment(kind, messages[:i], m))  # type: ignore[arg-type]
+        items = self._unjudged(messages, space)
 
         def patch(out: list[BaseMessage | None]) -> list[Any]:
             for item, replacement in zip(items, out, strict=True):
                 self._record(item.message, replacement)
-            patched = [self._outcome.get(m.id) or m if isinstance(m, BaseMessage) else m for m in messages]
-            # A flagged answer's calls go with it: the results answering them (ToolStrategy's acknowledgement of a
-            # structured answer quotes it), and the structured_response it set, as after_model will leave the state.
-            flagged = [m for m in messages if isinstance(m, AIMessage) and self._outcome.get(m.id) is not None]
-            gone = {id(m) for answer in flagged for m in answers_to(answer, messages)}
-            patched = [m for m, was in zip(patched, messages, strict=True) if id(was) not in gone]
-            if flagged and data.get("structured_response") is not None:
+            patched, flagged = self._patched(messages, {})
+            if flagged and data.get("structured_response") is not None:  # as after_model will leave the state
                 data["structured_response"] = None
             if len(patched) != len(messages) or any(a is not b for a, b in zip(patched, messages, strict=True)):
                 data["messages"] = patched  # in place: run.output reads this very dict (a copy made for the stream)
             return []
 
         return _Pending(items, patch)
+
+    def _on_snapshot(self, params: dict[str, Any], space: _Namespace) -> _Pending | None:
+        """langgraph's other projections (``updates``, ``checkpoints``, ``debug``, ``tasks``): a node's writes, the
+        state it was given, a checkpoint's values. Each message in the payload shows as the state will hold it;
+        one no judgment saw (a node's answer that never streamed) is judged here, in the namespace's context."""
+        data = params.get("data")
+        lists = _message_lists(data)
+        if not lists:
+            return None
+        items: list[Judgment] = []
+        if space.baseline is not None:
+            seen: set[int] = set()
+            for messages in lists:
+                known = {m.id for m in messages if isinstance(m, BaseMessage)} >= {m.id for m in space.context}
+                for item in self._unjudged(messages, space):
+                    if id(item.message) not in seen:  # a write, not the whole state: judged after the state
+                        seen.add(id(item.message))
+                        context = item.context if known else [*space.context, *item.context]
+                        items.append(Judgment(item.kind, context, item.message))
+
+        def patch(out: list[BaseMessage | None]) -> list[Any]:
+            extra: dict[int, BaseMessage | None] = {}
+            for item, replacement in zip(items, out, strict=True):
+                self._record(item.message, replacement)
+                extra[id(item.message)] = replacement
+            params["data"] = self._scrubbed(data, extra)  # a copy where anything changed: the node's own objects stay
+            return []
+
+        return _Pending(items, patch)
+
+    def _scrubbed(self, value: Any, extra: dict[int, BaseMessage | None]) -> Any:
+        """``value`` with every list of messages in it :meth:`_patched` (and a flagged answer's structured_response
+        cleared beside it); unchanged parts are the same objects."""
+        if isinstance(value, list):
+            items = [self._scrubbed(v, extra) for v in value]
+            if any(isinstance(v, BaseMessage) for v in value):
+                items = self._patched(items, extra)[0]
+            same = len(items) == len(value) and all(a is b for a, b in zip(items, value, strict=True))
+            return value if same else items
+        if isinstance(value, tuple):
+            items = [self._scrubbed(v, extra) for v in value]
+            if all(a is b for a, b in zip(items, value, strict=True)):
+                return value
+            return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+        if isinstance(value, dict):
+            out = {k: self._scrubbed(v, extra) for k, v in value.items()}
+            messages = value.get("messages")
+            if (
+                isinstance(messages, list)
+                and out.get("structured_response") is not None
+                and self._patched(messages, extra)[1]
+            ):
+                out["structured_response"] = None
+            return value if all(out[k] is value[k] for k in value) else out
+        if isinstance(value, BaseMessage):
+            return self._patched([value], extra)[0][0]
+        return value
+
+
+def _message_lists(value: Any, depth: int = 0) -> list[list[Any]]:
+    """The lists of messages anywhere in a payload (a lone message counts as a list of one)."""
+    if isinstance(value, BaseMessage):
+        return [[value]]
+    if depth > 8 or not isinstance(value, (list, tuple, dict)):
+        return []
+    children = value.values() if isinstance(value, dict) else value
+    found = [list(value)] if isinstance(value, list) and any(isinstance(v, BaseMessage) for v in value) else []
+    for child in children:
+        if not isinstance(child, BaseMessage) or not found:
+            found += _message_lists(child, depth + 1)
+    return found
 
 
 def _text_result(value: Any, data: dict[str, Any]) -> ToolMessage:
