@@ -147,6 +147,21 @@ def test_a_limited_run_through_the_api_keeps_the_rest(lg4, tmp_path):
     assert evaluate(lg4, str(data), **kwargs).scored == 0
 
 
+def test_rows_holding_a_lone_surrogate_or_a_line_separator_are_scored_once(lg4, tmp_path):
+    """Valid JSON a user's export may hold: a lone surrogate (``\\ud800``) in a prompt is judged like any text (not a
+    crash that loses the batch), and a U+2028 in a stored value does not split its stored line, so a rerun
+    resumes every row."""
+    from langchain_llamaguard.evaluation import Columns
+
+    rows = [*ROWS, {"prompt": "lone surrogate \ud800 here", "label": 0, "category": None, "lang": "en\u2028x"}]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    kwargs = {"out_dir": tmp_path / "out", "columns": Columns(language="lang"), **QUIET}
+    first = evaluate(lg4, str(data), **kwargs)
+    assert first.scored == 5 and first.errors == 0
+    assert sorted(read_predictions(tmp_path / "out" / "predictions.jsonl")) == [0, 1, 2, 3, 4]
+    assert evaluate(lg4, str(data), **kwargs).scored == 0
+
+
 # -- 5. a resumed row takes its category and language from the data -------------------------------------------------
 def test_a_resumed_row_takes_its_category_and_language_from_the_data(lg4, tmp_path):
     from langchain_llamaguard.evaluation import Columns

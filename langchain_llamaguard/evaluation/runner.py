@@ -205,7 +205,7 @@ def row_sha256(ex: Example) -> str:
         return repr(value)
 
     judged = json.dumps([ex.conversation, ex.text], ensure_ascii=False, default=by_content)
-    return hashlib.sha256(judged.encode()).hexdigest()
+    return hashlib.sha256(judged.encode("utf-8", "surrogatepass")).hexdigest()  # a lone surrogate is content too
 
 
 def _prediction(ex: Example, verdict: Any, error: str | None) -> Prediction:
@@ -234,7 +234,7 @@ def read_predictions(path: str | Path) -> dict[int, Prediction]:
     p = Path(path)
     if not p.is_file():
         return done
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for line in p.read_text(encoding="utf-8").split("\n"):  # not splitlines(): U+2028 may sit in a string
         try:
             pred = Prediction.model_validate_json(line)
         except ValueError:
