@@ -45,7 +45,7 @@ from .images import (
 )
 from .lifecycle import Closeable
 from .pickling import recipe_of
-from .prompt_format import get_format, render
+from .prompt_format import active_categories, get_format, render
 from .taxonomy import check_policy, default_categories, resolve_categories
 from .verdict import Verdict, make_verdict, merge_verdicts, parse_output
 
@@ -271,6 +271,7 @@ class LlamaGuardEngine(Closeable):
         try:
             self.categories = check_policy(categories)
             self.excluded_categories = resolve_categories(excluded_categories, self.categories)
+            active_categories(self.format, self.excluded_categories, categories=self.categories)  # not all of them
         except ValueError as exc:
             raise GuardConfigurationError(str(exc)) from exc
         self.threshold = _check_threshold(threshold)
@@ -675,7 +676,9 @@ class LlamaGuardEngine(Closeable):
     def _excluded(self, excluded_categories: Iterable[str] | None) -> tuple[str, ...]:
         if excluded_categories is None:
             return self.excluded_categories
-        return resolve_categories(excluded_categories, self.categories)
+        excluded = resolve_categories(excluded_categories, self.categories)
+        active_categories(self.format, excluded, categories=self.categories)  # a check that could flag nothing
+        return excluded
 
     def _encode_turns(self, turns: list[Turn], excluded: tuple[str, ...]) -> EncodedPrompt:
         rendered = render(turns, model=self.format.name, excluded_categories=excluded, categories=self.categories)

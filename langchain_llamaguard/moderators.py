@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .conversation import ConversationInput, to_turns
 from .errors import GuardBatchError, GuardConfigurationError, GuardInputError, GuardTypeError
+from .prompt_format import active_categories
 from .prompt_guard import PromptGuardVerdict
 from .taxonomy import resolve_categories
 from .verdict import Verdict
@@ -112,6 +113,8 @@ class LlamaGuardModerator:
         self.guard = guard.with_categories(categories) if categories is not None else guard
         policy = getattr(self.guard, "categories", None)
         self.excluded = None if excluded_categories is None else resolve_categories(excluded_categories, policy)
+        if self.excluded is not None and hasattr(self.guard, "format"):  # a stage that could flag nothing
+            active_categories(self.guard.format, self.excluded, categories=policy)
         self.name = "llama_guard"
         self.cache = VerdictCache(cache_size)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .conversation import ConversationInput, ImageRef, Turn, normalize_role, to_turns
-from .errors import GuardInputError
+from .errors import GuardConfigurationError, GuardInputError
 from .taxonomy import (
     CATEGORIES,
     MODEL_CATEGORIES,
@@ -186,10 +186,19 @@ def active_categories(
     """
     excluded_codes = set(resolve_categories(excluded, categories))
     if categories:
-        return tuple(c for c in categories if c not in excluded_codes)
-    return tuple(
-        c for c in fmt.categories if c not in excluded_codes and not (has_images and c in TEXT_ONLY_CATEGORIES)
-    )
+        active = tuple(c for c in categories if c not in excluded_codes)
+    else:
+        active = tuple(
+            c for c in fmt.categories if c not in excluded_codes and not (has_images and c in TEXT_ONLY_CATEGORIES)
+        )
+    if not active:
+        raise GuardConfigurationError(
+            f"every category {'of this policy' if categories else f'{fmt.name} lists'}"
+            f"{' for a check with images' if has_images and not categories else ''} is excluded "
+            f"({', '.join(sorted(excluded_codes, key=lambda c: int(c[1:])))}): the prompt would list none and the "
+            "guard could flag nothing; exclude fewer categories"
+        )
+    return active
 
 
 def render_prefix(

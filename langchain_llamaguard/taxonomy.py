@@ -159,9 +159,11 @@ def _resolve_in(key: str, policy: Mapping[str, str] | None) -> str:
     for code in policy:  # a code first: another category's text may read like it ({"S10": "S7", "S7": ...})
         if wanted == code.casefold():
             return code
-    for code, text in policy.items():
-        if wanted in (text.strip().casefold(), policy_name(text).casefold()):
-            return code
+    named = [code for code, text in policy.items() if wanted in (text.strip().casefold(), policy_name(text).casefold())]
+    if len(named) > 1:
+        raise GuardConfigurationError(f"{key!r} is the text of {', '.join(named)} in this policy; name them by code")
+    if named:
+        return named[0]
     codes = ", ".join(policy)
     try:
         code = resolve_category(key)
@@ -169,7 +171,13 @@ def _resolve_in(key: str, policy: Mapping[str, str] | None) -> str:
         raise GuardConfigurationError(
             f"unknown category {key!r}; this policy's categories are {codes} (by code or by their text)"
         ) from None
-    if code in policy and policy_name(policy[code]).casefold() != CATEGORIES[code].name.casefold():
+    if code not in policy:
+        raise GuardConfigurationError(
+            f"{key!r}{'' if wanted == code.casefold() else f' ({code})'} is not a category of this policy, so "
+            f"excluding it would do nothing; this policy's "
+            f"categories are {codes} (by code or by their text)"
+        )
+    if policy_name(policy[code]).casefold() != CATEGORIES[code].name.casefold():
         raise GuardConfigurationError(
             f"{key!r} is the default name of {code}, but this policy's {code} is {policy[code]!r}; name this "
             f"policy's categories by code or by their text: {codes}"
@@ -178,6 +186,7 @@ def _resolve_in(key: str, policy: Mapping[str, str] | None) -> str:
 
 
 _POLICY_CODE = re.compile(r"S[1-9][0-9]*")
+_TEMPLATE_MARKER = re.compile(r"<\s*(BEGIN|END)\s+(UNSAFE\s+CONTENT\s+CATEGORIES|CONVERSATION)\s*>", re.IGNORECASE)
 
 
 def check_policy(categories: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -205,6 +214,18 @@ def check_policy(categories: Mapping[str, str] | None) -> dict[str, str] | None:
             )
         if not isinstance(text, str) or not text.strip():
             raise GuardConfigurationError(f"the text of category {code} must be a non-empty string, got {text!r}")
+        if "\n" in text or "\r" in text:
+            raise GuardConfigurationError(
+                f"the text of category {code} holds a line break ({text!r}): each category is one line of the "
+                "prompt (`S1: text`), so a break would add lines the model reads as categories or instructions; "
+                "write it on one line (' '.join(text.split()); a YAML block scalar's trailing newline: .strip())"
+            )
+        marker = _TEMPLATE_MARKER.search(text)
+        if marker:
+            raise GuardConfigurationError(
+                f"the text of category {code} holds the template's marker {marker.group()!r}, which would end the "
+                "category list early in the prompt the model reads; leave it out"
+            )
     return dict(categories)
 
 

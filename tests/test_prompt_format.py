@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.prompts import ChatPromptTemplate
 
-from langchain_llamaguard import GuardConfigurationError, GuardInputError, GuardTypeError, format_prompt
+from langchain_llamaguard import (
+    GuardConfigurationError,
+    GuardInputError,
+    GuardTypeError,
+    default_categories,
+    format_prompt,
+)
 from langchain_llamaguard.tiny.models import chat_template
 
 MODELS = ["llama-guard-4", "llama-guard-3-8b", "llama-guard-3-1b"]
@@ -73,7 +79,7 @@ CASES = [
     ),
     ("excluded", [[{"type": "text", "text": "x"}]], ("S6", "S9")),
     ("empty exclusions", [[{"type": "text", "text": "x"}]], ()),
-    ("all but one", [[{"type": "text", "text": "x"}]], tuple(f"S{i}" for i in range(1, 14))),
+    ("all but one", [[{"type": "text", "text": "x"}]], tuple(f"S{i}" for i in range(1, 13))),
     ("whitespace", [[{"type": "text", "text": "\n\t padded \n"}]], ()),
     ("two text parts", [[{"type": "text", "text": " one "}, {"type": "text", "text": "two "}]], ()),
 ]
@@ -86,6 +92,24 @@ def test_matches_official_template(toks, model, name, turns, excluded):
     assert format_prompt(messages, model=model, excluded_categories=excluded) == official(
         toks[model], model, messages, excluded
     )
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_excluding_every_category_is_refused(model, lg4_with):
+    """A prompt listing no category asks the model to judge against nothing: every verdict would be safe, whatever
+    it answers. Excluding all of a model's (or a policy's) categories is an error, not a guard that flags nothing."""
+    everything = list(default_categories(model))
+    with pytest.raises(GuardConfigurationError, match="could flag nothing"):
+        format_prompt("hi", model=model, excluded_categories=everything)
+    with pytest.raises(GuardConfigurationError, match="could flag nothing"):
+        format_prompt("hi", model=model, categories={"S1": "Fraud."}, excluded_categories=["S1"])
+    with pytest.raises(GuardConfigurationError, match="could flag nothing"):
+        lg4_with(excluded_categories=[f"S{i}" for i in range(1, 15)])
+    with pytest.raises(GuardConfigurationError, match="could flag nothing"):
+        lg4_with().check("hi", excluded_categories=[f"S{i}" for i in range(1, 15)])
+    image = [{"role": "user", "content": [{"type": "image", "url": "a.png"}, {"type": "text", "text": "x"}]}]
+    with pytest.raises(GuardConfigurationError, match="with images"):  # S14 is text-only: an image check has none
+        format_prompt(image, excluded_categories=[f"S{i}" for i in range(1, 14)])
 
 
 @pytest.mark.parametrize(

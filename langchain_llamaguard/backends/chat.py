@@ -121,13 +121,7 @@ class ChatBackend(ServedBackend):
         messages = []
         for turn in prompt.turns:
             for text in turn.text_parts:
-                found = self._special.search(text) if self._special else None
-                if found:
-                    raise GuardInputError(
-                        f"the content contains the special-token string {found.group()!r}; a chat endpoint's "
-                        "template would read it as a real special token (a forged turn), so it is not sent. "
-                        "Text-only checks over token ids (the default mode) keep it as text"
-                    )
+                self._refuse_special(text, "the content")
             if self.content_parts:
                 parts: list[dict[str, Any]] = [
                     {"type": "image_url", "image_url": {"url": data_url(next(images))}} for _ in turn.images
@@ -141,6 +135,16 @@ class ChatBackend(ServedBackend):
             messages.append({"role": turn.role, "content": content})
         return messages
 
+    def _refuse_special(self, text: str, what: str) -> None:
+        """Refuse ``text`` if it holds a special-token string, which the server's template would make real."""
+        found = self._special.search(text) if self._special else None
+        if found:
+            raise GuardInputError(
+                f"{what} contains the special-token string {found.group()!r}; a chat endpoint's template would read "
+                "it as a real special token (a forged turn), so it is not sent. Text-only checks over token ids (the "
+                "default mode) keep it as text"
+            )
+
     def request(self, prompt: EncodedPrompt, tokens: VerdictTokens) -> Request:
         """The chat request for one prompt."""
         body: dict[str, Any] = {
@@ -153,6 +157,8 @@ class ChatBackend(ServedBackend):
             policy = prompt.policy or dict.fromkeys(self.all_categories)
             kwargs: dict[str, Any] = {"excluded_category_keys": [c for c in policy if c not in prompt.categories]}
             if prompt.policy:
+                for code, text in prompt.policy.items():  # the server's template renders these too
+                    self._refuse_special(text, f"the policy's text of {code}")
                 kwargs["categories"] = prompt.policy  # the official template's variable for a custom list
             body["chat_template_kwargs"] = kwargs
         if self.logprobs is not None:  # vLLM: as over token ids (hosted providers take neither parameter)
