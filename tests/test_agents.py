@@ -338,8 +338,10 @@ def test_a_guarded_tool_keeps_the_inner_tools_error_handling(lg4):
 
     request = {"type": "tool_call", "name": "flaky", "args": {"query": "x"}, "id": "c9"}
     plain, guarded = flaky.invoke(request), guard_tool(flaky, lg4).invoke(request)
-    assert (guarded.status, guarded.text, guarded.tool_call_id) == (plain.status, plain.text, "c9") == (
-        "error", "backend down", "c9"
+    assert (
+        (guarded.status, guarded.text, guarded.tool_call_id)
+        == (plain.status, plain.text, "c9")
+        == ("error", "backend down", "c9")
     )
 
 
@@ -382,8 +384,9 @@ def read_inbox(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> 
 def test_prompt_guard_middleware_scans_every_message_a_tools_command_adds(prompt_guard):
 
     script = [call("read_inbox", {"query": "new"}), AIMessage("Done.")]
-    result, _, _ = run(script, [PromptGuardMiddleware(prompt_guard, exit_behavior="replace")], BENIGN,
-                       tools=[read_inbox])
+    result, _, _ = run(
+        script, [PromptGuardMiddleware(prompt_guard, exit_behavior="replace")], BENIGN, tools=[read_inbox]
+    )
     assert not any(INJECTION in m.text for m in result["messages"])
     assert any(isinstance(m, HumanMessage) and m.text.startswith("[tool result withheld") for m in result["messages"])
 
@@ -415,8 +418,9 @@ def test_prompt_guard_ends_the_run_beside_a_tool_message_with_an_artifact(prompt
         return Command(update={"messages": [found, HumanMessage(INJECTION)]})
 
     script = [call("read_mail_pg", {"query": "new"}), AIMessage("Done.")]
-    result, _, model_calls = run(script, [PromptGuardMiddleware(prompt_guard, exit_behavior="end")], BENIGN,
-                                 tools=[read_mail_pg])
+    result, _, model_calls = run(
+        script, [PromptGuardMiddleware(prompt_guard, exit_behavior="end")], BENIGN, tools=[read_mail_pg]
+    )
     assert model_calls == 1 and result["messages"][-1].text.startswith("I can't continue")
     assert not any(INJECTION in m.text for m in result["messages"])
 
@@ -547,3 +551,52 @@ def test_prompt_guard_middleware_ends_the_run_on_an_injection_beside_a_tool_mess
     result, _, model_calls = run(script, middleware, BENIGN, tools=[read_inbox])
     assert model_calls == 1  # exit_behavior="end": the model never reads the tool's messages
     assert result["messages"][-1].text.startswith("I can't continue")
+
+
+def test_a_flagged_answer_still_counts_against_a_model_call_limit(lg4):
+    """Listed last (as the README asks), the guard's after_model runs first; a flagged answer must not skip the
+    other middlewares' after_model hooks, or ModelCallLimitMiddleware (which counts there) never counts it and a
+    user drawing flagged answers gets unlimited model calls."""
+    from langchain.agents.middleware import ModelCallLimitMiddleware
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    calls = []
+
+    class Counting(BaseCallbackHandler):
+        def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+            calls.append(1)
+
+    model = GenericFakeChatModel(messages=iter([AIMessage(UNSAFE_ANSWER) for _ in range(5)]))
+    limit = ModelCallLimitMiddleware(thread_limit=2, exit_behavior="end")
+    agent = create_agent(model, [], middleware=[limit, LlamaGuardMiddleware(lg4)], checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "limit"}, "callbacks": [Counting()]}
+    answers = [agent.invoke({"messages": [HumanMessage(BENIGN)]}, cfg)["messages"][-1].text for _ in range(4)]
+    assert len(calls) == 2 and agent.get_state(cfg).values.get("thread_model_call_count") == 2
+    assert all("Sure! To make" not in a for a in answers) and "limit" in answers[-1]
+
+
+def test_retry_middlewares_listed_after_the_guard_never_retry_its_error(lg4, prompt_guard):
+    """ToolRetryMiddleware and ModelRetryMiddleware only wrap calls: listed after the guard (the README's order),
+    they retry inside its check, so exit_behavior="error" raises once, a tool whose result is flagged runs once, and
+    a flagged input's overlapped model call is made once."""
+    from langchain.agents.middleware import ModelRetryMiddleware, ToolRetryMiddleware
+
+    for guard in (
+        LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior="error"),
+        PromptGuardMiddleware(prompt_guard, exit_behavior="error"),
+    ):
+        model = ToolCallingFakeModel(messages=iter([call("web_search", {"query": "weather"}), AIMessage("ok")]))
+        search_result = UNSAFE_ANSWER if isinstance(guard, LlamaGuardMiddleware) else WEATHER + " " + INJECTION
+        tools = make_tools(search_result)
+        agent = create_agent(model, [tools[2]], middleware=[guard, ToolRetryMiddleware(initial_delay=0, jitter=False)])
+        with pytest.raises(UnsafeContentError):
+            agent.invoke({"messages": [HumanMessage(BENIGN)]})
+        assert len(tools[0]["web_search"]) == 1
+
+    counter = CountModelCalls()
+    model = ToolCallingFakeModel(messages=iter([AIMessage("never") for _ in range(3)]))
+    guard = LlamaGuardMiddleware(lg4, exit_behavior="error", input_check="parallel")
+    agent = create_agent(model, [], middleware=[guard, ModelRetryMiddleware(initial_delay=0, jitter=False)])
+    with pytest.raises(UnsafeContentError):
+        agent.invoke({"messages": [HumanMessage(BOMB)]}, {"callbacks": [counter]})
+    assert counter.calls <= 1

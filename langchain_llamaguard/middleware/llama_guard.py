@@ -366,6 +366,9 @@ class LlamaGuardMiddleware(AgentMiddleware):
         update: dict[str, Any] = {"messages": [self._replacement(original, verdict)]}
         if stage == "output":  # the results answering its calls (another after_model's, ToolStrategy's) go with it
             update["messages"] += [RemoveMessage(id=m.id) for m in answers_to(original, messages[idx + 1 :]) if m.id]
+            # No jump: the refusal calls no tool, so the run ends after the other middlewares' after_model hooks,
+            # which still run (ModelCallLimitMiddleware counts the call there).
+            return update
         if self.exit_behavior == "end":
             update["jump_to"] = "end"
         return update
