@@ -280,3 +280,29 @@ def test_a_connection_idle_for_4_s_is_closed_before_the_server_closes_it(forward
 
     a, b, c = asyncio.run(paused())
     assert a == b and c == b + 1
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork")
+def test_a_served_guard_used_before_a_fork_gets_its_own_connections_in_the_child(forwarder, vllm_server, lg3_8b):
+    """gunicorn --preload: a guard that checked in the parent (its connections kept alive, its request threads
+    started) is used by forked workers. Each child opens connections of its own: sharing the parent's sockets,
+    workers read each other's answers (another conversation's verdict), and the parent's idle request threads do
+    not exist in a child, so a batch waited for them for ever."""
+    import warnings
+
+    from test_production_hard import _in_forked_child
+
+    fwd = forwarder().start()
+    guard = LlamaGuard.from_endpoint(fwd.url, model=vllm_server.name, tokenizer=lg3_8b.tokenizer, timeout=20)
+    rows = [BENIGN, BOMB, POISON]
+    expected = [(v.safe, v.categories) for v in guard.batch_check(rows)]  # three requests, three threads
+    before = fwd.accepted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        codes = [
+            _in_forked_child(lambda: [(v.safe, v.categories) for v in guard.batch_check(rows)] == expected, 60)
+            for _ in range(2)
+        ]
+    assert codes == [0, 0]
+    assert fwd.accepted >= before + 2  # the children connected on their own
+    assert [(v.safe, v.categories) for v in guard.batch_check(rows)] == expected  # the parent's still work

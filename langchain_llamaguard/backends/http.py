@@ -47,6 +47,7 @@ import httpx
 import tenacity
 
 from ..errors import GuardConfigurationError, GuardServerError
+from ..forking import call_in_child
 
 Request = tuple[str, dict[str, Any]]
 Plan = Generator[list[Request], list[dict[str, Any]], Any]
@@ -147,6 +148,16 @@ class EndpointClient:
         self._limits = httpx.Limits(
             max_connections=max_concurrency, max_keepalive_connections=max_concurrency, keepalive_expiry=KEEPALIVE_S
         )
+        self._post_headers = [(b"Content-Type", b"application/json")]
+        self._post_headers += [(b"Authorization", f"Bearer {api_key}".encode())] if api_key else []
+        self._urls: dict[str, httpx.URL] = {}
+        self._closed = False
+        self._connect()
+        call_in_child(self, "_connect")  # a forked worker sharing the parent's sockets would get its answers
+
+    def _connect(self) -> None:
+        """Fresh connections, threads and locks (in a forked child too: the parent's are left to the parent, as
+        closing them here would end its requests)."""
         # GETs (``/models``: probes and the served context, a few per guard) share one pooled client.
         self._client = httpx.Client(
             base_url=self.base_url, headers=self._headers, timeout=self.timeout, limits=self._limits
@@ -155,11 +166,9 @@ class EndpointClient:
         self._slots: queue.LifoQueue[httpx.HTTPTransport] = queue.LifoQueue()
         self._slots_made = 0
         self._slots_lock = threading.Lock()
-        self._post_headers = [(b"Content-Type", b"application/json")]
-        self._post_headers += [(b"Authorization", f"Bearer {api_key}".encode())] if api_key else []
-        self._urls: dict[str, httpx.URL] = {}
-        self._closed = False
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="guard-http")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.max_concurrency, thread_name_prefix="guard-http"
+        )
         # Async slots belong to one event loop; tests and apps may run several.
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSlots] = weakref.WeakKeyDictionary()
         self._async_lock = threading.Lock()
@@ -501,6 +510,10 @@ class ServedModel:
         self.client = client
         self.model = model
         self._entry: dict[str, Any] | None = None
+        self._forget_pending()
+        call_in_child(self, "_forget_pending")  # a request the parent was asking at the fork never answers here
+
+    def _forget_pending(self) -> None:
         self._lock = threading.Lock()
         self._pending: concurrent.futures.Future[dict[str, Any]] | None = None  # the request being asked
 
