@@ -143,6 +143,27 @@ def _one_verdict(pair: Any) -> Any:
     return next((v for v in found if _flagged(v)), found[0] if found else None)
 
 
+def check_llama_options(llama_guard: Any, what: str, **options: Any) -> None:
+    """Refuse Llama Guard's options (``excluded_categories=``, ``categories=``) on a Prompt Guard step that runs no
+    Llama Guard: they would change nothing, and the content check they were meant for would not run at all.
+
+    Example:
+        >>> check_llama_options(None, "document filter", excluded_categories=None)  # not given: fine
+        >>> check_llama_options(None, "document filter", excluded_categories=["S9"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        langchain_llamaguard.errors.GuardConfigurationError: excluded_categories= is an option of Llama Guard, ...
+    """
+    given = [name for name, value in options.items() if value is not None]
+    if given and llama_guard is None:
+        names, it = " and ".join(f"{name}=" for name in given), "it" if len(given) == 1 else "them"
+        raise GuardConfigurationError(
+            f"{names} {'is an option' if len(given) == 1 else 'are options'} of Llama Guard, and this Prompt Guard "
+            f"{what} runs no Llama Guard: pass llama_guard=guard to run one with {it} (Prompt Guard has no "
+            f"categories), or leave {it} out"
+        )
+
+
 _JOB_WIDE = (GuardServerError, GuardTimeoutError, GuardClosedError)
 """Errors of the guard, not of a document (a server down, a deadline, a closed guard): the call fails as it is,
 so ``with_retry(retry_if_exception_type=(GuardServerError,))`` still sees them."""
@@ -237,6 +258,7 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
             )
         _check_notice(data.get("notice", DEFAULT_NOTICE))
         excluded, policy = data.get("excluded_categories"), data.get("categories")
+        check_llama_options(lg, "document filter", excluded_categories=excluded, categories=policy)
         moderators = (
             None if pg is None else PromptGuardModerator(pg),
             None if lg is None else LlamaGuardModerator(lg, excluded, categories=policy),
@@ -327,16 +349,20 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
         return kept
 
     # -- judging: every document of every input in one model batch per guard ------------------------------------
-    def _jobs(self, read: list[tuple[list[Document], str | None]], run_managers: Sequence[Any]) -> list[Any]:
-        """(moderator, what it judges, one callback manager per document) for each guard the filter runs."""
-        owners = [rm for (docs, _), rm in zip(read, run_managers, strict=True) for _ in docs]
+    def _jobs(
+        self, read: list[tuple[list[Document], str | None]], run_managers: Sequence[Any], skip: Mapping[int, Any]
+    ) -> list[Any]:
+        """(moderator, what it judges, one callback manager per document) for each guard the filter runs; the
+        documents in ``skip`` (by their place in the whole call) are not judged."""
+        flat = [(d, q, rm) for (docs, q), rm in zip(read, run_managers, strict=True) for d in docs]
+        kept = [item for i, item in enumerate(flat) if i not in skip]
         pg, lg = self._moderators
         jobs: list[Any] = [None, None]
         if pg is not None:
-            jobs[0] = (pg, [d.page_content for docs, _ in read for d in docs], "User")
+            jobs[0] = (pg, [d.page_content for d, _, _ in kept], "User")
         if lg is not None:
-            jobs[1] = (lg, [self._conversation(d, q) for docs, q in read for d in docs], None)
-        return [None if j is None else (*j, [rm.get_child() for rm in owners]) for j in jobs]
+            jobs[1] = (lg, [self._conversation(d, q) for d, q, _ in kept], None)
+        return [None if j is None else (*j, [rm.get_child() for _, _, rm in kept]) for j in jobs]
 
     @staticmethod
     def _per_input(read: list[tuple[list[Document], str | None]], results: list[Any]) -> list[list[_Judged]]:
@@ -352,20 +378,23 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
     def _judge(self, read: list[tuple[list[Document], str | None]], run_managers: Sequence[Any]) -> list[Any]:
         if not any(docs for docs, _ in read):
             return self._per_input(read, [None, None])
-        jobs = self._jobs(read, run_managers)
+        unreadable = _unreadable(read)
+        jobs = self._jobs(read, run_managers, unreadable)
         if None in jobs:
             results = [None if j is None else _rows(checked, j) for j in jobs]
         else:
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 futures = [pool.submit(_rows, checked, j) for j in jobs]
                 results = [f.result() for f in futures]
-        return self._per_input(read, results)
+        return self._per_input(read, [_with_errors(r, unreadable) for r in results])
 
     async def _ajudge(self, read: list[tuple[list[Document], str | None]], run_managers: Sequence[Any]) -> list[Any]:
         if not any(docs for docs, _ in read):
             return self._per_input(read, [None, None])
-        jobs = self._jobs(read, run_managers)
-        return self._per_input(read, list(await asyncio.gather(*(_arows(j) for j in jobs))))
+        unreadable = _unreadable(read)
+        jobs = self._jobs(read, run_managers, unreadable)
+        results = await asyncio.gather(*(_arows(j) for j in jobs))
+        return self._per_input(read, [_with_errors(r, unreadable) for r in results])
 
     def _read_all(self, values: list[Any]) -> tuple[list[Any], list[int], list[tuple[list[Document], str | None]]]:
         """Each input read (a bad one gets its error in ``out``, reported per input by ``_batch_with_config``)."""
@@ -443,6 +472,31 @@ class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocume
         return (await self.ainvoke(value, {"callbacks": callbacks}))[self.documents_key]
 
 
+def _unreadable(read: list[tuple[list[Document], str | None]]) -> dict[int, GuardTypeError]:
+    """The error of each document (by its place in the whole call) whose ``page_content`` is not a str (a
+    ``Document`` does not check an assignment, ``doc.page_content = None``): such a document is a row that fails
+    alone, named by its index within its input, like a document the guard could not judge."""
+    errors: dict[int, GuardTypeError] = {}
+    place = 0
+    for docs, _ in read:
+        for index, doc in enumerate(docs):
+            if not isinstance(doc.page_content, str):
+                errors[place] = GuardTypeError(
+                    f"document {index} (id {doc.id!r}) has a page_content of type {type(doc.page_content).__name__}, "
+                    "which a document filter cannot judge; accepted: a str (the document's text)"
+                )
+            place += 1
+    return errors
+
+
+def _with_errors(rows: list[Any] | None, errors: Mapping[int, BaseException]) -> list[Any] | None:
+    """One guard's rows (one per judged document) with each unjudged document's error back in its place."""
+    if rows is None or not errors:
+        return rows
+    judged = iter(rows)
+    return [errors[i] if i in errors else next(judged) for i in range(len(rows) + len(errors))]
+
+
 def _check_notice(notice: Any) -> None:
     """A notice text must fill in with ``{reason}`` alone (checked up front, not when a document is flagged)."""
     if not isinstance(notice, str):
@@ -497,12 +551,13 @@ def guard_retriever(
     notice: str = DEFAULT_NOTICE,
     excluded_categories: Iterable[str] | None = None,
     categories: Mapping[str, str] | None = None,
+    metadata_key: str = "guard",
 ) -> GuardedRetriever:
     """``retriever`` with only its clean documents coming out (a ``BaseRetriever``, for ``create_retriever_tool``).
 
     ``guard`` is a :class:`DocumentFilter`, or a Prompt Guard or Llama Guard with the filter's options (the other
-    guard in ``llama_guard=`` / ``prompt_guard=`` for the combined filter). Llama Guard judges each document as the
-    answer to the query.
+    guard in ``llama_guard=`` / ``prompt_guard=`` for the combined filter; ``excluded_categories`` and
+    ``categories`` need a Llama Guard). Llama Guard judges each document as the answer to the query.
 
     Example:
         >>> safe = guard_retriever(retriever, pg, llama_guard=guard)                          # doctest: +SKIP
@@ -510,7 +565,8 @@ def guard_retriever(
     """
     options = {"excluded_categories": excluded_categories, "categories": categories}
     if isinstance(guard, DocumentFilter):
-        if prompt_guard or llama_guard or on_flagged != "drop" or notice != DEFAULT_NOTICE or any(options.values()):
+        changed = on_flagged != "drop" or notice != DEFAULT_NOTICE or metadata_key != "guard"
+        if prompt_guard or llama_guard or changed or any(options.values()):
             raise GuardConfigurationError("pass a DocumentFilter alone, or a guard with the filter's options")
         chosen = guard
     elif isinstance(guard, (PromptGuardEngine, LlamaGuardEngine)):
@@ -518,7 +574,14 @@ def guard_retriever(
         if (prompt_guard if is_pg else llama_guard) is not None:
             raise GuardConfigurationError("the other guard goes in llama_guard= (or prompt_guard=), not a second one")
         pg_, lg_ = (guard, llama_guard) if is_pg else (prompt_guard, guard)
-        chosen = DocumentFilter(prompt_guard=pg_, llama_guard=lg_, on_flagged=on_flagged, notice=notice, **options)
+        chosen = DocumentFilter(
+            prompt_guard=pg_,
+            llama_guard=lg_,
+            on_flagged=on_flagged,
+            notice=notice,
+            metadata_key=metadata_key,
+            **options,
+        )
     else:
         raise GuardConfigurationError(
             f"guard_retriever takes a PromptGuard, a LlamaGuard or a DocumentFilter, got {type(guard).__name__}"

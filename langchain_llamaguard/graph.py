@@ -7,10 +7,14 @@ A :class:`GuardNode` (``guard.as_node(...)``) is a node for a plain ``StateGraph
   ``add_messages`` reducer swaps it out: the flagged text is gone from the state and from the thread's latest
   checkpoint (the checkpoints of earlier steps keep it; run with ``durability="exit"`` to save only the end
   state). A refusal has no tool calls, so ``tools_condition`` (or any edge that looks for them) ends the run.
-* A flagged user turn gets a refusal after it (the turn itself stays: it is the user's own message).
+* A flagged user turn is replaced by the guard's notice (``[message removed by Llama Guard: ...]``, the agent
+  middleware's words, under the turn's id) and gets a refusal after it, so a checkpointed thread's next run does
+  not hand the flagged text to the model. A turn without an id (no ``add_messages`` reducer) stays, with the
+  refusal after it.
 * ``goto=`` / ``goto_safe=`` make the node route with ``Command(goto=...)``: to a node you name, or ``END``.
 * ``verdict_key=`` writes the verdicts into the state as plain JSON data (never ``Verdict`` objects), so a
-  checkpointer stores and loads them with no "unregistered type" warning.
+  checkpointer stores and loads them with no "unregistered type" warning. Each record names the node's policy
+  (:func:`policy_of`): an output node skips a model message already judged under its own policy only.
 * The messages key **must** have langgraph's ``add_messages`` reducer (``MessagesState`` has it): with
   ``operator.add`` the refusal is appended and the flagged text stays; with no reducer the history is replaced by
   the refusal alone.
@@ -43,6 +47,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +60,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
 from .moderators import AnyVerdict, Moderator
 from .prompt_guard import PromptGuardVerdict
-from .replacements import DEFAULT_REFUSAL, describe, fingerprint, last_index, replacement
+from .replacements import DEFAULT_REFUSAL, describe, fingerprint, last_index, removed_turn, replacement
 from .runnables import achecked, checked
 
 Check = Literal["last", "input", "output", "tool_results"]
@@ -102,10 +108,11 @@ class GuardNode(Runnable[Any, Any]):
         goto_safe: where a run goes when nothing was flagged. A node's static edges run as well as a Command's
             ``goto``, so a node that routes routes both ways and has no ``add_edge`` from it.
         verdict_key: a state key to write the verdicts to, as a list of JSON-able dicts (``verdict.model_dump(
-            mode="json")`` plus ``message_id``, ``stage`` and ``fingerprint``, a hash of the judged content), one per
-            judged message, on every run that judged something. Give it a reducer
-            (``Annotated[list[dict], operator.add]``) to keep them all. A later output node skips a model message
-            whose id and fingerprint are there (one rewritten under the same id is judged again).
+            mode="json")`` plus ``message_id``, ``stage``, ``fingerprint``, a hash of the judged content, and
+            ``policy``, :func:`policy_of` the node's guards), one per judged message, on every run that judged
+            something. Give it a reducer (``Annotated[list[dict], operator.add]``) to keep them all. A later output
+            node of the same policy skips a model message whose id and fingerprint are there (one rewritten under the
+            same id is judged again, and so is every message by a node of another policy).
         stages: the kinds of message this guard may judge (Prompt Guard: no model output).
         name: the node's name (``builder.add_node(node)`` uses it).
 
@@ -155,6 +162,7 @@ class GuardNode(Runnable[Any, Any]):
         self.goto_safe = goto_safe
         self.verdict_key = verdict_key
         self.name = name
+        self.policy = policy_of(moderator)
 
     def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
         return f"{name or self.name or f'{self.moderator.name}_node'}{suffix or ''}"
@@ -244,14 +252,18 @@ class GuardNode(Runnable[Any, Any]):
         return None
 
     def _judged_outputs(self, state: Any) -> set[Any]:
-        """(id, fingerprint) of the model messages whose output verdict is already in ``state[verdict_key]``."""
+        """(id, fingerprint) of the model messages whose output verdict under this node's policy is already in
+        ``state[verdict_key]`` (a node of another policy, a lenient one before a strict one, judges them again)."""
         if self.verdict_key is None:
             return set()
         records = state.get(self.verdict_key) if isinstance(state, Mapping) else getattr(state, self.verdict_key, None)
         return {
             (r.get("message_id"), r.get("fingerprint"))
             for r in records or []
-            if isinstance(r, Mapping) and r.get("stage") == "output" and r.get("message_id") is not None
+            if isinstance(r, Mapping)
+            and r.get("stage") == "output"
+            and r.get("policy") == self.policy
+            and r.get("message_id") is not None
         }
 
     def _refusal_for(self, plan: _Plan, idx: int, verdict: AnyVerdict, config: RunnableConfig) -> Any:
@@ -291,19 +303,34 @@ class GuardNode(Runnable[Any, Any]):
             return refusal if refusal.id is not None else refusal.model_copy(update={"id": str(uuid.uuid4())})
         if original.id is None:
             raise GuardInputError(
-                "the flagged message has no id, so it cannot be replaced in the state: give the messages key "
-                "langgraph's add_messages reducer (MessagesState has it), which gives every message an id"
+                f"the flagged {type(original).__name__} has no id, so the node cannot replace it in the state "
+                "(langgraph's add_messages reducer replaces a message by its id, and gives one to every message that "
+                "goes through it). This one did not go through it: it came in a Send payload (Send(node, {...}) "
+                "skips the state's reducers) or in a state handed to the node directly, or the messages key has no "
+                "add_messages reducer. Give the message an id where it is made (AIMessage(..., "
+                "id=str(uuid.uuid4()))), and the messages key the add_messages reducer (MessagesState has it)"
             )
         if isinstance(refusal, BaseMessage) and not (stage == "tool_result" and not isinstance(refusal, ToolMessage)):
             return refusal.model_copy(update={"id": original.id})
         return replacement(original, refusal if isinstance(refusal, str) else refusal.text)
 
+    def _written(self, original: BaseMessage, stage: Stage, verdict: AnyVerdict, refusal: Any) -> list[BaseMessage]:
+        """What goes into the state for a flagged message: the refusal in its place; for a user turn with an id, the
+        guard's notice in the turn's place (same id, as the agent middleware writes it) and the refusal after it,
+        so a checkpointed thread's next run hands the model neither the flagged text nor judges later turns in
+        its context. A user turn without an id cannot be replaced: it stays, with the refusal after it."""
+        placed = self._placed(original, stage, refusal)
+        if stage == "input" and original.id is not None:
+            return [removed_turn(original, verdict), placed]
+        return [placed]
+
     def _update(self, plan: _Plan, verdicts: list[AnyVerdict], refusals: list[Any]) -> Any:
         update: dict[str, Any] = {}
         new = [
-            self._placed(plan.messages[i], plan.stage, r)
-            for i, r in zip(plan.idxs, refusals, strict=True)
+            message
+            for i, v, r in zip(plan.idxs, verdicts, refusals, strict=True)
             if r is not None
+            for message in self._written(plan.messages[i], plan.stage, v, r)
         ]
         if new:
             update[self.messages_key] = new
@@ -313,6 +340,7 @@ class GuardNode(Runnable[Any, Any]):
                     "message_id": plan.messages[i].id,
                     "stage": plan.stage,
                     "fingerprint": fingerprint(plan.messages[i]),
+                    "policy": self.policy,
                     **v.model_dump(mode="json"),
                 }
                 for i, v in zip(plan.idxs, verdicts, strict=True)
@@ -331,6 +359,34 @@ class GuardNode(Runnable[Any, Any]):
 def default_refusal(verdict: AnyVerdict) -> str:
     """The refusal text when none was given: Prompt Guard's for a Prompt Guard verdict, else Llama Guard's."""
     return PROMPT_GUARD_REFUSAL if isinstance(verdict, PromptGuardVerdict) else DEFAULT_REFUSAL
+
+
+def policy_of(moderator: Any) -> str:
+    """The name of the policy a node judges by: its guard(s) and what their verdicts depend on (the categories, the
+    excluded ones, the threshold), the same for every node built alike, in any process. ``verdict_key`` records
+    carry it, and a node skips only the records of its own policy, as the agent middleware keys its thread records
+    by policy (a lenient node's verdict never stands in for a strict node's).
+
+    Example:
+        >>> guard.as_node().policy == guard.as_node(excluded_categories=["S9"]).policy  # doctest: +SKIP
+        False
+    """
+    described = []
+    for part in getattr(moderator, "moderators", None) or [moderator]:  # a CombinedModerator's guards, in order
+        guard = getattr(part, "guard", None)
+        excluded = getattr(part, "excluded", None)
+        if excluded is None:
+            excluded = getattr(guard, "excluded_categories", None)
+        described.append(
+            {
+                "guard": part.name,
+                "categories": getattr(guard, "categories", None),
+                "excluded": sorted(excluded or ()),
+                "threshold": getattr(guard, "threshold", None),
+            }
+        )
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{moderator.name}:{digest}"
 
 
 def _seen(message: BaseMessage) -> tuple[Any, str] | None:
@@ -360,4 +416,4 @@ def _check_on_unsafe(on_unsafe: Any) -> Any:
     )
 
 
-__all__ = ["PROMPT_GUARD_REFUSAL", "Check", "GuardNode", "default_refusal", "fingerprint"]
+__all__ = ["PROMPT_GUARD_REFUSAL", "Check", "GuardNode", "default_refusal", "fingerprint", "policy_of"]

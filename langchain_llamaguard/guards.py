@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from langchain_core.runnables.base import coerce_to_runnable
 
-from .documents import DEFAULT_NOTICE, DocumentFilter, OnFlagged
+from .documents import DEFAULT_NOTICE, DocumentFilter, OnFlagged, check_llama_options
 from .graph import Check, GuardNode
 from .llama_guard import LlamaGuardEngine
 from .moderators import CombinedModerator, LlamaGuardModerator, PromptGuardModerator
@@ -141,6 +141,7 @@ class LlamaGuard(LlamaGuardEngine):
         categories: Mapping[str, str] | None = None,
         documents_key: str = "documents",
         question_key: str = "question",
+        metadata_key: str = "guard",
         name: str | None = None,
     ) -> DocumentFilter:
         """A step that keeps the retrieved documents Llama Guard finds safe (:mod:`~langchain_llamaguard.documents`).
@@ -162,6 +163,7 @@ class LlamaGuard(LlamaGuardEngine):
             categories=categories,
             documents_key=documents_key,
             question_key=question_key,
+            metadata_key=metadata_key,
             name=name,
         )
 
@@ -180,7 +182,8 @@ class LlamaGuard(LlamaGuardEngine):
     ) -> GuardNode:
         """A LangGraph node that judges the state's newest message in context and returns a state update
         (:mod:`~langchain_llamaguard.graph`): a flagged model message or tool result is replaced by the refusal
-        (same id, so it leaves the state), a flagged user turn gets the refusal after it. With ``goto`` and
+        (same id, so it leaves the state), a flagged user turn is replaced by the guard's notice (same id) and gets
+        the refusal after it. With ``goto`` and
         ``goto_safe`` it routes with ``Command(goto=...)``.
 
         Example:
@@ -222,6 +225,7 @@ class PromptGuard(PromptGuardEngine):
         Example:
             >>> chain = pg.as_input_guard(llama_guard=guard) | prompt | llm  # doctest: +SKIP
         """
+        check_llama_options(llama_guard, "input step", excluded_categories=excluded_categories)
         moderator: Any = PromptGuardModerator(self)
         if llama_guard is not None:
             moderator = CombinedModerator([moderator, LlamaGuardModerator(llama_guard, excluded_categories)])
@@ -236,6 +240,7 @@ class PromptGuard(PromptGuardEngine):
         excluded_categories: Iterable[str] | None = None,
         documents_key: str = "documents",
         question_key: str = "question",
+        metadata_key: str = "guard",
         name: str | None = None,
     ) -> DocumentFilter:
         """A step that keeps the retrieved documents with no injected instructions (indirect prompt injection).
@@ -255,6 +260,7 @@ class PromptGuard(PromptGuardEngine):
             excluded_categories=excluded_categories,
             documents_key=documents_key,
             question_key=question_key,
+            metadata_key=metadata_key,
             name=name,
         )
 
@@ -273,13 +279,15 @@ class PromptGuard(PromptGuardEngine):
     ) -> GuardNode:
         """A LangGraph node that scores the state's newest user turn or tool results for prompt injection
         (:mod:`~langchain_llamaguard.graph`): a flagged tool result is replaced by the refusal (same id), a flagged
-        user turn gets the refusal after it. With ``llama_guard=``, Llama Guard judges the same messages too; the
+        user turn by the guard's notice (same id), with the refusal after it. With ``llama_guard=``, Llama Guard
+        judges the same messages too (``excluded_categories`` needs it); the
         default refusal (``on_unsafe=None``) is that of the guard that flagged (``PROMPT_GUARD_REFUSAL`` or Llama
         Guard's ``DEFAULT_REFUSAL``).
 
         Example:
             >>> builder.add_node("scan_tools", pg.as_node(check="tool_results"))  # doctest: +SKIP
         """
+        check_llama_options(llama_guard, "node", excluded_categories=excluded_categories)
         moderator: Any = PromptGuardModerator(self)
         if llama_guard is not None:
             moderator = CombinedModerator([moderator, LlamaGuardModerator(llama_guard, excluded_categories)])

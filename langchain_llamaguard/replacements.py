@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .moderators import AnyVerdict
@@ -63,6 +63,23 @@ def replacement(original: BaseMessage, refusal: str) -> BaseMessage:
     else:
         new = original.model_copy(update={"content": refusal})
     return marked(new)
+
+
+def removed_turn(original: BaseMessage, verdict: AnyVerdict) -> BaseMessage:
+    """The notice that takes a flagged user turn's place: the same ``id`` (so ``add_messages`` swaps the turn out
+    and a checkpointed thread's next run never hands it to the model), the words the agent middleware writes
+    (``[message removed by Llama Guard: S9 Indiscriminate Weapons]``, or Prompt Guard's score), marked as the
+    guard's own (:func:`marked`).
+
+    Example:
+        >>> removed_turn(HumanMessage("flagged text", id="q1"), verdict).id  # doctest: +SKIP
+        'q1'
+    """
+    if getattr(verdict, "category_names", None) is not None:
+        text = f"[message removed by Llama Guard: {describe(verdict)}]"
+    else:
+        text = f"[message removed by Prompt Guard: score {verdict.score:.2f}]"
+    return marked(HumanMessage(content=text, id=original.id))
 
 
 GUARD_WRITTEN = "guard_written"
@@ -115,5 +132,6 @@ __all__ = [
     "guard_written",
     "last_index",
     "marked",
+    "removed_turn",
     "replacement",
 ]

@@ -15,9 +15,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -37,10 +38,11 @@ DEFAULT_TOOL_REFUSAL = "Refused: Llama Guard flagged this {what} before it ran (
 DEFAULT_OUTPUT_REFUSAL = "Refused: Llama Guard flagged this tool output ({categories})."
 """What replaces a flagged output (``check_output=True``) when ``refusal_message`` is the default."""
 _STATE_ARG = "llama_guard_state"
-try:  # the agent state langgraph's ToolNode injects into a guarded tool, hidden from the model
+try:  # the graph state langgraph's ToolNode injects into a guarded tool, hidden from the model: as the graph has
+    # it (a dict, a pydantic model or a dataclass), so it is not validated
     from langgraph.prebuilt import InjectedState
 
-    _AgentState: Any = Annotated[dict | None, InjectedState]
+    _AgentState: Any = Annotated[Any, InjectedState]
 except ImportError:  # langgraph not installed: no agent context
     _AgentState = None
 try:
@@ -53,9 +55,50 @@ def _injected_state_type() -> Any:
     return _AgentState
 
 
-def _context(state: Any) -> list[BaseMessage]:
+def _state_fields(state: Any) -> Mapping[str, Any]:
+    """The graph state's keys and values: a dict's items, a pydantic model's or a dataclass's fields."""
+    if isinstance(state, Mapping):
+        return state
+    if isinstance(state, BaseModel):
+        return {name: getattr(state, name) for name in type(state).model_fields}
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
+        return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    return {}
+
+
+def _message_lists(state: Any) -> dict[str, list[BaseMessage]]:
+    """The state's lists of messages, by key (a ``ToolNode`` reads its ``messages_key``, ``"messages"`` by default)."""
+    return {
+        key: list(value)
+        for key, value in _state_fields(state).items()
+        if isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and value
+        and all(isinstance(m, BaseMessage) for m in value)
+    }
+
+
+def _calls(messages: list[BaseMessage], tool_name: str) -> bool:
+    """Whether the last model message of ``messages`` calls ``tool_name`` (what a ``ToolNode`` runs)."""
+    last = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+    return last is not None and any(c.get("name") == tool_name for c in last.tool_calls)
+
+
+def _conversation(state: Any, tool_name: str) -> list[BaseMessage]:
+    """The state's conversation: ``state["messages"]``, or, when a ``ToolNode`` reads another key
+    (``ToolNode(messages_key="chat")``, which does not tell its tools), the one list of messages whose last model
+    message calls this tool. Several such lists, none of them ``"messages"``: no conversation (the call is judged
+    on its own, as outside a graph)."""
+    lists = _message_lists(state)
+    candidates = [k for k, messages in lists.items() if _calls(messages, tool_name)] or list(lists)
+    if "messages" in candidates:
+        return lists["messages"]
+    return lists[candidates[0]] if len(candidates) == 1 else []
+
+
+def _context(state: Any, tool_name: str) -> list[BaseMessage]:
     """The conversation before the current tool call (up to, not including, the last AI message)."""
-    messages = list((state or {}).get("messages", [])) if isinstance(state, dict) else []
+    messages = _conversation(state, tool_name)
     for i in range(len(messages) - 1, -1, -1):
         if isinstance(messages[i], AIMessage):
             return messages[:i]
@@ -142,7 +185,12 @@ _RESERVED_ARGS = frozenset({"callbacks", "llama_guard_config", _STATE_ARG})
 
 def _arg_names(schema: Any) -> set[str]:
     """The argument names of a pydantic model or of a JSON-schema dict (an MCP tool's)."""
-    return set(schema.get("properties", {}) if isinstance(schema, dict) else getattr(schema, "model_fields", {}))
+    return set(_arg_names_in_order(schema))
+
+
+def _arg_names_in_order(schema: Any) -> list[str]:
+    """:func:`_arg_names` in the schema's order (LangChain reads a plain string input as the first one)."""
+    return list(schema.get("properties", {}) if isinstance(schema, dict) else getattr(schema, "model_fields", {}))
 
 
 def _injected_args(tool: BaseTool) -> frozenset[str]:
@@ -233,7 +281,7 @@ class _ToolGuard:
         return {k: v for k, v in args.items() if k not in self.injected_args}
 
     def call_conversation(self, args: dict[str, Any], state: Any) -> list[BaseMessage]:
-        context = _context(state)
+        context = _context(state, self.tool.name)
         args = self.judged_args(args)
         if self.render is not None:
             turn = AIMessage(content=self.render(args))
@@ -436,6 +484,18 @@ class GuardedTool(StructuredTool):
     def __reduce__(self) -> tuple[Any, ...]:
         fields = {k: getattr(self, k) for k in self.model_fields_set - {"func", "coroutine", "args_schema"}}
         return _build, (self.func.__self__, fields)  # type: ignore[union-attr]
+
+    def _to_args_and_kwargs(
+        self, tool_input: str | dict[str, Any], tool_call_id: str | None
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """A plain string (``tool.invoke("query")``, as LangChain takes for a one-argument tool and a legacy
+        ``Tool``) goes in as the tool's first argument, by name: the guarded function's first parameters are its
+        own. A tool without arguments ignores it, as the unguarded tool does."""
+        args, kwargs = super()._to_args_and_kwargs(tool_input, tool_call_id)
+        if not args:
+            return args, kwargs
+        first = next((name for name in _arg_names_in_order(self.args_schema) if name != _STATE_ARG), None)
+        return (), ({**kwargs, first: args[0]} if first is not None else kwargs)
 
 
 def _build(helper: _ToolGuard, fields: dict[str, Any]) -> GuardedTool:

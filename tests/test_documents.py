@@ -22,7 +22,7 @@ from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import RunnablePassthrough
+from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 from langchain_core.tools import create_retriever_tool, tool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_tests.integration_tests import RetrieversIntegrationTests
@@ -477,3 +477,69 @@ def test_a_guard_that_is_down_fails_the_call_as_it_is(tok3):
     for batch in ([docs], [docs[:1]], [docs, docs[:1]]):
         with pytest.raises(GuardServerError, match="cannot reach"):
             down.as_document_filter().batch(batch)
+
+
+# -- options that are a Llama Guard's, metadata_key, a document whose text is not a str ---------------------------
+def test_llama_guard_options_without_a_llama_guard_are_refused(prompt_guard, lg4):
+    """``excluded_categories`` / ``categories`` on a filter that runs no Llama Guard would change nothing (and the
+    content check they were meant for would not run): refused, naming ``llama_guard=``; with one, they apply."""
+    retriever = RunnableLambda(lambda query: DOCS)
+    for make in [
+        lambda: prompt_guard.as_document_filter(excluded_categories=["S9"]),
+        lambda: DocumentFilter(prompt_guard=prompt_guard, categories={"S1": "Fraud."}),
+        lambda: guard_retriever(retriever, prompt_guard, excluded_categories=["S99"]),
+        lambda: guard_retriever(retriever, prompt_guard, categories={"S1": "Fraud."}),
+        lambda: prompt_guard.as_node(excluded_categories=["S1"]),
+        lambda: prompt_guard.as_input_guard(excluded_categories=["S1"]),
+    ]:
+        with pytest.raises(GuardConfigurationError, match=r"of Llama Guard, and this Prompt Guard .*llama_guard=guard"):
+            make()
+    both = prompt_guard.as_document_filter(llama_guard=lg4, excluded_categories=["S9"])
+    assert both.excluded_categories == ["S9"] and both._moderators[1].excluded == ("S9",)
+    assert guard_retriever(retriever, prompt_guard, llama_guard=lg4, excluded_categories=["S9"]).document_filter
+
+
+def test_guard_retriever_writes_its_verdicts_under_metadata_key(prompt_guard, lg4):
+    """An app's own ``metadata["guard"]`` stays: ``metadata_key=`` (the way the filter's error points to) puts the
+    verdicts elsewhere; given with a ready filter, it is refused like the filter's other options."""
+    mine = [Document(BENIGN, id="capital", metadata={"guard": "reviewed by Ann"})]
+    retriever = RunnableLambda(lambda query: mine)
+    with pytest.raises(GuardConfigurationError, match="metadata_key="):
+        guard_retriever(retriever, prompt_guard).invoke(BENIGN)
+    [doc] = guard_retriever(retriever, prompt_guard, metadata_key="pg_filter").invoke(BENIGN)
+    assert doc.metadata["guard"] == "reviewed by Ann" and doc.metadata["pg_filter"]["prompt_guard"]["safe"] is True
+    with pytest.raises(GuardConfigurationError, match="DocumentFilter alone"):
+        guard_retriever(retriever, prompt_guard.as_document_filter(), metadata_key="pg_filter")
+    for step in (prompt_guard.as_document_filter(metadata_key="filter"), lg4.as_document_filter(metadata_key="filter")):
+        [doc] = step.invoke(mine)
+        assert doc.metadata["guard"] == "reviewed by Ann" and set(doc.metadata["filter"]) >= {"flagged"}
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["batch", "abatch"])
+def test_a_document_whose_text_is_not_a_str_fails_only_its_own_input(lg4, prompt_guard, asynchronous):
+    """A Document does not check an assignment (``doc.page_content = None``): such a document fails as a row of its
+    input's GuardBatchError, saying which document, what it holds and what is accepted; the other documents of
+    that input are judged, and the other inputs are filtered as they would be alone. Every filter alike."""
+    import asyncio
+
+    good = Document(WEATHER, id="good")
+    broken = Document("placeholder", id="broken")
+    broken.page_content = None  # type: ignore[assignment]
+    inputs = [[good], [good, broken]]
+    for step in (
+        lg4.as_document_filter(),
+        prompt_guard.as_document_filter(),
+        prompt_guard.as_document_filter(llama_guard=lg4),
+    ):
+        if asynchronous:
+            out = asyncio.run(step.abatch(inputs, return_exceptions=True))
+        else:
+            out = step.batch(inputs, return_exceptions=True)
+        assert [d.id for d in out[0]] == [d.id for d in step.invoke([good])]
+        assert isinstance(out[1], GuardBatchError) and list(out[1].errors) == [1] and out[1].verdicts[0] is not None
+        error = out[1].errors[1]
+        assert isinstance(error, GuardTypeError)
+        assert "document 1 (id 'broken') has a page_content of type NoneType" in str(error)
+        assert "accepted: a str" in str(error)
+        with pytest.raises(GuardBatchError, match=r"row 0: GuardTypeError: document 0 \(id 'broken'\)"):
+            step.invoke([broken])

@@ -22,7 +22,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.types import Command
+from langgraph.types import Command, Send
 
 from langchain_llamaguard import (
     GuardConfigurationError,
@@ -37,6 +37,7 @@ from langchain_llamaguard.replacements import DEFAULT_REFUSAL, describe
 from langchain_llamaguard.tiny.data import ASK_CODE, SOURDOUGH, SUM_CODE
 
 REFUSAL_S9 = DEFAULT_REFUSAL.format(categories="S9 Indiscriminate Weapons")
+NOTICE_S9 = "[message removed by Llama Guard: S9 Indiscriminate Weapons]"  # the agent middleware's words
 ANSWERS = {SOURDOUGH: UNSAFE_ANSWER, BENIGN: BENIGN_ANSWER}  # SOURDOUGH is harmless; its answer is not
 
 
@@ -201,7 +202,7 @@ async def test_stream_modes(lg4, mode, run):
 
     assert calls == ["model"]  # the flagged question never reached the model (goto=END)
     end_bomb, end_answer = graph.get_state(thread("bomb")).values, graph.get_state(thread("answer")).values
-    assert kinds(end_bomb["messages"]) == [("HumanMessage", BOMB), ("AIMessage", REFUSAL_S9)]
+    assert kinds(end_bomb["messages"]) == [("HumanMessage", NOTICE_S9), ("AIMessage", REFUSAL_S9)]
     assert kinds(end_answer["messages"]) == [("HumanMessage", SOURDOUGH), ("AIMessage", REFUSAL_S9)]
     if mode == "values":
         assert bomb[-1] == end_bomb and answer[-1] == end_answer
@@ -261,7 +262,8 @@ async def test_lcel_modes(lg4, mode):
             outs.append(events[-1]["data"]["output"])
         assert "llama_guard" in names  # each verdict is a run of its own
     assert _shape(outs[0]) == [("AIMessage", REFUSAL_S9, "a")]  # in the answer's place
-    [(kind, text, new_id)] = _shape(outs[1])  # after the question, with an id of its own
+    notice, (kind, text, new_id) = _shape(outs[1])  # the notice in the question's place, the refusal after it
+    assert notice == ("HumanMessage", NOTICE_S9, "q")
     assert (kind, text) == ("AIMessage", REFUSAL_S9) and new_id not in (None, "q")
 
 
@@ -306,7 +308,8 @@ def test_on_unsafe_raise_a_callable_and_a_message(lg4):
 
 def test_prompt_guard_node(prompt_guard):
     out = prompt_guard.as_node(check="input").invoke({"messages": [HumanMessage(INJECTION, id="q")]})
-    [refusal] = out["messages"]
+    notice, refusal = out["messages"]
+    assert notice.id == "q" and notice.text.startswith("[message removed by Prompt Guard: score ")
     assert refusal.text.startswith("I can't continue: Prompt Guard flagged a likely prompt injection (MALICIOUS")
     assert prompt_guard.as_node().invoke({"messages": [HumanMessage(BENIGN)]}) == {}
     with pytest.raises(GuardConfigurationError, match="judges nothing"):
@@ -367,8 +370,13 @@ def test_a_model_message_judged_by_an_earlier_guard_node_is_not_judged_again(lg4
     builder.add_node("check_1", lg4.as_node(check="output", verdict_key="guard_verdicts"))
     builder.add_node("editor", lambda state: {"messages": [AIMessage("Paris, France's capital.")]})
     builder.add_node("check_2", lg4.as_node(check="output", verdict_key="guard_verdicts"))
-    for a, b in [(START, "writer"), ("writer", "check_1"), ("check_1", "editor"), ("editor", "check_2"),
-                 ("check_2", END)]:
+    for a, b in [
+        (START, "writer"),
+        ("writer", "check_1"),
+        ("check_1", "editor"),
+        ("editor", "check_2"),
+        ("check_2", END),
+    ]:
         builder.add_edge(a, b)
     out = builder.compile().invoke({"messages": [HumanMessage(BENIGN)]})
     ids = [r["message_id"] for r in out["guard_verdicts"]]
@@ -386,8 +394,13 @@ def test_a_model_message_rewritten_under_the_same_id_is_judged_again(lg4):
     builder.add_node("check_1", lg4.as_node(check="output", verdict_key="guard_verdicts"))
     builder.add_node("rewrite", lambda state: {"messages": [AIMessage(UNSAFE_ANSWER, id="d1")]})  # d1, in place
     builder.add_node("check_2", lg4.as_node(check="output", verdict_key="guard_verdicts"))
-    for a, b in [(START, "drafts"), ("drafts", "check_1"), ("check_1", "rewrite"), ("rewrite", "check_2"),
-                 ("check_2", END)]:
+    for a, b in [
+        (START, "drafts"),
+        ("drafts", "check_1"),
+        ("check_1", "rewrite"),
+        ("rewrite", "check_2"),
+        ("check_2", END),
+    ]:
         builder.add_edge(a, b)
     out = builder.compile().invoke({"messages": [HumanMessage(BENIGN, id="q")]})
     assert [(m.id, m.text) for m in out["messages"][1:]] == [("d1", REFUSAL_S9), ("d2", BENIGN_ANSWER)]
@@ -404,9 +417,100 @@ def test_a_prompt_guard_node_refuses_in_the_words_of_the_guard_that_flagged(prom
 
     node = prompt_guard.as_node(llama_guard=lg4, verdict_key="v")
     bomb = node.invoke({"messages": [HumanMessage(BOMB, id="q")]})
-    assert [m.text for m in bomb["messages"]] == [REFUSAL_S9] and bomb["v"][0]["categories"] == ["S9"]
-    injected = node.invoke({"messages": [HumanMessage(INJECTION, id="q")]})["messages"][0].text
+    assert [m.text for m in bomb["messages"]] == [NOTICE_S9, REFUSAL_S9] and bomb["v"][0]["categories"] == ["S9"]
+    injected = node.invoke({"messages": [HumanMessage(INJECTION, id="q")]})["messages"][1].text
     assert injected.startswith(PROMPT_GUARD_REFUSAL.split("{")[0]) and "MALICIOUS" in injected
     mine = prompt_guard.as_node(llama_guard=lg4, on_unsafe="No ({categories}).")
-    [refusal] = mine.invoke({"messages": [HumanMessage(BOMB, id="q")]})["messages"]
+    [_, refusal] = mine.invoke({"messages": [HumanMessage(BOMB, id="q")]})["messages"]
     assert refusal.text == "No (S9 Indiscriminate Weapons)."
+
+
+# -- one verdict_key shared by nodes of different policies, a flagged turn in a checkpointed thread, Send ----------
+def test_a_node_skips_only_the_model_messages_judged_under_its_own_policy(lg4):
+    """Two output nodes share one verdict_key: a strict node judges again what a lenient node (S9 excluded) judged,
+    whatever that verdict was; a node of the lenient policy (built again) skips it. The last message is always
+    judged, so the draft before it is the one a record could skip."""
+    state = {
+        "messages": [
+            HumanMessage(BENIGN, id="q"),
+            AIMessage(UNSAFE_ANSWER, id="a"),  # two drafts of one step (parallel writers)
+            AIMessage(BENIGN_ANSWER, id="b"),
+        ]
+    }
+    lenient = lg4.as_node(check="output", excluded_categories=["S9"], verdict_key="v")
+    strict = lg4.as_node(check="output", verdict_key="v")
+    records = lenient.invoke(state)["v"]
+    assert [(r["message_id"], r["policy"]) for r in records] == [("a", lenient.policy), ("b", lenient.policy)]
+    assert strict.policy != lenient.policy and json.loads(json.dumps(records)) == records
+
+    out = strict.invoke({**state, "v": records})
+    assert _shape(out) == [("AIMessage", REFUSAL_S9, "a")]  # judged, flagged, replaced
+    assert [(r["message_id"], r["safe"], r["policy"]) for r in out["v"]] == [
+        ("a", False, strict.policy),
+        ("b", True, strict.policy),
+    ]
+    again = lg4.as_node(check="output", excluded_categories=["S9"], verdict_key="v").invoke({**state, "v": records})
+    assert [r["message_id"] for r in again["v"]] == ["b"]  # same policy: the recorded draft is not judged again
+
+
+@pytest.mark.parametrize("guard_name", ["prompt_guard", "lg4"])
+def test_a_flagged_user_turn_leaves_the_thread_so_the_next_turn_does_not_hand_it_to_the_model(request, guard_name):
+    """check_in -> model, checkpointed: the refused turn is replaced by the guard's notice (same id, the agent
+    middleware's words), so the thread's next run hands the model the notice, never the flagged text."""
+    guard = request.getfixturevalue(guard_name)
+    flagged = INJECTION if guard_name == "prompt_guard" else BOMB
+    handed: list[list[str]] = []
+
+    def model(state: MessagesState) -> dict:
+        handed.append([m.text for m in state["messages"]])
+        return {"messages": [AIMessage(BENIGN_ANSWER)]}
+
+    check_in = guard.as_node(check="input", goto=END, goto_safe="model")
+    builder = StateGraph(MessagesState)
+    builder.add_node("check_in", check_in, destinations=check_in.destinations)
+    builder.add_node("model", model)
+    builder.add_edge(START, "check_in")
+    builder.add_edge("model", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+
+    graph.invoke({"messages": [HumanMessage(flagged, id="turn-1")]}, thread("t"))
+    notice, refusal = graph.get_state(thread("t")).values["messages"]
+    assert (notice.id, type(notice).__name__) == ("turn-1", "HumanMessage") and refusal.id != "turn-1"
+    assert notice.text.startswith(f"[message removed by {'Prompt Guard' if guard_name == 'prompt_guard' else 'Llama'}")
+    assert handed == []
+    graph.invoke({"messages": [HumanMessage(BENIGN)]}, thread("t"))
+    assert not any(flagged in text for turn in handed for text in turn)  # whether turn 2 reached the model or not
+    if guard_name == "prompt_guard":  # Prompt Guard reads the newest turn alone: BENIGN passes, the model runs
+        assert handed == [[notice.text, refusal.text, BENIGN]]
+
+
+def test_a_flagged_user_turn_without_an_id_stays_with_the_refusal_after_it(lg4):
+    """No id (no add_messages reducer): the turn cannot be replaced, so only the refusal is written, as before."""
+    [refusal] = lg4.as_node(check="input").invoke({"messages": [HumanMessage(BOMB)]})["messages"]
+    assert (type(refusal).__name__, refusal.text) == ("AIMessage", REFUSAL_S9)
+
+
+def test_a_flagged_message_of_a_send_payload_says_to_give_it_an_id(lg4):
+    """A Send payload skips the state's reducers, so its messages have no id even with add_messages: the error names
+    that cause and the fix; with an id given, the refusal goes into the state and the flagged text does not."""
+
+    def build_fan(with_ids: bool) -> Any:
+        def fan(state: MessagesState) -> list:
+            return [
+                Send(
+                    "check_out",
+                    {"messages": [*state["messages"], AIMessage(text, id=f"draft-{i}" if with_ids else None)]},
+                )
+                for i, text in enumerate([BENIGN_ANSWER, UNSAFE_ANSWER])
+            ]
+
+        builder = StateGraph(MessagesState)
+        builder.add_node("check_out", lg4.as_node(check="output"))
+        builder.add_conditional_edges(START, fan, ["check_out"])
+        builder.add_edge("check_out", END)
+        return builder.compile()
+
+    with pytest.raises(GuardInputError, match=r"AIMessage has no id.*Send payload.*Give the message an id"):
+        build_fan(with_ids=False).invoke({"messages": [HumanMessage(BENIGN)]})
+    out = build_fan(with_ids=True).invoke({"messages": [HumanMessage(BENIGN)]})
+    assert kinds(out["messages"]) == [("HumanMessage", BENIGN), ("AIMessage", REFUSAL_S9)]

@@ -37,7 +37,15 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, Remove
 from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import AnyVerdict, LlamaGuardModerator, Moderator
 from ..parallel import InputCheck, acall_overlapped, call_overlapped, check_input_check
-from ..replacements import DEFAULT_REFUSAL, answers_to, fingerprint, guard_written, marked, replacement
+from ..replacements import (
+    DEFAULT_REFUSAL,
+    answers_to,
+    fingerprint,
+    guard_written,
+    marked,
+    removed_turn,
+    replacement,
+)
 from ..replacements import describe as _describe
 from ..replacements import last_index as _last_index
 from .model_call import Late, aanswered, answered, extended
@@ -357,9 +365,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
         if stage == "input":
             # The flagged turn leaves the thread in both cases (same id): a checkpointed thread's next run would
             # otherwise send it to the model, and judge every later turn in its context.
-            notice = marked(
-                HumanMessage(content=f"[message removed by Llama Guard: {_describe(verdict)}]", id=original.id)
-            )
+            notice = removed_turn(original, verdict)
             if self.exit_behavior == "end":
                 return {"messages": [notice, marked(AIMessage(content=self._refusal(verdict)))], "jump_to": "end"}
             return {"messages": [notice]}

@@ -27,7 +27,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from ..content_blocks import READABLE_BLOCK_TYPES, block_text, carries_text
 from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import VerdictCache
-from ..replacements import guard_written, marked
+from ..replacements import guard_written, marked, removed_turn
 from .llama_guard import VERDICT_CACHE_SIZE, _last_index, no_payload_trace_policy, unique_name
 from .model_call import Late, aanswered, answered
 from .stream_guard import Judgment, stream_transformers
@@ -174,10 +174,7 @@ class PromptGuardMiddleware(AgentMiddleware):
         refusal = marked(AIMessage(content=self.refusal_message.format(score=verdict.score)))
         flagged = [m for m in self._user_turn(state["messages"]) if m.id is not None]
         # The jailbreak leaves the thread (same id): a checkpointed thread's next run would send it to the model.
-        notices = [
-            marked(HumanMessage(content=f"[message removed by Prompt Guard: score {verdict.score:.2f}]", id=m.id))
-            for m in flagged
-        ]
+        notices = [removed_turn(m, verdict) for m in flagged]
         return {"messages": [*notices, refusal], "jump_to": "end"}
 
     def _notice(self, result: BaseMessage, verdict: Any) -> BaseMessage:
