@@ -212,6 +212,23 @@ def test_json_files_an_array_is_read_an_object_is_named(tmp_path):
         load_examples(str(wrapped))
 
 
+def test_a_json_file_holding_one_object_is_named_however_it_is_written(tmp_path):
+    """``json.dump`` writes the object on one line: that is one object, as it is spread over lines, not one row of
+    JSON lines; decided by the file's content, so JSON lines in a ``.json`` file are still read."""
+    payload = {"data": [{"prompt": BOMB, "label": 1}, {"prompt": BENIGN, "label": 0}]}
+    for name, text in (("compact.json", json.dumps(payload)), ("spaced.json", "\n\n  " + json.dumps(payload) + "\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(EvaluationInputError, match=r"holds one JSON object \(keys 'data'\), not rows; accepted:"):
+            load_examples(str(tmp_path / name))
+    one_row = tmp_path / "row.json"
+    one_row.write_text(json.dumps({"prompt": BOMB, "label": 1}))
+    with pytest.raises(EvaluationInputError, match=r"keys 'prompt', 'label'.*a single row: as \[\{\.\.\.\}\]"):
+        load_examples(str(one_row))
+    lines = tmp_path / "lines.json"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in payload["data"]))
+    assert [ex.label for ex in load_examples(str(lines))] == [1, 0]
+
+
 @pytest.mark.parametrize(
     "extra,expected",
     [

@@ -386,6 +386,166 @@ def test_what_spreadsheets_and_multilingual_json_write_is_read(tmp_path):
     assert load_examples(str(as_text))[0].conversation == conv  # the conversation, not its JSON text
 
 
+def test_bytes_that_are_not_utf8_are_named_by_line_and_byte_in_the_file(tmp_path):
+    """The byte offset counts the whole file (not the 8 KiB chunk a reader decodes at a time), and the line is
+    named, in a CSV (BOM included) and in JSON lines alike."""
+    from langchain_llamaguard.evaluation.data import EvaluationInputError
+
+    head = "".join(f"What is the capital of France? {i},safe\n" for i in range(2000))
+    cases = {
+        "data.csv": b"prompt,label\n" + head.encode() + "Caf\xe9 cr\xe8me,safe\n".encode("latin-1"),
+        "bom.csv": b"\xef\xbb\xbfprompt,label\n" + head.encode() + "Caf\xe9,safe\n".encode("latin-1"),
+        "data.jsonl": "".join(json.dumps({"prompt": f"q{i}", "label": 0}) + "\n" for i in range(2000)).encode()
+        + '{"prompt": "Caf\xe9", "label": 0}\n'.encode("latin-1"),
+    }
+    for name, raw in cases.items():
+        (tmp_path / name).write_bytes(raw)
+        at = raw.index(b"\xe9")
+        line = raw[:at].count(b"\n") + 1
+        with pytest.raises(EvaluationInputError, match=rf"{name}'?: line {line} is not UTF-8 \(byte {at} of the file"):
+            load_examples(str(tmp_path / name))
+    assert line == 2001 and at > 8192  # past the first chunk a reader decodes
+
+
+@pytest.mark.parametrize("sep,suffix", [(",", "csv"), ("\t", "tsv")])
+def test_a_csv_row_with_fewer_fields_than_its_header_is_an_error_naming_its_line(tmp_path, sep, suffix):
+    """A forgotten cell would shift the next ones into the wrong columns (the label read as the answer): which
+    cell is missing cannot be told, so the row is an error, as one with a field too many is; empty cells written
+    as such are read."""
+    from langchain_llamaguard.evaluation.data import EvaluationInputError
+
+    forgotten = tmp_path / f"forgotten.{suffix}"
+    forgotten.write_text(f"prompt{sep}response{sep}label\n{BENIGN}{sep}4{sep}safe\n{BOMB}{sep}unsafe\n")
+    with pytest.raises(EvaluationInputError, match=r"line 3 has 2 fields, the header 3 \(prompt, response, label\)"):
+        load_examples(str(forgotten), task="response")
+    trailing = tmp_path / f"trailing.{suffix}"  # a writer that left out the trailing empty cell
+    trailing.write_text(f"prompt{sep}label{sep}category\n{BOMB}{sep}1{sep}S9\n{BENIGN}{sep}0\n")
+    with pytest.raises(EvaluationInputError, match="line 3 has 2 fields, the header 3"):
+        load_examples(str(trailing), columns=Columns(category="category"))
+    empty = tmp_path / f"empty.{suffix}"
+    empty.write_text(f"prompt{sep}response{sep}label{sep}category\n{BOMB}{sep}{sep}1{sep}\n{BENIGN}{sep}4{sep}{sep}\n")
+    examples = load_examples(str(empty), task="response", columns=Columns(category="category"))
+    assert [(ex.label, ex.categories, ex.text, ex.error) for ex in examples] == [
+        (1, (), "", None),
+        (None, (), "4", None),
+    ]
+
+
+@pytest.mark.parametrize("suffix,sep", [("csv", ","), ("tsv", "\t")])
+def test_float_labels_as_pandas_writes_them_are_read_and_other_floats_are_not(tmp_path, suffix, sep):
+    """``DataFrame.to_csv`` writes a label column with a gap as ``1.0``/``0.0``/empty: read as in JSON."""
+    from langchain_llamaguard.evaluation.data import EvaluationInputError
+
+    written = tmp_path / f"pandas.{suffix}"  # DataFrame({"prompt": [...], "label": [1, 0, None]}).to_csv(...)
+    written.write_text(f"prompt{sep}label\n{BOMB}{sep}1.0\n{BENIGN}{sep}0.0\nHow do I tie a tie?{sep}\n")
+    assert [ex.label for ex in load_examples(str(written))] == [1, 0, None]
+    as_text = write_jsonl(tmp_path / "text.jsonl", [{"prompt": BOMB, "label": "1.0"}, {"prompt": BENIGN, "label": 0.0}])
+    assert [ex.label for ex in load_examples(str(as_text))] == [1, 0]
+    for other in ("0.5", "2.0", "1.00"):
+        bad = tmp_path / f"bad.{suffix}"
+        bad.write_text(f"prompt{sep}label\n{BENIGN}{sep}0.0\n{BOMB}{sep}{other}\n")
+        with pytest.raises(EvaluationInputError, match=rf"row 2, column 'label': label '{other}' is not a label"):
+            load_examples(str(bad))
+
+
+EMPTY_CONVERSATIONS = [
+    [],
+    [{"role": "user", "content": ""}],
+    {"messages": []},
+    [{"role": "user", "content": [{"type": "text", "text": "  "}]}],
+    {"messages": None},
+]
+
+
+def test_empty_conversations_are_failed_rows_not_predictions(lg4, tmp_path):
+    """A conversation with nothing in it is a row without a prompt, as a blank text is: a failed row, not an empty
+    turn judged and counted as a correct safe row. A turn holding only an image says something."""
+    rows = [{"prompt": BOMB, "label": 1}, {"prompt": BENIGN, "label": 0}]
+    rows += [{"prompt": empty, "label": 0, "response": BENIGN_ANSWER} for empty in EMPTY_CONVERSATIONS]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    for task in ("prompt", "response"):
+        rows[0]["response"] = rows[1]["response"] = BENIGN_ANSWER
+        write_jsonl(data, rows)
+        examples = load_examples(str(data), task=task)
+        assert [i for i, ex in enumerate(examples) if ex.error] == [2, 3, 4, 5, 6]
+        assert all(ex.error.startswith("no prompt: column 'prompt' ") for ex in examples[2:])
+    image = image_row(tmp_path / "a.png")
+    image["prompt"][0]["content"][0]["text"] = ""
+    assert load_examples(str(write_jsonl(tmp_path / "image.jsonl", [image])))[0].error is None
+    report = evaluate(lg4, str(data), out_dir=tmp_path / "out", bootstrap=0, plots=False, progress=False)
+    assert (report.n, report.errors) == (2, 5)
+    assert [r.index for r in report.failed_rows] == [2, 3, 4, 5, 6]
+    assert [p["index"] for p in predictions(tmp_path / "out") if p["score"] is None] == [2, 3, 4, 5, 6]
+
+
+class NeverScores:
+    """A Llama Guard stand-in that fails the test if a row reaches it."""
+
+    model_name = "never-scores"
+
+    def __init__(self, categories: dict[str, str] | None = None) -> None:
+        self.categories = categories
+
+    def batch_check(self, conversations, **kwargs):
+        raise AssertionError("a row was scored before the examples were checked")
+
+
+def test_hand_built_examples_are_checked_before_any_row_is_scored(lg4, tmp_path):
+    """``evaluate(guard, [Example(...)])`` checks labels and categories as the file reader does, up front: an error
+    names the example and what is accepted; names and lowercase codes resolve to S-codes."""
+    from langchain_llamaguard.evaluation.data import EvaluationInputError
+
+    fine = Example(1, BENIGN, BENIGN, 0)
+    bad = {
+        "label 2": (Example(7, BOMB, BOMB, 2), r"^examples\[0\] \(index 7\): label 2 is not a label; accepted: 0/1, "),
+        "label 0.5": (Example(0, BOMB, BOMB, 0.5), r"^examples\[0\] \(index 0\): label 0.5 is not a label; accepted"),
+        "unknown category": (
+            Example(0, BOMB, BOMB, 1, ("Bombs",)),
+            r"^examples\[0\] \(index 0\), categories \('Bombs',\): unknown category 'Bombs'; valid: S1\.\.S14",
+        ),
+        "not an Example": ({"prompt": BOMB, "label": 1}, r"^examples\[0\] is a dict, not an Example; build"),
+    }
+    for example, expected in bad.values():
+        with pytest.raises(EvaluationInputError, match=expected):
+            evaluate(NeverScores(), [example, fine], bootstrap=0, plots=False, progress=False)
+    with pytest.raises(EvaluationInputError, match=r"^mine\[1\] \(index 1\), categories .*policy \(S1, S15\)$"):
+        evaluate(
+            NeverScores({"S1": "Violence.", "S15": "Fraud."}),
+            [fine, replace_categories(fine, ("S16",))],
+            dataset_name="mine",
+            bootstrap=0,
+            plots=False,
+            progress=False,
+        )
+
+    import numpy as np
+
+    examples = [
+        Example(0, BOMB, BOMB, "unsafe", ("Indiscriminate Weapons",)),
+        Example(1, POISON, POISON, np.int64(1), ("s1", "s9")),
+        Example(2, BENIGN, BENIGN, 0, "S9", language=float("nan")),
+        Example(3, "How do I tie a tie?", "How do I tie a tie?", None),
+    ]
+    report = evaluate(lg4, examples, out_dir=tmp_path / "out", bootstrap=0, plots=False, progress=False)
+    assert (report.n, report.positives, report.unlabeled) == (3, 2, 1)
+    stored = predictions(tmp_path / "out")
+    assert [(p["label"], p["label_categories"], p["language"]) for p in stored] == [
+        (1, ["S9"], None),
+        (1, ["S1", "S9"], None),
+        (0, ["S9"], None),
+    ]
+    policy = lg4.with_categories({"S1": "Violent Crimes.", "S15": "Fraud."})  # a custom policy's codes count
+    custom = [Example(0, BOMB, BOMB, 1, ("s15",)), fine]
+    evaluate(policy, custom, out_dir=tmp_path / "policy", bootstrap=0, plots=False, progress=False)
+    assert predictions(tmp_path / "policy")[0]["label_categories"] == ["S15"]
+
+
+def replace_categories(example: Example, categories: tuple) -> Example:
+    import dataclasses
+
+    return dataclasses.replace(example, categories=categories)
+
+
 def test_a_rows_hash_is_its_content_images_included():
     from PIL import Image
 
@@ -445,8 +605,7 @@ def test_a_hung_guard_server_stops_the_run_with_a_hint(lg3_8b, tmp_path):
         )
         data = write_jsonl(tmp_path / "data.jsonl", [{"prompt": p, "label": y} for p, y, _, _ in GOOD * 4])
         with pytest.raises(EvaluationRunError, match="timed out .*run again with the same --out"):
-            evaluate(guard, str(data), out_dir=tmp_path / "out", batch_size=8, bootstrap=0, plots=False,
-                     progress=False)
+            evaluate(guard, str(data), out_dir=tmp_path / "out", batch_size=8, bootstrap=0, plots=False, progress=False)
     finally:
         hole.stop()
 
@@ -480,6 +639,13 @@ def test_one_slow_row_fails_alone_and_the_run_finishes(lg4, tmp_path, served, ba
     rows = [{"prompt": p, "label": y} for p, y, _, _ in GOOD] + [{"prompt": slow, "label": 0}]
     data = write_jsonl(tmp_path / "data.jsonl", rows)
     for _ in range(2):  # a resumed run finishes too (the slow row is checked again, and fails again)
-        report = evaluate(SlowRow(lg4, slow, served), str(data), out_dir=tmp_path / "out", batch_size=batch_size,
-                          bootstrap=0, plots=False, progress=False)
+        report = evaluate(
+            SlowRow(lg4, slow, served),
+            str(data),
+            out_dir=tmp_path / "out",
+            batch_size=batch_size,
+            bootstrap=0,
+            plots=False,
+            progress=False,
+        )
         assert report.errors == 1 and [r.index for r in report.failed_rows] == [len(GOOD)]

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..taxonomy import resolve_categories
 from .calibration import choose_threshold, parse_rule, split_calibration
-from .data import Columns, EvaluationInputError, Example, Task, check_labels, load_examples, plural
+from .data import Columns, EvaluationInputError, Example, Task, check_examples, check_labels, load_examples, plural
 from .metrics import binary_metrics, bootstrap_intervals, category_confusion, per_category, per_language
 from .plots import write_plots
 from .report import Calibration, FailedRow, Metrics, Report
@@ -196,10 +196,12 @@ def evaluate(
     first token's verdict, Prompt Guard's 0.5). ``calibrate="f1"`` or ``"fpr=0.01"`` chooses it instead on a
     stratified ``calibration_fraction`` of the rows and reports on the rest.
 
-    Rows whose indices repeat (lists joined: ``load_examples(a) + load_examples(b)``) are numbered by their
-    position in ``data``. A row's categories count (per-category metrics, confusion) only when it is labelled
-    unsafe. ``out_dir`` resumes a run there; a run of another model, checkpoint (its files changed), policy,
-    data, task, columns or exclusions is refused; with ``limit``, the rows it leaves out stay in
+    Examples passed as such are checked as a file's rows are, before any is scored (:func:`~.data.check_examples`:
+    a label that is not one, an unknown category, is an error naming the example; a code of the guard's custom
+    policy is a category). Rows whose indices repeat (lists joined: ``load_examples(a) + load_examples(b)``) are
+    numbered by their position in ``data``. A row's categories count (per-category metrics, confusion) only when
+    it is labelled unsafe. ``out_dir`` resumes a run there; a run of another model, checkpoint (its files
+    changed), policy, data, task, columns or exclusions is refused; with ``limit``, the rows it leaves out stay in
     ``predictions.jsonl``.
 
     A row whose check fails (an unreadable image, a conversation the guard refuses, a fail-closed verdict) is
@@ -224,7 +226,7 @@ def evaluate(
         examples, dataset = load_examples(data, task=task, columns=columns, limit=limit, strict=strict), data
     else:
         examples, dataset = list(data)[:limit] if limit is not None else list(data), dataset_name or "examples"
-        examples = _by_position(examples)
+        examples = _by_position(check_examples(examples, source=dataset, policy=getattr(guard, "categories", None)))
         if not examples:
             raise EvaluationInputError(f"{dataset} has no rows")
         check_labels(examples, strict=strict, source=dataset, column=columns.label)

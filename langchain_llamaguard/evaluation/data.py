@@ -1,13 +1,16 @@
 """Evaluation data: JSONL, JSON, CSV/TSV files or Hugging Face datasets (``hf:NAME[:SPLIT]``) into :class:`Example` s.
 
 Labels: ``0``/``1``, ``true``/``false``, ``safe``/``unsafe``, ``good``/``bad`` (Meta's format) and
-``benign``/``malicious`` (Prompt Guard's). The positive class is *unsafe*: ``1`` = ``true`` = ``unsafe`` =
-``bad`` = ``malicious``. Categories are S-codes or names (``"S9"``, ``"Hate"``), a list or a comma-separated string.
+``benign``/``malicious`` (Prompt Guard's); ``1.0``/``0.0`` too (what pandas writes for a label column with a gap).
+The positive class is *unsafe*: ``1`` = ``true`` = ``unsafe`` = ``bad`` = ``malicious``. Categories are S-codes
+or names (``"S9"``, ``"Hate"``), a list or a comma-separated string.
 The prompt column holds a text or a conversation (a list of ``{"role", "content"}`` messages, images included).
 
 A row without a label is kept with ``label=None`` (:func:`~langchain_llamaguard.evaluation.evaluate` skips and
 counts it; ``strict=True`` makes it an error); a row without a value in an optional column (category, language)
-has none; a row without a prompt (or answer) is kept with ``error`` set and reported as a failed row.
+has none; a row without a prompt (or answer), or whose conversation has no content (``[]``, one empty message),
+is kept with ``error`` set and reported as a failed row. Hand-built :class:`Example` s get the same checks of their
+label and categories (:func:`check_examples`).
 
 Example:
     >>> parse_label("bad"), parse_label(0), parse_label("Unsafe")
@@ -17,10 +20,11 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +35,7 @@ Task = Literal["prompt", "response"]
 
 _LABELS: dict[str, int] = {
     "0": 0, "1": 1, "false": 0, "true": 1, "safe": 0, "unsafe": 1, "good": 0, "bad": 1, "benign": 0, "malicious": 1,
+    "0.0": 0, "1.0": 1,  # pandas writes a label column with a gap as floats; no other float is a label
 }  # fmt: skip
 LABELS_HINT = "0/1, true/false, safe/unsafe, good/bad or benign/malicious (unsafe = 1 = true = bad)"
 
@@ -78,6 +83,8 @@ class Example:
 
 def parse_label(value: Any) -> int:
     """1 for unsafe, 0 for safe; ``ValueError`` for anything else."""
+    if hasattr(value, "item") and not isinstance(value, str):  # a NumPy scalar (a DataFrame's cell) as Python's
+        value = value.item()
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, (int, float)) and value in (0, 1):
@@ -88,8 +95,9 @@ def parse_label(value: Any) -> int:
     raise ValueError(f"label {value!r} is not a label; accepted: {LABELS_HINT}")
 
 
-def parse_categories(value: Any) -> tuple[str, ...]:
-    """S-codes (taxonomy order) from a list, a comma-separated string or a JSON list; empty for None/''.
+def parse_categories(value: Any, policy: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """S-codes (taxonomy order) from a list, a comma-separated string or a JSON list; empty for None/''. A code of
+    a custom ``policy`` (``"S15"``) is a category too; any other key must be a default code or name.
 
     Example:
         >>> parse_categories("Hate, s9")
@@ -108,8 +116,61 @@ def parse_categories(value: Any) -> tuple[str, ...]:
             value = [part for part in text.replace(";", ",").split(",")]
     if not isinstance(value, (list, tuple)):
         value = [str(value)]
-    codes = {resolve_category(str(v).strip().strip("'\"")) for v in value if str(v).strip().strip("'\"")}
+    keys = [str(v).strip().strip("'\"") for v in value]
+    codes = {_category(key, policy) for key in keys if key}
     return tuple(sorted(codes, key=lambda c: int(c[1:])))
+
+
+def _category(key: str, policy: Mapping[str, str] | None) -> str:
+    """``key``'s S-code: a code of ``policy`` as it spells it, else the default taxonomy's code or name."""
+    for code in policy or ():
+        if key.casefold() == code.casefold():
+            return code
+    return resolve_category(key)
+
+
+def _label_of(value: Any) -> int | None:
+    """A row's label: ``None`` when it has none (absent, blank or NaN), else :func:`parse_label`'s."""
+    return None if _missing(value) else parse_label(value)
+
+
+def _language_of(value: Any) -> str | None:
+    """A row's language: ``None`` when it has none (absent, blank or NaN), else its text."""
+    return None if _missing(value) else str(value)
+
+
+def check_examples(
+    examples: Sequence[Any], *, source: str = "examples", policy: Mapping[str, str] | None = None
+) -> list[Example]:
+    """Hand-built ``examples`` checked as :func:`to_examples` checks a file's rows, before any is scored: each
+    label parsed (``"unsafe"`` is 1; ``2`` is an error), each category resolved to its S-code (``"Hate"`` and
+    ``"s10"`` are ``"S10"``; a code of the guard's custom ``policy`` is one too), a blank or NaN language none.
+    An error names the example by its position in ``examples`` and its index, and says what is accepted.
+
+    Example:
+        >>> [ex] = check_examples([Example(0, "hi", "hi", "bad", ("hate", "s9"))])
+        >>> ex.label, ex.categories
+        (1, ('S9', 'S10'))
+    """
+    out = []
+    for i, ex in enumerate(examples):
+        if not isinstance(ex, Example):
+            raise EvaluationInputError(
+                f"{source}[{i}] is a {type(ex).__name__}, not an Example; build examples from rows with to_examples() "
+                "or load_examples()"
+            )
+        where = f"{source}[{i}] (index {ex.index})"
+        try:
+            label = _label_of(ex.label)
+        except ValueError as exc:
+            raise EvaluationInputError(f"{where}: {exc}") from None
+        try:
+            cats = parse_categories(ex.categories, policy)
+        except ValueError as exc:
+            also = f"; or a code of the guard's policy ({', '.join(policy)})" if policy else ""
+            raise EvaluationInputError(f"{where}, categories {ex.categories!r}: {exc}{also}") from None
+        out.append(replace(ex, label=label, categories=cats, language=_language_of(ex.language)))
+    return out
 
 
 def read_records(source: str, *, limit: int | None = None) -> list[dict[str, Any]]:
@@ -133,16 +194,13 @@ def read_records(source: str, *, limit: int | None = None) -> list[dict[str, Any
                 f"unsupported data file {source!r}; accepted: .jsonl, .json, .csv, .tsv or hf:NAME[:SPLIT]"
             )
         try:
+            text = _utf8(path.read_bytes(), source)
             if suffix in (".csv", ".tsv"):
-                rows = _read_csv(path, "\t" if suffix == ".tsv" else ",")
+                rows = _read_csv(path, text, "\t" if suffix == ".tsv" else ",")
             else:
-                rows = _read_json(path)
+                rows = _read_json(path, text)
         except OSError as exc:
             raise EvaluationInputError(f"cannot read data file {source!r}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise EvaluationInputError(
-                f"cannot read data file {source!r}: byte {exc.start} is not UTF-8; save the file as UTF-8"
-            ) from None
         except csv.Error as exc:
             raise EvaluationInputError(f"cannot read data file {source!r}: {exc}") from None
     if limit is not None:
@@ -152,12 +210,27 @@ def read_records(source: str, *, limit: int | None = None) -> list[dict[str, Any
     return rows
 
 
-def _read_csv(path: Path, delimiter: str) -> list[dict[str, Any]]:
-    """A CSV/TSV file's rows; a repeated column name, a row with more fields than the header, or a quote that
-    opens a cell and is not closed where the cell ends are errors naming the line (a comma inside an unquoted
-    text, or one stray ``"`` swallowing every later row into one cell, would otherwise go unnoticed)."""
+def _utf8(raw: bytes, source: str) -> str:
+    """A data file's text, without the BOM Excel's "CSV UTF-8" starts with; bytes that are not UTF-8 are an error
+    naming the line and the byte (counted in the whole file)."""
+    try:
+        text = raw.decode("utf-8")  # not utf-8-sig: its error offsets do not count the BOM
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise EvaluationInputError(
+            f"cannot read data file {source!r}: line {line} is not UTF-8 (byte {exc.start} of the file, "
+            f"0x{raw[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _read_csv(path: Path, text: str, delimiter: str) -> list[dict[str, Any]]:
+    """A CSV/TSV file's rows; a repeated column name, a row with more or fewer fields than the header, or a quote
+    that opens a cell and is not closed where the cell ends are errors naming the line (a comma inside an unquoted
+    text, a forgotten cell shifting the next ones into the wrong columns, or one stray ``"`` swallowing every later
+    row into one cell, would otherwise go unnoticed)."""
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long texts are data too, not a format error
-    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: the BOM Excel's "CSV UTF-8" starts with
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f, delimiter=delimiter, strict=True)
         header = reader.fieldnames or []
         repeated = sorted({name for name in header if header.count(name) > 1})
@@ -180,14 +253,29 @@ def _read_csv(path: Path, delimiter: str) -> list[dict[str, Any]]:
                     f"{path} line {reader.line_num} has {len(header) + len(row[None])} fields, the header "
                     f"{len(header)}: quote a text that holds the delimiter {delimiter!r}"
                 )
+            if None in row.values():  # DictReader fills the columns a short row lacks with None
+                _short_row(path, reader.line_num, sum(v is not None for v in row.values()), header, delimiter)
             rows.append({k: _decoded(v) for k, v in row.items()})  # a cell holds text: a conversation as JSON
     return rows
 
 
-def _read_json(path: Path) -> list[dict[str, Any]]:
-    """JSON lines, or (``.json``) one array of objects; a file holding one JSON object that is not a row (e.g.
-    ``{"data": [...]}``) is an error saying which shapes are accepted."""
-    text = path.read_text(encoding="utf-8-sig")
+def _short_row(path: Path, line: int, fields: int, header: list[str], delimiter: str) -> None:
+    """Raise for a row with fewer fields than the header: which cell is missing cannot be told (a forgotten cell
+    in the middle shifts the next ones left), so no short row is read, not even one a writer cut after its last
+    non-empty cell."""
+    raise EvaluationInputError(
+        f"{path} line {line} has {plural(fields, 'field')}, the header {len(header)} ({', '.join(header)}): a cell is "
+        f"missing and which one cannot be told; write every cell of each row, an empty cell as nothing between two "
+        f"delimiters {delimiter!r} (a writer that leaves out trailing empty cells too)"
+    )
+
+
+def _read_json(path: Path, text: str) -> list[dict[str, Any]]:
+    """JSON lines, or (``.json``) one array of objects; a ``.json`` file whose whole text is one JSON object (e.g.
+    ``{"data": [...]}``, on one line or several) is an error saying which shapes are accepted, as is such an
+    object spread over the lines of a ``.jsonl`` file."""
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("{"):
+        _check_not_one_object(path, text)  # else JSON lines in a .json file
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
@@ -212,7 +300,7 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
 
 
 def _check_not_one_object(path: Path, text: str) -> None:
-    """Raise when the whole of ``text`` is one JSON object spread over lines (not a row per line)."""
+    """Raise when the whole of ``text`` is one JSON object (not a row per line)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
@@ -221,7 +309,8 @@ def _check_not_one_object(path: Path, text: str) -> None:
         keys = ", ".join(repr(k) for k in list(value)[:5])
         raise EvaluationInputError(
             f"{path} holds one JSON object (keys {keys}), not rows; accepted: one object per line (JSONL), or a "
-            ".json file holding an array of objects ([{...}, {...}]); save the list of rows it holds as such"
+            ".json file holding an array of objects ([{...}, {...}]); save the list of rows it holds as such (a "
+            "single row: as [{...}], or in a .jsonl file)"
         )
 
 
@@ -278,18 +367,15 @@ def to_examples(
             )
     out: list[Example] = []
     for i, row in enumerate(rows):
-        label = None
-        if not _missing(row.get(columns.label)):
-            try:
-                label = parse_label(row[columns.label])
-            except ValueError as exc:
-                raise EvaluationInputError(f"{source} row {i + 1}, column {columns.label!r}: {exc}") from None
+        try:
+            label = _label_of(row.get(columns.label))
+        except ValueError as exc:
+            raise EvaluationInputError(f"{source} row {i + 1}, column {columns.label!r}: {exc}") from None
         try:
             cats = parse_categories(row.get(columns.category)) if columns.category else ()
         except ValueError as exc:
             raise EvaluationInputError(f"{source} row {i + 1}, column {columns.category!r}: {exc}") from None
-        language = row.get(columns.language) if columns.language else None
-        language = None if _missing(language) else str(language)
+        language = _language_of(row.get(columns.language)) if columns.language else None
         conversation, text, error = _conversation(row, task, columns)
         out.append(Example(i, conversation, text, label, cats, language, error))
     check_labels(out, strict=strict, source=source, column=columns.label)
@@ -351,10 +437,12 @@ def _decoded(prompt: Any) -> Any:
 def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[Any, str, str | None]:
     """``(conversation, text, error)``: what Llama Guard checks, what Prompt Guard scores, why neither can."""
     prompt = row.get(columns.prompt)
-    if _missing(prompt):
-        return None, "", f"no prompt: column {columns.prompt!r} is empty in this row"
     if isinstance(prompt, dict) and "messages" in prompt:
         prompt = prompt["messages"]
+    if _missing(prompt):
+        return None, "", f"no prompt: column {columns.prompt!r} is empty in this row"
+    if isinstance(prompt, list) and not any(map(_has_content, prompt)):
+        return None, "", f"no prompt: column {columns.prompt!r} holds a conversation with no content in this row"
     messages = prompt if isinstance(prompt, list) else None
     prompt_text = _last_text(messages) if messages is not None else _text(prompt)
     if task == "prompt":  # a dict that is not {"messages": [...]} goes to the guard as is, which refuses it
@@ -366,6 +454,26 @@ def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[An
     content = answer if isinstance(answer, list) else _text(answer)
     context = messages if messages is not None else [{"role": "user", "content": prompt_text}]
     return [*context, {"role": "assistant", "content": content}], _content_text(content), None
+
+
+def _has_content(message: Any) -> bool:
+    """Whether a message says something: a non-blank text, or a content block that is not text (an image). A
+    message of a shape this module does not read counts (the guard judges or refuses it)."""
+    if isinstance(message, dict):
+        content = message.get("content")
+    elif isinstance(message, (list, tuple)) and len(message) == 2:  # ("user", "text")
+        content = message[1]
+    else:
+        content = getattr(message, "content", message)  # a LangChain message, or a bare text
+    if isinstance(content, list):
+        return any(_block_has_content(block) for block in content)
+    return not _missing(content)
+
+
+def _block_has_content(block: Any) -> bool:
+    if isinstance(block, dict) and block.get("type", "text") == "text":
+        return not _missing(block.get("text"))
+    return not _missing(block)
 
 
 def _last_text(messages: list[Any]) -> str:
