@@ -38,6 +38,9 @@ class UnsafeContentError(LlamaGuardError):
             default = f"unsafe content in {stage} ({verdict.role} turn): {what or 'no category named'}"
         else:
             default = f"prompt injection / jailbreak in {stage}: {verdict.label} (score {verdict.score:.3f})"
+        error = getattr(verdict, "error", None)
+        if isinstance(error, str) and error:  # failed closed: say why, not only that the text was flagged
+            default += f"; the check failed closed (on_error='unsafe'): {error[:300]}"
         super().__init__(message or default)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -110,19 +113,28 @@ class GuardServerError(LlamaGuardError, RuntimeError):
         url: the endpoint that was called (credentials are never part of it, nor of the message).
         status: the HTTP status, when the server answered.
         retry_after: the seconds a busy server asked to wait (its ``Retry-After`` header), when it said.
+        unreachable: the request got no answer at all (no connection, a timeout, a lost connection): another
+            attempt may succeed. An answer that is not the protocol, or a model the server does not serve, is not.
     """
 
     def __init__(
-        self, message: str, *, url: str = "", status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        url: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+        unreachable: bool = False,
     ) -> None:
         self.url = url
         self.status = status
         self.retry_after = retry_after
+        self.unreachable = unreachable
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = {"url": self.url, "status": self.status, "retry_after": self.retry_after}
-        return (self.__class__, (str(self),), state)
+        return (self.__class__, (str(self),), {**state, "unreachable": self.unreachable})
 
 
 class GuardBatchError(LlamaGuardError):

@@ -962,7 +962,11 @@ class LlamaGuardEngine(Closeable):
         return self._finish(batch, len(conversations))
 
     def _prepare_many(
-        self, conversations: list[ConversationInput], role: str | None, excluded_categories: Iterable[str] | None
+        self,
+        conversations: list[ConversationInput],
+        role: str | None,
+        excluded_categories: Iterable[str] | None,
+        unserved: GuardServerError | None = None,
     ) -> _Batch:
         # The call's own arguments, once: a bad category or role fails the call (not each row), and an iterator of
         # categories is read once, not used up by the first row.
@@ -970,6 +974,8 @@ class LlamaGuardEngine(Closeable):
         normalize_role(role)
         batch = _Batch()
         try:  # a served guard's context, asked of the server on first use (see ``context_length``)
+            if unserved is not None:  # already asked, on the event loop (``_aserved_context``)
+                raise unserved
             self.context_length  # noqa: B018
         except GuardServerError as exc:  # the server is down: every row fails as it would on the request
             batch.failed = {i: _Failure(exc, 1.0, "User") for i in range(len(conversations))}
@@ -1050,10 +1056,23 @@ class LlamaGuardEngine(Closeable):
         except TimeoutError:
             return self._timed_out(len(conversations), role)
 
+    async def _aserved_context(self) -> GuardServerError | None:
+        """A served model's context asked on the event loop, not in the worker thread that prepares the prompts (a
+        server that does not answer would hold a thread of the default pool per caller); its error, if any."""
+        aload = getattr(self._context_length, "aload", None)
+        if aload is None:
+            return None
+        try:
+            await aload()
+        except GuardServerError as exc:
+            return exc
+        return None
+
     async def _abatch_check(
         self, conversations: list[ConversationInput], role: str | None, excluded_categories: Iterable[str] | None
     ) -> list[Verdict]:
-        batch = await asyncio.to_thread(self._prepare_many, conversations, role, excluded_categories)
+        unserved = await self._aserved_context()
+        batch = await asyncio.to_thread(self._prepare_many, conversations, role, excluded_categories, unserved)
         if batch.prompts:
             if self._batcher is not None:
                 batch.results = await asyncio.wrap_future(self._batcher.submit(batch.prompts, batch.excluded))

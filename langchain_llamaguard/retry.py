@@ -34,13 +34,13 @@ def is_transient_error(exc: BaseException) -> bool:
     failed so. Never a verdict (:class:`UnsafeContentError`), bad input or configuration, or an unreadable answer.
 
     Example:
-        >>> is_transient_error(GuardServerError("cannot reach the server")), is_transient_error(ValueError("bad"))
+        >>> is_transient_error(GuardServerError("no answer", unreachable=True)), is_transient_error(ValueError("x"))
         (True, False)
     """
     if isinstance(exc, GuardBatchError):
         return bool(exc.errors) and all(is_transient_error(e) for e in exc.errors.values())
-    if isinstance(exc, GuardServerError):
-        return exc.status is None or exc.status == 429 or exc.status >= 500
+    if isinstance(exc, GuardServerError):  # no answer, or busy / failing; never a 4xx or an unreadable answer
+        return exc.unreachable or (exc.status is not None and (exc.status == 429 or exc.status >= 500))
     return isinstance(exc, (TimeoutError, ConnectionError))  # GuardTimeoutError is a TimeoutError
 
 

@@ -288,6 +288,20 @@ def test_a_whole_chain_retries_only_transient_errors_when_told_so(lg4):
     assert runs.checks == 5
     assert not is_transient_error(GuardServerError("bad request", status=400))
     assert is_transient_error(GuardBatchError([None], {0: GuardTimeoutError("slow")}))
+    # an answer that is not the protocol (no status) is not an outage; one that never came is, and pickles so
+    assert not is_transient_error(GuardServerError("returned malformed logprobs: ..."))
+    assert is_transient_error(pickle.loads(pickle.dumps(GuardServerError("cannot reach", unreachable=True))))
+
+
+def test_a_fail_closed_verdicts_error_names_the_cause():
+    """on_error="unsafe" during an outage: the raised UnsafeContentError says the check failed and why, so logs and
+    alerts do not blame the user's text."""
+    from langchain_llamaguard import Verdict
+
+    failed = Verdict(safe=False, score=1.0, role="User", model="m", raw="", error="GuardServerError: cannot reach x")
+    message = str(UnsafeContentError(failed, stage="input"))
+    assert "failed closed" in message and "cannot reach x" in message
+    assert "failed closed" not in str(UnsafeContentError(failed.model_copy(update={"error": None})))
 
 
 def test_a_transient_server_error_is_still_retried_and_a_served_guard_pickles(lg3_1b_path, monkeypatch):

@@ -14,12 +14,14 @@ import socket
 import statistics
 import threading
 import time
+from typing import Any
 
 import pytest
 from conftest import BENIGN, BOMB, POISON
 from test_remote_vllm import same
 
 from langchain_llamaguard import GuardServerError, LlamaGuard
+from langchain_llamaguard.retry import is_transient_error
 from langchain_llamaguard.tiny import data
 from langchain_llamaguard.tiny.serving import free_port
 
@@ -162,8 +164,9 @@ def test_built_before_the_server_fails_closed_then_works_once_it_is_up(forwarder
 
 def test_a_model_the_server_does_not_serve_is_found_at_first_use(vllm_server, lg3_8b):
     built = LlamaGuard.from_endpoint(vllm_server.url, model="nope", tokenizer=lg3_8b.tokenizer)
-    with pytest.raises(GuardServerError, match="does not serve 'nope'; it serves: lg3-tiny"):
+    with pytest.raises(GuardServerError, match="does not serve 'nope'; it serves: lg3-tiny") as caught:
         built.check(BENIGN)
+    assert not is_transient_error(caught.value)  # a typo in model= is not retried as an outage is
     assert built.ready(timeout=0.2) is False
     lenient = LlamaGuard.from_endpoint(vllm_server.url, model="nope", tokenizer=lg3_8b.tokenizer, on_error="unsafe")
     assert "does not serve 'nope'" in lenient.check(BENIGN).error
@@ -306,3 +309,71 @@ def test_a_served_guard_used_before_a_fork_gets_its_own_connections_in_the_child
     assert codes == [0, 0]
     assert fwd.accepted >= before + 2  # the children connected on their own
     assert [(v.safe, v.categories) for v in guard.batch_check(rows)] == expected  # the parent's still work
+
+
+def test_async_checks_ask_a_silent_server_on_the_event_loop_not_in_threads(lg3_8b):
+    """The first async check asks the server for the model's context. Against a server that accepts connections and
+    never answers, that request used to block a thread of the loop's default executor per caller (for the whole
+    timeout), so concurrent checks queued behind each other and cancelled callers starved every other
+    ``asyncio.to_thread`` user of the application. It is now an async request: each caller fails closed within its
+    own timeout, and a cancelled caller holds no thread."""
+    silent = Forwarder(free_port(), None).start()
+    try:
+        guard = LlamaGuard.from_endpoint(silent.url, model="m", tokenizer=lg3_8b.tokenizer, timeout=1.0,
+                                         on_error="unsafe")  # fmt: skip
+        patient = LlamaGuard.from_endpoint(silent.url, model="m", tokenizer=lg3_8b.tokenizer, timeout=30.0)
+
+        async def main() -> tuple[list[float], float]:
+            start = time.monotonic()
+
+            async def one() -> float:
+                verdict = await guard.acheck(BENIGN)
+                assert not verdict.safe and verdict.error  # fail closed: the server never answered
+                return time.monotonic() - start
+
+            took = await asyncio.gather(*[one() for _ in range(48)])
+            tasks = [asyncio.create_task(asyncio.wait_for(patient.acheck(BENIGN), 0.2)) for _ in range(24)]
+            await asyncio.gather(*tasks, return_exceptions=True)  # clients that went away
+            t = time.monotonic()
+            await asyncio.to_thread(lambda: None)
+            return took, time.monotonic() - t
+
+        took, waited = asyncio.run(main())
+        assert max(took) < 4.0, sorted(took)  # each within its own 1 s timeout, not queued six at a time (8 s)
+        assert waited < 1.0  # no thread of the default executor is held by a cancelled check
+    finally:
+        silent.stop()
+
+
+def test_a_request_waiting_for_a_connection_fails_at_once_when_the_client_is_closed():
+    """``close()`` under load: a check queued behind busy connections used to wait its whole timeout for a
+    connection that was never handed back, then report a server timeout; it fails at once with GuardClosedError."""
+    from langchain_llamaguard import GuardClosedError
+    from langchain_llamaguard.backends.http import EndpointClient
+
+    silent = Forwarder(free_port(), None).start()
+    client = EndpointClient(silent.url, timeout=10.0, max_concurrency=1)
+    outcome: dict[str, Any] = {}
+
+    def post(name: str) -> None:
+        start = time.monotonic()
+        try:
+            client.post_many([("/completions", {"prompt": [1, 2, 3]})])
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertions
+            outcome[name] = (type(exc), time.monotonic() - start)
+
+    busy = threading.Thread(target=post, args=("busy",))
+    busy.start()
+    time.sleep(0.3)  # the one connection is taken, and never answered
+    waiting = threading.Thread(target=post, args=("waiting",))
+    waiting.start()
+    time.sleep(0.3)
+    closed_at = time.monotonic()
+    client.close()
+    waiting.join(5)
+    try:
+        assert "waiting" in outcome and outcome["waiting"][0] is GuardClosedError
+        assert time.monotonic() - closed_at < 1.0
+    finally:
+        silent.stop()
+        busy.join(15)

@@ -85,6 +85,10 @@ class ServedContext:
         limit = self.served.max_model_len()
         return (limit if limit is not None else LLAMA_GUARD_4_CONTEXT) - (1 + MAX_NEW_TOKENS)
 
+    async def aload(self) -> None:
+        """Ask the server on the event loop (an async check), so the call above finds the answer kept."""
+        await self.served.aentry()
+
 
 def _special_tokens(tok: Any) -> Callable[[], set[str]]:
     """The tokenizer's special-token strings, computed when first asked (a pass over the whole vocabulary)."""

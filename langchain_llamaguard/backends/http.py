@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 import httpx
 import tenacity
 
-from ..errors import GuardConfigurationError, GuardServerError
+from ..errors import GuardClosedError, GuardConfigurationError, GuardServerError
 from ..forking import call_in_child
 
 Request = tuple[str, dict[str, Any]]
@@ -106,7 +106,9 @@ class EndpointClient:
         base_url: e.g. ``http://guard.internal:8000/v1``. Credentials in the URL are refused: pass ``api_key``.
         api_key: sent as ``Authorization: Bearer ...``; never part of an error message or a log line.
         timeout: seconds for one request, and the budget for its retries. ``None``: 60 s.
-        max_concurrency: how many requests may be in flight at once (the connection pool's size, too).
+        max_concurrency: how many requests may be in flight at once (the connection pool's size, too): the sync
+            calls' bound, and each event loop's (async connections belong to one loop, so an app that runs several
+            loops has this many per loop).
         max_retries: how many times a 429 or 503 answer is retried (exponential backoff with jitter).
     """
 
@@ -242,8 +244,9 @@ class EndpointClient:
     def _transport_error(self, exc: httpx.HTTPError, path: str, timeout: float) -> GuardServerError:
         url = self._url(path)
         if isinstance(exc, httpx.TimeoutException):
-            return GuardServerError(f"{url} did not answer within {timeout:g} s (timeout)", url=url)
-        return GuardServerError(self._redact(f"cannot reach {url}: {type(exc).__name__}: {exc}"), url=url)
+            return GuardServerError(f"{url} did not answer within {timeout:g} s (timeout)", url=url, unreachable=True)
+        message = self._redact(f"cannot reach {url}: {type(exc).__name__}: {exc}")
+        return GuardServerError(message, url=url, unreachable=True)
 
     def _send(
         self, method: str, path: str, body: dict[str, Any] | None, timeout: float | None = None
@@ -299,19 +302,32 @@ class EndpointClient:
 
     def _take_slot(self, timeout: float) -> httpx.HTTPTransport:
         """A free slot (the one used last: its connection is the likeliest to be open), a new one while fewer than
-        ``max_concurrency`` exist, or the first one handed back within ``timeout`` s."""
+        ``max_concurrency`` exist, or the first one handed back within ``timeout`` s. A request still waiting when
+        the client is closed fails at once (:class:`GuardClosedError`): no slot will come back."""
         try:
-            return self._slots.get_nowait()
+            return self._open_slot(self._slots.get_nowait())
         except queue.Empty:
             pass
         with self._slots_lock:
             if self._slots_made < self.max_concurrency:
                 self._slots_made += 1
-                return self._new_transport()
-        try:
-            return self._slots.get(timeout=timeout)
-        except queue.Empty:
-            raise httpx.PoolTimeout(f"all {self.max_concurrency} connections stayed busy") from None
+                return self._open_slot(self._new_transport())
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self._open_slot(None)
+            try:
+                return self._open_slot(self._slots.get(timeout=min(left, CLOSED_POLL_S)))
+            except queue.Empty:
+                continue
+        raise httpx.PoolTimeout(f"all {self.max_concurrency} connections stayed busy")
+
+    def _open_slot(self, transport: httpx.HTTPTransport | None) -> httpx.HTTPTransport:
+        """``transport``, or :class:`GuardClosedError` (the transport closed) if the client was closed."""
+        if self._closed:
+            if transport is not None:
+                transport.close()
+            raise GuardClosedError("this guard was closed while a check was running")
+        return transport  # type: ignore[return-value]
 
     def _give_slot(self, transport: httpx.HTTPTransport) -> None:
         if self._closed:
@@ -446,6 +462,9 @@ def _read_within(response: httpx.Response, deadline: float, request: httpx.Reque
     return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks), request=request)
 
 
+CLOSED_POLL_S = 0.05
+"""How often a request waiting for a busy slot looks whether the client was closed meanwhile."""
+
 _ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_S)
 """A slot's transport: one connection, closed after :data:`KEEPALIVE_S` idle seconds."""
 
@@ -569,6 +588,17 @@ class ServedModel:
         finally:
             with self._lock:
                 self._pending = None
+
+    async def aentry(self) -> dict[str, Any]:
+        """Async :meth:`entry`: the event loop's own request (no thread waits on the server), kept for both."""
+        if self._entry is not None:
+            return self._entry
+        answer = await self.client.aget("/models")
+        found = self._find(answer)
+        if found is None:
+            raise self._not_served(answer)
+        self._entry = found
+        return found
 
     def forget(self) -> None:
         """Drop the kept entry: the next use asks ``/v1/models`` again (after the server refused a request as too
