@@ -67,9 +67,18 @@ VLLM_NAME = "lg3-tiny"
 
 
 def _vllm_state() -> Path:
+    """Where this session's server is described: a file of this session's own (its controller sets the variable
+    for its xdist workers), so two sessions at once never stop or read each other's server."""
     from langchain_llamaguard.tiny.tokenizers import cache_dir
 
-    return cache_dir() / "vllm-server.json"
+    given = os.environ.get("LLAMAGUARD_VLLM_STATE")
+    return Path(given) if given else cache_dir() / f"vllm-server-{os.getpid()}.json"
+
+
+def _own_vllm_state() -> None:
+    """The controller's own state file (never one inherited from an outer session), for it and its workers."""
+    os.environ.pop("LLAMAGUARD_VLLM_STATE", None)
+    os.environ["LLAMAGUARD_VLLM_STATE"] = str(_vllm_state())
 
 
 def _wants_vllm(session: pytest.Session) -> bool:
@@ -80,14 +89,26 @@ def _wants_vllm(session: pytest.Session) -> bool:
     return not args or any(Path(a).is_dir() or "remote" in a for a in args)
 
 
+_server_lock = threading.Lock()
+_session_over = False
+"""Set when the session finishes: a server that starts after that is stopped at once, never left running."""
+
+
 def _serve_in_background() -> None:
     from langchain_llamaguard.tiny.serving import VllmServer
     from langchain_llamaguard.tiny.training import trained_llama_guard
 
     try:
         path = trained_llama_guard(VLLM_MODEL)  # waits for the background trainer (a file lock)
+        if _session_over:
+            return
         # One thread: the tiny model needs no more, and the other core stays with the tests (timing tests too).
-        VllmServer.start(path, name=VLLM_NAME, threads=1).save(_vllm_state())
+        server = VllmServer.start(path, name=VLLM_NAME, threads=1)
+        with _server_lock:
+            if _session_over:  # a short session ended while the server was being spawned: no orphan
+                server.stop()
+            else:
+                server.save(_vllm_state())
     except BaseException as exc:  # reported by the fixture, in whichever process needs the server
         _vllm_state().write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
 
@@ -102,6 +123,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """Start training what the cache lacks, and the vLLM server, in the background, before any test runs."""
     if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist: the controller starts them once
         return
+    _own_vllm_state()  # inherited by the xdist workers, started after this hook
     _vllm_state().unlink(missing_ok=True)
     if _wants_vllm(session):
         threading.Thread(target=_serve_in_background, name="vllm-server", daemon=True).start()
@@ -124,6 +146,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _session_over
+    with _server_lock:
+        _session_over = True
     if not os.environ.get("PYTEST_XDIST_WORKER") and _vllm_state().exists():
         from langchain_llamaguard.tiny.serving import VllmServer
 
