@@ -241,9 +241,7 @@ def _render_tool_call(name: str, args: Any) -> str:
 
 
 _CALL_BLOCK_TYPES = {"tool_call", "tool_use", "function_call", "invalid_tool_call", "tool_call_chunk"}
-CALL_BLOCK_TYPES = frozenset(
-    _CALL_BLOCK_TYPES | {"server_tool_call", "server_tool_call_chunk", "input_json_delta"}
-)
+CALL_BLOCK_TYPES = frozenset(_CALL_BLOCK_TYPES | {"server_tool_call", "server_tool_call_chunk", "input_json_delta"})
 """Content blocks that are (part of) a tool call, in every provider's shape."""
 
 

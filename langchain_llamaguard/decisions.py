@@ -260,8 +260,7 @@ class LlamaGuardDecisionModel(_GuardDecisionModel):
             return [resolve_categories([label], policy)[0] for label in question.criteria]
         except (ValueError, TypeError) as exc:
             raise GuardConfigurationError(
-                f"a Choice for Llama Guard picks among its categories: labels must be S-codes or category names "
-                f"({exc})"
+                f"a Choice for Llama Guard picks among its categories: labels must be S-codes or category names ({exc})"
             ) from None
 
     def _plan(self, requests: list[tuple[State, dict[str, Question]]]):

@@ -154,7 +154,7 @@ def check_llama_options(llama_guard: Any, what: str, **options: Any) -> None:
         ...
         langchain_llamaguard.errors.GuardConfigurationError: excluded_categories= is an option of Llama Guard, ...
     """
-    given = [name for name, value in options.items() if value is not None]
+    given = [name for name, value in options.items() if value]  # [] or {} asks for nothing
     if given and llama_guard is None:
         names, it = " and ".join(f"{name}=" for name in given), "it" if len(given) == 1 else "them"
         raise GuardConfigurationError(

@@ -14,7 +14,8 @@ A :class:`GuardNode` (``guard.as_node(...)``) is a node for a plain ``StateGraph
 * ``goto=`` / ``goto_safe=`` make the node route with ``Command(goto=...)``: to a node you name, or ``END``.
 * ``verdict_key=`` writes the verdicts into the state as plain JSON data (never ``Verdict`` objects), so a
   checkpointer stores and loads them with no "unregistered type" warning. Each record names the node's policy
-  (:func:`policy_of`): an output node skips a model message already judged under its own policy only.
+  (:func:`~langchain_llamaguard.moderators.policy_digest`): an output node skips a model message already judged
+  under its own policy only.
 * The messages key **must** have langgraph's ``add_messages`` reducer (``MessagesState`` has it): with
   ``operator.add`` the refusal is appended and the flagged text stays; with no reducer the history is replaced by
   the refusal alone.
@@ -47,8 +48,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
-from .moderators import AnyVerdict, Moderator
+from .moderators import AnyVerdict, Moderator, policy_digest
 from .prompt_guard import PromptGuardVerdict
 from .replacements import DEFAULT_REFUSAL, describe, fingerprint, last_index, removed_turn, replacement
 from .runnables import achecked, checked
@@ -109,10 +108,11 @@ class GuardNode(Runnable[Any, Any]):
             ``goto``, so a node that routes routes both ways and has no ``add_edge`` from it.
         verdict_key: a state key to write the verdicts to, as a list of JSON-able dicts (``verdict.model_dump(
             mode="json")`` plus ``message_id``, ``stage``, ``fingerprint``, a hash of the judged content, and
-            ``policy``, :func:`policy_of` the node's guards), one per judged message, on every run that judged
-            something. Give it a reducer (``Annotated[list[dict], operator.add]``) to keep them all. A later output
-            node of the same policy skips a model message whose id and fingerprint are there (one rewritten under the
-            same id is judged again, and so is every message by a node of another policy).
+            ``policy``, the node's guards and what their verdicts depend on: ``node.policy``), one per judged
+            message, on every run that judged something. Give it a reducer (``Annotated[list[dict],
+            operator.add]``) to keep them all. A later output node of the same policy skips a model message whose
+            id and fingerprint are there (one rewritten under the same id is judged again, and so is every message
+            by a node of another policy).
         stages: the kinds of message this guard may judge (Prompt Guard: no model output).
         name: the node's name (``builder.add_node(node)`` uses it).
 
@@ -162,7 +162,7 @@ class GuardNode(Runnable[Any, Any]):
         self.goto_safe = goto_safe
         self.verdict_key = verdict_key
         self.name = name
-        self.policy = policy_of(moderator)
+        self.policy = f"{moderator.name}:{policy_digest(moderator)}"
 
     def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
         return f"{name or self.name or f'{self.moderator.name}_node'}{suffix or ''}"
@@ -361,34 +361,6 @@ def default_refusal(verdict: AnyVerdict) -> str:
     return PROMPT_GUARD_REFUSAL if isinstance(verdict, PromptGuardVerdict) else DEFAULT_REFUSAL
 
 
-def policy_of(moderator: Any) -> str:
-    """The name of the policy a node judges by: its guard(s) and what their verdicts depend on (the categories, the
-    excluded ones, the threshold), the same for every node built alike, in any process. ``verdict_key`` records
-    carry it, and a node skips only the records of its own policy, as the agent middleware keys its thread records
-    by policy (a lenient node's verdict never stands in for a strict node's).
-
-    Example:
-        >>> guard.as_node().policy == guard.as_node(excluded_categories=["S9"]).policy  # doctest: +SKIP
-        False
-    """
-    described = []
-    for part in getattr(moderator, "moderators", None) or [moderator]:  # a CombinedModerator's guards, in order
-        guard = getattr(part, "guard", None)
-        excluded = getattr(part, "excluded", None)
-        if excluded is None:
-            excluded = getattr(guard, "excluded_categories", None)
-        described.append(
-            {
-                "guard": part.name,
-                "categories": getattr(guard, "categories", None),
-                "excluded": sorted(excluded or ()),
-                "threshold": getattr(guard, "threshold", None),
-            }
-        )
-    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return f"{moderator.name}:{digest}"
-
-
 def _seen(message: BaseMessage) -> tuple[Any, str] | None:
     """The key a model message's verdict record is found by (``None`` for a message with no id: never skipped)."""
     return None if message.id is None else (message.id, fingerprint(message))
@@ -416,4 +388,4 @@ def _check_on_unsafe(on_unsafe: Any) -> Any:
     )
 
 
-__all__ = ["PROMPT_GUARD_REFUSAL", "Check", "GuardNode", "default_refusal", "fingerprint", "policy_of"]
+__all__ = ["PROMPT_GUARD_REFUSAL", "Check", "GuardNode", "default_refusal", "fingerprint"]

@@ -34,8 +34,16 @@ from typing import Any
 from .conversation import ImageLoader, ImageRef, short
 from .errors import GuardConfigurationError, ImageLoadError
 
-__all__ = ["DEFAULT_MAX_IMAGES", "DEFAULT_MAX_IMAGE_BYTES", "DEFAULT_MAX_IMAGE_PIXELS", "IMAGE_FORMATS", "ImageLimits",
-           "ImageLoadError", "check_image_count", "load_image"]
+__all__ = [
+    "DEFAULT_MAX_IMAGES",
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "IMAGE_FORMATS",
+    "ImageLimits",
+    "ImageLoadError",
+    "check_image_count",
+    "load_image",
+]
 
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 """PIL's own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``)."""
@@ -78,8 +86,10 @@ def _over(found: str, bound: str, limit: int) -> ImageLoadError:
 def check_image_count(count: int, limits: ImageLimits = _DEFAULT_LIMITS) -> None:
     """Raise :class:`ImageLoadError` when one conversation carries more than ``limits.max_images`` images."""
     if limits.max_images is not None and count > limits.max_images:
-        raise ImageLoadError(f"{count} images in one conversation is over max_images={limits.max_images}; raise "
-                             "the bound (max_images=...) or send fewer images")
+        raise ImageLoadError(
+            f"{count} images in one conversation is over max_images={limits.max_images}; raise "
+            "the bound (max_images=...) or send fewer images"
+        )
 
 
 def _check_bytes(size: int, limits: ImageLimits, what: str) -> None:
@@ -99,8 +109,10 @@ def _bomb(exc: Exception, limits: ImageLimits, what: str) -> ImageLoadError:
     pixels = int(found.group(1)) if found else None
     if pixels is not None and limits.max_pixels is not None and pixels > limits.max_pixels:
         return _over(f"image of {pixels:,} pixels", "max_image_pixels", limits.max_pixels)
-    return ImageLoadError(f"cannot read the image from {what}: PIL refuses it as a decompression bomb ({exc}); "
-                          "that limit applies whatever max_image_pixels is: raise PIL.Image.MAX_IMAGE_PIXELS too")
+    return ImageLoadError(
+        f"cannot read the image from {what}: PIL refuses it as a decompression bomb ({exc}); "
+        "that limit applies whatever max_image_pixels is: raise PIL.Image.MAX_IMAGE_PIXELS too"
+    )
 
 
 def _on_white(img: Any) -> Any:
@@ -133,8 +145,10 @@ def _decode(img: Any, limits: ImageLimits, what: str) -> Any:
             raise _bomb(exc, limits, what) from exc
         except Exception as exc:  # hostile data: decoders raise what they like (OSError, SyntaxError, EOFError...)
             raise ImageLoadError(f"cannot read the image from {what}: {type(exc).__name__}: {exc}") from exc
-    raise ImageLoadError(f"animated image ({img.format}, {frames} frames) in {what}: the guard would read only its "
-                         "first frame; send a still image (each frame as its own image block)")
+    raise ImageLoadError(
+        f"animated image ({img.format}, {frames} frames) in {what}: the guard would read only its "
+        "first frame; send a still image (each frame as its own image block)"
+    )
 
 
 def _open(data: bytes, what: str, limits: ImageLimits) -> Any:
@@ -147,8 +161,10 @@ def _open(data: bytes, what: str, limits: ImageLimits) -> Any:
         try:
             img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)  # the header only: nothing decoded yet
         except UnidentifiedImageError as exc:
-            raise ImageLoadError(f"cannot read the image from {what}: not an image in one of the accepted formats "
-                                 f"({', '.join(IMAGE_FORMATS)})") from exc
+            raise ImageLoadError(
+                f"cannot read the image from {what}: not an image in one of the accepted formats "
+                f"({', '.join(IMAGE_FORMATS)})"
+            ) from exc
         except Image.DecompressionBombError as exc:
             raise _bomb(exc, limits, what) from exc
         except Exception as exc:  # a malformed header

@@ -664,11 +664,16 @@ class LlamaGuardEngine(Closeable):
             return self
         try:
             policy = check_policy(categories)
-            resolve_categories(self.excluded_categories, policy)
+            # The guard's own exclusions carry over where the new policy has their codes; one it lacks excludes
+            # nothing there (an exclusion the caller names for this policy is checked where it is named).
+            known = policy if policy is not None else self.format.categories
+            inherited = tuple(c for c in self.excluded_categories if c in known)
+            active_categories(self.format, inherited, categories=policy)  # not every category of it
         except ValueError as exc:
             raise GuardConfigurationError(str(exc)) from exc
         other = copy.copy(self)
         other.categories = policy
+        other.excluded_categories = inherited
         other._view_of = self  # shares this guard's micro-batcher, whose worker holds this guard only weakly
         _adopt(other.backend)
         return other

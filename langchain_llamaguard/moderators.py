@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -41,6 +43,35 @@ class Moderator(Protocol):
     def check(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]: ...
 
     async def acheck(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]: ...
+
+
+def policy_digest(moderator: Any) -> str:
+    """A short hash of what a moderator's verdicts depend on: each guard's kind and model format, its categories,
+    excluded categories and threshold. The same for every moderator built alike, in any process: the records a graph
+    node (``verdict_key``) or the agent middleware leaves in a thread's state are named by it, so a verdict under one
+    policy (a lenient one, another model) never stands in for another's.
+
+    Example:
+        >>> lenient = LlamaGuardModerator(guard, excluded_categories=["S9"])             # doctest: +SKIP
+        >>> policy_digest(LlamaGuardModerator(guard)) == policy_digest(lenient)          # doctest: +SKIP
+        False
+    """
+    described = []
+    for part in getattr(moderator, "moderators", None) or [moderator]:  # a CombinedModerator's guards, in order
+        guard = getattr(part, "guard", None)
+        excluded = getattr(part, "excluded", None)
+        if excluded is None:
+            excluded = getattr(guard, "excluded_categories", None)
+        described.append(
+            {
+                "guard": getattr(part, "name", type(part).__name__),
+                "format": getattr(getattr(guard, "format", None), "name", None),
+                "categories": getattr(guard, "categories", None),
+                "excluded": sorted(excluded or ()),
+                "threshold": getattr(guard, "threshold", None),
+            }
+        )
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class VerdictCache:

@@ -365,9 +365,7 @@ def call_overlapped(call: Callable[[], Any], check: Callable[[], Any]) -> tuple[
     return _overlap(start_thread(run), check, None, None)
 
 
-async def acall_overlapped(
-    call: Callable[[], Awaitable[Any]], check: Callable[[], Awaitable[Any]]
-) -> tuple[Any, Any]:
+async def acall_overlapped(call: Callable[[], Awaitable[Any]], check: Callable[[], Awaitable[Any]]) -> tuple[Any, Any]:
     """Async :func:`call_overlapped`: the model call is a task, cancelled when the input is unsafe."""
 
     async def run() -> Any:

@@ -12,8 +12,10 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -95,8 +97,36 @@ def marked(message: BaseMessage) -> BaseMessage:
         >>> guard_written(marked(AIMessage("I can't help with that."))), guard_written(AIMessage("I can't help."))
         (True, False)
     """
-    meta = {**(message.response_metadata or {}), GUARD_WRITTEN: fingerprint(message)}
+    mark = fingerprint(message)
+    with _WRITTEN_LOCK:
+        _WRITTEN_HERE[mark] = None
+        _WRITTEN_HERE.move_to_end(mark)
+        while len(_WRITTEN_HERE) > _WRITTEN_KEPT:
+            _WRITTEN_HERE.popitem(last=False)
+    meta = {**(message.response_metadata or {}), GUARD_WRITTEN: mark}
     return message.model_copy(update={"response_metadata": meta})
+
+
+_WRITTEN_HERE: collections.OrderedDict[str, None] = collections.OrderedDict()
+"""Fingerprints of what guards of this process wrote lately (:func:`marked`)."""
+_WRITTEN_LOCK = threading.Lock()
+_WRITTEN_KEPT = 4096
+
+
+def written_here(message: BaseMessage) -> bool:
+    """Whether ``message`` is, unchanged, what a guard of this process wrote lately: the mark alone can be copied
+    (a tool or a remote graph returning a message with it), so a check that skips guard-written messages as they
+    are made (the stream transformers judging each other's notices) asks this.
+
+    Example:
+        >>> copied = AIMessage("x", response_metadata={GUARD_WRITTEN: fingerprint(AIMessage("x"))})
+        >>> written_here(marked(AIMessage("withheld."))), guard_written(copied), written_here(copied)
+        (True, True, False)
+    """
+    if not guard_written(message):
+        return False
+    with _WRITTEN_LOCK:
+        return fingerprint(message) in _WRITTEN_HERE
 
 
 def guard_written(message: BaseMessage) -> bool:
@@ -134,4 +164,5 @@ __all__ = [
     "marked",
     "removed_turn",
     "replacement",
+    "written_here",
 ]

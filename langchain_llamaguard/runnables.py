@@ -347,7 +347,12 @@ class OneBatchPerCall:
         if not inputs:
             return []
         return self._batch_with_config(  # type: ignore[attr-defined]
-            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="chain", **kwargs  # type: ignore[attr-defined]
+            self._batch,
+            inputs,
+            config,
+            return_exceptions=return_exceptions,
+            run_type="chain",
+            **kwargs,  # type: ignore[attr-defined]
         )
 
     async def abatch(
@@ -356,7 +361,12 @@ class OneBatchPerCall:
         if not inputs:
             return []
         return await self._abatch_with_config(  # type: ignore[attr-defined]
-            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="chain", **kwargs  # type: ignore[attr-defined]
+            self._abatch,
+            inputs,
+            config,
+            return_exceptions=return_exceptions,
+            run_type="chain",
+            **kwargs,  # type: ignore[attr-defined]
         )
 
 
@@ -611,9 +621,7 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         if pending:  # the end of the answer: judged whole before its last chunks leave
             verdict, _ = await self._ajudge_so_far(acc, judged, context, run_manager)
             if verdict is not None and not verdict.safe:
-                yield await self._aunsafe(
-                    "output", verdict, _answer_payload(payload, acc), pending[-1], config
-                )
+                yield await self._aunsafe("output", verdict, _answer_payload(payload, acc), pending[-1], config)
                 return
             for p in pending:
                 yield p

@@ -214,7 +214,7 @@ def check_policy(categories: Mapping[str, str] | None) -> dict[str, str] | None:
             )
         if not isinstance(text, str) or not text.strip():
             raise GuardConfigurationError(f"the text of category {code} must be a non-empty string, got {text!r}")
-        if "\n" in text or "\r" in text:
+        if text.splitlines() != [text]:  # \n, \r, and \u2028, \x85, \v ... (what splitlines breaks at)
             raise GuardConfigurationError(
                 f"the text of category {code} holds a line break ({text!r}): each category is one line of the "
                 "prompt (`S1: text`), so a break would add lines the model reads as categories or instructions; "

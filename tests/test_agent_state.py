@@ -391,9 +391,14 @@ async def test_a_user_turn_edited_in_a_fork_is_judged_before_the_model_reads_it(
     assert "removed by" in out["messages"][0].text and out["messages"][0].id == "h1"
 
 
-def test_a_fork_that_flags_the_user_turn_also_withholds_a_flagged_tool_result(prompt_guard):
-    """A fork that edits both the user's turn and a tool result into injections: the run ends on the turn, and the
-    result is withheld too, or a later turn's model would read it (it follows no new model message then)."""
+@pytest.mark.parametrize("which", ["prompt_guard", "llama_guard"])
+def test_a_fork_that_flags_the_user_turn_also_withholds_a_flagged_tool_result(prompt_guard, lg4, which):
+    """A fork that edits both the user's turn and a tool result into flagged text: the run ends on the turn, and
+    the result is withheld too, or a later turn's model would read it (it follows no new model message then)."""
+    llama = which == "llama_guard"
+    bad = BOMB if llama else INJECTION
+    result_text = UNSAFE_ANSWER if llama else INJECTION
+    guard = LlamaGuardMiddleware(lg4, apply_to_tool_results=True) if llama else PromptGuardMiddleware(prompt_guard)
 
     @tool
     def search(query: str) -> str:
@@ -402,17 +407,15 @@ def test_a_fork_that_flags_the_user_turn_also_withholds_a_flagged_tool_result(pr
 
     call = AIMessage("", tool_calls=[{"name": "search", "args": {"query": "weather"}, "id": "c1"}])
     model = ScriptedToolModel(messages=iter([call, AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
-    agent = create_agent(
-        model, [search], middleware=[PromptGuardMiddleware(prompt_guard)], checkpointer=InMemorySaver()
-    )
+    agent = create_agent(model, [search], middleware=[guard], checkpointer=InMemorySaver())
     cfg = {"configurable": {"thread_id": "fork-both"}}
     agent.invoke({"messages": [HumanMessage(BENIGN, id="h1")]}, cfg)
     at_model = next(s for s in agent.get_state_history(cfg) if s.next == ("model",) and len(s.values["messages"]) == 3)
     result = at_model.values["messages"][2]
-    edits = [HumanMessage(INJECTION, id="h1"), ToolMessage(INJECTION, id=result.id, tool_call_id="c1", name="search")]
+    edits = [HumanMessage(bad, id="h1"), ToolMessage(result_text, id=result.id, tool_call_id="c1", name="search")]
     out = agent.invoke(None, agent.update_state(at_model.config, {"messages": edits}))
-    assert not any(INJECTION in m.text for m in out["messages"])
-    assert "withheld" in next(m for m in out["messages"] if isinstance(m, ToolMessage)).text
+    assert not any(t in m.text for m in out["messages"] for t in (bad, result_text))
+    assert "removed by" in out["messages"][0].text
 
 
 @pytest.mark.parametrize("decision", ["respond", "reject"])
@@ -463,3 +466,16 @@ def test_a_call_a_reviewer_edits_into_one_llama_guard_blocks_ends_the_run_beside
     out = agent.invoke(Command(resume={"decisions": [edit]}), {**cfg, "callbacks": [prompts]})
     assert counts["python_repl"] == [] and len(prompts.sent) == 1  # the tool never ran, the model was not asked again
     assert "flagged by Llama Guard" in out["messages"][-1].text
+
+
+def test_thread_records_are_named_by_everything_a_verdict_depends_on(lg4_with):
+    """A record one middleware (or graph node) leaves in a thread stands in for another's check only when the
+    verdicts would be the same: the same model format, categories, exclusions and threshold."""
+    names = {
+        LlamaGuardMiddleware(lg4_with()).record,
+        LlamaGuardMiddleware(lg4_with(threshold=0.9)).record,
+        LlamaGuardMiddleware(lg4_with(excluded_categories=["S9"])).record,
+        LlamaGuardMiddleware(lg4_with(), categories={"S1": "Violent Crimes."}).record,
+    }
+    assert len(names) == 4 and LlamaGuardMiddleware(lg4_with()).record in names  # built alike: the same name
+    assert lg4_with().as_node().policy != lg4_with(threshold=0.9).as_node().policy

@@ -80,25 +80,50 @@ def _b64(data: bytes) -> ImageRef:
     ("ref", "limits", "match"),
     [
         pytest.param(lambda: _b64(_bomb()), ImageLimits(), DEFAULT_BOUND, id="bomb"),
-        pytest.param(lambda: _b64(_bomb()), ImageLimits(max_pixels=None), r"decompression bomb.*"
-                     r"PIL\.Image\.MAX_IMAGE_PIXELS", id="bomb-bound-lifted-PIL-still-refuses"),
-        pytest.param(lambda: _b64(_png(33, 31)), ImageLimits(max_pixels=1022),
-                     r"1,023 pixels \(33x31\) is over max_image_pixels=1,022", id="just-over-pixels"),
+        pytest.param(
+            lambda: _b64(_bomb()),
+            ImageLimits(max_pixels=None),
+            r"decompression bomb.*"
+            r"PIL\.Image\.MAX_IMAGE_PIXELS",
+            id="bomb-bound-lifted-PIL-still-refuses",
+        ),
+        pytest.param(
+            lambda: _b64(_png(33, 31)),
+            ImageLimits(max_pixels=1022),
+            r"1,023 pixels \(33x31\) is over max_image_pixels=1,022",
+            id="just-over-pixels",
+        ),
         # the pixel bound is read from the header: the truncated body is never decoded
-        pytest.param(lambda: _b64(_png(300, 200, truncated=True)), ImageLimits(max_pixels=1000),
-                     "60,000 pixels.*max_image_pixels=1,000", id="pixels-from-the-header"),
+        pytest.param(
+            lambda: _b64(_png(300, 200, truncated=True)),
+            ImageLimits(max_pixels=1000),
+            "60,000 pixels.*max_image_pixels=1,000",
+            id="pixels-from-the-header",
+        ),
         pytest.param(lambda: _b64(_png(300, 200, truncated=True)), ImageLimits(), "truncated", id="truncated"),
-        pytest.param(lambda: _b64(_saved(Image.new("RGB", (64, 64)))[:-40]), ImageLimits(), "truncated",
-                     id="truncated-end"),
-        pytest.param(lambda: _b64(_animated_gif()), ImageLimits(), r"animated image \(GIF, 2 frames\)",
-                     id="animated"),
-        pytest.param(lambda: _b64(_saved(Image.new("RGB", (8, 8)), "TIFF")), ImageLimits(),
-                     "accepted formats.*PNG, JPEG", id="format-outside-the-list"),
+        pytest.param(
+            lambda: _b64(_saved(Image.new("RGB", (64, 64)))[:-40]), ImageLimits(), "truncated", id="truncated-end"
+        ),
+        pytest.param(lambda: _b64(_animated_gif()), ImageLimits(), r"animated image \(GIF, 2 frames\)", id="animated"),
+        pytest.param(
+            lambda: _b64(_saved(Image.new("RGB", (8, 8)), "TIFF")),
+            ImageLimits(),
+            "accepted formats.*PNG, JPEG",
+            id="format-outside-the-list",
+        ),
         # the byte bound is checked on the base64 text: this payload is not even base64, and is never decoded
-        pytest.param(lambda: ImageRef("url", "data:image/png;base64," + "!" * 4000), ImageLimits(max_bytes=2000),
-                     r"3,000 bytes \(in a data URL\) is over max_image_bytes=2,000", id="data-url-over-bytes"),
-        pytest.param(lambda: ImageRef("pil", Image.new("1", (2000, 2000))), ImageLimits(max_pixels=1000),
-                     "4,000,000 pixels.*max_image_pixels=1,000", id="pil-object-over-pixels"),
+        pytest.param(
+            lambda: ImageRef("url", "data:image/png;base64," + "!" * 4000),
+            ImageLimits(max_bytes=2000),
+            r"3,000 bytes \(in a data URL\) is over max_image_bytes=2,000",
+            id="data-url-over-bytes",
+        ),
+        pytest.param(
+            lambda: ImageRef("pil", Image.new("1", (2000, 2000))),
+            ImageLimits(max_pixels=1000),
+            "4,000,000 pixels.*max_image_pixels=1,000",
+            id="pil-object-over-pixels",
+        ),
     ],
 )
 def test_each_hostile_image_is_an_error_naming_the_bound(ref, limits, match):
@@ -145,15 +170,22 @@ def closed(lg4_with):
 
 HOSTILE = [
     pytest.param(lambda: _asking(_bomb()), "187,500,000 pixels is over max_image_pixels=100,000", id="bomb"),
-    pytest.param(lambda: _asking(_png(317, 316)), r"100,172 pixels \(317x316\) is over max_image_pixels=100,000",
-                 id="just-over-pixels"),
-    pytest.param(lambda: _asking("data:image/png;base64," + "A" * 80_000), "60,000 bytes.*max_image_bytes=50,000",
-                 id="data-url-over-bytes"),
+    pytest.param(
+        lambda: _asking(_png(317, 316)),
+        r"100,172 pixels \(317x316\) is over max_image_pixels=100,000",
+        id="just-over-pixels",
+    ),
+    pytest.param(
+        lambda: _asking("data:image/png;base64," + "A" * 80_000),
+        "60,000 bytes.*max_image_bytes=50,000",
+        id="data-url-over-bytes",
+    ),
     pytest.param(lambda: _asking(_png(300, 200, truncated=True)), "truncated", id="truncated"),
     pytest.param(lambda: _asking(_animated_gif()), r"animated image \(GIF, 2 frames\)", id="animated"),
     # counted before any is loaded: these four are bombs, and the count is what is named
-    pytest.param(lambda: _asking(*[_bomb()] * 4), "4 images in one conversation is over max_images=3",
-                 id="too-many-images"),
+    pytest.param(
+        lambda: _asking(*[_bomb()] * 4), "4 images in one conversation is over max_images=3", id="too-many-images"
+    ),
 ]
 
 
@@ -209,9 +241,7 @@ def test_agent_middleware_blocks_the_turn(closed, prompt_guard):
     """A real create_agent run: Prompt Guard reads only the text (the image is never decoded), Llama Guard fails
     closed on the bomb, and the model is never called."""
     model = answering_chat_model({})
-    agent = create_agent(
-        model, [], middleware=[PromptGuardMiddleware(prompt_guard), LlamaGuardMiddleware(closed)]
-    )
+    agent = create_agent(model, [], middleware=[PromptGuardMiddleware(prompt_guard), LlamaGuardMiddleware(closed)])
     result = agent.invoke({"messages": _asking(_bomb(), text=BENIGN)})
     last = result["messages"][-1]
     assert isinstance(last, AIMessage) and last.text.startswith("I can't help with that: the request was flagged")

@@ -31,12 +31,39 @@ def test_layers_point_one_way():
     import ast
 
     package = ROOT / "langchain_llamaguard"
-    adapters = {"runnables", "moderators", "guards", "middleware", "tools", "cli", "evaluation", "retry", "documents",
-                "graph", "replacements", "parallel", "inner_runs"}
-    lower = ["taxonomy.py", "conversation.py", "content_blocks.py", "prompt_format.py", "encoding.py", "verdict.py",
-             "errors.py", "forking.py", "lifecycle.py", "images.py", "batching.py", "budget.py", "pickling.py",
-             "llama_guard.py", "prompt_guard.py", *[f"backends/{p.name}" for p in
-             (package / "backends").glob("*.py")]]
+    adapters = {
+        "runnables",
+        "moderators",
+        "guards",
+        "middleware",
+        "tools",
+        "cli",
+        "evaluation",
+        "retry",
+        "documents",
+        "graph",
+        "replacements",
+        "parallel",
+        "inner_runs",
+    }
+    lower = [
+        "taxonomy.py",
+        "conversation.py",
+        "content_blocks.py",
+        "prompt_format.py",
+        "encoding.py",
+        "verdict.py",
+        "errors.py",
+        "forking.py",
+        "lifecycle.py",
+        "images.py",
+        "batching.py",
+        "budget.py",
+        "pickling.py",
+        "llama_guard.py",
+        "prompt_guard.py",
+        *[f"backends/{p.name}" for p in (package / "backends").glob("*.py")],
+    ]
     for name in lower:
         tree = ast.parse((package / name).read_text())
         for node in ast.walk(tree):

@@ -313,9 +313,10 @@ def test_agent_flagged_input_error_and_replace(lg4):
     assert info.value.stage == "input" and counts["web_search"] == []
     agent, counts, _ = _agent(lg4, "parallel", exit_behavior="replace")
     messages = agent.invoke({"messages": [HumanMessage(BOMB)]})["messages"]
-    assert messages[0].text.startswith("[message removed by Llama Guard") and len(
-        [m for m in messages if isinstance(m, HumanMessage)]
-    ) == 1
+    assert (
+        messages[0].text.startswith("[message removed by Llama Guard")
+        and len([m for m in messages if isinstance(m, HumanMessage)]) == 1
+    )
 
 
 @pytest.mark.parametrize(

@@ -377,3 +377,29 @@ def test_a_request_waiting_for_a_connection_fails_at_once_when_the_client_is_clo
     finally:
         silent.stop()
         busy.join(15)
+
+
+def test_an_async_request_waiting_for_a_connection_is_never_sent_after_close():
+    """The async twin: a request waiting for the loop's one connection when the client is closed fails with
+    GuardClosedError once the connection frees, without sending anything or keeping a connection open."""
+    from langchain_llamaguard import GuardClosedError
+    from langchain_llamaguard.backends.http import EndpointClient
+
+    silent = Forwarder(free_port(), None).start()
+    client = EndpointClient(silent.url, timeout=1.5, max_concurrency=1)
+
+    async def main() -> list[Any]:
+        body = ("/completions", {"prompt": [1, 2, 3]})
+        busy = asyncio.ensure_future(client.apost_many([body]))
+        await asyncio.sleep(0.3)
+        waiting = asyncio.ensure_future(client.apost_many([body]))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(client.close)  # another thread closes the guard (a shutdown hook)
+        return await asyncio.gather(busy, waiting, return_exceptions=True)
+
+    try:
+        busy, waiting = asyncio.run(main())
+        assert isinstance(busy, GuardServerError) and isinstance(waiting, GuardClosedError)
+        assert silent.accepted == 1  # the waiting request never opened a connection of its own
+    finally:
+        silent.stop()

@@ -407,8 +407,16 @@ def test_sentence_mode_reads_the_output_key(lg4):
 
 @pytest.mark.parametrize(
     "option",
-    [{"check_every": 0}, {"check_every": -1}, {"check_every": True}, {"check_every": 2.5}, {"check_every": "2"},
-     {"check_every": "Sentence"}, {"stream_mode": "Incremental"}, {"stream_mode": None}],
+    [
+        {"check_every": 0},
+        {"check_every": -1},
+        {"check_every": True},
+        {"check_every": 2.5},
+        {"check_every": "2"},
+        {"check_every": "Sentence"},
+        {"stream_mode": "Incremental"},
+        {"stream_mode": None},
+    ],
 )
 def test_stream_options_are_checked_with_the_packages_error(lg4, option):
     for make in (lambda: lg4.wrap(llm(), **option), lambda: lg4.as_output_guard(**option)):

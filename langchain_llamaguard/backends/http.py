@@ -436,7 +436,12 @@ class EndpointClient:
             every = list(self._async.items())
             self._async.clear()
         for loop, slots in every:
-            if not loop.is_closed() and not loop.is_running():
+            slots.closed = True  # a request that gets a slot from now on fails (GuardClosedError), none is kept
+            if loop.is_closed():
+                continue
+            if loop.is_running():  # another thread's loop: its free connections are closed on it
+                loop.call_soon_threadsafe(lambda s=slots: s.close_soon())
+            else:
                 loop.run_until_complete(slots.aclose())
 
     async def aclose(self) -> None:
@@ -479,18 +484,20 @@ class _AsyncSlots:
         self._semaphore = asyncio.Semaphore(size)
         self._make = make
         self._closing: set[asyncio.Future[None]] = set()
-        self._closed = False
+        self.closed = False
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[httpx.AsyncHTTPTransport]:
         async with self._semaphore:
+            if self.closed:  # the client was closed while this request waited
+                raise GuardClosedError("this guard was closed while a check was running")
             transport = self._free.pop() if self._free else self._make()
             try:
                 yield transport
             except BaseException:
                 self._discard(transport)
                 raise
-            if self._closed:
+            if self.closed:
                 self._discard(transport)
             else:
                 self._free.append(transport)
@@ -501,10 +508,14 @@ class _AsyncSlots:
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
 
-    async def aclose(self) -> None:
-        self._closed = True
+    def close_soon(self) -> None:
+        """Close the free connections in tasks of this loop (called on it)."""
+        self.closed = True
         while self._free:
             self._discard(self._free.pop())
+
+    async def aclose(self) -> None:
+        self.close_soon()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 

@@ -23,9 +23,7 @@ Known pitfalls of the middleware API, and how this class handles each:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
@@ -35,7 +33,7 @@ from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
 
 from ..errors import GuardConfigurationError, UnsafeContentError
-from ..moderators import AnyVerdict, LlamaGuardModerator, Moderator
+from ..moderators import AnyVerdict, LlamaGuardModerator, Moderator, policy_digest
 from ..parallel import InputCheck, acall_overlapped, call_overlapped, check_input_check
 from ..replacements import (
     DEFAULT_REFUSAL,
@@ -207,15 +205,10 @@ class LlamaGuardMiddleware(AgentMiddleware):
         return self._name
 
     def _policy_record(self) -> str:
-        """The name of this middleware's records in the agent state: its class and what its checks judge by (the
-        policy and the excluded categories), the same for every instance built alike, in any process."""
-        guard = self.moderator.guard  # type: ignore[attr-defined]
-        excluded = self.moderator.excluded  # type: ignore[attr-defined]
-        if excluded is None:
-            excluded = getattr(guard, "excluded_categories", None)
-        policy = {"categories": getattr(guard, "categories", None), "excluded": sorted(excluded or ())}
-        digest = hashlib.sha256(json.dumps(policy, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        return f"{type(self).__name__}:{digest}"
+        """The name of this middleware's records in the agent state: its class and what its checks judge by
+        (:func:`~langchain_llamaguard.moderators.policy_digest`), the same for every instance built alike, in any
+        process."""
+        return f"{type(self).__name__}:{policy_digest(self.moderator)}"
 
     # -- shared helpers (the sync and async hooks differ only in how the check is awaited) ---------------------
     def _refusal(self, verdict: AnyVerdict) -> str:
@@ -551,6 +544,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
     def _late(self, plans: list[_Check], verdicts: list[list[AnyVerdict]]) -> Late | None:
         """What to do before the model call, from the verdicts on :meth:`_late_plans`."""
         late = Late(replacements=[])
+        ending: tuple[AIMessage, BaseMessage] | None = None
         for plan, found in zip(plans, verdicts, strict=True):
             if plan.stage == "input":
                 if found[0].safe:
@@ -558,8 +552,9 @@ class LlamaGuardMiddleware(AgentMiddleware):
                     continue
                 outcome = self._flagged_input(plan, found[0])  # raises with exit_behavior="error"
                 if isinstance(outcome, tuple):  # the refusal ends the run, the turn leaves the thread
-                    return Late(replacements=[outcome[1]], answer=outcome[0])
-                late.replacements.append(outcome)
+                    ending = outcome
+                else:
+                    late.replacements.append(outcome)
                 continue
             update = self._finish(plan, found)  # tool results
             if update is not None:
@@ -567,6 +562,8 @@ class LlamaGuardMiddleware(AgentMiddleware):
                 if "jump_to" in update:
                     flagged = next(v for v in found if not v.safe)
                     late.answer = marked(AIMessage(content=self._refusal(flagged)))
+        if ending is not None:  # flagged results leave too: a later turn's model must not read them
+            return Late(replacements=[ending[1], *late.replacements], answer=ending[0])
         return late if late.replacements or late.answer or late.update else None
 
     def _late_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, SystemMessage, ToolMessage
 
-from ..replacements import answers_to, guard_written
+from ..replacements import answers_to, written_here
 from .tool_output import messages_in, new_messages, normalized, with_replaced
 
 try:  # langgraph >= 1.2 with the v3 streaming protocol
@@ -85,7 +85,7 @@ def _kind_of(message: Any, space: _Namespace | None = None) -> Kind | None:
     """How a message is judged: a model message as the output; a tool result, and a user or system message added
     during the run (by a tool's ``Command``: not in the namespace's input), as a tool result. A guard's own notice
     or refusal is not judged (the hooks skip it too)."""
-    if guard_written(message):
+    if written_here(message):
         return None
     if isinstance(message, AIMessage):
         return "output"
@@ -366,7 +366,7 @@ class _GuardStreamTransformer:
         value = normalized(data[field_name])
         carries_messages = bool(messages_in(value))
         if carries_messages:  # a ToolMessage, a Command: the messages the model will read as new
-            messages = [m for m in new_messages(value, space.context, model_messages=False) if not guard_written(m)]
+            messages = [m for m in new_messages(value, space.context, model_messages=False) if not written_here(m)]
             if not messages:
                 return None
         else:
@@ -399,7 +399,7 @@ class _GuardStreamTransformer:
         acknowledgement of a structured answer quotes it). Also whether an answer was flagged."""
 
         def outcome(m: Any) -> BaseMessage | None:
-            if not isinstance(m, BaseMessage):
+            if not isinstance(m, BaseMessage) or isinstance(m, RemoveMessage):  # a removal stays a removal
                 return None
             return extra.get(id(m)) if id(m) in extra else self._outcome.get(m.id) if m.id is not None else None
 

@@ -52,8 +52,6 @@ def test_long_history_is_split_by_turn(lg4_with):
     assert not guard.check(history + [HumanMessage(BOMB)]).safe
 
 
-
-
 @pytest.mark.parametrize(("text", "target"), UNICODE_TRICKS)
 def test_unicode_tricks_never_crash_or_skip(lg4, prompt_guard, text, target, monkeypatch):
     seen = []

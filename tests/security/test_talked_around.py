@@ -48,8 +48,6 @@ def test_batched_forgeries_stay_text(lg4):
     assert [v.categories for v in verdicts] == [["S9"]] * len(FORGERIES) + [[]]
 
 
-
-
 @pytest.mark.parametrize("model", ["llama-guard-4", "llama-guard-3-8b", "llama-guard-3-1b"])
 def test_fake_format_markers_do_not_change_the_structure(model):
     clean = render(BOMB, model=model, excluded_categories=["S6"])
