@@ -568,7 +568,8 @@ def test_a_flagged_answer_still_counts_against_a_model_call_limit(lg4):
 
     model = GenericFakeChatModel(messages=iter([AIMessage(UNSAFE_ANSWER) for _ in range(5)]))
     limit = ModelCallLimitMiddleware(thread_limit=2, exit_behavior="end")
-    agent = create_agent(model, [], middleware=[limit, LlamaGuardMiddleware(lg4)], checkpointer=InMemorySaver())
+    guard = LlamaGuardMiddleware(lg4, apply_to_input=False)  # the answers are what is flagged here
+    agent = create_agent(model, [], middleware=[limit, guard], checkpointer=InMemorySaver())
     cfg = {"configurable": {"thread_id": "limit"}, "callbacks": [Counting()]}
     answers = [agent.invoke({"messages": [HumanMessage(BENIGN)]}, cfg)["messages"][-1].text for _ in range(4)]
     assert len(calls) == 2 and agent.get_state(cfg).values.get("thread_model_call_count") == 2
