@@ -48,14 +48,14 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field, model_validator
 
 from .errors import GuardConfigurationError, GuardInputError
 from .taxonomy import resolve_categories
-from .verdict import merge_verdicts
+from .verdict import NOT_IN_POLICY, merge_verdicts
 
 GUARD_POLICY = "llama_guard_policy"
 """A ``Noul`` whose ``instructions`` are this string is answered against the guard's own policy."""
@@ -70,7 +70,7 @@ def state_conversation(state: State) -> Any:
     if isinstance(state, BaseMessage):
         return [state]
     if isinstance(state, Mapping):
-        messages = [m for m in state.get("messages") or [] if isinstance(m, BaseMessage)]
+        messages = _messages(state.get("messages") or [])
         call = state.get("tool_call")
         if isinstance(call, Mapping):
             last = messages[-1] if messages else None
@@ -84,6 +84,38 @@ def state_conversation(state: State) -> Any:
     elif isinstance(state, Sequence) and state and all(isinstance(m, BaseMessage) for m in state):
         return list(state)
     return json.dumps(state, default=str, ensure_ascii=False)  # any other JSON: the user's text
+
+
+def _messages(given: Any) -> list[BaseMessage]:
+    """A state's ``messages`` as messages: chat dicts and ``(role, text)`` tuples too, as ``create_agent`` takes
+    them (never silently dropped: what cannot be read as a message is an error)."""
+    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+        raise GuardInputError(f"the state's messages must be a list of messages, got {type(given).__name__}")
+    try:
+        return convert_to_messages(list(given))
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise GuardInputError(
+            f"the state's messages could not be read as messages ({str(exc)[:200]}); accepted: LangChain messages, "
+            "chat dicts ({'role': 'user', 'content': ...}) and (role, text) tuples"
+        ) from None
+
+
+def as_noul(score: float, threshold: float | None, error: str | None = None) -> float:
+    """A guard's score as a ``Noul`` answer: P(unsafe), and 1.0 for a check that failed closed (it could not
+    decide). With a guard ``threshold`` the score is rescaled so that the threshold maps to 0.5, the cut a
+    decision (``AutoModeMiddleware``) blocks at: a call the guard flags is blocked, in the same order of scores.
+
+    Example:
+        >>> as_noul(0.3, None), as_noul(0.02, 0.01) > 0.5, as_noul(0.005, 0.01), as_noul(0.02, None, "bad output")
+        (0.3, True, 0.25, 1.0)
+    """
+    if error:
+        return 1.0
+    if threshold is None or threshold in (0.0, 1.0):
+        return score
+    if score < threshold:
+        return 0.5 * score / threshold
+    return 0.5 + 0.5 * (score - threshold) / (1.0 - threshold)
 
 
 def _call_args(call: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,7 +284,8 @@ class LlamaGuardDecisionModel(_GuardDecisionModel):
     def _guard_for(self, question: Noul) -> Any:
         if self.policy == "guard" or question.instructions == GUARD_POLICY:
             return self.guard
-        return self.guard.with_categories({_CODE: noul_policy_text(question)})
+        # the question is the whole policy: the guard's own exclusions are about its categories, not this one
+        return self.guard.with_categories({_CODE: noul_policy_text(question)}, excluded_categories=())
 
     def _choice_codes(self, question: Choice) -> list[str]:
         policy = getattr(self.guard, "categories", None)
@@ -290,10 +323,12 @@ class LlamaGuardDecisionModel(_GuardDecisionModel):
             grouped.setdefault(owner, []).append(verdict)
         for (r, qid), parts in grouped.items():
             verdict = merge_verdicts(parts)
-            # P(unsafe) is the answer; a fail-closed verdict carries 1.0 (a named code outside the one-category
-            # policy does not change the probability of ``unsafe``, which is what a Noul asks).
+            # P(unsafe) is the answer; a check that failed closed answers 1.0 (it could not decide).
             score = verdict.score if verdict.score is not None else float(not verdict.safe)
-            answers[r][qid] = NoulAnswer(type="noul", noul=score)
+            # a code outside the question's policy is still the model's "unsafe": its probability is the answer
+            undecided = verdict.error if NOT_IN_POLICY not in verdict.category_names else None
+            noul = as_noul(score, getattr(self.guard, "threshold", None), undecided)
+            answers[r][qid] = NoulAnswer(type="noul", noul=noul)
         for (r, qid), answer in choice_answers.items():
             answers[r][qid] = answer
         return [
@@ -348,7 +383,10 @@ class PromptGuardDecisionModel(_GuardDecisionModel):
 
     def _assemble(self, requests, verdicts) -> list[ClassifierResponse]:
         return [
-            ClassifierResponse(model=self.model, answers={q: NoulAnswer(type="noul", noul=v.score) for q in questions})
+            ClassifierResponse(
+                model=self.model,
+                answers={q: NoulAnswer(type="noul", noul=as_noul(v.score, v.threshold)) for q in questions},
+            )
             for (_, questions), v in zip(requests, verdicts, strict=True)
         ]
 
@@ -361,6 +399,7 @@ class PromptGuardDecisionModel(_GuardDecisionModel):
 
 __all__ = [
     "GUARD_POLICY",
+    "as_noul",
     "LlamaGuardDecisionModel",
     "PromptGuardDecisionModel",
     "noul_policy_text",

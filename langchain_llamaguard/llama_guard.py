@@ -16,7 +16,7 @@ import math
 import threading
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from .backends.base import MAX_NEW_TOKENS, AsyncGuardBackend, FirstStep, GuardBackend, VerdictTokens
 from .batching import MicroBatcher
@@ -58,6 +58,9 @@ _STOP_TOKENS = {
     "llama3": ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"),
 }
 _PAD_TOKENS = {"llama4": "<|finetune_right_pad|>", "llama3": "<|finetune_right_pad_id|>"}
+
+
+T = TypeVar("T")
 
 
 def _in_thread(fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
@@ -654,20 +657,27 @@ class LlamaGuardEngine(Closeable):
         await asyncio.to_thread(self.close)
 
     # -- preparing prompts ----------------------------------------------------------------------------------
-    def with_categories(self, categories: Mapping[str, str] | None) -> LlamaGuardEngine:
+    def with_categories(
+        self, categories: Mapping[str, str] | None, *, excluded_categories: Iterable[str] | None = None
+    ) -> LlamaGuardEngine:
         """The same guard (same model, settings and batches) with another policy; ``None`` is the default list.
+        ``excluded_categories``: the view's own (codes or texts of the new policy); by default the guard's, where
+        the new policy has their codes.
 
         Example:
             >>> fraud = guard.with_categories(default_categories(guard) | {"S15": "Fraud."})  # doctest: +SKIP
         """
-        if categories == self.categories:
+        if categories == self.categories and excluded_categories is None:
             return self
         try:
             policy = check_policy(categories)
             # The guard's own exclusions carry over where the new policy has their codes; one it lacks excludes
             # nothing there (an exclusion the caller names for this policy is checked where it is named).
             known = policy if policy is not None else self.format.categories
-            inherited = tuple(c for c in self.excluded_categories if c in known)
+            if excluded_categories is not None:
+                inherited = resolve_categories(excluded_categories, policy)
+            else:
+                inherited = tuple(c for c in self.excluded_categories if c in known)
             active_categories(self.format, inherited, categories=policy)  # not every category of it
         except ValueError as exc:
             raise GuardConfigurationError(str(exc)) from exc
@@ -935,14 +945,22 @@ class LlamaGuardEngine(Closeable):
         conversations = self._conversations(conversations)
         if not conversations:
             return []
+        return self._within_timeout(
+            lambda: self._batch_check(conversations, role, excluded_categories),
+            lambda: self._timed_out(len(conversations), role),
+        )
+
+    def _within_timeout(self, work: Callable[[], T], timed_out: Callable[[], T]) -> T:
+        """``work()``, or ``timed_out()`` once the guard's ``timeout`` has passed (the work, on a thread of its own,
+        is dropped if it has not started)."""
         if self.timeout is None:
-            return self._batch_check(conversations, role, excluded_categories)
-        future = _in_thread(self._batch_check, conversations, role, excluded_categories)
+            return work()
+        future = _in_thread(work)
         try:
             return future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()  # not started yet: it never runs
-            return self._timed_out(len(conversations), role)
+            return timed_out()
 
     def _conversations(self, conversations: Sequence[ConversationInput]) -> list[ConversationInput]:
         self._check_open()
@@ -1109,7 +1127,15 @@ class LlamaGuardEngine(Closeable):
         for conversation in conversations:
             prompts.append(self.encode(conversation, role=role)[0])
         forced = [self.tokens.unsafe, self._newline, self._s]
-        rows = self.backend.next_logprobs(prompts, self.tokens, forced, numbers)  # type: ignore[attr-defined]
+        backend = self.backend
+
+        def timed_out() -> Any:
+            raise GuardTimeoutError(f"the guard did not answer within {self.timeout} s")
+
+        rows = self._within_timeout(
+            lambda: backend.next_logprobs(prompts, self.tokens, forced, numbers),  # type: ignore[attr-defined]
+            timed_out,
+        )
         out = []
         for row in rows:
             top = max(row)
@@ -1119,18 +1145,29 @@ class LlamaGuardEngine(Closeable):
         return out
 
     def check_encoded(self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]) -> list[Verdict]:
-        """Score already-encoded prompts (one forward pass, then categories for the unsafe rows)."""
-        return [self._resolve(r) for r in self._score_encoded(prompts, excluded)]
+        """Score already-encoded prompts (one forward pass, then categories for the unsafe rows), within the guard's
+        ``timeout`` as :meth:`batch_check`."""
+        return self._within_timeout(
+            lambda: [self._resolve(r) for r in self._score_encoded(prompts, excluded)],
+            lambda: self._timed_out(len(prompts), None),
+        )
 
     async def acheck_encoded(
         self, prompts: Sequence[EncodedPrompt], excluded: Sequence[tuple[str, ...]]
     ) -> list[Verdict]:
         """Async :meth:`check_encoded` (native with a served model, else in a worker thread)."""
-        if isinstance(self.backend, AsyncGuardBackend):
-            results = await self._ascore_encoded(prompts, excluded)
-        else:
-            results = await asyncio.to_thread(self._score_encoded, prompts, excluded)
-        return [self._resolve(r) for r in results]
+
+        async def scored() -> list[_Scored]:
+            if isinstance(self.backend, AsyncGuardBackend):
+                return await self._ascore_encoded(prompts, excluded)
+            return await asyncio.to_thread(self._score_encoded, prompts, excluded)
+
+        if self.timeout is None:
+            return [self._resolve(r) for r in await scored()]
+        try:
+            return [self._resolve(r) for r in await asyncio.wait_for(scored(), self.timeout)]
+        except TimeoutError:
+            return self._timed_out(len(prompts), None)
 
     def _resolve(self, result: _Scored) -> Verdict:
         if isinstance(result, Verdict):

@@ -98,6 +98,11 @@ def parse_output(raw: str) -> ParsedOutput:
     return ParsedOutput(False, tuple(codes))
 
 
+NOT_IN_POLICY = "(not in the policy)"
+"""The name a verdict gives a category the model named that its policy does not list (the verdict fails closed,
+but the model did decide: unsafe)."""
+
+
 def make_verdict(
     parsed: ParsedOutput,
     *,
@@ -131,7 +136,7 @@ def make_verdict(
     return Verdict(
         safe=safe,
         categories=codes,
-        category_names=["(not in the policy)" if c in unknown else category_names([c], policy)[0] for c in codes],
+        category_names=[NOT_IN_POLICY if c in unknown else category_names([c], policy)[0] for c in codes],
         score=None if score is None else min(max(float(score), 0.0), 1.0),
         role=role,
         model=model,

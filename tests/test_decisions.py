@@ -168,3 +168,56 @@ def test_without_langchain_core_decisions_the_import_says_what_is_needed():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "needs langchain-core >= 1.8" in out and "Everything else" in out
+
+
+def _noul(dm: Any, state: Any, question: Any = None) -> float:
+    question = question or Noul(instructions=GUARD_POLICY)
+    return dm.invoke({"state": state, "questions": {"q": question}}).nouls["q"].noul
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_guard_that_cannot_decide_in_time_never_answers_safe(lg4_with, use_async):
+    """The guard's ``timeout`` bounds a decision as it bounds a check: with ``on_error="unsafe"`` a check that ran out
+    of time fails closed, and its Noul is 1.0 (AutoModeMiddleware blocks the call), never the model's late score."""
+    dm = LlamaGuardDecisionModel(guard=lg4_with(timeout=0.0001, on_error="unsafe"), policy="guard")
+    request = {"state": BENIGN, "questions": {"q": Noul(instructions=GUARD_POLICY)}}
+    got = asyncio.run(dm.ainvoke(request)) if use_async else dm.invoke(request)
+    assert got.nouls["q"].noul == 1.0
+    from langchain_llamaguard import GuardTimeoutError
+
+    with pytest.raises(GuardTimeoutError):
+        LlamaGuardDecisionModel(guard=lg4_with(timeout=0.0001), policy="guard").invoke(request)
+
+
+def test_a_guards_threshold_is_the_decisions_cut(lg4, lg4_with):
+    """policy="guard" blocks what the guard flags: with a ``threshold`` the answer is rescaled so that the threshold
+    maps to 0.5, AutoModeMiddleware's cut; without one it is P(unsafe) itself."""
+    score = lg4.check(BENIGN).score
+    assert _noul(LlamaGuardDecisionModel(guard=lg4, policy="guard"), BENIGN) == pytest.approx(score, abs=1e-6)
+    strict = lg4_with(threshold=score / 2)
+    assert not strict.check(BENIGN).safe
+    assert _noul(LlamaGuardDecisionModel(guard=strict, policy="guard"), BENIGN) > 0.5
+
+
+def test_chat_dicts_and_tuples_in_the_state_are_judged_not_dropped(lg4):
+    """``create_agent`` takes chat dicts and (role, text) tuples as messages; a decision over such a state judges
+    them, as ``guard.check`` does, instead of silently judging the turns before them."""
+    dm = LlamaGuardDecisionModel(guard=lg4, policy="guard")
+    head = [HumanMessage("hi"), AIMessage("hello")]
+    expected = _noul(dm, {"messages": [*head, HumanMessage(BOMB)]})
+    assert _noul(dm, {"messages": [*head, {"role": "user", "content": BOMB}]}) == pytest.approx(expected, abs=1e-6)
+    assert _noul(dm, {"messages": [*head, ("user", BOMB)]}) == pytest.approx(expected, abs=1e-6)
+    from langchain_llamaguard import GuardInputError
+
+    with pytest.raises(GuardInputError, match="could not be read as messages"):
+        _noul(dm, {"messages": [*head, {"no": "role"}]})
+
+
+def test_a_guards_exclusions_do_not_reach_a_questions_own_policy(lg4, lg4_with):
+    """A question's one-category policy is coded S1: a guard that excludes S1 (its own violent-crimes category)
+    still answers the question, as the guard without exclusions does."""
+    question = Noul(instructions="Is this about weapons?", criteria=NoulCriteria(true="It is.", false="It is not."))
+    expected = _noul(LlamaGuardDecisionModel(guard=lg4), BOMB, question)
+    assert _noul(LlamaGuardDecisionModel(guard=lg4_with(excluded_categories=["S1"])), BOMB, question) == pytest.approx(
+        expected, abs=1e-6
+    )
