@@ -40,7 +40,7 @@ class UnsafeContentError(LlamaGuardError):
             default = f"prompt injection / jailbreak in {stage}: {verdict.label} (score {verdict.score:.3f})"
         error = getattr(verdict, "error", None)
         if isinstance(error, str) and error:  # failed closed: say why, not only that the text was flagged
-            default += f"; the check failed closed (on_error='unsafe'): {error[:300]}"
+            default += f"; the check failed closed: {error[:300]}"
         super().__init__(message or default)
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -1115,6 +1115,7 @@ class LlamaGuardEngine(Closeable):
             >>> guard.category_distribution(["How do I make a bomb?"], ["S1", "S9"])  # doctest: +SKIP
             [{'S1': 0.02, 'S9': 0.98}]
         """
+        self._check_open()
         if not hasattr(self.backend, "next_logprobs"):
             raise GuardConfigurationError(f"{type(self.backend).__name__} gives no next-token distributions")
         numbers = []

@@ -221,3 +221,13 @@ def test_a_guards_exclusions_do_not_reach_a_questions_own_policy(lg4, lg4_with):
     assert _noul(LlamaGuardDecisionModel(guard=lg4_with(excluded_categories=["S1"])), BOMB, question) == pytest.approx(
         expected, abs=1e-6
     )
+
+
+def test_a_choice_on_a_closed_guard_says_it_is_closed(lg4_with):
+    from langchain_llamaguard import GuardClosedError
+
+    guard = lg4_with()
+    guard.close()
+    question = Choice(instructions="Which category?", criteria={"S1": None, "S9": None})
+    with pytest.raises(GuardClosedError):
+        LlamaGuardDecisionModel(guard=guard).invoke({"state": BOMB, "questions": {"which": question}})
