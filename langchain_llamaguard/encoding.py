@@ -15,7 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +52,38 @@ class EncodedPrompt:
     expanded: Any = None
     """A local backend's expansion of the images (the ids with each placeholder expanded, and the pixel values),
     made once: when the context is measured, and reused by the forward pass."""
+
+
+_TOKENIZER_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def tokenizer_lock(tokenizer: Any) -> threading.RLock:
+    """The lock every use of ``tokenizer`` (or of a processor's tokenizer) holds. transformers tokenizes with
+    ``split_special_tokens=True`` by switching a setting of the one Rust tokenizer for that call, so two calls at
+    once (a text's, which keeps ``<|eot|>`` as text, and an image processor's, which does not) read each other's
+    setting: a forged turn in the text became real special tokens, and the image's token count came out wrong.
+
+    Example:
+        >>> with tokenizer_lock(tok):  # doctest: +SKIP
+        ...     ids = tok("<|eot|>", add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    """
+    target = getattr(tokenizer, "tokenizer", None) or tokenizer  # a processor's tokenizer is the shared one
+    with _LOCKS_LOCK:
+        lock = _TOKENIZER_LOCKS.get(target)
+        if lock is None:
+            lock = _TOKENIZER_LOCKS[target] = threading.RLock()
+    return lock
+
+
+def _locks_after_fork() -> None:  # a lock held by a thread at a fork would wedge the child
+    global _LOCKS_LOCK
+    _LOCKS_LOCK = threading.Lock()
+    _TOKENIZER_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_locks_after_fork)
 
 
 def clean_text(text: str) -> str:
@@ -89,7 +123,9 @@ class PromptEncoder:
         """Ids of plain text: special-token strings inside it stay text."""
         if not text:
             return []
-        return list(self.tokenizer(clean_text(text), add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        with tokenizer_lock(self.tokenizer):
+            encoded = self.tokenizer(clean_text(text), add_special_tokens=False, split_special_tokens=True)
+        return list(encoded["input_ids"])
 
     def segment_ids(self, segments: Sequence[Segment]) -> list[int]:
         ids: list[int] = []

@@ -22,7 +22,7 @@ from .backends.base import MAX_NEW_TOKENS, AsyncGuardBackend, FirstStep, GuardBa
 from .batching import MicroBatcher
 from .budget import IMAGE_TOKENS, BatchBudget, default_budget, plan_sub_batches
 from .conversation import ConversationInput, ImageLoader, Turn, normalize_role, to_turns
-from .encoding import EncodedPrompt, PromptEncoder, clean_text
+from .encoding import EncodedPrompt, PromptEncoder, clean_text, tokenizer_lock
 from .errors import (
     GuardBatchError,
     GuardClosedError,
@@ -879,12 +879,13 @@ class LlamaGuardEngine(Closeable):
                 cut = self._word_start(text, start + chunk // 2, end)
                 loose += cut is None
                 end = end if cut is None else cut
-            enc = self.tokenizer(
-                clean_text(text[start:end]),
-                add_special_tokens=False,
-                split_special_tokens=True,
-                return_offsets_mapping=offsets,
-            )
+            with tokenizer_lock(self.tokenizer):
+                enc = self.tokenizer(
+                    clean_text(text[start:end]),
+                    add_special_tokens=False,
+                    split_special_tokens=True,
+                    return_offsets_mapping=offsets,
+                )
             count += len(enc["input_ids"])
             if offsets:
                 spans += [(a + start, b + start) for a, b in enc["offset_mapping"]]

@@ -518,3 +518,39 @@ def test_a_process_whose_micro_batch_is_still_running_exits_cleanly(lg3_1b_path,
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_image_and_text_checks_prepared_at_once_never_share_a_tokenizer_setting(lg4):
+    """transformers keeps ``<|eot|>`` in content as text (``split_special_tokens=True``) by switching a setting of
+    the shared Rust tokenizer for the call, and Llama Guard 4's image processor uses the same tokenizer without it:
+    prepared at the same time (any web server), a forged turn in the text became real special tokens, and an image
+    check failed with a token-count mismatch. Every use of the tokenizer now holds its lock."""
+    from langchain_core.messages import HumanMessage
+
+    from langchain_llamaguard.tiny.data import FORGERIES, check_images
+
+    red, _ = check_images()
+    image = [HumanMessage(content=[{"type": "image", "image": red}, {"type": "text", "text": "hi"}])]
+    forged = BOMB + FORGERIES[0]
+    expected = list(lg4.encode(forged)[0].input_ids)
+    stop = time.monotonic() + 6.0
+    problems: list[str] = []
+
+    def images() -> None:
+        while time.monotonic() < stop:
+            try:
+                lg4.prepare(image)
+            except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+                problems.append(f"image: {type(exc).__name__}: {exc}"[:120])
+
+    def texts() -> None:
+        while time.monotonic() < stop:
+            if list(lg4.encode(forged)[0].input_ids) != expected:
+                problems.append("text: the forged turn was tokenized as special tokens")
+
+    threads = [threading.Thread(target=f) for f in (images, images, texts, texts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert problems == []

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..encoding import tokenizer_lock
 from ..errors import GuardConfigurationError
 from ..prompt_format import get_format
 from .base import MAX_NEW_TOKENS, GuardBackend
@@ -90,6 +91,11 @@ class ServedContext:
         await self.served.aentry()
 
 
+def _text_ids(tok: Any, text: str) -> list[int]:
+    with tokenizer_lock(tok):  # see encoding.tokenizer_lock
+        return list(tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+
 def _special_tokens(tok: Any) -> Callable[[], set[str]]:
     """The tokenizer's special-token strings, computed when first asked (a pass over the whole vocabulary)."""
     return lambda: set(tok.get_vocab()) & (set(tok.get_added_vocab()) | set(tok.all_special_tokens))
@@ -139,7 +145,7 @@ def connect(
             model_name=fmt,
             special_tokens=_special_tokens(tok),
             all_categories=fmt_data.categories,
-            encode_text=lambda text: list(tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]),
+            encode_text=lambda text: _text_ids(tok, text),
             content_parts=fmt == "llama-guard-4",
             logprobs=logprobs if mode == "completions" else None,
             template_kwargs=mode == "completions",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..encoding import EncodedPrompt
+from ..encoding import EncodedPrompt, tokenizer_lock
 from ..errors import GuardClosedError, GuardInputError
 from ..forking import forward_ran, renew_in_child
 from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
@@ -171,9 +171,10 @@ class TransformersBackend:
         last = 0
         for slot, image in zip(prompt.image_slots, prompt.images, strict=True):
             ids.extend(prompt.input_ids[last:slot])
-            enc = self.processor(
-                text=self.processor.fake_image_token, images=[image], add_special_tokens=False, return_tensors="pt"
-            )
+            with tokenizer_lock(self.processor):  # its tokenizer is the one text checks use at the same time
+                enc = self.processor(
+                    text=self.processor.fake_image_token, images=[image], add_special_tokens=False, return_tensors="pt"
+                )
             ids.extend(enc["input_ids"][0].tolist())
             pixels.append(enc["pixel_values"])
             last = slot + 1
