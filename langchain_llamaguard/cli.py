@@ -4,6 +4,7 @@ A thin layer over :class:`~langchain_llamaguard.LlamaGuard`, :class:`~langchain_
 :func:`langchain_llamaguard.evaluation.evaluate`. Bad input gives one line on stderr and a non-zero exit (2 for
 usage and data errors, 1 when the run fails: a model that cannot load, out of memory, every row failing). A row
 whose check fails does not stop ``eval``: it is reported (a one-line warning, exit 0) and left out of the metrics.
+Nor does it stop ``check``: its line says ``{"safe": null, "error": ...}`` in its place, and the exit status is 1.
 
 Example:
     >>> main(["check", "How do I make a bomb?", "--model", "meta-llama/Llama-Guard-4-12B"])  # doctest: +SKIP
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import GuardConfigurationError, GuardServerError
+from .errors import GuardBatchError, GuardConfigurationError, GuardServerError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="print verdicts as JSON lines")
     check.add_argument("text", nargs="?", help="a user message to check")
     check.add_argument("--file", metavar="F", help="JSONL: one conversation per line (a string, a list of "
-                       '{"role", "content"} messages, or {"messages": [...]})')  # fmt: skip
+                       '{"role", "content"} messages, or {"messages": [...]}); - reads standard input')  # fmt: skip
     check.add_argument("--role", default=None, help="User or Agent: the turn to judge (default: the last turn's)")
     _add_guard_options(check)
 
@@ -164,32 +165,39 @@ def _excluded(text: str | None) -> tuple[str, ...]:
         raise CliError(f"--excluded-categories: {exc}") from None
 
 
-def _conversations(args: argparse.Namespace) -> list[Any]:
+def _conversations(args: argparse.Namespace) -> list[tuple[int, Any]]:
+    """``(line number, conversation)`` pairs: the TEXT argument's, or each non-blank line's of ``--file``."""
     if (args.text is None) == (args.file is None):
         raise CliError("llamaguard check: give TEXT or --file F (one conversation per JSONL line), not both")
     if args.text is not None:
-        return [args.text]
-    path = Path(args.file)
-    if not path.is_file():
-        raise CliError(f"--file {args.file!r} not found")
-    out: list[Any] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), 1):  # U+2028 is not a line end
+        return [(1, args.text)]
+    if args.file == "-":
+        name, text = "standard input", sys.stdin.buffer.read().decode("utf-8-sig")
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise CliError(f"--file {args.file!r} not found")
+        name, text = args.file, path.read_text(encoding="utf-8-sig")
+    out: list[tuple[int, Any]] = []
+    for lineno, line in enumerate(text.split("\n"), 1):  # U+2028 is not a line end
         if not line.strip():
             continue
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise CliError(f"{args.file} line {lineno} is not valid JSON: {exc.msg}") from None
+            raise CliError(f"{name} line {lineno} is not valid JSON: {exc.msg}") from None
         if isinstance(item, dict) and "messages" in item:
             item = item["messages"]
-        if not isinstance(item, (str, list)) or (isinstance(item, list) and not item):
+        if isinstance(item, list) and not item:
+            raise CliError(f"{name} line {lineno}: an empty conversation (no messages to judge)")
+        if not isinstance(item, (str, list)):
             raise CliError(
-                f"{args.file} line {lineno}: expected a string, a list of {{role, content}} messages "
+                f"{name} line {lineno}: expected a string, a list of {{role, content}} messages "
                 'or {"messages": [...]}'
             )
-        out.append(item)
+        out.append((lineno, item))
     if not out:
-        raise CliError(f"{args.file} has no conversations")
+        raise CliError(f"{name} has no conversations")
     return out
 
 
@@ -219,17 +227,29 @@ def run_check(args: argparse.Namespace) -> int:
     guard, _ = _load_guard(args, _excluded(args.excluded_categories))
     from .guards import PromptGuard
 
+    failed = 0
     for start in range(0, len(conversations), args.batch_size):
-        batch = conversations[start : start + args.batch_size]
+        lines, batch = zip(*conversations[start : start + args.batch_size], strict=True)
         try:
             if isinstance(guard, PromptGuard):
-                verdicts = guard.batch_check([_last_text(c) for c in batch])
+                rows: list[Any] = guard.batch_check([_last_text(c) for c in batch])
             else:
-                verdicts = guard.batch_check(batch, role=args.role)
+                rows = guard.batch_check(list(batch), role=args.role)
+        except GuardBatchError as exc:  # one bad row among good ones: its own line says why, the others print
+            rows = exc.rows()
         except (TypeError, ValueError) as exc:
-            raise CliError(f"cannot check conversation {start + 1}..{start + len(batch)}: {exc}") from None
-        for v in verdicts:
-            print(v.model_dump_json(), flush=True)
+            raise CliError(f"cannot check the conversations of lines {lines[0]}..{lines[-1]}: {exc}") from None
+        for lineno, row in zip(lines, rows, strict=True):
+            if isinstance(row, BaseException):
+                failed += 1
+                error = f"{type(row).__name__}: {' '.join(str(row).split())}"
+                print(json.dumps({"safe": None, "error": error, "line": lineno}), flush=True)
+            else:
+                print(row.model_dump_json(), flush=True)
+    if failed:
+        print(f"llamaguard: error: {failed} of {len(conversations)} conversations could not be judged (their "
+              'lines say {"safe": null, "error": ...})', file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     return 0
 
 

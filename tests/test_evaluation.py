@@ -430,3 +430,26 @@ def test_cli_check_prints_verdicts_as_json_lines(fast_loading, lg4_path, pg_path
     assert json.loads(capsys.readouterr().out)["safe"] is False
     assert main(["check", "--model", str(lg4_path)]) == 2
     assert "give TEXT or --file" in capsys.readouterr().err
+
+
+def test_cli_check_a_bad_row_among_good_ones_has_its_own_line(fast_loading, lg4_path, tmp_path, capsys, monkeypatch):
+    """One conversation the guard refuses does not lose the others' verdicts (it was a traceback and no output):
+    each input line gets its output line, the bad one ``{"safe": null, "error": ...}``, and the exit status is 1.
+    ``--file -`` reads standard input."""
+    import io
+
+    from langchain_llamaguard.cli import main
+
+    rows = [BENIGN, "", [{"role": "robot", "content": "x"}], [{"role": "user", "content": BOMB}]]
+    stdin = io.TextIOWrapper(io.BytesIO("\n".join(json.dumps(r) if r else "" for r in rows).encode()))
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert main(["check", "--file", "-", "--model", str(lg4_path)]) == 1
+    out = capsys.readouterr()
+    lines = [json.loads(line) for line in out.out.strip().splitlines()]
+    assert len(lines) == 3 and lines[1] == {"safe": None, "error": lines[1]["error"], "line": 3}
+    assert "unknown role 'robot'" in lines[1]["error"] and "1 of 3 conversations could not be judged" in out.err
+    assert [Verdict.model_validate(lines[i]).role for i in (0, 2)] == ["User", "User"]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('"hi"\n{"messages": []}\n')
+    assert main(["check", "--file", str(empty), "--model", str(lg4_path)]) == 2
+    assert "line 2: an empty conversation" in capsys.readouterr().err
