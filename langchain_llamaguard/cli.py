@@ -201,14 +201,23 @@ def _conversations(args: argparse.Namespace) -> list[tuple[int, Any]]:
     return out
 
 
-def _last_text(conversation: Any) -> str:
-    if isinstance(conversation, str):
-        return conversation
-    last = conversation[-1]
-    content = last.get("content", "") if isinstance(last, dict) else last
-    if isinstance(content, list):
-        content = " ".join(b.get("text", "") for b in content if isinstance(b, dict))
-    return str(content)
+def _check_rows(guard: Any, batch: list[Any], role: str | None) -> list[Any]:
+    """Each conversation's verdict, or its own error: Prompt Guard scores the judged turn's text, read as the
+    guard steps read it (every message shape a Llama Guard check accepts)."""
+    from .errors import GuardInputError, GuardTypeError
+    from .guards import PromptGuard
+    from .moderators import PromptGuardModerator
+
+    try:
+        if isinstance(guard, PromptGuard):
+            return PromptGuardModerator(guard).check(batch, role=role)  # type: ignore[arg-type]
+        return guard.batch_check(batch, role=role)
+    except GuardBatchError as exc:  # one bad row among good ones: its own line says why, the others print
+        return exc.rows()
+    except (GuardInputError, GuardTypeError) as exc:
+        if len(batch) == 1:  # a one-row batch raises its row's own error
+            return [exc]
+        raise
 
 
 def _check_guard_options(args: argparse.Namespace) -> None:
@@ -225,18 +234,11 @@ def run_check(args: argparse.Namespace) -> int:
     _check_guard_options(args)
     conversations = _conversations(args)
     guard, _ = _load_guard(args, _excluded(args.excluded_categories))
-    from .guards import PromptGuard
-
     failed = 0
     for start in range(0, len(conversations), args.batch_size):
         lines, batch = zip(*conversations[start : start + args.batch_size], strict=True)
         try:
-            if isinstance(guard, PromptGuard):
-                rows: list[Any] = guard.batch_check([_last_text(c) for c in batch])
-            else:
-                rows = guard.batch_check(list(batch), role=args.role)
-        except GuardBatchError as exc:  # one bad row among good ones: its own line says why, the others print
-            rows = exc.rows()
+            rows = _check_rows(guard, list(batch), args.role)
         except (TypeError, ValueError) as exc:
             raise CliError(f"cannot check the conversations of lines {lines[0]}..{lines[-1]}: {exc}") from None
         for lineno, row in zip(lines, rows, strict=True):

@@ -450,8 +450,9 @@ def to_turns(conversation: ConversationInput, *, role: str | None = None) -> lis
         turns.insert(0, Turn("user", []))
     if want is not None and turns[-1].role != want:
         raise GuardInputError(
-            f"role={role!r} asks to judge the {want} turn, but the conversation ends with a "
-            f"{turns[-1].role} turn; Llama Guard always judges the last turn"
+            f"role={role!r} asks to judge the {want} turn, but the conversation ends with "
+            f"{'an' if turns[-1].role == 'assistant' else 'a'} {turns[-1].role} turn; Llama Guard always judges the "
+            "last turn"
         )
     return turns
 

@@ -60,7 +60,7 @@ def bad_rows(tmp_path: Path) -> list[dict]:
     return [image_row(tmp_path / "missing.png"), {"prompt": answered, "label": 0}, {"prompt": None, "label": 1}]
 
 
-EXPECTED_ERRORS = ["image file not found", "ends with a assistant turn", "no prompt"]
+EXPECTED_ERRORS = ["image file not found", "ends with an assistant turn", "no prompt"]
 
 
 def mixed_rows(tmp_path: Path) -> list[dict]:

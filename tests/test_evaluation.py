@@ -432,7 +432,9 @@ def test_cli_check_prints_verdicts_as_json_lines(fast_loading, lg4_path, pg_path
     assert "give TEXT or --file" in capsys.readouterr().err
 
 
-def test_cli_check_a_bad_row_among_good_ones_has_its_own_line(fast_loading, lg4_path, tmp_path, capsys, monkeypatch):
+def test_cli_check_a_bad_row_among_good_ones_has_its_own_line(
+    fast_loading, lg4_path, pg_path, tmp_path, capsys, monkeypatch
+):
     """One conversation the guard refuses does not lose the others' verdicts (it was a traceback and no output):
     each input line gets its output line, the bad one ``{"safe": null, "error": ...}``, and the exit status is 1.
     ``--file -`` reads standard input."""
@@ -449,6 +451,12 @@ def test_cli_check_a_bad_row_among_good_ones_has_its_own_line(fast_loading, lg4_
     assert len(lines) == 3 and lines[1] == {"safe": None, "error": lines[1]["error"], "line": 3}
     assert "unknown role 'robot'" in lines[1]["error"] and "1 of 3 conversations could not be judged" in out.err
     assert [Verdict.model_validate(lines[i]).role for i in (0, 2)] == ["User", "User"]
+    bad = tmp_path / "bad.jsonl"
+    blocks = [{"type": "text", "text": "hi"}]
+    write_jsonl(bad, [[{"role": "robot", "content": "x"}], [{"role": "user", "content": blocks}]])
+    assert main(["check", "--file", str(bad), "--prompt-guard", str(pg_path)]) == 1  # Prompt Guard reads them alike
+    pg_lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert "unknown role 'robot'" in pg_lines[0]["error"] and isinstance(pg_lines[1]["safe"], bool)
     empty = tmp_path / "empty.jsonl"
     empty.write_text('"hi"\n{"messages": []}\n')
     assert main(["check", "--file", str(empty), "--model", str(lg4_path)]) == 2
