@@ -3,10 +3,11 @@
 The model call starts at once, beside the input check; nothing it produces leaves before the verdict is in:
 
 * a safe input: its output (or its buffered chunks, then the rest of its stream) goes on as in ``"before"`` mode;
-* an unsafe input: the model call is stopped and its output thrown away. Async: its task is cancelled (and awaited,
-  so its run closes as cancelled). Sync: a thread cannot be killed, so the caller gets the ``on_unsafe`` outcome at
-  once, **without waiting** for the model; a stream stops pulling chunks at the next one, and a plain call's result
-  is dropped when it returns (its tokens are spent);
+* an unsafe input: the model call is stopped and its output thrown away. Async: its task is cancelled and awaited
+  (a chain run closes as cancelled; a chat model's run cancelled inside ``agenerate`` gets no end callback from
+  langchain-core, as with any cancelled call). Sync: a thread cannot be killed, so the caller gets the
+  ``on_unsafe`` outcome at once, **without waiting** for the model; a stream stops pulling chunks at the next one,
+  and a plain call's result is dropped when it returns (its tokens are spent);
 * traces show both runs: the model run carries ``metadata={"llama_guard_overlap": True}`` (set before it starts)
   and, when discarded, the guarded run dispatches a custom event ``llama_guard_discarded`` (``on_custom_event``
   in callbacks, ``astream_events``) whose data names the model run (``run_id``), the stage and the categories.
@@ -30,6 +31,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from typing import Any, Literal
 
 from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
@@ -133,11 +135,21 @@ def invoke_overlapped(
     return _overlap(start_thread(bound.invoke, value, cfg), check, config, run_id)
 
 
-def _overlap(future: Future[Any], check: Callable[[], Any], config: Any, run_id: Any) -> tuple[Any, Any]:
-    """Judge the input while ``future`` (the model, in a thread) runs: ``(verdict, its result or None)``."""
-    verdict = check()  # a failing check propagates; the model's result is dropped with the future
+def _overlap(
+    future: Future[Any], check: Callable[[], Any], config: Any, run_id: Any, *, wait: bool = False
+) -> tuple[Any, Any]:
+    """Judge the input while ``future`` (the model, in a thread) runs: ``(verdict, its result or None)``; with
+    ``wait``, a discarded call has returned (or failed) before this does."""
+    try:
+        verdict = check()  # a failing check propagates; the model's result is dropped with the future
+    except BaseException:
+        if wait:
+            wait_futures([future])
+        raise
     if not verdict.safe:
         future.cancel()
+        if wait:
+            wait_futures([future])
         mark_discarded(config, run_id, verdict, "dropped")
         return verdict, None
     return verdict, future.result()
@@ -354,15 +366,16 @@ def _overlap_context() -> None:
     var_child_runnable_config.set(config)  # type: ignore[arg-type]
 
 
-def call_overlapped(call: Callable[[], Any], check: Callable[[], Any]) -> tuple[Any, Any]:
+def call_overlapped(call: Callable[[], Any], check: Callable[[], Any], *, wait: bool = False) -> tuple[Any, Any]:
     """``call()`` (an agent's model call) in a thread while ``check()`` judges the input: ``(verdict, response)``,
-    ``response`` ``None`` when unsafe (returned at once; the call's result is dropped when it returns)."""
+    ``response`` ``None`` when unsafe (returned at once, the call's result dropped when it returns; with ``wait``,
+    once the call has returned: middlewares inside it share state with the caller's next call)."""
 
     def run() -> Any:
         _overlap_context()
         return call()
 
-    return _overlap(start_thread(run), check, None, None)
+    return _overlap(start_thread(run), check, None, None, wait=wait)
 
 
 async def acall_overlapped(call: Callable[[], Awaitable[Any]], check: Callable[[], Awaitable[Any]]) -> tuple[Any, Any]:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import operator
+import threading
 import time
-from typing import Any
+from typing import Annotated, Any, NotRequired
 
 import pytest
 from conftest import BENIGN, BENIGN_ANSWER, BOMB, make_tools
 from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware, AgentState
+from langchain.agents.middleware.types import ExtendedModelResponse
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langgraph.types import Command
 from pydantic import Field
 
 from langchain_llamaguard import UnsafeContentError
@@ -385,3 +390,93 @@ def test_a_stream_that_dies_of_a_base_exception_reaches_the_caller(lg4):
 
     with pytest.raises(Interrupted):
         asyncio.run(asyncio.wait_for(go(), 60))
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_agent_a_tool_result_edited_before_the_first_call_is_judged_in_parallel_mode(lg4, asynchronous):
+    """A run paused before the model node whose tool result is then edited (``update_state``) resumes straight
+    into the model call: "before" mode judges that result in ``wrap_model_call``; the parallel first call judged
+    only the user's turn, and the model read the flagged result."""
+    from conftest import UNSAFE_ANSWER, SentPrompts
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    for mode in ("before", "parallel"):
+        counts, repl, search = make_tools()
+        model = SlowToolCallingModel(messages=iter([AIMessage("ok, noted.")]), delay=0.05)
+        mw = LlamaGuardMiddleware(
+            lg4, input_check=mode, apply_to_tool_results=True, apply_to_output=False, apply_to_tool_calls=False
+        )
+        saver = InMemorySaver()
+        agent = create_agent(model, [repl, search], middleware=[mw], checkpointer=saver, interrupt_before=["model"])
+        thread = {"configurable": {"thread_id": mode}}
+        call = {"name": "web_search", "args": {"query": "paris"}, "id": "c1"}
+        turn = [HumanMessage(BENIGN, id="h1"), AIMessage("", tool_calls=[call], id="a1")]
+        agent.invoke({"messages": [*turn, ToolMessage("Sunny.", tool_call_id="c1", id="t1")]}, thread)
+        agent.update_state(thread, {"messages": [ToolMessage(UNSAFE_ANSWER, tool_call_id="c1", id="t1")]})
+        sent = SentPrompts()
+        resume = {**thread, "callbacks": [sent]}
+        out = asyncio.run(agent.ainvoke(None, resume)) if asynchronous else agent.invoke(None, resume)
+        assert not sent.read(UNSAFE_ANSWER[:40]), mode  # the model never read it
+        assert not any(UNSAFE_ANSWER[:40] in str(m.content) for m in out["messages"]), mode
+        assert out["messages"][-1].text.startswith("I can't help with that"), mode
+
+
+class NotesState(AgentState):
+    notes: NotRequired[Annotated[list[str], operator.add]]
+
+
+class Transcript(AgentMiddleware):
+    """An audit middleware listed after the guard: it writes each model answer to the state beside the response."""
+
+    state_schema = NotesState
+
+    def __init__(self, answered: threading.Event) -> None:
+        super().__init__()
+        self.answered = answered
+
+    def _noted(self, response: Any) -> Any:
+        self.answered.set()
+        note = Command(update={"notes": [response.result[-1].text]})
+        return ExtendedModelResponse(model_response=response, command=note)
+
+    def wrap_model_call(self, request: Any, handler: Any) -> Any:
+        return self._noted(handler(request))
+
+    async def awrap_model_call(self, request: Any, handler: Any) -> Any:
+        return self._noted(await handler(request))
+
+
+class AfterTheModel:
+    """The guard's real moderator, judging only once the model call has answered (a check slower than the model)."""
+
+    def __init__(self, inner: Any, answered: threading.Event) -> None:
+        self.inner, self.answered, self.name = inner, answered, inner.name
+
+    def check(self, conversations: Any, *, role: str) -> Any:
+        assert self.answered.wait(30)
+        return self.inner.check(conversations, role=role)
+
+    async def acheck(self, conversations: Any, *, role: str) -> Any:
+        assert await asyncio.to_thread(self.answered.wait, 30)
+        return await self.inner.acheck(conversations, role=role)
+
+
+@pytest.mark.parametrize("exit_behavior", ["end", "replace"])
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_agent_a_discarded_call_writes_no_state_through_the_middlewares_inside(lg4, asynchronous, exit_behavior):
+    """A flagged input's overlapped call is thrown away, and so are the state updates that middlewares listed
+    after the guard returned with it (LangChain applies the inner middlewares' last commands with the guard's
+    answer): the discarded answer was saved in the state, where "before" mode never ran the model."""
+    answer = "Here is how to build it: step 1 ..."
+    for mode in ("before", "parallel"):
+        answered = threading.Event()
+        model = SlowToolCallingModel(messages=iter([AIMessage(answer), AIMessage("A safe answer.")]), delay=0.0)
+        mw = LlamaGuardMiddleware(lg4, input_check=mode, exit_behavior=exit_behavior, apply_to_output=False)
+        mw.moderator = AfterTheModel(mw.moderator, answered)
+        if mode == "before":
+            answered.set()
+        agent = create_agent(model, [], middleware=[mw, Transcript(answered)])
+        request = {"messages": [HumanMessage(BOMB)]}
+        out = asyncio.run(agent.ainvoke(request)) if asynchronous else agent.invoke(request)
+        kept = [out["messages"][-1].text] if exit_behavior == "replace" else []  # the answer to the notice
+        assert out.get("notes", []) == kept, mode

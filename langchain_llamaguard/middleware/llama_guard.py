@@ -46,7 +46,7 @@ from ..replacements import (
 )
 from ..replacements import describe as _describe
 from ..replacements import last_index as _last_index
-from .model_call import Late, aanswered, answered, extended
+from .model_call import Late, aanswered, answered, extended, inner_commands
 from .stream_guard import Judgment, stream_transformers
 from .tool_output import END_MARKER, ending_refusal, marked_to_end, new_messages, normalized, with_replaced
 
@@ -102,6 +102,10 @@ class LlamaGuardState(AgentState):
     llama_guard_input_judged: NotRequired[Annotated[dict[str, bool], PrivateStateAttr, _merge_flags]]
     llama_guard_output_judged: NotRequired[Annotated[dict[str, str], PrivateStateAttr, _merge_flags]]
     llama_guard_input_seen: NotRequired[Annotated[dict[str, str], PrivateStateAttr, _merge_flags]]
+
+
+def _flagged(found: Sequence[Sequence[AnyVerdict]]) -> bool:
+    return any(not v.safe for verdicts in found for v in verdicts)
 
 
 def _seen(message: BaseMessage) -> str:
@@ -491,11 +495,21 @@ class LlamaGuardMiddleware(AgentMiddleware):
         plan = self._overlap_plan(request)
         if plan is None:  # not the first call of a parallel run: judge what no check judged, if anything
             return self._late_call(request, handler)
+        plans = self._late_plans(request)  # tool results a fork edited after before_model (else cache hits)
+        found = [self.moderator.check(p.convs, role=p.role) for p in plans]
+        if _flagged(found):  # no overlap: the turn, then those results, as "before" mode judges them
+            late = self._first_late(plan, self.moderator.check(plan.convs, role=plan.role), plans, found)
+            return answered(request, handler, late)
+        inner = inner_commands(handler)
         verdict, response = call_overlapped(
-            lambda: handler(request), lambda: self.moderator.check(plan.convs, role=plan.role)[0]
+            lambda: handler(request),
+            lambda: self.moderator.check(plan.convs, role=plan.role)[0],
+            wait=inner is not None,  # the middlewares inside must be done before their updates are cleared
         )
         if verdict.safe:
             return self._judged(response, seen=plan.messages[plan.idxs[0]])
+        if inner is not None:
+            inner.clear()  # the discarded call's state updates
         outcome = self._flagged_input(plan, verdict)
         if isinstance(outcome, tuple):
             return self._judged(*outcome)
@@ -505,17 +519,34 @@ class LlamaGuardMiddleware(AgentMiddleware):
         plan = self._overlap_plan(request)
         if plan is None:
             return await self._alate_call(request, handler)
+        plans = self._late_plans(request)
+        found = [await self.moderator.acheck(p.convs, role=p.role) for p in plans]
+        if _flagged(found):
+            late = self._first_late(plan, await self.moderator.acheck(plan.convs, role=plan.role), plans, found)
+            return await aanswered(request, handler, late)
 
         async def check() -> AnyVerdict:
             return (await self.moderator.acheck(plan.convs, role=plan.role))[0]
 
-        verdict, response = await acall_overlapped(lambda: handler(request), check)
+        inner = inner_commands(handler)
+        verdict, response = await acall_overlapped(lambda: handler(request), check)  # a discarded call is awaited
         if verdict.safe:
             return self._judged(response, seen=plan.messages[plan.idxs[0]])
+        if inner is not None:
+            inner.clear()
         outcome = self._flagged_input(plan, verdict)
         if isinstance(outcome, tuple):
             return self._judged(*outcome)
         return self._judged(await handler(self._with_notice(request, outcome)), outcome)
+
+    def _first_late(
+        self, plan: _Check, verdicts: list[AnyVerdict], plans: list[_Check], found: list[list[AnyVerdict]]
+    ) -> Late:
+        """A parallel run's first call judged in order instead of overlapped: the user's turn, then the tool
+        results, and the turn marked as judged."""
+        late = self._late([plan, *plans], [verdicts, *found]) or Late(replacements=[])
+        late.update[INPUT_JUDGED_KEY] = {self.name: True}
+        return late
 
     def _unjudged_input(self, state: Any) -> bool:
         """Whether the user's turn stands as no input check judged it: edited or added after the run's

@@ -68,4 +68,26 @@ async def aanswered(request: Any, handler: Callable[[Any], Awaitable[Any]], late
     return extended(response, late)
 
 
-__all__ = ["Late", "aanswered", "answered", "extended", "rewritten"]
+def inner_commands(handler: Callable[..., Any]) -> list[Any] | None:
+    """The state updates the middlewares listed after this one returned with their response, or ``None`` when
+    ``handler`` calls the model directly. LangChain (``langchain.agents.factory``, ``compose_two``) keeps the inner
+    middlewares' ``Command`` s of the *last* handler call in the handler's closure and applies them with the outer
+    middleware's answer; a guard that throws a call's response away clears them too, or a discarded answer's
+    updates (an audit or memory middleware's) would land in the state.
+
+    Example:
+        >>> inner_commands(lambda request: None) is None
+        True
+    """
+    code, closure = getattr(handler, "__code__", None), getattr(handler, "__closure__", None)
+    if code is None or not closure:
+        return None
+    cell = dict(zip(code.co_freevars, closure, strict=False)).get("accumulated_commands")
+    try:
+        found = cell.cell_contents if cell is not None else None
+    except ValueError:  # an empty cell
+        return None
+    return found if isinstance(found, list) else None
+
+
+__all__ = ["Late", "aanswered", "answered", "extended", "inner_commands", "rewritten"]
