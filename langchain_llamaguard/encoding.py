@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import GuardConfigurationError, GuardInputError
+from .forking import renew_in_child
 from .prompt_format import PromptFormat, RenderedPrompt, Segment
 
 
@@ -115,6 +116,7 @@ class PromptEncoder:
             self._special_ids[tok] = tid
         self._fixed: dict[tuple[Segment, ...], list[int]] = {}
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")  # a lock held at a fork would wedge the child
 
     def special_id(self, token: str) -> int:
         return self._special_ids[token]

@@ -1268,7 +1268,8 @@ class LlamaGuardEngine(Closeable):
     ) -> Generator[_BackendCall, Any, list[_Scored]]:
         """The scoring logic, once for the sync and async drivers: it yields the backend calls it needs
         (``first_step``, then ``decode`` for the unsafe rows) and is sent their results."""
-        steps, state = yield ("first_step", (prompts, self.tokens), {})
+        budget = self._budget() if getattr(self.backend, "takes_token_budget", False) else None
+        steps, state = yield ("first_step", (prompts, self.tokens), {"max_tokens": budget.max_tokens} if budget else {})
         decided = [self._first_token(s) for s in steps]
         unsafe_rows = [i for i, (tok, _) in enumerate(decided) if tok == self.tokens.unsafe]
         decoded: dict[int, list[int]] = {}

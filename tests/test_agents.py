@@ -151,7 +151,7 @@ def test_pitfall_no_after_agent_loop(lg4, monkeypatch):
     assert LlamaGuardMiddleware.after_agent is AgentMiddleware.after_agent  # responses are checked in after_model
     checks = []
     original = lg4.backend.first_step
-    monkeypatch.setattr(lg4.backend, "first_step", lambda p, t: (checks.append(len(p)), original(p, t))[1])
+    monkeypatch.setattr(lg4.backend, "first_step", lambda p, t, **kw: (checks.append(len(p)), original(p, t, **kw))[1])
     result, _, _ = run([AIMessage(UNSAFE_ANSWER)], [LlamaGuardMiddleware(lg4)], BENIGN)
     assert len(checks) == 2  # the input once, the response once: the refusal is not re-checked in a loop
 

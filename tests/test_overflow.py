@@ -29,7 +29,7 @@ def ran_model(guard, monkeypatch) -> list[int]:
     """Records how many prompts each forward pass of the real model got."""
     seen: list[int] = []
     original = guard.backend.first_step
-    monkeypatch.setattr(guard.backend, "first_step", lambda p, t: (seen.append(len(p)), original(p, t))[1])
+    monkeypatch.setattr(guard.backend, "first_step", lambda p, t, **kw: (seen.append(len(p)), original(p, t, **kw))[1])
     return seen
 
 

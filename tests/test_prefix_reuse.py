@@ -236,7 +236,7 @@ def test_store_finds_the_longest_stored_prefix_and_evicts_least_recently_used():
     def kv(n: int) -> SimpleNamespace:  # one layer, one row: n tokens of 4 floats (32 bytes each for keys+values)
         return SimpleNamespace(layers=[SimpleNamespace(keys=torch.zeros(1, 1, n, 4), values=torch.zeros(1, 1, n, 4))])
 
-    store = PrefixStore(max_bytes=32 * 30)
+    store = PrefixStore(max_bytes=32 * 30, block=4)  # keys of a dozen ids: index blocks of 4
     a, b, c = list(range(10)), list(range(12)), [*range(7), 99, 98, 97, 10, 11]  # c shares 7 ids with a and b
     store.put(a, kv(10))
     store.put(b, kv(12))  # b extends a: a is dropped
@@ -410,6 +410,9 @@ def test_plan_reuse_weighs_computed_tokens_against_width():
     # a second stored prefix that lets the batch's longest rest shrink is used too
     assert plan_reuse([250, 250], [2000, 400], [1990, 380], key_cost=16384) == [True, True]
     assert plan_reuse([250], [1050], [0], key_cost=100) == [False]
+    # the batch budget: reuse that stacks 2 x 1400 padded tokens where the rows alone take 2 x 1050 needs room
+    assert plan_reuse([250, 250], [1050, 900], [1000, 500], key_cost=16384, max_tokens=2800) == [True, True]
+    assert plan_reuse([250, 250], [1050, 900], [1000, 500], key_cost=16384, max_tokens=2100) == [False, False]
 
 
 def test_a_prompt_whose_conversation_runs_to_its_end_checks_alike_with_the_store(lg3_1b):
@@ -454,3 +457,100 @@ def test_a_bad_prefix_cache_bytes_fails_before_the_weights_load(lg3_1b_path, mon
     for bad in (-1, 1.5, "1000", True, 1e9):
         with pytest.raises(LlamaGuardError, match="prefix_cache_bytes"):
             LlamaGuard.from_pretrained(lg3_1b_path, prefix_cache_bytes=bad)
+
+
+def test_stored_prefixes_keep_a_forward_within_max_batch_tokens(lg3_1b):
+    """A row starting from a long stored prefix beside a row with a long new part stacks as wide as both: with the
+    store, a forward held 1.46x the padded tokens ``max_batch_tokens`` allows (rows x longest row)."""
+    from langchain_llamaguard.tiny import data
+
+    first = [HumanMessage((data.BENIGN_TOOL_OUTPUTS[0] + " ") * 60)]  # checked before: in the store
+    grown = [*first, AIMessage("Sure."), HumanMessage("Thanks!")]
+    fresh = [HumanMessage((data.BENIGN_ANSWER + " ") * 58)]  # all new tokens
+    model, tok = lg3_1b.backend.model, lg3_1b.tokenizer
+    longest = max(len(lg3_1b.encode(c)[0].input_ids) for c in (grown, fresh))
+    budget = 2 * (longest + 1)  # both rows fit one forward without the store (each row ends with the lead token)
+    found = {}
+    for store in (0, 64 << 20):
+        guard = LlamaGuard.from_model(model, tok, prefix_cache_bytes=store, max_batch_tokens=budget, on_error="unsafe")
+        guard.check(first)
+        with _Masks(model) as masks:
+            found[store] = guard.batch_check([grown, fresh])
+        assert masks.seen and all(rows * width <= budget for rows, width in masks.seen), (store, masks.seen)
+    same_verdicts(found[64 << 20], found[0])
+
+
+class _Masks:
+    """``(rows, width)`` of the attention mask of each scoring forward."""
+
+    def __init__(self, model) -> None:
+        self.seen: list[tuple[int, int]] = []
+        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, _module, _args, kwargs) -> None:
+        if kwargs.get("logits_to_keep") == 2:
+            self.seen.append(tuple(kwargs["attention_mask"].shape))
+
+    def __enter__(self) -> _Masks:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+
+def test_a_store_that_cannot_keep_an_entry_never_fails_the_check_nor_copies_it(lg3_1b, monkeypatch):
+    """The store is a cache: an entry larger than its bound is skipped before its KV is copied (a copy of a whole
+    row's KV was made, then thrown away), and a write that fails (out of memory) leaves the verdict as it is (with
+    ``on_error="unsafe"`` a safe check came back unsafe)."""
+    from langchain_llamaguard.backends.prefix_store import PrefixStore
+
+    model, tok = lg3_1b.backend.model, lg3_1b.tokenizer
+    want = LlamaGuard.from_model(model, tok, prefix_cache_bytes=0, on_error="unsafe").batch_check([BENIGN, BOMB])
+    tiny = LlamaGuard.from_model(model, tok, prefix_cache_bytes=1, on_error="unsafe")
+    puts = []
+    monkeypatch.setattr(PrefixStore, "put", lambda self, ids, cache: puts.append(len(ids)))
+    same_verdicts(tiny.batch_check([BENIGN, BOMB]), want)
+    assert puts == []  # nothing copied for a store of one byte
+    monkeypatch.undo()
+
+    def out_of_memory(self, ids, cache):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 1.50 GiB")
+
+    failing = LlamaGuard.from_model(model, tok, prefix_cache_bytes=64 << 20, on_error="unsafe")
+    monkeypatch.setattr(PrefixStore, "put", out_of_memory)
+    got = failing.batch_check([BENIGN, BOMB])
+    same_verdicts(got, want)
+    assert all(v.error is None for v in got)
+
+
+def test_a_lookup_compares_a_few_entries_whatever_the_store_holds():
+    """Each row of a batch looked itself up against every entry (256 full-key comparisons, about 2 ms a row: a
+    batch of unrelated conversations ran 24-30% slower with the store on). The index walks the row's own blocks
+    and compares at most a few entries, however many are stored."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from langchain_llamaguard.backends import prefix_store
+    from langchain_llamaguard.backends.prefix_store import CANDIDATES, PrefixStore
+
+    def kv(n: int) -> SimpleNamespace:
+        return SimpleNamespace(layers=[SimpleNamespace(keys=torch.zeros(1, 1, n, 1), values=torch.zeros(1, 1, n, 1))])
+
+    policy = list(range(1000, 1300))  # every key starts with the same 300-token policy
+    store = PrefixStore(max_bytes=1 << 30)
+    rows = [policy + [7] * 5 + [i] * 200 for i in range(256)]  # then a shared header, then their own text
+    for row in rows:
+        store.put(row, kv(len(row)))
+    assert len(store) == 256
+    compared = []
+    real = prefix_store._common_prefix
+    prefix_store._common_prefix = lambda a, b: compared.append(1) or real(a, b)
+    try:
+        assert store.longest(rows[3] + [1, 2, 3])[0] == len(rows[3])
+        assert store.longest(policy + [7] * 5 + [999] * 50, min_len=301)[0] == 305  # all 256 share these 305
+        assert store.longest(policy + [999] * 50, min_len=301) == (0, None)
+        assert store.longest(rows[200][:400], min_len=301)[0] == 400
+    finally:
+        prefix_store._common_prefix = real
+    assert len(compared) <= 3 * CANDIDATES

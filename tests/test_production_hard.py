@@ -475,6 +475,37 @@ def test_a_guard_used_before_a_fork_works_in_the_child(lg3_1b, prompt_guard, whi
     assert codes == [0, 0, 0]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork")
+def test_a_fork_while_another_thread_holds_the_store_encoder_or_tokenizer_lock(lg3_1b):
+    """A fork while another thread is inside a prefix-store lookup, a prompt encoding or a tokenizer call (the
+    thread is gone in the child, its lock held for ever): the child's first check hung on the store's lock."""
+    from langchain_llamaguard.encoding import tokenizer_lock
+
+    guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer)
+    expected = guard.check(BOMB).score  # the store holds this conversation now
+    assert len(guard.backend.prefix_store) >= 1
+    locks = [guard.backend.prefix_store._lock, guard.encoder._lock, tokenizer_lock(guard.tokenizer)]
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait()
+        for lock in locks:
+            lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(30)
+    try:
+        code = _in_forked_child(lambda: abs(guard.check(BOMB).score - expected) < 1e-4, timeout=60)
+    finally:
+        release.set()
+        holder.join()
+    assert code == 0
+
+
 def test_a_check_running_when_its_guard_is_closed_fails_with_guard_closed_error(lg3_1b, monkeypatch):
     """Another thread's ``close()`` landing between two forward passes of a running check: the check fails with
     GuardClosedError (a LlamaGuardError, so ``on_error`` applies), never a bare TypeError from a model that is

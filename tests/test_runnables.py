@@ -142,9 +142,9 @@ def test_batch_is_one_model_batch(lg4, monkeypatch):
     calls = []
     original = lg4.backend.first_step
 
-    def counting(prompts, tokens):
+    def counting(prompts, tokens, **kw):
         calls.append(len(prompts))
-        return original(prompts, tokens)
+        return original(prompts, tokens, **kw)
 
     monkeypatch.setattr(lg4.backend, "first_step", counting)
     chain = lg4.wrap(PROMPT | llm(), on_unsafe=REFUSAL)

@@ -20,6 +20,7 @@ import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,11 @@ def _common_prefix(a: Any, b: Any) -> int:
 
 
 def plan_reuse(
-    prefix_lens: Sequence[int], seq_lens: Sequence[int], hit_lens: Sequence[int], key_cost: int
+    prefix_lens: Sequence[int],
+    seq_lens: Sequence[int],
+    hit_lens: Sequence[int],
+    key_cost: int,
+    max_tokens: int | None = None,
 ) -> list[bool]:
     """Which rows of one batch forward start from their stored prefix (``hit_lens[i]`` tokens; ``0``: none) rather
     than from their fixed policy prefix (``prefix_lens[i]``).
@@ -139,7 +144,8 @@ def plan_reuse(
     widen every row's keys, so for each candidate ``R`` only the rows that need their stored prefix to fit it use
     it. The plan taken costs least, at ``R * (key_cost + width)`` (``key_cost``: what a token's linear layers
     cost in units of one attention key), among those whose attention (``R * width``) is no larger than the
-    forward without reuse, which the batch planner sized.
+    forward without reuse, which the batch planner sized, and whose stacked rows (``rows * (width + R)`` padded
+    tokens of KV cache) fit ``max_tokens`` (the batch budget), or are no wider than without reuse.
 
     Example:
         >>> plan_reuse([300, 300], [1964, 1950], [1900, 0], key_cost=512)  # reuse would double the width
@@ -148,14 +154,16 @@ def plan_reuse(
     rest_plain = [s - p for s, p in zip(seq_lens, prefix_lens, strict=True)]
     rest_hit = [s - h if h else r for s, h, r in zip(seq_lens, hit_lens, rest_plain, strict=True)]
     plain_rest = max(rest_plain)
-    plain_attention = plain_rest * (max(prefix_lens) + plain_rest)
+    plain_width = max(prefix_lens) + plain_rest
+    plain_attention = plain_rest * plain_width
+    max_width = max(plain_width, max_tokens // len(seq_lens)) if max_tokens is not None else None
     best: tuple[int, list[bool]] | None = None
     for rest in sorted(set(rest_plain) | set(rest_hit)):
         if any(min(a, b) > rest for a, b in zip(rest_plain, rest_hit, strict=True)):
             continue  # some row cannot fit this rest
         use = [r > rest for r in rest_plain]
         width = max(h if u else p for h, p, u in zip(hit_lens, prefix_lens, use, strict=True)) + rest
-        if rest * width > plain_attention:
+        if rest * width > plain_attention or (max_width is not None and width > max_width):
             continue
         cost = rest * (key_cost + width)
         if best is None or cost < best[0]:
@@ -163,12 +171,38 @@ def plan_reuse(
     return best[1] if best is not None else [False] * len(seq_lens)
 
 
+BLOCK = 16
+"""Token ids per block of the store's index: a lookup walks the blocks it shares with the stored keys, so its cost
+grows with its own length, not with the number of entries."""
+CANDIDATES = 8
+"""Entries (the most recently stored) compared token by token at the deepest block a lookup reaches: they all share
+its blocks, and differ by fewer than :data:`BLOCK` tokens in what they share beyond."""
+
+
+class _Node:
+    """One block of token ids in the index: the entries whose keys pass through it (their ids, in the order they
+    were stored), and the entries that a new key passing through it may supersede."""
+
+    __slots__ = ("children", "entries", "ends")
+
+    def __init__(self) -> None:
+        self.children: dict[tuple[int, ...], _Node] = {}
+        self.entries: dict[int, None] = {}
+        self.ends: dict[int, None] = {}
+
+
 class PrefixStore:
     """Thread-safe LRU store of single-row KV caches keyed by token ids, bounded by ``max_bytes``.
 
+    The keys are indexed in blocks of :data:`BLOCK` ids (a trie, as vLLM's prefix caching hashes blocks): a lookup
+    or a write costs about its own length, whatever the number of entries (a full scan made every row of a batch of
+    unrelated conversations compare itself with every entry). Blocks are compared by value, so the index can only
+    narrow the candidates; the token ids reused are always compared exactly. A match that ends less than
+    ``min_len`` into its deepest shared block is not looked for (it reuses fewer than :data:`BLOCK` tokens more).
+
     Args:
         max_bytes: the most bytes of key/value tensors held; an entry larger than this is not stored.
-        max_entries: the most entries held (bounds the cost of a lookup).
+        max_entries: the most entries held.
 
     Example:
         >>> store = PrefixStore(max_bytes=1 << 20)
@@ -176,13 +210,20 @@ class PrefixStore:
         0
     """
 
-    def __init__(self, max_bytes: int, *, max_entries: int = 256) -> None:
+    def __init__(self, max_bytes: int, *, max_entries: int = 256, block: int = BLOCK) -> None:
+        from ..forking import renew_in_child
+
         self.max_bytes = max_bytes
         self.max_entries = max_entries
-        # key -> (cache, its bytes, the key as an array); least recently used first
-        self._entries: OrderedDict[tuple[int, ...], tuple[Any, int, Any]] = OrderedDict()
+        self.block = block
+        # entry id -> (key, the key as an array, cache, its bytes); least recently used first
+        self._entries: OrderedDict[int, tuple[tuple[int, ...], Any, Any, int]] = OrderedDict()
+        self._ids: dict[tuple[int, ...], int] = {}
+        self._root = _Node()
+        self._next_id = 0
         self._nbytes = 0
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")  # a lookup under way in another thread at a fork would wedge the child
 
     @property
     def nbytes(self) -> int:
@@ -192,26 +233,49 @@ class PrefixStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def fits(self, nbytes: int) -> bool:
+        """Whether an entry of ``nbytes`` could be stored (checked before the caller copies one)."""
+        return nbytes <= self.max_bytes
+
+    def _blocks(self, key: Sequence[int]) -> list[tuple[int, ...]]:
+        b = self.block
+        return [tuple(key[i : i + b]) for i in range(0, len(key) - b + 1, b)]
+
+    def _path(self, key: Sequence[int]) -> list[_Node]:
+        """The index nodes ``key`` passes through, from the root, as far as they exist."""
+        node, path = self._root, [self._root]
+        for blk in self._blocks(key):
+            found = node.children.get(blk)
+            if found is None:
+                break
+            node = found
+            path.append(node)
+        return path
+
+    def _tail_depth(self, n: int, blocks: int) -> int:
+        """The index depth a new key must reach to supersede an entry of ``n`` ids."""
+        return min(max(n - SUPERSEDED_TAIL, 0) // self.block, blocks)
+
     def longest(self, ids: Sequence[int], *, min_len: int = 1) -> tuple[int, Any]:
         """``(n, cache)``: the KV of ``ids[:n]`` for the longest ``n >= min_len`` that a stored entry shares with
-        ``ids``, or ``(0, None)``."""
+        ``ids`` (to within :data:`BLOCK` ids: see the class), or ``(0, None)``."""
         import numpy as np
 
-        query = np.asarray(ids, dtype=np.int64)
-        best, best_key = 0, None
         with self._lock:
-            for key, (_, _, arr) in reversed(self._entries.items()):  # most recent first: it wins ties
-                m = min(len(arr), len(query))
-                if m <= best or m < min_len:
-                    continue
-                n = _common_prefix(arr, query)
-                if n > best:
-                    best, best_key = n, key
-            if best < min_len or best_key is None:
+            path = self._path(ids)
+            depth = (len(path) - 1) * self.block  # ids every entry of the deepest node shares with ``ids``
+            if len(path) == 1 or depth < max(min_len, 1):
                 return 0, None
-            self._entries.move_to_end(best_key)
-            cache = self._entries[best_key][0]
-        return best, cache if best == len(best_key) else crop_cache(cache, best)
+            query = np.asarray(ids[depth:], dtype=np.int64)
+            best, best_id = 0, -1
+            for entry_id in islice(reversed(path[-1].entries), CANDIDATES):  # most recently stored first
+                arr = self._entries[entry_id][1]
+                n = depth + _common_prefix(arr[depth:], query)
+                if n > best:
+                    best, best_id = n, entry_id
+            self._entries.move_to_end(best_id)
+            key, _, cache, _ = self._entries[best_id]
+        return best, cache if best == len(key) else crop_cache(cache, best)
 
     def put(self, ids: Sequence[int], cache: Any) -> None:
         """Store ``cache`` (the KV of exactly ``ids``; the caller gives it up), drop the entries it continues (all
@@ -221,27 +285,49 @@ class PrefixStore:
 
         key = tuple(ids)
         size = cache_nbytes(cache)
-        if size > self.max_bytes:
+        if not self.fits(size):
             return
         arr = np.asarray(key, dtype=np.int64)
         with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
+            known = self._ids.get(key)
+            if known is not None:
+                self._entries.move_to_end(known)
                 return
-            superseded = [
-                k for k, (_, _, old) in self._entries.items() if _common_prefix(old, arr) >= len(old) - SUPERSEDED_TAIL
-            ]
-            for old_key in superseded:
-                self._drop(old_key)
+            for node in self._path(key):  # entries whose keys this one continues
+                for old_id in list(node.ends):
+                    old = self._entries[old_id][1]
+                    if _common_prefix(old, arr) >= len(old) - SUPERSEDED_TAIL:
+                        self._drop(old_id)
             while self._entries and (self._nbytes + size > self.max_bytes or len(self._entries) >= self.max_entries):
                 self._drop(next(iter(self._entries)))
-            self._entries[key] = (cache, size, arr)
+            entry_id, self._next_id = self._next_id, self._next_id + 1
+            blocks = self._blocks(key)
+            node, path = self._root, [self._root]
+            for blk in blocks:
+                node = node.children.setdefault(blk, _Node())
+                node.entries[entry_id] = None
+                path.append(node)
+            path[self._tail_depth(len(key), len(blocks))].ends[entry_id] = None
+            self._entries[entry_id] = (key, arr, cache, size)
+            self._ids[key] = entry_id
             self._nbytes += size
 
-    def _drop(self, key: tuple[int, ...]) -> None:
-        self._nbytes -= self._entries.pop(key)[1]
+    def _drop(self, entry_id: int) -> None:
+        key, _, _, size = self._entries.pop(entry_id)
+        del self._ids[key]
+        self._nbytes -= size
+        blocks = self._blocks(key)
+        path = self._path(key)
+        path[self._tail_depth(len(key), len(blocks))].ends.pop(entry_id, None)
+        for parent, node, blk in zip(path, path[1:], blocks, strict=False):
+            node.entries.pop(entry_id, None)
+            if not node.entries:  # no key passes through it: nor through any block below it
+                del parent.children[blk]
+                break
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._ids.clear()
+            self._root = _Node()
             self._nbytes = 0

@@ -8,6 +8,7 @@ from the same KV cache, to read their categories.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from ..errors import GuardClosedError, GuardInputError
 from ..forking import forward_ran, renew_in_child
 from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
 from .prefix_store import plan_reuse
+
+logger = logging.getLogger("langchain_llamaguard")
 
 _STACKABLE = {"DynamicLayer", "DynamicSlidingWindowLayer"}
 """Cache layers whose state is keys, values (and a token count): prefix caches of these can be stacked."""
@@ -182,8 +185,11 @@ class TransformersBackend:
         return ids, pixels
 
     # -- the hot path -------------------------------------------------------------------------------------
+    takes_token_budget = True
+    """:meth:`first_step` takes the forward's ``max_tokens`` (the batch budget the engine planned it under)."""
+
     def first_step(
-        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens
+        self, prompts: Sequence[EncodedPrompt], tokens: VerdictTokens, *, max_tokens: int | None = None
     ) -> tuple[list[FirstStep], _BatchState]:
 
         seqs: list[list[int]] = []
@@ -194,7 +200,7 @@ class TransformersBackend:
             pixels.extend(px)
         prefixes = [tuple(p.input_ids[: p.prefix_len]) for p in prompts]
         if self.cache_prefix and not pixels and all(prefixes) and len(set(prefixes)) <= 16:
-            out, mask = self._forward_after_prefix(prefixes, seqs, prompts)
+            out, mask = self._forward_after_prefix(prefixes, seqs, prompts, max_tokens=max_tokens)
         else:
             out, mask = self._forward(seqs, pixels)
         logits = out.logits[:, -2:, :].float()
@@ -247,6 +253,8 @@ class TransformersBackend:
         prefixes: list[tuple[int, ...]],
         seqs: list[list[int]],
         prompts: Sequence[EncodedPrompt] | None = None,
+        *,
+        max_tokens: int | None = None,
     ) -> tuple[Any, Any]:
         """Each row's fixed prefix (task and categories: one per role and policy) comes from a cached KV; only
         the rest is computed. With the token-prefix store (``prompts`` given, no images), a row that shares a longer
@@ -256,7 +264,8 @@ class TransformersBackend:
         Rows are ``[padding][prefix][padding][rest]``: prefixes of different lengths are left-padded to the
         longest, each rest to the longest rest; padding is masked out and position ids skip it, so every row
         sees exactly the positions and keys of its whole prompt. Rows of different roles or exclusions share
-        one forward pass.
+        one forward pass. Stored prefixes never make the stacked rows (rows x their width) exceed ``max_tokens``
+        (the batch budget) where the rows without them would not.
         """
         import torch
 
@@ -270,7 +279,7 @@ class TransformersBackend:
             ]
             if len(hits) > 1 and any(n for n, _ in hits):
                 lens = [len(p) for p in prefixes], [len(s) for s in seqs], [n for n, _ in hits]
-                use = plan_reuse(*lens, key_cost=self._key_cost)
+                use = plan_reuse(*lens, key_cost=self._key_cost, max_tokens=max_tokens)
                 hits = [hit if u else (0, None) for hit, u in zip(hits, use, strict=True)]
         starts = [n or len(p) for (n, _), p in zip(hits, prefixes, strict=True)]
         width = max(starts)
@@ -298,8 +307,12 @@ class TransformersBackend:
                 use_cache=True,
                 logits_to_keep=2,
             )
-            if store is not None:
-                self._store_rows(store, out.past_key_values, prompts, starts, rests, width)  # type: ignore[arg-type]
+        if store is not None:
+            try:  # the store is a cache: a failure to write it (out of memory) leaves the verdicts as they are
+                with torch.inference_mode():  # outside the model lock: other callers' forwards need not wait
+                    self._store_rows(store, out.past_key_values, prompts, starts, rests, width)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("the prefix store could not keep this batch's KV (%s); checks go on without it", exc)
         return out, mask
 
     @staticmethod
@@ -316,10 +329,11 @@ class TransformersBackend:
         total = width + max(map(len, rests))
         if any(layer.keys.shape[-2] != total for layer in cache.layers):
             return  # a layer dropped tokens (a sliding window): its rows are not whole
+        per_token = sum((layer.keys[:1, :, :1].nbytes + layer.values[:1, :, :1].nbytes) for layer in cache.layers)
         for i, (p, n) in enumerate(zip(prompts, starts, strict=True)):
             end = _reusable_end(p)
-            if end <= n:
-                continue  # nothing new before the suffix
+            if end <= n or not store.fits(end * per_token):
+                continue  # nothing new before the suffix, or an entry the store would not keep: no copy made
             lo = total - len(rests[i])
             spans = ((width - n, width), (lo, lo + end - n))
             entry = copy.copy(cache)
