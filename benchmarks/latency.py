@@ -22,8 +22,9 @@ Sections (``--section NAME``, several allowed; all by default):
   the delay from the model's last token to the last released chunk, and one full check of the final answer for
   scale. Target: >= 3x.
 
-A random model's answers mean nothing: the real-shape guards run with ``threshold=1.0``, so every verdict is
-safe, which costs what a real safe verdict costs (one forward pass) and lets the agent run to its end.
+A random model's answers mean nothing: the real-shape guard is the *scripted* 1B (``scripted_1b.py``: random
+weights with the real compute, whose every answer is ``\n\n`` then ``safe``), so every verdict is safe, which
+costs what a real safe verdict costs (one forward pass) and lets the agent run to its end.
 
 The last line is ``speedup: X`` = the agent trajectory's ratio (guard time without the store / with it), or the
 parallel section's (added latency ``"before"`` / ``"parallel"``) when the agent section is not run.
@@ -136,16 +137,16 @@ def real_shape_guard(args: Any, *, fastest: bool = False) -> tuple[Any, Any, str
     model."""
     fast = fastest or args.quick
     if fast not in _REAL_SHAPE:
-        from llama_guard3_1b_cpu import checkpoint
+        from scripted_1b import checkpoint
         from transformers import AutoTokenizer
 
         from langchain_llamaguard import LlamaGuard
 
         path = checkpoint()
         how = "int8, pruned head" if fast else "float32"
-        log(f"loading the real-shape Llama Guard 3 1B (random weights, {how}) ...")
+        log(f"loading the real-shape Llama Guard 3 1B (scripted random weights, {how}) ...")
         kwargs: dict[str, Any] = {"quantization": "int8", "prune_lm_head": True} if fast else {}
-        guard = LlamaGuard.from_pretrained(str(path), threshold=1.0, **kwargs)
+        guard = LlamaGuard.from_pretrained(str(path), **kwargs)
         guard.check("Hello")  # the policy prefixes (cached either way) are computed before timing
         guard.check([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"}])
         _REAL_SHAPE[fast] = (guard, AutoTokenizer.from_pretrained(path), how)

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
+import inspect
 import math
+import os
 import threading
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from . import options
 from .backends.base import MAX_NEW_TOKENS, AsyncGuardBackend, FirstStep, GuardBackend, VerdictTokens
 from .batching import MicroBatcher
 from .budget import IMAGE_TOKENS, BatchBudget, default_budget, plan_sub_batches
@@ -111,11 +114,7 @@ def _release(backend: Any) -> None:
 
 
 def _check_threshold(threshold: float | None) -> float | None:
-    if threshold is None:
-        return None
-    if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
-        raise GuardConfigurationError(f"threshold must be a number in [0, 1] or None, got {threshold!r}")
-    return float(threshold)
+    return options.threshold(threshold)
 
 
 def _check_on_error(on_error: str) -> OnError:
@@ -280,14 +279,13 @@ class LlamaGuardEngine(Closeable):
         self.threshold = _check_threshold(threshold)
         self.on_error = _check_on_error(on_error)
         self.image_loader = image_loader
+        if not callable(context_length):  # a served model's is read from its server on first use
+            context_length = options.whole_number("context_length", context_length, minimum=1)  # type: ignore[assignment]
         self.context_length = context_length
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise GuardConfigurationError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-        self.timeout = timeout
-        if batch_window_ms is not None and (batch_window_ms < 0 or max_batch_size < 1):
-            raise GuardConfigurationError("batch_window_ms must be >= 0 and max_batch_size >= 1")
-        if max_batch_tokens is not None and (not isinstance(max_batch_tokens, int) or max_batch_tokens < 1):
-            raise GuardConfigurationError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
+        self.timeout = options.timeout(timeout)
+        batch_window_ms = options.batch_window_ms(batch_window_ms)
+        max_batch_size = options.whole_number("max_batch_size", max_batch_size, minimum=1)  # type: ignore[assignment]
+        max_batch_tokens = options.whole_number("max_batch_tokens", max_batch_tokens, minimum=1, allow_none=True)
         self.batch_window_ms = batch_window_ms
         self.max_batch_size = max_batch_size
         self._batcher: MicroBatcher | None = None
@@ -381,12 +379,18 @@ class LlamaGuardEngine(Closeable):
             'int8: torch dynamic int8 (fbgemm/x86 kernels): ...'
         """
         recipe = recipe_of(locals(), "model_id_or_path", "hf_kwargs")
-        from .backends.loading import load_errors, load_guard_model, one_dtype
+        from .backends.loading import check_hf_kwargs, load_errors, load_guard_model, one_dtype
         from .backends.prefix_store import check_prefix_cache_bytes
 
+        check_hf_kwargs(hf_kwargs, inspect.signature(cls.from_pretrained).parameters)  # a misspelt option
         threshold = _check_threshold(threshold)
         on_error = _check_on_error(on_error)
         check_prefix_cache_bytes(prefix_cache_bytes)  # before minutes of loading weights
+        options.timeout(timeout)
+        options.batch_window_ms(batch_window_ms)
+        options.whole_number("max_batch_size", max_batch_size, minimum=1)
+        options.whole_number("max_batch_tokens", max_batch_tokens, minimum=1, allow_none=True)
+        options.whole_number("context_length", context_length, minimum=1, allow_none=True)
         ImageLimits(max_pixels=max_image_pixels, max_bytes=max_image_bytes, max_images=max_images)  # checks them
         try:
             resolve_categories(excluded_categories, check_policy(categories))
@@ -552,9 +556,20 @@ class LlamaGuardEngine(Closeable):
         Example:
             >>> guard = LlamaGuard.from_model(model, processor)  # doctest: +SKIP
         """
-        from .backends.loading import LLAMA_GUARD_4_CONTEXT, check_format, detect_format, in_eval_mode
+        from .backends.loading import LLAMA_GUARD_4_CONTEXT, check_format, check_loaded, detect_format, in_eval_mode
         from .backends.transformers import TransformersBackend
 
+        if not hasattr(model, "config") or not callable(model):
+            raise GuardConfigurationError(
+                f"from_model takes a loaded transformers model, got {type(model).__name__}; for a checkpoint folder "
+                "or hub id use LlamaGuard.from_pretrained(...)"
+            )
+        if processor_or_tokenizer is None or isinstance(processor_or_tokenizer, (str, os.PathLike)):
+            raise GuardConfigurationError(
+                f"from_model takes the model's loaded tokenizer (or Llama Guard 4's processor), got "
+                f"{processor_or_tokenizer!r}; load it with AutoTokenizer / AutoProcessor.from_pretrained(...)"
+            )
+        check_loaded(model, given=True)  # weights on the meta device would fail at the first check
         tokenizer = getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
         processor = processor_or_tokenizer if tokenizer is not processor_or_tokenizer else None
         if model_format is not None:
@@ -1330,11 +1345,15 @@ class LlamaGuardEngine(Closeable):
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _first_token(self, step: FirstStep) -> tuple[int | None, GuardOutputError | None]:
-        """The verdict token to continue from, or the error that makes the output unreadable."""
+        """The verdict token to continue from, or the error that makes the output unreadable. A ``threshold``
+        reads P(unsafe) only from a model that answers as a guard does: one that does not start with the blank
+        line (broken weights, another model) has no verdict to threshold, whatever its P(unsafe)."""
+        if any(p is not None and not math.isfinite(p) for p in (step.p_safe, step.p_unsafe)):
+            reason = "the model's probabilities are not numbers (NaN or infinite logits: corrupted weights, or a "
+            return None, GuardOutputError("", reason + "float16 overflow)")
         if step.lead_argmax != self.tokens.lead:
             text = self.tokenizer.decode([step.lead_argmax])
-            if self.threshold is None:
-                return None, GuardOutputError(text, "the model did not start its answer with a blank line")
+            return None, GuardOutputError(text, "the model did not start its answer with a blank line")
         if self.threshold is not None and step.p_unsafe is not None:
             return (self.tokens.unsafe if step.p_unsafe >= self.threshold else self.tokens.safe), None
         if step.verdict_argmax in (self.tokens.safe, self.tokens.unsafe):
@@ -1361,7 +1380,7 @@ class LlamaGuardEngine(Closeable):
             safe=False,
             categories=[],
             category_names=[],
-            score=min(max(score, 0.0), 1.0),
+            score=min(max(score, 0.0), 1.0) if math.isfinite(score) else 1.0,
             role=role,  # type: ignore[arg-type]
             model=self.format.name,
             raw=getattr(err, "raw", ""),

@@ -59,8 +59,10 @@ def loading_recipe(recipe: Recipe, settings: frozenset[str]) -> Recipe:
     """The part of ``recipe`` that loads the model: the guard's own ``settings`` left out (the pickle carries
     them as they are now), and a local checkpoint path made absolute (the pickle may be read elsewhere)."""
     method, args, kwargs = recipe
-    if method == "from_pretrained" and args and isinstance(args[0], (str, os.PathLike)) and os.path.exists(args[0]):
-        args = (os.path.abspath(args[0]), *args[1:])
+    if method == "from_pretrained" and args and isinstance(args[0], (str, os.PathLike)):
+        local = os.path.expanduser(args[0])  # "~/guard" is another folder where HOME differs
+        if os.path.exists(local):
+            args = (os.path.abspath(local), *args[1:])
     return method, tuple(args), {k: v for k, v in kwargs.items() if k not in settings}
 
 

@@ -125,3 +125,145 @@ def test_a_checkpoint_saved_quantized_says_so_and_is_not_quantized_again(lg3_1b,
     for again in ({"quantization": "int8"}, {"quantization": "nf4"}, {"quantization_config": int8}):
         with pytest.raises(GuardConfigurationError, match="saved quantized"):
             LlamaGuard.from_pretrained(str(saved), **again)
+
+
+# -- found in the loading-options trial (session 19): a guard that cannot judge must never load or answer safe --
+def _edited_copy(src, dst, edit):
+    """``src`` copied to ``dst`` with its weights rewritten by ``edit(tensors) -> tensors``."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    save_file(
+        edit(load_file(str(dst / "model.safetensors"))), str(dst / "model.safetensors"), metadata={"format": "pt"}
+    )
+    return dst
+
+
+def test_a_checkpoint_with_missing_or_renamed_weights_is_refused(lg3_1b_path, tmp_path):
+    """transformers fills weights the files lack with random values and only logs it: loaded so, a renamed
+    checkpoint with ``threshold=0.5`` judged a bomb recipe safe."""
+    missing = _edited_copy(lg3_1b_path, tmp_path / "missing", lambda t: {k: v for k, v in t.items() if "norm" not in k})
+    with pytest.raises(GuardLoadError, match="not in its files.*norm"):
+        LlamaGuard.from_pretrained(str(missing), threshold=0.5)
+    renamed = _edited_copy(
+        lg3_1b_path,
+        tmp_path / "renamed",
+        lambda t: {k.replace("model.layers", "model.blocks"): v for k, v in t.items()},
+    )
+    with pytest.raises(GuardLoadError, match="random values"):
+        LlamaGuard.from_pretrained(str(renamed), threshold=0.5)
+    truncated = tmp_path / "truncated"
+    shutil.copytree(lg3_1b_path, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(GuardLoadError, match="weight file is unreadable"):
+        LlamaGuard.from_pretrained(str(truncated))
+
+
+def test_a_model_that_answers_no_verdict_is_never_safe_under_a_threshold(lg3_1b, lg3_1b_path):
+    """With ``threshold=``, P(unsafe) was read from any model, one that does not start its answer as a guard does
+    (random weights here) included: it came out safe with a made-up ``raw='safe'``. NaN weights (a float16
+    overflow, a corrupted file) gave a bare pydantic error instead of a fail-closed verdict."""
+    import copy
+
+    from transformers import AutoConfig
+
+    from langchain_llamaguard.errors import GuardOutputError
+
+    torch.manual_seed(0)
+    random = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(lg3_1b_path))).eval()
+    nan = copy.deepcopy(lg3_1b.backend.model)
+    with torch.no_grad():
+        nan.model.norm.weight.fill_(float("nan"))
+    for model, why in ((random, "blank line"), (nan, "not numbers")):
+        for threshold in (None, 0.5):
+            guard = LlamaGuard.from_model(model, lg3_1b.tokenizer, threshold=threshold)
+            with pytest.raises(GuardOutputError, match=why):
+                guard.check(BENIGN)
+            closed = LlamaGuard.from_model(model, lg3_1b.tokenizer, threshold=threshold, on_error="unsafe")
+            verdicts = closed.batch_check([BENIGN, "Hello"])
+            assert [v.safe for v in verdicts] == [False, False] and all(why in v.error for v in verdicts)
+            assert all(0.0 <= v.score <= 1.0 for v in verdicts)  # a number (NaN: 1.0), never a pydantic error
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"threshold": True},
+        {"timeout": float("inf")},
+        {"timeout": float("nan")},
+        {"timeout": True},
+        {"batch_window_ms": "5"},
+        {"batch_window_ms": float("inf")},
+        {"context_length": "8k"},
+        {"max_batch_size": -3},
+        {"max_batch_size": 2.5},
+        {"max_batch_tokens": True},
+    ],
+    ids=repr,
+)
+def test_an_option_value_that_would_be_taken_for_another_is_refused(lg3_1b, lg3_1b_path, option):
+    """``threshold=True`` judged everything below 1.0 safe; ``timeout=inf`` made every check raise OverflowError
+    (with ``on_error="unsafe"`` too); string numbers failed with a bare TypeError at the first check."""
+    (name,) = option
+    with pytest.raises(GuardConfigurationError, match=name):
+        LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe", **option)
+    with pytest.raises(GuardConfigurationError, match=name):
+        LlamaGuard.from_pretrained("/no/such/folder/is/read", **option)  # refused before anything loads
+
+
+def test_loading_options_as_users_spell_them(lg3_1b, lg3_1b_path, tmp_path, monkeypatch):
+    import pickle
+
+    from transformers import BitsAndBytesConfig
+
+    for typo, meant in (("treshold", "threshold"), ("quantisation", "quantization"), ("device", "device_map")):
+        with pytest.raises(GuardConfigurationError, match=f"unknown option {typo}=; did you mean {meant}="):
+            LlamaGuard.from_pretrained(str(lg3_1b_path), **{typo: 1})
+    both = LlamaGuard.from_pretrained(str(lg3_1b_path), dtype="bfloat16", torch_dtype=torch.bfloat16)  # one dtype
+    assert both.backend.model.dtype == torch.bfloat16
+    with pytest.raises(GuardConfigurationError, match="dtype must be a torch.dtype"):
+        LlamaGuard.from_pretrained(str(lg3_1b_path), dtype=32)
+    with pytest.raises(GuardConfigurationError, match="or a transformers BitsAndBytesConfig"):
+        LlamaGuard.from_pretrained(str(lg3_1b_path), quantization={"load_in_8bit": True})
+    guard = LlamaGuard.from_pretrained(str(lg3_1b_path), quantization=BitsAndBytesConfig(load_in_8bit=True))
+    assert "LLM.int8()" in guard.backend.quantization  # it crashed: unhashable BitsAndBytesConfig
+    if not torch.cuda.is_available():
+        with pytest.raises(GuardConfigurationError, match="no CUDA device"):
+            LlamaGuard.from_pretrained(str(lg3_1b_path), device_map="cuda")
+    with pytest.raises(GuardConfigurationError, match="meta device"):
+        with torch.device("meta"):
+            LlamaGuard.from_model(AutoModelForCausalLM.from_config(lg3_1b.backend.model.config), lg3_1b.tokenizer)
+    with pytest.raises(GuardConfigurationError, match="from_pretrained"):
+        LlamaGuard.from_model(str(lg3_1b_path), lg3_1b.tokenizer)
+    monkeypatch.setenv("HOME", str(tmp_path))  # "~/guard" pickles as the folder it is here, not as "~/guard"
+    shutil.copytree(lg3_1b_path, tmp_path / "guard")
+    assert str(tmp_path / "guard").encode() in pickle.dumps(LlamaGuard.from_pretrained("~/guard"))
+
+
+def test_a_llama_guard_4_folder_without_its_processor_files_fails_before_the_weights(lg4_path, tmp_path, monkeypatch):
+    import transformers
+
+    bare = tmp_path / "no-tokenizer"
+    shutil.copytree(lg4_path, bare)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (bare / name).unlink()
+    loads = []
+    real = transformers.Llama4ForConditionalGeneration.from_pretrained
+    monkeypatch.setattr(
+        transformers.Llama4ForConditionalGeneration, "from_pretrained", lambda *a, **k: loads.append(1) or real(*a, **k)
+    )
+    with pytest.raises(GuardLoadError, match="processor"):
+        LlamaGuard.from_pretrained(str(bare))
+    assert loads == []
+
+
+def test_prompt_guard_options_that_would_be_ignored_are_refused(pg_path):
+    for option in ({"treshold": 0.9}, {"device": "cpu"}, {"dtype": "bfloat16"}, {"no_such_option": 1}):
+        with pytest.raises(GuardConfigurationError):
+            PromptGuard.from_pretrained(str(pg_path), backend="onnx", **option)
+    with pytest.raises(GuardConfigurationError, match="backend='onnx' only"):
+        PromptGuard.from_pretrained(str(pg_path), onnx_threads=2)
+    if not torch.cuda.is_available():
+        with pytest.raises(GuardConfigurationError, match="no CUDA device"):
+            PromptGuard.from_pretrained(str(pg_path), device="cuda:0")

@@ -48,6 +48,7 @@ def test_layers_point_one_way():
     }
     lower = [
         "taxonomy.py",
+        "options.py",
         "conversation.py",
         "content_blocks.py",
         "prompt_format.py",

@@ -442,10 +442,10 @@ def test_a_failing_server_or_gateway_is_not_asked_row_by_row(proxy, tok):
     for answer in ((502, "bad gateway"), (504, "gateway timeout"), (500, '{"error": "boom"}'), (200, "<html>")):
         failing = proxy(lambda n, path, answer=answer: answer if path.endswith("/completions") else None)
         with pytest.raises(GuardBatchError) as err:
-            guard_at(failing.url, tok, max_retries=0).batch_check(rows)
+            guard_at(failing.url, tok, max_retries=0, max_concurrency=1).batch_check(rows)  # one request of 12
         assert len(err.value.errors) == 12
         sent = [r for r in failing.requests if r["path"].endswith("/completions")]
-        assert len(sent) <= 2, (answer, len(sent))  # the batch, at most one row alone; not 12 more
+        assert 1 <= len(sent) <= 2, (answer, len(sent))  # the batch, at most one row alone; not 12 more
 
 
 def test_an_answer_the_server_cut_short_is_no_verdict(proxy, lg3_8b, tok):

@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,15 +34,21 @@ once (two loads of a model with tied embeddings, such as Llama Guard 3 1B, race 
 on the meta device: a guard that passes everything). Loads of one process run one at a time."""
 
 
-def check_loaded(model: Any) -> None:
+def check_loaded(model: Any, *, given: bool = False) -> None:
     """Refuse a model with weights left on the meta device, and tie the LM head where the config ties it (a load
     racing another one outside this package can leave it untied): never a guard that judges with missing weights.
+    ``given``: the model was passed in (``from_model``), not loaded here.
     """
     meta = [name for name, p in model.named_parameters() if p.device.type == "meta"]
     if meta:
+        why = (
+            "load them on a real device (a device_map that offloads nothing to 'meta'), or use from_pretrained"
+            if given
+            else "another load in this process ran at the same time; load the guard again"
+        )
         raise GuardConfigurationError(
-            f"{len(meta)} weights of the loaded model were never loaded ({', '.join(meta[:3])}...): another load "
-            "in this process ran at the same time; load the guard again"
+            f"{len(meta)} weights of the {'given' if given else 'loaded'} model are on the meta device, with no "
+            f"values ({', '.join(meta[:3])}...): {why}"
         )
     config = getattr(model, "config", None)
     text_config = getattr(config, "text_config", None)
@@ -111,11 +117,26 @@ def load_errors(model_id_or_path: str) -> Iterator[None]:
             "for a gated repository pass token= or log in"
         )
         raise GuardLoadError(f"cannot load {model_id_or_path!r}: {first}{hint}") from exc
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":  # safetensors' error for a truncated or corrupted file
+            raise
+        raise GuardLoadError(
+            f"cannot load {model_id_or_path!r}: a weight file is unreadable ({exc}); is it complete (a download cut "
+            "short, a disk that filled up)?"
+        ) from exc
+
+
+def _as_dtype(value: Any) -> Any:
+    """``"bfloat16"`` as ``torch.bfloat16`` (other values as they are), to compare two spellings."""
+    import torch
+
+    got = getattr(torch, value, None) if isinstance(value, str) else value
+    return got if isinstance(got, torch.dtype) else value
 
 
 def one_dtype(dtype: Any, torch_dtype: Any) -> Any:
     """``dtype``, or its old name ``torch_dtype`` (transformers 5 renamed it); both, differing, is an error."""
-    if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+    if dtype is not None and torch_dtype is not None and _as_dtype(dtype) != _as_dtype(torch_dtype):
         raise GuardConfigurationError(
             f"pass dtype= or its old name torch_dtype=, not both (dtype={dtype!r}, torch_dtype={torch_dtype!r})"
         )
@@ -143,6 +164,10 @@ def resolve_dtype(dtype: Any, *, cuda: bool, quantization: str | None = None, ch
         if not isinstance(got, torch.dtype):
             raise GuardConfigurationError(f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float16' or 'float32'")
         return got
+    if not isinstance(dtype, torch.dtype):
+        raise GuardConfigurationError(
+            f"dtype must be a torch.dtype, its name (e.g. 'bfloat16') or 'auto', got {dtype!r}"
+        )
     return dtype
 
 
@@ -166,6 +191,15 @@ def quantization_config(quantization: str | None, dtype: Any, *, skip: list[str]
         bnb_4bit_compute_dtype=dtype,
         bnb_4bit_use_double_quant=False,
         llm_int8_skip_modules=skip,
+    )
+
+
+def names_cuda(device_map: Any) -> bool:
+    """Whether ``device_map`` places anything on a GPU: ``"cuda"``, ``"cuda:0"``, a device index, a
+    ``torch.device``, or a dict with any of those."""
+    places = list(device_map.values()) if isinstance(device_map, dict) else [device_map]
+    return any(
+        (isinstance(p, int) and not isinstance(p, bool)) or str(p).startswith("cuda") for p in places if p is not None
     )
 
 
@@ -307,6 +341,64 @@ def _tokenizer(model_id_or_path: str, hub: dict[str, Any]) -> Any:
         ) from exc
 
 
+def _whole(model_class: Any, model_id_or_path: str, config: Any, kwargs: dict[str, Any]) -> Any:
+    """``model_class.from_pretrained``, refusing a checkpoint whose weights do not all load. transformers fills a
+    weight that the files lack (a shard left out, a tensor renamed by a bad conversion) or that has another shape
+    with random values and only logs it: such a guard judges at random (a bomb recipe came out safe)."""
+    model, info = model_class.from_pretrained(model_id_or_path, config=config, output_loading_info=True, **kwargs)
+    missing, mismatched = list(info.get("missing_keys") or ()), list(info.get("mismatched_keys") or ())
+    if missing or mismatched:
+        named = [*missing, *(str(m[0]) if isinstance(m, (tuple, list)) else str(m) for m in mismatched)]
+        raise GuardLoadError(
+            f"cannot load {model_id_or_path!r}: {len(named)} of the model's weights are not in its files, or have "
+            f"another shape ({', '.join(named[:4])}{', ...' if len(named) > 4 else ''}); transformers would fill "
+            "them with random values. Is the checkpoint complete, and saved by save_pretrained for this model?"
+        )
+    unexpected = list(info.get("unexpected_keys") or ())
+    if unexpected:
+        warnings.warn(
+            f"{model_id_or_path!r} holds {len(unexpected)} weights the model does not use ({', '.join(unexpected[:3])}"
+            "...): they were left out",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return model
+
+
+def check_hf_kwargs(hf_kwargs: dict[str, Any], own: Any, *, own_extra: Iterable[str] = ()) -> None:
+    """A :class:`GuardConfigurationError` for a keyword that is a misspelt guard option (``treshold=``,
+    ``quantisation=``; ``device=`` is Prompt Guard's), instead of transformers' ``TypeError`` naming the model
+    class after the config and tokenizer have loaded. Other keywords go to transformers' ``from_pretrained``."""
+    import difflib
+
+    names = [*(n for n in own if n not in ("cls", "self", "model_id_or_path", "hf_kwargs", "kwargs")), *own_extra]
+    for key in hf_kwargs:
+        if key in _TRANSFORMERS_KWARGS or key in own_extra:
+            continue
+        close = {"device": ["device_map"]}.get(key) or difflib.get_close_matches(key, names, n=1, cutoff=0.8)
+        if close:
+            raise GuardConfigurationError(f"unknown option {key}=; did you mean {close[0]}=?")
+
+
+_TRANSFORMERS_KWARGS = frozenset(
+    {
+        *HUB_KWARGS,
+        "quantization_config",
+        "attn_implementation",
+        "low_cpu_mem_usage",
+        "max_memory",
+        "offload_folder",
+        "offload_state_dict",
+        "use_safetensors",
+        "weights_only",
+        "key_mapping",
+        "tp_plan",
+        "device_mesh",
+    }
+)
+"""Keywords of transformers' ``from_pretrained`` that look like a guard option's name (never taken for a typo)."""
+
+
 def load_guard_model(
     model_id_or_path: str,
     *,
@@ -322,6 +414,15 @@ def load_guard_model(
     from transformers import AutoConfig
 
     model_id_or_path = check_local_path(model_id_or_path)
+    if quantization is not None and not isinstance(quantization, str):
+        if not hasattr(quantization, "load_in_8bit"):  # transformers' BitsAndBytesConfig
+            raise GuardConfigurationError(
+                f"quantization must be None, 'int8', 'nf4' or a transformers BitsAndBytesConfig, got {quantization!r}"
+            )
+        if hf_kwargs.get("quantization_config") is not None:
+            raise GuardConfigurationError("pass the BitsAndBytesConfig as quantization= or quantization_config=")
+        hf_kwargs = {**hf_kwargs, "quantization_config": quantization}
+        quantization = None
     hub = {k: hf_kwargs[k] for k in HUB_KWARGS if k in hf_kwargs}
     config = AutoConfig.from_pretrained(model_id_or_path, **hub)
     tokenizer = None  # loaded once: Llama Guard 4's processor loads its own
@@ -342,6 +443,11 @@ def load_guard_model(
             "quantization= and quantization_config= out"
         )
     cuda = torch.cuda.is_available()
+    if not cuda and names_cuda(device_map):
+        raise GuardConfigurationError(
+            f"device_map={device_map!r} puts the model on a GPU, but torch sees no CUDA device here; leave device_map "
+            "out (or 'cpu') to load on the CPU"
+        )
     cpu_int8 = quantization == "int8" and on_cpu(device_map, cuda=cuda)
     torch_dtype = resolve_dtype(
         dtype, cuda=not cpu_int8 and cuda, quantization=quantization, checkpoint=getattr(config, "dtype", None)
@@ -370,28 +476,28 @@ def load_guard_model(
         qconf = quantization_config(bnb, torch_dtype, skip=["vision_model", "multi_modal_projector", "lm_head"])
         if qconf is not None:
             kwargs["quantization_config"] = qconf
-        with LOAD_LOCK:
-            model = Llama4ForConditionalGeneration.from_pretrained(model_id_or_path, config=config, **kwargs)
-        try:
+        try:  # before minutes of loading weights
             processor = AutoProcessor.from_pretrained(model_id_or_path, **hub)
         except (OSError, ValueError, ImportError) as exc:
-            raise GuardConfigurationError(
+            raise GuardLoadError(
                 f"cannot load the Llama Guard 4 processor from {model_id_or_path!r} ({exc}); it needs the checkpoint's "
                 "tokenizer and processor files (tokenizer.json, tokenizer_config.json, processor_config.json, "
                 "preprocessor_config.json) and, for images, torchvision: pip install 'langchain-llamaguard[vision]'"
             ) from exc
         tokenizer = processor.tokenizer
+        with LOAD_LOCK:
+            model = _whole(Llama4ForConditionalGeneration, model_id_or_path, config, kwargs)
     else:
         from transformers import AutoModelForCausalLM
 
         qconf = quantization_config(bnb, torch_dtype, skip=["lm_head"])
         if qconf is not None:
             kwargs["quantization_config"] = qconf
-        with LOAD_LOCK:
-            model = AutoModelForCausalLM.from_pretrained(model_id_or_path, config=config, **kwargs)
         processor = None
         if tokenizer is None:
-            tokenizer = _tokenizer(model_id_or_path, hub)
+            tokenizer = _tokenizer(model_id_or_path, hub)  # before minutes of loading weights
+        with LOAD_LOCK:
+            model = _whole(AutoModelForCausalLM, model_id_or_path, config, kwargs)
         ctx = context_length or int(getattr(config, "max_position_embeddings", 131072))
     model.eval()
     check_loaded(model)

@@ -28,12 +28,14 @@ def _require_onnx() -> None:
         )
 
 
-def export_onnx(model_id_or_path: str, out: Path) -> Path:
+def export_onnx(model_id_or_path: str, out: Path, hub: dict[str, Any] | None = None) -> Path:
     """Export a sequence classifier to ``out`` (inputs: input_ids, attention_mask; output: logits)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_id_or_path, dtype=torch.float32).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_id_or_path, dtype=torch.float32, **(hub or {})
+    ).eval()
 
     class _Logits(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -101,8 +103,16 @@ class OnnxClassifier:
 
     @classmethod
     def from_pretrained(
-        cls, model_id_or_path: str, *, quantize: bool = True, path: str | Path | None = None, threads: int | None = None
+        cls,
+        model_id_or_path: str,
+        *,
+        quantize: bool = True,
+        path: str | Path | None = None,
+        threads: int | None = None,
+        hub: dict[str, Any] | None = None,
     ) -> OnnxClassifier:
+        """The checkpoint exported to ONNX once (``hub``: ``revision=``, ``subfolder=``... where the weights are;
+        part of the export's cache key), int8-quantized with ``quantize``."""
         _require_onnx()
         from ..tiny.tokenizers import cache_dir
 
@@ -111,7 +121,13 @@ class OnnxClassifier:
         if src.is_dir():
             weights = sorted(src.glob("*.safetensors")) or sorted(src.glob("*.bin"))
             stamp = "".join(f"{w.name}{w.stat().st_size}{w.stat().st_mtime_ns}" for w in weights)
-        key = hashlib.sha256(f"{src.resolve() if src.is_dir() else model_id_or_path}{stamp}".encode()).hexdigest()
+        if src.is_dir() and (hub or {}).get("subfolder"):
+            weights_dir = src / str(hub["subfolder"])  # type: ignore[index]
+            weights = sorted(weights_dir.glob("*.safetensors")) or sorted(weights_dir.glob("*.bin"))
+            stamp = "".join(f"{w.name}{w.stat().st_size}{w.stat().st_mtime_ns}" for w in weights)
+        where = sorted((k, str(v)) for k, v in (hub or {}).items() if k in ("revision", "subfolder"))
+        name = src.resolve() if src.is_dir() else model_id_or_path
+        key = hashlib.sha256(f"{name}{stamp}{where if where else ''}".encode()).hexdigest()
         base = cache_dir() / "onnx" / key[:16] if path is None else Path(path)
         fp32 = base / "model.onnx"
         source = base / "source.sha256"
@@ -121,7 +137,7 @@ class OnnxClassifier:
             for stale in (fp32, base / "model.int8.onnx"):
                 stale.unlink(missing_ok=True)
         if not fp32.exists():
-            export_onnx(model_id_or_path, fp32)
+            export_onnx(model_id_or_path, fp32, hub)
             source.write_text(key)
         target = fp32
         if quantize:

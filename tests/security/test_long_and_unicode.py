@@ -56,7 +56,7 @@ def test_long_history_is_split_by_turn(lg4_with):
 def test_unicode_tricks_never_crash_or_skip(lg4, prompt_guard, text, target, monkeypatch):
     seen = []
     original = lg4.backend.first_step
-    monkeypatch.setattr(lg4.backend, "first_step", lambda p, t: (seen.append(len(p)), original(p, t))[1])
+    monkeypatch.setattr(lg4.backend, "first_step", lambda p, t, **kw: (seen.append(len(p)), original(p, t, **kw))[1])
     v = lg4.check(text)
     assert seen == [1] and v.role == "User"  # the model did run
     assert v.categories == ([] if target == "safe" else ["S9"])  # a check-set verdict
