@@ -146,7 +146,8 @@ def real_shape_guard(args: Any, *, fastest: bool = False) -> tuple[Any, Any, str
         how = "int8, pruned head" if fast else "float32"
         log(f"loading the real-shape Llama Guard 3 1B (scripted random weights, {how}) ...")
         kwargs: dict[str, Any] = {"quantization": "int8", "prune_lm_head": True} if fast else {}
-        guard = LlamaGuard.from_pretrained(str(path), **kwargs)
+        # its head is untied (to script it), unlike the 1B's: the format is said, not detected
+        guard = LlamaGuard.from_pretrained(str(path), model_format="llama-guard-3-1b", **kwargs)
         guard.check("Hello")  # the policy prefixes (cached either way) are computed before timing
         guard.check([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"}])
         _REAL_SHAPE[fast] = (guard, AutoTokenizer.from_pretrained(path), how)
