@@ -172,12 +172,17 @@ def _conversations(args: argparse.Namespace) -> list[tuple[int, Any]]:
     if args.text is not None:
         return [(1, args.text)]
     if args.file == "-":
-        name, text = "standard input", sys.stdin.buffer.read().decode("utf-8-sig")
+        name, raw = "standard input", sys.stdin.buffer.read()
     else:
         path = Path(args.file)
         if not path.is_file():
             raise CliError(f"--file {args.file!r} not found")
-        name, text = args.file, path.read_text(encoding="utf-8-sig")
+        name, raw = args.file, path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CliError(f"{name} line {line} is not UTF-8 (byte {raw[exc.start]:#04x}); save it as UTF-8") from None
     out: list[tuple[int, Any]] = []
     for lineno, line in enumerate(text.split("\n"), 1):  # U+2028 is not a line end
         if not line.strip():

@@ -152,6 +152,13 @@ def test_a_checkpoint_with_missing_or_renamed_weights_is_refused(lg3_1b_path, tm
     )
     with pytest.raises(GuardLoadError, match="random values"):
         LlamaGuard.from_pretrained(str(renamed), threshold=0.5)
+
+    def reshaped(t):  # a tensor of another shape (a conversion that transposed or cut it)
+        t["model.norm.weight"] = t["model.norm.weight"][:-1].clone()
+        return t
+
+    with pytest.raises(GuardLoadError, match="another shape"):  # transformers raised a bare RuntimeError
+        LlamaGuard.from_pretrained(str(_edited_copy(lg3_1b_path, tmp_path / "reshaped", reshaped)))
     truncated = tmp_path / "truncated"
     shutil.copytree(lg3_1b_path, truncated)
     weights = truncated / "model.safetensors"
@@ -267,3 +274,19 @@ def test_prompt_guard_options_that_would_be_ignored_are_refused(pg_path):
     if not torch.cuda.is_available():
         with pytest.raises(GuardConfigurationError, match="no CUDA device"):
             PromptGuard.from_pretrained(str(pg_path), device="cuda:0")
+
+
+def test_a_model_offloaded_by_accelerate_is_a_guard_like_any_other(lg3_1b, lg3_1b_path, tmp_path):
+    """accelerate keeps offloaded weights on the meta device on purpose and loads them at each forward: such a
+    model (a 12B on a small GPU, ``device_map="auto"``) is not a model whose weights are missing."""
+    from conftest import BOMB
+
+    layers = {f"model.layers.{i}": "disk" for i in range(lg3_1b.backend.model.config.num_hidden_layers)}
+    on_cpu = {name: "cpu" for name in ("model.embed_tokens", "model.rotary_emb", "model.norm", "lm_head")}
+    device_map = {**on_cpu, **layers}
+    model = AutoModelForCausalLM.from_pretrained(str(lg3_1b_path), device_map=device_map, offload_folder=str(tmp_path))
+    assert any(p.device.type == "meta" for p in model.parameters())
+    guard = LlamaGuard.from_model(model, lg3_1b.tokenizer, prefix_cache_bytes=0)
+    want = lg3_1b.check(BOMB)
+    got = guard.check(BOMB)
+    assert got.safe == want.safe and got.score == pytest.approx(want.score, abs=1e-4)

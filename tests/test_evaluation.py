@@ -461,3 +461,7 @@ def test_cli_check_a_bad_row_among_good_ones_has_its_own_line(
     empty.write_text('"hi"\n{"messages": []}\n')
     assert main(["check", "--file", str(empty), "--model", str(lg4_path)]) == 2
     assert "line 2: an empty conversation" in capsys.readouterr().err
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes('"hi"\n"caf\u00e9"\n'.encode("latin-1"))
+    assert main(["check", "--file", str(latin1), "--model", str(lg4_path)]) == 2  # was a UnicodeDecodeError
+    assert "line 2 is not UTF-8" in capsys.readouterr().err

@@ -263,6 +263,13 @@ def test_store_finds_the_longest_stored_prefix_and_evicts_least_recently_used():
     assert len(store) == 2 and store.nbytes == 32 * 24
     store.clear()
     assert (len(store), store.nbytes, store.longest(c)) == (0, 0, (0, None))
+    # a write computed before a clear (clear_caches after the weights changed) is not stored
+    epoch = store.epoch
+    store.clear()
+    store.put(c, kv(12), epoch=epoch)
+    assert len(store) == 0
+    store.put(c, kv(12), epoch=store.epoch)
+    assert len(store) == 1
 
 
 class _Tokens:

@@ -39,7 +39,10 @@ def check_loaded(model: Any, *, given: bool = False) -> None:
     racing another one outside this package can leave it untied): never a guard that judges with missing weights.
     ``given``: the model was passed in (``from_model``), not loaded here.
     """
-    meta = [name for name, p in model.named_parameters() if p.device.type == "meta"]
+    # accelerate's offloading (a device_map with "cpu" or "disk" entries) keeps offloaded weights on the meta
+    # device on purpose and loads them at each forward; only a model loaded without it has weights missing there
+    offloaded = any(str(v) in ("cpu", "disk") for v in (getattr(model, "hf_device_map", None) or {}).values())
+    meta = [] if offloaded else [name for name, p in model.named_parameters() if p.device.type == "meta"]
     if meta:
         why = (
             "load them on a real device (a device_map that offloads nothing to 'meta'), or use from_pretrained"
@@ -345,7 +348,14 @@ def _whole(model_class: Any, model_id_or_path: str, config: Any, kwargs: dict[st
     """``model_class.from_pretrained``, refusing a checkpoint whose weights do not all load. transformers fills a
     weight that the files lack (a shard left out, a tensor renamed by a bad conversion) or that has another shape
     with random values and only logs it: such a guard judges at random (a bomb recipe came out safe)."""
-    model, info = model_class.from_pretrained(model_id_or_path, config=config, output_loading_info=True, **kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if k != "output_loading_info"}  # the guard reads it itself
+    kwargs.setdefault("ignore_mismatched_sizes", True)  # reported in the loading info (and refused below), not raised
+    try:
+        model, info = model_class.from_pretrained(model_id_or_path, config=config, output_loading_info=True, **kwargs)
+    except RuntimeError as exc:  # transformers' own refusal of weights it could not convert
+        if "mismatch" not in str(exc) and "convert" not in str(exc):
+            raise
+        raise GuardLoadError(f"cannot load {model_id_or_path!r}: {' '.join(str(exc).split())[:500]}") from exc
     missing, mismatched = list(info.get("missing_keys") or ()), list(info.get("mismatched_keys") or ())
     if missing or mismatched:
         named = [*missing, *(str(m[0]) if isinstance(m, (tuple, list)) else str(m) for m in mismatched)]
@@ -442,6 +452,14 @@ def load_guard_model(
             f"{model_id_or_path!r} was saved quantized ({own}): its weights cannot be quantized again; leave "
             "quantization= and quantization_config= out"
         )
+    qconf_given = hf_kwargs.get("quantization_config")
+    given_kind = (
+        "int8"
+        if getattr(qconf_given, "load_in_8bit", False)
+        else "nf4"
+        if getattr(qconf_given, "load_in_4bit", False)
+        else None
+    )  # a BitsAndBytesConfig of the user's computes in the dtype its string spelling would
     cuda = torch.cuda.is_available()
     if not cuda and names_cuda(device_map):
         raise GuardConfigurationError(
@@ -450,7 +468,10 @@ def load_guard_model(
         )
     cpu_int8 = quantization == "int8" and on_cpu(device_map, cuda=cuda)
     torch_dtype = resolve_dtype(
-        dtype, cuda=not cpu_int8 and cuda, quantization=quantization, checkpoint=getattr(config, "dtype", None)
+        dtype,
+        cuda=not cpu_int8 and cuda,
+        quantization=quantization or given_kind,
+        checkpoint=getattr(config, "dtype", None),
     )
     if device_map is None and cuda and not cpu_int8:
         device_map = "auto"

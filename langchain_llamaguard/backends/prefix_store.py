@@ -211,7 +211,7 @@ class PrefixStore:
     """
 
     def __init__(self, max_bytes: int, *, max_entries: int = 256, block: int = BLOCK) -> None:
-        from ..forking import renew_in_child
+        from ..forking import call_in_child, renew_in_child
 
         self.max_bytes = max_bytes
         self.max_entries = max_entries
@@ -222,8 +222,11 @@ class PrefixStore:
         self._root = _Node()
         self._next_id = 0
         self._nbytes = 0
+        self.epoch = 0
+        """Bumped by :meth:`clear`: a write computed before a clear (older weights) is not stored."""
         self._lock = threading.Lock()
         renew_in_child(self, "_lock")  # a lookup under way in another thread at a fork would wedge the child
+        call_in_child(self, "clear")  # a write under way at the fork may have left the index half-updated
 
     @property
     def nbytes(self) -> int:
@@ -277,10 +280,11 @@ class PrefixStore:
             key, _, cache, _ = self._entries[best_id]
         return best, cache if best == len(key) else crop_cache(cache, best)
 
-    def put(self, ids: Sequence[int], cache: Any) -> None:
+    def put(self, ids: Sequence[int], cache: Any, *, epoch: int | None = None) -> None:
         """Store ``cache`` (the KV of exactly ``ids``; the caller gives it up), drop the entries it continues (all
         but their last :data:`SUPERSEDED_TAIL` ids at most), and evict the least recently used entries until the
-        store is within its bounds."""
+        store is within its bounds. ``epoch``: the store's :attr:`epoch` when the KV was computed; if the store was
+        cleared since, the entry is not stored."""
         import numpy as np
 
         key = tuple(ids)
@@ -289,6 +293,8 @@ class PrefixStore:
             return
         arr = np.asarray(key, dtype=np.int64)
         with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                return
             known = self._ids.get(key)
             if known is not None:
                 self._entries.move_to_end(known)
@@ -331,3 +337,4 @@ class PrefixStore:
             self._ids.clear()
             self._root = _Node()
             self._nbytes = 0
+            self.epoch += 1

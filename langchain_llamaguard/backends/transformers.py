@@ -299,6 +299,7 @@ class TransformersBackend:
             prefix_mask[i, width - n :] = 1
         mask = torch.cat([prefix_mask, rest_mask], dim=-1)
         with self.lock, torch.inference_mode():
+            epoch = store.epoch if store is not None else 0  # a clear_caches() after this forward voids its KV
             out = self._live()(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
@@ -310,14 +311,20 @@ class TransformersBackend:
         if store is not None:
             try:  # the store is a cache: a failure to write it (out of memory) leaves the verdicts as they are
                 with torch.inference_mode():  # outside the model lock: other callers' forwards need not wait
-                    self._store_rows(store, out.past_key_values, prompts, starts, rests, width)  # type: ignore[arg-type]
+                    self._store_rows(store, out.past_key_values, prompts, starts, rests, width, epoch)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001
                 logger.warning("the prefix store could not keep this batch's KV (%s); checks go on without it", exc)
         return out, mask
 
     @staticmethod
     def _store_rows(
-        store: Any, cache: Any, prompts: Sequence[EncodedPrompt], starts: list[int], rests: list[list[int]], width: int
+        store: Any,
+        cache: Any,
+        prompts: Sequence[EncodedPrompt],
+        starts: list[int],
+        rests: list[list[int]],
+        width: int,
+        epoch: int,
     ) -> None:
         """Store each row's KV up to the end of its conversation (new tensors: the batch cache goes on to decode).
 
@@ -345,7 +352,7 @@ class TransformersBackend:
                 if hasattr(row, "cumulative_length"):
                     row.cumulative_length = end
                 entry.layers.append(row)
-            store.put(p.input_ids[:end], entry)
+            store.put(p.input_ids[:end], entry, epoch=epoch)
 
     def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
         """The KV cache of one fixed prefix, computed on first use; the 16 most recently used are kept."""
