@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import GuardConfigurationError, GuardInputError
-from .forking import renew_in_child
+from .forking import call_in_child, renew_in_child
 from .prompt_format import PromptFormat, RenderedPrompt, Segment
 
 
@@ -55,8 +54,28 @@ class EncodedPrompt:
     made once: when the context is measured, and reused by the forward pass."""
 
 
-_TOKENIZER_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
-_LOCKS_LOCK = threading.Lock()
+class _TokenizerLocks:
+    """One lock per tokenizer, made on first use; a forked child starts with none (a lock held by one of the
+    parent's threads would wedge it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+        renew_in_child(self, "_lock")
+        call_in_child(self, "clear")
+
+    def get(self, target: Any) -> threading.RLock:
+        with self._lock:
+            lock = self._locks.get(target)
+            if lock is None:
+                lock = self._locks[target] = threading.RLock()
+        return lock
+
+    def clear(self) -> None:
+        self._locks = weakref.WeakKeyDictionary()
+
+
+_TOKENIZER_LOCKS = _TokenizerLocks()
 
 
 def tokenizer_lock(tokenizer: Any) -> threading.RLock:
@@ -69,22 +88,7 @@ def tokenizer_lock(tokenizer: Any) -> threading.RLock:
         >>> with tokenizer_lock(tok):  # doctest: +SKIP
         ...     ids = tok("<|eot|>", add_special_tokens=False, split_special_tokens=True)["input_ids"]
     """
-    target = getattr(tokenizer, "tokenizer", None) or tokenizer  # a processor's tokenizer is the shared one
-    with _LOCKS_LOCK:
-        lock = _TOKENIZER_LOCKS.get(target)
-        if lock is None:
-            lock = _TOKENIZER_LOCKS[target] = threading.RLock()
-    return lock
-
-
-def _locks_after_fork() -> None:  # a lock held by a thread at a fork would wedge the child
-    global _LOCKS_LOCK
-    _LOCKS_LOCK = threading.Lock()
-    _TOKENIZER_LOCKS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_locks_after_fork)
+    return _TOKENIZER_LOCKS.get(getattr(tokenizer, "tokenizer", None) or tokenizer)  # a processor's is the shared one
 
 
 def clean_text(text: str) -> str:

@@ -117,6 +117,19 @@ def _check_threshold(threshold: float | None) -> float | None:
     return options.threshold(threshold)
 
 
+def _checked_settings(
+    timeout: Any, batch_window_ms: Any, max_batch_size: Any, max_batch_tokens: Any
+) -> tuple[float | None, float | None, int | None, int | None]:
+    """The engine's numeric settings, checked (:mod:`.options`): ``from_pretrained`` checks them before it loads
+    any weights, the engine when it is built."""
+    return (
+        options.timeout(timeout),
+        options.batch_window_ms(batch_window_ms),
+        options.whole_number("max_batch_size", max_batch_size, minimum=1),
+        options.whole_number("max_batch_tokens", max_batch_tokens, minimum=1, allow_none=True),
+    )
+
+
 def _check_on_error(on_error: str) -> OnError:
     if on_error not in ("raise", "unsafe"):
         raise GuardConfigurationError(f"on_error must be 'raise' or 'unsafe', got {on_error!r}")
@@ -279,15 +292,15 @@ class LlamaGuardEngine(Closeable):
         self.threshold = _check_threshold(threshold)
         self.on_error = _check_on_error(on_error)
         self.image_loader = image_loader
+        timeout, batch_window_ms, max_batch_size, max_batch_tokens = _checked_settings(
+            timeout, batch_window_ms, max_batch_size, max_batch_tokens
+        )
         if not callable(context_length):  # a served model's is read from its server on first use
             context_length = options.whole_number("context_length", context_length, minimum=1)  # type: ignore[assignment]
         self.context_length = context_length
-        self.timeout = options.timeout(timeout)
-        batch_window_ms = options.batch_window_ms(batch_window_ms)
-        max_batch_size = options.whole_number("max_batch_size", max_batch_size, minimum=1)  # type: ignore[assignment]
-        max_batch_tokens = options.whole_number("max_batch_tokens", max_batch_tokens, minimum=1, allow_none=True)
+        self.timeout = timeout
         self.batch_window_ms = batch_window_ms
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = max_batch_size  # type: ignore[assignment]
         self._batcher: MicroBatcher | None = None
         self._start_batcher()
         self._default_budget: BatchBudget | None = None
@@ -386,10 +399,7 @@ class LlamaGuardEngine(Closeable):
         threshold = _check_threshold(threshold)
         on_error = _check_on_error(on_error)
         check_prefix_cache_bytes(prefix_cache_bytes)  # before minutes of loading weights
-        options.timeout(timeout)
-        options.batch_window_ms(batch_window_ms)
-        options.whole_number("max_batch_size", max_batch_size, minimum=1)
-        options.whole_number("max_batch_tokens", max_batch_tokens, minimum=1, allow_none=True)
+        _checked_settings(timeout, batch_window_ms, max_batch_size, max_batch_tokens)
         options.whole_number("context_length", context_length, minimum=1, allow_none=True)
         ImageLimits(max_pixels=max_image_pixels, max_bytes=max_image_bytes, max_images=max_images)  # checks them
         try:
@@ -1349,8 +1359,11 @@ class LlamaGuardEngine(Closeable):
         reads P(unsafe) only from a model that answers as a guard does: one that does not start with the blank
         line (broken weights, another model) has no verdict to threshold, whatever its P(unsafe)."""
         if any(p is not None and not math.isfinite(p) for p in (step.p_safe, step.p_unsafe)):
-            reason = "the model's probabilities are not numbers (NaN or infinite logits: corrupted weights, or a "
-            return None, GuardOutputError("", reason + "float16 overflow)")
+            reason = (
+                "the model's probabilities are not numbers (NaN or infinite logits: corrupted weights, or a float16 "
+                "overflow)"
+            )
+            return None, GuardOutputError("", reason)
         if step.lead_argmax != self.tokens.lead:
             text = self.tokenizer.decode([step.lead_argmax])
             return None, GuardOutputError(text, "the model did not start its answer with a blank line")

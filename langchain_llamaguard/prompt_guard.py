@@ -194,6 +194,7 @@ class PromptGuardEngine(Closeable):
             check_loaded,
             check_local_path,
             load_errors,
+            load_whole,
             names_cuda,
             one_dtype,
             resolve_dtype,
@@ -244,7 +245,9 @@ class PromptGuardEngine(Closeable):
                 )
             dtype = torch.float32 if chosen is None else resolve_dtype(chosen, cuda=cuda, checkpoint=own)
             with LOAD_LOCK, load_errors(str(model_id_or_path)):
-                model = AutoModelForSequenceClassification.from_pretrained(model_id_or_path, dtype=dtype, **kwargs)
+                model = load_whole(
+                    AutoModelForSequenceClassification, model_id_or_path, config, {**kwargs, "dtype": dtype}
+                )
             check_loaded(model)
             if device is not None:
                 model = model.to(device)

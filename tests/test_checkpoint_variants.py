@@ -290,3 +290,13 @@ def test_a_model_offloaded_by_accelerate_is_a_guard_like_any_other(lg3_1b, lg3_1
     want = lg3_1b.check(BOMB)
     got = guard.check(BOMB)
     assert got.safe == want.safe and got.score == pytest.approx(want.score, abs=1e-4)
+
+
+def test_a_prompt_guard_checkpoint_without_its_classifier_is_refused(pg_path, tmp_path):
+    """A DeBERTa checkpoint without the classifier head (a base model, a bad export) got a random head: its scores
+    meant nothing. Both backends refuse it."""
+    no_head = lambda t: {k: v for k, v in t.items() if "classifier" not in k}  # noqa: E731
+    headless = _edited_copy(pg_path, tmp_path / "headless", no_head)
+    for backend in ("torch", "onnx"):
+        with pytest.raises(GuardLoadError, match="classifier"):
+            PromptGuard.from_pretrained(str(headless), backend=backend)

@@ -344,7 +344,7 @@ def _tokenizer(model_id_or_path: str, hub: dict[str, Any]) -> Any:
         ) from exc
 
 
-def _whole(model_class: Any, model_id_or_path: str, config: Any, kwargs: dict[str, Any]) -> Any:
+def load_whole(model_class: Any, model_id_or_path: str, config: Any, kwargs: dict[str, Any]) -> Any:
     """``model_class.from_pretrained``, refusing a checkpoint whose weights do not all load. transformers fills a
     weight that the files lack (a shard left out, a tensor renamed by a bad conversion) or that has another shape
     with random values and only logs it: such a guard judges at random (a bomb recipe came out safe)."""
@@ -507,7 +507,7 @@ def load_guard_model(
             ) from exc
         tokenizer = processor.tokenizer
         with LOAD_LOCK:
-            model = _whole(Llama4ForConditionalGeneration, model_id_or_path, config, kwargs)
+            model = load_whole(Llama4ForConditionalGeneration, model_id_or_path, config, kwargs)
     else:
         from transformers import AutoModelForCausalLM
 
@@ -518,7 +518,7 @@ def load_guard_model(
         if tokenizer is None:
             tokenizer = _tokenizer(model_id_or_path, hub)  # before minutes of loading weights
         with LOAD_LOCK:
-            model = _whole(AutoModelForCausalLM, model_id_or_path, config, kwargs)
+            model = load_whole(AutoModelForCausalLM, model_id_or_path, config, kwargs)
         ctx = context_length or int(getattr(config, "max_position_embeddings", 131072))
     model.eval()
     check_loaded(model)

@@ -33,9 +33,12 @@ def export_onnx(model_id_or_path: str, out: Path, hub: dict[str, Any] | None = N
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_id_or_path, dtype=torch.float32, **(hub or {})
-    ).eval()
+    from .loading import load_whole
+
+    model = load_whole(
+        AutoModelForSequenceClassification, model_id_or_path, None, {**(hub or {}), "dtype": torch.float32}
+    )
+    model.eval()
 
     class _Logits(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
