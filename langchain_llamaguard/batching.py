@@ -6,9 +6,16 @@ prompts and waits on a future; one worker thread collects what arrives within ``
 
 Callers may go away at any moment (a cancelled ``acheck``, a timed-out ``wait_for``, a web client that
 disconnects): a request whose future is already cancelled when the batch is gathered is dropped before it runs
-(``Future.set_running_or_notify_cancel``), and a result for a caller that is gone is discarded, so no caller
-affects another. The worker never dies on an exception: the callers of the failing batch get it. If the worker
-is gone anyway, the next submit starts a fresh one.
+(``Future.set_running_or_notify_cancel``), one withdrawn while it runs (:meth:`MicroBatcher.withdraw`) stops at
+its next chunk, and a result for a caller that is gone is discarded, so no caller affects another.
+
+A request of more than ``max_batch`` prompts, or of more than ``max_cost`` (its prompts' tokens, a long
+conversation judged in long windows), runs a chunk at a time, going to the back of the queue between chunks:
+callers that arrive meanwhile are served in between instead of waiting for all its windows (and timing out
+behind them).
+
+The worker never dies on an exception: the callers of the failing batch get it. If the worker is gone anyway,
+the next submit starts a fresh one.
 
 The worker holds the batcher only weakly, and the batcher holds its owner's scoring method only weakly, so a
 guard that is no longer referenced is collected and its worker stops; :meth:`MicroBatcher.close` stops it at once.
@@ -19,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import concurrent.futures
 import queue
@@ -26,6 +34,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +43,8 @@ from .forking import call_in_child
 
 _STOP = object()
 """Put on the queue to stop the worker."""
+WITHDRAWN = object()
+"""What :meth:`MicroBatcher.wait` gives when its caller's time ran out first."""
 _IDLE_POLL_S = 1.0
 """How often an idle worker looks whether its batcher is still alive."""
 _EXIT_JOIN_S = 10.0
@@ -55,6 +66,17 @@ class _Request:
     prompts: list[Any]
     extra: list[Any]
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+    done: list[Any] = field(default_factory=list)
+    """The results of the prompts already run (a request larger than a batch runs in chunks)."""
+    started: bool = False
+
+    def claim(self) -> bool:
+        """Whether the caller still waits: the first time, the future is marked running (a cancelled one is
+        dropped); later chunks run while it is not settled (withdrawn)."""
+        if self.started:
+            return not self.future.done()
+        self.started = True
+        return self.future.set_running_or_notify_cancel()
 
 
 def _settle(future: concurrent.futures.Future, *, result: Any = None, error: BaseException | None = None) -> None:
@@ -108,6 +130,8 @@ class MicroBatcher:
         *,
         window_s: float,
         max_batch: int,
+        cost: Callable[[Any], int] | None = None,
+        max_cost: int | None = None,
         name: str = "llama-guard-microbatch",
     ) -> None:
         self._score_ref: Callable[[], Any] = (
@@ -115,6 +139,10 @@ class MicroBatcher:
         )
         self.window_s = window_s
         self.max_batch = max_batch
+        self.cost = cost
+        """A prompt's cost (its tokens): a batch holds at most ``max_cost`` of it (and at least one prompt), so a
+        few very long prompts (a long document's windows) run a few at a time, between other callers."""
+        self.max_cost = max_cost
         self.name = name
         """The worker thread's name (what a thread dump shows)."""
         self._queue: queue.Queue = queue.Queue()
@@ -137,8 +165,10 @@ class MicroBatcher:
         """Whether the worker thread is running."""
         return self._thread is not None and self._thread.is_alive()
 
-    def _ensure_worker(self) -> None:
-        with self._start_lock:
+    def submit(self, prompts: list[Any], extra: list[Any]) -> concurrent.futures.Future:
+        """Queue one caller's prompts; the future gets their results, in order."""
+        request = _Request(list(prompts), list(extra))
+        with self._start_lock:  # queued before a close() can drain the queue, or refused
             if self._closed:
                 raise GuardClosedError("this guard was closed; load a new one")
             if not self.alive:
@@ -146,13 +176,32 @@ class MicroBatcher:
                     target=_worker, args=(weakref.ref(self), self._queue), name=self.name, daemon=True
                 )
                 self._thread.start()
-
-    def submit(self, prompts: list[Any], extra: list[Any]) -> concurrent.futures.Future:
-        """Queue one caller's prompts; the future gets their results, in order."""
-        self._ensure_worker()
-        request = _Request(list(prompts), list(extra))
-        self._queue.put(request)
+            self._queue.put(request)
         return request.future
+
+    @staticmethod
+    def withdraw(future: concurrent.futures.Future) -> None:
+        """The caller of ``future`` is gone (timed out, cancelled): a queued request never runs, and one under way
+        stops before its next chunk."""
+        if not future.cancel():
+            _settle(future, error=CancelledError())
+
+    def wait(self, future: concurrent.futures.Future, timeout: float | None) -> Any:
+        """``future``'s results, or :data:`WITHDRAWN` once ``timeout`` has passed (the request is withdrawn)."""
+        done, _ = concurrent.futures.wait([future], timeout=timeout)
+        if not done:
+            self.withdraw(future)
+            if not future.done() or future.cancelled() or isinstance(future.exception(), CancelledError):
+                return WITHDRAWN
+        return future.result()  # its results, or its own error
+
+    async def await_(self, future: concurrent.futures.Future) -> Any:
+        """``future``'s results on the event loop; a cancelled caller withdraws it."""
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self.withdraw(future)
+            raise
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Stop the worker; requests still queued get :class:`~langchain_llamaguard.errors.GuardClosedError`."""
@@ -165,20 +214,50 @@ class MicroBatcher:
         self._fail_queued(GuardClosedError("this guard was closed while the check waited"))
 
     def _fail_queued(self, error: BaseException) -> None:
+        stop = False
         while True:
             try:
                 request = self._queue.get_nowait()
             except queue.Empty:
-                return
-            if request is not _STOP and request.future.set_running_or_notify_cancel():
+                break
+            if request is _STOP:
+                stop = True
+            elif request.claim():
                 _settle(request.future, error=error)
+        if stop:  # a worker still inside a batch (its join timed out) stops after it
+            self._queue.put(_STOP)
 
-    def _gather(self, first: _Request) -> list[_Request]:
-        """``first`` and what arrives within the window, without the requests whose callers are gone."""
-        batch = [first] if first.future.set_running_or_notify_cancel() else []
-        size = sum(len(r.prompts) for r in batch)
+    def _gather(self, first: _Request) -> list[tuple[_Request, int, int]]:
+        """``first`` and what arrives within the window, without the requests whose callers are gone: each as
+        the slice of its prompts this batch runs (up to ``max_batch`` prompts in all, at least one)."""
+        batch: list[tuple[_Request, int, int]] = []
+        size = spent = 0
+        stopped = False  # a prompt did not fit: the batch is complete (no waiting out the window)
+        budget = self.max_cost if self.cost is not None and self.max_cost is not None else None
+
+        def take(request: _Request) -> None:
+            nonlocal size, spent, stopped
+            start = end = len(request.done)
+            while end < len(request.prompts):
+                first = size == 0 and end == start  # the batch's first prompt always runs, whatever it costs
+                more = self.cost(request.prompts[end]) if budget is not None else 0  # type: ignore[misc]
+                if not first and (
+                    size + end - start >= self.max_batch or (budget is not None and spent + more > budget)
+                ):
+                    stopped = True
+                    break
+                spent += more
+                end += 1
+            batch.append((request, start, end))  # an empty slice: its request goes on in the next batch
+            size += end - start
+
+        def full() -> bool:
+            return stopped or size >= self.max_batch or (budget is not None and spent >= budget)
+
+        if first.claim():
+            take(first)
         deadline = time.monotonic() + self.window_s
-        while size < self.max_batch:
+        while not full():
             remaining = deadline - time.monotonic()
             try:
                 request = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -187,9 +266,8 @@ class MicroBatcher:
             if request is _STOP:
                 self._queue.put(_STOP)  # seen by the worker after this batch
                 break
-            if request.future.set_running_or_notify_cancel():
-                batch.append(request)
-                size += len(request.prompts)
+            if request.claim():
+                take(request)
         return batch
 
     def _run(self, first: _Request) -> None:
@@ -200,14 +278,21 @@ class MicroBatcher:
             score = self._score_ref()
             if score is None:
                 raise GuardClosedError("the guard was collected")
-            results = score([p for r in batch for p in r.prompts], [e for r in batch for e in r.extra])
+            prompts = [p for r, a, b in batch for p in r.prompts[a:b]]
+            results = score(prompts, [e for r, a, b in batch for e in r.extra[a:b]])
             del score
         except BaseException as exc:  # every caller in the batch sees the failure (and fails closed or raises)
-            for r in batch:
+            for r, _, _ in batch:
                 _settle(r.future, error=exc)
             return
         self.batches_run += 1
-        start = 0
-        for r in batch:
-            _settle(r.future, result=results[start : start + len(r.prompts)])
-            start += len(r.prompts)
+        at = 0
+        for r, a, b in batch:
+            r.done.extend(results[at : at + b - a])
+            at += b - a
+            if len(r.done) == len(r.prompts):
+                _settle(r.future, result=r.done)
+            elif self._closed:  # no new forward passes once closed (at interpreter exit: none inside torch)
+                _settle(r.future, error=GuardClosedError("this guard was closed while the check ran"))
+            elif not r.future.done():
+                self._queue.put(r)  # the rest after the callers already waiting

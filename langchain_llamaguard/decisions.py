@@ -46,7 +46,7 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig
@@ -155,6 +155,16 @@ class _GuardDecisionModel(BaseDecisionModel):
 
     guard: Any = Field(exclude=True)
     model: str = ""
+
+    _kind: ClassVar[str] = "llama"  # which guard answers: "llama" or "prompt"
+
+    def __init__(self, **data: Any) -> None:
+        # Checked before pydantic sees it: an error raised in its validators reaches the caller as a ValidationError
+        from .moderators import check_llama_guard, check_prompt_guard
+
+        check = check_prompt_guard if self._kind == "prompt" else check_llama_guard
+        check(data.get("guard"), f"{type(self).__name__}'s guard")
+        super().__init__(**data)
 
     @model_validator(mode="after")
     def _name(self) -> _GuardDecisionModel:
@@ -368,6 +378,8 @@ class PromptGuardDecisionModel(_GuardDecisionModel):
         >>> pg = PromptGuard.from_pretrained("meta-llama/Llama-Prompt-Guard-2-86M")  # doctest: +SKIP
         >>> dm = PromptGuardDecisionModel(guard=pg)                                  # doctest: +SKIP
     """
+
+    _kind: ClassVar[str] = "prompt"
 
     def _texts(self, requests: list[tuple[State, dict[str, Question]]]) -> list[str]:
         from .moderators import last_turn_text

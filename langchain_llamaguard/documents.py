@@ -61,6 +61,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from . import options
 from .errors import (
     GuardBatchError,
     GuardClosedError,
@@ -74,6 +75,7 @@ from .errors import (
 from .llama_guard import LlamaGuardEngine
 from .moderators import AnyVerdict, LlamaGuardModerator, PromptGuardModerator
 from .prompt_guard import PromptGuardEngine
+from .retry import NoVerdictFallbacks
 from .runnables import OneBatchPerCall, _GuardBase, achecked, checked
 
 OnFlagged = Literal["drop", "notice", "annotate", "raise"]
@@ -201,7 +203,7 @@ async def _arows(job: Any) -> list[Any] | None:
         return _failed_rows(err, len(job[1]))
 
 
-class DocumentFilter(OneBatchPerCall, RunnableSerializable[Any, Any], BaseDocumentCompressor):
+class DocumentFilter(OneBatchPerCall, NoVerdictFallbacks, RunnableSerializable[Any, Any], BaseDocumentCompressor):
     """Judges every retrieved document and keeps the clean ones (a Runnable and a document compressor).
 
     Input: a list of ``Document`` s (output: the filtered list), or a dict with the documents under
@@ -499,15 +501,7 @@ def _with_errors(rows: list[Any] | None, errors: Mapping[int, BaseException]) ->
 
 def _check_notice(notice: Any) -> None:
     """A notice text must fill in with ``{reason}`` alone (checked up front, not when a document is flagged)."""
-    if not isinstance(notice, str):
-        raise GuardConfigurationError(f"notice must be a str with a {{reason}} field; got a {type(notice).__name__}")
-    try:
-        notice.format(reason="Prompt Guard detected a likely prompt injection (score 0.99)")
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise GuardConfigurationError(
-            f"notice text {notice!r} cannot be filled in ({exc!r}): the only field is {{reason}}; write other "
-            "braces twice ({{ }})"
-        ) from None
+    options.template("notice", notice, reason="Prompt Guard detected a likely prompt injection (score 0.99)")
 
 
 class GuardedRetriever(BaseRetriever):

@@ -56,10 +56,13 @@ from typing import Any, Literal, get_args
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
+from . import options
 from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
+from .llama_guard import LlamaGuardEngine
 from .moderators import AnyVerdict, Moderator, policy_digest
-from .prompt_guard import PromptGuardVerdict
+from .prompt_guard import PromptGuardEngine, PromptGuardVerdict
 from .replacements import DEFAULT_REFUSAL, describe, fingerprint, last_index, removed_turn, replacement
+from .retry import NoVerdictFallbacks
 from .runnables import achecked, checked
 
 Check = Literal["last", "input", "output", "tool_results"]
@@ -85,7 +88,7 @@ class _Plan:
     convs: list[list[BaseMessage]]
 
 
-class GuardNode(Runnable[Any, Any]):
+class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
     """A LangGraph node that judges the newest messages of the state and returns a state update.
 
     Made by :meth:`LlamaGuard.as_node <langchain_llamaguard.LlamaGuard.as_node>` and
@@ -136,7 +139,12 @@ class GuardNode(Runnable[Any, Any]):
         stages: Sequence[Stage] = ("input", "output", "tool_result"),
         name: str | None = None,
     ) -> None:
-        if check not in _STAGES:
+        if isinstance(moderator, (LlamaGuardEngine, PromptGuardEngine)) or not isinstance(moderator, Moderator):
+            raise GuardConfigurationError(
+                f"GuardNode takes a moderator, got {type(moderator).__name__}; build a node from a guard with "
+                "guard.as_node(...) (a LlamaGuard or a PromptGuard)"
+            )
+        if not isinstance(check, str) or check not in _STAGES:
             raise GuardConfigurationError(
                 f"check must be one of {', '.join(map(repr, get_args(Check)))}; got {check!r}"
             )
@@ -369,16 +377,14 @@ def _seen(message: BaseMessage) -> tuple[Any, str] | None:
 def _check_on_unsafe(on_unsafe: Any) -> Any:
     if on_unsafe is None:
         return None
-    if isinstance(on_unsafe, str) and on_unsafe != "raise":
-        try:
-            on_unsafe.format(categories="S1 Violent Crimes")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise GuardConfigurationError(
-                f"on_unsafe text {on_unsafe!r} cannot be filled in ({exc!r}): the only field is {{categories}}; "
-                "write other braces twice ({{ }})"
-            ) from None
-        return on_unsafe
-    if isinstance(on_unsafe, (str, BaseMessage, Runnable)):
+    if isinstance(on_unsafe, str):
+        options.canned_answer("on_unsafe", on_unsafe)
+        return (
+            on_unsafe
+            if on_unsafe == "raise"
+            else options.template("on_unsafe", on_unsafe, categories="S1 Violent Crimes")
+        )
+    if isinstance(on_unsafe, (BaseMessage, Runnable)):
         return on_unsafe
     if callable(on_unsafe):
         return RunnableLambda(on_unsafe)

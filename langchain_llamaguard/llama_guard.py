@@ -15,14 +15,16 @@ import copy
 import inspect
 import math
 import os
+import sys
 import threading
+import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from . import options
 from .backends.base import MAX_NEW_TOKENS, AsyncGuardBackend, FirstStep, GuardBackend, VerdictTokens
-from .batching import MicroBatcher
+from .batching import WITHDRAWN, MicroBatcher
 from .budget import IMAGE_TOKENS, BatchBudget, default_budget, plan_sub_batches
 from .conversation import ConversationInput, ImageLoader, Turn, normalize_role, to_turns
 from .encoding import EncodedPrompt, PromptEncoder, clean_text, tokenizer_lock
@@ -37,6 +39,7 @@ from .errors import (
     GuardTimeoutError,
     LlamaGuardError,
 )
+from .forking import renew_in_child
 from .images import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -66,6 +69,15 @@ _PAD_TOKENS = {"llama4": "<|finetune_right_pad|>", "llama3": "<|finetune_right_p
 T = TypeVar("T")
 
 
+MICRO_BATCH_TOKENS = 8192
+"""The most prompt tokens one micro-batch runs (at least one prompt): a conversation judged in many long windows
+runs a few at a time, and the callers that arrive meanwhile are served between them."""
+
+
+def _prompt_tokens(prompt: EncodedPrompt) -> int:
+    return len(prompt.input_ids) + IMAGE_TOKENS * len(prompt.images)
+
+
 def _in_thread(fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
     """``fn(*args)`` on a thread of its own (a check with a ``timeout``): its caller can stop waiting. A thread per
     check, not a shared pool: one guard's slow checks never count against another's timeout, it works after a
@@ -84,6 +96,7 @@ def _in_thread(fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
 
 
 _OWNERS_LOCK = threading.Lock()
+renew_in_child(sys.modules[__name__], "_OWNERS_LOCK")  # held by another thread at a fork: renewed
 
 
 def _owners(backend: Any) -> int:
@@ -394,8 +407,11 @@ class LlamaGuardEngine(Closeable):
         recipe = recipe_of(locals(), "model_id_or_path", "hf_kwargs")
         from .backends.loading import check_hf_kwargs, load_errors, load_guard_model, one_dtype
         from .backends.prefix_store import check_prefix_cache_bytes
+        from .prompt_guard import _INIT_KEYS, PromptGuardEngine
 
-        check_hf_kwargs(hf_kwargs, inspect.signature(cls.from_pretrained).parameters)  # a misspelt option
+        prompt_guard = {*inspect.signature(PromptGuardEngine.from_pretrained).parameters, *_INIT_KEYS}
+        own = inspect.signature(cls.from_pretrained).parameters
+        check_hf_kwargs(hf_kwargs, own, sibling=("PromptGuard", prompt_guard))  # a misspelt or misplaced option
         threshold = _check_threshold(threshold)
         on_error = _check_on_error(on_error)
         check_prefix_cache_bytes(prefix_cache_bytes)  # before minutes of loading weights
@@ -593,9 +609,10 @@ class LlamaGuardEngine(Closeable):
                 if family == "llama4"
                 else int(getattr(model.config, "max_position_embeddings", 8192))
             )
-        text_config = getattr(model.config, "text_config", model.config)
-        if family == "llama4" and getattr(text_config, "attention_chunk_size", None) is None:
-            text_config.attention_chunk_size = context_length  # the checkpoint's null, as from_pretrained sets it
+        if family == "llama4":  # the checkpoint's null chunk set, or a set one respected, as from_pretrained does
+            from .backends.loading import llama4_context
+
+            context_length = llama4_context(getattr(model.config, "text_config", model.config), context_length)
         backend = TransformersBackend(
             model,
             tokenizer,
@@ -644,7 +661,11 @@ class LlamaGuardEngine(Closeable):
         self._batcher = None
         if self.batch_window_ms is not None:
             self._batcher = MicroBatcher(
-                self._score_encoded, window_s=self.batch_window_ms / 1000, max_batch=self.max_batch_size
+                self._score_encoded,
+                window_s=self.batch_window_ms / 1000,
+                max_batch=self.max_batch_size,
+                cost=_prompt_tokens,
+                max_cost=MICRO_BATCH_TOKENS,
             )
 
     def _live_backend(self) -> GuardBackend:
@@ -729,8 +750,14 @@ class LlamaGuardEngine(Closeable):
         prompt.policy = self.categories
         return prompt
 
+    def _length(self, prompt: EncodedPrompt) -> int:
+        """The tokens the model reads for ``prompt``: a local processor expands each image to its tiles (about
+        150 to 2,500 tokens) where the prompt holds one placeholder."""
+        measure = getattr(self.backend, "expanded_length", None)
+        return measure(prompt) if prompt.images and measure is not None else len(prompt.input_ids)
+
     def _fits(self, prompt: EncodedPrompt) -> bool:
-        return len(prompt.input_ids) + 1 <= self.context_length  # +1: the lead token the check appends
+        return self._length(prompt) + 1 <= self.context_length  # +1: the lead token the check appends
 
     def encode(
         self,
@@ -775,21 +802,6 @@ class LlamaGuardEngine(Closeable):
                 judged turn needs more than ``max_segments`` windows, or its fixed part (with its images) leaves
                 no room for text.
         """
-        prompts, excluded = self._prepare_text(conversation, role=role, excluded_categories=excluded_categories)
-        measure = getattr(self.backend, "expanded_length", None)  # a local processor expands images: count them
-        for prompt in prompts if measure is not None else []:
-            if prompt.images and (size := measure(prompt)) + 1 > self.context_length:
-                raise GuardContextOverflowError(
-                    f"the prompt with its {len(prompt.images)} image(s) expanded to their tiles takes {size:,} of the "
-                    f"model's {self.context_length:,} tokens (a large image is up to about 2,500); nothing is "
-                    "truncated and images are never split: send fewer or smaller images per conversation"
-                )
-        return prompts, excluded
-
-    def _prepare_text(
-        self, conversation: ConversationInput, *, role: str | None, excluded_categories: Iterable[str] | None
-    ) -> tuple[list[EncodedPrompt], tuple[str, ...]]:
-        """:meth:`prepare`, with each image counted as its one placeholder token."""
         excluded = self._excluded(excluded_categories)
         turns = to_turns(conversation, role=role)
         at_least = self._min_body_tokens(turns, self.context_length - 1)  # -1: the lead token the check appends
@@ -797,7 +809,9 @@ class LlamaGuardEngine(Closeable):
             whole = self._encode_turns(turns, excluded)
             if self._fits(whole):
                 return [whole], excluded  # the hot path: one render, one tokenization
-            size = f"{len(whole.input_ids):,} tokens"
+            size = f"{self._length(whole):,} tokens" + (
+                " with its images expanded to their tiles" if whole.images else ""
+            )
         else:  # found without tokenizing it all
             size = f"at least {at_least:,} tokens, {sum(len(p) for t in turns for p in t.text_parts):,} characters"
         if self.on_overflow != "split":
@@ -824,26 +838,25 @@ class LlamaGuardEngine(Closeable):
         room = self.context_length - 256  # a question longer than this leaves too little room for the answer
         overhead = 0
         if not context or self._min_body_tokens(context + [empty], room) <= room:
-            overhead = len(self._encode_turns(context + [empty], excluded).input_ids)
+            overhead = self._length(self._encode_turns(context + [empty], excluded))
         if context and (overhead == 0 or overhead > room):  # the question alone is too long: judge without it
             omitted += 1 if context[0].text_parts or context[0].images else 0
             context = [Turn("user", [])]
-            overhead = len(self._encode_turns(context + [empty], excluded).input_ids)
+            overhead = self._length(self._encode_turns(context + [empty], excluded))
         budget = self.context_length - overhead - 16  # room for the lead token and re-tokenization drift
         if budget < 64:
-            what, fix = (
-                ("with its images", "send fewer images per turn")
-                if last.images or any(t.images for t in context)
-                else (
-                    "the template and its categories",
-                    "raise context_length= (Llama Guard 4's is also capped by its config's attention_chunk_size), "
-                    "or list fewer categories",
+            if images := sum(len(t.images) for t in [*context, last]):
+                raise GuardContextOverflowError(
+                    f"the prompt with its {images} image(s) expanded to their tiles takes {overhead:,} of "
+                    f"the model's {self.context_length:,} tokens (a large image is up to about 2,500), too little room "
+                    "left to judge the turn's text; nothing is truncated and images are never split: send fewer or "
+                    "smaller images per turn"
                 )
-            )
             raise GuardContextOverflowError(
-                f"the fixed part of the prompt ({what}) takes {overhead} of the model's "
+                f"the fixed part of the prompt (the template and its categories) takes {overhead} of the model's "
                 f"{self.context_length} tokens, too little room to judge this turn in windows; nothing is truncated: "
-                f"{fix}"
+                "raise context_length= (Llama Guard 4's is also capped by its config's attention_chunk_size), or list "
+                "fewer categories"
             )
         text = "\n".join(last.text_parts)
         step = max(budget - overlap, 1)
@@ -971,6 +984,8 @@ class LlamaGuardEngine(Closeable):
         conversations = self._conversations(conversations)
         if not conversations:
             return []
+        if self._batcher is not None and self.timeout is not None:  # waits on the batch itself, and withdraws it
+            return self._batch_check(conversations, role, excluded_categories, time.monotonic() + self.timeout)
         return self._within_timeout(
             lambda: self._batch_check(conversations, role, excluded_categories),
             lambda: self._timed_out(len(conversations), role),
@@ -1000,12 +1015,28 @@ class LlamaGuardEngine(Closeable):
         return [self._fail(err, score=1.0, role=judged) for _ in range(n)]
 
     def _batch_check(
-        self, conversations: list[ConversationInput], role: str | None, excluded_categories: Iterable[str] | None
+        self,
+        conversations: list[ConversationInput],
+        role: str | None,
+        excluded_categories: Iterable[str] | None,
+        deadline: float | None = None,
     ) -> list[Verdict]:
-        batch = self._prepare_many(conversations, role, excluded_categories)
+        if deadline is None:
+            batch = self._prepare_many(conversations, role, excluded_categories)
+        else:  # preparing (images from a user's loader, a served model's context) counts against the timeout too
+            prepared = _in_thread(self._prepare_many, conversations, role, excluded_categories)
+            done, _ = concurrent.futures.wait([prepared], timeout=max(deadline - time.monotonic(), 0.0))
+            if not done:
+                prepared.cancel()
+                return self._timed_out(len(conversations), role)
+            batch = prepared.result()
         if batch.prompts:
             if self._batcher is not None:
-                batch.results = self._batcher.submit(batch.prompts, batch.excluded).result()
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                results = self._batcher.wait(self._batcher.submit(batch.prompts, batch.excluded), left)
+                if results is WITHDRAWN:  # timed out: its rows are withdrawn, never scored for a caller gone
+                    return self._timed_out(len(conversations), role)
+                batch.results = results
             else:
                 batch.results = self._score_encoded(batch.prompts, batch.excluded)
         return self._finish(batch, len(conversations))
@@ -1124,7 +1155,7 @@ class LlamaGuardEngine(Closeable):
         batch = await asyncio.to_thread(self._prepare_many, conversations, role, excluded_categories, unserved)
         if batch.prompts:
             if self._batcher is not None:
-                batch.results = await asyncio.wrap_future(self._batcher.submit(batch.prompts, batch.excluded))
+                batch.results = await self._batcher.await_(self._batcher.submit(batch.prompts, batch.excluded))
             elif isinstance(self.backend, AsyncGuardBackend):
                 batch.results = await self._ascore_encoded(batch.prompts, batch.excluded)
             else:
@@ -1313,6 +1344,12 @@ class LlamaGuardEngine(Closeable):
                 continue
             raw = "safe" if tok == self.tokens.safe else self.tokenizer.decode(decoded[i])
             try:
+                if tok != self.tokens.safe and len(decoded[i]) >= MAX_NEW_TOKENS:
+                    raise GuardOutputError(
+                        raw,
+                        f"it did not end within {MAX_NEW_TOKENS} tokens, and a cut category list could leave out what "
+                        "it flags, so no verdict is taken",
+                    )
                 parsed = parse_output(raw)
             except GuardOutputError as exc:
                 results.append(_Failure(exc, 1.0 if score is None else score, prompt.role))

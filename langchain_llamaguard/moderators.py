@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .conversation import ConversationInput, to_turns
 from .errors import GuardBatchError, GuardConfigurationError, GuardInputError, GuardTypeError
+from .forking import renew_in_child
 from .prompt_format import active_categories
 from .prompt_guard import PromptGuardVerdict
 from .taxonomy import resolve_categories
@@ -90,6 +91,7 @@ class VerdictCache:
         self.size = size
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")  # a lookup under way in another thread at a fork would wedge the child
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy or a pickle is an empty cache of the same size (the verdicts are this cache's own)."""
@@ -125,6 +127,40 @@ class VerdictCache:
         return found
 
 
+def check_llama_guard(guard: Any, where: str) -> Any:
+    """``guard`` if it is a Llama Guard, else a :class:`GuardConfigurationError` naming what was given: a Prompt
+    Guard in a Llama Guard's place would judge injection, not the hazard categories, and let the rest through."""
+    from .llama_guard import LlamaGuardEngine
+
+    if not isinstance(guard, LlamaGuardEngine):
+        hint = " (a Prompt Guard goes in prompt_guard= or PromptGuardMiddleware)" if _is_prompt_guard(guard) else ""
+        raise GuardConfigurationError(
+            f"{where} must be a LlamaGuard (LlamaGuard.from_pretrained / from_endpoint / from_model), got "
+            f"{type(guard).__name__}{hint}"
+        )
+    return guard
+
+
+def check_prompt_guard(guard: Any, where: str) -> Any:
+    """``guard`` if it is a Prompt Guard, else a :class:`GuardConfigurationError`: a Llama Guard in its place would
+    judge the hazard categories and pass prompt injection (which it does not look for)."""
+    if not _is_prompt_guard(guard):
+        from .llama_guard import LlamaGuardEngine
+
+        is_llama = isinstance(guard, LlamaGuardEngine)
+        hint = " (a Llama Guard goes in llama_guard= or LlamaGuardMiddleware)" if is_llama else ""
+        raise GuardConfigurationError(
+            f"{where} must be a PromptGuard (PromptGuard.from_pretrained), got {type(guard).__name__}{hint}"
+        )
+    return guard
+
+
+def _is_prompt_guard(guard: Any) -> bool:
+    from .prompt_guard import PromptGuardEngine
+
+    return isinstance(guard, PromptGuardEngine)
+
+
 class LlamaGuardModerator:
     """A :class:`~langchain_llamaguard.LlamaGuard` with per-step category exclusions.
 
@@ -141,6 +177,7 @@ class LlamaGuardModerator:
         cache_size: int = 0,
         categories: Mapping[str, str] | None = None,
     ) -> None:
+        check_llama_guard(guard, "the guard")
         self.guard = guard.with_categories(categories) if categories is not None else guard
         policy = getattr(self.guard, "categories", None)
         self.excluded = None if excluded_categories is None else resolve_categories(excluded_categories, policy)
@@ -199,7 +236,7 @@ class PromptGuardModerator:
     """A :class:`~langchain_llamaguard.PromptGuard` scoring the judged turn's text."""
 
     def __init__(self, guard: PromptGuard) -> None:
-        self.guard = guard
+        self.guard = check_prompt_guard(guard, "the prompt guard")
         self.name = "prompt_guard"
 
     @staticmethod

@@ -6,6 +6,8 @@ Example:
     2.0
     >>> whole_number("max_batch_size", 8, minimum=1)
     8
+    >>> template("refusal_message", "Blocked ({categories}).", categories="S9 Indiscriminate Weapons")
+    'Blocked ({categories}).'
 """
 
 from __future__ import annotations
@@ -66,4 +68,55 @@ def batch_window_ms(value: Any) -> float | None:
     )
 
 
-__all__ = ["batch_window_ms", "finite_number", "threshold", "timeout", "whole_number"]
+def flag(name: str, value: Any) -> bool:
+    """A switch: ``True`` or ``False`` only (``"no"`` or ``0`` would read as a choice the caller did not make)."""
+    if not isinstance(value, bool):
+        raise GuardConfigurationError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def template(name: str, value: Any, **fields: Any) -> str:
+    """A text filled in with ``str.format(**fields)`` when content is flagged: checked now, with example values,
+    so a stray brace (a JSON refusal) is a clear error when the step is built, not a ``KeyError`` at the moment it
+    should refuse."""
+    listed = ", ".join("{" + f + "}" for f in fields) or "none"
+    fields_are = "the only field is" if len(fields) == 1 else "its fields are"
+    if not isinstance(value, str):
+        raise GuardConfigurationError(f"{name} must be a str (fields: {listed}), got a {type(value).__name__}")
+    try:
+        value.format(**fields)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise GuardConfigurationError(
+            f"{name} {value!r} cannot be filled in ({exc!r}): {fields_are} {listed}; write other braces twice "
+            '({{ }}), e.g. \'{{"error": "blocked"}}\''
+        ) from None
+    return value
+
+
+_BEHAVIOURS = frozenset({"raise", "error", "end", "replace", "refuse", "block", "reroute", "redact", "exception"})
+
+
+def canned_answer(name: str, value: str) -> str:
+    """An ``on_unsafe`` text: ``"raise"`` itself, or an answer that does not read like another option's keyword
+    (``"error"``, ``"end"``, ``"Raise "``), which would be sent to the user as the answer, the flagged content
+    passing on as if handled."""
+    word = value.strip().casefold()
+    if value != "raise" and word in _BEHAVIOURS:
+        raise GuardConfigurationError(
+            f"{name}={value!r} reads like a behaviour, but a text here is the canned answer the user gets; to raise "
+            "UnsafeContentError pass exactly 'raise'; for an answer, write the sentence (e.g. \"Sorry, I can't help "
+            'with that.")'
+        )
+    return value
+
+
+__all__ = [
+    "batch_window_ms",
+    "canned_answer",
+    "finite_number",
+    "flag",
+    "template",
+    "threshold",
+    "timeout",
+    "whole_number",
+]

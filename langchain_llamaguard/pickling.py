@@ -25,11 +25,13 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import sys
 import threading
 import weakref
 from typing import Any
 
 from .errors import GuardPickleError
+from .forking import renew_in_child
 
 Recipe = tuple[str, tuple[Any, ...], dict[str, Any]]
 """``(constructor name, positional args, keyword args)``: a class method that loads the guard again."""
@@ -37,6 +39,7 @@ Recipe = tuple[str, tuple[Any, ...], dict[str, Any]]
 _LIVE: dict[bytes, weakref.WeakSet[Any]] = {}
 """Open guards by what loaded them (class and loading recipe, pickled), to share their model with new ones."""
 _LIVE_LOCK = threading.Lock()
+renew_in_child(sys.modules[__name__], "_LIVE_LOCK")  # held across a load in another thread at a fork
 
 
 def recipe_of(args: dict[str, Any], *positional: str) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import numbers
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,6 +75,32 @@ _INIT_KEYS = ("temperature", "window_overlap", "normalize_whitespace", "max_batc
 """``from_pretrained`` keywords that go to the guard (its constructor), not to transformers."""
 
 
+def _checked_labels(labels: Any, model: Any) -> dict[int, str] | None:
+    """``labels=`` as ``{class index: name}``: string indices (as in a ``config.json``) are read as ints; an index
+    the model has no class for, or a name that is not a string, is refused when the guard is built."""
+    if labels is None or (isinstance(labels, Mapping) and not labels):
+        return None  # the checkpoint's own
+    n = getattr(getattr(model, "config", None), "num_labels", None)
+    accepted = "a dict {class index: label name}, e.g. {0: 'BENIGN', 1: 'MALICIOUS'}"
+    if not isinstance(labels, Mapping) or not labels:
+        raise GuardConfigurationError(f"labels must be {accepted}, got {labels!r}")
+    out: dict[int, str] = {}
+    for key, name in labels.items():
+        index = int(key) if isinstance(key, str) and key.strip().isdigit() else key
+        if (
+            isinstance(index, bool)
+            or not isinstance(index, numbers.Integral)
+            or index < 0
+            or (n is not None and index >= n)
+        ):
+            within = f" (this model has {n} classes: 0 to {n - 1})" if n is not None else ""
+            raise GuardConfigurationError(f"labels key {key!r} is not a class index{within}; labels must be {accepted}")
+        if not isinstance(name, str) or not name.strip():
+            raise GuardConfigurationError(f"label {key!r} must be named by a non-empty str, got {name!r}")
+        out[int(index)] = name
+    return out
+
+
 class PromptGuardEngine(Closeable):
     """Prompt Guard 2 with windowed, batched scoring: the engine, without LangChain.
 
@@ -116,6 +143,8 @@ class PromptGuardEngine(Closeable):
         options.finite_number("temperature", temperature, accepted="a finite number > 0", ok=lambda x: x > 0)
         options.whole_number("max_batch_size", max_batch_size, minimum=1)
         options.batch_window_ms(batch_window_ms)
+        window_overlap = options.whole_number("window_overlap", window_overlap, minimum=0)  # type: ignore[assignment]
+        options.flag("normalize_whitespace", normalize_whitespace)
         from .backends.loading import in_eval_mode
 
         self.model = in_eval_mode(model)
@@ -128,7 +157,9 @@ class PromptGuardEngine(Closeable):
         # The checkpoint's own labels unless given: a model whose class 0 is the malicious one must not be read
         # with Prompt Guard 2's order (that would invert every verdict).
         own = getattr(getattr(model, "config", None), "id2label", None)
-        self.labels = labels or ({int(k): v for k, v in own.items()} if own else {0: "BENIGN", 1: "MALICIOUS"})
+        self.labels = _checked_labels(labels, model) or (
+            {int(k): v for k, v in own.items()} if own else {0: "BENIGN", 1: "MALICIOUS"}
+        )
         benign = [i for i, name in self.labels.items() if str(name).upper() == "BENIGN"]
         if not benign:  # guessing would invert a checkpoint whose first label is the malicious one
             raise GuardConfigurationError(
@@ -201,7 +232,12 @@ class PromptGuardEngine(Closeable):
         )
 
         model_id_or_path = check_local_path(model_id_or_path)  # a missing folder is named, not a hub error
-        check_hf_kwargs(kwargs, inspect.signature(cls.from_pretrained).parameters, own_extra=_INIT_KEYS)
+        from .llama_guard import LlamaGuardEngine
+
+        llama = {*inspect.signature(LlamaGuardEngine.from_pretrained).parameters}
+        llama |= {*inspect.signature(LlamaGuardEngine.__init__).parameters}
+        own = inspect.signature(cls.from_pretrained).parameters
+        check_hf_kwargs(kwargs, own, own_extra=_INIT_KEYS, sibling=("LlamaGuard", llama))
         if "quantization" in kwargs or "quantization_config" in kwargs:
             raise GuardConfigurationError(
                 "Prompt Guard takes no quantization= / quantization_config=: its int8 path is backend='onnx' "
@@ -243,6 +279,12 @@ class PromptGuardEngine(Closeable):
                 raise GuardConfigurationError(
                     f"device={device!r} is a GPU, but torch sees no CUDA device here; leave device out (or 'cpu')"
                 )
+            try:
+                placed = None if device is None else torch.device(device)
+            except (RuntimeError, TypeError) as exc:
+                raise GuardConfigurationError(f"device={device!r} is not a torch device ({exc})") from None
+            if placed is not None and placed.type == "meta":
+                raise GuardConfigurationError("device='meta' holds no weights, so nothing could be scored; use 'cpu'")
             dtype = torch.float32 if chosen is None else resolve_dtype(chosen, cuda=cuda, checkpoint=own)
             with LOAD_LOCK, load_errors(str(model_id_or_path)):
                 model = load_whole(
@@ -264,6 +306,7 @@ class PromptGuardEngine(Closeable):
                     f"be ignored; it takes {', '.join(f'{k}=' for k in HUB_KWARGS)} and onnx_quantize=, onnx_path=, "
                     "onnx_threads="
                 )
+            options.whole_number("onnx_threads", onnx_threads, minimum=1, allow_none=True)
             model = OnnxClassifier.from_pretrained(
                 model_id_or_path, quantize=onnx_quantize, path=onnx_path, threads=onnx_threads, hub=hub
             )
@@ -388,7 +431,7 @@ class PromptGuardEngine(Closeable):
         per_text, errors = await asyncio.to_thread(self._prepare, texts)
         flat = [w for ws in per_text for w in ws]
         # a cancelled caller's windows are dropped from the next micro-batch if it has not started
-        scores = await asyncio.wrap_future(self._batcher.submit(flat, [None] * len(flat))) if flat else []
+        scores = await self._batcher.await_(self._batcher.submit(flat, [None] * len(flat))) if flat else []
         return self._results(per_text, errors, scores)
 
     def score(self, text: str) -> float:
@@ -502,6 +545,7 @@ class PromptGuardEngine(Closeable):
 
     def __copy__(self) -> PromptGuardEngine:
         """A shallow copy: the same model and settings, with a micro-batcher of its own."""
+        self._check_open()
         new = object.__new__(type(self))
         new.__dict__.update(vars(self))
         renew_in_child(new, "_lock")

@@ -15,11 +15,14 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import sys
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+from .forking import renew_in_child
 
 if TYPE_CHECKING:  # pragma: no cover
     from .moderators import AnyVerdict
@@ -110,6 +113,7 @@ def marked(message: BaseMessage) -> BaseMessage:
 _WRITTEN_HERE: collections.OrderedDict[str, None] = collections.OrderedDict()
 """Fingerprints of what guards of this process wrote lately (:func:`marked`)."""
 _WRITTEN_LOCK = threading.Lock()
+renew_in_child(sys.modules[__name__], "_WRITTEN_LOCK")  # held by another thread at a fork: renewed
 _WRITTEN_KEPT = 4096
 
 
@@ -151,7 +155,7 @@ def fingerprint(message: BaseMessage) -> str:
         "invalid_tool_calls": list(getattr(message, "invalid_tool_calls", [])),
     }
     text = json.dumps(judged, sort_keys=True, default=repr, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]  # a lone surrogate is content too
 
 
 __all__ = [

@@ -19,13 +19,15 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from langchain_core.runnables import Runnable
 from langchain_core.runnables.base import RunnableBindingBase
 from langchain_core.runnables.retry import RunnableRetry
 from tenacity import retry_if_exception_type, retry_if_not_exception_type
 
-from .errors import GuardBatchError, GuardServerError, UnsafeContentError
+from .errors import GuardBatchError, GuardConfigurationError, GuardServerError, UnsafeContentError
 
 
 def is_transient_error(exc: BaseException) -> bool:
@@ -42,6 +44,50 @@ def is_transient_error(exc: BaseException) -> bool:
     if isinstance(exc, GuardServerError):  # no answer, or busy / failing; never a 4xx or an unreadable answer
         return exc.unreachable or (exc.status is not None and (exc.status == 429 or exc.status >= 500))
     return isinstance(exc, (TimeoutError, ConnectionError))  # GuardTimeoutError is a TimeoutError
+
+
+class NoVerdictFallbacks:
+    """Mixed into every guard Runnable (steps, wrapped chains, document filters, graph nodes, guarded tools): its
+    ``with_fallbacks`` never catches a verdict by default (see :meth:`with_fallbacks`).
+
+    Example:
+        >>> guard.wrap(llm).with_fallbacks([backup])  # doctest: +SKIP
+        GuardConfigurationError: with_fallbacks(exceptions_to_handle=(Exception,)) would catch this guard's verdict ...
+    """
+
+    def with_fallbacks(
+        self,
+        fallbacks: Sequence[Runnable[Any, Any]],
+        *,
+        exceptions_to_handle: tuple[type[BaseException], ...] = (Exception,),
+        exception_key: str | None = None,
+    ) -> Runnable[Any, Any]:
+        """LangChain's ``with_fallbacks``, except that a verdict is never handed to a fallback by accident: LangChain
+        catches every ``Exception`` by default, and a fallback model would then answer the flagged input, unguarded.
+        List the failures to fall back on (``exceptions_to_handle=(GuardServerError, TimeoutError)``); list
+        :class:`UnsafeContentError` itself to fall back on a verdict, or reroute with ``on_unsafe=``.
+
+        Example:
+            >>> chain = guard.wrap(llm)                                                             # doctest: +SKIP
+            >>> chain = chain.with_fallbacks([backup], exceptions_to_handle=(GuardServerError,))  # doctest: +SKIP
+        """
+        if isinstance(exceptions_to_handle, type):
+            exceptions_to_handle = (exceptions_to_handle,)
+        broad = [
+            t
+            for t in exceptions_to_handle
+            if isinstance(t, type) and issubclass(UnsafeContentError, t) and t is not UnsafeContentError
+        ]
+        if broad and UnsafeContentError not in exceptions_to_handle:
+            raise GuardConfigurationError(
+                f"with_fallbacks(exceptions_to_handle=({', '.join(t.__name__ for t in broad)},)) would catch this "
+                "guard's verdict (UnsafeContentError) and run the fallback on the flagged content, unguarded; list the "
+                "failures to fall back on, e.g. exceptions_to_handle=(GuardServerError, TimeoutError), add "
+                "UnsafeContentError to the tuple to fall back on a verdict on purpose, or reroute with on_unsafe="
+            )
+        return super().with_fallbacks(  # type: ignore[misc]
+            fallbacks, exceptions_to_handle=exceptions_to_handle, exception_key=exception_key
+        )
 
 
 class _Flagged:

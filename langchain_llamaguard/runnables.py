@@ -28,6 +28,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializa
 from langchain_core.runnables.config import patch_config
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import options
 from .conversation import (
     CALL_BLOCK_TYPES,
     MESSAGE_FIELDS,
@@ -55,6 +56,7 @@ from .parallel import (
     invoke_overlapped,
     stream_overlapped,
 )
+from .retry import NoVerdictFallbacks
 
 Stage = Literal["input", "output"]
 OnUnsafe = Any
@@ -285,7 +287,9 @@ async def _one(value: Any) -> AsyncIterator[Any]:
 
 
 def _check_on_unsafe(on_unsafe: Any) -> Any:
-    if on_unsafe == "raise" or isinstance(on_unsafe, (str, BaseMessage, Runnable)):
+    if isinstance(on_unsafe, str):
+        return options.canned_answer("on_unsafe", on_unsafe)
+    if isinstance(on_unsafe, (BaseMessage, Runnable)):
         return on_unsafe
     if callable(on_unsafe):
         from langchain_core.runnables import RunnableLambda
@@ -370,7 +374,7 @@ class OneBatchPerCall:
         )
 
 
-class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
+class _GuardBase(OneBatchPerCall, NoVerdictFallbacks, RunnableSerializable[Any, Any]):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     moderator: Any = Field(exclude=True)
@@ -385,10 +389,13 @@ class _GuardBase(OneBatchPerCall, RunnableSerializable[Any, Any]):
         # Checked before pydantic sees them: its own checks would raise a ValidationError (not one of this
         # package's errors) and would take ``True`` for 1 and ``"2"`` for 2.
         check_stream_options(data.get("stream_mode", "buffer"), data.get("check_every", 32))
+        data["on_unsafe"] = _check_on_unsafe(data.get("on_unsafe", "raise"))
+        for key in ("input_key", "output_key"):
+            if data.get(key) is not None and (not isinstance(data[key], str) or not data[key]):
+                raise GuardConfigurationError(f"{key} must be a dict key (a non-empty str) or None, got {data[key]!r}")
         super().__init__(**data)
 
     def model_post_init(self, context: Any) -> None:
-        self.on_unsafe = _check_on_unsafe(self.on_unsafe)
         if not isinstance(self.moderator, Moderator):
             raise GuardTypeError("moderator must implement check()/acheck()")
 

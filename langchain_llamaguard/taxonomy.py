@@ -145,6 +145,10 @@ def resolve_categories(keys: Iterable[str] | str | None, policy: Mapping[str, st
         return ()
     if isinstance(keys, str):
         keys = [keys]
+    if not isinstance(keys, Iterable):
+        raise GuardConfigurationError(
+            f"categories are given as a list of codes or names (['S1', 'Hate'], or one string), got {keys!r}"
+        )
     codes = {_resolve_in(k, policy) for k in keys}
     return tuple(sorted(codes, key=lambda c: int(c[1:])))
 

@@ -29,8 +29,12 @@ from langchain_core.tools import BaseTool, StructuredTool, Tool, ToolException
 from langchain_core.tools.base import TOOL_MESSAGE_BLOCK_TYPES, _handle_tool_error
 from pydantic import BaseModel, create_model
 
+from . import options
+from .conversation import to_turns
 from .errors import GuardConfigurationError, UnsafeContentError
 from .moderators import AnyVerdict, LlamaGuardModerator
+from .prompt_format import active_categories
+from .retry import NoVerdictFallbacks
 from .runnables import achecked, checked
 
 OnUnsafeTool = Literal["refuse", "error"]
@@ -103,6 +107,17 @@ def _context(state: Any, tool_name: str) -> list[BaseMessage]:
         if isinstance(messages[i], AIMessage):
             return messages[:i]
     return messages
+
+
+def _without_images(context: list[BaseMessage]) -> list[BaseMessage]:
+    """The context of a code check with its images left out (their text kept, turn by turn): Llama Guard 4's
+    template drops S14 (Code Interpreter Abuse) from the policy of any conversation with an image, so a picture
+    earlier in the chat would otherwise leave the code unjudged for code abuse."""
+    turns = to_turns(context)
+    if not any(t.images for t in turns):
+        return context
+    kinds = {"user": HumanMessage, "assistant": AIMessage}
+    return [kinds[t.role](content=[{"type": "text", "text": p} for p in t.text_parts]) for t in turns]
 
 
 def _categories(verdict: AnyVerdict) -> str:
@@ -253,6 +268,7 @@ class _ToolGuard:
         refusal: str,
         what: str,
     ) -> None:
+        _check_tool(tool)
         if on_unsafe not in ("refuse", "error"):
             raise GuardConfigurationError(f"on_unsafe must be 'refuse' or 'error', got {on_unsafe!r}")
         own = {_STATE_ARG} if isinstance(tool, GuardedTool) else set()  # a guarded tool guarded again: its state
@@ -268,7 +284,7 @@ class _ToolGuard:
         self.render = render
         self.check_output = check_output
         self.on_unsafe = on_unsafe
-        self.refusal = refusal
+        self.refusal = options.template("refusal_message", refusal, what=what, categories="S14 Code Interpreter Abuse")
         self.what = what
         self.injected_args = _injected_args(tool)
         self.call_id_args = _call_id_args(schema)
@@ -289,6 +305,8 @@ class _ToolGuard:
             turn = AIMessage(content="", tool_calls=[{"name": self.tool.name, "args": args, "id": "guard"}])
         if not context:
             context = [HumanMessage(content="")]
+        elif isinstance(self.render, _CodeTurn):
+            context = _without_images(context)
         return context + [turn]
 
     def output_conversation(self, args: dict[str, Any], state: Any, output: Any) -> list[BaseMessage]:
@@ -466,7 +484,7 @@ def guard_tool(
     return _build(helper, {})
 
 
-class GuardedTool(StructuredTool):
+class GuardedTool(NoVerdictFallbacks, StructuredTool):
     """What :func:`guard_tool` and :func:`guard_code_tool` return: a ``StructuredTool`` that runs its guard's checks
     around the inner tool.
 
@@ -519,6 +537,34 @@ def _build(helper: _ToolGuard, fields: dict[str, Any]) -> GuardedTool:
     return guarded
 
 
+def _check_tool(tool: Any) -> None:
+    if not isinstance(tool, BaseTool):
+        raise GuardConfigurationError(
+            f"the tool to guard must be a LangChain tool (a @tool function, StructuredTool, an MCP tool, a BaseTool "
+            f"subclass), got {type(tool).__name__}; wrap a plain function with langchain_core.tools.tool first"
+        )
+
+
+def _check_code_category(guard: Any, excluded_categories: Iterable[str] | None) -> None:
+    """Refuse a code tool whose guard can never flag code abuse: its active policy has no S14 (Llama Guard 3 1B's
+    has none; S14 excluded; a custom policy without it), so every program, ``rm -rf /`` included, would run."""
+    moderator = LlamaGuardModerator(guard, excluded_categories)
+    excluded = moderator.excluded if moderator.excluded is not None else guard.excluded_categories
+    policy = guard.categories
+    active = active_categories(guard.format, excluded, categories=policy)
+    if "S14" not in active:
+        why = (
+            f"S14 is excluded ({', '.join(excluded)} excluded)"
+            if "S14" in (policy or guard.format.categories)
+            else f"{'this custom policy' if policy else guard.format.name} has no S14"
+        )
+        raise GuardConfigurationError(
+            f"guard_code_tool judges code by S14 (Code Interpreter Abuse), but {why}: no program could be flagged "
+            "as abuse and every one would run. Use Llama Guard 4 or Llama Guard 3 8B with S14 in their policy "
+            "(a custom policy: keep an S14 entry), or guard_tool() for a tool whose arguments are not code"
+        )
+
+
 def guard_code_tool(
     tool: BaseTool,
     guard: Any,
@@ -537,11 +583,13 @@ def guard_code_tool(
     Example:
         >>> repl = guard_code_tool(python_repl, guard, code_arg="code")  # doctest: +SKIP
     """
+    _check_tool(tool)
     fields = _arg_names(_args_schema(tool))  # of a pydantic model, or of a JSON-schema dict (MCP tools)
     if code_arg not in fields:
         raise GuardConfigurationError(
             f"tool {tool.name!r} has no argument {code_arg!r}; its arguments: {sorted(fields)}"
         )
+    _check_code_category(guard, excluded_categories)
 
     return guard_tool(
         tool,

@@ -31,9 +31,10 @@ from pydantic import BaseModel
 
 from langchain_llamaguard import UnsafeContentError
 from langchain_llamaguard.middleware import LlamaGuardMiddleware, PromptGuardMiddleware
+from langchain_llamaguard.tiny import data
 from langchain_llamaguard.tools import guard_tool
 
-DIRTY_BOMB = UNSAFE_ANSWER.replace("nerve agent", "dirty bomb")
+DIRTY_BOMB = data.DIRTY_BOMB_ANSWER  # its verdicts, as the middleware sends them, are in the check set
 
 
 def unsafe_in(messages: list[Any]) -> list[str]:

@@ -12,6 +12,7 @@ from conftest import BENIGN, BENIGN_ANSWER, BOMB, UNSAFE_ANSWER
 from langchain_core.messages import AIMessage, HumanMessage
 
 from langchain_llamaguard import GuardConfigurationError, LlamaGuard
+from langchain_llamaguard.backends.base import DECODE_COLUMNS
 from langchain_llamaguard.backends.cpu_quantization import CPU_INT8_METHOD, quantize_int8_cpu, weight_bytes
 from langchain_llamaguard.backends.lm_head import VerdictHead
 from langchain_llamaguard.taxonomy import default_categories
@@ -183,7 +184,7 @@ def test_stacked_prefixes_never_cross_a_llama_4_attention_chunk(lg4_path):
     """Llama 4's chunked attention skips only leading padding: a stacked batch row ([pad][prefix][pad][rest]) as
     wide as a chunk would push a row's last tokens past its own prefix. Such a batch runs without the cache."""
     guard = LlamaGuard.from_pretrained(str(lg4_path), context_length=360)
-    assert guard.backend._chunk == 360
+    assert guard.backend._chunk == 360 + 1 + DECODE_COLUMNS  # the prompt, the lead and the verdict in one chunk
     excluded = [f"S{i}" for i in range(1, 12)]  # a much shorter prefix
     words = ["What", "is", "the", "weather", "like", "in", "Paris", "today?"]
     text = ""
@@ -196,7 +197,8 @@ def test_stacked_prefixes_never_cross_a_llama_4_attention_chunk(lg4_path):
         text = longer
     short, _ = guard.encode(BENIGN)
     long, long_excluded = guard.encode(text, excluded_categories=excluded)
-    assert short.prefix_len + len(long.input_ids) - long.prefix_len > 360  # stacked, it would cross the chunk
+    stacked = short.prefix_len + len(long.input_ids) - long.prefix_len
+    assert stacked + 1 + DECODE_COLUMNS > guard.backend._chunk  # stacked, its verdict would cross the chunk
     widths: list[int] = []
     handle = guard.backend.model.register_forward_pre_hook(
         lambda _m, _a, kw, seen=widths: seen.append(kw["input_ids"].shape[1]), with_kwargs=True

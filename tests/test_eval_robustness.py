@@ -536,7 +536,10 @@ def test_hand_built_examples_are_checked_before_any_row_is_scored(lg4, tmp_path)
     ]
     policy = lg4.with_categories({"S1": "Violent Crimes.", "S15": "Fraud."})  # a custom policy's codes count
     custom = [Example(0, BOMB, BOMB, 1, ("s15",)), fine]
-    evaluate(policy, custom, out_dir=tmp_path / "policy", bootstrap=0, plots=False, progress=False)
+    try:  # the tiny guard was not trained on this policy: it may name a code the policy lacks (a failed row)
+        evaluate(policy, custom, out_dir=tmp_path / "policy", bootstrap=0, plots=False, progress=False)
+    except EvaluationRunError:
+        pass
     assert predictions(tmp_path / "policy")[0]["label_categories"] == ["S15"]
 
 

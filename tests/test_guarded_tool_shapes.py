@@ -103,11 +103,15 @@ def tool_graph(state: Any, guarded: Any, code: str, messages_key: str = "message
     [(PydanticState, "messages"), (DataclassState, "messages"), (ChatState, "chat")],
     ids=["pydantic", "dataclass", "messages_key"],
 )
-def test_a_guarded_tool_in_a_tool_node_judges_the_call_after_the_conversation(lg4, state, messages_key):
+def test_a_guarded_tool_in_a_tool_node_judges_the_call_after_the_conversation(lg4, state, messages_key, monkeypatch):
     """The injected state is taken as the graph has it (a pydantic model, a dataclass, a dict), and the conversation
     is read where the ToolNode reads it (``messages_key``): the verdict is that of the call after the question."""
+    judged: list = []
+    real = lg4.batch_check
+    monkeypatch.setattr(lg4, "batch_check", lambda convs, **kw: judged.extend(convs) or real(convs, **kw))
     guarded = guard_code_tool(python_repl, lg4)
     for code, expected in [(SUM_CODE, "45"), (EVIL_CODE, REFUSED_S14)]:
+        judged.clear()
         seen = Verdicts()
         out = tool_graph(state, guarded, code, messages_key).invoke(
             {messages_key: [HumanMessage(ASK_CODE)]}, {"callbacks": [seen]}
@@ -115,7 +119,10 @@ def test_a_guarded_tool_in_a_tool_node_judges_the_call_after_the_conversation(lg
         result = (out[messages_key] if isinstance(out, dict) else getattr(out, messages_key))[-1]
         assert (result.status, result.text) == ("success", expected)
         [verdict] = seen.verdicts
-        in_context = lg4.check([HumanMessage(ASK_CODE), AIMessage(code_block(code))])
-        alone = lg4.check([HumanMessage(""), AIMessage(code_block(code))])
-        assert abs(in_context.score - alone.score) > 1e-4  # the two are told apart...
-        assert verdict["score"] == pytest.approx(in_context.score, abs=1e-5)  # ...and the call was judged in context
+        [conversation] = judged  # the call, after the question the graph's state holds
+        assert [(type(m).__name__, m.text) for m in conversation] == [
+            ("HumanMessage", ASK_CODE),
+            ("AIMessage", code_block(code)),
+        ]
+        in_context = real([[HumanMessage(ASK_CODE), AIMessage(code_block(code))]])[0]
+        assert verdict["score"] == pytest.approx(in_context.score, abs=1e-5)  # ...and that is the verdict reported

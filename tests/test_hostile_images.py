@@ -347,3 +347,39 @@ def test_images_count_as_the_tokens_they_expand_to_against_the_context(lg4):
     assert not verdict.safe and "expanded to their tiles" in verdict.error
     prompts, _ = lg4.prepare([HumanMessage([_image_block(1344), {"type": "text", "text": BENIGN}])])
     assert prompts[0].expanded is not None and lg4.backend.expanded_length(prompts[0]) > 2000  # measured once
+
+
+def test_a_long_turn_with_an_image_is_judged_in_windows_that_fit(lg4_path):
+    """The window budget counted an image as its one placeholder where the model reads ~150 tokens for a small one:
+    every window came out too long and the turn was refused (fail closed) instead of judged in windows."""
+    guard = LlamaGuard.from_pretrained(str(lg4_path), context_length=1024)
+    text = " ".join(f"word{i}" for i in range(600))
+    turn = [
+        HumanMessage([{"type": "image", "image": Image.new("RGB", (64, 64), "red")}, {"type": "text", "text": text}])
+    ]
+    prompts, _ = guard.prepare(turn)
+    assert len(prompts) >= 2 and all(p.images for p in prompts)
+    assert all(guard.backend.expanded_length(p) + 1 <= 1024 for p in prompts)
+    verdict = guard.check(turn)
+    assert verdict.error is None and verdict.segments == len(prompts)
+
+
+def test_a_slow_image_loader_counts_against_the_timeout_with_micro_batching(lg4_path):
+    """With ``batch_window_ms`` and ``timeout=``, preparing a conversation (a user's image loader fetching a URL)
+    ran outside the timeout: a check could block for as long as the loader took."""
+    import time
+
+    def slow(url):
+        time.sleep(3)
+        return _png_bytes(Image.new("RGB", (32, 32), "red"))
+
+    guard = LlamaGuard.from_pretrained(
+        str(lg4_path), batch_window_ms=5, timeout=0.5, on_error="unsafe", image_loader=slow
+    )
+    picture = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    start = time.monotonic()
+    verdict = guard.check([HumanMessage([picture, {"type": "text", "text": BENIGN}])])
+    assert time.monotonic() - start < 2.5
+    assert not verdict.safe and "did not answer within 0.5 s" in verdict.error
+    assert guard.check(BENIGN).error is None  # the guard goes on
+    guard.close()

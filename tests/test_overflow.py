@@ -170,3 +170,24 @@ def test_a_context_too_small_for_windows_names_the_context_not_images(lg3_1b):
     with pytest.raises(GuardContextOverflowError, match=r"template and its categories.*raise context_length=") as err:
         small.check("word " * 300)
     assert "images" not in str(err.value)
+
+
+@pytest.mark.parametrize("load", ["from_pretrained", "from_model"])
+def test_llama_guard_4_reads_its_verdict_whole_at_the_edge_of_its_context(lg4_path, lg4, load):
+    """The checkpoint's null ``attention_chunk_size`` was set to the context length: a prompt that filled the context
+    put the verdict's category tokens in a new attention chunk, where they cannot see the conversation (the tiny
+    guard answered ``unsafe\\nSsafesafe...`` or ``S114141414...``)."""
+    from transformers import AutoProcessor, Llama4ForConditionalGeneration
+
+    from langchain_llamaguard.backends.base import MAX_NEW_TOKENS
+
+    n = len(lg4.encode(BOMB)[0].input_ids)
+    if load == "from_pretrained":
+        edge = LlamaGuard.from_pretrained(str(lg4_path), context_length=n + 1)
+    else:
+        model = Llama4ForConditionalGeneration.from_pretrained(str(lg4_path)).eval()
+        edge = LlamaGuard.from_model(model, AutoProcessor.from_pretrained(str(lg4_path)), context_length=n + 1)
+    at_edge, roomy = edge.check(BOMB), lg4.check(BOMB)
+    assert (at_edge.safe, at_edge.raw, at_edge.error) == (roomy.safe, roomy.raw, None)
+    assert at_edge.score == pytest.approx(roomy.score, abs=1e-4)
+    assert edge.backend.model.config.text_config.attention_chunk_size >= n + 1 + MAX_NEW_TOKENS

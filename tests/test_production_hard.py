@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import BENIGN, BENIGN_ANSWER, BOMB, CODE_ABUSE, POISON, WEATHER
 from langchain_core.language_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 
 from langchain_llamaguard import GuardBatchError, GuardClosedError, GuardOutputError, LlamaGuard, PromptGuard, batching
@@ -73,6 +73,93 @@ def test_micro_batcher_skips_cancelled_callers_and_survives_failures():
     assert not batcher.alive
     with pytest.raises(GuardClosedError):
         batcher.submit([6], [None])
+
+
+def test_a_long_request_runs_in_chunks_and_callers_arriving_meanwhile_go_between():
+    """One conversation judged in many windows ran them all in one go: every caller arriving meanwhile waited for
+    all of them (and, with ``timeout=``, timed out behind them). It now runs ``max_batch`` at a time."""
+    seen: list[list[int]] = []
+    first_chunk = threading.Event()
+    gate = threading.Event()
+
+    def score(prompts, extra):
+        seen.append(list(prompts))
+        first_chunk.set()
+        gate.wait(5)
+        return [p * 10 for p in prompts]
+
+    batcher = MicroBatcher(score, window_s=0.0, max_batch=4)
+    long = batcher.submit(list(range(100, 112)), [None] * 12)
+    assert first_chunk.wait(5)
+    short = batcher.submit([1], [None])  # arrives while the long request's first chunk runs
+    gate.set()
+    assert short.result(5) == [10]
+    assert long.result(5) == [p * 10 for p in range(100, 112)]  # in order, whole
+    assert seen[0] == [100, 101, 102, 103] and seen[1][0] == 1  # the short caller went right after one chunk
+    assert sorted(p for batch in seen for p in batch) == [1, *range(100, 112)]  # each prompt scored once
+    batcher.close()
+
+    # a few very long prompts (a long document's windows, thousands of tokens each) by their cost, not their count
+    seen.clear()
+    first_chunk.clear()
+    gate.clear()
+    batcher = MicroBatcher(score, window_s=0.0, max_batch=64, cost=lambda p: p, max_cost=10)
+    long = batcher.submit([6, 6, 6], [None] * 3)
+    assert first_chunk.wait(5)
+    short = batcher.submit([1], [None])
+    gate.set()
+    assert short.result(5) == [10] and long.result(5) == [60, 60, 60]
+    assert seen[:2] == [[6], [1, 6]]  # one long prompt at a time, the short caller in the next batch
+    batcher.close()
+
+    # a batch that something did not fit is complete: it never waits out the window for more
+    batcher = MicroBatcher(lambda p, e: p, window_s=0.5, max_batch=64, cost=lambda p: p, max_cost=10)
+    start = time.monotonic()
+    assert batcher.submit([6, 6, 6, 6], [None] * 4).result(5) == [6, 6, 6, 6]
+    assert time.monotonic() - start < 1.0  # 4 batches: 2 s when each waited its window
+    batcher.close()
+
+
+def test_a_caller_that_gives_up_withdraws_its_rows_queued_or_between_chunks():
+    """A sync check that timed out left its request queued: the worker scored it later, for nobody, and the next
+    caller timed out behind it. Withdrawn, a queued request never runs and a running one stops at its next chunk."""
+    seen: list[list[int]] = []
+    gate = threading.Event()
+    busy = threading.Event()
+
+    def score(prompts, extra):
+        seen.append(list(prompts))
+        busy.set()
+        gate.wait(5)
+        return list(prompts)
+
+    batcher = MicroBatcher(score, window_s=0.0, max_batch=2)
+    blocking = batcher.submit([1, 2, 3, 4, 5, 6], [None] * 6)
+    assert busy.wait(5)
+    queued = batcher.submit([7], [None])
+    assert batcher.wait(queued, timeout=0.05) is batching.WITHDRAWN  # its time ran out while it waited
+    batcher.withdraw(blocking)  # gave up while its first chunk ran
+    gate.set()
+    assert batcher.submit([8], [None]).result(5) == [8]
+    assert seen == [[1, 2], [8]]  # neither the withdrawn request nor the rest of the stopped one ran
+    assert batcher.wait(batcher.submit([9], [None]), timeout=5) == [9]
+    batcher.close()
+
+
+def test_a_micro_batched_guard_judges_a_long_conversation_in_chunks_as_without_batching(lg3_1b):
+    """The windows of a long conversation, run a few at a time between other callers, give the same verdict."""
+    long = " ".join(f"{BENIGN} {BOMB}" for _ in range(400))
+    plain = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, context_length=512)
+    batched = LlamaGuard.from_model(
+        lg3_1b.backend.model, lg3_1b.tokenizer, context_length=512, batch_window_ms=2, max_batch_size=2
+    )
+    want = plain.batch_check([long, BOMB, BENIGN])
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(batched.check, [long, BOMB, BENIGN]))
+    assert want[0].segments > 4 and batched._batcher.batches_run > 2
+    assert [(v.safe, v.categories, v.segments) for v in got] == [(v.safe, v.categories, v.segments) for v in want]
+    assert [v.score for v in got] == pytest.approx([v.score for v in want], abs=1e-4)
+    batched.close()
 
 
 def test_micro_batcher_restarts_a_dead_worker():
@@ -485,6 +572,13 @@ def test_a_fork_while_another_thread_holds_the_store_encoder_or_tokenizer_lock(l
     expected = guard.check(BOMB).score  # the store holds this conversation now
     assert len(guard.backend.prefix_store) >= 1
     locks = [guard.backend.prefix_store._lock, guard.encoder._lock, tokenizer_lock(guard.tokenizer)]
+    store = guard.backend.prefix_store  # the child starts with an empty one: a write under way at the fork
+    code = _forked_while_held(locks, lambda: len(store) == 0 and abs(guard.check(BOMB).score - expected) < 1e-4)
+    assert code == 0
+
+
+def _forked_while_held(locks: list, work, timeout: float = 90.0) -> int:
+    """:func:`_in_forked_child` while another thread holds ``locks`` (it is gone in the child)."""
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -499,12 +593,33 @@ def test_a_fork_while_another_thread_holds_the_store_encoder_or_tokenizer_lock(l
     holder.start()
     assert held.wait(30)
     try:
-        store = guard.backend.prefix_store  # the child starts with an empty one: a write under way at the fork
-        code = _in_forked_child(lambda: len(store) == 0 and abs(guard.check(BOMB).score - expected) < 1e-4, timeout=60)
+        return _in_forked_child(work, timeout=timeout)
     finally:
         release.set()
         holder.join()
-    assert code == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork")
+def test_a_fork_while_another_thread_loads_a_guard_or_reads_the_middleware_cache(lg3_1b, lg3_1b_path):
+    """A fork while another thread is loading a guard (its load lock), unpickling one, or inside the agent
+    middleware's verdict cache: the child hung for ever on the first load or middleware check."""
+    import langchain_llamaguard.backends.loading as loading
+    import langchain_llamaguard.llama_guard as engine
+    import langchain_llamaguard.pickling as pickling
+    import langchain_llamaguard.replacements as replacements
+    from langchain_llamaguard.middleware import LlamaGuardMiddleware
+
+    middleware = LlamaGuardMiddleware(lg3_1b)
+    judged = [HumanMessage(BOMB)]
+    expected = middleware.moderator.check([judged], role="User")[0].safe
+    module_locks = [loading.LOAD_LOCK, pickling._LIVE_LOCK, replacements._WRITTEN_LOCK, engine._OWNERS_LOCK]
+
+    def in_child() -> bool:
+        fresh = LlamaGuard.from_pretrained(str(lg3_1b_path))  # the load lock
+        cached = middleware.moderator.check([judged], role="User")[0].safe  # the verdict cache's lock
+        return cached == expected and fresh.check(BOMB).safe == lg3_1b.check(BOMB).safe
+
+    assert _forked_while_held([*module_locks, middleware.moderator.cache._lock], in_child) == 0
 
 
 def test_a_check_running_when_its_guard_is_closed_fails_with_guard_closed_error(lg3_1b, monkeypatch):
@@ -586,3 +701,28 @@ def test_image_and_text_checks_prepared_at_once_never_share_a_tokenizer_setting(
     for t in threads:
         t.join()
     assert problems == []
+
+
+def test_a_closed_batcher_starts_no_further_chunk():
+    """A long request still running when its guard was closed (at interpreter exit, after the join gave up) went
+    back on the queue and ran chunk after chunk: new forward passes started while the interpreter shut down."""
+    seen: list[list[int]] = []
+    busy, gate = threading.Event(), threading.Event()
+
+    def score(prompts, extra):
+        seen.append(list(prompts))
+        busy.set()
+        gate.wait(5)
+        return list(prompts)
+
+    batcher = MicroBatcher(score, window_s=0.0, max_batch=2)
+    running = batcher.submit([1, 2, 3, 4, 5, 6], [None] * 6)
+    assert busy.wait(5)
+    batcher.close(timeout=0.1)  # the worker is inside its first chunk: the join gives up
+    gate.set()
+    with pytest.raises(GuardClosedError):
+        running.result(5)
+    deadline = time.monotonic() + 5
+    while batcher.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [[1, 2]] and not batcher.alive

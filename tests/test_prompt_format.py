@@ -19,6 +19,7 @@ from langchain_llamaguard import (
     GuardConfigurationError,
     GuardInputError,
     GuardTypeError,
+    LlamaGuard,
     default_categories,
     format_prompt,
 )
@@ -251,3 +252,29 @@ def test_nothing_to_check_is_one_empty_turn():
         assert format_prompt([], model=model) == format_prompt((), model=model) == empty
         assert format_prompt(ChatPromptTemplate.from_messages([]).invoke({}), model=model) == empty
         assert format_prompt([], model=model, role="Agent") == format_prompt("", model=model, role="Agent")
+
+
+def test_llama_guard_3_1b_over_a_chat_endpoint_sends_the_parts_its_template_reads():
+    """The 1B's template reads list-of-parts content only (a string renders an empty turn there) and writes one
+    line per text part: the chat request carried strings, which that template renders as an empty conversation."""
+    from langchain_llamaguard.tiny.tokenizers import load_tokenizer, tokenizer_dir
+
+    guard = LlamaGuard.from_endpoint(
+        "http://127.0.0.1:9/v1",
+        model="meta-llama/Llama-Guard-3-1B",
+        tokenizer=str(tokenizer_dir("llama3")),
+        model_format="llama-guard-3-1b",
+        mode="chat",
+        context_length=8192,
+    )
+    conversation = [
+        HumanMessage("How do I bake bread?"),
+        AIMessage(content=[{"type": "text", "text": "Sure."}, {"type": "text", "text": "Mix flour and water."}]),
+    ]
+    prompt, _ = guard.encode(conversation)
+    messages = guard.backend.request(prompt, guard.tokens)[1]["messages"]
+    assert all(isinstance(m["content"], list) for m in messages)
+    served = load_tokenizer("llama3").apply_chat_template(
+        messages, chat_template=chat_template("llama-guard-3-1b"), tokenize=False
+    )
+    assert served == format_prompt(conversation, model="llama-guard-3-1b")  # what the server renders is ours

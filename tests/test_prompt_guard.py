@@ -177,7 +177,8 @@ def test_an_onnx_folder_is_never_reused_for_another_checkpoint(pg_path, tmp_path
     first = PromptGuard.from_pretrained(str(pg_path), backend="onnx", onnx_path=str(tmp_path / "onnx"))
     second = PromptGuard.from_pretrained(str(other), backend="onnx", onnx_path=str(tmp_path / "onnx"))
     reference = PromptGuard.from_pretrained(str(other))
-    assert second.score(BENIGN) == pytest.approx(reference.score(BENIGN), abs=5e-3)  # its own export
+    # its own export: int8 scores move by about 1e-2 (more on CPUs without VNNI), the other checkpoint's by far more
+    assert second.score(BENIGN) == pytest.approx(reference.score(BENIGN), abs=0.04)
     assert abs(second.score(BENIGN) - first.score(BENIGN)) > 0.1
 
 

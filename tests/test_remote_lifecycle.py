@@ -21,6 +21,7 @@ from conftest import BENIGN, BOMB, POISON
 from test_remote_vllm import same
 
 from langchain_llamaguard import GuardServerError, LlamaGuard
+from langchain_llamaguard.backends.base import MAX_NEW_TOKENS
 from langchain_llamaguard.retry import is_transient_error
 from langchain_llamaguard.tiny import data
 from langchain_llamaguard.tiny.serving import free_port
@@ -148,7 +149,7 @@ def test_built_before_the_server_fails_closed_then_works_once_it_is_up(forwarder
         same(local[text], lenient.check(text))
         same(local[text], strict.check(text))
     same(local[POISON], asyncio.run(lenient.acheck(POISON)))
-    assert lenient.context_length == 4096 - 25  # read from the server on first use
+    assert lenient.context_length == 4096 - (1 + MAX_NEW_TOKENS)  # read from the server on first use
 
     async def down_and_back() -> None:  # one event loop: its async client recovers too
         same(local[BENIGN], await lenient.acheck(BENIGN))

@@ -33,6 +33,7 @@ from langchain_llamaguard import (
     LlamaGuard,
     UnsafeContentError,
 )
+from langchain_llamaguard.backends.base import MAX_NEW_TOKENS
 from langchain_llamaguard.tiny import data
 
 TOL = 1e-4
@@ -219,7 +220,9 @@ def test_special_token_strings_stay_text_over_token_ids(remote_lg3, lg3_8b):
 
 def test_long_conversations_are_split_by_the_servers_context(vllm_server, lg3_8b, tok):
     remote = LlamaGuard.from_endpoint(vllm_server.url, model=vllm_server.name, tokenizer=tok)
-    assert remote.context_length == 4096 - 25  # the served max_model_len, less the lead and the verdict
+    assert remote.context_length == 4096 - (
+        1 + MAX_NEW_TOKENS
+    )  # the served max_model_len, less the lead and the verdict
     small = LlamaGuard.from_endpoint(
         vllm_server.url, model=vllm_server.name, tokenizer=tok, context_length=600, on_error="unsafe"
     )
@@ -484,7 +487,9 @@ def test_a_server_restarted_with_a_shorter_context_is_read_again(proxy, vllm_ser
     refused = guard.check(text)
     assert not refused.safe and "HTTP 400" in refused.error
     listed["max_model_len"] = None  # the real one from now on
-    local = LlamaGuard.from_model(lg3_8b.backend.model, lg3_8b.tokenizer, context_length=4096 - 25, on_error="unsafe")
+    local = LlamaGuard.from_model(
+        lg3_8b.backend.model, lg3_8b.tokenizer, context_length=4096 - (1 + MAX_NEW_TOKENS), on_error="unsafe"
+    )
     got = guard.check(text)
     assert got.segments > 1 and "HTTP 400" not in (got.error or "")
     same(local.check(text), got)

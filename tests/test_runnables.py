@@ -19,6 +19,7 @@ from pydantic import Field
 from langchain_llamaguard import UnsafeContentError
 from langchain_llamaguard.errors import GuardConfigurationError, GuardInputError
 from langchain_llamaguard.runnables import output_message
+from langchain_llamaguard.tiny.data import POEM
 
 PROMPT = ChatPromptTemplate.from_messages([("system", "Be helpful."), ("human", "{question}")])
 REFUSAL = "Sorry, I can't help with that."
@@ -189,12 +190,12 @@ async def test_one_bad_row_fails_alone_in_a_batch(lg4, runner, bad):
 
 
 def test_a_wrapped_answer_the_output_guard_cannot_read_fails_its_row_alone(lg4):
-    answers = {BENIGN: BENIGN_ANSWER, "odd": 42}
+    answers = {BENIGN: BENIGN_ANSWER, POEM: 42}  # both questions safe (the tiny guard's check set)
     inner = RunnableLambda(lambda q: answers[q])
-    outs = lg4.wrap(inner).batch([BENIGN, "odd"], return_exceptions=True)
+    outs = lg4.wrap(inner).batch([BENIGN, POEM], return_exceptions=True)
     assert outs[0] == BENIGN_ANSWER and isinstance(outs[1], TypeError)
     input_only = lg4.wrap(inner).model_copy(update={"check_output": False})
-    assert input_only.batch([BENIGN, "odd"]) == [BENIGN_ANSWER, 42]  # an answer nobody judges is not read
+    assert input_only.batch([BENIGN, POEM]) == [BENIGN_ANSWER, 42]  # an answer nobody judges is not read
 
 
 async def test_an_output_reroute_runnable_gets_the_answer_as_output_in_every_mode(lg4):

@@ -16,8 +16,15 @@ from typing import Protocol, runtime_checkable
 
 from ..encoding import EncodedPrompt
 
-MAX_NEW_TOKENS = 24
-"""The most tokens a verdict takes after the lead (``unsafe``, ``\\n``, up to 14 codes and their commas fit)."""
+MAX_NEW_TOKENS = 48
+"""The most tokens a backend generates after the lead. A verdict is at most one fewer: ``unsafe``, ``\\n`` and
+its codes with their commas (all 14 default codes take 30 tokens in both tokenizers; 22 codes fit); an answer
+that fills the limit without its end-of-turn was cut, and fails closed (a cut list could leave out what it
+flags, or name only excluded categories)."""
+
+DECODE_COLUMNS = 3 * MAX_NEW_TOKENS
+"""The most KV-cache columns decoding a verdict adds: each step feeds its token and up to two drafted ones
+(``\\n`` and ``S`` after ``unsafe``), which stay in the cache (masked) when the model does not confirm them."""
 
 
 @dataclass(frozen=True)

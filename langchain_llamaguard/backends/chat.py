@@ -25,6 +25,7 @@ from typing import Any
 
 from ..encoding import EncodedPrompt
 from ..errors import GuardInputError, GuardServerError
+from ..forking import renew_in_child
 from .base import MAX_NEW_TOKENS, FirstStep, VerdictTokens
 from .completions import (
     Logprobs,
@@ -56,7 +57,8 @@ class ChatBackend(ServedBackend):
             request, so a guard that never sends a chat request never builds the set); content containing one
             is refused.
         all_categories: every category code of the model's policy (to name the excluded ones to the template).
-        content_parts: send content as a list of parts (Llama Guard 4's template) or as a string (Llama Guard 3).
+        content_parts: send content as a list of parts (the templates of Llama Guard 4 and Llama Guard 3 1B, which
+            render a string as an empty turn) or as a string (Llama Guard 3 8B).
         logprobs: ``"token_ids"`` (vLLM), a top-k count, or ``None`` (hosted providers: read the text).
         template_kwargs: send ``chat_template_kwargs`` (vLLM); hosted providers take none.
         encode_text: text -> token ids, to hand the answer's text to the engine as ids.
@@ -88,6 +90,7 @@ class ChatBackend(ServedBackend):
         self._special_pattern: re.Pattern[str] | None = None
         self._special_built = False
         self._special_lock = threading.Lock()
+        renew_in_child(self, "_special_lock")
         self.all_categories = tuple(all_categories)
         self.encode_text = encode_text
         self.content_parts = content_parts
@@ -100,6 +103,7 @@ class ChatBackend(ServedBackend):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._special_lock = threading.Lock()
+        renew_in_child(self, "_special_lock")
 
     @property
     def _special(self) -> re.Pattern[str] | None:
@@ -122,7 +126,7 @@ class ChatBackend(ServedBackend):
         for turn in prompt.turns:
             for text in turn.text_parts:
                 self._refuse_special(text, "the content")
-            if self.content_parts:
+            if self.content_parts:  # images are refused for a text-only format when the prompt is rendered
                 parts: list[dict[str, Any]] = [
                     {"type": "image_url", "image_url": {"url": data_url(next(images))}} for _ in turn.images
                 ]

@@ -146,7 +146,7 @@ def connect(
             special_tokens=_special_tokens(tok),
             all_categories=fmt_data.categories,
             encode_text=lambda text: _text_ids(tok, text),
-            content_parts=fmt == "llama-guard-4",
+            content_parts=fmt_data.turn_style != "whole",  # the 1B's and Llama Guard 4's templates read parts only
             logprobs=logprobs if mode == "completions" else None,
             template_kwargs=mode == "completions",
             served=served,

@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import os
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -26,9 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GuardConfigurationError, GuardLoadError, LlamaGuardError
+from ..forking import renew_in_child
+from .base import DECODE_COLUMNS
 
 LLAMA_GUARD_4_CONTEXT = 8192
 LOAD_LOCK = threading.RLock()
+renew_in_child(sys.modules[__name__], "LOAD_LOCK")  # a load in another thread at a fork would wedge the child
 """Held by every load of a guard's model: transformers' ``from_pretrained`` is not safe in several threads at
 once (two loads of a model with tied embeddings, such as Llama Guard 3 1B, race and leave its LM head untied or
 on the meta device: a guard that passes everything). Loads of one process run one at a time."""
@@ -375,19 +379,58 @@ def load_whole(model_class: Any, model_id_or_path: str, config: Any, kwargs: dic
     return model
 
 
-def check_hf_kwargs(hf_kwargs: dict[str, Any], own: Any, *, own_extra: Iterable[str] = ()) -> None:
+def llama4_context(text_config: Any, context_length: int) -> int:
+    """Llama Guard 4's prompt budget under its chunked attention. The checkpoint's null ``attention_chunk_size``
+    (which transformers rejects) is set to cover the longest sequence a check runs: the prompt, the lead and the
+    verdict (a chunk at least that long is plain causal attention; one only as long as the prompt would start a new
+    chunk inside the verdict, whose category tokens would then not see the conversation). A chunk the config sets
+    caps the prompt so that the whole sequence fits in it.
+
+    Example:
+        >>> config = SimpleNamespace(attention_chunk_size=None)  # doctest: +SKIP
+        >>> llama4_context(config, 8192), config.attention_chunk_size  # doctest: +SKIP
+        (8192, 8337)
+    """
+    answer = 1 + DECODE_COLUMNS  # the lead, then the verdict's columns (drafted tokens included)
+    chunk = getattr(text_config, "attention_chunk_size", None)
+    if chunk is None:
+        text_config.attention_chunk_size = context_length + answer
+        return context_length
+    if chunk <= answer:
+        raise GuardConfigurationError(
+            f"attention_chunk_size={chunk} leaves no room for a prompt before the {answer}-token answer"
+        )
+    return min(context_length, chunk - answer)
+
+
+def check_hf_kwargs(
+    hf_kwargs: dict[str, Any],
+    own: Any,
+    *,
+    own_extra: Iterable[str] = (),
+    sibling: tuple[str, Iterable[str]] | None = None,
+) -> None:
     """A :class:`GuardConfigurationError` for a keyword that is a misspelt guard option (``treshold=``,
-    ``quantisation=``; ``device=`` is Prompt Guard's), instead of transformers' ``TypeError`` naming the model
-    class after the config and tokenizer have loaded. Other keywords go to transformers' ``from_pretrained``."""
+    ``quantisation=``; ``device=`` is Prompt Guard's) or the other guard's option (``sibling``: its class name and
+    option names, e.g. Llama Guard's ``timeout=`` given to Prompt Guard), instead of transformers' ``TypeError``
+    naming the model class after the config and tokenizer have loaded. Other keywords go to transformers'
+    ``from_pretrained``."""
     import difflib
 
-    names = [*(n for n in own if n not in ("cls", "self", "model_id_or_path", "hf_kwargs", "kwargs")), *own_extra]
+    skip = ("cls", "self", "model_id_or_path", "hf_kwargs", "kwargs")
+    names = [*(n for n in own if n not in skip), *own_extra]
+    # what transformers takes too (device_map=), or is answered by the guard itself (quantization=), never
+    theirs = set(sibling[1]) - set(names) - {*skip, "device_map", "quantization"} if sibling else set()
     for key in hf_kwargs:
         if key in _TRANSFORMERS_KWARGS or key in own_extra:
             continue
         close = {"device": ["device_map"]}.get(key) or difflib.get_close_matches(key, names, n=1, cutoff=0.8)
         if close:
             raise GuardConfigurationError(f"unknown option {key}=; did you mean {close[0]}=?")
+        if key in theirs:
+            raise GuardConfigurationError(
+                f"{key}= is a {sibling[0]} option, not this guard's; its options: {', '.join(sorted(names))}"  # type: ignore[index]
+            )
 
 
 _TRANSFORMERS_KWARGS = frozenset(
@@ -489,11 +532,7 @@ def load_guard_model(
     if fmt == "llama-guard-4":
         from transformers import AutoProcessor, Llama4ForConditionalGeneration
 
-        text_config = getattr(config, "text_config", config)
-        ctx = context_length or LLAMA_GUARD_4_CONTEXT
-        if getattr(text_config, "attention_chunk_size", None) is None:
-            text_config.attention_chunk_size = ctx
-        ctx = min(ctx, text_config.attention_chunk_size)
+        ctx = llama4_context(getattr(config, "text_config", config), context_length or LLAMA_GUARD_4_CONTEXT)
         qconf = quantization_config(bnb, torch_dtype, skip=["vision_model", "multi_modal_projector", "lm_head"])
         if qconf is not None:
             kwargs["quantization_config"] = qconf

@@ -18,7 +18,7 @@ from typing import Any
 from ..encoding import EncodedPrompt, tokenizer_lock
 from ..errors import GuardClosedError, GuardInputError
 from ..forking import forward_ran, renew_in_child
-from .base import MAX_NEW_TOKENS, DraftFn, FirstStep, VerdictTokens
+from .base import DECODE_COLUMNS, DraftFn, FirstStep, VerdictTokens
 from .prefix_store import plan_reuse
 
 logger = logging.getLogger("langchain_llamaguard")
@@ -284,7 +284,7 @@ class TransformersBackend:
         starts = [n or len(p) for (n, _), p in zip(hits, prefixes, strict=True)]
         width = max(starts)
         rests = [s[n:] for n, s in zip(starts, seqs, strict=True)]
-        if self._chunk and width + max(map(len, rests)) + MAX_NEW_TOKENS + 4 > self._chunk:
+        if self._chunk and width + max(map(len, rests)) + 1 + DECODE_COLUMNS > self._chunk:
             # Stacked rows ([pad][prefix][pad][rest], then the verdict) would cross a Llama 4 attention chunk.
             return self._forward(seqs, [])
         caches = {p: self._prefix_cache(p) for p, (n, _) in zip(prefixes, hits, strict=True) if not n}

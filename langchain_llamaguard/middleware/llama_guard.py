@@ -32,6 +32,7 @@ from langchain.agents.middleware import AgentMiddleware, AgentState, hook_config
 from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
 
+from .. import options
 from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import AnyVerdict, LlamaGuardModerator, Moderator, policy_digest
 from ..parallel import InputCheck, acall_overlapped, call_overlapped, check_input_check
@@ -183,19 +184,26 @@ class LlamaGuardMiddleware(AgentMiddleware):
         self.input_check: InputCheck = check_input_check(input_check)
         if exit_behavior is not None and on_unsafe is not None and exit_behavior != on_unsafe:
             raise GuardConfigurationError("pass exit_behavior or its alias on_unsafe, not both")
-        behavior = exit_behavior or on_unsafe or "end"
+        behavior = exit_behavior if exit_behavior is not None else on_unsafe if on_unsafe is not None else "end"
         if behavior not in ("end", "error", "replace"):
             raise GuardConfigurationError(f"exit_behavior must be 'end', 'error' or 'replace', got {behavior!r}")
         self.moderator: Moderator = LlamaGuardModerator(
             guard, excluded_categories, cache_size=VERDICT_CACHE_SIZE, categories=categories
         )
-        self.apply_to_input = apply_to_input
-        self.apply_to_output = apply_to_output
-        self.apply_to_tool_calls = apply_to_tool_calls
-        self.apply_to_tool_results = apply_to_tool_results
+        self.apply_to_input = options.flag("apply_to_input", apply_to_input)
+        self.apply_to_output = options.flag("apply_to_output", apply_to_output)
+        self.apply_to_tool_calls = options.flag("apply_to_tool_calls", apply_to_tool_calls)
+        self.apply_to_tool_results = options.flag("apply_to_tool_results", apply_to_tool_results)
+        if not (apply_to_input or apply_to_output or apply_to_tool_calls or apply_to_tool_results):
+            raise GuardConfigurationError(
+                "every apply_to_* option is False: this middleware would check nothing and pass every message "
+                "unguarded; set at least one of apply_to_input, apply_to_output, apply_to_tool_calls, "
+                "apply_to_tool_results (or leave the middleware out)"
+            )
         self.exit_behavior: ExitBehavior = behavior  # type: ignore[assignment]
-        self.refusal_message = refusal_message
-        self.tool_refusal_message = tool_refusal_message
+        example = "S9 Indiscriminate Weapons"
+        self.refusal_message = options.template("refusal_message", refusal_message, categories=example)
+        self.tool_refusal_message = options.template("tool_refusal_message", tool_refusal_message, categories=example)
         self._name = name or unique_name(type(self).__name__)
         self.record = self._policy_record()
         if omit_payload_from_traces:

@@ -24,9 +24,10 @@ from typing import Any, Literal
 from langchain.agents.middleware import AgentMiddleware, hook_config
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
+from .. import options
 from ..content_blocks import READABLE_BLOCK_TYPES, block_text, carries_text
 from ..errors import GuardConfigurationError, UnsafeContentError
-from ..moderators import VerdictCache
+from ..moderators import VerdictCache, check_prompt_guard
 from ..replacements import guard_written, marked, removed_turn
 from .llama_guard import VERDICT_CACHE_SIZE, _last_index, no_payload_trace_policy, unique_name
 from .model_call import Late, aanswered, answered
@@ -129,14 +130,19 @@ class PromptGuardMiddleware(AgentMiddleware):
         super().__init__()
         if exit_behavior not in ("replace", "end", "error"):
             raise GuardConfigurationError(f"exit_behavior must be 'replace', 'end' or 'error', got {exit_behavior!r}")
-        self.guard = prompt_guard
-        self.apply_to_input = apply_to_input
-        self.apply_to_tool_results = apply_to_tool_results
+        self.guard = check_prompt_guard(prompt_guard, "PromptGuardMiddleware's prompt_guard")
+        self.apply_to_input = options.flag("apply_to_input", apply_to_input)
+        self.apply_to_tool_results = options.flag("apply_to_tool_results", apply_to_tool_results)
+        if not (apply_to_input or apply_to_tool_results):
+            raise GuardConfigurationError(
+                "apply_to_input and apply_to_tool_results are both False: this middleware would scan nothing and pass "
+                "every message unscanned; set at least one (or leave the middleware out)"
+            )
         self.exit_behavior = exit_behavior
-        self.notice = notice
-        self.judge_parts = judge_parts
-        self.parts_notice = parts_notice
-        self.refusal_message = refusal_message
+        self.notice = options.template("notice", notice, score=0.99)
+        self.judge_parts = options.flag("judge_parts", judge_parts)
+        self.parts_notice = options.template("parts_notice", parts_notice, withheld=1, parts=2, score=0.99)
+        self.refusal_message = options.template("refusal_message", refusal_message, score=0.99)
         self._name = name or unique_name(type(self).__name__)
         if omit_payload_from_traces:
             self.trace_policy = no_payload_trace_policy()
