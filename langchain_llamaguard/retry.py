@@ -1,4 +1,4 @@
-"""Retrying guard steps: a transient failure is retried, a verdict is not.
+"""Retries and fallbacks of guard Runnables: a transient failure is retried (or falls back), a verdict is not.
 
 LangChain's ``with_retry()`` retries every exception by default. A guard's
 :class:`~langchain_llamaguard.errors.UnsafeContentError` is a verdict, and the same input gets the same verdict, so
@@ -9,6 +9,10 @@ failed for another reason are.
 
 A whole chain's ``with_retry`` is LangChain's own: give it :func:`is_transient_error` (or your own predicate built
 on it) so that only failures worth another attempt are retried.
+
+LangChain's ``with_fallbacks()`` catches every exception by default too, and a fallback model would then answer the
+flagged input, unguarded: a guard Runnable's ``with_fallbacks`` (:class:`NoVerdictFallbacks`) refuses such a
+catch-all.
 
 Example:
     >>> step = guard.as_input_guard().with_retry(stop_after_attempt=3)  # doctest: +SKIP

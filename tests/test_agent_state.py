@@ -79,7 +79,7 @@ def test_every_flagged_result_of_parallel_tool_calls_is_replaced(lg4, exit_behav
 
     calls = [{"name": n, "args": {"query": "france"}, "id": f"c{i}"} for i, n in enumerate(["search_a", "search_b"])]
     model = ScriptedToolModel(messages=iter([AIMessage("", tool_calls=calls), AIMessage(BENIGN_ANSWER)]))
-    guard = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior=exit_behavior)
+    guard = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, apply_to_output=False, exit_behavior=exit_behavior)
     prompts = SentPrompts()
     out = create_agent(model, [search_a, search_b], middleware=[guard]).invoke(
         {"messages": [HumanMessage(BENIGN)]}, {"callbacks": [prompts]}

@@ -177,9 +177,13 @@ def test_an_onnx_folder_is_never_reused_for_another_checkpoint(pg_path, tmp_path
     first = PromptGuard.from_pretrained(str(pg_path), backend="onnx", onnx_path=str(tmp_path / "onnx"))
     second = PromptGuard.from_pretrained(str(other), backend="onnx", onnx_path=str(tmp_path / "onnx"))
     reference = PromptGuard.from_pretrained(str(other))
-    # its own export: int8 scores move by about 1e-2 (more on CPUs without VNNI), the other checkpoint's by far more
-    assert second.score(BENIGN) == pytest.approx(reference.score(BENIGN), abs=0.04)
-    assert abs(second.score(BENIGN) - first.score(BENIGN)) > 0.1
+    # its own export: dynamic int8 moves a tiny model's scores by up to ~0.07 (with the CPU and the training
+    # seed), the other checkpoint's weights move it far more
+    own, others = (
+        abs(second.score(BENIGN) - reference.score(BENIGN)),
+        abs(first.score(BENIGN) - reference.score(BENIGN)),
+    )
+    assert own < others / 3 and others > 0.2
 
 
 @pytest.mark.parametrize("shape", ["list", "list_with_command", "command_tuple", "command_dict", "two_user_turns"])
