@@ -120,12 +120,11 @@ def test_a_long_request_runs_in_chunks_and_callers_arriving_meanwhile_go_between
     batcher.close()
 
 
-def test_a_caller_that_gives_up_withdraws_its_rows_queued_or_between_chunks():
-    """A sync check that timed out left its request queued: the worker scored it later, for nobody, and the next
-    caller timed out behind it. Withdrawn, a queued request never runs and a running one stops at its next chunk."""
+def _held_in_its_first_chunk():
+    """A batcher of 2-prompt chunks whose worker holds a 6-prompt request in its first chunk until ``gate`` is set;
+    ``seen`` lists the batches it scored."""
     seen: list[list[int]] = []
-    gate = threading.Event()
-    busy = threading.Event()
+    busy, gate = threading.Event(), threading.Event()
 
     def score(prompts, extra):
         seen.append(list(prompts))
@@ -134,8 +133,15 @@ def test_a_caller_that_gives_up_withdraws_its_rows_queued_or_between_chunks():
         return list(prompts)
 
     batcher = MicroBatcher(score, window_s=0.0, max_batch=2)
-    blocking = batcher.submit([1, 2, 3, 4, 5, 6], [None] * 6)
+    running = batcher.submit([1, 2, 3, 4, 5, 6], [None] * 6)
     assert busy.wait(5)
+    return batcher, seen, gate, running
+
+
+def test_a_caller_that_gives_up_withdraws_its_rows_queued_or_between_chunks():
+    """A sync check that timed out left its request queued: the worker scored it later, for nobody, and the next
+    caller timed out behind it. Withdrawn, a queued request never runs and a running one stops at its next chunk."""
+    batcher, seen, gate, blocking = _held_in_its_first_chunk()
     queued = batcher.submit([7], [None])
     assert batcher.wait(queued, timeout=0.05) is batching.WITHDRAWN  # its time ran out while it waited
     batcher.withdraw(blocking)  # gave up while its first chunk ran
@@ -706,18 +712,7 @@ def test_image_and_text_checks_prepared_at_once_never_share_a_tokenizer_setting(
 def test_a_closed_batcher_starts_no_further_chunk():
     """A long request still running when its guard was closed (at interpreter exit, after the join gave up) went
     back on the queue and ran chunk after chunk: new forward passes started while the interpreter shut down."""
-    seen: list[list[int]] = []
-    busy, gate = threading.Event(), threading.Event()
-
-    def score(prompts, extra):
-        seen.append(list(prompts))
-        busy.set()
-        gate.wait(5)
-        return list(prompts)
-
-    batcher = MicroBatcher(score, window_s=0.0, max_batch=2)
-    running = batcher.submit([1, 2, 3, 4, 5, 6], [None] * 6)
-    assert busy.wait(5)
+    batcher, seen, gate, running = _held_in_its_first_chunk()
     batcher.close(timeout=0.1)  # the worker is inside its first chunk: the join gives up
     gate.set()
     with pytest.raises(GuardClosedError):
