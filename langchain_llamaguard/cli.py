@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_guard(args: argparse.Namespace, excluded: tuple[str, ...]) -> tuple[Any, str]:
     from .guards import LlamaGuard, PromptGuard
 
+    if not args.endpoint:
+        given = [f"--{n.replace('_', '-')}" for n in ("served_model", "tokenizer", "api_key") if getattr(args, n, None)]
+        if given:
+            raise CliError(f"{', '.join(given)} applies to --endpoint only; a local guard (--model) would ignore it")
     if args.endpoint:
         if not args.served_model:
             raise CliError("--endpoint needs --served-model NAME (the model name the server serves)")
@@ -157,10 +161,13 @@ def _check_checkpoint(name: str, option: str) -> None:
 def _excluded(text: str | None) -> tuple[str, ...]:
     from .taxonomy import resolve_categories
 
-    if not text:
+    if text is None:
         return ()
+    keys = [k for k in text.split(",") if k.strip()]
+    if not keys:  # "," or "": a flag that would exclude nothing, silently
+        raise CliError(f"--excluded-categories {text!r} names no category; give codes or names, e.g. S6,Elections")
     try:
-        return resolve_categories([k for k in text.split(",") if k.strip()])
+        return resolve_categories(keys)
     except ValueError as exc:
         raise CliError(f"--excluded-categories: {exc}") from None
 

@@ -430,6 +430,11 @@ def test_cli_check_prints_verdicts_as_json_lines(fast_loading, lg4_path, pg_path
     assert json.loads(capsys.readouterr().out)["safe"] is False
     assert main(["check", "--model", str(lg4_path)]) == 2
     assert "give TEXT or --file" in capsys.readouterr().err
+    # options that would do nothing, silently: an empty category list, and served-guard options on a local one
+    assert main(["check", BENIGN, "--model", str(lg4_path), "--excluded-categories", ","]) == 2
+    assert "--excluded-categories ',' names no category" in capsys.readouterr().err
+    assert main(["check", BENIGN, "--model", str(lg4_path), "--served-model", "m", "--api-key", "k"]) == 2
+    assert "--served-model, --api-key applies to --endpoint only" in capsys.readouterr().err
 
 
 def test_cli_check_a_bad_row_among_good_ones_has_its_own_line(
