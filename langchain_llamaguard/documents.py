@@ -73,7 +73,7 @@ from .errors import (
     UnsafeDocumentError,
 )
 from .llama_guard import LlamaGuardEngine
-from .moderators import AnyVerdict, LlamaGuardModerator, PromptGuardModerator
+from .moderators import AnyVerdict, LlamaGuardModerator, PromptGuardModerator, check_llama_guard, check_prompt_guard
 from .prompt_guard import PromptGuardEngine
 from .retry import NoVerdictFallbacks
 from .runnables import OneBatchPerCall, _GuardBase, achecked, checked
@@ -250,10 +250,10 @@ class DocumentFilter(OneBatchPerCall, NoVerdictFallbacks, RunnableSerializable[A
         pg, lg, on_flagged = data.get("prompt_guard"), data.get("llama_guard"), data.get("on_flagged", "drop")
         if pg is None and lg is None:
             raise GuardConfigurationError("a document filter needs prompt_guard=..., llama_guard=... or both")
-        if pg is not None and not isinstance(pg, PromptGuardEngine):
-            raise GuardConfigurationError(f"prompt_guard must be a PromptGuard, got {type(pg).__name__}")
-        if lg is not None and not isinstance(lg, LlamaGuardEngine):
-            raise GuardConfigurationError(f"llama_guard must be a LlamaGuard, got {type(lg).__name__}")
+        if pg is not None:
+            check_prompt_guard(pg, "prompt_guard")
+        if lg is not None:
+            check_llama_guard(lg, "llama_guard")
         if on_flagged not in _ON_FLAGGED:
             raise GuardConfigurationError(
                 f"on_flagged must be one of {', '.join(map(repr, _ON_FLAGGED))}, got {on_flagged!r}"

@@ -32,10 +32,11 @@ from pydantic import BaseModel, create_model
 from . import options
 from .conversation import to_turns
 from .errors import GuardConfigurationError, UnsafeContentError
-from .moderators import AnyVerdict, LlamaGuardModerator
+from .moderators import AnyVerdict, LlamaGuardModerator, check_llama_guard
 from .prompt_format import active_categories
 from .retry import NoVerdictFallbacks
 from .runnables import achecked, checked
+from .taxonomy import resolve_categories
 
 OnUnsafeTool = Literal["refuse", "error"]
 DEFAULT_TOOL_REFUSAL = "Refused: Llama Guard flagged this {what} before it ran ({categories})."
@@ -548,9 +549,11 @@ def _check_tool(tool: Any) -> None:
 def _check_code_category(guard: Any, excluded_categories: Iterable[str] | None) -> None:
     """Refuse a code tool whose guard can never flag code abuse: its active policy has no S14 (Llama Guard 3 1B's
     has none; S14 excluded; a custom policy without it), so every program, ``rm -rf /`` included, would run."""
-    moderator = LlamaGuardModerator(guard, excluded_categories)
-    excluded = moderator.excluded if moderator.excluded is not None else guard.excluded_categories
+    check_llama_guard(guard, "the guard")
     policy = guard.categories
+    excluded = (
+        guard.excluded_categories if excluded_categories is None else resolve_categories(excluded_categories, policy)
+    )
     active = active_categories(guard.format, excluded, categories=policy)
     if "S14" not in active:
         why = (
