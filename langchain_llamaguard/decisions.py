@@ -53,6 +53,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field, model_validator
 
+from .cancellation import to_thread
 from .errors import GuardConfigurationError, GuardInputError
 from .taxonomy import resolve_categories
 from .verdict import NOT_IN_POLICY, merge_verdicts
@@ -187,7 +188,7 @@ class _GuardDecisionModel(BaseDecisionModel):
         return (await self._aanswer_many([(state, dict(questions))]))[0]
 
     async def _aanswer_many(self, requests: list[tuple[State, dict[str, Question]]]) -> list[ClassifierResponse]:
-        return await asyncio.to_thread(self._answer_many, requests)
+        return await to_thread(self._answer_many, requests)
 
     def _each(self, requests: list[tuple[State, dict[str, Question]]]) -> list[Any]:
         """Each request on its own, after their shared batch failed: its answer, or its own error."""
@@ -364,9 +365,9 @@ class LlamaGuardDecisionModel(_GuardDecisionModel):
         return self._assemble(requests, owners, verdicts, self._choices(choices))
 
     async def _aanswer_many(self, requests: list[tuple[State, dict[str, Question]]]) -> list[ClassifierResponse]:
-        prompts, excluded, owners, choices = await asyncio.to_thread(self._plan, requests)
+        prompts, excluded, owners, choices = await to_thread(self._plan, requests)
         verdicts = await self.guard.acheck_encoded(prompts, excluded) if prompts else []
-        choice_answers = await asyncio.to_thread(self._choices, choices) if choices else {}
+        choice_answers = await to_thread(self._choices, choices) if choices else {}
         return self._assemble(requests, owners, verdicts, choice_answers)
 
 

@@ -26,6 +26,7 @@ from . import options
 from .backends.base import MAX_NEW_TOKENS, AsyncGuardBackend, FirstStep, GuardBackend, VerdictTokens
 from .batching import WITHDRAWN, MicroBatcher
 from .budget import IMAGE_TOKENS, BatchBudget, default_budget, plan_sub_batches
+from .cancellation import abandon, in_thread, to_thread
 from .conversation import ConversationInput, ImageLoader, Turn, normalize_role, to_turns
 from .encoding import EncodedPrompt, PromptEncoder, clean_text, tokenizer_lock
 from .errors import (
@@ -76,23 +77,6 @@ runs a few at a time, and the callers that arrive meanwhile are served between t
 
 def _prompt_tokens(prompt: EncodedPrompt) -> int:
     return len(prompt.input_ids) + IMAGE_TOKENS * len(prompt.images)
-
-
-def _in_thread(fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
-    """``fn(*args)`` on a thread of its own (a check with a ``timeout``): its caller can stop waiting. A thread per
-    check, not a shared pool: one guard's slow checks never count against another's timeout, it works after a
-    fork, and after the main thread has finished (when ``concurrent.futures`` pools refuse new work)."""
-    future: concurrent.futures.Future = concurrent.futures.Future()
-
-    def run() -> None:
-        if future.set_running_or_notify_cancel():
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - the caller gets it
-                future.set_exception(exc)
-
-    threading.Thread(target=run, name="llama-guard-timeout").start()
-    return future
 
 
 _OWNERS_LOCK = threading.Lock()
@@ -996,11 +980,11 @@ class LlamaGuardEngine(Closeable):
         is dropped if it has not started)."""
         if self.timeout is None:
             return work()
-        future = _in_thread(work)
+        future = in_thread(work)
         try:
             return future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
-            future.cancel()  # not started yet: it never runs
+            abandon(future)  # not started yet: it never runs; waiting for the model: it never gets it
             return timed_out()
 
     def _conversations(self, conversations: Sequence[ConversationInput]) -> list[ConversationInput]:
@@ -1024,10 +1008,10 @@ class LlamaGuardEngine(Closeable):
         if deadline is None:
             batch = self._prepare_many(conversations, role, excluded_categories)
         else:  # preparing (images from a user's loader, a served model's context) counts against the timeout too
-            prepared = _in_thread(self._prepare_many, conversations, role, excluded_categories)
+            prepared = in_thread(self._prepare_many, conversations, role, excluded_categories)
             done, _ = concurrent.futures.wait([prepared], timeout=max(deadline - time.monotonic(), 0.0))
             if not done:
-                prepared.cancel()
+                abandon(prepared)
                 return self._timed_out(len(conversations), role)
             batch = prepared.result()
         if batch.prompts:
@@ -1152,14 +1136,14 @@ class LlamaGuardEngine(Closeable):
         self, conversations: list[ConversationInput], role: str | None, excluded_categories: Iterable[str] | None
     ) -> list[Verdict]:
         unserved = await self._aserved_context()
-        batch = await asyncio.to_thread(self._prepare_many, conversations, role, excluded_categories, unserved)
+        batch = await to_thread(self._prepare_many, conversations, role, excluded_categories, unserved)
         if batch.prompts:
             if self._batcher is not None:
                 batch.results = await self._batcher.await_(self._batcher.submit(batch.prompts, batch.excluded))
             elif isinstance(self.backend, AsyncGuardBackend):
                 batch.results = await self._ascore_encoded(batch.prompts, batch.excluded)
             else:
-                batch.results = await asyncio.to_thread(self._score_encoded, batch.prompts, batch.excluded)
+                batch.results = await to_thread(self._score_encoded, batch.prompts, batch.excluded)
         return self._finish(batch, len(conversations))
 
     def category_distribution(
@@ -1218,7 +1202,7 @@ class LlamaGuardEngine(Closeable):
         async def scored() -> list[_Scored]:
             if isinstance(self.backend, AsyncGuardBackend):
                 return await self._ascore_encoded(prompts, excluded)
-            return await asyncio.to_thread(self._score_encoded, prompts, excluded)
+            return await to_thread(self._score_encoded, prompts, excluded)
 
         if self.timeout is None:
             return [self._resolve(r) for r in await scored()]

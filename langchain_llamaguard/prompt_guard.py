@@ -15,8 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import inspect
 import numbers
 import re
@@ -28,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import options
 from .batching import MicroBatcher
+from .cancellation import raise_if_abandoned, to_thread
 from .encoding import clean_text
 from .errors import GuardBatchError, GuardClosedError, GuardConfigurationError, GuardTypeError
 from .forking import forward_ran, renew_in_child
@@ -35,10 +34,6 @@ from .lifecycle import Closeable
 from .pickling import Recipe, deep_copy, recipe_of, reduce_guard
 
 Backend = Literal["torch", "onnx"]
-_CANCELLED: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
-    "prompt_guard_cancelled", default=None
-)
-"""Set while an async caller's check runs in a worker thread: scoring stops once the caller is cancelled."""
 
 
 class PromptGuardVerdict(BaseModel):
@@ -364,23 +359,22 @@ class PromptGuardEngine(Closeable):
         if model is None:
             raise GuardClosedError(f"this {type(self).__name__} was closed while a check was running")
         if hasattr(model, "run_logits"):  # ONNX
+            raise_if_abandoned()
             return model.run_logits(ids, mask)
         import torch
 
         device = next(model.parameters()).device
         forward_ran()
         with self._lock, torch.inference_mode():
+            raise_if_abandoned()  # the caller stopped waiting while this thread waited for the model
             out = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device))
         return out.logits.float().cpu().numpy()
 
     def _score_flat(self, windows: list[list[int]], _extra: Any = None) -> list[float]:
         """Each window's score: windows of similar lengths share a forward pass of up to ``max_batch_size``."""
-        stop = _CANCELLED.get()  # set by an async caller (see _threaded)
         order = sorted(range(len(windows)), key=lambda k: len(windows[k]))
         scores = [0.0] * len(windows)
         for b in range(0, len(order), self.max_batch_size):
-            if stop is not None and stop.is_set():  # the async caller was cancelled: score no more windows
-                raise asyncio.CancelledError
             idx = order[b : b + self.max_batch_size]
             for k, s in zip(idx, self._logits_batch([windows[k] for k in idx]), strict=True):
                 scores[k] = s
@@ -427,8 +421,8 @@ class PromptGuardEngine(Closeable):
 
     async def _ascore_windows(self, texts: Sequence[str]) -> list[tuple[float, int]]:
         if self._batcher is None:
-            return await self._threaded(self._score_windows, texts)
-        per_text, errors = await asyncio.to_thread(self._prepare, texts)
+            return await to_thread(self._score_windows, texts)  # stops between forwards once cancelled
+        per_text, errors = await to_thread(self._prepare, texts)
         flat = [w for ws in per_text for w in ws]
         # a cancelled caller's windows are dropped from the next micro-batch if it has not started
         scores = await self._batcher.await_(self._batcher.submit(flat, [None] * len(flat))) if flat else []
@@ -452,20 +446,6 @@ class PromptGuardEngine(Closeable):
 
     def batch_check(self, texts: Sequence[str]) -> list[PromptGuardVerdict]:
         return [self._verdict(s, n) for s, n in self._score_windows(self._texts(texts))]
-
-    @staticmethod
-    async def _threaded(fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` in a worker thread whose scoring stops between forward passes once the caller is cancelled
-        (a forward already running finishes; the rest of a long text's windows are not scored)."""
-        stop = threading.Event()
-        token = _CANCELLED.set(stop)  # the worker thread runs in a copy of this context
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except asyncio.CancelledError:
-            stop.set()
-            raise
-        finally:
-            _CANCELLED.reset(token)
 
     async def ascore(self, text: str) -> float:
         return (await self._ascore_windows([text]))[0][0]

@@ -55,6 +55,7 @@ def test_layers_point_one_way():
         "encoding.py",
         "verdict.py",
         "errors.py",
+        "cancellation.py",
         "forking.py",
         "lifecycle.py",
         "images.py",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import random
 import sys
@@ -237,6 +238,94 @@ async def test_cancelled_prompt_guard_calls(prompt_guard):
             await task
     got = await asyncio.wait_for(prompt_guard.abatch_score(CONVS), 60)
     assert got == pytest.approx(want, abs=1e-6)
+
+
+# -- callers that stop waiting: nothing runs for them ------------------------------------------------------------
+class Forwards:
+    """Counts the forward passes of a real model (a hook, removed on exit)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.n = model, 0
+
+    def __enter__(self) -> Forwards:
+        self._handle = self.model.register_forward_hook(self._count)
+        return self
+
+    def _count(self, *_: object) -> None:
+        self.n += 1
+
+    def __exit__(self, *_: object) -> None:
+        self._handle.remove()
+
+
+def _until_no_thread_named(name: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while any(t.name == name and t.is_alive() for t in threading.enumerate()):
+        assert time.monotonic() < deadline, f"a {name!r} thread is still running"
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def one_worker_thread():
+    """The running loop's ``to_thread`` work on one thread for a while: a job after a cancelled one waits for it."""
+    loop = asyncio.get_running_loop()
+    previous = loop._default_executor  # noqa: SLF001 - put back below (the loop may outlive the test)
+    worker = concurrent.futures.ThreadPoolExecutor(1)
+    loop.set_default_executor(worker)
+    try:
+        yield
+    finally:
+        loop._default_executor = previous  # noqa: SLF001
+        worker.shutdown()
+
+
+def test_a_check_that_timed_out_waiting_for_the_model_never_runs_it(lg3_1b):
+    """A loaded guard with ``timeout=``: a check that timed out while other callers' checks held the model used to
+    run once it got the model, for nobody, and later callers queued behind such work timed out in turn (24 callers,
+    14 ms checks, ``timeout=0.15``: 5 answers in 6 s, 564 abandoned threads still queued). It now never runs."""
+    guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, timeout=0.3, on_error="unsafe")
+    guard.check(BENIGN)  # the policy prefix is cached
+    with Forwards(guard.backend.model) as forwards:
+        with guard.backend.lock:  # another caller's forward pass holds the model
+            verdict = guard.check(BOMB)
+        assert not verdict.safe and "did not answer within 0.3 s" in verdict.error
+        _until_no_thread_named("llama-guard-timeout")  # the abandoned check's thread has ended
+        assert forwards.n == 0
+        assert guard.check(BOMB) == lg3_1b.check(BOMB)  # the guard answers at once, and the hook counts forwards
+        assert forwards.n > 0
+
+
+async def test_a_cancelled_async_check_waiting_for_the_model_never_runs_it(lg3_1b):
+    """The async twin (a web client that disconnected): its worker thread waited for the model and then ran the
+    check for nobody."""
+    guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer)
+    await guard.acheck(BENIGN)
+    with one_worker_thread(), Forwards(guard.backend.model) as forwards:
+        with guard.backend.lock:
+            task = asyncio.create_task(guard.acheck(BOMB))
+            await asyncio.sleep(0.3)  # prepared, and waiting for the model in the worker thread
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(lambda: None)  # the cancelled check's thread is done
+        assert forwards.n == 0
+        assert (await guard.acheck(BOMB)) == lg3_1b.check(BOMB)
+        assert forwards.n > 0
+
+
+async def test_a_cancelled_prompt_guard_call_waiting_for_the_model_never_runs_it(prompt_guard):
+    guard = PromptGuard(prompt_guard.model, prompt_guard.tokenizer)
+    with one_worker_thread(), Forwards(guard.model) as forwards:
+        with guard._lock:
+            task = asyncio.create_task(guard.ascore(BOMB))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(lambda: None)
+        assert forwards.n == 0
+        assert (await guard.ascore(BOMB)) == pytest.approx(prompt_guard.score(BOMB), abs=1e-6)
+        assert forwards.n > 0
 
 
 # -- batches bounded by memory -----------------------------------------------------------------------------------

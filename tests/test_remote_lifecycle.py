@@ -404,3 +404,33 @@ def test_an_async_request_waiting_for_a_connection_is_never_sent_after_close():
         assert silent.accepted == 1  # the waiting request never opened a connection of its own
     finally:
         silent.stop()
+
+
+def test_a_request_whose_caller_stopped_waiting_for_a_connection_is_never_sent():
+    """A served guard with ``timeout=`` under load: a check that timed out while every connection was busy used to
+    send its request once one came free, for nobody, and the next callers waited behind it. It is never sent."""
+    from langchain_llamaguard.backends.http import EndpointClient
+    from langchain_llamaguard.cancellation import abandon, in_thread
+
+    silent = Forwarder(free_port(), None).start()
+    client = EndpointClient(silent.url, timeout=1.0, max_concurrency=1)
+    body = ("/completions", {"prompt": [1, 2, 3]})
+    try:
+        busy = in_thread(client.post_many, [body])  # takes the one connection; never answered, times out in 1 s
+        time.sleep(0.3)
+        waiting = in_thread(client.post_many, [body, body])  # a check of two prompts, waiting for the connection
+        time.sleep(0.2)
+        abandon(waiting)  # its caller's timeout
+        with pytest.raises(GuardServerError):
+            busy.result(10)
+        with contextlib.suppress(BaseException):
+            waiting.exception(10)
+        assert silent.accepted == 1  # the abandoned requests never opened a connection
+        later = in_thread(client.post_many, [body])  # and the next caller's request is sent at once
+        time.sleep(0.3)
+        assert silent.accepted == 2
+        with pytest.raises(GuardServerError):
+            later.result(10)
+    finally:
+        client.close()
+        silent.stop()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import datetime
 import email.utils
 import json
@@ -46,6 +47,7 @@ from typing import Any, TypeVar
 import httpx
 import tenacity
 
+from ..cancellation import raise_if_abandoned
 from ..errors import GuardClosedError, GuardConfigurationError, GuardServerError
 from ..forking import call_in_child
 
@@ -288,6 +290,7 @@ class EndpointClient:
         request = self._request("POST", path, body, timeout)
         transport = self._take_slot(timeout)
         try:
+            raise_if_abandoned()  # its caller stopped waiting while it waited for a connection: never sent
             streamed = transport.handle_request(request)
             try:
                 response = _read_within(streamed, deadline, request)
@@ -387,7 +390,10 @@ class EndpointClient:
         """POST each request, at most ``max_concurrency`` at a time; answers in order (the first error raises)."""
         if len(requests) == 1:
             return [self._send("POST", *requests[0])]
-        futures = [self._pool.submit(self._send, "POST", path, body) for path, body in requests]
+        # each in a copy of the caller's context: a request whose caller stopped waiting is not sent
+        futures = [
+            self._pool.submit(contextvars.copy_context().run, self._send, "POST", path, body) for path, body in requests
+        ]
         return [f.result() for f in futures]
 
     async def apost_many(self, requests: Sequence[Request]) -> list[dict[str, Any]]:

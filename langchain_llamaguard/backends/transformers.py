@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..cancellation import raise_if_abandoned
 from ..encoding import EncodedPrompt, tokenizer_lock
 from ..errors import GuardClosedError, GuardInputError
 from ..forking import forward_ran, renew_in_child
@@ -104,7 +105,9 @@ class TransformersBackend:
         return model
 
     def _live(self) -> Any:
-        """The model, about to run on this thread (noted for :mod:`~langchain_llamaguard.forking`)."""
+        """The model, about to run on this thread (noted for :mod:`~langchain_llamaguard.forking`); nothing runs for
+        a caller that stopped waiting (:mod:`~langchain_llamaguard.cancellation`)."""
+        raise_if_abandoned()
         forward_ran()
         return self._open_model()
 
