@@ -205,6 +205,7 @@ def test_a_lone_surrogate_in_a_message_is_judged_not_a_crash(prompt_guard, lg3_8
         (dict(labels={0: "MALICIOUS", 5: "BENIGN"}), r"labels key 5 is not a class index \(this model has 2 classes"),
         (dict(labels={0: "BENIGN", 1: None}), "label 1 must be named by a non-empty str"),
         (dict(normalize_whitespace="no"), "normalize_whitespace must be True or False"),
+        (dict(reveal_hidden_text=1), "reveal_hidden_text must be True or False"),
         (dict(device="meta"), "device='meta' holds no weights"),
         (dict(device="tpu9"), "device='tpu9' is not a torch device"),
         (dict(backend="onnx", onnx_threads=0), "onnx_threads must be a whole number >= 1 or None, got 0"),
