@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextvars
 import queue
 import threading
 import time
@@ -172,8 +173,11 @@ class MicroBatcher:
             if self._closed:
                 raise GuardClosedError("this guard was closed; load a new one")
             if not self.alive:
-                self._thread = threading.Thread(
-                    target=_worker, args=(weakref.ref(self), self._queue), name=self.name, daemon=True
+                self._thread = threading.Thread(  # in a context of its own: it serves every caller, so it never
+                    target=contextvars.Context().run,  # runs under the one that started it (see cancellation.py)
+                    args=(_worker, weakref.ref(self), self._queue),
+                    name=self.name,
+                    daemon=True,
                 )
                 self._thread.start()
             self._queue.put(request)
