@@ -23,8 +23,9 @@ A :class:`GuardNode` (``guard.as_node(...)``) is a node for a plain ``StateGraph
 Which messages it judges (``check``): the newest message when it is of a kind the node checks: ``"input"`` a user
 turn (``HumanMessage``, judged with the conversation before it), ``"output"`` a model message (``AIMessage``, its
 text and tool calls, judged as the answer to the conversation before it), ``"tool_results"`` the tool results
-after the last model message (each judged after that message, in one batch), ``"last"`` whichever of these
-arrived last. Anything else passes with no update.
+after the last model message and any note a tool's ``Command`` added beside them (each judged after that message,
+in one batch), ``"last"`` whichever of these arrived last (a tool round counts whole, its note included). System
+messages after the newest message are skipped over. Anything else passes with no update.
 
 Streaming: every stream mode shows a node's output when that node finishes, so the model node's own update
 (``"updates"``) and the state after it (``"values"``) carry the unguarded answer before the guard node replaces
@@ -61,7 +62,15 @@ from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, Gua
 from .llama_guard import LlamaGuardEngine
 from .moderators import AnyVerdict, Moderator, policy_digest
 from .prompt_guard import PromptGuardEngine, PromptGuardVerdict
-from .replacements import DEFAULT_REFUSAL, describe, fingerprint, last_index, removed_turn, replacement
+from .replacements import (
+    DEFAULT_REFUSAL,
+    describe,
+    fingerprint,
+    guard_written,
+    last_index,
+    removed_turn,
+    replacement,
+)
 from .retry import NoVerdictFallbacks
 from .runnables import achecked, checked
 
@@ -225,39 +234,69 @@ class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
                 f"a guard node reads the graph's state: a dict or an object with a {key!r} attribute (messages_key);"
                 f" got a {type(state).__name__}"
             )
-        if (
-            not isinstance(value, Sequence)
-            or isinstance(value, str)
-            or not all(isinstance(m, BaseMessage) for m in value)
-        ):
+        if not isinstance(value, Sequence) or isinstance(value, str):
             raise GuardTypeError(
                 f"state[{key!r}] must be a list of messages (give the key langgraph's add_messages reducer, as "
                 f"MessagesState does); got {type(value).__name__}"
+            )
+        bad = next((i for i, m in enumerate(value) if not isinstance(m, BaseMessage)), None)
+        if bad is not None:
+            raise GuardTypeError(
+                f"state[{key!r}][{bad}] is a {type(value[bad]).__name__}, not a message: a guard node reads messages. "
+                "langgraph's add_messages reducer (MessagesState has it) turns tuples, dicts and strings into "
+                "messages, but a Send(node, {...}) payload skips the state's reducers: send messages there "
+                "(HumanMessage(...), with an id)"
             )
         return list(value)
 
     def _plan(self, state: Any) -> _Plan | None:
         messages = self._messages(state)
-        if not messages:
+        # The newest message of a kind a guard judges: system messages after it (a parallel branch's notes) do not
+        # hide it.
+        end = len(messages)
+        while end and not isinstance(messages[end - 1], (HumanMessage, AIMessage, ToolMessage)):
+            end -= 1
+        if not end:
             return None
-        n, last = len(messages), messages[-1]
+        last = messages[end - 1]
+        if (
+            not isinstance(last, AIMessage)
+            and "tool_result" in self.stages
+            and (plan := self._tool_round(messages, end))
+        ):
+            return plan
         if isinstance(last, HumanMessage) and "input" in self.stages:
-            return _Plan(messages, "input", "User", [n - 1], [messages])
+            return _Plan(messages, "input", "User", [end - 1], [messages[:end]])
         if isinstance(last, AIMessage) and "output" in self.stages:
             # Every model message since the last other one (a node may add several; parallel branches do), each
             # judged on its own after the conversation before them, so each flagged one is replaced.
-            start = n - 1
+            start = end - 1
             while start > 0 and isinstance(messages[start - 1], AIMessage):
                 start -= 1
             judged = self._judged_outputs(state)  # with verdict_key: an earlier guard node's, not judged again
-            idxs = [i for i in range(start, n) if i == n - 1 or _seen(messages[i]) not in judged]
+            idxs = [i for i in range(start, end) if i == end - 1 or _seen(messages[i]) not in judged]
             return _Plan(messages, "output", "Agent", idxs, [messages[:start] + [messages[i]] for i in idxs])
-        if isinstance(last, ToolMessage) and "tool_result" in self.stages:
-            last_ai = last_index(messages, AIMessage)
-            start = 0 if last_ai is None else last_ai + 1
-            idxs = [i for i in range(start, n) if isinstance(messages[i], ToolMessage)]
-            return _Plan(messages, "tool_result", "User", idxs, [messages[:start] + [messages[i]] for i in idxs])
         return None
+
+    @staticmethod
+    def _tool_round(messages: list[BaseMessage], end: int) -> _Plan | None:
+        """The results of the last model message's tool calls, when the newest messages are: its tool results and
+        any other message a tool's ``Command`` added beside them (a user-side note), each judged after the model
+        message. A note must not hide the results before it, nor a result the note."""
+        last_ai = last_index(messages[:end], AIMessage)
+        start = 0 if last_ai is None else last_ai + 1
+        if not any(isinstance(m, ToolMessage) for m in messages[start:end]):
+            return None
+        idxs = [
+            i
+            for i in range(start, end)
+            if isinstance(messages[i], (HumanMessage, ToolMessage)) and not guard_written(messages[i])
+        ]
+        return (
+            _Plan(messages, "tool_result", "User", idxs, [messages[:start] + [messages[i]] for i in idxs])
+            if idxs
+            else None
+        )
 
     def _judged_outputs(self, state: Any) -> set[Any]:
         """(id, fingerprint) of the model messages whose output verdict under this node's policy is already in
@@ -308,7 +347,7 @@ class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
         if stage == "input":
             if isinstance(refusal, str):
                 return AIMessage(content=refusal, id=str(uuid.uuid4()))
-            return refusal if refusal.id is not None else refusal.model_copy(update={"id": str(uuid.uuid4())})
+            return refusal.model_copy(update={"id": str(uuid.uuid4())})  # a fixed id would overwrite the last refusal
         if original.id is None:
             raise GuardInputError(
                 f"the flagged {type(original).__name__} has no id, so the node cannot replace it in the state "
@@ -318,6 +357,10 @@ class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
                 "add_messages reducer. Give the message an id where it is made (AIMessage(..., "
                 "id=str(uuid.uuid4()))), and the messages key the add_messages reducer (MessagesState has it)"
             )
+        if isinstance(refusal, ToolMessage) and isinstance(original, ToolMessage):  # it answers the flagged one's call
+            status = refusal.status if "status" in refusal.model_fields_set else "error"
+            update = {"id": original.id, "tool_call_id": original.tool_call_id, "name": original.name, "status": status}
+            return refusal.model_copy(update=update)
         if isinstance(refusal, BaseMessage) and not (stage == "tool_result" and not isinstance(refusal, ToolMessage)):
             return refusal.model_copy(update={"id": original.id})
         return replacement(original, refusal if isinstance(refusal, str) else refusal.text)

@@ -17,11 +17,13 @@ from typing import Annotated, Any
 
 import pytest
 from conftest import BENIGN, BENIGN_ANSWER, BOMB, INJECTION, UNSAFE_ANSWER, answering_chat_model
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode
 from langgraph.types import Command, Send
 
 from langchain_llamaguard import (
@@ -514,3 +516,114 @@ def test_a_flagged_message_of_a_send_payload_says_to_give_it_an_id(lg4):
         build_fan(with_ids=False).invoke({"messages": [HumanMessage(BENIGN)]})
     out = build_fan(with_ids=True).invoke({"messages": [HumanMessage(BENIGN)]})
     assert kinds(out["messages"]) == [("HumanMessage", BENIGN), ("AIMessage", REFUSAL_S9)]
+
+
+PARALLEL = [{"name": n, "args": {"query": "france"}, "id": f"c{i}"} for i, n in enumerate(["search_a", "search_b"])]
+PARIS_CALL = {"name": "web_search", "args": {"query": "paris"}, "id": "c1"}
+
+
+@pytest.mark.parametrize("check", ["tool_results", "last"])
+def test_a_note_a_tool_adds_beside_its_result_does_not_hide_the_round_results(lg4, check):
+    """A ToolNode round where one tool returns a Command adding its result and a user-side note: the note was the
+    newest message, so a "tool_results" node judged nothing and a "last" node judged only the note, and the other
+    tool's flagged result stayed in the state for the model to read. The round's messages are now judged."""
+
+    @tool
+    def search_a(query: str) -> str:
+        """Search A."""
+        return UNSAFE_ANSWER
+
+    @tool
+    def search_b(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Search B."""
+        note = HumanMessage("(note from search_b: results are cached)")
+        return Command(update={"messages": [ToolMessage("Sunny.", tool_call_id=tool_call_id, name="search_b"), note]})
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("tools", ToolNode([search_a, search_b]))
+    builder.add_node("check", lg4.as_node(check=check))
+    builder.add_edge(START, "tools")
+    builder.add_edge("tools", "check")
+    builder.add_edge("check", END)
+    out = builder.compile().invoke({"messages": [HumanMessage(BENIGN), AIMessage("", tool_calls=PARALLEL)]})
+    assert not any(UNSAFE_ANSWER in m.text for m in out["messages"])
+    [result_a] = [m for m in out["messages"] if isinstance(m, ToolMessage) and m.tool_call_id == "c0"]
+    assert (result_a.text, result_a.status) == (REFUSAL_S9, "error")
+
+
+def test_a_system_note_after_the_model_answer_does_not_hide_it(lg4):
+    """A node between the model and the output guard adds a SystemMessage: the answer was no longer the newest
+    message, and the output node passed it unjudged. System messages after it are skipped over."""
+    builder = StateGraph(MessagesState)
+    builder.add_node("model", lambda state: {"messages": [AIMessage(UNSAFE_ANSWER)]})
+    builder.add_node("notes", lambda state: {"messages": [SystemMessage("Note: the user is on the free plan.")]})
+    builder.add_node("check_out", lg4.as_node(check="output"))
+    builder.add_edge(START, "model")
+    builder.add_edge("model", "notes")
+    builder.add_edge("notes", "check_out")
+    builder.add_edge("check_out", END)
+    out = builder.compile().invoke({"messages": [HumanMessage(SOURDOUGH)]})
+    assert kinds(out["messages"]) == [
+        ("HumanMessage", SOURDOUGH),
+        ("AIMessage", REFUSAL_S9),
+        ("SystemMessage", "Note: the user is on the free plan."),
+    ]
+
+
+def test_a_refusal_message_with_an_id_never_overwrites_an_earlier_one(lg4):
+    """``on_unsafe=AIMessage(..., id="refusal")`` after a flagged user turn: the second flagged turn's refusal took
+    the same id, so add_messages replaced the first one and the thread lost a message. Each gets an id of its own."""
+    builder = StateGraph(MessagesState)
+    builder.add_node("check_in", lg4.as_node(check="input", on_unsafe=AIMessage("Sorry.", id="refusal")))
+    builder.add_edge(START, "check_in")
+    builder.add_edge("check_in", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    for _ in range(2):
+        graph.invoke({"messages": [HumanMessage(BOMB)]}, thread("t"))
+    messages = graph.get_state(thread("t")).values["messages"]
+    assert kinds(messages) == [("HumanMessage", NOTICE_S9), ("AIMessage", "Sorry.")] * 2
+    assert len({m.id for m in messages}) == 4
+
+
+def test_a_tool_message_refusal_answers_the_flagged_results_call(lg4):
+    """``on_unsafe=ToolMessage(...)`` kept its own tool_call_id and a success status, so the model's call was left
+    without a result (providers refuse such a history). It now answers the flagged result's call, as an error."""
+    flagged = ToolMessage(UNSAFE_ANSWER, tool_call_id="c1", id="result-1")
+    node = lg4.as_node(check="tool_results", on_unsafe=ToolMessage("Result withheld.", tool_call_id="withheld"))
+    [placed] = node.invoke({"messages": [HumanMessage(BENIGN), AIMessage("", tool_calls=[PARIS_CALL]), flagged]})[
+        "messages"
+    ]
+    assert (placed.text, placed.id, placed.tool_call_id) == ("Result withheld.", "result-1", "c1")
+    assert placed.status == "error"
+
+
+def test_tuples_in_a_send_payload_are_named_with_the_cause(lg4):
+    """A Send payload skips the reducers that turn ("user", text) into messages: the error said "got list"."""
+    builder = StateGraph(MessagesState)
+    builder.add_node("check_in", lg4.as_node(check="input"))
+    builder.add_conditional_edges(
+        START, lambda state: [Send("check_in", {"messages": [("user", BENIGN)]})], ["check_in"]
+    )
+    builder.add_edge("check_in", END)
+    with pytest.raises(GuardTypeError, match=r"state\['messages'\]\[0\] is a tuple, not a message.*Send"):
+        builder.compile().invoke({"messages": [HumanMessage(BENIGN)]})
+
+
+def test_a_run_stopped_before_the_guard_node_is_guarded_by_resuming_it(lg4):
+    """The README's advice for a run stopped between the model node and the guard node (a client that went away):
+    the thread holds the unjudged answer, and resuming the pending run (``invoke(None, config)``) replaces it."""
+    builder = StateGraph(MessagesState)
+    builder.add_node("model", lambda state: {"messages": [AIMessage(UNSAFE_ANSWER)]})
+    builder.add_node("check_out", lg4.as_node(check="output"))
+    builder.add_edge(START, "model")
+    builder.add_edge("model", "check_out")
+    builder.add_edge("check_out", END)
+    graph = builder.compile(checkpointer=InMemorySaver(), interrupt_before=["check_out"])  # stops where a cancel can
+    graph.invoke({"messages": [HumanMessage(SOURDOUGH)]}, thread("t"))
+    stopped = graph.get_state(thread("t"))
+    assert stopped.next == ("check_out",) and stopped.values["messages"][-1].text == UNSAFE_ANSWER
+    graph.invoke(None, thread("t"))
+    assert kinds(graph.get_state(thread("t")).values["messages"]) == [
+        ("HumanMessage", SOURDOUGH),
+        ("AIMessage", REFUSAL_S9),
+    ]
