@@ -65,6 +65,35 @@ def test_a_flagged_structured_answer_is_never_returned(lg4, strategy):
     assert safe["structured_response"] == Answer(answer=BENIGN_ANSWER)
 
 
+@pytest.mark.parametrize("which", ["llama_guard", "llama_guard_parallel", "prompt_guard"])
+def test_a_refused_turn_leaves_no_earlier_structured_answer_in_the_result(lg4, prompt_guard, which):
+    """A checkpointed thread keeps ``structured_response``: after a flagged second turn the result still held the
+    first turn's answer, which a caller reads as the answer to the turn it sent. A refused turn has none."""
+    script = [
+        AIMessage("", tool_calls=[{"name": "Answer", "args": {"answer": BENIGN_ANSWER}, "id": "s1"}]),
+        AIMessage("", tool_calls=[{"name": "Answer", "args": {"answer": "second"}, "id": "s2"}]),
+    ]
+    guard, flagged = {
+        "llama_guard": (LlamaGuardMiddleware(lg4), BOMB),
+        "llama_guard_parallel": (LlamaGuardMiddleware(lg4, input_check="parallel"), BOMB),
+        "prompt_guard": (PromptGuardMiddleware(prompt_guard), INJECTION),
+    }[which]
+    agent = create_agent(
+        ScriptedToolModel(messages=iter(script)),
+        [],
+        response_format=ToolStrategy(Answer),
+        middleware=[guard],
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": which}}
+    assert agent.invoke({"messages": [HumanMessage(BENIGN)]}, config)["structured_response"] == Answer(
+        answer=BENIGN_ANSWER
+    )
+    refused = agent.invoke({"messages": [HumanMessage(flagged)]}, config)
+    assert refused["structured_response"] is None
+    assert agent.get_state(config).values.get("structured_response") is None
+
+
 @pytest.mark.parametrize("exit_behavior", ["replace", "end"])
 def test_every_flagged_result_of_parallel_tool_calls_is_replaced(lg4, exit_behavior):
     @tool

@@ -47,7 +47,7 @@ from ..replacements import (
 )
 from ..replacements import describe as _describe
 from ..replacements import last_index as _last_index
-from .model_call import Late, aanswered, answered, extended, inner_commands
+from .model_call import Late, aanswered, answered, extended, inner_commands, refused_turn
 from .stream_guard import Judgment, stream_transformers
 from .tool_output import END_MARKER, ending_refusal, marked_to_end, new_messages, normalized, with_replaced
 
@@ -453,11 +453,11 @@ class LlamaGuardMiddleware(AgentMiddleware):
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """Check the user's last turn once per run, before the first model call (``input_check="before"``); in
         ``"parallel"`` mode, mark it as not yet judged (the run's first model call judges it)."""
-        return self._before_agent(state)
+        return refused_turn(self._before_agent(state), state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        return await self._abefore_agent(state)
+        return refused_turn(await self._abefore_agent(state), state)
 
     # -- input_check="parallel": the run's first model call runs beside the input check -----------------------
     def _pending_input(self) -> dict[str, Any]:
@@ -618,20 +618,20 @@ class LlamaGuardMiddleware(AgentMiddleware):
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """End the run after a blocked tool call; check tool results (``apply_to_tool_results``)."""
-        return self._run("tool_results", state)
+        return refused_turn(self._run("tool_results", state), state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        return await self._arun("tool_results", state)
+        return refused_turn(await self._arun("tool_results", state), state)
 
     @hook_config(can_jump_to=["end"])
     def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """Check every model response (its text and tool calls) before it is returned or acted on."""
-        return self._run("output", state)
+        return refused_turn(self._run("output", state), state)
 
     @hook_config(can_jump_to=["end"])
     async def aafter_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        return await self._arun("output", state)
+        return refused_turn(await self._arun("output", state), state)
 
     def _result_plan(self, request: Any, result: Any) -> tuple[list[BaseMessage], list[list[BaseMessage]]] | None:
         """Every message the tool's result adds (its ToolMessage, and any user or system message of its ``Command``:

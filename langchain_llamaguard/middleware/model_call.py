@@ -57,6 +57,26 @@ def extended(response: Any, late: Late) -> Any:
     return ExtendedModelResponse(model_response=response, command=Command(update=update) if update else None)
 
 
+def refused_turn(update: dict[str, Any] | None, state: Any) -> dict[str, Any] | None:
+    """``update``, and when it ends the turn (``jump_to="end"``) while an earlier turn's structured answer is still in
+    the state (a checkpointed thread keeps ``structured_response``), that answer cleared: a refused turn has none,
+    and a caller reads ``result["structured_response"]`` as the answer to the turn it sent.
+
+    Example:
+        >>> refused_turn({"jump_to": "end"}, {"structured_response": {"answer": "Paris"}})
+        {'jump_to': 'end', 'structured_response': None}
+    """
+    if (
+        update
+        and update.get("jump_to") == "end"
+        and "structured_response" not in update
+        and isinstance(state, dict)
+        and state.get("structured_response") is not None
+    ):
+        return {**update, "structured_response": None}
+    return update
+
+
 def answered(request: Any, handler: Callable[[Any], Any], late: Late) -> Any:
     """The model call's outcome under ``late``: its answer, or the model's on the rewritten request."""
     response = late.answer if late.answer is not None else handler(rewritten(request, late.replacements))
@@ -90,4 +110,4 @@ def inner_commands(handler: Callable[..., Any]) -> list[Any] | None:
     return found if isinstance(found, list) else None
 
 
-__all__ = ["Late", "aanswered", "answered", "extended", "inner_commands", "rewritten"]
+__all__ = ["Late", "aanswered", "answered", "extended", "inner_commands", "refused_turn", "rewritten"]

@@ -30,7 +30,7 @@ from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import VerdictCache, check_prompt_guard
 from ..replacements import guard_written, marked, removed_turn
 from .llama_guard import VERDICT_CACHE_SIZE, _last_index, no_payload_trace_policy, unique_name
-from .model_call import Late, aanswered, answered
+from .model_call import Late, aanswered, answered, refused_turn
 from .stream_guard import Judgment, stream_transformers
 from .tool_output import END_MARKER, ending_refusal, marked_to_end, new_messages, normalized, with_replaced
 
@@ -286,12 +286,12 @@ class PromptGuardMiddleware(AgentMiddleware):
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """Scan the user's last turn for a jailbreak, once per run."""
         text = self._input_text(state) if self.apply_to_input else None
-        return None if text is None else self._on_input(self._scan([text])[0], state)
+        return None if text is None else refused_turn(self._on_input(self._scan([text])[0], state), state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         text = self._input_text(state) if self.apply_to_input else None
-        return None if text is None else self._on_input((await self._ascan([text]))[0], state)
+        return None if text is None else refused_turn(self._on_input((await self._ascan([text]))[0], state), state)
 
     def _unscanned(self, state: Any) -> tuple[str | None, list[ToolMessage]]:
         """What the model is about to read that may not have been scanned: the user's turn (as one text) and the
@@ -332,7 +332,9 @@ class PromptGuardMiddleware(AgentMiddleware):
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """End the run (``exit_behavior="end"``) after a tool result was withheld."""
         refusal = ending_refusal(state["messages"])
-        return None if refusal is None else {"messages": [AIMessage(content=refusal)], "jump_to": "end"}
+        if refusal is None:
+            return None
+        return refused_turn({"messages": [AIMessage(content=refusal)], "jump_to": "end"}, state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
