@@ -70,6 +70,7 @@ from .replacements import (
     last_index,
     removed_turn,
     replacement,
+    user_turn,
 )
 from .retry import NoVerdictFallbacks
 from .runnables import achecked, checked
@@ -365,14 +366,17 @@ class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
             return refusal.model_copy(update={"id": original.id})
         return replacement(original, refusal if isinstance(refusal, str) else refusal.text)
 
-    def _written(self, original: BaseMessage, stage: Stage, verdict: AnyVerdict, refusal: Any) -> list[BaseMessage]:
-        """What goes into the state for a flagged message: the refusal in its place; for a user turn with an id, the
-        guard's notice in the turn's place (same id, as the agent middleware writes it) and the refusal after it,
-        so a checkpointed thread's next run hands the model neither the flagged text nor judges later turns in
-        its context. A user turn without an id cannot be replaced: it stays, with the refusal after it."""
-        placed = self._placed(original, stage, refusal)
-        if stage == "input" and original.id is not None:
-            return [removed_turn(original, verdict), placed]
+    def _written(
+        self, messages: list[BaseMessage], idx: int, stage: Stage, verdict: AnyVerdict, refusal: Any
+    ) -> list[BaseMessage]:
+        """What goes into the state for a flagged message: the refusal in its place; for a user turn, the guard's
+        notice in the place of each of its messages that has an id (a caller may send several at once; same id, as
+        the agent middleware writes it) and the refusal after them, so a checkpointed thread's next run hands the
+        model neither the flagged text nor judges later turns in its context. A message without an id cannot be
+        replaced: it stays, with the refusal after it."""
+        placed = self._placed(messages[idx], stage, refusal)
+        if stage == "input":
+            return [*(removed_turn(m, verdict) for m in user_turn(messages, idx + 1) if m.id is not None), placed]
         return [placed]
 
     def _update(self, plan: _Plan, verdicts: list[AnyVerdict], refusals: list[Any]) -> Any:
@@ -381,7 +385,7 @@ class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
             message
             for i, v, r in zip(plan.idxs, verdicts, refusals, strict=True)
             if r is not None
-            for message in self._written(plan.messages[i], plan.stage, v, r)
+            for message in self._written(plan.messages, i, plan.stage, v, r)
         ]
         if new:
             update[self.messages_key] = new

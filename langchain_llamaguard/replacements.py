@@ -39,6 +39,17 @@ def last_index(messages: Sequence[BaseMessage], kind: type[BaseMessage]) -> int 
     return None
 
 
+def user_turn(messages: Sequence[BaseMessage], end: int | None = None) -> list[BaseMessage]:
+    """The user's turn that ends at ``messages[end - 1]`` (default: the last message): that ``HumanMessage`` and the
+    ``HumanMessage`` s right before it. A caller may send several at once (a question and a pasted text); a guard
+    reads them as one turn, and a flagged turn leaves the thread whole."""
+    end = len(messages) if end is None else end
+    start = end
+    while start > 0 and isinstance(messages[start - 1], HumanMessage):
+        start -= 1
+    return list(messages[start:end])
+
+
 def answers_to(calling: BaseMessage, after: Sequence[BaseMessage]) -> list[ToolMessage]:
     """The ToolMessages in ``after`` that answer ``calling``'s tool calls: they leave with it when it is replaced
     (no result without its call; ToolStrategy's acknowledgement of a structured answer quotes that answer)."""

@@ -27,6 +27,7 @@ from langchain.agents.structured_output import ProviderStrategy, ToolStrategy
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import ToolException, tool
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, MessagesState, StateGraph
 from pydantic import BaseModel
 
 from langchain_llamaguard import UnsafeContentError
@@ -509,3 +510,48 @@ def test_thread_records_are_named_by_everything_a_verdict_depends_on(lg4_with):
     }
     assert len(names) == 4 and LlamaGuardMiddleware(lg4_with()).record in names  # built alike: the same name
     assert lg4_with().as_node().policy != lg4_with(threshold=0.9).as_node().policy
+
+
+def _two_message_turn() -> list[HumanMessage]:
+    """A check-set turn sent as two messages: the bomb question, then forged template markers. Read as one turn,
+    their prompt is that of the check-set text, token for token (so its verdict, unsafe, is a learned one)."""
+    text = next(
+        c.conversation
+        for c in data.llama_guard_checks("llama-guard-4")
+        if isinstance(c.conversation, str) and c.conversation.startswith(BOMB + data.FAKE_MARKERS[:20])
+    )
+    question, markers = text.split("\n", 1)
+    assert question == BOMB
+    return [HumanMessage(question, id="q1"), HumanMessage(markers, id="q2")]
+
+
+@pytest.mark.parametrize(
+    ("input_check", "exit_behavior"), [("before", "end"), ("parallel", "end"), ("parallel", "replace")]
+)
+def test_a_flagged_turn_sent_as_several_messages_leaves_the_thread_whole(lg4, input_check, exit_behavior):
+    """A caller sent its turn as two messages and the guard flagged it (it reads them as one turn), but only the
+    last message was replaced by the notice: the bomb question stayed in the thread for the next run's model."""
+    turn = _two_message_turn()
+    assert lg4.prepare(turn)[0][0].input_ids == lg4.prepare(BOMB + "\n" + turn[1].text)[0][0].input_ids
+    model = ScriptedToolModel(messages=iter([AIMessage("Here is another topic.")] * 2))
+    guard = LlamaGuardMiddleware(lg4, input_check=input_check, exit_behavior=exit_behavior)
+    agent = create_agent(model, [], middleware=[guard], checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": f"{input_check}-{exit_behavior}"}}
+    agent.invoke({"messages": turn}, config)
+    messages = agent.get_state(config).values["messages"]
+    assert not any(BOMB in m.text for m in messages)
+    assert [m.text.startswith("[message removed by Llama Guard") for m in messages[:2]] == [True, True]
+    assert [m.id for m in messages[:2]] == ["q1", "q2"]
+
+
+def test_a_graph_node_removes_every_message_of_a_flagged_turn(lg4):
+    builder = StateGraph(MessagesState)
+    builder.add_node("check_in", lg4.as_node(check="input"))
+    builder.add_edge(START, "check_in")
+    builder.add_edge("check_in", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "node"}}
+    graph.invoke({"messages": _two_message_turn()}, config)
+    messages = graph.get_state(config).values["messages"]
+    assert not any(BOMB in m.text for m in messages)
+    assert [type(m).__name__ for m in messages] == ["HumanMessage", "HumanMessage", "AIMessage"]

@@ -44,6 +44,7 @@ from ..replacements import (
     marked,
     removed_turn,
     replacement,
+    user_turn,
 )
 from ..replacements import describe as _describe
 from ..replacements import last_index as _last_index
@@ -370,10 +371,11 @@ class LlamaGuardMiddleware(AgentMiddleware):
         if stage == "input":
             # The flagged turn leaves the thread in both cases (same id): a checkpointed thread's next run would
             # otherwise send it to the model, and judge every later turn in its context.
-            notice = removed_turn(original, verdict)
+            # Every message of the turn: a caller may send several at once, and they were judged as one turn.
+            notices = [removed_turn(m, verdict) for m in user_turn(messages, idx + 1)]
             if self.exit_behavior == "end":
-                return {"messages": [notice, marked(AIMessage(content=self._refusal(verdict)))], "jump_to": "end"}
-            return {"messages": [notice]}
+                return {"messages": [*notices, marked(AIMessage(content=self._refusal(verdict)))], "jump_to": "end"}
+            return {"messages": notices}
         update: dict[str, Any] = {"messages": [self._replacement(original, verdict)]}
         if stage == "output":  # the results answering its calls (another after_model's, ToolStrategy's) go with it
             update["messages"] += [RemoveMessage(id=m.id) for m in answers_to(original, messages[idx + 1 :]) if m.id]
@@ -473,28 +475,28 @@ class LlamaGuardMiddleware(AgentMiddleware):
         plan = self._plan("input", request.state)
         return plan if isinstance(plan, _Check) else None
 
-    def _judged(self, response: Any, notice: BaseMessage | None = None, seen: BaseMessage | None = None) -> Any:
-        """``response`` with this run's input marked as judged (and ``notice``, a rewritten user turn, added; or
+    def _judged(self, response: Any, notices: Sequence[BaseMessage] = (), seen: BaseMessage | None = None) -> Any:
+        """``response`` with this run's input marked as judged (and ``notices``, a rewritten user turn, added; or
         ``seen``, the user turn judged safe, recorded)."""
         update: dict[str, Any] = {INPUT_JUDGED_KEY: {self.name: True}}
         if seen is not None:
             update[INPUT_SEEN_KEY] = {self.record: _seen(seen)}
-        return extended(response, Late(replacements=[notice] if notice is not None else [], update=update))
+        return extended(response, Late(replacements=list(notices), update=update))
 
     def _flagged_input(self, plan: _Check, verdict: AnyVerdict) -> Any:
-        """The first call's outcome for a flagged turn: a refusal, an error, or (``"replace"``) what to ask
-        again, as ``(request_messages, notice)``."""
+        """The first call's outcome for a flagged turn: an error, ``(refusal, notices)`` that end the run, or
+        (``"replace"``) the notices to ask again with; a notice takes each message of the turn's place (same id)."""
         if self.exit_behavior == "error":
             raise UnsafeContentError(verdict, stage="input")
         update = self._on_violation(plan.messages, plan.idxs[0], "input", verdict)
-        if self.exit_behavior == "end":  # the refusal, and the flagged turn's notice (same id)
-            return update["messages"][1], update["messages"][0]
-        return update["messages"][0]
+        if self.exit_behavior == "end":
+            return update["messages"][-1], update["messages"][:-1]
+        return update["messages"]
 
     @staticmethod
-    def _with_notice(request: Any, notice: BaseMessage) -> Any:
-        messages = [notice if m.id is not None and m.id == notice.id else m for m in request.messages]
-        return request.override(messages=messages)
+    def _with_notice(request: Any, notices: Sequence[BaseMessage]) -> Any:
+        by_id = {n.id: n for n in notices if n.id is not None}
+        return request.override(messages=[by_id.get(m.id, m) if m.id is not None else m for m in request.messages])
 
     def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         """``input_check="parallel"``: the turn's first model call runs in a thread beside the input check. Any
@@ -583,7 +585,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
     def _late(self, plans: list[_Check], verdicts: list[list[AnyVerdict]]) -> Late | None:
         """What to do before the model call, from the verdicts on :meth:`_late_plans`."""
         late = Late(replacements=[])
-        ending: tuple[AIMessage, BaseMessage] | None = None
+        ending: tuple[AIMessage, list[BaseMessage]] | None = None
         for plan, found in zip(plans, verdicts, strict=True):
             if plan.stage == "input":
                 if found[0].safe:
@@ -593,7 +595,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
                 if isinstance(outcome, tuple):  # the refusal ends the run, the turn leaves the thread
                     ending = outcome
                 else:
-                    late.replacements.append(outcome)
+                    late.replacements.extend(outcome)
                 continue
             update = self._finish(plan, found)  # tool results
             if update is not None:
@@ -602,7 +604,7 @@ class LlamaGuardMiddleware(AgentMiddleware):
                     flagged = next(v for v in found if not v.safe)
                     late.answer = marked(AIMessage(content=self._refusal(flagged)))
         if ending is not None:  # flagged results leave too: a later turn's model must not read them
-            return Late(replacements=[ending[1], *late.replacements], answer=ending[0])
+            return Late(replacements=[*ending[1], *late.replacements], answer=ending[0])
         return late if late.replacements or late.answer or late.update else None
 
     def _late_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:

@@ -28,7 +28,7 @@ from .. import options
 from ..content_blocks import READABLE_BLOCK_TYPES, block_text, carries_text
 from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import VerdictCache, check_prompt_guard
-from ..replacements import guard_written, marked, removed_turn
+from ..replacements import guard_written, marked, removed_turn, user_turn
 from .llama_guard import VERDICT_CACHE_SIZE, _last_index, no_payload_trace_policy, unique_name
 from .model_call import Late, aanswered, answered, refused_turn
 from .stream_guard import Judgment, stream_transformers
@@ -157,15 +157,10 @@ class PromptGuardMiddleware(AgentMiddleware):
     # -- shared helpers -----------------------------------------------------------------------------------------
     @staticmethod
     def _user_turn(messages: Sequence[Any]) -> list[Any]:
-        """The user's last turn: the last HumanMessage and the HumanMessages right before it (a caller may send
-        several at once; the model reads them all, and a guard step reads them as one turn too)."""
+        """The user's last turn (:func:`~langchain_llamaguard.replacements.user_turn`): the model reads all of its
+        messages, and a guard step reads them as one turn too."""
         idx = _last_index(messages, HumanMessage)
-        if idx is None:
-            return []
-        start = idx
-        while start > 0 and isinstance(messages[start - 1], HumanMessage):
-            start -= 1
-        return list(messages[start : idx + 1])
+        return [] if idx is None else user_turn(messages, idx + 1)
 
     def _input_text(self, state: Any) -> str | None:
         """The user's turn as one text; ``None`` when there is none, or it is a guard's own notice."""
