@@ -87,6 +87,15 @@ _INIT_KEYS = (
 """``from_pretrained`` keywords that go to the guard (its constructor), not to transformers."""
 
 
+def _special_text(tokenizer: Any) -> re.Pattern[str] | None:
+    """The tokenizer's special-token strings ([CLS], [SEP], [PAD], [MASK]...), to find in a text. In a DeBERTa
+    tokenizer they are pieces of the vocabulary, so a text holding them was read as those very tokens
+    (``split_special_tokens`` does not stop it): a run of "[SEP]" after an injection took its score from 0.96 to
+    0.02 on the tiny guard. Each found is written with a space after its first character: read as text."""
+    specials = sorted({t for t in getattr(tokenizer, "all_special_tokens", []) if len(t) > 1}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, specials))) if specials else None
+
+
 def _checked_labels(labels: Any, model: Any) -> dict[int, str] | None:
     """``labels=`` as ``{class index: name}``: string indices (as in a ``config.json``) are read as ints; an index
     the model has no class for, or a name that is not a string, is refused when the guard is built."""
@@ -203,6 +212,7 @@ class PromptGuardEngine(Closeable):
         if cls_id is None or sep_id is None:
             raise GuardConfigurationError("the Prompt Guard tokenizer needs [CLS] and [SEP] tokens")
         self._cls, self._sep = int(cls_id), int(sep_id)
+        self._special_text = _special_text(tokenizer)
         self._lock = threading.Lock()
         renew_in_child(self, "_lock")  # a lock held at a fork would wedge the child
         self._recipe: Recipe | None = None
@@ -355,6 +365,8 @@ class PromptGuardEngine(Closeable):
             text = _INVISIBLE.sub("", text.translate(_TAG_ASCII))
         if self.normalize_whitespace:
             text = _WS.sub(" ", text).strip()
+        if self._special_text is not None:  # "[SEP]" in a text is text, never the model's separator
+            text = self._special_text.sub(lambda m: f"{m[0][0]} {m[0][1:]}", text)
         ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         starts = range(0, max(len(ids) - self.window, 0) + self.stride, self.stride) if ids else [0]
         out: list[list[int]] = []
@@ -573,6 +585,8 @@ class PromptGuardEngine(Closeable):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.batch_window_ms = state.get("batch_window_ms")  # a pickle from before batching had none
+        self.reveal_hidden_text = state.get("reveal_hidden_text", True)  # nor one from before this setting
+        self._special_text = _special_text(self.tokenizer)
         self._closed = False
         self._start_batcher()
 

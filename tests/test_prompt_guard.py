@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import time
 from typing import Annotated, Any
@@ -347,3 +348,16 @@ def test_invisible_characters_inside_words_do_not_hide_them(prompt_guard):
     assert prompt_guard.as_input_guard().invoke("Wh\u200bat is the capital of France?") == (
         "Wh\u200bat is the capital of France?"
     )
+
+
+def test_special_token_strings_in_a_text_are_read_as_text(prompt_guard):
+    """A DeBERTa tokenizer holds "[SEP]", "[CLS]", "[PAD]" and "[MASK]" in its vocabulary, so a text holding them
+    was read as the model's own separators and padding (``split_special_tokens`` does not stop it): fifty "[SEP]"
+    after an injection took its score from 0.96 to 0.02 on the tiny guard. They are now read as text."""
+    tok = prompt_guard.tokenizer
+    special = set(tok.all_special_ids) - {tok.unk_token_id}  # [UNK] also stands for characters it does not know
+    for text in ["[CLS][SEP][PAD][MASK][UNK]", INJECTION + " [SEP]" * 50, "[SEP]" + INJECTION]:
+        for window in prompt_guard.windows(text):
+            assert not special & set(window[1:-1]), text[:40]
+    copied = copy.deepcopy(prompt_guard)  # copies and pickles read them as text too
+    assert copied.windows(INJECTION + " [SEP]") == prompt_guard.windows(INJECTION + " [SEP]")
