@@ -284,6 +284,27 @@ def test_prompt_guard_rows_fail_and_skip_alike(prompt_guard, tmp_path):
     assert (report.errors, report.unlabeled, report.n) == (1, 1, 3)
 
 
+def test_prompt_guard_scores_the_users_turn_or_fails_the_row_saying_why(prompt_guard, tmp_path):
+    """A prompt cell holding one message dict was scored as its Python repr ("{'role': 'user', ...}"); an
+    image-only turn as an empty text, and a conversation ending with the assistant's turn as that answer (so the
+    injection before it counted as a miss). They are read as a message, or fail alone with the reason, as they do
+    with Llama Guard."""
+    image = [{"type": "image", "url": "https://example.com/cat.png"}]
+    rows = [
+        {"prompt": {"role": "user", "content": INJECTION}, "label": 1},
+        {"prompt": [{"role": "user", "content": image}], "label": 1},
+        {"prompt": [{"role": "user", "content": INJECTION}, {"role": "assistant", "content": "ok"}], "label": 1},
+        {"prompt": BENIGN, "label": 0},
+    ]
+    data = write_jsonl(tmp_path / "pg.jsonl", rows)
+    report = evaluate(prompt_guard, str(data), out_dir=tmp_path / "out", bootstrap=0, plots=False, progress=False)
+    preds = read_predictions(tmp_path / "out" / "predictions.jsonl")
+    assert [preds[i].score for i in (0, 3)] == pytest.approx([prompt_guard.score(t) for t in (INJECTION, BENIGN)])
+    assert preds[1].score is None and "no text to score" in preds[1].error
+    assert preds[2].score is None and "last turn is 'assistant', not the user's" in preds[2].error
+    assert (report.errors, report.n) == (2, 2)
+
+
 def test_every_row_failing_through_the_api_raises_one_line(lg4, tmp_path):
     examples = [Example(0, None, "", 1, error="no prompt"), Example(1, None, "", 0, error="no prompt")]
     with pytest.raises(EvaluationRunError, match=r"^all 2 rows failed, nothing to measure \(row 1: no prompt\)$"):

@@ -79,6 +79,9 @@ class Example:
     categories: tuple[str, ...] = ()
     language: str | None = None
     error: str | None = None
+    text_error: str | None = None
+    """Why Prompt Guard cannot score this row's text (it has none; the conversation does not end with the turn the
+    task judges), where Llama Guard may still check its conversation."""
 
 
 def parse_label(value: Any) -> int:
@@ -377,7 +380,7 @@ def to_examples(
             raise EvaluationInputError(f"{source} row {i + 1}, column {columns.category!r}: {exc}") from None
         language = _language_of(row.get(columns.language)) if columns.language else None
         conversation, text, error = _conversation(row, task, columns)
-        out.append(Example(i, conversation, text, label, cats, language, error))
+        out.append(Example(i, conversation, text, label, cats, language, error, _text_error(conversation, text, task)))
     check_labels(out, strict=strict, source=source, column=columns.label)
     return out
 
@@ -439,12 +442,14 @@ def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[An
     prompt = row.get(columns.prompt)
     if isinstance(prompt, dict) and "messages" in prompt:
         prompt = prompt["messages"]
+    elif isinstance(prompt, dict) and "role" in prompt:  # one message: a conversation of one turn
+        prompt = [prompt]
     if _missing(prompt):
         return None, "", f"no prompt: column {columns.prompt!r} is empty in this row"
     if isinstance(prompt, list) and not any(map(_has_content, prompt)):
         return None, "", f"no prompt: column {columns.prompt!r} holds a conversation with no content in this row"
     messages = prompt if isinstance(prompt, list) else None
-    prompt_text = _last_text(messages) if messages is not None else _text(prompt)
+    prompt_text = _user_turn_text(messages) if messages is not None else _text(prompt)
     if task == "prompt":  # a dict that is not {"messages": [...]} goes to the guard as is, which refuses it
         conversation = messages if messages is not None else prompt if isinstance(prompt, dict) else prompt_text
         return conversation, prompt_text, None
@@ -476,15 +481,40 @@ def _block_has_content(block: Any) -> bool:
     return not _missing(block)
 
 
-def _last_text(messages: list[Any]) -> str:
-    if not messages:
-        return ""
-    last = messages[-1]
-    if isinstance(last, dict):
-        return _content_text(last.get("content"))
-    if isinstance(last, (list, tuple)) and len(last) == 2:  # ("user", "text")
-        return _content_text(last[1])
-    return _content_text(last)
+def _role_and_content(message: Any) -> tuple[str | None, Any]:
+    if isinstance(message, dict):
+        return message.get("role"), message.get("content")
+    if isinstance(message, (list, tuple)) and len(message) == 2:  # ("user", "text")
+        return message[0], message[1]
+    return getattr(message, "type", None), getattr(message, "content", message)  # a LangChain message, or a text
+
+
+def _is_user(message: Any) -> bool:
+    return str(_role_and_content(message)[0]).lower() in ("user", "human")
+
+
+def _user_turn_text(messages: list[Any]) -> str:
+    """The text of the conversation's last user turn (its last user messages, joined by a newline, as the agent
+    middleware reads a turn): what Prompt Guard scores; empty when the conversation does not end with one."""
+    turn: list[str] = []
+    for message in reversed(messages):
+        if not _is_user(message):
+            break
+        turn.append(_content_text(_role_and_content(message)[1]))
+    return "\n".join(reversed(turn))
+
+
+def _text_error(conversation: Any, text: str, task: Task) -> str | None:
+    """Why Prompt Guard cannot score this row, where Llama Guard may judge it: see :attr:`Example.text_error`."""
+    if task == "prompt" and isinstance(conversation, list) and conversation and not _is_user(conversation[-1]):
+        role = _role_and_content(conversation[-1])[0]
+        return (
+            f"the conversation's last turn is {role!r}, not the user's: --task prompt scores the user's last turn "
+            "(use --task response to judge an answer)"
+        )
+    if task == "prompt" and not text.strip():
+        return "no text to score: Prompt Guard reads text, and this row's turn holds none (an image only?)"
+    return None
 
 
 def _content_text(content: Any) -> str:

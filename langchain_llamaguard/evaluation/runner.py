@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..errors import GuardBatchError, GuardServerError, GuardTimeoutError, LlamaGuardError
+from ..errors import GuardBatchError, GuardInputError, GuardServerError, GuardTimeoutError, LlamaGuardError
 from ._deps import need
 from .data import LISTED, Example, Task, rows_named
 
@@ -96,9 +96,30 @@ def is_prompt_guard(guard: Any) -> bool:
 
 def _check(guard: Any, batch: list[Example], task: Task, excluded: tuple[str, ...] | None) -> list[Any]:
     if is_prompt_guard(guard):
-        return guard.batch_check([ex.text for ex in batch])
+        return _prompt_guard_check(guard, batch)
     role = "Agent" if task == "response" else "User"
     return guard.batch_check([ex.conversation for ex in batch], role=role, excluded_categories=excluded)
+
+
+def _prompt_guard_check(guard: Any, batch: list[Example]) -> list[Any]:
+    """Prompt Guard's verdicts on the rows' texts; a row without a text to score fails alone, saying why."""
+    errors: dict[int, BaseException] = {
+        i: GuardInputError(ex.text_error) for i, ex in enumerate(batch) if ex.text_error is not None
+    }
+    scored = [i for i in range(len(batch)) if i not in errors]
+    verdicts: list[Any] = [None] * len(batch)
+    if scored:
+        try:
+            got, failed = guard.batch_check([batch[i].text for i in scored]), {}
+        except GuardBatchError as exc:
+            got, failed = exc.verdicts, exc.errors
+        for k, i in enumerate(scored):
+            verdicts[i] = got[k]
+            if k in failed:
+                errors[i] = failed[k]
+    if errors:
+        raise GuardBatchError(verdicts, errors)
+    return verdicts
 
 
 Outcome = tuple[Any, str | None]
