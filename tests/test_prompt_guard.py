@@ -361,3 +361,32 @@ def test_special_token_strings_in_a_text_are_read_as_text(prompt_guard):
             assert not special & set(window[1:-1]), text[:40]
     copied = copy.deepcopy(prompt_guard)  # copies and pickles read them as text too
     assert copied.windows(INJECTION + " [SEP]") == prompt_guard.windows(INJECTION + " [SEP]")
+
+
+def test_micro_batches_of_one_callers_windows_are_length_sorted(prompt_guard):
+    """With ``batch_window_ms`` a caller's windows went to the micro-batcher in input order, so each batch of
+    ``max_batch_size`` mixed short and long windows padded all of them to the longest (150 mixed texts: 16.2 s
+    against 12.1 s without the window). They go shortest first: the same work as without the window."""
+    texts = [(BENIGN + " ") * (1 if i % 2 else 12) for i in range(12)]
+
+    def computed(guard: PromptGuard) -> tuple[int, list[float]]:
+        """Token positions the forward passes computed (padding included), and the scores."""
+        sizes: list[int] = []
+        real = guard._logits_batch
+
+        def counted(batch: list[list[int]]) -> list[float]:
+            sizes.append(len(batch) * max(map(len, batch)))
+            return real(batch)  # the model runs as ever; only the batch's size is noted
+
+        guard._logits_batch = counted
+        scores = guard.batch_score(texts)
+        return sum(sizes), scores
+
+    plain = PromptGuard(prompt_guard.model, prompt_guard.tokenizer, max_batch_size=4)
+    batched = PromptGuard(prompt_guard.model, prompt_guard.tokenizer, max_batch_size=4, batch_window_ms=5)
+    try:
+        (work, scores), (batched_work, batched_scores) = computed(plain), computed(batched)
+    finally:
+        batched.close()
+    assert batched_work == work
+    assert batched_scores == pytest.approx(scores, abs=1e-6)
