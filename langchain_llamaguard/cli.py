@@ -174,8 +174,13 @@ def _excluded(text: str | None) -> tuple[str, ...]:
 
 def _conversations(args: argparse.Namespace) -> list[tuple[int, Any]]:
     """``(line number, conversation)`` pairs: the TEXT argument's, or each non-blank line's of ``--file``."""
-    if (args.text is None) == (args.file is None):
+    if args.text is not None and args.file is not None:
         raise CliError("llamaguard check: give TEXT or --file F (one conversation per JSONL line), not both")
+    if args.text is None and args.file is None:
+        raise CliError(
+            "llamaguard check: give the TEXT to check, or --file F (one conversation per JSONL line; --file - reads "
+            "them from standard input)"
+        )
     if args.text is not None:
         return [(1, args.text)]
     if args.file == "-":

@@ -428,8 +428,12 @@ def test_cli_check_prints_verdicts_as_json_lines(fast_loading, lg4_path, pg_path
     assert [v.role for v in verdicts] == ["User", "Agent"] and verdicts[0].safe
     assert main(["check", INJECTION, "--prompt-guard", str(pg_path)]) == 0
     assert json.loads(capsys.readouterr().out)["safe"] is False
-    assert main(["check", "--model", str(lg4_path)]) == 2
-    assert "give TEXT or --file" in capsys.readouterr().err
+    assert main(["check", "--model", str(lg4_path)]) == 2  # neither: said so, with the way to read stdin
+    err = capsys.readouterr().err
+    assert "give the TEXT to check, or --file F" in err and "--file - reads them from standard input" in err
+    assert "not both" not in err
+    assert main(["check", BENIGN, "--file", str(convs), "--model", str(lg4_path)]) == 2
+    assert "not both" in capsys.readouterr().err
     # options that would do nothing, silently: an empty category list, and served-guard options on a local one
     assert main(["check", BENIGN, "--model", str(lg4_path), "--excluded-categories", ","]) == 2
     assert "--excluded-categories ',' names no category" in capsys.readouterr().err
