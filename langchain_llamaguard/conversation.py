@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import json
+import reprlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -401,7 +402,7 @@ def coerce_message(item: Any, index: int = 0) -> BaseMessage:
     try:
         return convert_to_messages([item])[0]
     except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
-        raise GuardTypeError(f"message {index}: cannot read {item!r:.100}: {exc}; {_ACCEPTED}") from exc
+        raise GuardTypeError(f"message {index}: cannot read {reprlib.repr(item)}: {exc}; {_ACCEPTED}") from exc
 
 
 def _coerce_messages(conversation: Any) -> list[BaseMessage]:

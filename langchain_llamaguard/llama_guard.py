@@ -1054,7 +1054,9 @@ class LlamaGuardEngine(Closeable):
                 mode = {"split": "on_error", "unsafe": "unsafe", "raise": "raise"}[self.on_overflow]
                 batch.failed[i] = _Failure(exc, 1.0, "User", mode=mode)  # type: ignore[arg-type]
                 continue
-            except (LlamaGuardError, ValueError, TypeError, KeyError) as exc:  # not a conversation: always raised
+            # not a conversation: always raised (RecursionError: a row nested deeper than Python reads, which must
+            # not fail its neighbours)
+            except (LlamaGuardError, ValueError, TypeError, KeyError, RecursionError) as exc:
                 batch.failed[i] = _Failure(exc, 1.0, "User", mode="raise")
                 continue
             batch.prompts += parts

@@ -484,6 +484,18 @@ def test_a_row_that_is_not_a_conversation_is_named_in_both_modes(lg3_1b):
         assert info.value.verdicts[2].categories == ["S9"]
 
 
+def test_a_row_nested_deeper_than_python_reads_fails_alone(lg3_1b):
+    """Built in Python, a row 5,000 lists deep raised a bare RecursionError (from its error message's repr), and
+    its neighbours got no verdicts."""
+    row: object = "hi"
+    for _ in range(5000):
+        row = [row]
+    with pytest.raises(GuardBatchError) as info:
+        lg3_1b.batch_check([BENIGN, row, BOMB])
+    assert list(info.value.errors) == [1] and "[[[[" in str(info.value.errors[1])
+    assert info.value.verdicts[2].categories == ["S9"]
+
+
 # -- lifecycle ----------------------------------------------------------------------------------------------------
 def test_close_stops_the_worker_and_refuses_later_checks(lg3_1b):
     before = batcher_threads()
