@@ -263,8 +263,8 @@ def run_check(args: argparse.Namespace) -> int:
                 failed += 1
                 error = f"{type(row).__name__}: {' '.join(str(row).split())}"
                 print(json.dumps({"safe": None, "error": error, "line": lineno}), flush=True)
-            else:
-                print(row.model_dump_json(), flush=True)
+            else:  # the line it came from, as an error's: blank lines are skipped, so output lines can be paired
+                print(json.dumps({**row.model_dump(mode="json"), "line": lineno}), flush=True)
     if failed:
         print(f"llamaguard: error: {failed} of {len(conversations)} conversations could not be judged (their "
               'lines say {"safe": null, "error": ...})', file=sys.stderr)  # fmt: skip

@@ -460,6 +460,7 @@ def test_cli_check_a_bad_row_among_good_ones_has_its_own_line(
     assert len(lines) == 3 and lines[1] == {"safe": None, "error": lines[1]["error"], "line": 3}
     assert "unknown role 'robot'" in lines[1]["error"] and "1 of 3 conversations could not be judged" in out.err
     assert [Verdict.model_validate(lines[i]).role for i in (0, 2)] == ["User", "User"]
+    assert [line["line"] for line in lines] == [1, 3, 4]  # every output line names its input line (2 was blank)
     bad = tmp_path / "bad.jsonl"
     blocks = [{"type": "text", "text": "hi"}]
     write_jsonl(bad, [[{"role": "robot", "content": "x"}], [{"role": "user", "content": blocks}]])
