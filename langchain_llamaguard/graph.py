@@ -286,8 +286,8 @@ class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
         message. A note must not hide the results before it, nor a result the note."""
         last_ai = last_index(messages[:end], AIMessage)
         start = 0 if last_ai is None else last_ai + 1
-        if not any(isinstance(m, ToolMessage) for m in messages[start:end]):
-            return None
+        if not any(isinstance(m, ToolMessage) and not guard_written(m) for m in messages[start:end]):
+            return None  # no round, or one a guard already judged: a user turn after it is a new turn
         idxs = [
             i
             for i in range(start, end)
@@ -358,6 +358,8 @@ class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
                 "add_messages reducer. Give the message an id where it is made (AIMessage(..., "
                 "id=str(uuid.uuid4()))), and the messages key the add_messages reducer (MessagesState has it)"
             )
+        if stage == "tool_result" and not isinstance(original, ToolMessage):  # a tool's note keeps its own type
+            return replacement(original, refusal if isinstance(refusal, str) else refusal.text)
         if isinstance(refusal, ToolMessage) and isinstance(original, ToolMessage):  # it answers the flagged one's call
             status = refusal.status if "status" in refusal.model_fields_set else "error"
             update = {"id": original.id, "tool_call_id": original.tool_call_id, "name": original.name, "status": status}

@@ -295,14 +295,17 @@ def test_prompt_guard_scores_the_users_turn_or_fails_the_row_saying_why(prompt_g
         {"prompt": [{"role": "user", "content": image}], "label": 1},
         {"prompt": [{"role": "user", "content": INJECTION}, {"role": "assistant", "content": "ok"}], "label": 1},
         {"prompt": BENIGN, "label": 0},
+        {"prompt": [INJECTION], "label": 1},  # as LangChain reads them: a bare text and a {"type": ...} message
+        {"prompt": [{"type": "human", "content": INJECTION}], "label": 1},
     ]
     data = write_jsonl(tmp_path / "pg.jsonl", rows)
     report = evaluate(prompt_guard, str(data), out_dir=tmp_path / "out", bootstrap=0, plots=False, progress=False)
     preds = read_predictions(tmp_path / "out" / "predictions.jsonl")
-    assert [preds[i].score for i in (0, 3)] == pytest.approx([prompt_guard.score(t) for t in (INJECTION, BENIGN)])
+    want = [prompt_guard.score(t) for t in (INJECTION, BENIGN, INJECTION, INJECTION)]
+    assert [preds[i].score for i in (0, 3, 4, 5)] == pytest.approx(want)
     assert preds[1].score is None and "no text to score" in preds[1].error
     assert preds[2].score is None and "last turn is 'assistant', not the user's" in preds[2].error
-    assert (report.errors, report.n) == (2, 2)
+    assert (report.errors, report.n) == (2, 4)
 
 
 def test_every_row_failing_through_the_api_raises_one_line(lg4, tmp_path):

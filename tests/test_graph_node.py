@@ -35,8 +35,8 @@ from langchain_llamaguard import (
     UnsafeContentError,
     Verdict,
 )
-from langchain_llamaguard.replacements import DEFAULT_REFUSAL, describe
-from langchain_llamaguard.tiny.data import ASK_CODE, SOURDOUGH, SUM_CODE
+from langchain_llamaguard.replacements import DEFAULT_REFUSAL, describe, replacement
+from langchain_llamaguard.tiny.data import ASK_CODE, SOURDOUGH, SUM_CODE, WEATHER
 
 REFUSAL_S9 = DEFAULT_REFUSAL.format(categories="S9 Indiscriminate Weapons")
 NOTICE_S9 = "[message removed by Llama Guard: S9 Indiscriminate Weapons]"  # the agent middleware's words
@@ -627,3 +627,23 @@ def test_a_run_stopped_before_the_guard_node_is_guarded_by_resuming_it(lg4):
         ("HumanMessage", SOURDOUGH),
         ("AIMessage", REFUSAL_S9),
     ]
+
+
+def test_a_user_turn_after_a_round_a_guard_already_judged_is_a_new_turn(lg4):
+    """After a guard replaced a flagged tool result and the run ended, the next user turn was read as a note of that
+    round and judged as a tool result: replaced by the refusal text, with no notice and no refusal after it."""
+    refused = replacement(ToolMessage(UNSAFE_ANSWER, tool_call_id="c1", id="t1"), REFUSAL_S9)
+    state = {"messages": [HumanMessage(BENIGN), AIMessage("", tool_calls=[PARIS_CALL]), refused]}
+    update = lg4.as_node().invoke({"messages": [*state["messages"], HumanMessage(BOMB, id="h2")]})
+    assert kinds(update["messages"]) == [("HumanMessage", NOTICE_S9), ("AIMessage", REFUSAL_S9)]
+
+
+def test_a_flagged_note_keeps_its_type_under_a_tool_message_refusal(prompt_guard):
+    """``on_unsafe=ToolMessage(...)`` put a ToolMessage answering no call in a flagged note's place (providers refuse
+    such a history); the note keeps its type, with the refusal's text."""
+    node = prompt_guard.as_node(check="tool_results", on_unsafe=ToolMessage("Result withheld.", tool_call_id="unused"))
+    round_ = [ToolMessage(WEATHER, tool_call_id="c1", id="t1"), HumanMessage(INJECTION, id="n1")]
+    update = node.invoke({"messages": [HumanMessage(BENIGN), AIMessage("", tool_calls=[PARIS_CALL]), *round_]})
+    [note] = [m for m in update["messages"] if m.id == "n1"]
+    assert (type(note).__name__, note.text) == ("HumanMessage", "Result withheld.")
+    assert all(m.tool_call_id == "c1" for m in update["messages"] if isinstance(m, ToolMessage))

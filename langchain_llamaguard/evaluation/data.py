@@ -482,11 +482,15 @@ def _block_has_content(block: Any) -> bool:
 
 
 def _role_and_content(message: Any) -> tuple[str | None, Any]:
+    """A message's role and content, read as LangChain's ``convert_to_messages`` reads them (a bare text is the
+    user's; a dict names its role as ``role`` or ``type``)."""
+    if isinstance(message, str):
+        return "user", message
     if isinstance(message, dict):
-        return message.get("role"), message.get("content")
+        return message.get("role", message.get("type")), message.get("content")
     if isinstance(message, (list, tuple)) and len(message) == 2:  # ("user", "text")
         return message[0], message[1]
-    return getattr(message, "type", None), getattr(message, "content", message)  # a LangChain message, or a text
+    return getattr(message, "type", None), getattr(message, "content", message)  # a LangChain message
 
 
 def _is_user(message: Any) -> bool:
