@@ -70,14 +70,11 @@ def test_a_flagged_structured_answer_is_never_returned(lg4, strategy):
 def test_a_refused_turn_leaves_no_earlier_structured_answer_in_the_result(lg4, prompt_guard, which):
     """A checkpointed thread keeps ``structured_response``: after a flagged second turn the result still held the
     first turn's answer, which a caller reads as the answer to the turn it sent. A refused turn has none."""
-    script = [
-        AIMessage("", tool_calls=[{"name": "Answer", "args": {"answer": BENIGN_ANSWER}, "id": "s1"}]),
-        AIMessage("", tool_calls=[{"name": "Answer", "args": {"answer": "second"}, "id": "s2"}]),
-    ]
-    guard, flagged = {
-        "llama_guard": (LlamaGuardMiddleware(lg4), BOMB),
-        "llama_guard_parallel": (LlamaGuardMiddleware(lg4, input_check="parallel"), BOMB),
-        "prompt_guard": (PromptGuardMiddleware(prompt_guard), INJECTION),
+    script = [AIMessage("", tool_calls=[{"name": "Answer", "args": {"answer": BENIGN_ANSWER}, "id": "s1"}])]
+    guard = {
+        "llama_guard": LlamaGuardMiddleware(lg4),
+        "llama_guard_parallel": LlamaGuardMiddleware(lg4, input_check="parallel"),
+        "prompt_guard": PromptGuardMiddleware(prompt_guard),
     }[which]
     agent = create_agent(
         ScriptedToolModel(messages=iter(script)),
@@ -87,10 +84,17 @@ def test_a_refused_turn_leaves_no_earlier_structured_answer_in_the_result(lg4, p
         checkpointer=InMemorySaver(),
     )
     config = {"configurable": {"thread_id": which}}
-    assert agent.invoke({"messages": [HumanMessage(BENIGN)]}, config)["structured_response"] == Answer(
-        answer=BENIGN_ANSWER
-    )
+    if which == "prompt_guard":  # Prompt Guard reads the turn alone: a first turn run through the agent
+        first = agent.invoke({"messages": [HumanMessage(BENIGN)]}, config)["structured_response"]
+        flagged = INJECTION
+    else:  # Llama Guard reads the history: the first turn is the check set's small talk ("bomb after small talk")
+        first = Answer(answer="hello")
+        turn = {"messages": [HumanMessage("hi"), AIMessage("hello")], "structured_response": first}
+        agent.update_state(config, turn, as_node=f"{guard.name}.after_model")
+        flagged = BOMB
+    assert agent.get_state(config).values["structured_response"] == first
     refused = agent.invoke({"messages": [HumanMessage(flagged)]}, config)
+    assert refused["messages"][-1].text.startswith("I can't")
     assert refused["structured_response"] is None
     assert agent.get_state(config).values.get("structured_response") is None
 

@@ -634,8 +634,11 @@ def test_a_user_turn_after_a_round_a_guard_already_judged_is_a_new_turn(lg4):
     round and judged as a tool result: replaced by the refusal text, with no notice and no refusal after it."""
     refused = replacement(ToolMessage(UNSAFE_ANSWER, tool_call_id="c1", id="t1"), REFUSAL_S9)
     state = {"messages": [HumanMessage(BENIGN), AIMessage("", tool_calls=[PARIS_CALL]), refused]}
-    update = lg4.as_node().invoke({"messages": [*state["messages"], HumanMessage(BOMB, id="h2")]})
-    assert kinds(update["messages"]) == [("HumanMessage", NOTICE_S9), ("AIMessage", REFUSAL_S9)]
+    update = lg4.as_node(verdict_key="v").invoke({"messages": [*state["messages"], HumanMessage(BOMB, id="h2")]})
+    [record] = update["v"]  # judged once, as the user's turn, whatever the tiny guard makes of it in this context
+    assert (record["stage"], record["message_id"]) == ("input", "h2")
+    if not record["safe"]:  # a user turn's notice and a refusal after it, not the refusal text in its place
+        assert kinds(update["messages"]) == [("HumanMessage", NOTICE_S9), ("AIMessage", REFUSAL_S9)]
 
 
 def test_a_flagged_note_keeps_its_type_under_a_tool_message_refusal(prompt_guard):
