@@ -570,18 +570,21 @@ def test_a_system_note_after_the_model_answer_does_not_hide_it(lg4):
     ]
 
 
-def test_a_refusal_message_with_an_id_never_overwrites_an_earlier_one(lg4):
+def test_a_refusal_message_with_an_id_never_overwrites_an_earlier_one(prompt_guard):
     """``on_unsafe=AIMessage(..., id="refusal")`` after a flagged user turn: the second flagged turn's refusal took
-    the same id, so add_messages replaced the first one and the thread lost a message. Each gets an id of its own."""
+    the same id, so add_messages replaced the first one and the thread lost a message. Each gets an id of its own.
+    (Prompt Guard reads each turn alone, so both turns are check-set verdicts.)"""
     builder = StateGraph(MessagesState)
-    builder.add_node("check_in", lg4.as_node(check="input", on_unsafe=AIMessage("Sorry.", id="refusal")))
+    builder.add_node("check_in", prompt_guard.as_node(check="input", on_unsafe=AIMessage("Sorry.", id="refusal")))
     builder.add_edge(START, "check_in")
     builder.add_edge("check_in", END)
     graph = builder.compile(checkpointer=InMemorySaver())
     for _ in range(2):
-        graph.invoke({"messages": [HumanMessage(BOMB)]}, thread("t"))
+        graph.invoke({"messages": [HumanMessage(INJECTION)]}, thread("t"))
     messages = graph.get_state(thread("t")).values["messages"]
-    assert kinds(messages) == [("HumanMessage", NOTICE_S9), ("AIMessage", "Sorry.")] * 2
+    assert [type(m).__name__ for m in messages] == ["HumanMessage", "AIMessage"] * 2
+    assert [m.text for m in messages[1::2]] == ["Sorry.", "Sorry."]
+    assert all(m.text.startswith("[message removed by Prompt Guard") for m in messages[::2])
     assert len({m.id for m in messages}) == 4
 
 
