@@ -565,8 +565,9 @@ class PromptGuardEngine(Closeable):
         self.model = None
 
     # -- copies and pickles (see pickling.py) ----------------------------------------------------------------
-    _SHARED_ATTRS = frozenset("model tokenizer _lock _recipe".split())
-    """What copies share: the loaded model, its tokenizer and the lock that runs one forward at a time on it."""
+    _SHARED_ATTRS = frozenset("model tokenizer _special_text _lock _recipe".split())
+    """What copies share: the loaded model, its tokenizer (and the pattern of its special-token strings) and the lock
+    that runs one forward at a time on it."""
     _OWN_ATTRS = frozenset("_batcher _closed".split())
     """What each guard has of its own and starts afresh after a copy or a pickle (its micro-batcher, ...)."""
     _RECIPE_SETTINGS = frozenset(
@@ -604,7 +605,6 @@ class PromptGuardEngine(Closeable):
         self.__dict__.update(state)
         self.batch_window_ms = state.get("batch_window_ms")  # a pickle from before batching had none
         self.reveal_hidden_text = state.get("reveal_hidden_text", True)  # nor one from before this setting
-        self._special_text = _special_text(self.tokenizer)
         self._closed = False
         self._start_batcher()
 

@@ -39,11 +39,10 @@ def last_index(messages: Sequence[BaseMessage], kind: type[BaseMessage]) -> int 
     return None
 
 
-def user_turn(messages: Sequence[BaseMessage], end: int | None = None) -> list[BaseMessage]:
-    """The user's turn that ends at ``messages[end - 1]`` (default: the last message): that ``HumanMessage`` and the
-    ``HumanMessage`` s right before it. A caller may send several at once (a question and a pasted text); a guard
-    reads them as one turn, and a flagged turn leaves the thread whole."""
-    end = len(messages) if end is None else end
+def user_turn(messages: Sequence[BaseMessage], end: int) -> list[BaseMessage]:
+    """The user's turn that ends at ``messages[end - 1]``: that ``HumanMessage`` and the ``HumanMessage`` s right
+    before it. A caller may send several at once (a question and a pasted text); a guard reads them as one turn,
+    and a flagged turn leaves the thread whole."""
     start = end
     while start > 0 and isinstance(messages[start - 1], HumanMessage):
         start -= 1

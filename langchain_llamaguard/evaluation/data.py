@@ -464,12 +464,7 @@ def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[An
 def _has_content(message: Any) -> bool:
     """Whether a message says something: a non-blank text, or a content block that is not text (an image). A
     message of a shape this module does not read counts (the guard judges or refuses it)."""
-    if isinstance(message, dict):
-        content = message.get("content")
-    elif isinstance(message, (list, tuple)) and len(message) == 2:  # ("user", "text")
-        content = message[1]
-    else:
-        content = getattr(message, "content", message)  # a LangChain message, or a bare text
+    content = _role_and_content(message)[1]
     if isinstance(content, list):
         return any(_block_has_content(block) for block in content)
     return not _missing(content)
