@@ -1,7 +1,8 @@
-"""What a guard reads of the content blocks a tool hands back besides text and images.
+"""What a guard reads of the content blocks besides text and images: what tools hand back, and documents.
 
-LangChain's tool messages carry these block types (``langchain_core.tools.base.TOOL_MESSAGE_BLOCK_TYPES``), and MCP
-tools make ``file`` blocks of their resources. Each is read as the text the model would read:
+LangChain's tool messages carry these block types (``langchain_core.tools.base.TOOL_MESSAGE_BLOCK_TYPES``), MCP
+tools make ``file`` blocks of their resources, and a message can carry a document as a ``text-plain`` block
+(``create_plaintext_block``). Each is read as the text the model would read:
 
 =============================  ==================================================================================
 block                          read as
@@ -10,12 +11,19 @@ block                          read as
 ``search_result``              ``[search result] title (source)`` and its content's text
 ``custom_tool_call_output``    its output (a text, or its JSON)
 ``document`` / ``file``        ``[file: name]`` and its text: inline text, or base64 of a text type (``text/*``,
-                               JSON, XML, YAML, CSV) decoded as UTF-8 (or UTF-16 with its byte-order mark)
+                               JSON, XML, YAML, CSV) decoded as UTF-8 (or UTF-16 with its byte-order mark), both
+                               when a block has both and they differ (providers send the base64); its ``context``
+                               (which some providers pass to the model) after the name; OpenAI's ``{"file":
+                               {"file_data": "data:...;base64,...", "filename": ...}}`` too
+``input_file``                 the same (OpenAI Responses' shape)
+``text-plain``                 the same, its ``title`` as the name; a block with neither title nor context is read
+                               as its text alone
 =============================  ==================================================================================
 
-A file the guard cannot read (a PDF or other binary data, a provider's file id, a file given by ``url`` only,
-which a provider may fetch for the model) and an image or file nested in a search result, a document or a custom
-tool's output raise :class:`~langchain_llamaguard.errors.GuardInputError`: nothing is passed on unjudged.
+A file the guard cannot read (a PDF or other binary data, a provider's file id, a file given by ``url``, which a
+provider fetches for the model, even beside a text it would not send) and an image or file nested in a search
+result, a document or a custom tool's output raise :class:`~langchain_llamaguard.errors.GuardInputError`: nothing
+is passed on unjudged.
 
 Example:
     >>> block_text({"type": "json", "json": {"rows": 2}}, where="tool result")
@@ -28,11 +36,13 @@ import base64
 import binascii
 import codecs
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import GuardInputError
 
-READABLE_BLOCK_TYPES = frozenset({"json", "search_result", "custom_tool_call_output", "document", "file"})
+_FILE_BLOCK_TYPES = ("document", "file", "text-plain", "input_file")
+READABLE_BLOCK_TYPES = frozenset({"json", "search_result", "custom_tool_call_output", *_FILE_BLOCK_TYPES})
 _TEXT_MIME_TYPES = ("text/", "application/json", "application/xml", "application/yaml", "application/x-yaml")
 _TEXT_MIME_SUFFIXES = ("+json", "+xml", "/csv", "/x-ndjson")
 
@@ -80,56 +90,117 @@ def _decoded(encoded: Any, mime: str, btype: str, where: str) -> str:
         raise GuardInputError(f"{where}: a {btype} block of {mime} whose base64 is not text ({exc})") from None
 
 
-def _file_text(block: dict[str, Any], where: str) -> str:
-    """A ``file`` (LangChain v0 and v1) or ``document`` (Anthropic) block's text, as the model reads it."""
-    btype = block["type"]
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
-    mime = str(block.get("mime_type") or block.get("media_type") or source.get("media_type") or "")
+@dataclass
+class _File:
+    """What a document or file block holds, in every shape: LangChain's (v0 ``source_type`` / ``data``; v1
+    ``text``, ``base64``, ``url``, ``file_id``, with ``title`` / ``context`` at the top or in ``extras``),
+    Anthropic's ``document`` (``source``), OpenAI's (``{"file": {"file_data", "filename", "file_id"}}``,
+    ``input_file``)."""
+
+    name: Any
+    context: str | None
+    mime: str
+    text: str | None
+    content: Any
+    """A ``source`` of ``type: content`` (Anthropic): blocks whose text is the document's."""
+    encoded: Any
+    references: list[str]
+    """What a provider fetches or looks up for the model, which the guard cannot read: ``url``, ``file_id``."""
+
+
+def _data_url(value: Any) -> tuple[str, str] | None:
+    """``(mime, base64)`` of a ``data:...;base64,...`` URL; ``None`` for anything else."""
+    if not isinstance(value, str) or not value.startswith("data:") or "," not in value:
+        return None
+    header, data = value[5:].split(",", 1)
+    return (header.split(";")[0], data) if ";base64" in header.lower() else None
+
+
+def _file(block: dict[str, Any]) -> _File:
+    def part(value: Any) -> dict[str, Any]:
+        return value if isinstance(value, dict) else {}
+
+    source, nested, extras, metadata = (part(block.get(k)) for k in ("source", "file", "extras", "metadata"))
     kind = block.get("source_type") or source.get("type")
-    extras = block.get("extras") if isinstance(block.get("extras"), dict) else {}
-    name = block.get("title") or block.get("filename") or extras.get("filename") or block.get("name")
-    head = f"[{btype}{': ' + str(name) if name else ''}]"
-    text: str | None = block.get("text") if isinstance(block.get("text"), str) else None
+    text = block.get("text") if isinstance(block.get("text"), str) else None
     if text is None and kind == "text":
         text = block.get("data") if isinstance(block.get("data"), str) else source.get("data")
-    if text is None and kind == "content":
-        text = _inner_texts(source.get("content"), where)
     encoded = block.get("base64")
     if encoded is None and kind == "base64":
         encoded = block.get("data", source.get("data"))
-    if text is None and encoded is not None:
-        if not _readable_mime(mime):
+    inline = _data_url(nested.get("file_data", block.get("file_data")))
+    mime = block.get("mime_type") or block.get("media_type") or source.get("media_type")
+    if inline is not None and encoded is None:
+        encoded, mime = inline[1], mime or inline[0]
+    references = [
+        ref
+        for ref, given in (
+            ("url", block.get("url") or block.get("file_url") or kind == "url" or source.get("url")),
+            ("file_id", block.get("file_id") or nested.get("file_id") or kind in ("id", "file")),
+        )
+        if given
+    ]
+    return _File(
+        name=block.get("title") or block.get("filename") or extras.get("title") or extras.get("filename")
+        or metadata.get("title") or nested.get("filename") or block.get("name"),
+        context=next((c for c in (block.get("context"), extras.get("context"), metadata.get("context"))
+                      if isinstance(c, str)), None),
+        mime=str(mime or ("text/plain" if block.get("type") == "text-plain" else "")),
+        text=text,
+        content=source.get("content") if kind == "content" else None,
+        encoded=encoded,
+        references=references,
+    )  # fmt: skip
+
+
+def _file_text(block: dict[str, Any], where: str) -> str:
+    """A ``file`` (LangChain v0 and v1, OpenAI), ``text-plain`` (LangChain v1), ``document`` (Anthropic) or
+    ``input_file`` (OpenAI Responses) block's text, as the model reads it."""
+    btype = block["type"]
+    f = _file(block)
+    text = f.text if f.content is None else _inner_texts(f.content, where)
+    if f.references:  # sent in place of any text beside it: nothing the guard can read
+        keys = sorted(k for k in block if k != "type")
+        beside = f"; its {f.references[0]} is sent, not the text beside it" if text is not None else ""
+        raise GuardInputError(
+            f"{where}: a {btype} block the guard cannot read (it has {keys}; a linked or uploaded file is read by "
+            f"the provider, not the guard{beside}); readable: 'text', or 'base64' of a text type with its "
+            "'mime_type'"
+        )
+    if f.encoded is not None:  # what providers send where a block has text too: both are read when they differ
+        if not _readable_mime(f.mime):
             raise GuardInputError(
-                f"{where}: a {btype} block of {mime or 'unknown type'} data the guard cannot read (it reads text, "
-                "images, and files of a text type: text/*, JSON, XML, YAML, CSV); give the model the file's text"
+                f"{where}: a {btype} block of {f.mime or 'unknown type'} data the guard cannot read (it reads "
+                "text, images, and files of a text type: text/*, JSON, XML, YAML, CSV); give the model the file's "
+                "text"
             )
-        text = _decoded(encoded, mime, btype, where)
+        decoded = _decoded(f.encoded, f.mime, btype, where)
+        text = decoded if text in (None, decoded) else f"{text}\n{decoded}"
     if text is None:
         keys = sorted(k for k in block if k != "type")
         raise GuardInputError(
-            f"{where}: a {btype} block the guard cannot read (it has {keys}; a linked or uploaded file is read by "
-            "the provider, not the guard); readable: 'text', or 'base64' of a text type with its 'mime_type'"
+            f"{where}: a {btype} block the guard cannot read (it has {keys}); readable: 'text', or 'base64' of a "
+            "text type with its 'mime_type'"
         )
-    context = block.get("context")
-    return f"{head}\n{text}" if not isinstance(context, str) else f"{head} ({context})\n{text}"
+    if btype == "text-plain" and not f.name and f.context is None:
+        return text  # a message's plain text, as a block of its own
+    head = f"[{btype}{': ' + str(f.name) if f.name else ''}]"
+    return f"{head}\n{text}" if f.context is None else f"{head} ({f.context})\n{text}"
 
 
 def carries_text(block: dict[str, Any]) -> bool:
     """Whether a block of :data:`READABLE_BLOCK_TYPES` holds text (JSON, a search result, a text file...), as
-    opposed to binary data or a reference (a PDF, an image file, a link): what Prompt Guard has text to scan in.
+    opposed to binary data or a reference only (a PDF, an image file, a link): what Prompt Guard has text to scan
+    in.
 
     Example:
         >>> carries_text({"type": "file", "url": "https://a.example/notes.txt", "mime_type": "text/plain"})
         False
     """
-    if block.get("type") not in ("document", "file"):
+    if block.get("type") not in _FILE_BLOCK_TYPES:
         return True
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
-    kind = block.get("source_type") or source.get("type")
-    if isinstance(block.get("text"), str) or kind in ("text", "content"):
-        return True
-    mime = str(block.get("mime_type") or block.get("media_type") or source.get("media_type") or "")
-    return _readable_mime(mime) and (block.get("base64") is not None or kind == "base64")
+    f = _file(block)
+    return f.text is not None or f.content is not None or (f.encoded is not None and _readable_mime(f.mime))
 
 
 def block_text(block: dict[str, Any], *, where: str) -> str:
@@ -143,7 +214,7 @@ def block_text(block: dict[str, Any], *, where: str) -> str:
     if btype == "search_result":
         title, source = block.get("title") or "", block.get("source") or ""
         return f"[search result] {title} ({source})\n{_inner_texts(block.get('content'), where)}".strip()
-    if btype in ("document", "file"):
+    if btype in _FILE_BLOCK_TYPES:
         return _file_text(block, where)
     raise GuardInputError(f"{where}: not a block type read as text: {btype!r}")
 

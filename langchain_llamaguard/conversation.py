@@ -45,6 +45,7 @@ from typing import Any, Literal
 from langchain_core.documents import Document
 from langchain_core.messages import (
     AIMessage,
+    AIMessageChunk,
     BaseMessage,
     HumanMessage,
     SystemMessage,
@@ -119,6 +120,8 @@ def _image_from_block(block: dict[str, Any]) -> ImageRef:
         return ImageRef("base64", source["data"], source.get("media_type"))
     if isinstance(source, dict) and source.get("type") == "url" and source.get("url") is not None:
         return ImageRef("url", source["url"])
+    if block.get("url") is not None:  # before base64: a block with both, the providers send the URL
+        return ImageRef("url", block["url"])
     if block.get("base64") is not None:
         b64 = block["base64"]
         return _image_value(b64, mime) if isinstance(b64, (bytes, bytearray)) else ImageRef("base64", b64, mime)
@@ -126,8 +129,6 @@ def _image_from_block(block: dict[str, Any]) -> ImageRef:
         return ImageRef("base64", block["data"], mime)
     if block.get("path") is not None:
         return ImageRef("path", str(block["path"]))
-    if block.get("url") is not None:
-        return ImageRef("url", block["url"])
     if source_type == "url" and block.get("data") is not None:
         return ImageRef("url", block["data"])
     raise GuardInputError(
@@ -138,7 +139,8 @@ def _image_from_block(block: dict[str, Any]) -> ImageRef:
     )
 
 
-_TEXT_BLOCK_TYPES = {"text", "text-plain"}
+_TEXT_BLOCK_TYPES = {"text", "input_text", "output_text"}  # OpenAI Responses' too; a "text-plain" block (a
+# document: base64, title, context) is one of READABLE_BLOCK_TYPES
 _IMAGE_BLOCK_TYPES = {"image", "image_url"}
 
 
@@ -169,8 +171,7 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
             images.append(_image_from_block(block))
         elif btype in {"tool_call", "tool_use", "function_call", "server_tool_call"}:
             # Tool-use blocks inside content (not also listed in ``tool_calls``): render like tool calls.
-            args = block.get("input", block.get("args", block.get("arguments", {})))
-            texts.append(_render_tool_call(block.get("name", ""), args))
+            texts.append(_render_tool_call(block.get("name", ""), _block_call_args(block)))
         elif btype in {"invalid_tool_call", "tool_call_chunk", "server_tool_call_chunk"}:
             # A call whose arguments are not (yet) valid JSON, e.g. half-way through a stream: the text as it is.
             texts.append(f"[tool call] {block.get('name') or ''}({block.get('args') or ''})")
@@ -178,16 +179,30 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
             texts.append(f"[tool result] {block.get('output', '')}")
         elif btype in {"reasoning", "thinking"}:
             texts.append(_reasoning_text(block))
-        elif btype in READABLE_BLOCK_TYPES:  # what tools hand back: JSON, search results, documents, files
+        elif btype == "refusal" and isinstance(block.get("refusal"), str):  # a provider's refusal, as content
+            texts.append(block["refusal"])
+        elif btype in READABLE_BLOCK_TYPES:  # what tools hand back (JSON, search results, files) and documents
             texts.append(block_text(block, where=where))
         else:
             raise GuardInputError(
                 f"{where}: unsupported content block type {btype!r}; accepted: text, image, image_url, tool_call, "
                 "tool_call_chunk, invalid_tool_call, server_tool_call, server_tool_call_chunk, server_tool_result, "
-                f"reasoning, {', '.join(sorted(READABLE_BLOCK_TYPES))}; a provider's own blocks in an AI message are "
-                "read where response_metadata['model_provider'] names the provider (as its LangChain package sets it)"
+                f"reasoning, refusal, {', '.join(sorted(READABLE_BLOCK_TYPES))}; a provider's own blocks in an AI "
+                "message are read where response_metadata['model_provider'] names the provider (as its LangChain "
+                "package sets it)"
             )
     return texts, images
+
+
+def content_text_parts(content: Any, *, where: str) -> list[str]:
+    """The text parts of a message's content as a guard reads them (text blocks; documents, files and JSON by their
+    text; an image has none); content a guard cannot read raises :class:`GuardInputError` naming ``where``.
+
+    Example:
+        >>> content_text_parts(["a", {"type": "json", "json": [1]}], where="row 3")
+        ['a', '[1]']
+    """
+    return _parse_content(content, where=where)[0]
 
 
 def _reasoning_text(block: dict[str, Any]) -> str:
@@ -207,7 +222,13 @@ def _from_extra_fields(extra: dict[str, Any]) -> tuple[list[str], list[str], lis
     """What providers put in an AI message's ``additional_kwargs`` that the model said: (reasoning before the
     answer, text after it, calls). Reasoning: ``reasoning_content`` (DeepSeek, vLLM and other OpenAI-compatible
     servers) and ``reasoning`` (langchain-openai's Responses API, v0 output); text: ``audio.transcript`` (an
-    audio answer) and ``refusal``; calls: the legacy OpenAI ``function_call``."""
+    audio answer) and ``refusal``; calls: the legacy OpenAI ``function_call``, and the Responses API's built-in
+    tool calls with their outputs (``tool_outputs``: MCP calls, code interpreter runs, searches...), each as
+    ``[tool output]`` and its JSON, since the model reads them all back on the next turn."""
+    calls = [
+        f"[tool output] {json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)}"
+        for item in (extra.get("tool_outputs") if isinstance(extra.get("tool_outputs"), list) else [])
+    ]
     before: list[str] = []
     if isinstance(extra.get("reasoning_content"), str):
         before.append(extra["reasoning_content"])
@@ -219,7 +240,6 @@ def _from_extra_fields(extra: dict[str, Any]) -> tuple[list[str], list[str], lis
         after.append(audio["transcript"])
     if isinstance(extra.get("refusal"), str):
         after.append(extra["refusal"])
-    calls: list[str] = []
     call = extra.get("function_call")
     if isinstance(call, dict):
         args = call.get("arguments", {})
@@ -231,6 +251,20 @@ def _from_extra_fields(extra: dict[str, Any]) -> tuple[list[str], list[str], lis
                 return before, after, calls
         calls.append(_render_tool_call(str(call.get("name") or ""), args))
     return before, after, calls
+
+
+def _block_call_args(block: dict[str, Any]) -> Any:
+    """A call block's arguments as its provider sends them: Anthropic's ``input``, LangChain's ``args`` (or the raw
+    ``extras["arguments"]`` text, which langchain-openai sends where it is kept), OpenAI's ``arguments`` text;
+    JSON text parsed (text that is not JSON as it is)."""
+    extras = block.get("extras") if isinstance(block.get("extras"), dict) else {}
+    args = extras.get("arguments", block.get("input", block.get("args", block.get("arguments", {}))))
+    if isinstance(args, str):
+        try:
+            return json.loads(args)
+        except ValueError:
+            return args
+    return args
 
 
 def _render_tool_call(name: str, args: Any) -> str:
@@ -250,7 +284,7 @@ _KNOWN_BLOCK_TYPES = (
     _TEXT_BLOCK_TYPES
     | _IMAGE_BLOCK_TYPES
     | {"tool_call", "tool_use", "function_call", "server_tool_call", "invalid_tool_call", "tool_call_chunk"}
-    | {"server_tool_call_chunk", "server_tool_result", "reasoning", "thinking"}
+    | {"server_tool_call_chunk", "server_tool_result", "reasoning", "thinking", "refusal"}
     | READABLE_BLOCK_TYPES
 )
 
@@ -266,7 +300,19 @@ def _standard_content(msg: BaseMessage) -> Any:
     )
     if not unknown or not (msg.response_metadata or {}).get("model_provider"):
         return content
-    return [b for b in msg.content_blocks if b.get("type") != "tool_call"]  # tool_calls are rendered from the field
+    blocks = list(msg.content_blocks)  # its tool_call blocks that tool_calls lists go in _without_listed_calls
+    # The translation can lose a call the provider still sends (langchain-core 1.8 turns every Anthropic tool_use
+    # into the first listed call, and drops an OpenAI function_call beside a built-in tool's call): kept as given.
+    seen = {b.get("id") for b in blocks}
+    lost = [
+        b
+        for b in content
+        if isinstance(b, dict)
+        and b.get("type") in _CALL_BLOCK_TYPES
+        and (ids := {b.get("id"), b.get("call_id")} - {None})
+        and not ids & seen
+    ]
+    return blocks + lost
 
 
 def _without_listed_calls(msg: BaseMessage) -> Any:
@@ -274,19 +320,27 @@ def _without_listed_calls(msg: BaseMessage) -> Any:
 
     Streamed (v1), Anthropic-style and OpenAI Responses messages carry each call twice, as a content block
     (matched by ``id`` or ``call_id``) and in ``tool_calls``; the call is rendered once, from ``tool_calls``, so a
-    streamed message and its non-streamed twin render alike.
+    streamed message and its non-streamed twin render alike. A block whose arguments differ from its listed
+    call's (``tool_calls`` edited, by a person reviewing the call or a middleware, where the provider sends the
+    block: OpenAI's ``function_call``, Anthropic's ``tool_use`` with a ``caller``) is rendered too.
     """
     content = _standard_content(msg)
     calls = [*(getattr(msg, "tool_calls", None) or []), *(getattr(msg, "invalid_tool_calls", None) or [])]
-    listed = {c.get("id") for c in calls}
-    listed.discard(None)
+    listed = {c.get("id"): c for c in calls if c.get("id") is not None}
     if not isinstance(content, list) or not listed:
         return content
-    return [
-        b
-        for b in content
-        if not (isinstance(b, dict) and b.get("type") in _CALL_BLOCK_TYPES and {b.get("id"), b.get("call_id")} & listed)
-    ]
+    whole = not isinstance(msg, AIMessageChunk)  # a chunk's arguments may be cut half-way
+
+    def said_twice(b: Any) -> bool:
+        if not (isinstance(b, dict) and b.get("type") in _CALL_BLOCK_TYPES):
+            return False
+        call = listed.get(b.get("id")) or listed.get(b.get("call_id"))
+        if call is None:
+            return False
+        sent_as_is = b.get("type") == "function_call" or b.get("caller") or "arguments" in (b.get("extras") or {})
+        return not (whole and sent_as_is) or _block_call_args(b) == call.get("args")
+
+    return [b for b in content if not said_twice(b)]
 
 
 def _message_to_turn(msg: BaseMessage, index: int) -> Turn:

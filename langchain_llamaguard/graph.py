@@ -68,6 +68,7 @@ from .replacements import (
     fingerprint,
     guard_written,
     last_index,
+    refuse_unread_input,
     removed_turn,
     replacement,
     user_turn,
@@ -252,6 +253,8 @@ class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
 
     def _plan(self, state: Any) -> _Plan | None:
         messages = self._messages(state)
+        if "input" in self.stages:
+            refuse_unread_input(messages)
         # The newest message of a kind a guard judges: system messages after it (a parallel branch's notes) do not
         # hide it.
         end = len(messages)

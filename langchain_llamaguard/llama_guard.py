@@ -41,6 +41,7 @@ from .errors import (
     LlamaGuardError,
 )
 from .forking import renew_in_child
+from .hidden_text import reveal
 from .images import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -225,6 +226,11 @@ class LlamaGuardEngine(Closeable):
             ``from_model``): 1 GiB on a CPU (a tenth of the free memory if that is less), a tenth of the free
             memory on a GPU; ``0``: off, only the fixed policy prefix is reused. Here, ``None`` leaves the
             backend's store as it was built.
+        reveal_hidden_text: ``True`` (default): the guard reads text hidden from a reader as the words it spells:
+            Unicode tag characters (invisible ASCII, which some models read) decoded, invisible format characters
+            (zero-width spaces and joiners, soft hyphens, direction controls) removed; see
+            :mod:`~langchain_llamaguard.hidden_text`. Only the text Llama Guard reads changes. ``False``: the text
+            exactly as given.
 
     Example:
         >>> guard = LlamaGuard.from_pretrained("meta-llama/Llama-Guard-4-12B")  # doctest: +SKIP
@@ -254,7 +260,9 @@ class LlamaGuardEngine(Closeable):
         max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
         max_images: int | None = DEFAULT_MAX_IMAGES,
         prefix_cache_bytes: int | None = None,
+        reveal_hidden_text: bool = True,
     ) -> None:
+        options.flag("reveal_hidden_text", reveal_hidden_text)
         self.backend = backend
         # -- token-prefix KV reuse (issue 22): the store lives on the (shared) backend, not on the guard ----------
         if prefix_cache_bytes is not None:
@@ -277,6 +285,7 @@ class LlamaGuardEngine(Closeable):
         if not isinstance(max_segments, int) or max_segments < 1:
             raise GuardConfigurationError(f"max_segments must be a positive int, got {max_segments!r}")
         self.max_segments = max_segments
+        self.reveal_hidden_text = reveal_hidden_text
         self.image_limits = ImageLimits(max_pixels=max_image_pixels, max_bytes=max_image_bytes, max_images=max_images)
         self.tokenizer = tokenizer
         self.format = get_format(model_format)
@@ -369,6 +378,7 @@ class LlamaGuardEngine(Closeable):
         max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
         max_images: int | None = DEFAULT_MAX_IMAGES,
         prefix_cache_bytes: int | None = None,
+        reveal_hidden_text: bool = True,
         **hf_kwargs: Any,
     ) -> LlamaGuardEngine:
         """Load Llama Guard 4 (``Llama4ForConditionalGeneration`` + processor) or Llama Guard 3 8B / 1B.
@@ -399,6 +409,7 @@ class LlamaGuardEngine(Closeable):
         threshold = _check_threshold(threshold)
         on_error = _check_on_error(on_error)
         check_prefix_cache_bytes(prefix_cache_bytes)  # before minutes of loading weights
+        options.flag("reveal_hidden_text", reveal_hidden_text)
         _checked_settings(timeout, batch_window_ms, max_batch_size, max_batch_tokens)
         options.whole_number("context_length", context_length, minimum=1, allow_none=True)
         ImageLimits(max_pixels=max_image_pixels, max_bytes=max_image_bytes, max_images=max_images)  # checks them
@@ -436,6 +447,7 @@ class LlamaGuardEngine(Closeable):
             max_image_bytes=max_image_bytes,
             max_images=max_images,
             prefix_cache_bytes=prefix_cache_bytes,
+            reveal_hidden_text=reveal_hidden_text,
         )
         guard.backend.quantization = loaded.quantization  # type: ignore[attr-defined]
         if prune_lm_head:
@@ -470,6 +482,7 @@ class LlamaGuardEngine(Closeable):
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
         max_images: int | None = DEFAULT_MAX_IMAGES,
+        reveal_hidden_text: bool = True,
     ) -> LlamaGuardEngine:
         """A Llama Guard served by vLLM (or any OpenAI-compatible server): same verdicts and scores as in-process.
 
@@ -498,6 +511,7 @@ class LlamaGuardEngine(Closeable):
 
         threshold = _check_threshold(threshold)
         on_error = _check_on_error(on_error)
+        options.flag("reveal_hidden_text", reveal_hidden_text)
         if mode == "chat" and categories is not None:
             raise GuardConfigurationError(
                 "categories needs the server's template to take them (vLLM does, over token ids); mode='chat' "
@@ -542,6 +556,7 @@ class LlamaGuardEngine(Closeable):
             max_image_pixels=max_image_pixels,
             max_image_bytes=max_image_bytes,
             max_images=max_images,
+            reveal_hidden_text=reveal_hidden_text,
         )
         guard._recipe = ("from_endpoint", *recipe)
         return guard
@@ -788,6 +803,8 @@ class LlamaGuardEngine(Closeable):
         """
         excluded = self._excluded(excluded_categories)
         turns = to_turns(conversation, role=role)
+        if self.reveal_hidden_text:
+            turns = [Turn(t.role, [reveal(p) for p in t.text_parts], t.images) for t in turns]
         at_least = self._min_body_tokens(turns, self.context_length - 1)  # -1: the lead token the check appends
         if at_least <= self.context_length - 1:
             whole = self._encode_turns(turns, excluded)
@@ -1433,7 +1450,8 @@ class LlamaGuardEngine(Closeable):
     """What each guard has of its own and starts afresh after a copy or a pickle (its micro-batcher, ...)."""
     _RECIPE_SETTINGS = frozenset(
         "excluded_categories threshold on_error image_loader batch_window_ms max_batch_size categories "
-        "max_batch_tokens on_overflow max_segments max_image_pixels max_image_bytes max_images".split()
+        "max_batch_tokens on_overflow max_segments max_image_pixels max_image_bytes max_images "
+        "reveal_hidden_text".split()
     )
     """Loading arguments that only set the guard's own settings: a pickle carries the settings as they are now."""
 
@@ -1467,6 +1485,7 @@ class LlamaGuardEngine(Closeable):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("reveal_hidden_text", True)  # a guard pickled before this setting existed
         self._closed = False
         self._view_of = None
         self._default_budget = None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
+from .errors import GuardTypeError
 from .forking import renew_in_child
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +38,21 @@ def last_index(messages: Sequence[BaseMessage], kind: type[BaseMessage]) -> int 
         if isinstance(messages[i], kind):
             return i
     return None
+
+
+def refuse_unread_input(messages: Sequence[BaseMessage]) -> None:
+    """Raise :class:`~langchain_llamaguard.errors.GuardTypeError` for a ``ChatMessage`` (or legacy
+    ``FunctionMessage``) sent since the model last spoke. Providers send a ``ChatMessage(role="user")`` as the
+    user's turn, but a guard looks for ``HumanMessage`` s, so it would reach the model unjudged: refused instead,
+    as Llama Guard refuses such a message wherever it meets one."""
+    for message in reversed(messages):
+        if isinstance(message, AIMessage):
+            return
+        if message.type in ("chat", "function"):
+            raise GuardTypeError(
+                f"a {type(message).__name__} is not read by the guard: send the user's turn as a HumanMessage (or "
+                '{"role": "user", "content": ...}) and a tool\'s result as a ToolMessage'
+            )
 
 
 def user_turn(messages: Sequence[BaseMessage], end: int) -> list[BaseMessage]:

@@ -28,6 +28,7 @@ from langgraph.prebuilt import InjectedState
 from langgraph.types import Command
 
 from langchain_llamaguard import UnsafeContentError
+from langchain_llamaguard.conversation import to_turns
 from langchain_llamaguard.middleware import LlamaGuardMiddleware, PromptGuardMiddleware
 from langchain_llamaguard.tiny.data import SUM_CODE
 from langchain_llamaguard.tools import guard_code_tool, guard_tool
@@ -425,8 +426,10 @@ def test_prompt_guard_ends_the_run_beside_a_tool_message_with_an_artifact(prompt
     assert not any(INJECTION in m.text for m in result["messages"])
 
 
-def test_prompt_guard_middleware_reads_a_text_file_a_tool_returns(prompt_guard):
-    """An MCP resource (a text file, base64, MIME-wrapped) is scanned by its text: an injection in it is withheld."""
+@pytest.mark.parametrize("block_type", ["file", "text-plain"])
+def test_prompt_guard_middleware_reads_a_text_file_a_tool_returns(prompt_guard, block_type):
+    """An MCP resource or a LangChain ``text-plain`` document (a text file, base64, MIME-wrapped) is scanned by its
+    text: an injection in it is withheld."""
     import base64
 
     encoded = base64.encodebytes(f"{WEATHER} {INJECTION}".encode()).decode()
@@ -434,7 +437,7 @@ def test_prompt_guard_middleware_reads_a_text_file_a_tool_returns(prompt_guard):
     @tool
     def read_file(path: str) -> list:
         """Read a file."""
-        return [{"type": "file", "base64": encoded, "mime_type": "text/plain"}]
+        return [{"type": block_type, "base64": encoded, "mime_type": "text/plain"}]
 
     script = [call("read_file", {"path": "notes.txt"}), AIMessage("Done.")]
     result, _, _ = run(script, [PromptGuardMiddleware(prompt_guard)], BENIGN, tools=[read_file])
@@ -474,9 +477,10 @@ def test_tools_without_an_args_schema_are_guarded_by_their_arguments(lg4):
     assert "S14" in twice.invoke({"query": EVIL_CODE}) and twice.invoke({"query": SUM_CODE}) == "ran"
 
 
-def test_a_command_carrying_the_history_or_a_removal_is_judged_by_what_is_new(lg4, prompt_guard):
+def test_a_command_carrying_the_history_or_a_removal_is_judged_by_what_is_new(lg4, prompt_guard, monkeypatch):
     """A handoff-style tool returns the history with its ToolMessage, another removes an old message: the guards
-    judge what the model will read as new (the ToolMessage), not the history, nor the removal."""
+    judge what the model will read as new (the ToolMessage), not the history, nor the removal. What each guard was
+    asked is recorded (the tiny guards' verdicts on these tool results are not learned ones)."""
     from langchain_core.messages import RemoveMessage
 
     @tool
@@ -496,11 +500,34 @@ def test_a_command_carrying_the_history_or_a_removal_is_judged_by_what_is_new(lg
     for name, middleware in (("hand_over", LlamaGuardMiddleware(lg4, apply_to_tool_results=True)),
                              ("forget", LlamaGuardMiddleware(lg4, apply_to_tool_results=True)),
                              ("hand_over", PromptGuardMiddleware(prompt_guard))):  # fmt: skip
+        judged: list[tuple[str, bool]] = []  # (the judged text, safe)
+        if isinstance(middleware, LlamaGuardMiddleware):
+
+            def spy(convs, *, role, check=middleware.moderator.check, judged=judged):
+                verdicts = check(convs, role=role)
+                judged.extend((to_turns(c)[-1].text, v.safe) for c, v in zip(convs, verdicts, strict=True))
+                return verdicts
+
+            monkeypatch.setattr(middleware.moderator, "check", spy)
+        else:
+
+            def spy(texts, batch_check=prompt_guard.batch_check, judged=judged):
+                verdicts = batch_check(texts)
+                judged.extend((t, v.safe) for t, v in zip(texts, verdicts, strict=True))
+                return verdicts
+
+            monkeypatch.setattr(prompt_guard, "batch_check", spy)
         script = [call(name, {"topic": "weather"}), AIMessage("Done.")]
         result, _, model_calls = run(script, [middleware], BENIGN, tools=[hand_over, forget])
-        assert model_calls == 2 and result["messages"][-1].text == "Done.", name
+        new = "handed over: weather" if name == "hand_over" else "forgotten"
+        results = [text for text, _ in judged if new in text]
+        assert results and all(r.endswith(new) for r in results), (name, judged)  # the new result alone
+        assert not [text for text, _ in judged if BENIGN in text and "[tool result]" in text]  # not the history
+        if all(safe for _, safe in judged):
+            assert model_calls == 2 and result["messages"][-1].text == "Done.", name
         tool_message = next(m for m in result["messages"] if isinstance(m, ToolMessage))
-        assert tool_message.text in ("handed over: weather", "forgotten")
+        assert (tool_message.text == new) == all(safe for text, safe in judged if new in text)
+        monkeypatch.undo()
 
 
 def test_a_command_in_any_shape_langgraph_applies_is_judged(lg4):
@@ -601,3 +628,27 @@ def test_retry_middlewares_listed_after_the_guard_never_retry_its_error(lg4, pro
     with pytest.raises(UnsafeContentError):
         agent.invoke({"messages": [HumanMessage(BOMB)]}, {"callbacks": [counter]})
     assert counter.calls <= 1
+
+
+def test_prompt_guard_middleware_refuses_a_user_turn_it_would_not_read(prompt_guard, lg4):
+    """A ``ChatMessage(role="user")`` is sent by providers as the user's turn, but the middlewares and graph nodes
+    looked only for ``HumanMessage`` s: a jailbreak sent that way reached the model unscanned (Llama Guard's
+    middleware refused it only when judging the answer, after the model had read it; with
+    ``apply_to_output=False``, never). It is refused before the model is called."""
+    from langchain_core.messages import ChatMessage
+
+    from langchain_llamaguard.errors import GuardTypeError
+
+    for middleware in (
+        PromptGuardMiddleware(prompt_guard),
+        LlamaGuardMiddleware(lg4),
+        LlamaGuardMiddleware(lg4, apply_to_output=False),
+    ):
+        counter = CountModelCalls()
+        agent = create_agent(GenericFakeChatModel(messages=iter([AIMessage("ok")])), [], middleware=[middleware])
+        with pytest.raises(GuardTypeError, match="ChatMessage"):
+            agent.invoke({"messages": [ChatMessage(role="user", content=INJECTION)]}, {"callbacks": [counter]})
+        assert counter.calls == 0
+    for node in (lg4.as_node(), prompt_guard.as_node()):
+        with pytest.raises(GuardTypeError, match="ChatMessage"):
+            node.invoke({"messages": [ChatMessage(role="user", content=INJECTION, id="1")]})

@@ -206,6 +206,7 @@ def test_a_model_that_answers_no_verdict_is_never_safe_under_a_threshold(lg3_1b,
         {"max_batch_size": -3},
         {"max_batch_size": 2.5},
         {"max_batch_tokens": True},
+        {"reveal_hidden_text": "no"},
     ],
     ids=repr,
 )

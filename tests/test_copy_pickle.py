@@ -146,7 +146,9 @@ def test_a_guard_from_model_cannot_be_pickled_but_can_be_copied(lg4_with):
 def test_a_pickled_guard_loads_its_model_again_from_its_path(lg3_1b_path, monkeypatch, tmp_path):
     """Reloaded from the (relative, made absolute) path, once for every step that shares the guard."""
     monkeypatch.setattr(pickling, "_LIVE", {})  # nothing loaded in this process to share
-    guard = LlamaGuard.from_pretrained(os.path.relpath(lg3_1b_path), on_error="unsafe", max_segments=8)
+    guard = LlamaGuard.from_pretrained(
+        os.path.relpath(lg3_1b_path), on_error="unsafe", max_segments=8, reveal_hidden_text=False
+    )
     steps = [guard.as_input_guard(), guard.as_output_guard(), guard.as_input_guard(excluded_categories=["S1"])]
     data = pickle.dumps(steps)
     monkeypatch.setattr(pickling, "_LIVE", {})
@@ -156,7 +158,7 @@ def test_a_pickled_guard_loads_its_model_again_from_its_path(lg3_1b_path, monkey
     assert guards[0] is guards[1] is guards[2]  # one guard, loaded once
     again = guards[0]
     assert again.backend.model is not guard.backend.model
-    assert (again.on_error, again.max_segments) == ("unsafe", 8)
+    assert (again.on_error, again.max_segments, again.reveal_hidden_text) == ("unsafe", 8, False)
     for original, copied in zip(steps, restored, strict=True):
         for text in (BENIGN, BOMB):  # check set, all tiny guards
             _same(_outcome(original, text), _outcome(copied, text))

@@ -284,6 +284,15 @@ def test_prompt_guard_rows_fail_and_skip_alike(prompt_guard, tmp_path):
     assert (report.errors, report.unlabeled, report.n) == (1, 1, 3)
 
 
+PDF = {"type": "file", "base64": "JVBERi0=", "mime_type": "application/pdf"}
+
+
+def b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
 def test_prompt_guard_scores_the_users_turn_or_fails_the_row_saying_why(prompt_guard, tmp_path):
     """A prompt cell holding one message dict was scored as its Python repr ("{'role': 'user', ...}"); an
     image-only turn as an empty text, and a conversation ending with the assistant's turn as that answer (so the
@@ -297,15 +306,19 @@ def test_prompt_guard_scores_the_users_turn_or_fails_the_row_saying_why(prompt_g
         {"prompt": BENIGN, "label": 0},
         {"prompt": [INJECTION], "label": 1},  # as LangChain reads them: a bare text and a {"type": ...} message
         {"prompt": [{"type": "human", "content": INJECTION}], "label": 1},
-    ]
+        # a document is read by its text, as the guards read it at run time (it was scored as no text at all)
+        {"prompt": [{"role": "user", "content": [{"type": "text-plain", "base64": b64(INJECTION)}]}], "label": 1},
+        {"prompt": [{"role": "user", "content": [PDF]}], "label": 0},
+    ]  # fmt: skip
     data = write_jsonl(tmp_path / "pg.jsonl", rows)
     report = evaluate(prompt_guard, str(data), out_dir=tmp_path / "out", bootstrap=0, plots=False, progress=False)
     preds = read_predictions(tmp_path / "out" / "predictions.jsonl")
-    want = [prompt_guard.score(t) for t in (INJECTION, BENIGN, INJECTION, INJECTION)]
-    assert [preds[i].score for i in (0, 3, 4, 5)] == pytest.approx(want)
+    want = [prompt_guard.score(t) for t in (INJECTION, BENIGN, INJECTION, INJECTION, INJECTION)]
+    assert [preds[i].score for i in (0, 3, 4, 5, 6)] == pytest.approx(want)
     assert preds[1].score is None and "no text to score" in preds[1].error
     assert preds[2].score is None and "last turn is 'assistant', not the user's" in preds[2].error
-    assert (report.errors, report.n) == (2, 4)
+    assert preds[7].score is None and "a file block of application/pdf data the guard cannot read" in preds[7].error
+    assert (report.errors, report.n) == (3, 5)
 
 
 def test_every_row_failing_through_the_api_raises_one_line(lg4, tmp_path):

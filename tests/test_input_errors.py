@@ -115,6 +115,26 @@ def test_what_tools_hand_back_is_read_as_the_text_the_model_reads():
         to_turns([ToolMessage([nested], tool_call_id="1")])
 
 
+def test_a_text_plain_document_is_read_as_the_model_reads_it(lg3_1b):
+    """LangChain's ``text-plain`` block (``create_plaintext_block``): its base64 is decoded, its title and context
+    (which a provider passes to the model) are read with its text, and one given by URL only is refused."""
+    from langchain_core.messages.content import create_plaintext_block
+
+    def parts(block: dict) -> list[str]:
+        return to_turns([HumanMessage([block])])[0].text_parts
+
+    encoded = create_plaintext_block(base64=b64(BOMB), mime_type="text/plain")
+    assert parts(encoded) == parts({"type": "text-plain", "base64": b64(BOMB)}) == [BOMB]  # text/plain by its type
+    assert parts({"type": "text-plain", "text": BOMB}) == [BOMB]
+    assert parts({"type": "text-plain", "text": "the memo", "title": "memo.txt", "context": BOMB}) == [
+        f"[text-plain: memo.txt] ({BOMB})\nthe memo"
+    ]
+    assert parts({"type": "file", "text": "the memo", "context": BOMB}) == [f"[file] ({BOMB})\nthe memo"]
+    with pytest.raises(GuardInputError, match="a text-plain block the guard cannot read"):
+        to_turns([HumanMessage([create_plaintext_block(url="https://a.example/notes.txt")])])
+    assert same_verdicts([lg3_1b.check([HumanMessage([encoded])])], [lg3_1b.check(BOMB)])
+
+
 @pytest.mark.parametrize("what, call, error, builtin, message", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_is_a_package_error_and_its_builtin(what, call, error, builtin, message):
     with pytest.raises(error, match=re.escape(message)) as caught:

@@ -58,6 +58,7 @@ def test_layers_point_one_way():
         "cancellation.py",
         "forking.py",
         "lifecycle.py",
+        "hidden_text.py",
         "images.py",
         "batching.py",
         "budget.py",

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ..conversation import content_text_parts
 from ..errors import LlamaGuardError
 from ..taxonomy import resolve_category
 
@@ -379,8 +380,8 @@ def to_examples(
         except ValueError as exc:
             raise EvaluationInputError(f"{source} row {i + 1}, column {columns.category!r}: {exc}") from None
         language = _language_of(row.get(columns.language)) if columns.language else None
-        conversation, text, error = _conversation(row, task, columns)
-        out.append(Example(i, conversation, text, label, cats, language, error, _text_error(conversation, text, task)))
+        conversation, text, error, text_error = _conversation(row, task, columns)
+        out.append(Example(i, conversation, text, label, cats, language, error, text_error))
     check_labels(out, strict=strict, source=source, column=columns.label)
     return out
 
@@ -437,28 +438,34 @@ def _decoded(prompt: Any) -> Any:
     return prompt
 
 
-def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[Any, str, str | None]:
-    """``(conversation, text, error)``: what Llama Guard checks, what Prompt Guard scores, why neither can."""
+def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[Any, str, str | None, str | None]:
+    """``(conversation, text, error, text_error)``: what Llama Guard checks, what Prompt Guard scores, why neither
+    can, why Prompt Guard cannot (see :attr:`Example.text_error`)."""
     prompt = row.get(columns.prompt)
     if isinstance(prompt, dict) and "messages" in prompt:
         prompt = prompt["messages"]
     elif isinstance(prompt, dict) and "role" in prompt:  # one message: a conversation of one turn
         prompt = [prompt]
     if _missing(prompt):
-        return None, "", f"no prompt: column {columns.prompt!r} is empty in this row"
+        return None, "", f"no prompt: column {columns.prompt!r} is empty in this row", None
     if isinstance(prompt, list) and not any(map(_has_content, prompt)):
-        return None, "", f"no prompt: column {columns.prompt!r} holds a conversation with no content in this row"
+        why = f"no prompt: column {columns.prompt!r} holds a conversation with no content in this row"
+        return None, "", why, None
     messages = prompt if isinstance(prompt, list) else None
-    prompt_text = _user_turn_text(messages) if messages is not None else _text(prompt)
+    unreadable: list[str] = []
+    prompt_text = _user_turn_text(messages, unreadable) if messages is not None else _text(prompt)
     if task == "prompt":  # a dict that is not {"messages": [...]} goes to the guard as is, which refuses it
         conversation = messages if messages is not None else prompt if isinstance(prompt, dict) else prompt_text
-        return conversation, prompt_text, None
+        return conversation, prompt_text, None, _text_error(conversation, prompt_text, task, unreadable)
     answer = row.get(columns.response)
     if answer is None or (isinstance(answer, float) and math.isnan(answer)):  # an empty answer is an answer
-        return None, "", f"no answer: column {columns.response!r} is empty in this row"
+        return None, "", f"no answer: column {columns.response!r} is empty in this row", None
     content = answer if isinstance(answer, list) else _text(answer)
     context = messages if messages is not None else [{"role": "user", "content": prompt_text}]
-    return [*context, {"role": "assistant", "content": content}], _content_text(content), None
+    conversation = [*context, {"role": "assistant", "content": content}]
+    unreadable.clear()  # what Prompt Guard scores here is the answer
+    text = _content_text(content, unreadable)
+    return conversation, text, None, _text_error(conversation, text, task, unreadable)
 
 
 def _has_content(message: Any) -> bool:
@@ -492,19 +499,21 @@ def _is_user(message: Any) -> bool:
     return str(_role_and_content(message)[0]).lower() in ("user", "human")
 
 
-def _user_turn_text(messages: list[Any]) -> str:
+def _user_turn_text(messages: list[Any], unreadable: list[str]) -> str:
     """The text of the conversation's last user turn (its last user messages, joined by a newline, as the agent
     middleware reads a turn): what Prompt Guard scores; empty when the conversation does not end with one."""
     turn: list[str] = []
     for message in reversed(messages):
         if not _is_user(message):
             break
-        turn.append(_content_text(_role_and_content(message)[1]))
+        turn.append(_content_text(_role_and_content(message)[1], unreadable))
     return "\n".join(reversed(turn))
 
 
-def _text_error(conversation: Any, text: str, task: Task) -> str | None:
+def _text_error(conversation: Any, text: str, task: Task, unreadable: list[str]) -> str | None:
     """Why Prompt Guard cannot score this row, where Llama Guard may judge it: see :attr:`Example.text_error`."""
+    if unreadable:  # a block neither guard reads (a PDF, a provider's file id): never scored without it
+        return unreadable[0]
     if task == "prompt" and isinstance(conversation, list) and conversation and not _is_user(conversation[-1]):
         role = _role_and_content(conversation[-1])[0]
         return (
@@ -516,12 +525,17 @@ def _text_error(conversation: Any, text: str, task: Task) -> str | None:
     return None
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, list):
-        return " ".join(
-            b if isinstance(b, str) else str(b.get("text", "")) for b in content if isinstance(b, (str, dict))
-        )
-    return _text(content)
+def _content_text(content: Any, unreadable: list[str]) -> str:
+    """A message's text as the guards read it: text blocks, and documents, files and JSON by their text (see
+    :mod:`~langchain_llamaguard.content_blocks`); images have none. Why a block cannot be read goes to
+    ``unreadable``."""
+    if not isinstance(content, list):
+        return _text(content)
+    try:
+        return "\n".join(content_text_parts(content, where="Prompt Guard cannot score this row's text"))
+    except LlamaGuardError as exc:
+        unreadable.append(str(exc))
+        return ""
 
 
 def _text(value: Any) -> str:

@@ -42,6 +42,7 @@ from ..replacements import (
     fingerprint,
     guard_written,
     marked,
+    refuse_unread_input,
     removed_turn,
     replacement,
     user_turn,
@@ -231,6 +232,8 @@ class LlamaGuardMiddleware(AgentMiddleware):
         """What a hook must check (a :class:`_Check`), an update to return at once, or ``None`` (nothing to do)."""
         messages = list(state["messages"])
         if stage == "input":
+            if self.apply_to_input:
+                refuse_unread_input(messages)
             idx = _last_index(messages, HumanMessage) if self.apply_to_input else None
             if idx is None:
                 return None

@@ -28,7 +28,7 @@ from .. import options
 from ..content_blocks import READABLE_BLOCK_TYPES, block_text, carries_text
 from ..errors import GuardConfigurationError, UnsafeContentError
 from ..moderators import VerdictCache, check_prompt_guard
-from ..replacements import guard_written, marked, removed_turn, user_turn
+from ..replacements import guard_written, marked, refuse_unread_input, removed_turn, user_turn
 from .llama_guard import VERDICT_CACHE_SIZE, _last_index, no_payload_trace_policy, unique_name
 from .model_call import Late, aanswered, answered, refused_turn
 from .stream_guard import Judgment, stream_transformers
@@ -45,7 +45,7 @@ DEFAULT_PARTS_NOTICE = (
 DEFAULT_REFUSAL = "I can't continue: a likely prompt injection was detected (score {score:.2f})."
 PARAGRAPH = "\n\n"
 """What separates the parts of a text tool result (``create_retriever_tool``'s ``document_separator``)."""
-_MEDIA = frozenset({"image", "image_url", "audio", "input_audio", "video", "file"})
+_MEDIA = frozenset({"image", "image_url", "audio", "input_audio", "video", "file", "document", "text-plain"})
 
 
 def _block_text(block: Any) -> str:
@@ -54,11 +54,11 @@ def _block_text(block: Any) -> str:
     if isinstance(block, str):
         return block
     if isinstance(block, dict):
+        if block.get("type") in READABLE_BLOCK_TYPES and carries_text(block):  # a file's name and context too
+            return block_text(block, where="tool result")  # a text file it cannot decode: an error, not skipped
         if isinstance(block.get("text"), str):
             return block["text"]
-        if block.get("type") in READABLE_BLOCK_TYPES and carries_text(block):
-            return block_text(block, where="tool result")  # a text file it cannot decode: an error, not skipped
-        if block.get("type") in _MEDIA or block.get("type") == "document":  # binary data: no text to scan
+        if block.get("type") in _MEDIA:  # binary data or a reference: no text to scan
             return ""
     return json.dumps(block, ensure_ascii=False, default=str)
 
@@ -164,6 +164,7 @@ class PromptGuardMiddleware(AgentMiddleware):
 
     def _input_text(self, state: Any) -> str | None:
         """The user's turn as one text; ``None`` when there is none, or it is a guard's own notice."""
+        refuse_unread_input(state["messages"])
         turn = self._user_turn(state["messages"])
         return "\n".join(_text(m.content) for m in turn) if turn and not all(map(guard_written, turn)) else None
 

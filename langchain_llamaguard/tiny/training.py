@@ -36,7 +36,7 @@ from .data import Check, Example, llama_guard_checks, llama_guard_examples, prom
 from .models import build_llama_guard_3, build_llama_guard_4, build_prompt_guard
 from .tokenizers import cache_dir
 
-TRAINING_VERSION = "19"
+TRAINING_VERSION = "20"
 SEED_ENV = "LLAMAGUARD_TINY_SEED"
 MARGIN = 0.9
 """A checked verdict needs P(unsafe) >= MARGIN (unsafe target) or <= 1 - MARGIN (safe target)."""
