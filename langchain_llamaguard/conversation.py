@@ -226,8 +226,8 @@ def _from_extra_fields(extra: dict[str, Any]) -> tuple[list[str], list[str], lis
     tool calls with their outputs (``tool_outputs``: MCP calls, code interpreter runs, searches...), each as
     ``[tool output]`` and its JSON, since the model reads them all back on the next turn."""
     calls = [
-        f"[tool output] {json.dumps(item, ensure_ascii=False, sort_keys=True, default=str)}"
-        for item in (extra.get("tool_outputs") if isinstance(extra.get("tool_outputs"), list) else [])
+        f"[tool output] {json.dumps(_without_image(item), ensure_ascii=False, sort_keys=True, default=str)}"
+        for item in _tool_outputs(extra)
     ]
     before: list[str] = []
     if isinstance(extra.get("reasoning_content"), str):
@@ -253,15 +253,33 @@ def _from_extra_fields(extra: dict[str, Any]) -> tuple[list[str], list[str], lis
     return before, after, calls
 
 
+def _tool_outputs(extra: dict[str, Any]) -> list[dict[str, Any]]:
+    outputs = extra.get("tool_outputs")
+    return [item for item in outputs if isinstance(item, dict)] if isinstance(outputs, list) else []
+
+
+def _generated_image(item: dict[str, Any]) -> str | None:
+    """The base64 image an image-generation call made (the Responses API's ``image_generation_call``)."""
+    result = item.get("result")
+    return result if item.get("type") == "image_generation_call" and isinstance(result, str) else None
+
+
+def _without_image(item: dict[str, Any]) -> dict[str, Any]:
+    """A built-in tool's output with its generated image (judged as an image) out of its text."""
+    return item if _generated_image(item) is None else {**item, "result": "[image]"}
+
+
 def _block_call_args(block: dict[str, Any]) -> Any:
     """A call block's arguments as its provider sends them: Anthropic's ``input``, LangChain's ``args`` (or the raw
     ``extras["arguments"]`` text, which langchain-openai sends where it is kept), OpenAI's ``arguments`` text;
     JSON text parsed (text that is not JSON as it is)."""
     extras = block.get("extras") if isinstance(block.get("extras"), dict) else {}
     args = extras.get("arguments", block.get("input", block.get("args", block.get("arguments", {}))))
+    if not args and isinstance(block.get("partial_json"), str):  # a streamed Anthropic tool_use: its input so far
+        args = block["partial_json"] or "{}"
     if isinstance(args, str):
         try:
-            return json.loads(args)
+            return json.loads(args, strict=False)  # as langchain-core parses arguments: control characters kept
         except ValueError:
             return args
     return args
@@ -354,8 +372,13 @@ def _message_to_turn(msg: BaseMessage, index: int) -> Turn:
         calls = [_render_tool_call(c.get("name", ""), c.get("args", {})) for c in listed]
         for call in getattr(msg, "invalid_tool_calls", None) or []:
             calls.append(f"[tool call] {call.get('name') or ''}({call.get('args') or ''})")
-        before, after, extra_calls = _from_extra_fields(msg.additional_kwargs or {})
+        extra = msg.additional_kwargs or {}
+        before, after, extra_calls = _from_extra_fields(extra)
+        after = [text for text in after if text not in texts]  # a refusal given as a block and a field alike
         calls += extra_calls
+        images = images + [
+            ImageRef("base64", image, "image/png") for item in _tool_outputs(extra) if (image := _generated_image(item))
+        ]
         if calls and msg.content == "":  # no text beside the calls: "" renders like [] (a streamed message)
             texts = []
         return Turn("assistant", before + texts + after + calls, images)

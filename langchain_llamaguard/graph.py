@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig
 
 from . import options
 from .errors import GuardConfigurationError, GuardInputError, GuardKeyError, GuardTypeError, UnsafeContentError
@@ -74,7 +74,7 @@ from .replacements import (
     user_turn,
 )
 from .retry import NoVerdictFallbacks
-from .runnables import achecked, checked
+from .runnables import achecked, check_on_unsafe, checked
 
 Check = Literal["last", "input", "output", "tool_results"]
 PROMPT_GUARD_REFUSAL = "I can't continue: Prompt Guard flagged a likely prompt injection ({categories})."
@@ -427,23 +427,14 @@ def _seen(message: BaseMessage) -> tuple[Any, str] | None:
 
 
 def _check_on_unsafe(on_unsafe: Any) -> Any:
+    """As a guard step takes it (:func:`~langchain_llamaguard.runnables.check_on_unsafe`), or ``None`` (the
+    default refusal); a refusal text is a template that may name the ``{categories}``."""
     if on_unsafe is None:
         return None
-    if isinstance(on_unsafe, str):
-        options.canned_answer("on_unsafe", on_unsafe)
-        return (
-            on_unsafe
-            if on_unsafe == "raise"
-            else options.template("on_unsafe", on_unsafe, categories="S1 Violent Crimes")
-        )
-    if isinstance(on_unsafe, (BaseMessage, Runnable)):
-        return on_unsafe
-    if callable(on_unsafe):
-        return RunnableLambda(on_unsafe)
-    raise GuardTypeError(
-        "on_unsafe must be a refusal text, a message, 'raise', or a Runnable or callable that returns the refusal; "
-        f"got a {type(on_unsafe).__name__}"
-    )
+    checked_value = check_on_unsafe(on_unsafe)
+    if isinstance(checked_value, str) and checked_value != "raise":
+        return options.template("on_unsafe", checked_value, categories="S1 Violent Crimes")
+    return checked_value
 
 
 __all__ = ["PROMPT_GUARD_REFUSAL", "Check", "GuardNode", "default_refusal", "fingerprint"]

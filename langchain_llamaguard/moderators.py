@@ -48,9 +48,9 @@ class Moderator(Protocol):
 
 def policy_digest(moderator: Any) -> str:
     """A short hash of what a moderator's verdicts depend on: each guard's kind and model format, its categories,
-    excluded categories and threshold. The same for every moderator built alike, in any process: the records a graph
-    node (``verdict_key``) or the agent middleware leaves in a thread's state are named by it, so a verdict under one
-    policy (a lenient one, another model) never stands in for another's.
+    excluded categories, threshold and whether it reveals hidden text. The same for every moderator built alike, in
+    any process: the records a graph node (``verdict_key``) or the agent middleware leaves in a thread's state are
+    named by it, so a verdict under one policy (a lenient one, another model) never stands in for another's.
 
     Example:
         >>> lenient = LlamaGuardModerator(guard, excluded_categories=["S9"])             # doctest: +SKIP
@@ -70,6 +70,7 @@ def policy_digest(moderator: Any) -> str:
                 "categories": getattr(guard, "categories", None),
                 "excluded": sorted(excluded or ()),
                 "threshold": getattr(guard, "threshold", None),
+                "reveal_hidden_text": getattr(guard, "reveal_hidden_text", None),
             }
         )
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -197,7 +198,8 @@ class LlamaGuardModerator:
             return None
         excluded = self.excluded if self.excluded is not None else getattr(self.guard, "excluded_categories", None)
         policy = tuple((getattr(self.guard, "categories", None) or {}).items())
-        settings = (tuple(excluded or ()), getattr(self.guard, "threshold", None), policy)  # what else decides it
+        reveal = getattr(self.guard, "reveal_hidden_text", None)
+        settings = (tuple(excluded or ()), getattr(self.guard, "threshold", None), policy, reveal)  # what decides it
         return (role, settings, tuple((t.role, tuple(t.text_parts)) for t in turns))
 
     def check(self, conversations: Sequence[ConversationInput], *, role: str) -> list[AnyVerdict]:

@@ -315,7 +315,9 @@ def format_prompt(
     role: str | None = None,
     categories: Mapping[str, str] | None = None,
 ) -> str:
-    """Render the exact prompt text a Llama Guard model sees, special tokens included.
+    """Render the exact prompt text a Llama Guard model sees, special tokens included: the template with the
+    conversation's text as given (a guard reads text hidden from a reader revealed, see ``reveal_hidden_text``;
+    ``guard.encode(...)`` gives the token ids it reads).
 
     Args:
         conversation: a string (one user turn), a ``PromptValue``, a message or a list of messages

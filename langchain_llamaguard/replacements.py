@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, FunctionMessage, HumanMessage, ToolMessage
 
 from .errors import GuardTypeError
 from .forking import renew_in_child
@@ -41,14 +41,15 @@ def last_index(messages: Sequence[BaseMessage], kind: type[BaseMessage]) -> int 
 
 
 def refuse_unread_input(messages: Sequence[BaseMessage]) -> None:
-    """Raise :class:`~langchain_llamaguard.errors.GuardTypeError` for a ``ChatMessage`` (or legacy
-    ``FunctionMessage``) sent since the model last spoke. Providers send a ``ChatMessage(role="user")`` as the
-    user's turn, but a guard looks for ``HumanMessage`` s, so it would reach the model unjudged: refused instead,
-    as Llama Guard refuses such a message wherever it meets one."""
+    """Raise :class:`~langchain_llamaguard.errors.GuardTypeError` for a ``ChatMessage`` or legacy
+    ``FunctionMessage`` (or one of their chunks) sent since the model last spoke. Providers send a
+    ``ChatMessage(role="user")`` as the user's turn (and one of any role as that role's words), but a guard reads
+    none of them, so it would reach the model unjudged: refused instead, as Llama Guard refuses such a message
+    wherever it meets one."""
     for message in reversed(messages):
         if isinstance(message, AIMessage):
             return
-        if message.type in ("chat", "function"):
+        if isinstance(message, (ChatMessage, FunctionMessage)):
             raise GuardTypeError(
                 f"a {type(message).__name__} is not read by the guard: send the user's turn as a HumanMessage (or "
                 '{"role": "user", "content": ...}) and a tool\'s result as a ToolMessage'

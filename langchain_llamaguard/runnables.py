@@ -286,7 +286,10 @@ async def _one(value: Any) -> AsyncIterator[Any]:
     yield value
 
 
-def _check_on_unsafe(on_unsafe: Any) -> Any:
+def check_on_unsafe(on_unsafe: Any) -> Any:
+    """``on_unsafe`` as a step or a graph node takes it: ``"raise"`` or a canned answer (a str), a message, a
+    Runnable, or a callable (as a ``RunnableLambda``); anything else raises
+    :class:`~langchain_llamaguard.errors.GuardTypeError`."""
     if isinstance(on_unsafe, str):
         return options.canned_answer("on_unsafe", on_unsafe)
     if isinstance(on_unsafe, (BaseMessage, Runnable)):
@@ -295,7 +298,10 @@ def _check_on_unsafe(on_unsafe: Any) -> Any:
         from langchain_core.runnables import RunnableLambda
 
         return RunnableLambda(on_unsafe)
-    raise GuardTypeError(f"on_unsafe must be 'raise', a str, a message or a Runnable, got {type(on_unsafe).__name__}")
+    raise GuardTypeError(
+        "on_unsafe must be 'raise', a refusal text, a message, or a Runnable or callable that returns the answer; "
+        f"got a {type(on_unsafe).__name__}"
+    )
 
 
 def checked(
@@ -389,7 +395,7 @@ class _GuardBase(OneBatchPerCall, NoVerdictFallbacks, RunnableSerializable[Any, 
         # Checked before pydantic sees them: its own checks would raise a ValidationError (not one of this
         # package's errors) and would take ``True`` for 1 and ``"2"`` for 2.
         check_stream_options(data.get("stream_mode", "buffer"), data.get("check_every", 32))
-        data["on_unsafe"] = _check_on_unsafe(data.get("on_unsafe", "raise"))
+        data["on_unsafe"] = check_on_unsafe(data.get("on_unsafe", "raise"))
         for key in ("input_key", "output_key"):
             if data.get(key) is not None and (not isinstance(data[key], str) or not data[key]):
                 raise GuardConfigurationError(f"{key} must be a dict key (a non-empty str) or None, got {data[key]!r}")

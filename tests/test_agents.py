@@ -635,7 +635,7 @@ def test_prompt_guard_middleware_refuses_a_user_turn_it_would_not_read(prompt_gu
     looked only for ``HumanMessage`` s: a jailbreak sent that way reached the model unscanned (Llama Guard's
     middleware refused it only when judging the answer, after the model had read it; with
     ``apply_to_output=False``, never). It is refused before the model is called."""
-    from langchain_core.messages import ChatMessage
+    from langchain_core.messages import ChatMessage, ChatMessageChunk
 
     from langchain_llamaguard.errors import GuardTypeError
 
@@ -647,8 +647,10 @@ def test_prompt_guard_middleware_refuses_a_user_turn_it_would_not_read(prompt_gu
         counter = CountModelCalls()
         agent = create_agent(GenericFakeChatModel(messages=iter([AIMessage("ok")])), [], middleware=[middleware])
         with pytest.raises(GuardTypeError, match="ChatMessage"):
-            agent.invoke({"messages": [ChatMessage(role="user", content=INJECTION)]}, {"callbacks": [counter]})
+            sent = ChatMessage(role="user", content=INJECTION)
+            agent.invoke({"messages": [HumanMessage("hi"), AIMessage("Hello."), sent]}, {"callbacks": [counter]})
         assert counter.calls == 0
-    for node in (lg4.as_node(), prompt_guard.as_node()):
-        with pytest.raises(GuardTypeError, match="ChatMessage"):
-            node.invoke({"messages": [ChatMessage(role="user", content=INJECTION, id="1")]})
+    for node in (lg4.as_node(), prompt_guard.as_node()):  # a state without add_messages keeps a chunk as it is
+        for sent in (ChatMessage(role="user", content=INJECTION, id="1"), ChatMessageChunk(role="user", content=BOMB)):
+            with pytest.raises(GuardTypeError, match="ChatMessage"):
+                node.invoke({"messages": [sent]})

@@ -328,3 +328,29 @@ def test_documents_and_images_are_read_from_what_the_provider_sends():
     image = {"type": "image", "url": "https://a.example/x.png", "base64": "iVBORw0KGgo=", "mime_type": "image/png"}
     (turn,) = to_turns([HumanMessage([image])])
     assert [(ref.kind, ref.value) for ref in turn.images] == [("url", "https://a.example/x.png")]
+
+
+def test_a_call_renders_once_however_it_was_sent():
+    """A call whose arguments hold a raw newline (langchain-core parses them leniently; a strict parse read them as
+    text, rendering the call a second time), a streamed Anthropic ``tool_use`` with a ``caller`` (its input in
+    ``partial_json``), a refusal given both as a block and as a field: each read once. An image an image-generation
+    call made is judged as an image, not as pages of base64 text."""
+    from langchain_core.messages import AIMessageChunk
+
+    code = '{"code": "print(1)\nprint(2)"}'  # a literal newline inside the JSON string
+    block = {"type": "function_call", "name": "py", "arguments": code, "call_id": "call_1", "id": "fc_1"}
+    listed = [{"id": "call_1", "name": "py", "args": json.loads(code, strict=False)}]
+    for message in (AIMessage([block], tool_calls=listed), AIMessageChunk([block], tool_calls=listed)):
+        assert _said([HumanMessage("hi"), message]).count("[tool call] py") == 1
+    streamed = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}, "partial_json": '{"a": 1}',
+                "caller": {"type": "code_execution_20250825", "tool_id": "srvtoolu_1"}}  # fmt: skip
+    message = AIMessage([streamed], tool_calls=[{"id": "toolu_1", "name": "f", "args": {"a": 1}}])
+    assert _said([HumanMessage("hi"), message]).count("[tool call] f") == 1
+    refusal = AIMessage([{"type": "refusal", "refusal": "No."}], additional_kwargs={"refusal": "No."})
+    assert to_turns([HumanMessage("hi"), refusal])[-1].text_parts == ["No."]
+    png = "iVBORw0KGgo" + "A" * 400_000
+    image_call = {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": png}
+    made = AIMessage("Here it is.", additional_kwargs={"tool_outputs": [image_call]})
+    (_, turn) = to_turns([HumanMessage("Draw a cat."), made])
+    assert [(ref.kind, ref.value) for ref in turn.images] == [("base64", png)]
+    assert png not in turn.text and '"result": "[image]"' in turn.text

@@ -45,7 +45,9 @@ DEFAULT_PARTS_NOTICE = (
 DEFAULT_REFUSAL = "I can't continue: a likely prompt injection was detected (score {score:.2f})."
 PARAGRAPH = "\n\n"
 """What separates the parts of a text tool result (``create_retriever_tool``'s ``document_separator``)."""
-_MEDIA = frozenset({"image", "image_url", "audio", "input_audio", "video", "file", "document", "text-plain"})
+_MEDIA = frozenset(
+    {"image", "image_url", "audio", "input_audio", "video", "file", "document", "text-plain", "input_file"}
+)
 
 
 def _block_text(block: Any) -> str:
