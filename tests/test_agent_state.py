@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from langchain_llamaguard import UnsafeContentError
 from langchain_llamaguard.middleware import LlamaGuardMiddleware, PromptGuardMiddleware
+from langchain_llamaguard.replacements import guard_written
 from langchain_llamaguard.tiny import data
 from langchain_llamaguard.tools import guard_tool
 
@@ -189,25 +190,24 @@ def test_a_blocked_calls_sibling_result_is_judged_too(lg4):
 
 
 async def test_a_guarded_tools_handled_error_text_is_judged(lg4):
-    @tool
-    def fetch(url: str) -> str:
-        """Fetch a page."""
-        raise ToolException(UNSAFE_ANSWER)  # an HTTP error whose body is echoed back
+    """An error a tool handles (``handle_tool_error=True``) becomes what the model reads: judged like an output
+    (check-set conversations: a lookup tool's output, unsafe and safe)."""
 
-    fetch.handle_tool_error = True
-    guarded = guard_tool(fetch, lg4, check_output=True)
-    call = {"type": "tool_call", "name": "fetch", "args": {"url": "http://x"}, "id": "c1"}
+    def lookup_failing_with(text: str) -> Any:
+        @tool
+        def lookup(topic: str) -> str:
+            """Look a topic up."""
+            raise ToolException(text)  # an HTTP error whose body is echoed back
+
+        lookup.handle_tool_error = True
+        return guard_tool(lookup, lg4, check_output=True)
+
+    call = {"type": "tool_call", "name": "lookup", "args": {"topic": "chemistry"}, "id": "c1"}
+    guarded = lookup_failing_with(UNSAFE_ANSWER)
     for message in (guarded.invoke(call), await guarded.ainvoke(call)):
         assert message.status == "error" and "S9" in message.text and "Sure!" not in message.text
-
-    @tool
-    def fetch_benign(url: str) -> str:
-        """Fetch a page."""
-        raise ToolException("404: not found")
-
-    fetch_benign.handle_tool_error = True
-    message = guard_tool(fetch_benign, lg4, check_output=True).invoke({**call, "name": "fetch_benign"})
-    assert message.status == "error" and message.text == "404: not found"
+    message = lookup_failing_with(BENIGN_ANSWER).invoke({**call, "args": {"topic": "geography"}})
+    assert message.status == "error" and message.text == BENIGN_ANSWER
 
 
 class UpstreamError(Exception):
@@ -340,8 +340,10 @@ async def test_an_answer_left_by_a_cancelled_stream_is_judged_on_the_next_turn(l
         await task
     assert unsafe_in(agent.get_state(cfg).values["messages"])  # checkpointed, never judged
     out = await agent.ainvoke({"messages": [HumanMessage(BENIGN)]}, {**cfg, "callbacks": [prompts]})
-    assert out["messages"][-1].text == BENIGN_ANSWER
-    assert not prompts.read("Sure! To make") and not unsafe_in(out["messages"])
+    assert prompts.read(BENIGN) and not prompts.read("Sure! To make")  # the model ran, without the leftover
+    assert not unsafe_in(out["messages"])
+    # the new answer, or the guard's refusal of it: the tiny guard has not learned this conversation's verdict
+    assert out["messages"][-1].text == BENIGN_ANSWER or guard_written(out["messages"][-1])
 
 
 def test_a_callers_own_history_costs_no_extra_check(lg4, monkeypatch):
