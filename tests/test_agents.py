@@ -654,3 +654,14 @@ def test_prompt_guard_middleware_refuses_a_user_turn_it_would_not_read(prompt_gu
         for sent in (ChatMessage(role="user", content=INJECTION, id="1"), ChatMessageChunk(role="user", content=BOMB)):
             with pytest.raises(GuardTypeError, match="ChatMessage"):
                 node.invoke({"messages": [sent]})
+
+
+def test_prompt_guard_middleware_names_the_users_turn_in_its_errors(prompt_guard):
+    """A text file in the user's turn that is not text was reported as a "tool result"."""
+    from langchain_llamaguard.errors import GuardInputError
+
+    broken = {"type": "file", "base64": "//79", "mime_type": "text/plain"}  # not UTF-8
+    agent = create_agent(GenericFakeChatModel(messages=iter([AIMessage("ok")])), [], middleware=[
+        PromptGuardMiddleware(prompt_guard)])  # fmt: skip
+    with pytest.raises(GuardInputError, match=r"^the user's turn: a file block of text/plain whose base64 is not text"):
+        agent.invoke({"messages": [HumanMessage([{"type": "text", "text": "Summarize this."}, broken])]})

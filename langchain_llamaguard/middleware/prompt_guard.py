@@ -50,14 +50,14 @@ _MEDIA = frozenset(
 )
 
 
-def _block_text(block: Any) -> str:
+def _block_text(block: Any, where: str = "tool result") -> str:
     """What Prompt Guard reads of one content block: its text (a text file's too, an MCP resource's); an image,
     audio, video or binary file none; any other block its JSON."""
     if isinstance(block, str):
         return block
     if isinstance(block, dict):
         if block.get("type") in READABLE_BLOCK_TYPES and carries_text(block):  # a file's name and context too
-            return block_text(block, where="tool result")  # a text file it cannot decode: an error, not skipped
+            return block_text(block, where=where)  # a text file it cannot decode: an error, not skipped
         if isinstance(block.get("text"), str):
             return block["text"]
         if block.get("type") in _MEDIA:  # binary data or a reference: no text to scan
@@ -65,11 +65,11 @@ def _block_text(block: Any) -> str:
     return json.dumps(block, ensure_ascii=False, default=str)
 
 
-def _text(content: Any) -> str:
+def _text(content: Any, where: str = "tool result") -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(t for t in map(_block_text, content) if t)
+        return "\n".join(t for t in (_block_text(block, where) for block in content) if t)
     return json.dumps(content, ensure_ascii=False, default=str)
 
 
@@ -168,7 +168,9 @@ class PromptGuardMiddleware(AgentMiddleware):
         """The user's turn as one text; ``None`` when there is none, or it is a guard's own notice."""
         refuse_unread_input(state["messages"])
         turn = self._user_turn(state["messages"])
-        return "\n".join(_text(m.content) for m in turn) if turn and not all(map(guard_written, turn)) else None
+        if not turn or all(map(guard_written, turn)):
+            return None
+        return "\n".join(_text(m.content, where="the user's turn") for m in turn)
 
     def _on_input(self, verdict: Any, state: Any) -> dict[str, Any] | None:
         if verdict.safe:
