@@ -386,6 +386,11 @@ def test_blank_and_nan_prompts_are_failed_rows_not_predictions(tmp_path):
     assert [ex.error is not None for ex in examples] == [True, True, False]
     nan = write_jsonl(tmp_path / "nan.jsonl", [{"prompt": float("nan"), "label": 1}, {"prompt": BENIGN, "label": 0}])
     assert [ex.error is not None for ex in load_examples(str(nan))] == [True, False]
+    # JSON values that are not text were judged as Python's text for them ("True")
+    typed = write_jsonl(tmp_path / "typed.jsonl", [{"prompt": v, "label": 0} for v in (True, 5, 2.5, BENIGN)])
+    errors = [ex.error for ex in load_examples(str(typed))]
+    assert [e is not None for e in errors] == [True, True, True, False]
+    assert errors[0] == "the prompt is a bool (True): column 'prompt' takes a text, a message or a conversation"
 
 
 def test_csv_rows_that_do_not_fit_their_header_are_errors(tmp_path):

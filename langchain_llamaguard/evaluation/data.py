@@ -448,6 +448,12 @@ def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[An
         prompt = [prompt]
     if _missing(prompt):
         return None, "", f"no prompt: column {columns.prompt!r} is empty in this row", None
+    if not isinstance(prompt, (str, list, dict)):  # JSON's 5 or true would be judged as Python's "5" or "True"
+        why = (
+            f"the prompt is a {type(prompt).__name__} ({prompt!r}): column {columns.prompt!r} takes a text, a "
+            "message or a conversation"
+        )
+        return None, "", why, None
     if isinstance(prompt, list) and not any(map(_has_content, prompt)):
         why = f"no prompt: column {columns.prompt!r} holds a conversation with no content in this row"
         return None, "", why, None
