@@ -362,14 +362,29 @@ def _check_out_dir(out: Path) -> None:
         raise CliError(f"--out {str(out)!r} is not a folder this process can write: {exc.strerror or exc}") from None
 
 
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a command whose reader closed the pipe."""
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail again on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout (captured): nothing to flush there
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``llamaguard`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     from .evaluation.data import EvaluationInputError
     from .evaluation.runner import EvaluationRunError
 
+    command = None
     try:
         args = build_parser().parse_args(argv)
-        return run_check(args) if args.command == "check" else run_eval(args)
+        command = args.command
+        return run_check(args) if command == "check" else run_eval(args)
     except CliError as exc:
         print(f"llamaguard: error: {exc}", file=sys.stderr)
         return exc.status
@@ -380,12 +395,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llamaguard: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_FAILED
     except MemoryError:
-        hint = "lower --batch-size, then run again with the same --out to resume"
+        hint = "lower --batch-size" + (", then run again with the same --out to resume" if command == "eval" else "")
         print(f"llamaguard: error: out of memory; {hint}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("llamaguard: interrupted; run again with the same --out to resume", file=sys.stderr)
+        resume = "; run again with the same --out to resume" if command == "eval" else ""
+        print(f"llamaguard: interrupted{resume}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`llamaguard check ... | head -1`): stop quietly, as `yes` does
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # a file that cannot be read or written half-way (a full disk, a folder removed)
         where = f" {exc.filename}" if exc.filename else ""
         print(f"llamaguard: error: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)

@@ -54,7 +54,7 @@ from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field, model_validator
 
 from .cancellation import to_thread
-from .errors import GuardConfigurationError, GuardInputError
+from .errors import GuardConfigurationError, GuardInputError, LlamaGuardError
 from .taxonomy import resolve_categories
 from .verdict import NOT_IN_POLICY, merge_verdicts
 
@@ -82,8 +82,8 @@ def state_conversation(state: State) -> Any:
             messages.append(AIMessage(content="", tool_calls=[tool_call]))
         if messages:
             return messages
-    elif isinstance(state, Sequence) and state and all(isinstance(m, BaseMessage) for m in state):
-        return list(state)
+    elif isinstance(state, Sequence) and not isinstance(state, (str, bytes)) and state:
+        return _messages(state)  # a conversation (messages, chat dicts, (role, text) tuples), never its JSON
     return json.dumps(state, default=str, ensure_ascii=False)  # any other JSON: the user's text
 
 
@@ -309,12 +309,19 @@ class LlamaGuardDecisionModel(_GuardDecisionModel):
 
     def _plan(self, requests: list[tuple[State, dict[str, Question]]]):
         """Encode every Noul of every request (grouped into one batch), and list the Choices."""
-        prompts, excluded, owners, choices = [], [], [], []
+        prompts, excluded, owners, choices, failed = [], [], [], [], {}
         for r, (state, questions) in enumerate(requests):
             conversation = state_conversation(state)
             for qid, question in questions.items():
                 if isinstance(question, Noul):
-                    parts, excl = self._guard_for(question).prepare(conversation)
+                    guard = self._guard_for(question)
+                    try:
+                        parts, excl = guard.prepare(conversation)
+                    except LlamaGuardError as exc:  # too long, an unreadable image: as the guard's settings say
+                        failed[(r, qid)] = guard.failed_closed(exc)
+                        if failed[(r, qid)] is None:
+                            raise
+                        continue
                     prompts += parts
                     excluded += [excl] * len(parts)
                     owners += [(r, qid)] * len(parts)
@@ -325,11 +332,11 @@ class LlamaGuardDecisionModel(_GuardDecisionModel):
                         f"question {qid!r}: Llama Guard answers Noul and Choice questions, "
                         f"not {type(question).__name__}"
                     )
-        return prompts, excluded, owners, choices
+        return prompts, excluded, owners, choices, failed
 
-    def _assemble(self, requests, owners, verdicts, choice_answers) -> list[ClassifierResponse]:
+    def _assemble(self, requests, owners, verdicts, choice_answers, failed) -> list[ClassifierResponse]:
         answers: list[dict[str, Any]] = [{} for _ in requests]
-        grouped: dict[tuple[int, str], list[Any]] = {}
+        grouped: dict[tuple[int, str], list[Any]] = {owner: [verdict] for owner, verdict in failed.items()}
         for owner, verdict in zip(owners, verdicts, strict=True):
             grouped.setdefault(owner, []).append(verdict)
         for (r, qid), parts in grouped.items():
@@ -360,15 +367,15 @@ class LlamaGuardDecisionModel(_GuardDecisionModel):
         return out
 
     def _answer_many(self, requests: list[tuple[State, dict[str, Question]]]) -> list[ClassifierResponse]:
-        prompts, excluded, owners, choices = self._plan(requests)
+        prompts, excluded, owners, choices, failed = self._plan(requests)
         verdicts = self.guard.check_encoded(prompts, excluded) if prompts else []
-        return self._assemble(requests, owners, verdicts, self._choices(choices))
+        return self._assemble(requests, owners, verdicts, self._choices(choices), failed)
 
     async def _aanswer_many(self, requests: list[tuple[State, dict[str, Question]]]) -> list[ClassifierResponse]:
-        prompts, excluded, owners, choices = await to_thread(self._plan, requests)
+        prompts, excluded, owners, choices, failed = await to_thread(self._plan, requests)
         verdicts = await self.guard.acheck_encoded(prompts, excluded) if prompts else []
         choice_answers = await to_thread(self._choices, choices) if choices else {}
-        return self._assemble(requests, owners, verdicts, choice_answers)
+        return self._assemble(requests, owners, verdicts, choice_answers, failed)
 
 
 class PromptGuardDecisionModel(_GuardDecisionModel):

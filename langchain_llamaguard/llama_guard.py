@@ -1064,22 +1064,32 @@ class LlamaGuardEngine(Closeable):
         for i, conversation in enumerate(conversations):
             try:
                 parts, excl = self.prepare(conversation, role=role, excluded_categories=excluded_categories)
-            except ImageLoadError as exc:  # unreadable content: fails closed with on_error="unsafe"
-                batch.failed[i] = _Failure(exc, 1.0, "User")
-                continue
-            except GuardContextOverflowError as exc:
-                mode = {"split": "on_error", "unsafe": "unsafe", "raise": "raise"}[self.on_overflow]
-                batch.failed[i] = _Failure(exc, 1.0, "User", mode=mode)  # type: ignore[arg-type]
-                continue
             # not a conversation: always raised (RecursionError: a row nested deeper than Python reads, which must
             # not fail its neighbours)
             except (LlamaGuardError, ValueError, TypeError, KeyError, RecursionError) as exc:
-                batch.failed[i] = _Failure(exc, 1.0, "User", mode="raise")
+                batch.failed[i] = _Failure(exc, 1.0, "User", mode=self._unprepared_mode(exc))
                 continue
             batch.prompts += parts
             batch.excluded += [excl] * len(parts)
             batch.owner += [i] * len(parts)
         return batch
+
+    def _unprepared_mode(self, exc: BaseException) -> Literal["on_error", "unsafe", "raise"]:
+        """How a conversation :meth:`prepare` failed on fails: unreadable content (an image) as ``on_error`` says,
+        one too long as ``on_overflow`` says, anything else (not a conversation) raised."""
+        if isinstance(exc, ImageLoadError):
+            return "on_error"
+        if isinstance(exc, GuardContextOverflowError):
+            return {"split": "on_error", "unsafe": "unsafe", "raise": "raise"}[self.on_overflow]  # type: ignore[return-value]
+        return "raise"
+
+    def failed_closed(self, exc: BaseException) -> Verdict | None:
+        """The unsafe verdict a conversation that :meth:`prepare` failed on gets under this guard's settings
+        (``on_error="unsafe"``, ``on_overflow="unsafe"``), as :meth:`check` gives it; ``None`` where it raises."""
+        mode = self._unprepared_mode(exc)
+        if mode == "unsafe" or (mode == "on_error" and self.on_error == "unsafe"):
+            return self._failed_verdict(exc, score=1.0, role="User")
+        return None
 
     def _finish(self, batch: _Batch, n: int) -> list[Verdict]:
         """One verdict per conversation (its parts merged); failing rows fail closed or are raised together."""

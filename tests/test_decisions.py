@@ -211,6 +211,30 @@ def test_chat_dicts_and_tuples_in_the_state_are_judged_not_dropped(lg4):
 
     with pytest.raises(GuardInputError, match="could not be read as messages"):
         _noul(dm, {"messages": [*head, {"no": "role"}]})
+    # a state that is the list itself: the conversation too, never its JSON text judged as one user turn
+    assert _noul(dm, [*head, ("user", BOMB)]) == pytest.approx(expected, abs=1e-6)
+    assert _noul(dm, [*head, {"role": "user", "content": BOMB}]) == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(GuardInputError, match="could not be read as messages"):
+        _noul(dm, [{"type": "text", "text": BOMB}])
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_state_too_long_to_judge_fails_closed_as_the_guard_does(lg4_with, use_async):
+    """A state longer than the guard's context raised GuardContextOverflowError from a decision model whose guard
+    fails closed (``on_error="unsafe"``), where ``guard.check`` gives an unsafe verdict: it now answers 1.0."""
+    from langchain_llamaguard import GuardContextOverflowError
+
+    long = "What is the capital of France? " * 400  # past max_segments=2 windows of a 512-token context
+    for policy in ("guard", "question"):
+        closed = lg4_with(context_length=512, max_segments=2, on_error="unsafe")
+        dm = LlamaGuardDecisionModel(guard=closed, policy=policy)
+        question = Noul(instructions=GUARD_POLICY if policy == "guard" else "Weapons?")
+        request = {"state": long, "questions": {"q": question}}
+        got = asyncio.run(dm.ainvoke(request)) if use_async else dm.invoke(request)
+        assert got.nouls["q"].noul == 1.0 and not closed.check(long).safe
+        raising = LlamaGuardDecisionModel(guard=lg4_with(context_length=512, max_segments=2), policy=policy)
+        with pytest.raises(GuardContextOverflowError):
+            raising.invoke(request)
 
 
 def test_a_guards_exclusions_do_not_reach_a_questions_own_policy(lg4, lg4_with):

@@ -414,6 +414,26 @@ def test_cli_eval_prompt_guard(fast_loading, pg_path, tmp_path, capsys):
     assert (out / "roc_curve.png").read_bytes()[:8] == PNG
 
 
+def test_cli_check_stops_quietly_when_its_reader_goes_away(lg3_1b_path, tmp_path, monkeypatch, capsys):
+    """``llamaguard check ... | head -1`` printed "error: cannot read or write: Broken pipe" and exited 1; it now
+    stops quietly with 141, as a shell reports a command whose reader closed the pipe. Ctrl-C in ``check`` no longer
+    suggests a ``--out`` it does not have."""
+    many = tmp_path / "many.jsonl"
+    many.write_text((json.dumps(BENIGN) + "\n") * 1500, encoding="utf-8")  # more verdicts than a pipe holds
+    script = f'"{CLI}" check --file "{many}" --model "{lg3_1b_path}" | head -1; exit "${{PIPESTATUS[0]}}"'
+    got = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300)
+    assert got.returncode == 141 and "error" not in got.stderr, got.stderr[-500:]
+    assert Verdict.model_validate_json(got.stdout).safe  # the line head read
+    from langchain_llamaguard import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_check", interrupted)
+    assert cli.main(["check", BENIGN, "--model", str(lg3_1b_path)]) == 130
+    assert capsys.readouterr().err.strip() == "llamaguard: interrupted"
+
+
 def test_cli_check_prints_verdicts_as_json_lines(fast_loading, lg4_path, pg_path, tmp_path, capsys):
     from langchain_llamaguard.cli import main
 
