@@ -152,6 +152,7 @@ async def test_a_cancelled_check_of_a_long_text_stops_scoring(prompt_guard, monk
         return scored(batch)
 
     monkeypatch.setattr(prompt_guard, "_logits_batch", counting)
+    monkeypatch.setattr(prompt_guard, "max_windows", None)  # a very long text, scored whole
     text = " ".join([FILLER] * 400)
     assert len(prompt_guard.windows(text)) > 4 * prompt_guard.max_batch_size  # several forward passes
     task = asyncio.create_task(prompt_guard.acheck(text))
@@ -390,3 +391,24 @@ def test_micro_batches_of_one_callers_windows_are_length_sorted(prompt_guard):
         batched.close()
     assert batched_work == work
     assert batched_scores == pytest.approx(scores, abs=1e-6)
+
+
+def test_a_text_longer_than_max_windows_fails_alone_instead_of_holding_the_model(prompt_guard):
+    """Prompt Guard scored every window of a text, however many: one 2.2 MB retrieved document held a document
+    filter for minutes (Llama Guard refuses such a text at once: ``max_segments``). Past ``max_windows`` a text is
+    refused, alone in its batch; ``None`` scores it whole."""
+    from langchain_llamaguard.errors import GuardBatchError, GuardContextOverflowError
+    from langchain_llamaguard.tiny.data import PROMPT_GUARD_FILLER, WEATHER
+
+    needed = len(prompt_guard.windows(PROMPT_GUARD_FILLER))
+    assert needed > 2 and prompt_guard.max_windows == 1024
+    bounded = PromptGuard(prompt_guard.model, prompt_guard.tokenizer, max_windows=needed - 1)
+    with pytest.raises(GuardContextOverflowError, match=f"{needed} windows of 510: more than max_windows={needed - 1}"):
+        bounded.check(PROMPT_GUARD_FILLER)
+    with pytest.raises(GuardBatchError) as caught:
+        bounded.batch_check([INJECTION, PROMPT_GUARD_FILLER, WEATHER])
+    assert list(caught.value.errors) == [1] and not caught.value.verdicts[0].safe and caught.value.verdicts[2].safe
+    whole = PromptGuard(prompt_guard.model, prompt_guard.tokenizer, max_windows=None)
+    assert whole.check(PROMPT_GUARD_FILLER).windows == needed
+    with pytest.raises(GuardConfigurationError, match="max_windows"):
+        PromptGuard(prompt_guard.model, prompt_guard.tokenizer, max_windows=0)
