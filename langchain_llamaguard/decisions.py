@@ -318,9 +318,10 @@ class LlamaGuardDecisionModel(_GuardDecisionModel):
                     try:
                         parts, excl = guard.prepare(conversation)
                     except LlamaGuardError as exc:  # too long, an unreadable image: as the guard's settings say
-                        failed[(r, qid)] = guard.failed_closed(exc)
-                        if failed[(r, qid)] is None:
+                        verdict = guard.failed_closed(exc)
+                        if verdict is None:
                             raise
+                        failed[(r, qid)] = verdict
                         continue
                     prompts += parts
                     excluded += [excl] * len(parts)

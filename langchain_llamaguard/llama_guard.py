@@ -1086,10 +1086,11 @@ class LlamaGuardEngine(Closeable):
     def failed_closed(self, exc: BaseException) -> Verdict | None:
         """The unsafe verdict a conversation that :meth:`prepare` failed on gets under this guard's settings
         (``on_error="unsafe"``, ``on_overflow="unsafe"``), as :meth:`check` gives it; ``None`` where it raises."""
-        mode = self._unprepared_mode(exc)
-        if mode == "unsafe" or (mode == "on_error" and self.on_error == "unsafe"):
-            return self._failed_verdict(exc, score=1.0, role="User")
-        return None
+        return self._failed_verdict(exc, score=1.0, role="User") if self._closes(self._unprepared_mode(exc)) else None
+
+    def _closes(self, mode: str) -> bool:
+        """Whether a failure of ``mode`` gives an unsafe verdict (rather than being raised)."""
+        return mode == "unsafe" or (mode == "on_error" and self.on_error == "unsafe")
 
     def _finish(self, batch: _Batch, n: int) -> list[Verdict]:
         """One verdict per conversation (its parts merged); failing rows fail closed or are raised together."""
@@ -1103,7 +1104,7 @@ class LlamaGuardEngine(Closeable):
             failure = next((r for r in got if isinstance(r, _Failure)), None)
             if failure is None:
                 verdicts.append(merge_verdicts(got))  # type: ignore[arg-type]
-            elif failure.mode == "unsafe" or (failure.mode == "on_error" and self.on_error == "unsafe"):
+            elif self._closes(failure.mode):
                 verdicts.append(
                     self._failed_verdict(failure.error, score=failure.score, role=failure.role, segments=len(got))
                 )
