@@ -108,12 +108,17 @@ class _File:
     """What a provider fetches or looks up for the model, which the guard cannot read: ``url``, ``file_id``."""
 
 
-def _data_url(value: Any) -> tuple[str, str] | None:
-    """``(mime, base64)`` of a ``data:...;base64,...`` URL; ``None`` for anything else."""
-    if not isinstance(value, str) or not value.startswith("data:") or "," not in value:
+def data_url(value: Any) -> tuple[str, str] | None:
+    """``(mime, base64)`` of a ``data:...;base64,...`` URL (its scheme in any case); ``None`` for anything else.
+
+    Example:
+        >>> data_url("data:text/plain;base64,aGk=")
+        ('text/plain', 'aGk=')
+    """
+    if not isinstance(value, str) or value[:5].lower() != "data:":
         return None
-    header, data = value[5:].split(",", 1)
-    return (header.split(";")[0], data) if ";base64" in header.lower() else None
+    header, comma, data = value[5:].partition(",")
+    return (header.split(";")[0], data) if comma and ";base64" in header.lower() else None
 
 
 def _file(block: dict[str, Any]) -> _File:
@@ -128,7 +133,7 @@ def _file(block: dict[str, Any]) -> _File:
     encoded = block.get("base64")
     if encoded is None and kind == "base64":
         encoded = block.get("data", source.get("data"))
-    inline = _data_url(nested.get("file_data", block.get("file_data")))
+    inline = data_url(nested.get("file_data", block.get("file_data")))
     mime = block.get("mime_type") or block.get("media_type") or source.get("media_type")
     if inline is not None and encoded is None:
         encoded, mime = inline[1], mime or inline[0]
@@ -219,4 +224,4 @@ def block_text(block: dict[str, Any], *, where: str) -> str:
     raise GuardInputError(f"{where}: not a block type read as text: {btype!r}")
 
 
-__all__ = ["READABLE_BLOCK_TYPES", "block_text", "carries_text"]
+__all__ = ["READABLE_BLOCK_TYPES", "block_text", "carries_text", "data_url"]

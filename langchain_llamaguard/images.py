@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .content_blocks import data_url
 from .conversation import ImageLoader, ImageRef, short
 from .errors import GuardConfigurationError, ImageLoadError
 
@@ -206,10 +207,10 @@ def load_image(ref: ImageRef, loader: ImageLoader | None = None, limits: ImageLi
     scheme = value[:8].lower()  # URL schemes are case-insensitive
     if ref.kind == "url":
         if scheme.startswith("data:"):
-            header, _, payload = value.partition(",")
-            if ";base64" not in header.lower():
+            parsed = data_url(value)
+            if parsed is None:
                 raise ImageLoadError("only base64 data URLs are supported (data:image/...;base64,...)")
-            return _open(_b64(payload, "a data URL", limits), "a data URL", limits)
+            return _open(_b64(parsed[1], "a data URL", limits), "a data URL", limits)
         if scheme.startswith(("http://", "https://")):
             if loader is None:
                 raise ImageLoadError(
