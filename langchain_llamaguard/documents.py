@@ -103,6 +103,19 @@ def _reason(verdict: AnyVerdict) -> str:
 _GUARD_KEYS = frozenset({"flagged", "prompt_guard", "llama_guard"})
 
 
+def _metadata(doc: Document, index: int) -> Mapping[str, Any]:
+    """A document's metadata: ``None`` (set after the Document was made, which pydantic does not check) is none,
+    and anything but a mapping is refused, as the filter writes its record into a copy of it."""
+    if doc.metadata is None:
+        return {}
+    if not isinstance(doc.metadata, Mapping):
+        raise GuardTypeError(
+            f"document {index} (id {doc.id!r}) has metadata of type {type(doc.metadata).__name__}, which a document "
+            "filter cannot add its verdicts to; accepted: a dict (or None)"
+        )
+    return doc.metadata
+
+
 def guard_metadata(judged: _Judged) -> dict[str, Any]:
     """What a filtered document carries in ``metadata["guard"]``: plain JSON-able data."""
     pg, lg = judged
@@ -314,7 +327,7 @@ class DocumentFilter(OneBatchPerCall, NoVerdictFallbacks, RunnableSerializable[A
     def _previous(self, doc: Document, index: int) -> Mapping[str, Any] | None:
         """The record an earlier filter left in ``metadata[metadata_key]`` (``None``: none); raises when the key
         holds data of another kind, which the filter would otherwise overwrite."""
-        value = doc.metadata.get(self.metadata_key)
+        value = _metadata(doc, index).get(self.metadata_key)
         if value is None or _is_guard_record(value):
             return value
         raise GuardConfigurationError(
@@ -336,7 +349,7 @@ class DocumentFilter(OneBatchPerCall, NoVerdictFallbacks, RunnableSerializable[A
         for index, (doc, verdicts) in enumerate(zip(docs, judged, strict=True)):
             info = guard_metadata(verdicts)
             record = merged_metadata(self._previous(doc, index), info)
-            update: dict[str, Any] = {"metadata": {**doc.metadata, self.metadata_key: record}}
+            update: dict[str, Any] = {"metadata": {**_metadata(doc, index), self.metadata_key: record}}
             if info["flagged"]:  # this filter's own verdicts decide what it does; the record keeps every guard's
                 verdict = next(v for v in verdicts if _flagged(v))  # Prompt Guard's first, as the combined step
                 if self.on_flagged == "raise":

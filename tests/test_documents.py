@@ -416,6 +416,20 @@ def test_annotating_filters_in_a_row_keep_every_guards_verdict(prompt_guard, lg4
     assert kept[0].metadata["guard"] == "reviewed by Ann" and kept[0].metadata["llama_guard_filter"]["flagged"] is False
 
 
+def test_metadata_set_to_none_after_the_document_was_made_is_none_and_other_kinds_are_refused(prompt_guard):
+    """pydantic does not check assignments: ``doc.metadata = None`` is read as no metadata (the copy gets a dict
+    with the record), and a list is refused by name instead of failing with a bare AttributeError."""
+    step = prompt_guard.as_document_filter(on_flagged="annotate")
+    bare = Document(WEATHER, id="bare")
+    bare.metadata = None  # type: ignore[assignment]
+    out = step.invoke([bare])
+    assert out[0].metadata["guard"]["prompt_guard"]["safe"] is True and set(out[0].metadata) == {"guard"}
+    listed = Document(WEATHER, id="listed")
+    listed.metadata = [("source", "a")]  # type: ignore[assignment]
+    with pytest.raises(GuardTypeError, match=r"document 0 \(id 'listed'\) has metadata of type list.*accepted: a dict"):
+        step.invoke([listed])
+
+
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["batch", "abatch"])
 def test_a_lone_document_that_cannot_be_judged_fails_only_its_input_as_a_batch_error(lg4_with, asynchronous):
     """One document in the whole call: its error is that input's GuardBatchError, like with several documents."""
