@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import hmac
 import json
+import os
+import secrets
 import sys
 import threading
 from collections.abc import Sequence
@@ -116,8 +119,25 @@ def removed_turn(original: BaseMessage, verdict: AnyVerdict) -> BaseMessage:
 
 GUARD_WRITTEN = "guard_written"
 """Key in the ``response_metadata`` of a message a guard wrote (a refusal, a notice in a flagged message's place):
-the fingerprint of its content, so a later check does not judge the guard's own words as input (an edited message
-no longer matches, and is judged)."""
+a keyed hash of its content (:data:`MARK_KEY_ENV`), so a later check does not judge the guard's own words as input
+(an edited message no longer matches, and is judged; a caller cannot forge the mark)."""
+
+MARK_KEY_ENV = "LLAMAGUARD_MARK_KEY"
+"""Environment variable holding the secret that keys the marks (:func:`marked`). Unset, each process draws its own:
+a guard's notice written by another process (a replica, a restarted server reading its checkpoints) is then judged
+again, one extra check of the guard's own words. Set the same secret on every process that shares threads to
+spare those checks; never send it to clients, who could then mark their own input as the guard's."""
+
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def _mark(message: BaseMessage) -> str:
+    """The mark of ``message``: its :func:`fingerprint`, keyed with the secret (:data:`MARK_KEY_ENV`), since a
+    plain hash is what anyone sending a message with ``response_metadata`` (a LangGraph server's input) could
+    compute, and a forged mark would skip the input check."""
+    key = os.environ.get(MARK_KEY_ENV)
+    secret = key.encode("utf-8", "surrogatepass") if key else _PROCESS_KEY
+    return hmac.new(secret, fingerprint(message).encode("ascii"), hashlib.sha256).hexdigest()[:32]
 
 
 def marked(message: BaseMessage) -> BaseMessage:
@@ -127,7 +147,7 @@ def marked(message: BaseMessage) -> BaseMessage:
         >>> guard_written(marked(AIMessage("I can't help with that."))), guard_written(AIMessage("I can't help."))
         (True, False)
     """
-    mark = fingerprint(message)
+    mark = _mark(message)
     with _WRITTEN_LOCK:
         _WRITTEN_HERE[mark] = None
         _WRITTEN_HERE.move_to_end(mark)
@@ -145,25 +165,26 @@ _WRITTEN_KEPT = 4096
 
 
 def written_here(message: BaseMessage) -> bool:
-    """Whether ``message`` is, unchanged, what a guard of this process wrote lately: the mark alone can be copied
-    (a tool or a remote graph returning a message with it), so a check that skips guard-written messages as they
-    are made (the stream transformers judging each other's notices) asks this.
+    """Whether ``message`` is, unchanged, what a guard of this process wrote lately: a marked message can be copied
+    whole (a tool or a remote graph handing back a guard's notice it was given), so a check that skips
+    guard-written messages as they are made (the stream transformers judging each other's notices) asks this.
 
     Example:
-        >>> copied = AIMessage("x", response_metadata={GUARD_WRITTEN: fingerprint(AIMessage("x"))})
-        >>> written_here(marked(AIMessage("withheld."))), guard_written(copied), written_here(copied)
-        (True, True, False)
+        >>> notice = marked(AIMessage("withheld."))
+        >>> written_here(notice), guard_written(AIMessage("x", response_metadata={GUARD_WRITTEN: "0" * 32}))
+        (True, False)
     """
     if not guard_written(message):
         return False
     with _WRITTEN_LOCK:
-        return fingerprint(message) in _WRITTEN_HERE
+        return _mark(message) in _WRITTEN_HERE
 
 
 def guard_written(message: BaseMessage) -> bool:
-    """Whether ``message`` is, unchanged, what a guard wrote (:func:`marked`)."""
+    """Whether ``message`` is, unchanged, what a guard wrote (:func:`marked`), with this process's key."""
     meta = getattr(message, "response_metadata", None)
-    return isinstance(meta, dict) and meta.get(GUARD_WRITTEN) == fingerprint(message)
+    mark = meta.get(GUARD_WRITTEN) if isinstance(meta, dict) else None
+    return isinstance(mark, str) and mark.isascii() and hmac.compare_digest(mark, _mark(message))
 
 
 def fingerprint(message: BaseMessage) -> str:
@@ -188,6 +209,7 @@ def fingerprint(message: BaseMessage) -> str:
 __all__ = [
     "DEFAULT_REFUSAL",
     "GUARD_WRITTEN",
+    "MARK_KEY_ENV",
     "describe",
     "fingerprint",
     "guard_written",
