@@ -56,6 +56,7 @@ from langchain_core.prompt_values import PromptValue
 
 from .content_blocks import READABLE_BLOCK_TYPES, block_text
 from .errors import GuardInputError, GuardTypeError
+from .provider_blocks import ENCRYPTED_BLOCK_TYPES, provider_call, provider_text
 
 Role = Literal["user", "assistant"]
 
@@ -183,13 +184,15 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
             texts.append(block["refusal"])
         elif btype in READABLE_BLOCK_TYPES:  # what tools hand back (JSON, search results, files) and documents
             texts.append(block_text(block, where=where))
+        elif btype == "non_standard" or btype in ENCRYPTED_BLOCK_TYPES:  # a provider's own block, sent as it is
+            texts += filter(None, [_provider_block(block.get("value") if btype == "non_standard" else block)])
         else:
             raise GuardInputError(
                 f"{where}: unsupported content block type {btype!r}; accepted: text, image, image_url, tool_call, "
                 "tool_call_chunk, invalid_tool_call, server_tool_call, server_tool_call_chunk, server_tool_result, "
-                f"reasoning, refusal, {', '.join(sorted(READABLE_BLOCK_TYPES))}; a provider's own blocks in an AI "
-                "message are read where response_metadata['model_provider'] names the provider (as its LangChain "
-                "package sets it)"
+                f"reasoning, refusal, non_standard, {', '.join(sorted(READABLE_BLOCK_TYPES))}; a provider's own "
+                "blocks in an AI message are read where response_metadata['model_provider'] names the provider (as "
+                "its LangChain package sets it)"
             )
     return texts, images
 
@@ -203,6 +206,13 @@ def content_text_parts(content: Any, *, where: str) -> list[str]:
         ['a', '[1]']
     """
     return _parse_content(content, where=where)[0]
+
+
+def _provider_block(value: Any) -> str:
+    """A provider block LangChain has no standard for (:mod:`~langchain_llamaguard.provider_blocks`): a call as
+    a tool call, encrypted reasoning as nothing, anything else as its JSON."""
+    call = provider_call(value) if isinstance(value, dict) else None
+    return _render_tool_call(*call) if call else provider_text(value)
 
 
 def _reasoning_text(block: dict[str, Any]) -> str:
@@ -302,8 +312,9 @@ _KNOWN_BLOCK_TYPES = (
     _TEXT_BLOCK_TYPES
     | _IMAGE_BLOCK_TYPES
     | {"tool_call", "tool_use", "function_call", "server_tool_call", "invalid_tool_call", "tool_call_chunk"}
-    | {"server_tool_call_chunk", "server_tool_result", "reasoning", "thinking", "refusal"}
+    | {"server_tool_call_chunk", "server_tool_result", "reasoning", "thinking", "refusal", "non_standard"}
     | READABLE_BLOCK_TYPES
+    | ENCRYPTED_BLOCK_TYPES
 )
 
 
@@ -350,6 +361,10 @@ def _without_listed_calls(msg: BaseMessage) -> Any:
     whole = not isinstance(msg, AIMessageChunk)  # a chunk's arguments may be cut half-way
 
     def said_twice(b: Any) -> bool:
+        if isinstance(b, dict) and b.get("type") == "non_standard" and isinstance(b.get("value"), dict):
+            value = b["value"]  # a provider's own call (a freeform custom_tool_call) that tool_calls lists
+            call = listed.get(value.get("call_id")) or listed.get(value.get("id"))
+            return call is not None and provider_call(value) == (call.get("name"), call.get("args"))
         if not (isinstance(b, dict) and b.get("type") in _CALL_BLOCK_TYPES):
             return False
         call = listed.get(b.get("id")) or listed.get(b.get("call_id"))

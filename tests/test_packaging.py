@@ -51,6 +51,7 @@ def test_layers_point_one_way():
         "options.py",
         "conversation.py",
         "content_blocks.py",
+        "provider_blocks.py",
         "prompt_format.py",
         "encoding.py",
         "verdict.py",

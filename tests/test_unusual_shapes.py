@@ -77,6 +77,46 @@ def test_a_providers_own_blocks_are_read_as_langchain_translates_them():
         _texts(AIMessage(search))
 
 
+def test_a_providers_blocks_with_no_standard_form_are_read_not_refused():
+    """Blocks langchain-core's translation leaves ``non_standard`` (the shapes langchain-openai 1.8 and
+    langchain-anthropic 1.7 parse from real responses) failed every check with an error: Claude's
+    ``redacted_thinking`` (its reasoning, when flagged, comes back encrypted), the Responses API's freeform
+    ``custom_tool_call``, ``computer_call`` and ``mcp_approval_request``. A call is read as a call (once, where
+    ``tool_calls`` lists it with the same input), encrypted reasoning as nothing, anything else as its JSON."""
+    anthropic, openai = {"model_provider": "anthropic"}, {"model_provider": "openai"}
+    redacted = AIMessage(
+        [{"type": "redacted_thinking", "data": "EmwKAhgB"}, BENIGN_ANSWER], response_metadata=anthropic
+    )
+    assert (
+        _texts(redacted)
+        == [BENIGN_ANSWER]
+        == _texts(AIMessage([{"type": "redacted_thinking", "data": "x"}, BENIGN_ANSWER]))
+    )
+    custom = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_2", "name": "python_repl", "input": EVIL_CODE}
+    listed = [{"name": "python_repl", "args": {"__arg1": EVIL_CODE}, "id": "call_2", "type": "tool_call"}]
+    parts = _texts(
+        AIMessage([custom, {"type": "text", "text": "Running it."}], tool_calls=listed, response_metadata=openai)
+    )
+    assert parts == ["Running it.", f"[tool call] python_repl({json.dumps({'__arg1': EVIL_CODE}, ensure_ascii=False)})"]
+    edited = [{**listed[0], "args": {"__arg1": "print(1)"}}]  # the list edited, the block sent as the model wrote it
+    both = _texts(AIMessage([custom], tool_calls=edited, response_metadata=openai))
+    assert len(both) == 2 and EVIL_CODE in both[0] and "print(1)" in both[1]
+    computer = {"type": "computer_call", "id": "cu_1", "call_id": "c3", "action": {"type": "type", "text": BOMB}}
+    approval = {
+        "type": "mcp_approval_request",
+        "id": "m1",
+        "name": "fetch",
+        "server_label": "s",
+        "arguments": '{"q": 1}',
+    }
+    other = {"type": "web_fetch_tool_result", "tool_use_id": "t1", "content": {"text": UNSAFE_ANSWER}}
+    parts = _texts(AIMessage([computer, approval, other], response_metadata=openai))
+    assert (
+        parts[0].startswith("[tool call] computer(") and BOMB in parts[0] and parts[1] == '[tool call] fetch({"q": 1})'
+    )
+    assert parts[2].startswith("[web_fetch_tool_result] ") and UNSAFE_ANSWER in parts[2]
+
+
 def test_a_legacy_function_call_and_a_reasoning_summary_are_flagged(lg4):
     args = json.dumps({"code": EVIL_CODE})
     legacy = AIMessage("", additional_kwargs={"function_call": {"name": "python_repl", "arguments": args}})
