@@ -334,6 +334,21 @@ def test_an_instruction_hidden_in_invisible_tag_characters_is_read_and_flagged(p
     assert blind.windows(hidden) != blind.windows(visible)  # the option is what reads them
 
 
+def test_default_ignorable_characters_and_selector_bytes_do_not_hide_an_injection(prompt_guard):
+    """Characters outside ``\\p{Cf}`` that every renderer hides and providers pass on split words as a zero-width
+    space did: a combining grapheme joiner, variation selectors, a Mongolian selector, Hangul fillers; a Braille
+    blank shows as a space. And the injection spelled in variation selectors after an emoji, one per byte (the
+    counterpart of tag smuggling), is read as the text it spells."""
+    hidden = "\u034f\ufe00\u180b\u3164\uffa0\U000e0101"
+    broken = "".join(c + hidden[i % len(hidden)] for i, c in enumerate(INJECTION))
+    assert prompt_guard.windows(broken) == prompt_guard.windows(INJECTION) and not prompt_guard.check(broken).safe
+    blanks = INJECTION.replace(" ", "\u2800")
+    assert prompt_guard.windows(blanks) == prompt_guard.windows(INJECTION)
+    selectors = "".join(chr(0xFE00 + b) if b < 16 else chr(0xE0100 + b - 16) for b in INJECTION.encode())
+    assert prompt_guard.windows("\U0001f600" + selectors) == prompt_guard.windows("\U0001f600" + INJECTION)
+    assert prompt_guard.windows("\u2764\ufe0f \u2764\ufe0f\ufe0f") == prompt_guard.windows("\u2764 \u2764")
+
+
 def test_invisible_characters_inside_words_do_not_hide_them(prompt_guard):
     """Zero-width spaces and joiners, soft hyphens, word joiners, direction marks and a byte-order mark inside the
     words of an injection split them into pieces the classifier reads differently; they are removed first."""

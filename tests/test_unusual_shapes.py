@@ -286,6 +286,8 @@ def test_llama_guard_reads_a_request_hidden_from_a_reader(lg3_1b):
         (broken, BOMB),
         ([HumanMessage(hidden)], [HumanMessage(BOMB)]),
         ([HumanMessage("hi"), AIMessage(broken)], [HumanMessage("hi"), AIMessage(BOMB)]),  # an answer too
+        ("\u034f".join(BOMB[:-1]) + "\ufe0f?", BOMB),  # combining grapheme joiners, a variation selector
+        (BOMB.replace(" ", "\u2800"), BOMB),  # Braille blanks show as spaces
     ]
     for conversation, spelled in pairs:
         assert lg3_1b.encode(conversation)[0].input_ids == lg3_1b.encode(spelled)[0].input_ids
