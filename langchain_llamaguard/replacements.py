@@ -23,7 +23,15 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, FunctionMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 from .errors import GuardTypeError
 from .forking import renew_in_child
@@ -60,13 +68,19 @@ def refuse_unread_input(messages: Sequence[BaseMessage]) -> None:
 
 
 def user_turn(messages: Sequence[BaseMessage], end: int) -> list[BaseMessage]:
-    """The user's turn that ends at ``messages[end - 1]``: that ``HumanMessage`` and the ``HumanMessage`` s right
-    before it. A caller may send several at once (a question and a pasted text); a guard reads them as one turn,
-    and a flagged turn leaves the thread whole."""
+    """The user's turn that ends at ``messages[end - 1]``: that ``HumanMessage`` and the ``HumanMessage`` s before
+    it back to the model's last message or a tool result, system messages between them passed over. A caller may
+    send several at once (a question and a pasted text, a system note between them); the provider sends them all,
+    Llama Guard reads them as one turn, Prompt Guard scans each, and a flagged turn leaves the thread whole.
+
+    Example:
+        >>> [m.text for m in user_turn([HumanMessage("a"), SystemMessage("note"), HumanMessage("b")], 3)]
+        ['a', 'b']
+    """
     start = end
-    while start > 0 and isinstance(messages[start - 1], HumanMessage):
+    while start > 0 and isinstance(messages[start - 1], (HumanMessage, SystemMessage)):
         start -= 1
-    return list(messages[start:end])
+    return [m for m in messages[start:end] if isinstance(m, HumanMessage)]
 
 
 def answers_to(calling: BaseMessage, after: Sequence[BaseMessage]) -> list[ToolMessage]:

@@ -5,7 +5,9 @@ stop between the model and its check, flagged user turns)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import io
 import json
 from typing import Any
 
@@ -24,7 +26,7 @@ from conftest import (
 from langchain.agents import create_agent
 from langchain.agents.middleware import ModelCallLimitMiddleware
 from langchain.agents.structured_output import ProviderStrategy, ToolStrategy
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import ToolException, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
@@ -388,6 +390,23 @@ def test_a_flagged_user_turn_leaves_the_thread(lg4, prompt_guard, which, monkeyp
         assert BENIGN in judged and bad not in judged
     else:  # Prompt Guard reads only the new turn
         assert second["messages"][-1].text == BENIGN_ANSWER
+
+
+def test_a_system_note_between_user_messages_does_not_end_the_users_turn(prompt_guard):
+    """``[Human(injection), System(note), Human(screenshot)]``: the provider sends all three, Llama Guard reads them
+    as one turn, but Prompt Guard scanned only the messages after the note (here an image, no text), so the model
+    read the injection. The turn reaches back to the model's last message; a flagged one leaves the thread whole."""
+    buffer = io.BytesIO()
+    data.check_images()[1].save(buffer, format="PNG")
+    image = {"type": "image", "base64": base64.b64encode(buffer.getvalue()).decode(), "mime_type": "image/png"}
+    model = ScriptedToolModel(messages=iter([AIMessage(BENIGN_ANSWER)]))
+    agent = create_agent(model, [], middleware=[PromptGuardMiddleware(prompt_guard)])
+    prompts = SentPrompts()
+    turn = [HumanMessage(INJECTION, id="h1"), SystemMessage("Answer in one line."), HumanMessage([image], id="h2")]
+    out = agent.invoke({"messages": turn}, {"callbacks": [prompts]})
+    assert not prompts.sent and not any(INJECTION in m.text for m in out["messages"])
+    notices = {m.id: m.text for m in out["messages"] if isinstance(m, HumanMessage)}
+    assert set(notices) == {"h1", "h2"} and all("removed by Prompt Guard" in t for t in notices.values())
 
 
 def test_an_agent_built_again_for_each_request_still_repairs_the_thread(lg4):

@@ -542,3 +542,32 @@ def test_a_removal_in_a_projection_stays_a_removal():
     update = {"after_model": {"messages": [AIMessage("refusal", id="a1"), RemoveMessage(id="ack")]}}
     scrubbed = transformer._scrubbed(update, {})
     assert isinstance(scrubbed["after_model"]["messages"][1], RemoveMessage)
+
+
+def test_a_guarded_agent_inside_another_graph_is_held_when_the_root_registers_the_guards_transformers(lg4):
+    """Only the root graph's stream transformers run: a guarded agent used as a node of a parent graph, or inside
+    a tool of another agent, streamed its flagged answer on the parent's v3 stream. Compiled with the guard's
+    ``transformers``, the parent holds it in every namespace (as the README says)."""
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    guard = LlamaGuardMiddleware(lg4)
+    inner = create_agent(StreamingToolModel(script=[(UNSAFE_ANSWER, [])]), [], middleware=[guard])
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", inner)
+    builder.add_edge(START, "agent")
+    builder.add_edge("agent", END)
+    parent = builder.compile(transformers=guard.transformers)
+    run = parent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3")
+    log = raw_log(run)
+    assert "nerve" not in log and "I can't help with that" in log
+
+    @tool
+    def ask_helper(question: str) -> str:
+        """Ask the helper agent."""
+        inner_run = create_agent(StreamingToolModel(script=[(UNSAFE_ANSWER, [])]), [], middleware=[guard])
+        return inner_run.invoke({"messages": [HumanMessage(BENIGN)]})["messages"][-1].text
+
+    script = [("", [("ask_helper", {"question": BENIGN})]), (BENIGN_ANSWER, [])]
+    outer = create_agent(StreamingToolModel(script=script), [ask_helper], transformers=guard.transformers)
+    log = raw_log(outer.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3"))
+    assert "nerve" not in log and "I can't help with that" in log
