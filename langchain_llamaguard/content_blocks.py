@@ -16,6 +16,8 @@ block                          read as
                                (which some providers pass to the model) after the name; OpenAI's ``{"file":
                                {"file_data": "data:...;base64,...", "filename": ...}}`` too
 ``input_file``                 the same (OpenAI Responses' shape)
+``media``                      the same (langchain-google-genai's: ``mime_type`` and ``data``, base64 or bytes;
+                               a ``file_uri`` is a reference)
 ``text-plain``                 the same, its ``title`` as the name; a block with neither title nor context is read
                                as its text alone
 =============================  ==================================================================================
@@ -41,7 +43,7 @@ from typing import Any
 
 from .errors import GuardInputError
 
-_FILE_BLOCK_TYPES = ("document", "file", "text-plain", "input_file")
+_FILE_BLOCK_TYPES = ("document", "file", "text-plain", "input_file", "media")
 READABLE_BLOCK_TYPES = frozenset({"json", "search_result", "custom_tool_call_output", *_FILE_BLOCK_TYPES})
 _TEXT_MIME_TYPES = ("text/", "application/json", "application/xml", "application/yaml", "application/x-yaml")
 _TEXT_MIME_SUFFIXES = ("+json", "+xml", "/csv", "/x-ndjson")
@@ -133,6 +135,9 @@ def _file(block: dict[str, Any]) -> _File:
     encoded = block.get("base64")
     if encoded is None and kind == "base64":
         encoded = block.get("data", source.get("data"))
+    if encoded is None and block.get("type") == "media":  # Gemini's: base64 text or the bytes themselves
+        data = block.get("data")
+        encoded = base64.b64encode(data).decode("ascii") if isinstance(data, (bytes, bytearray)) else data
     inline = data_url(nested.get("file_data", block.get("file_data")))
     mime = block.get("mime_type") or block.get("media_type") or source.get("media_type")
     if inline is not None and encoded is None:
@@ -140,7 +145,14 @@ def _file(block: dict[str, Any]) -> _File:
     references = [
         ref
         for ref, given in (
-            ("url", block.get("url") or block.get("file_url") or kind == "url" or source.get("url")),
+            (
+                "url",
+                block.get("url")
+                or block.get("file_url")
+                or block.get("file_uri")
+                or kind == "url"
+                or source.get("url"),
+            ),
             ("file_id", block.get("file_id") or nested.get("file_id") or kind in ("id", "file")),
         )
         if given

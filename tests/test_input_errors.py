@@ -135,6 +135,27 @@ def test_a_text_plain_document_is_read_as_the_model_reads_it(lg3_1b):
     assert same_verdicts([lg3_1b.check([HumanMessage([encoded])])], [lg3_1b.check(BOMB)])
 
 
+def test_a_gemini_media_block_of_text_is_read_by_both_guards():
+    """langchain-google-genai's ``{"type": "media", "mime_type": "text/plain", "data": ...}`` reaches Gemini as the
+    file's bytes: Llama Guard refused it as an unknown block, and Prompt Guard's middleware scanned the JSON of its
+    base64, so an injection in it went unseen. Both read its text now; a ``file_uri`` or an image is not text."""
+    from langchain_llamaguard.middleware.prompt_guard import _block_text
+
+    def parts(block: dict) -> list[str]:
+        return to_turns([HumanMessage([block])])[0].text_parts
+
+    as_base64 = {"type": "media", "mime_type": "text/plain", "data": b64(BOMB)}
+    as_bytes = {"type": "media", "mime_type": "text/plain", "data": BOMB.encode()}
+    assert parts(as_base64) == parts(as_bytes) == [f"[media]\n{BOMB}"]
+    assert _block_text(as_base64) == _block_text(as_bytes) == f"[media]\n{BOMB}"
+    with pytest.raises(GuardInputError, match="a media block the guard cannot read .*read by the provider"):
+        parts({**as_base64, "file_uri": "gs://bucket/a.txt"})
+    image = {"type": "media", "mime_type": "image/png", "data": b64("not really a png")}
+    with pytest.raises(GuardInputError, match="a media block of image/png data the guard cannot read"):
+        parts(image)
+    assert _block_text(image) == ""  # no text for Prompt Guard, as with any image
+
+
 @pytest.mark.parametrize("what, call, error, builtin, message", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_is_a_package_error_and_its_builtin(what, call, error, builtin, message):
     with pytest.raises(error, match=re.escape(message)) as caught:

@@ -46,7 +46,7 @@ DEFAULT_REFUSAL = "I can't continue: a likely prompt injection was detected (sco
 PARAGRAPH = "\n\n"
 """What separates the parts of a text tool result (``create_retriever_tool``'s ``document_separator``)."""
 _MEDIA = frozenset(
-    {"image", "image_url", "audio", "input_audio", "video", "file", "document", "text-plain", "input_file"}
+    {"image", "image_url", "audio", "input_audio", "video", "file", "document", "text-plain", "input_file", "media"}
 )
 
 
