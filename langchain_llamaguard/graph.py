@@ -256,9 +256,10 @@ class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
         if "input" in self.stages:
             refuse_unread_input(messages)
         # The newest message of a kind a guard judges: system messages after it (a parallel branch's notes) do not
-        # hide it.
+        # hide it; nor, from a node that judges only the model's words, user messages a parallel branch added.
+        judged = (AIMessage, ToolMessage) if self.stages == ("output",) else (HumanMessage, AIMessage, ToolMessage)
         end = len(messages)
-        while end and not isinstance(messages[end - 1], (HumanMessage, AIMessage, ToolMessage)):
+        while end and not isinstance(messages[end - 1], judged):
             end -= 1
         if not end:
             return None

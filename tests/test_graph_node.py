@@ -570,6 +570,23 @@ def test_a_system_note_after_the_model_answer_does_not_hide_it(lg4):
     ]
 
 
+def test_a_user_note_a_parallel_branch_adds_after_the_answer_does_not_hide_it_from_an_output_node(lg4):
+    """The model and a branch that adds a HumanMessage run in one step: the note lands after the answer, and a
+    ``check="output"`` node judged nothing, so the flagged answer stayed. An output node looks past user messages
+    after the model's words (a ``"last"`` node still judges such a note as the user's turn)."""
+    builder = StateGraph(MessagesState)
+    builder.add_node("model", lambda state: {"messages": [AIMessage(UNSAFE_ANSWER, id="answer")]})
+    builder.add_node("note", lambda state: {"messages": [HumanMessage("(sent from the mobile app)", id="note")]})
+    builder.add_node("check_out", lg4.as_node(check="output"))
+    builder.add_edge(START, "model")
+    builder.add_edge(START, "note")
+    builder.add_edge(["model", "note"], "check_out")
+    builder.add_edge("check_out", END)
+    out = builder.compile().invoke({"messages": [HumanMessage(SOURDOUGH)]})
+    assert ("AIMessage", REFUSAL_S9) in kinds(out["messages"]) and UNSAFE_ANSWER not in str(out["messages"])
+    assert [m.id for m in out["messages"][1:]] == ["answer", "note"]  # replaced in place, the note kept
+
+
 def test_a_refusal_message_with_an_id_never_overwrites_an_earlier_one(prompt_guard):
     """``on_unsafe=AIMessage(..., id="refusal")`` after a flagged user turn: the second flagged turn's refusal took
     the same id, so add_messages replaced the first one and the thread lost a message. Each gets an id of its own.
