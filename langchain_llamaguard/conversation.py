@@ -168,6 +168,7 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
             if not isinstance(text, str):
                 raise GuardInputError(f"{where}: text block without a 'text' string: {short(block)}")
             texts.append(text)
+            texts += _cited(block)
         elif btype in _IMAGE_BLOCK_TYPES:
             images.append(_image_from_block(block))
         elif btype in {"tool_call", "tool_use", "function_call", "server_tool_call"}:
@@ -206,6 +207,21 @@ def content_text_parts(content: Any, *, where: str) -> list[str]:
         ['a', '[1]']
     """
     return _parse_content(content, where=where)[0]
+
+
+def _cited(block: dict[str, Any]) -> list[str]:
+    """The passages a text block cites (Anthropic's ``citations``, LangChain's ``annotations`` of type
+    ``citation``), each ``[cited] passage``: a provider sends them back with the text, and they quote what the
+    model read (a web page, a document), which the guard may not have seen (Anthropic's search results come
+    encrypted)."""
+    found: list[str] = []
+    for key in ("citations", "annotations"):
+        items = block.get(key)
+        for item in items if isinstance(items, list) else []:
+            cited = item.get("cited_text") if isinstance(item, dict) else None
+            if isinstance(cited, str) and cited.strip() and f"[cited] {cited}" not in found:
+                found.append(f"[cited] {cited}")
+    return found
 
 
 def _provider_block(value: Any) -> str:

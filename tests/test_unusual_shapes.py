@@ -117,6 +117,23 @@ def test_a_providers_blocks_with_no_standard_form_are_read_not_refused():
     assert parts[2].startswith("[web_fetch_tool_result] ") and UNSAFE_ANSWER in parts[2]
 
 
+def test_the_passages_an_answer_cites_are_read():
+    """Anthropic sends an answer's ``citations`` back with it, ``cited_text`` included: the passages of the web
+    page or document the model quoted, which the guard never saw (web results come encrypted). They are read after
+    the text, once each; LangChain's standard ``annotations`` of type ``citation`` too."""
+    web = {"type": "web_search_result_location", "cited_text": UNSAFE_ANSWER, "url": "https://a.example",
+           "title": "A", "encrypted_index": "Eo8"}  # fmt: skip
+    anthropic = [{"type": "text", "text": BENIGN_ANSWER, "citations": [web, web]}]
+    assert _texts(AIMessage(anthropic, response_metadata={"model_provider": "anthropic"})) == [
+        BENIGN_ANSWER,
+        f"[cited] {UNSAFE_ANSWER}",
+    ]
+    standard = [{"type": "text", "text": BENIGN_ANSWER, "annotations": [{"type": "citation", "cited_text": BOMB}]}]
+    assert _texts(AIMessage(standard)) == [BENIGN_ANSWER, f"[cited] {BOMB}"]
+    url_only = [{"type": "output_text", "text": BENIGN_ANSWER, "annotations": [{"type": "url_citation", "url": "u"}]}]
+    assert _texts(AIMessage(url_only)) == [BENIGN_ANSWER]
+
+
 def test_a_legacy_function_call_and_a_reasoning_summary_are_flagged(lg4):
     args = json.dumps({"code": EVIL_CODE})
     legacy = AIMessage("", additional_kwargs={"function_call": {"name": "python_repl", "arguments": args}})
