@@ -409,6 +409,59 @@ def test_a_system_note_between_user_messages_does_not_end_the_users_turn(prompt_
     assert set(notices) == {"h1", "h2"} and all("removed by Prompt Guard" in t for t in notices.values())
 
 
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_a_turn_another_middleware_ended_before_the_guard_judged_it_is_judged_next_turn(
+    lg4, monkeypatch, use_async
+):
+    """A quota middleware listed before the guard ends a run in its ``before_agent`` ("out of credits"): the
+    guard's ``before_agent`` never ran, and the next turn's model read that turn, unjudged. It is judged at the
+    start of the next run, as the User's turn in its context, and leaves the thread when flagged (whether the tiny
+    guard flags it there is its call: what it was asked, and the outcome, are asserted)."""
+    from langchain.agents.middleware import AgentMiddleware, hook_config
+
+    class Quota(AgentMiddleware):
+        @hook_config(can_jump_to=["end"])
+        def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+            if state["messages"][-1].text == BOMB:  # this user is out of credits
+                return {"messages": [AIMessage("Out of credits.", id="quota")], "jump_to": "end"}
+            return None
+
+    guard = LlamaGuardMiddleware(lg4)
+    judged: list[tuple[str, str]] = []
+    check, acheck = guard.moderator.check, guard.moderator.acheck
+
+    def spy(convs: Any, role: str) -> None:
+        judged.extend((role, conv[-1].text) for conv in convs)
+
+    monkeypatch.setattr(guard.moderator, "check", lambda convs, **kw: spy(convs, kw["role"]) or check(convs, **kw))
+    monkeypatch.setattr(guard.moderator, "acheck", lambda convs, **kw: spy(convs, kw["role"]) or acheck(convs, **kw))
+    model = ScriptedToolModel(messages=iter([AIMessage(BENIGN_ANSWER, id=f"a{i}") for i in range(3)]))
+    agent = create_agent(model, [], middleware=[Quota(), guard], checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": f"quota-{use_async}"}}
+    run = agent.ainvoke if use_async else None
+
+    turns = iter(range(100))
+
+    async def invoke(text: str, config: dict) -> dict:
+        request = {"messages": [HumanMessage(text, id=f"h{next(turns)}")]}
+        return await run(request, config) if run else agent.invoke(request, config)
+
+    await invoke(BENIGN, cfg)
+    await invoke(BOMB, cfg)
+    assert ("User", BOMB) not in judged  # the quota ended the run before the guard's before_agent
+    judged.clear()
+    prompts = SentPrompts()
+    out = await invoke(BENIGN, {**cfg, "callbacks": [prompts]})
+    assert ("User", BOMB) in judged
+    flagged = not any(m.text == BOMB for m in out["messages"])
+    assert prompts.read(BOMB) is not flagged  # flagged: replaced by its notice before the model was called
+    if flagged:
+        assert any("removed by Llama Guard" in m.text for m in out["messages"])
+    judged.clear()
+    await invoke(BENIGN, cfg)
+    assert ("User", BOMB) not in judged  # judged once: the record moved on (or the notice is the guard's own)
+
+
 def test_an_agent_built_again_for_each_request_still_repairs_the_thread(lg4):
     """An app that builds its agent per request (or after a restart) finds the record of the agent before: the
     answer an error run left unjudged is judged on the next turn, and the model never reads it back."""

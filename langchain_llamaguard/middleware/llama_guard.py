@@ -319,6 +319,31 @@ class LlamaGuardMiddleware(AgentMiddleware):
             return None
         return _Check([messages[: idx + 1]], "Agent", [idx], messages, "output")
 
+    def _leftover_turn(self, state: Any) -> _Check | None:
+        """The user turn before the thread's last model message, when no input check of this policy judged it: a
+        middleware listed before the guard ended that run in its ``before_agent`` (a quota's "out of credits"), or
+        the run stopped before its first model call in ``"parallel"`` mode. Only on a thread with a record of an
+        earlier judged turn (a caller's own history, without a checkpointer, is not judged again)."""
+        recorded = (state.get(INPUT_SEEN_KEY) or {}).get(self.record) if self.apply_to_input else None
+        if recorded is None:
+            return None
+        messages = list(state["messages"])
+        human = _last_index(messages, HumanMessage)
+        model = _last_index(messages[:human], AIMessage) if human else None
+        idx = _last_index(messages[:model], HumanMessage) if model else None
+        if idx is None or guard_written(messages[idx]) or _seen(messages[idx]) == recorded:
+            return None
+        return _Check([messages[: idx + 1]], "User", [idx], messages, "input")
+
+    def _repaired_turn(self, plan: _Check, verdict: AnyVerdict, state: Any) -> tuple[dict[str, Any], Any]:
+        """A flagged leftover turn's notices (same ids: it leaves the thread before the model reads it again), and
+        the state the rest of ``before_agent`` then reads."""
+        if verdict.safe:
+            return {}, state
+        notices = {m.id: removed_turn(m, verdict) for m in user_turn(plan.messages, plan.idxs[0] + 1)}
+        messages = [notices.get(m.id, m) if m.id is not None else m for m in state["messages"]]
+        return {"messages": list(notices.values())}, {**state, "messages": messages}
+
     def _repaired(self, plan: _Check, verdict: AnyVerdict, state: Any) -> tuple[dict[str, Any], Any]:
         """The update that records (and, flagged, replaces by id) a leftover model message, and the state the
         input check then reads (with the replacement in place)."""
@@ -342,20 +367,27 @@ class LlamaGuardMiddleware(AgentMiddleware):
 
     def _before_agent(self, state: Any) -> dict[str, Any] | None:
         plan = self._leftover_plan(state)
-        repair: dict[str, Any] = {}
+        repair: dict[str, Any] = plan if isinstance(plan, dict) else {}  # a thread's first run: its record
         if isinstance(plan, _Check):
             repair, state = self._repaired(plan, self.moderator.check(plan.convs, role=plan.role)[0], state)
+        if (turn := self._leftover_turn(state)) is not None:
+            fixed, state = self._repaired_turn(turn, self.moderator.check(turn.convs, role=turn.role)[0], state)
+            repair = self._merged(repair, fixed) or {}
         rest = self._pending_input() if self.input_check == "parallel" else self._run("input", state)
-        return self._merged(plan if isinstance(plan, dict) else repair, rest)
+        return self._merged(repair, rest)
 
     async def _abefore_agent(self, state: Any) -> dict[str, Any] | None:
         plan = self._leftover_plan(state)
-        repair: dict[str, Any] = {}
+        repair: dict[str, Any] = plan if isinstance(plan, dict) else {}  # a thread's first run: its record
         if isinstance(plan, _Check):
             verdict = (await self.moderator.acheck(plan.convs, role=plan.role))[0]
             repair, state = self._repaired(plan, verdict, state)
+        if (turn := self._leftover_turn(state)) is not None:
+            verdict = (await self.moderator.acheck(turn.convs, role=turn.role))[0]
+            fixed, state = self._repaired_turn(turn, verdict, state)
+            repair = self._merged(repair, fixed) or {}
         rest = self._pending_input() if self.input_check == "parallel" else await self._arun("input", state)
-        return self._merged(plan if isinstance(plan, dict) else repair, rest)
+        return self._merged(repair, rest)
 
     @staticmethod
     def _structured(plan: _Check, update: dict[str, Any] | None) -> dict[str, Any] | None:
