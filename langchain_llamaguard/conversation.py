@@ -56,7 +56,7 @@ from langchain_core.prompt_values import PromptValue
 
 from .content_blocks import READABLE_BLOCK_TYPES, block_text
 from .errors import GuardInputError, GuardTypeError
-from .provider_blocks import ENCRYPTED_BLOCK_TYPES, provider_call, provider_text
+from .provider_blocks import ENCRYPTED_BLOCK_TYPES, json_text, parsed_args, provider_call, provider_text
 
 Role = Literal["user", "assistant"]
 
@@ -251,10 +251,7 @@ def _from_extra_fields(extra: dict[str, Any]) -> tuple[list[str], list[str], lis
     audio answer) and ``refusal``; calls: the legacy OpenAI ``function_call``, and the Responses API's built-in
     tool calls with their outputs (``tool_outputs``: MCP calls, code interpreter runs, searches...), each as
     ``[tool output]`` and its JSON, since the model reads them all back on the next turn."""
-    calls = [
-        f"[tool output] {json.dumps(_without_image(item), ensure_ascii=False, sort_keys=True, default=str)}"
-        for item in _tool_outputs(extra)
-    ]
+    calls = [f"[tool output] {json_text(_without_image(item))}" for item in _tool_outputs(extra)]
     before: list[str] = []
     if isinstance(extra.get("reasoning_content"), str):
         before.append(extra["reasoning_content"])
@@ -303,20 +300,11 @@ def _block_call_args(block: dict[str, Any]) -> Any:
     args = extras.get("arguments", block.get("input", block.get("args", block.get("arguments", {}))))
     if not args and isinstance(block.get("partial_json"), str):  # a streamed Anthropic tool_use: its input so far
         args = block["partial_json"] or "{}"
-    if isinstance(args, str):
-        try:
-            return json.loads(args, strict=False)  # as langchain-core parses arguments: control characters kept
-        except ValueError:
-            return args
-    return args
+    return parsed_args(args)
 
 
 def _render_tool_call(name: str, args: Any) -> str:
-    try:
-        rendered = json.dumps(args, ensure_ascii=False, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        rendered = repr(args)
-    return f"[tool call] {name}({rendered})"
+    return f"[tool call] {name}({json_text(args)})"
 
 
 _CALL_BLOCK_TYPES = {"tool_call", "tool_use", "function_call", "invalid_tool_call", "tool_call_chunk"}

@@ -34,6 +34,7 @@ _SELECTOR_BYTES = {
     **{chr(0xE0100 + b): b + 16 for b in range(240)},
 }
 _SELECTOR_RUN = regex.compile(r"[\uFE00-\uFE0F\U000E0100-\U000E01EF]{2,}")
+_LINE_BREAKS = {9: None, 10: None, 13: None}  # text spelled in selectors may break lines
 _INVISIBLE = regex.compile(r"[\p{Cf}\p{Default_Ignorable_Code_Point}]+")
 
 
@@ -43,7 +44,7 @@ def _selector_text(match: regex.Match[str]) -> str:
         text = bytes(_SELECTOR_BYTES[c] for c in match.group()).decode("utf-8")
     except UnicodeDecodeError:
         return ""
-    return text if text.isprintable() or text.strip("\n\t ").isprintable() else ""
+    return text if text.translate(_LINE_BREAKS).isprintable() else ""
 
 
 def reveal(text: str) -> str:

@@ -43,33 +43,39 @@ def provider_call(value: Mapping[str, Any]) -> tuple[str, Any] | None:
         return name, {"__arg1": value["input"]}
     for key in ("arguments", "input"):
         if key in value:
-            args = value[key]
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args, strict=False)
-                except ValueError:
-                    pass
-            return name, args
+            return name, parsed_args(value[key])
     return None
+
+
+def parsed_args(args: Any) -> Any:
+    """A call's arguments: JSON text parsed as langchain-core parses it (control characters kept), text that is not
+    JSON as it is, anything else unchanged."""
+    if isinstance(args, str):
+        try:
+            return json.loads(args, strict=False)
+        except ValueError:
+            return args
+    return args
 
 
 def provider_text(value: Any) -> str:
     """What a guard reads of a provider block that is not a call: nothing for encrypted reasoning, else its type
     and its JSON (without its identifiers)."""
     if not isinstance(value, Mapping):
-        return f"[provider block] {_json(value)}"
+        return f"[provider block] {json_text(value)}"
     kind = value.get("type")
     if kind in ENCRYPTED_BLOCK_TYPES:
         return ""
     rest = {k: v for k, v in value.items() if k not in _NOT_CONTENT}
-    return f"[{kind if isinstance(kind, str) and kind else 'provider block'}] {_json(rest)}"
+    return f"[{kind if isinstance(kind, str) and kind else 'provider block'}] {json_text(rest)}"
 
 
-def _json(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """``value`` as a guard reads data: its JSON (keys sorted, text as it is), its repr where it has none."""
     try:
         return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
     except (TypeError, ValueError):
         return repr(value)
 
 
-__all__ = ["ENCRYPTED_BLOCK_TYPES", "provider_call", "provider_text"]
+__all__ = ["ENCRYPTED_BLOCK_TYPES", "json_text", "parsed_args", "provider_call", "provider_text"]
