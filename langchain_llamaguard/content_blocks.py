@@ -135,11 +135,12 @@ def _file(block: dict[str, Any]) -> _File:
     encoded = block.get("base64")
     if encoded is None and kind == "base64":
         encoded = block.get("data", source.get("data"))
+    mime = block.get("mime_type") or block.get("media_type") or source.get("media_type")
     if encoded is None and block.get("type") == "media":  # Gemini's: base64 text or the bytes themselves
         data = block.get("data")
-        encoded = base64.b64encode(data).decode("ascii") if isinstance(data, (bytes, bytearray)) else data
+        text_bytes = isinstance(data, (bytes, bytearray)) and _readable_mime(str(mime or ""))
+        encoded = base64.b64encode(data).decode("ascii") if text_bytes else data  # audio, video: never copied
     inline = data_url(nested.get("file_data", block.get("file_data")))
-    mime = block.get("mime_type") or block.get("media_type") or source.get("media_type")
     if inline is not None and encoded is None:
         encoded, mime = inline[1], mime or inline[0]
     references = [

@@ -145,8 +145,9 @@ _TEXT_BLOCK_TYPES = {"text", "input_text", "output_text"}  # OpenAI Responses' t
 _IMAGE_BLOCK_TYPES = {"image", "image_url"}
 
 
-def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRef]]:
-    """Split message content into text parts and images; anything else is an error, never dropped."""
+def _parse_content(content: Any, *, where: str, model: bool = False) -> tuple[list[str], list[ImageRef]]:
+    """Split message content into text parts and images; anything else is an error, never dropped. ``model``: the
+    content is a model's (an AI message), where a provider's own blocks are read (:func:`_provider_block`)."""
     if content is None:
         return [], []
     if isinstance(content, str):
@@ -185,7 +186,11 @@ def _parse_content(content: Any, *, where: str) -> tuple[list[str], list[ImageRe
             texts.append(block["refusal"])
         elif btype in READABLE_BLOCK_TYPES:  # what tools hand back (JSON, search results, files) and documents
             texts.append(block_text(block, where=where))
-        elif btype == "non_standard" or btype in ENCRYPTED_BLOCK_TYPES:  # a provider's own block, sent as it is
+        elif btype == "non_standard" and isinstance(block.get("value"), dict) and _known(block["value"]):
+            more_texts, more_images = _parse_content([block["value"]], where=where, model=model)  # sent as it is
+            texts += more_texts
+            images += more_images
+        elif model and (btype == "non_standard" or btype in ENCRYPTED_BLOCK_TYPES):  # a provider's own block
             texts += filter(None, [_provider_block(block.get("value") if btype == "non_standard" else block)])
         else:
             raise GuardInputError(
@@ -222,6 +227,12 @@ def _cited(block: dict[str, Any]) -> list[str]:
             if isinstance(cited, str) and cited.strip() and f"[cited] {cited}" not in found:
                 found.append(f"[cited] {cited}")
     return found
+
+
+def _known(value: dict[str, Any]) -> bool:
+    """Whether a ``non_standard`` block wraps a block of a type the guard reads as such (an image, a file): it is
+    read as that block (an image judged as an image, a PDF refused), never as JSON text."""
+    return value.get("type") in _KNOWN_BLOCK_TYPES and value.get("type") != "non_standard"
 
 
 def _provider_block(value: Any) -> str:
@@ -367,7 +378,8 @@ def _without_listed_calls(msg: BaseMessage) -> Any:
     def said_twice(b: Any) -> bool:
         if isinstance(b, dict) and b.get("type") == "non_standard" and isinstance(b.get("value"), dict):
             value = b["value"]  # a provider's own call (a freeform custom_tool_call) that tool_calls lists
-            call = listed.get(value.get("call_id")) or listed.get(value.get("id"))
+            ids = [i for i in (value.get("call_id"), value.get("id")) if isinstance(i, str)]
+            call = next((listed[i] for i in ids if i in listed), None)
             return call is not None and provider_call(value) == (call.get("name"), call.get("args"))
         if not (isinstance(b, dict) and b.get("type") in _CALL_BLOCK_TYPES):
             return False
@@ -383,7 +395,7 @@ def _without_listed_calls(msg: BaseMessage) -> Any:
 def _message_to_turn(msg: BaseMessage, index: int) -> Turn:
     where = f"message {index} ({type(msg).__name__})"
     is_ai = isinstance(msg, AIMessage) or msg.type in {"ai", "AIMessageChunk"}
-    texts, images = _parse_content(_without_listed_calls(msg) if is_ai else msg.content, where=where)
+    texts, images = _parse_content(_without_listed_calls(msg) if is_ai else msg.content, where=where, model=is_ai)
     if isinstance(msg, HumanMessage) or msg.type == "human":
         return Turn("user", texts, images)
     if is_ai:

@@ -34,17 +34,18 @@ _SELECTOR_BYTES = {
     **{chr(0xE0100 + b): b + 16 for b in range(240)},
 }
 _SELECTOR_RUN = regex.compile(r"[\uFE00-\uFE0F\U000E0100-\U000E01EF]{2,}")
-_LINE_BREAKS = {9: None, 10: None, 13: None}  # text spelled in selectors may break lines
+_LINE_BREAKS = "\t\n\r"  # text spelled in selectors may break lines
 _INVISIBLE = regex.compile(r"[\p{Cf}\p{Default_Ignorable_Code_Point}]+")
+_INVISIBLE_BUT_SELECTORS = regex.compile(
+    r"[[\p{Cf}\p{Default_Ignorable_Code_Point}]--[\uFE00-\uFE0F\U000E0100-\U000E01EF]]+", regex.V1
+)  # removed first, so that one between two selectors does not break the run they spell
 
 
 def _selector_text(match: regex.Match[str]) -> str:
-    """A run of variation selectors as the text its bytes spell, or nothing (emoji presentation selectors)."""
-    try:
-        text = bytes(_SELECTOR_BYTES[c] for c in match.group()).decode("utf-8")
-    except UnicodeDecodeError:
-        return ""
-    return text if text.translate(_LINE_BREAKS).isprintable() else ""
+    """A run of variation selectors as the text its bytes spell, its control characters left out (emoji
+    presentation selectors spell nothing else); a stray byte spoils only its own character."""
+    text = bytes(_SELECTOR_BYTES[c] for c in match.group()).decode("utf-8", "replace")
+    return "".join(c for c in text if c.isprintable() or c in _LINE_BREAKS)
 
 
 def reveal(text: str) -> str:
@@ -53,8 +54,8 @@ def reveal(text: str) -> str:
     if text.isascii():  # nothing of the above is ASCII
         return text
     text = _SHOWN.sub(lambda m: m.group().translate(_HIDDEN), text)  # str.translate alone is slow on non-ASCII
-    text = _SELECTOR_RUN.sub(_selector_text, text)
-    return _INVISIBLE.sub("", text)
+    text = _SELECTOR_RUN.sub(_selector_text, _INVISIBLE_BUT_SELECTORS.sub("", text))
+    return _INVISIBLE.sub("", text)  # single selectors (emoji presentation) and what spelled nothing
 
 
 __all__ = ["reveal"]

@@ -349,6 +349,13 @@ def test_default_ignorable_characters_and_selector_bytes_do_not_hide_an_injectio
     assert prompt_guard.windows("\u2764\ufe0f \u2764\ufe0f\ufe0f") == prompt_guard.windows("\u2764 \u2764")
     lines = "".join(chr(0xFE00 + b) if b < 16 else chr(0xE0100 + b - 16) for b in f"Note:\n{INJECTION}".encode())
     assert prompt_guard.windows("\U0001f600" + lines) == prompt_guard.windows(f"\U0001f600Note:\n{INJECTION}")
+    # a zero-width space between the selectors, a stray byte before them: the text they spell is still read
+    spaced = "\u200b".join(selectors)
+    stray = chr(0xE0100 + 0xFF - 16) + selectors
+    assert prompt_guard.windows("\U0001f600" + spaced) == prompt_guard.windows("\U0001f600" + INJECTION)
+    from langchain_llamaguard.hidden_text import reveal
+
+    assert INJECTION in reveal("\U0001f600" + stray)
 
 
 def test_invisible_characters_inside_words_do_not_hide_them(prompt_guard):

@@ -117,6 +117,35 @@ def test_a_providers_blocks_with_no_standard_form_are_read_not_refused():
     assert parts[2].startswith("[web_fetch_tool_result] ") and UNSAFE_ANSWER in parts[2]
 
 
+def test_a_block_wrapped_as_non_standard_is_read_as_the_block_it_wraps():
+    """Providers send a ``non_standard`` block's value as it is: a user's image wrapped so was read as the JSON of
+    its base64 (never judged as an image), and a wrapped PDF passed where a bare one is refused. A wrapped block
+    of a known type is read as that block; an unknown one is a model's own block only in an AI message."""
+    import base64
+    import io
+
+    from langchain_llamaguard.tiny import data
+
+    buffer = io.BytesIO()
+    data.check_images()[0].save(buffer, format="PNG")
+    image = {"type": "image", "base64": base64.b64encode(buffer.getvalue()).decode(), "mime_type": "image/png"}
+    wrapped = to_turns([HumanMessage(["What is this?", {"type": "non_standard", "value": image}])])[0]
+    bare = to_turns([HumanMessage(["What is this?", image])])[0]
+    assert (wrapped.text_parts, len(wrapped.images)) == (bare.text_parts, 1)
+    pdf = {"type": "file", "base64": "JVBERi0xLjQK", "mime_type": "application/pdf"}
+    with pytest.raises(GuardInputError, match="application/pdf"):
+        to_turns([HumanMessage([{"type": "non_standard", "value": pdf}])])
+    for unknown in ({"type": "input_image", "image_url": "data:image/png;base64,AAAA"}, {"type": "redacted_thinking"}):
+        with pytest.raises(GuardInputError, match="unsupported content block type"):
+            to_turns([HumanMessage([{"type": "non_standard", "value": unknown}])])
+        with pytest.raises(GuardInputError, match="unsupported content block type"):
+            to_turns([HumanMessage([unknown])])
+    odd_ids = {"type": "non_standard", "value": {"type": "x", "call_id": ["c1"], "id": {"a": 1}}}
+    listed = [{"name": "f", "args": {}, "id": "c1"}]
+    odd = AIMessage([odd_ids], tool_calls=listed, response_metadata={"model_provider": "openai"})
+    assert _texts(odd)[0].startswith("[x] ")  # ids of any kind: read, no TypeError
+
+
 def test_the_passages_an_answer_cites_are_read():
     """Anthropic sends an answer's ``citations`` back with it, ``cited_text`` included: the passages of the web
     page or document the model quoted, which the guard never saw (web results come encrypted). They are read after

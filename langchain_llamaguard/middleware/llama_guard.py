@@ -329,6 +329,8 @@ class LlamaGuardMiddleware(AgentMiddleware):
             return None
         messages = list(state["messages"])
         human = _last_index(messages, HumanMessage)
+        if human is None or _seen(messages[human]) == recorded:  # a run without a turn of its own (a tool's result)
+            return None
         model = _last_index(messages[:human], AIMessage) if human else None
         idx = _last_index(messages[:model], HumanMessage) if model else None
         if idx is None or guard_written(messages[idx]) or _seen(messages[idx]) == recorded:
@@ -340,8 +342,8 @@ class LlamaGuardMiddleware(AgentMiddleware):
         the state the rest of ``before_agent`` then reads."""
         if verdict.safe:
             return {}, state
-        notices = {m.id: removed_turn(m, verdict) for m in user_turn(plan.messages, plan.idxs[0] + 1)}
-        messages = [notices.get(m.id, m) if m.id is not None else m for m in state["messages"]]
+        notices = {id(m): removed_turn(m, verdict) for m in user_turn(plan.messages, plan.idxs[0] + 1)}
+        messages = [notices.get(id(m), m) for m in state["messages"]]
         return {"messages": list(notices.values())}, {**state, "messages": messages}
 
     def _repaired(self, plan: _Check, verdict: AnyVerdict, state: Any) -> tuple[dict[str, Any], Any]:
