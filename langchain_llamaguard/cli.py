@@ -182,6 +182,7 @@ def _conversations(args: argparse.Namespace) -> list[tuple[int, Any]]:
             "them from standard input)"
         )
     if args.text is not None:
+        _refuse_blank(args.text, "TEXT")
         return [(1, args.text)]
     if args.file == "-":
         name, raw = "standard input", sys.stdin.buffer.read()
@@ -202,11 +203,12 @@ def _conversations(args: argparse.Namespace) -> list[tuple[int, Any]]:
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise CliError(f"{name} line {lineno} is not valid JSON: {exc.msg}") from None
+            raise CliError(f"{name} line {lineno} is not valid JSON: {exc.msg} (column {exc.colno})") from None
         if isinstance(item, dict) and "messages" in item:
             item = item["messages"]
         if isinstance(item, list) and not item:
             raise CliError(f"{name} line {lineno}: an empty conversation (no messages to judge)")
+        _refuse_blank(item, f"{name} line {lineno}")
         if not isinstance(item, (str, list)):
             raise CliError(
                 f"{name} line {lineno}: expected a string, a list of {{role, content}} messages "
@@ -216,6 +218,17 @@ def _conversations(args: argparse.Namespace) -> list[tuple[int, Any]]:
     if not out:
         raise CliError(f"{name} has no conversations")
     return out
+
+
+def _refuse_blank(item: Any, where: str) -> None:
+    """A blank text, or messages whose contents are all blank texts, has nothing to judge: a verdict on it would
+    read as "safe" for content never judged (``llamaguard eval`` fails such a row too)."""
+    blank = isinstance(item, str) and not item.strip()
+    if isinstance(item, list):
+        contents = [m.get("content") if isinstance(m, dict) else m for m in item]
+        blank = all(isinstance(c, str) and not c.strip() for c in contents)
+    if blank:
+        raise CliError(f"{where}: nothing to judge (a blank text or only blank messages)")
 
 
 def _check_rows(guard: Any, batch: list[Any], role: str | None) -> list[Any]:

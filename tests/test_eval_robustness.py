@@ -468,9 +468,18 @@ def test_a_csv_row_with_fewer_fields_than_its_header_is_an_error_naming_its_line
     empty.write_text(f"prompt{sep}response{sep}label{sep}category\n{BOMB}{sep}{sep}1{sep}\n{BENIGN}{sep}4{sep}{sep}\n")
     examples = load_examples(str(empty), task="response", columns=Columns(category="category"))
     assert [(ex.label, ex.categories, ex.text, ex.error) for ex in examples] == [
-        (1, (), "", None),
+        (1, (), "", "no answer: column 'response' is empty or blank in this row"),  # a gap, never scored as safe
         (None, (), "4", None),
     ]
+
+
+def test_blank_and_typed_answers_fail_their_rows_as_prompts_do(tmp_path):
+    """``--task response``: an answer that is blank, whitespace, an empty block list or a number was scored as an
+    answer (an empty Agent turn, or the text "42"), so forgotten answers went into the metrics as safe ones."""
+    rows = [{"prompt": BENIGN, "response": r, "label": 0} for r in ("", "   ", [], 42, True, BENIGN_ANSWER)]
+    errors = [ex.error for ex in load_examples(str(write_jsonl(tmp_path / "answers.jsonl", rows)), task="response")]
+    assert [e is not None for e in errors] == [True, True, True, True, True, False]
+    assert errors[3] == "the answer is an int (42): column 'response' takes a text or content blocks"
 
 
 @pytest.mark.parametrize("suffix,sep", [("csv", ","), ("tsv", "\t")])

@@ -491,6 +491,14 @@ def test_cli_check_a_bad_row_among_good_ones_has_its_own_line(
     empty.write_text('"hi"\n{"messages": []}\n')
     assert main(["check", "--file", str(empty), "--model", str(lg4_path)]) == 2
     assert "line 2: an empty conversation" in capsys.readouterr().err
+    blank = tmp_path / "blank.jsonl"  # a verdict on nothing read as "safe" for content never judged
+    blank.write_text('"hi"\n"   "\n')
+    assert main(["check", "--file", str(blank), "--model", str(lg4_path)]) == 2
+    assert "line 2: nothing to judge" in capsys.readouterr().err
+    assert main(["check", "", "--model", str(lg4_path)]) == 2
+    messages = tmp_path / "messages.jsonl"
+    messages.write_text('[{"role": "user", "content": ""}]\n')
+    assert main(["check", "--file", str(messages), "--model", str(lg4_path)]) == 2
     latin1 = tmp_path / "latin1.jsonl"
     latin1.write_bytes('"hi"\n"caf\u00e9"\n'.encode("latin-1"))
     assert main(["check", "--file", str(latin1), "--model", str(lg4_path)]) == 2  # was a UnicodeDecodeError

@@ -151,7 +151,8 @@ def _check_run(out: Path, signature: dict[str, Any]) -> None:
         changed = [_changed(k, before[k], signature[k]) for k in signature if k in before and before[k] != signature[k]]
         if changed:  # a key its run.json lacks was not recorded then (an older version): not compared
             raise EvaluationInputError(
-                f"{out} holds predictions of another run ({'; '.join(changed)} differ from this run's); "
+                f"{out} holds predictions of another run ({'; '.join(changed)} "
+                f"{'differs' if len(changed) == 1 else 'differ'} from this run's); "
                 "use another --out or delete its predictions.jsonl"
             )
     run_file.write_text(json.dumps(signature, indent=2), encoding="utf-8")

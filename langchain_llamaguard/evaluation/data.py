@@ -295,7 +295,8 @@ def _read_json(path: Path, text: str) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 _check_not_one_object(path, text)
                 raise EvaluationInputError(
-                    f"{path} line {lineno} is not valid JSON: {exc.msg}; expected one object per line"
+                    f"{path} line {lineno} is not valid JSON: {exc.msg} (column {exc.colno}); expected one object "
+                    "per line"
                 ) from None
     for i, row in enumerate(rows, 1):
         if not isinstance(row, dict):
@@ -450,7 +451,7 @@ def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[An
         return None, "", f"no prompt: column {columns.prompt!r} is empty in this row", None
     if not isinstance(prompt, (str, list, dict)):  # JSON's 5 or true would be judged as Python's "5" or "True"
         why = (
-            f"the prompt is a {type(prompt).__name__} ({prompt!r}): column {columns.prompt!r} takes a text, a "
+            f"the prompt is {_a(type(prompt).__name__)} ({prompt!r}): column {columns.prompt!r} takes a text, a "
             "message or a conversation"
         )
         return None, "", why, None
@@ -464,14 +465,23 @@ def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[An
         conversation = messages if messages is not None else prompt if isinstance(prompt, dict) else prompt_text
         return conversation, prompt_text, None, _text_error(conversation, prompt_text, task, unreadable)
     answer = row.get(columns.response)
-    if answer is None or (isinstance(answer, float) and math.isnan(answer)):  # an empty answer is an answer
-        return None, "", f"no answer: column {columns.response!r} is empty in this row", None
+    if _missing(answer) or (isinstance(answer, list) and not any(map(_block_has_content, answer))):
+        # a blank cell is a gap in the data (a CSV cannot tell it from an answer of nothing), never scored as one
+        return None, "", f"no answer: column {columns.response!r} is empty or blank in this row", None
+    if not isinstance(answer, (str, list, dict)):
+        why = f"the answer is {_a(type(answer).__name__)} ({answer!r}): column {columns.response!r} takes a text"
+        return None, "", f"{why} or content blocks", None
     content = answer if isinstance(answer, list) else _text(answer)
     context = messages if messages is not None else [{"role": "user", "content": prompt_text}]
     conversation = [*context, {"role": "assistant", "content": content}]
     unreadable.clear()  # what Prompt Guard scores here is the answer
     text = _content_text(content, unreadable)
     return conversation, text, None, _text_error(conversation, text, task, unreadable)
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its article: ``an int``, ``a bool``."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def _has_content(message: Any) -> bool:
