@@ -221,13 +221,11 @@ def _conversations(args: argparse.Namespace) -> list[tuple[int, Any]]:
 
 
 def _refuse_blank(item: Any, where: str) -> None:
-    """A blank text, or messages whose contents are all blank texts, has nothing to judge: a verdict on it would
-    read as "safe" for content never judged (``llamaguard eval`` fails such a row too)."""
-    blank = isinstance(item, str) and not item.strip()
-    if isinstance(item, list):
-        contents = [m.get("content") if isinstance(m, dict) else m for m in item]
-        blank = all(isinstance(c, str) and not c.strip() for c in contents)
-    if blank:
+    """A blank text, or messages without content, has nothing to judge: a verdict on it would read as "safe" for
+    content never judged (``llamaguard eval`` fails such a row, by the same rule)."""
+    from .evaluation.data import nothing_to_judge
+
+    if nothing_to_judge(item):
         raise CliError(f"{where}: nothing to judge (a blank text or only blank messages)")
 
 

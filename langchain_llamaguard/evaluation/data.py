@@ -455,7 +455,7 @@ def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[An
             "message or a conversation"
         )
         return None, "", why, None
-    if isinstance(prompt, list) and not any(map(_has_content, prompt)):
+    if isinstance(prompt, list) and nothing_to_judge(prompt):
         why = f"no prompt: column {columns.prompt!r} holds a conversation with no content in this row"
         return None, "", why, None
     messages = prompt if isinstance(prompt, list) else None
@@ -477,6 +477,17 @@ def _conversation(row: dict[str, Any], task: Task, columns: Columns) -> tuple[An
     unreadable.clear()  # what Prompt Guard scores here is the answer
     text = _content_text(content, unreadable)
     return conversation, text, None, _text_error(conversation, text, task, unreadable)
+
+
+def nothing_to_judge(prompt: Any) -> bool:
+    """Whether a prompt says nothing: absent, blank or NaN, or a conversation none of whose messages has content
+    (``llamaguard check`` refuses such an input as ``eval`` fails such a row).
+
+    Example:
+        >>> nothing_to_judge("  "), nothing_to_judge([{"role": "user", "content": ""}]), nothing_to_judge("hi")
+        (True, True, False)
+    """
+    return not any(map(_has_content, prompt)) if isinstance(prompt, list) else _missing(prompt)
 
 
 def _a(noun: str) -> str:
