@@ -37,6 +37,7 @@ from .conversation import (
     documents_error,
     is_documents,
     is_message_dict,
+    to_turns,
 )
 from .errors import (
     GuardBatchError,
@@ -540,12 +541,16 @@ class _GuardBase(OneBatchPerCall, NoVerdictFallbacks, RunnableSerializable[Any, 
         return output_message(acc, self.output_key).text
 
     def _read_by_check(self, acc: Any) -> tuple[Any, ...]:
-        """What an output check of ``acc`` reads (content and tool calls): an answer whose chunks since the last
+        """What an output check of ``acc`` reads: the answer's turn as the guard renders it (its text, calls,
+        reasoning, a legacy ``function_call``, a refusal and images alike). An answer whose chunks since the last
         check added none of it (e.g. the closing chunk with ``finish_reason`` or usage) has the same verdict, so it
         is not judged again."""
         message = output_message(acc, self.output_key)
-        fields = ("tool_calls", "invalid_tool_calls", "tool_call_chunks")
-        return (type(message).__name__, message.content, *(getattr(message, f, None) for f in fields))
+        try:
+            turn = to_turns([message])[-1]
+        except Exception:  # not readable: the check runs, and fails the way it should
+            return (object(),)
+        return (turn.role, tuple(turn.text_parts), tuple(turn.images))
 
     def _judge_so_far(
         self, acc: Any, judged: tuple[Any, ...] | None, context: list[Any], run_manager: Any

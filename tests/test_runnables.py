@@ -17,6 +17,7 @@ from langchain_core.runnables import RunnableBranch, RunnableLambda, RunnablePar
 from pydantic import Field
 
 from langchain_llamaguard import UnsafeContentError
+from langchain_llamaguard.conversation import to_turns
 from langchain_llamaguard.errors import GuardConfigurationError, GuardInputError
 from langchain_llamaguard.runnables import output_message
 from langchain_llamaguard.tiny.data import POEM
@@ -359,6 +360,42 @@ class ScriptedChunks(BaseChatModel):
     def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):
         for chunk in self.chunks:
             yield ChatGenerationChunk(message=chunk)
+
+
+@pytest.mark.parametrize("way", ["stream", "astream"])
+@pytest.mark.parametrize(
+    ("extra", "shown"),
+    [
+        ({"function_call": {"name": "python", "arguments": '{"code": "rm -rf /"}'}}, "rm -rf /"),
+        ({"reasoning_content": "Plan: rm -rf / first."}, "rm -rf /"),
+        ({"refusal": "No: rm -rf / is not for you."}, "rm -rf /"),
+    ],
+)
+async def test_an_incremental_stream_judges_what_arrives_outside_the_content(lg4, monkeypatch, way, extra, shown):
+    """A chunk that adds only to ``additional_kwargs`` (a legacy ``function_call``, reasoning, a refusal) changes
+    what the guard reads: the stream's end judges it before it is released, as ``"buffer"`` mode does."""
+    asked: list[str] = []
+    step = lg4.as_output_guard(stream_mode="incremental", check_every=1, on_unsafe="[withheld]")
+    check, acheck = step.moderator.check, step.moderator.acheck
+
+    def spy(convs, *, role):
+        asked.extend(json.dumps(to_turns(c)[-1].text_parts) for c in convs)
+        return check(convs, role=role)
+
+    async def aspy(convs, *, role):
+        asked.extend(json.dumps(to_turns(c)[-1].text_parts) for c in convs)
+        return await acheck(convs, role=role)
+
+    monkeypatch.setattr(step.moderator, "check", spy)
+    monkeypatch.setattr(step.moderator, "acheck", aspy)
+    chunks = [AIMessageChunk(content=BENIGN_ANSWER), AIMessageChunk(content="", additional_kwargs=extra)]
+    chain = ScriptedChunks(chunks=chunks) | step
+    if way == "stream":
+        out = list(chain.stream(BENIGN))
+    else:
+        out = [c async for c in chain.astream(BENIGN)]
+    assert len(asked) == 2 and shown not in asked[0] and shown in asked[-1], asked  # judged at the stream's end
+    assert out  # released (or replaced) only after that check
 
 
 def _streamed_call(args: str, step: int = 3) -> list[AIMessageChunk]:
