@@ -24,6 +24,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel
+
 ENCRYPTED_BLOCK_TYPES = frozenset({"redacted_thinking"})
 """Provider blocks whose content is encrypted for their provider alone: no text a guard could read."""
 
@@ -70,10 +72,18 @@ def provider_text(value: Any) -> str:
     return f"[{kind if isinstance(kind, str) and kind else 'provider block'}] {json_text(rest)}"
 
 
+def _plain(value: Any) -> Any:
+    """What ``json.dumps`` cannot write: a pydantic model as its data (every field; its ``str`` can leave fields
+    out), anything else as its ``str``."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return str(value)
+
+
 def json_text(value: Any) -> str:
     """``value`` as a guard reads data: its JSON (keys sorted, text as it is), its repr where it has none."""
     try:
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=_plain)
     except (TypeError, ValueError):
         return repr(value)
 

@@ -34,6 +34,7 @@ from .conversation import to_turns
 from .errors import GuardConfigurationError, UnsafeContentError
 from .moderators import AnyVerdict, LlamaGuardModerator, check_llama_guard
 from .prompt_format import active_categories
+from .provider_blocks import json_text
 from .retry import NoVerdictFallbacks
 from .runnables import achecked, checked
 from .taxonomy import resolve_categories
@@ -133,11 +134,13 @@ class _CodeTurn:
     language: str
 
     def __call__(self, args: dict[str, Any]) -> str:
-        turn = f"Run this code:\n```{self.language}\n{args.get(self.code_arg, '')}\n```"
+        code = args.get(self.code_arg, "")
+        code = code if isinstance(code, str) else json_text(code)
+        turn = f"Run this code:\n```{self.language}\n{code}\n```"
         # Whatever else the call passes (a setup script, files, an environment) can execute too: shown after it.
         for name, value in args.items():
             if name != self.code_arg and value not in (None, "", [], {}):
-                text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+                text = value if isinstance(value, str) else json_text(value)
                 turn += f"\n\nWith {name}:\n```\n{text}\n```"
         return turn
 
@@ -503,6 +506,17 @@ class GuardedTool(NoVerdictFallbacks, StructuredTool):
     def __reduce__(self) -> tuple[Any, ...]:
         fields = {k: getattr(self, k) for k in self.model_fields_set - {"func", "coroutine", "args_schema"}}
         return _build, (self.func.__self__, fields)  # type: ignore[union-attr]
+
+    def _parse_input(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> str | dict[str, Any]:
+        """The arguments as the model sent them. They are validated against the tool's schema here, so a bad call
+        fails as it would unguarded, but go on unparsed: the guard judges the model's own arguments (a pydantic
+        model made of them would show its repr, which can hide fields), and the inner tool validates them once,
+        as it would unguarded (a validator that transforms its value, say decodes it, runs once)."""
+        parsed = super()._parse_input(tool_input, tool_call_id)
+        if not isinstance(tool_input, dict) or not isinstance(parsed, dict):
+            return parsed
+        # LangChain puts an InjectedToolCallId into tool_input itself; its own injected keys come from ``parsed``
+        return {**tool_input, **{k: parsed[k] for k in self._injected_args_keys if k in parsed}}
 
     def _to_args_and_kwargs(
         self, tool_input: str | dict[str, Any], tool_call_id: str | None

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Annotated, Any, TypedDict
 
 import pytest
 from conftest import ASK_CODE, EVIL_CODE
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
-from langchain_core.tools import Tool, tool
+from langchain_core.tools import StructuredTool, Tool, tool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
+from langchain_llamaguard.conversation import to_turns
 from langchain_llamaguard.tiny.data import SUM_CODE, code_block
 from langchain_llamaguard.tools import guard_code_tool, guard_tool
 
@@ -126,3 +128,51 @@ def test_a_guarded_tool_in_a_tool_node_judges_the_call_after_the_conversation(lg
         ]
         in_context = real([[HumanMessage(ASK_CODE), AIMessage(code_block(code))]])[0]
         assert verdict["score"] == pytest.approx(in_context.score, abs=1e-5)  # ...and that is the verdict reported
+
+
+# -- the arguments as the model sent them --------------------------------------------------------------------------
+class AuditedCode(BaseModel):
+    code: str
+
+    @field_validator("code")
+    @classmethod
+    def audited(cls, code: str) -> str:  # transforms its value: run twice, it would add the line twice
+        return code + "\n# audited"
+
+
+class Job(BaseModel):
+    language: str
+    script: str = Field(repr=False)  # kept out of logs, and out of the model's repr
+
+
+@tool
+def run_job(job: Job) -> str:
+    """Run a job in the sandbox."""
+    return "done"
+
+
+@pytest.mark.parametrize("run", ["invoke", "ainvoke"])
+def test_a_guarded_tool_judges_the_arguments_the_model_sent_and_validates_them_once(lg4, monkeypatch, run):
+    """The guard judges the model's own arguments (a pydantic argument's repr would leave out a ``repr=False``
+    field), and the inner tool validates them once, as it would unguarded: a validator that transforms its value
+    runs once, and the guard's verdict is that of the code the model sent."""
+    ran: list[str] = []
+    repl = StructuredTool.from_function(
+        lambda code: ran.append(code) or "45", name="python_repl", description="Run code.", args_schema=AuditedCode
+    )
+    guarded = guard_code_tool(repl, lg4)
+    out = tool_graph(ChatState, guarded, SUM_CODE, "chat")
+    call = (lambda x: out.invoke(x)) if run == "invoke" else (lambda x: asyncio.run(out.ainvoke(x)))
+    result = call({"chat": [HumanMessage(ASK_CODE)]})["chat"][-1]
+    assert (result.status, result.text) == ("success", "45")  # [ASK_CODE, code_block(SUM_CODE)] is safe
+    assert ran == [SUM_CODE + "\n# audited"]  # validated once, as unguarded
+
+    asked: list[str] = []
+    real = lg4.batch_check
+    monkeypatch.setattr(
+        lg4, "batch_check", lambda convs, **kw: asked.extend(to_turns(c)[-1].text for c in convs) or real(convs, **kw)
+    )
+    for guarded in (guard_tool(run_job, lg4), guard_code_tool(run_job, lg4, code_arg="job")):
+        asked.clear()
+        guarded.invoke({"job": {"language": "python", "script": EVIL_CODE}})
+        assert len(asked) == 1 and json.dumps(EVIL_CODE)[1:-1] in asked[0], asked
