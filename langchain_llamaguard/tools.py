@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage, convert_to_messages
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import patch_config
 from langchain_core.tools import BaseTool, StructuredTool, Tool, ToolException
@@ -244,11 +244,16 @@ def _output_content(output: Any) -> Any:
         return output.content
     if _Command is not None and isinstance(output, _Command):
         update = output.update if isinstance(output.update, dict) else {"update": output.update}
-        texts = [m.text if isinstance(m, BaseMessage) else str(m) for m in update.get("messages", [])]
+        raw = update.get("messages", [])
+        # each message whole (its images and files too), as add_messages would make it of a message-like
+        blocks: list[Any] = []
+        for message in convert_to_messages(raw if isinstance(raw, list) else [raw]):
+            content = message.content
+            blocks += [{"type": "text", "text": content}] if isinstance(content, str) else content
         rest = {k: v for k, v in update.items() if k != "messages"}
         if rest:
-            texts.append(json.dumps(rest, ensure_ascii=False, default=str))
-        return "\n\n".join(texts)
+            blocks.append({"type": "text", "text": json_text(rest)})
+        return blocks
     # As LangChain makes a tool's ToolMessage: a list of its tool-message content blocks is content, anything else
     # (rows of data that happen to have a "type" key too) goes to the model as JSON.
     blocks = isinstance(output, list) and all(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
 import pytest
@@ -29,8 +30,9 @@ from langgraph.types import Command
 
 from langchain_llamaguard import UnsafeContentError
 from langchain_llamaguard.conversation import to_turns
+from langchain_llamaguard.errors import GuardInputError
 from langchain_llamaguard.middleware import LlamaGuardMiddleware, PromptGuardMiddleware
-from langchain_llamaguard.tiny.data import SUM_CODE
+from langchain_llamaguard.tiny.data import POEM, SUM_CODE
 from langchain_llamaguard.tools import guard_code_tool, guard_tool
 
 
@@ -358,6 +360,28 @@ def test_a_tools_command_output_is_judged_by_what_it_adds(lg4):
     judged_output = shown.conversations[-1][-1]
     assert judged_output.text == UNSAFE_ANSWER  # its text, not the Command's repr
     assert UNSAFE_ANSWER not in out[-1].text and "tool output" in out[-1].text
+
+
+def test_a_tools_command_output_is_judged_whole_as_a_direct_result_is(lg4):
+    """The blocks of a message a ``Command`` adds are judged as a direct result's are: a ``json`` block by its
+    data, a text file by its text, an image as an image; a file the guard cannot read fails the call."""
+    text_file = {"type": "file", "base64": base64.b64encode(UNSAFE_ANSWER.encode()).decode(), "mime_type": "text/plain"}
+    pdf = {**text_file, "base64": base64.b64encode(b"%PDF-1.4 ...").decode(), "mime_type": "application/pdf"}
+
+    @tool
+    def fetch(blocks: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Fetch."""
+        content = {"json": [{"type": "json", "json": {"answer": POEM}}], "file": [text_file], "pdf": [pdf]}[blocks]
+        return Command(update={"messages": [("user", "note"), ToolMessage(content, tool_call_id=tool_call_id)]})
+
+    guarded = guard_tool(fetch, lg4, check_output=True)
+    for blocks, shown_text in (("json", POEM), ("file", UNSAFE_ANSWER)):
+        with Shown(lg4) as shown:
+            _tool_node_run(guarded, {"blocks": blocks})
+        judged = to_turns(shown.conversations[-1])[-1].text
+        assert "note" in judged and shown_text in judged, judged
+    with pytest.raises(GuardInputError, match="application/pdf"):
+        _tool_node_run(guarded, {"blocks": "pdf"})
 
 
 def test_guard_code_tool_shows_every_argument_that_can_run(lg4):
