@@ -707,7 +707,10 @@ class LlamaGuardEngine(Closeable):
     ) -> LlamaGuardEngine:
         """The same guard (same model, settings and batches) with another policy; ``None`` is the default list.
         ``excluded_categories``: the view's own (codes or texts of the new policy); by default the guard's, where
-        the new policy has their codes.
+        the new policy has their codes with the same texts. A code the new policy gives another text (the guard
+        excludes ``S6``, Specialized Advice, and the policy's ``S6`` is another category) is refused: excluding it
+        would switch off the policy's category, keeping it would drop the guard's exclusion; pass
+        ``excluded_categories`` (``()`` for none) to say which.
 
         Example:
             >>> fraud = guard.with_categories(default_categories(guard) | {"S15": "Fraud."})  # doctest: +SKIP
@@ -718,11 +721,10 @@ class LlamaGuardEngine(Closeable):
             policy = check_policy(categories)
             # The guard's own exclusions carry over where the new policy has their codes; one it lacks excludes
             # nothing there (an exclusion the caller names for this policy is checked where it is named).
-            known = policy if policy is not None else self.format.categories
             if excluded_categories is not None:
                 inherited = resolve_categories(excluded_categories, policy)
             else:
-                inherited = tuple(c for c in self.excluded_categories if c in known)
+                inherited = self._inherited_exclusions(policy)
             active_categories(self.format, inherited, categories=policy)  # not every category of it
         except ValueError as exc:
             raise GuardConfigurationError(str(exc)) from exc
@@ -732,6 +734,20 @@ class LlamaGuardEngine(Closeable):
         other._view_of = self  # shares this guard's micro-batcher, whose worker holds this guard only weakly
         _adopt(other.backend)
         return other
+
+    def _inherited_exclusions(self, policy: dict[str, str] | None) -> tuple[str, ...]:
+        """This guard's exclusions that mean the same category in ``policy`` (``None``: the default list)."""
+        mine = self.categories if self.categories is not None else default_categories(self.format.name)
+        theirs = policy if policy is not None else default_categories(self.format.name)
+        moved = [c for c in self.excluded_categories if c in theirs and theirs[c] != mine.get(c)]
+        if moved:
+            said = ", ".join(f"{c} ({mine.get(c, '?')!r} here, {theirs[c]!r} there)" for c in moved)
+            raise GuardConfigurationError(
+                f"the guard excludes {', '.join(moved)}, and the new policy gives that code another category: {said}; "
+                "excluding it would switch off the policy's category, keeping it would drop the guard's exclusion: "
+                "pass excluded_categories= with the policy (codes or texts of it; [] for none)"
+            )
+        return tuple(c for c in self.excluded_categories if c in theirs)
 
     def _excluded(self, excluded_categories: Iterable[str] | None) -> tuple[str, ...]:
         if excluded_categories is None:

@@ -179,7 +179,11 @@ class LlamaGuardModerator:
         categories: Mapping[str, str] | None = None,
     ) -> None:
         check_llama_guard(guard, "the guard")
-        self.guard = guard.with_categories(categories) if categories is not None else guard
+        self.guard = (
+            guard.with_categories(categories, excluded_categories=excluded_categories)
+            if categories is not None
+            else guard
+        )
         policy = getattr(self.guard, "categories", None)
         self.excluded = None if excluded_categories is None else resolve_categories(excluded_categories, policy)
         if self.excluded is not None and hasattr(self.guard, "format"):  # a stage that could flag nothing

@@ -237,16 +237,30 @@ def test_exclusions_that_would_do_nothing_or_guess_are_refused():
 
 def test_a_guards_own_exclusions_carry_over_to_a_policy_that_has_their_codes(lg4_with):
     """A guard built with exclusions, given another policy (``with_categories``, a step's or the middleware's
-    ``categories=``): an excluded code the policy has stays excluded, one it lacks excludes nothing there (not an
-    error on every check), and a policy left with no category is refused when it is given."""
+    ``categories=``): an excluded code the policy has, with the same text, stays excluded; one it lacks excludes
+    nothing there (not an error on every check); a code the policy gives another category is refused (excluding it
+    would switch off that category, unasked) until the policy's own exclusions are given; and a policy left with
+    no category is refused when it is given."""
     from langchain_llamaguard.middleware import LlamaGuardMiddleware
 
     guard = lg4_with(excluded_categories=["S6", "S9"])
-    view = guard.with_categories({"S1": "Violent Crimes.", "S9": "Fraud.", "S15": "Medical advice."})
+    view = guard.with_categories({"S1": "Violent Crimes.", "S9": "Indiscriminate Weapons.", "S15": "Medical advice."})
     assert view.encode("hi")[0].categories == ("S1", "S15")
     assert view.check("hi").model  # checks run under the new policy
     assert guard.with_categories(None).encode("hi")[0].categories == guard.encode("hi")[0].categories
     LlamaGuardMiddleware(guard, categories={"S1": "Violent Crimes.", "S15": "Fraud."})
     guard.as_input_guard(categories={"S1": "Violent Crimes."})
     with pytest.raises(GuardConfigurationError, match="could flag nothing"):
-        guard.with_categories({"S9": "Fraud."})
+        guard.with_categories({"S9": "Indiscriminate Weapons."})
+
+    fraud = {"S1": "Violent Crimes.", "S9": "Fraud."}  # S9 is another category here
+    for make in (
+        lambda **kw: guard.with_categories(fraud, **kw),
+        lambda **kw: guard.as_input_guard(categories=fraud, **kw),
+        lambda **kw: LlamaGuardMiddleware(guard, categories=fraud, **kw),
+    ):
+        with pytest.raises(GuardConfigurationError, match=r"excludes S9, and the new policy gives that code another"):
+            make()
+        make(excluded_categories=[])  # said: none excluded
+    assert guard.with_categories(fraud, excluded_categories=[]).encode("hi")[0].categories == ("S1", "S9")
+    assert guard.with_categories(fraud, excluded_categories=["Fraud."]).encode("hi")[0].categories == ("S1",)
