@@ -132,11 +132,17 @@ def output_message(value: Any, output_key: str | None = None) -> BaseMessage:
     if isinstance(value, dict):
         if output_key is None and is_message_dict(value):
             return coerce_message(value)
-        key = output_key or ("output" if "output" in value else None)
+        key = output_key
         if key is None:
-            raise GuardInputError(
-                f"pass output_key='...' to say which key or field is the answer; keys: {sorted(value)}"
-            )
+            # "output" by default (AgentExecutor's answer, beside its "input"), where nothing else an app may show
+            # is beside it: a key left unjudged must be one the caller named the answer apart from
+            others = sorted(k for k, v in value.items() if k not in ("output", "input") and _may_hold_text(v))
+            if "output" not in value or others:
+                beside = f"; besides 'output' it holds {others}, which would pass unjudged" if "output" in value else ""
+                raise GuardInputError(
+                    f"pass output_key='...' to say which key or field is the answer{beside}; keys: {sorted(value)}"
+                )
+            key = "output"
         if key not in value:
             raise GuardKeyError(f"output_key {key!r} is not in the output; keys: {sorted(value)}")
         answer = value[key]

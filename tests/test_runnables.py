@@ -14,7 +14,7 @@ from langchain_core.output_parsers import JsonOutputParser, StrOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableBranch, RunnableLambda, RunnableParallel, RunnablePassthrough
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from langchain_llamaguard import UnsafeContentError
 from langchain_llamaguard.conversation import to_turns
@@ -438,9 +438,39 @@ def test_sentence_mode_reads_the_output_key(lg4):
     ):
         assert "".join(c["answer"] for c in guarded.stream(BENIGN)) == BENIGN_ANSWER
     # the default key ("output") arriving after another key: not judged before it is there
-    both = RunnableParallel(meta=RunnableLambda(lambda _: "m"), output=llm() | StrOutputParser())
+    both = RunnableParallel(tokens=RunnableLambda(lambda _: 7), output=llm() | StrOutputParser())
     step = lg4.as_output_guard(stream_mode="incremental", check_every="sentence")
     assert "".join(c.get("output", "") for c in (both | step).stream(BENIGN)) == BENIGN_ANSWER
+
+
+def test_the_default_output_key_is_never_judged_apart_from_what_is_beside_it(lg4):
+    """``"output"`` is the answer by default (AgentExecutor's, beside its ``"input"``) only where nothing else an app
+    may show is beside it: ``{"output": summary, "details": ...}`` (a dict or a structured answer) would have
+    ``details`` pass unjudged, so it is refused until ``output_key`` names the answer."""
+
+    class Answer(BaseModel):
+        output: str
+        details: str
+
+    step = lg4.as_output_guard()
+    for value in (
+        {"output": BENIGN_ANSWER, "details": UNSAFE_ANSWER},
+        Answer(output=BENIGN_ANSWER, details=UNSAFE_ANSWER),
+    ):
+        with pytest.raises(
+            GuardInputError, match=r"besides 'output' it holds \['details'\], which would pass unjudged"
+        ):
+            step.invoke(value)
+        with pytest.raises(GuardInputError, match="besides 'output'"):
+            lg4.wrap(RunnableLambda(lambda _, v=value: v)).invoke(BENIGN)
+    assert (
+        lg4.as_output_guard(output_key="details", on_unsafe=REFUSAL).invoke(
+            {"output": BENIGN_ANSWER, "details": UNSAFE_ANSWER}
+        )
+        == REFUSAL
+    )  # the key named: judged
+    agent_output = {"input": BENIGN, "output": BENIGN_ANSWER, "steps": 2}
+    assert step.invoke(agent_output) == agent_output  # the question and a count beside it: "output" is the answer
 
 
 @pytest.mark.parametrize(

@@ -233,7 +233,8 @@ def test_snapshots_that_carry_the_answer_on_are_judged_once_as_before(lg4):
         yield {"output": BENIGN_ANSWER, "sources": ["wiki"]}
 
     checks = Checks()
-    streamed = list((RunnableLambda(snapshots) | lg4.as_output_guard()).stream("go", {"callbacks": [checks]}))
+    step = lg4.as_output_guard(output_key="output")  # named: "sources" goes on unjudged
+    streamed = list((RunnableLambda(snapshots) | step).stream("go", {"callbacks": [checks]}))
     assert streamed == list(snapshots(None)) and len(checks.verdicts) == 1 and checks.verdicts[0]["safe"]
 
 
