@@ -728,11 +728,9 @@ class LlamaGuardEngine(Closeable):
             active_categories(self.format, inherited, categories=policy)  # not every category of it
         except ValueError as exc:
             raise GuardConfigurationError(str(exc)) from exc
-        other = copy.copy(self)
+        other = copy.copy(self)  # a view: this guard's model and micro-batcher
         other.categories = policy
         other.excluded_categories = inherited
-        other._view_of = self  # shares this guard's micro-batcher, whose worker holds this guard only weakly
-        _adopt(other.backend)
         return other
 
     def _inherited_exclusions(self, policy: dict[str, str] | None) -> tuple[str, ...]:
@@ -1491,9 +1489,14 @@ class LlamaGuardEngine(Closeable):
         return new
 
     def __copy__(self) -> LlamaGuardEngine:
-        """A shallow copy: the same attributes, micro-batcher included (what :meth:`with_categories` builds on)."""
+        """A shallow copy: the same attributes, micro-batcher included (what :meth:`with_categories` builds on). It
+        is a view of this guard, like :meth:`with_categories`'s: one more user of the model, so closing it leaves
+        this guard working, and the micro-batcher stays this guard's to close."""
+        self._check_open()
         new = object.__new__(type(self))
         new.__dict__.update(vars(self))
+        new._view_of = self  # the batcher's worker holds this guard only weakly: the view keeps it alive
+        _adopt(new.backend)
         return new
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LlamaGuardEngine:

@@ -125,6 +125,24 @@ def test_deep_copy_shares_the_model_and_has_its_own_settings_and_batcher(lg4_wit
         copy.deepcopy(guard)
 
 
+def test_closing_a_shallow_copy_leaves_the_guard_it_was_copied_from_working(lg4_with):
+    """``copy.copy(guard)`` (a per-tenant variant with its own threshold) is one more user of the model, as a deep
+    copy is: closing it neither releases the model under the original nor stops the original's micro-batcher."""
+    guard = lg4_with(batch_window_ms=1)
+    variant = copy.copy(guard)
+    variant.threshold = 0.3
+    assert variant.backend is guard.backend and variant._batcher is guard._batcher
+    assert not variant.check(BOMB).safe
+    variant.close()
+    assert guard.backend is not None and guard.backend.model is not None
+    assert not guard.check(BOMB).safe and guard.check(BENIGN).safe  # through its micro-batcher, still running
+    with pytest.raises(GuardClosedError):
+        variant.check(BENIGN)
+    guard.close()
+    with pytest.raises(GuardClosedError):
+        copy.copy(guard)
+
+
 def test_a_view_with_other_categories_copies_its_policy(lg4):
     view = lg4.with_categories({"S1": "Violent Crimes.", "S9": "Indiscriminate Weapons."})
     dup = copy.deepcopy(view)
