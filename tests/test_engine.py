@@ -331,6 +331,30 @@ def test_guards_loaded_in_threads_at_once_judge_as_one_loaded_alone(lg3_1b_path,
     assert model.lm_head.weight is model.get_input_embeddings().weight
 
 
+def test_a_checkpoints_own_lm_head_is_kept_and_a_given_models_is_never_replaced(lg3_1b_path, tmp_path):
+    """A checkpoint whose config ties the head (``tie_word_embeddings``) but whose files hold a head of their own (a
+    fine-tune that untied it) keeps that head, as transformers keeps it; a model passed to ``from_model`` whose head
+    differs from its embeddings under a tying config is refused (tie it, or fix its config), never changed."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    own = tmp_path / "own-head"
+    shutil.copytree(lg3_1b_path, own)
+    weights = load_file(own / "model.safetensors")
+    embed = weights["model.embed_tokens.weight"]
+    weights["lm_head.weight"] = (
+        embed + 0.01 * torch.randn(embed.shape, generator=torch.Generator().manual_seed(0))
+    ).contiguous()
+    save_file(weights, own / "model.safetensors", metadata={"format": "pt"})
+
+    model = LlamaGuard.from_pretrained(str(own)).backend.model
+    assert model.config.tie_word_embeddings and torch.equal(model.lm_head.weight, weights["lm_head.weight"])
+    mine = AutoModelForCausalLM.from_pretrained(str(own)).eval()
+    with pytest.raises(GuardConfigurationError, match="its head holds other weights"):
+        LlamaGuard.from_model(mine, AutoTokenizer.from_pretrained(str(own)))
+    assert torch.equal(mine.lm_head.weight, weights["lm_head.weight"])  # left as it was
+
+
 def test_from_model_takes_llama_guard_4_as_transformers_loads_it(lg4_path, lg4):
     """A model loaded with plain ``from_pretrained`` keeps the checkpoint's null ``attention_chunk_size``:
     ``from_model`` sets it as the package's own loading does, and the guard judges as the package-loaded one."""

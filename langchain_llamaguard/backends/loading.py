@@ -38,9 +38,31 @@ once (two loads of a model with tied embeddings, such as Llama Guard 3 1B, race 
 on the meta device: a guard that passes everything). Loads of one process run one at a time."""
 
 
-def check_loaded(model: Any, *, given: bool = False) -> None:
+def saves_own_head(model_id_or_path: str, subfolder: str | None = None) -> bool | None:
+    """Whether a local checkpoint's safetensors hold an LM head of their own (``None``: not a local folder of
+    safetensors, unknown). Read from the files' headers only."""
+    folder = Path(model_id_or_path) / (subfolder or "")
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    for file in files:
+        with safe_open(str(file), "pt") as weights:
+            if any(key.endswith("lm_head.weight") for key in weights.keys()):  # noqa: SIM118 - not a dict
+                return True
+    return False
+
+
+def _same_values(a: Any, b: Any) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and bool(a.eq(b).all())
+
+
+def check_loaded(model: Any, *, given: bool = False, saved_head: bool | None = None) -> None:
     """Refuse a model with weights left on the meta device, and tie the LM head where the config ties it (a load
     racing another one outside this package can leave it untied): never a guard that judges with missing weights.
+    A head of the checkpoint's own (``saved_head``: its files hold one) is kept, as transformers keeps it; a given
+    model's head that differs from its embeddings is refused, never replaced.
     ``given``: the model was passed in (``from_model``), not loaded here.
     """
     # accelerate's offloading (a device_map with "cpu" or "disk" entries) keeps offloaded weights on the meta
@@ -62,6 +84,16 @@ def check_loaded(model: Any, *, given: bool = False) -> None:
     tied = getattr(config, "tie_word_embeddings", False) or getattr(text_config, "tie_word_embeddings", False)
     head, embed = model.get_output_embeddings(), model.get_input_embeddings()
     if tied and head is not None and embed is not None and head.weight is not embed.weight:
+        if saved_head:  # the checkpoint's own head, kept: known when the model is handed on (from_model)
+            model._llamaguard_saved_head = True
+        if _same_values(head.weight, embed.weight) or getattr(model, "_llamaguard_saved_head", False):
+            return
+        if given:
+            raise GuardConfigurationError(
+                "the given model's config ties its LM head to its input embeddings (tie_word_embeddings=True), but "
+                "its head holds other weights: set tie_word_embeddings=False in its config if the head was trained "
+                "apart, or call model.tie_weights() if it should be tied; the guard does not change your model"
+            )
         model.tie_weights()
         if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
             raise GuardConfigurationError("the loaded model's LM head is not tied to its embeddings; load it again")
@@ -560,7 +592,7 @@ def load_guard_model(
             model = load_whole(AutoModelForCausalLM, model_id_or_path, config, kwargs)
         ctx = context_length or int(getattr(config, "max_position_embeddings", 131072))
     model.eval()
-    check_loaded(model)
+    check_loaded(model, saved_head=saves_own_head(model_id_or_path, hub.get("subfolder")))
     if cpu_int8:
         from .cpu_quantization import quantize_int8_cpu
 
