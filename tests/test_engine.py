@@ -12,7 +12,7 @@ from conftest import BENIGN, BENIGN_ANSWER, BOMB, CODE_ABUSE, UNSAFE_ANSWER
 from langchain_core.messages import AIMessage, HumanMessage
 from PIL import Image
 
-from langchain_llamaguard import GuardConfigurationError, GuardOutputError, LlamaGuard, Verdict
+from langchain_llamaguard import GuardConfigurationError, GuardInputError, GuardOutputError, LlamaGuard, Verdict
 from langchain_llamaguard.images import ImageLoadError
 from langchain_llamaguard.tiny.data import check_images, llama_guard_examples
 from langchain_llamaguard.tiny.models import build_llama_guard_3
@@ -353,6 +353,28 @@ def test_a_checkpoints_own_lm_head_is_kept_and_a_given_models_is_never_replaced(
     with pytest.raises(GuardConfigurationError, match="its head holds other weights"):
         LlamaGuard.from_model(mine, AutoTokenizer.from_pretrained(str(own)))
     assert torch.equal(mine.lm_head.weight, weights["lm_head.weight"])  # left as it was
+
+
+def test_a_text_only_llama_guard_4_checkpoint_loads_and_judges_text(lg4_path, lg4, tmp_path):
+    """A Llama Guard 4 saved text-only (``Llama4ForCausalLM``, ``model_type="llama4_text"``) loads as a causal LM
+    and judges text as the whole model does; an image is refused with a reason (it has no vision tower)."""
+    from transformers import Llama4ForCausalLM, Llama4ForConditionalGeneration
+
+    text = Llama4ForConditionalGeneration.from_pretrained(str(lg4_path)).language_model
+    assert isinstance(text, Llama4ForCausalLM)  # the text model, head included
+    text.save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(lg4_path / name, tmp_path / name)
+
+    guard = LlamaGuard.from_pretrained(str(tmp_path))
+    assert guard.format.name == "llama-guard-4" and guard.backend.model.config.model_type == "llama4_text"
+    texts = [BENIGN, BOMB]
+    assert [v.score for v in guard.batch_check(texts)] == pytest.approx(
+        [v.score for v in lg4.batch_check(texts)], abs=1e-5
+    )
+    image = {"type": "image", "image": Image.new("RGB", (20, 20), (0, 0, 255))}
+    with pytest.raises(GuardInputError, match="cannot read images"):
+        guard.check([{"role": "user", "content": [image, {"type": "text", "text": "what is this?"}]}])
 
 
 def test_from_model_takes_llama_guard_4_as_transformers_loads_it(lg4_path, lg4):

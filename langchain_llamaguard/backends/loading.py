@@ -561,7 +561,9 @@ def load_guard_model(
     if device_map is not None:
         kwargs["device_map"] = device_map
 
-    if fmt == "llama-guard-4":
+    # a text-only Llama Guard 4 (Llama4ForCausalLM, model_type "llama4_text") loads as a causal LM, as the 3s do
+    text_only = fmt == "llama-guard-4" and getattr(config, "model_type", None) == "llama4_text"
+    if fmt == "llama-guard-4" and not text_only:
         from transformers import AutoProcessor, Llama4ForConditionalGeneration
 
         ctx = llama4_context(getattr(config, "text_config", config), context_length or LLAMA_GUARD_4_CONTEXT)
@@ -588,9 +590,12 @@ def load_guard_model(
         processor = None
         if tokenizer is None:
             tokenizer = _tokenizer(model_id_or_path, hub)  # before minutes of loading weights
+        if text_only:  # before the load: the chunk it sets is the model's
+            ctx = llama4_context(config, context_length or LLAMA_GUARD_4_CONTEXT)
+        else:
+            ctx = context_length or int(getattr(config, "max_position_embeddings", 131072))
         with LOAD_LOCK:
             model = load_whole(AutoModelForCausalLM, model_id_or_path, config, kwargs)
-        ctx = context_length or int(getattr(config, "max_position_embeddings", 131072))
     model.eval()
     check_loaded(model, saved_head=saves_own_head(model_id_or_path, hub.get("subfolder")))
     if cpu_int8:
