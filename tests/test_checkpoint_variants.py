@@ -58,6 +58,10 @@ def test_a_model_left_in_training_mode_is_judged_in_eval_mode(lg3_1b, lg3_1b_pat
     with pytest.warns(RuntimeWarning, match="training mode"):
         PromptGuard(pg_model, AutoTokenizer.from_pretrained(str(pg_path)))
     assert not pg_model.training
+    pg_model.deberta.train()  # a part left training (a fine-tuning script's), the root in eval mode
+    with pytest.warns(RuntimeWarning, match="training mode, whole or in part"):
+        PromptGuard(pg_model, AutoTokenizer.from_pretrained(str(pg_path)))
+    assert not any(m.training for m in pg_model.modules())
 
 
 def test_a_tokenizer_from_the_other_llama_guard_3_is_refused(lg3_8b, lg3_1b, lg3_8b_path, lg3_1b_path, tmp_path):

@@ -356,9 +356,11 @@ def check_format(model_format: str, config: Any) -> None:
 def in_eval_mode(model: Any) -> Any:
     """``model`` in eval mode, as ``from_pretrained`` leaves it: a model left in training mode would drop out
     activations at random and give each call another score (a :class:`RuntimeWarning` says it was switched)."""
-    if getattr(model, "training", False):
+    modules = model.modules() if callable(getattr(model, "modules", None)) else [model]
+    if any(getattr(module, "training", False) for module in modules):  # the root, or any part of it
         warnings.warn(
-            f"the {type(model).__name__} given to the guard was in training mode (dropout on: scores would vary "
+            f"the {type(model).__name__} given to the guard was in training mode, whole or in part (dropout on: "
+            "scores would vary "
             "from call to call); the guard switched it to eval mode",
             RuntimeWarning,
             stacklevel=3,
