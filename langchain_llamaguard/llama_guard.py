@@ -612,12 +612,18 @@ class LlamaGuardEngine(Closeable):
             from .backends.loading import llama4_context
 
             context_length = llama4_context(getattr(model.config, "text_config", model.config), context_length)
+        pad_id = tokenizer.convert_tokens_to_ids(_PAD_TOKENS[family])
+        if not isinstance(pad_id, int) or pad_id == getattr(tokenizer, "unk_token_id", None):
+            raise GuardConfigurationError(
+                f"the tokenizer has no {_PAD_TOKENS[family]} token, which the guard pads batches with (every "
+                f"{fmt} tokenizer has it): use the checkpoint's own tokenizer"
+            )
         backend = TransformersBackend(
             model,
             tokenizer,
             processor=processor,
             model_name=fmt,
-            pad_id=tokenizer.convert_tokens_to_ids(_PAD_TOKENS[family]),
+            pad_id=pad_id,
             prefix_cache_bytes=prefix_cache_bytes,
         )
         return cls(backend, tokenizer, model_format=fmt, context_length=context_length, **kwargs)

@@ -7,6 +7,7 @@ wrong prompt format, dropout on, or failed with a bare transformers error.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -305,3 +306,15 @@ def test_a_prompt_guard_checkpoint_without_its_classifier_is_refused(pg_path, tm
     for backend in ("torch", "onnx"):
         with pytest.raises(GuardLoadError, match="classifier"):
             PromptGuard.from_pretrained(str(headless), backend=backend)
+
+
+def test_a_llama_guard_3_tokenizer_without_its_pad_token_is_refused_when_loaded(lg3_1b_path, tmp_path):
+    """The guard pads batches with ``<|finetune_right_pad_id|>``: a tokenizer without it is refused at load, not
+    with a bare ``TypeError`` at every check."""
+    edited = tmp_path / "no-pad"
+    shutil.copytree(lg3_1b_path, edited)
+    spec = json.loads((edited / "tokenizer.json").read_text())
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] != "<|finetune_right_pad_id|>"]
+    (edited / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(GuardConfigurationError, match=r"no <\|finetune_right_pad_id\|> token, which the guard pads"):
+        LlamaGuard.from_pretrained(str(edited))
