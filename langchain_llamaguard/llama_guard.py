@@ -1054,7 +1054,10 @@ class LlamaGuardEngine(Closeable):
         if batch.prompts:
             if self._batcher is not None:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                results = self._batcher.wait(self._batcher.submit(batch.prompts, batch.excluded), left)
+                try:
+                    results = self._batcher.wait(self._batcher.submit(batch.prompts, batch.excluded), left)
+                except GuardClosedError as exc:  # closed under the check: each row fails as without a batcher
+                    results = [_Failure(exc, 1.0, p.role) for p in batch.prompts]
                 if results is WITHDRAWN:  # timed out: its rows are withdrawn, never scored for a caller gone
                     return self._timed_out(len(conversations), role)
                 batch.results = results
@@ -1189,7 +1192,10 @@ class LlamaGuardEngine(Closeable):
         batch = await to_thread(self._prepare_many, conversations, role, excluded_categories, unserved)
         if batch.prompts:
             if self._batcher is not None:
-                batch.results = await self._batcher.await_(self._batcher.submit(batch.prompts, batch.excluded))
+                try:
+                    batch.results = await self._batcher.await_(self._batcher.submit(batch.prompts, batch.excluded))
+                except GuardClosedError as exc:  # closed under the check: each row fails as without a batcher
+                    batch.results = [_Failure(exc, 1.0, p.role) for p in batch.prompts]
             elif isinstance(self.backend, AsyncGuardBackend):
                 batch.results = await self._ascore_encoded(batch.prompts, batch.excluded)
             else:

@@ -729,12 +729,15 @@ def test_a_fork_while_another_thread_loads_a_guard_or_reads_the_middleware_cache
     assert _forked_while_held([*module_locks, middleware.moderator.cache._lock], in_child) == 0
 
 
-def test_a_check_running_when_its_guard_is_closed_fails_with_guard_closed_error(lg3_1b, monkeypatch):
+@pytest.mark.parametrize("batch_window_ms", [None, 5])
+def test_a_check_running_when_its_guard_is_closed_fails_with_guard_closed_error(lg3_1b, monkeypatch, batch_window_ms):
     """Another thread's ``close()`` landing between two forward passes of a running check: the check fails with
-    GuardClosedError (a LlamaGuardError, so ``on_error`` applies), never a bare TypeError from a model that is
-    gone."""
+    GuardClosedError (a LlamaGuardError, so ``on_error`` applies, micro-batched or not), never a bare TypeError
+    from a model that is gone."""
     for on_error in ("raise", "unsafe"):
-        guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error=on_error)
+        guard = LlamaGuard.from_model(
+            lg3_1b.backend.model, lg3_1b.tokenizer, on_error=on_error, batch_window_ms=batch_window_ms
+        )
         backend, real = guard.backend, guard.backend.first_step
 
         def closing(*args, _real=real, _guard=guard, **kw):
@@ -748,6 +751,11 @@ def test_a_check_running_when_its_guard_is_closed_fails_with_guard_closed_error(
         else:
             verdict = guard.check(BOMB)
             assert not verdict.safe and "closed while a check was running" in verdict.error
+    if batch_window_ms:  # closed while the check waits in the queue: refused by the batcher, the same way
+        guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe", batch_window_ms=5)
+        guard._batcher.close()  # close() has shut the batcher; this check got past its own open check before
+        for verdict in (guard.check(BOMB), asyncio.run(guard.acheck(BOMB))):
+            assert not verdict.safe and "closed" in verdict.error
 
 
 def test_a_process_whose_micro_batch_is_still_running_exits_cleanly(lg3_1b_path, tmp_path):
