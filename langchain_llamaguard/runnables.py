@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any, Literal, cast, get_args
 
 from langchain_core.documents import Document
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk, HumanMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
@@ -256,6 +256,10 @@ def _added(acc: Any, chunk: Any) -> tuple[Any, Any]:
     is lost; where it does not, what it replaced comes back second, to be judged on its own."""
     if acc is None:
         return chunk, None
+    whole = isinstance(acc, BaseMessage) and isinstance(chunk, BaseMessage)
+    if whole and not (isinstance(acc, BaseMessageChunk) and isinstance(chunk, BaseMessageChunk)):
+        # whole messages do not add up (langchain-core makes a prompt template of two): each is one answer
+        return chunk, (None if _extends(acc, chunk) else acc)
     try:
         return acc + chunk, None
     except TypeError:

@@ -15,7 +15,7 @@ from conftest import BENIGN, BENIGN_ANSWER, BOMB, EVIL_CODE, UNSAFE_ANSWER
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableGenerator, RunnableLambda
 from pydantic import BaseModel
 
 from langchain_llamaguard.conversation import to_turns
@@ -211,6 +211,23 @@ def test_streamed_answer_chunks_that_do_not_add_up_are_each_judged(lg4, stream_m
 
     step = lg4.as_output_guard(on_unsafe=REFUSAL, stream_mode=stream_mode, check_every=5)
     assert list((RunnableLambda(answer) | step).stream("go")) == [REFUSAL]
+
+
+@pytest.mark.parametrize("stream_mode", ["buffer", "incremental"])
+def test_a_stream_of_whole_messages_is_judged_message_by_message(lg4, stream_mode):
+    """A runnable that streams whole ``AIMessage`` s (not chunks, which add up): each is an answer of its own, judged
+    as it is, and released as it came (langchain-core makes a prompt template of two whole messages added)."""
+
+    def answers(first):
+        def gen(_):
+            yield AIMessage(first)
+            yield AIMessage(BENIGN_ANSWER)
+
+        return RunnableGenerator(gen)  # a RunnableLambda would add them up itself
+
+    step = lg4.as_output_guard(on_unsafe=REFUSAL, stream_mode=stream_mode, check_every=5)
+    assert [m.content for m in (answers(UNSAFE_ANSWER) | step).stream("go")] == [REFUSAL]
+    assert [m.content for m in (answers(BENIGN_ANSWER) | step).stream("go")] == [BENIGN_ANSWER, BENIGN_ANSWER]
 
 
 class Checks(BaseCallbackHandler):
