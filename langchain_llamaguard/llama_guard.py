@@ -594,6 +594,11 @@ class LlamaGuardEngine(Closeable):
                 f"from_model takes the model's loaded tokenizer (or Llama Guard 4's processor), got "
                 f"{processor_or_tokenizer!r}; load it with AutoTokenizer / AutoProcessor.from_pretrained(...)"
             )
+        if not callable(getattr(model, "get_output_embeddings", None)) or model.get_output_embeddings() is None:
+            raise GuardConfigurationError(
+                f"from_model takes a language model with its LM head (Llama4ForConditionalGeneration, "
+                f"LlamaForCausalLM), got a {type(model).__name__} without one: its verdict tokens could not be read"
+            )
         check_loaded(model, given=True)  # weights on the meta device would fail at the first check
         tokenizer = getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
         processor = processor_or_tokenizer if tokenizer is not processor_or_tokenizer else None

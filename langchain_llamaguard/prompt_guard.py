@@ -355,9 +355,10 @@ class PromptGuardEngine(Closeable):
                     "onnx_threads="
                 )
             options.whole_number("onnx_threads", onnx_threads, minimum=1, allow_none=True)
-            model = OnnxClassifier.from_pretrained(
-                model_id_or_path, quantize=onnx_quantize, path=onnx_path, threads=onnx_threads, hub=hub
-            )
+            with load_errors(str(model_id_or_path)):  # a truncated weight file, as with backend='torch'
+                model = OnnxClassifier.from_pretrained(
+                    model_id_or_path, quantize=onnx_quantize, path=onnx_path, threads=onnx_threads, hub=hub
+                )
         else:
             raise GuardConfigurationError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         guard = cls(

@@ -318,3 +318,22 @@ def test_a_llama_guard_3_tokenizer_without_its_pad_token_is_refused_when_loaded(
     (edited / "tokenizer.json").write_text(json.dumps(spec))
     with pytest.raises(GuardConfigurationError, match=r"no <\|finetune_right_pad_id\|> token, which the guard pads"):
         LlamaGuard.from_pretrained(str(edited))
+
+
+def test_loading_mistakes_are_named_errors_not_bare_library_ones(lg3_1b_path, tmp_path):
+    """An empty folder, a dtype no model computes in, a map that leaves no device to compute on and a model
+    without its LM head: each a ``LlamaGuardError`` that says what was wrong, at load, not a bare ``ValueError``
+    or ``AttributeError`` at the first check."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for load in (LlamaGuard.from_pretrained, PromptGuard.from_pretrained):
+        with pytest.raises(GuardLoadError, match="a checkpoint folder holds config.json"):
+            load(str(empty))
+    for dtype in ("int8", torch.float8_e4m3fn, torch.bool):
+        with pytest.raises(GuardConfigurationError, match="not one a model computes in"):
+            LlamaGuard.from_pretrained(str(lg3_1b_path), dtype=dtype)
+    with pytest.raises(GuardConfigurationError, match="every weight on 'disk'"):
+        LlamaGuard.from_pretrained(str(lg3_1b_path), device_map={"": "disk"}, offload_folder=str(tmp_path / "off"))
+    base = AutoModelForCausalLM.from_pretrained(str(lg3_1b_path)).model  # the LlamaModel, no LM head
+    with pytest.raises(GuardConfigurationError, match="without one"):
+        LlamaGuard.from_model(base, AutoTokenizer.from_pretrained(str(lg3_1b_path)))

@@ -67,7 +67,13 @@ def check_loaded(model: Any, *, given: bool = False, saved_head: bool | None = N
     """
     # accelerate's offloading (a device_map with "cpu" or "disk" entries) keeps offloaded weights on the meta
     # device on purpose and loads them at each forward; only a model loaded without it has weights missing there
-    offloaded = any(str(v) in ("cpu", "disk") for v in (getattr(model, "hf_device_map", None) or {}).values())
+    placed = [str(v) for v in (getattr(model, "hf_device_map", None) or {}).values()]
+    if placed and all(v == "disk" for v in placed):
+        raise GuardConfigurationError(
+            "the device_map puts every weight on 'disk', with no device to compute on; map the model to 'cpu' or a "
+            "GPU (device_map='auto' offloads to disk only what does not fit)"
+        )
+    offloaded = any(v in ("cpu", "disk") for v in placed)
     meta = [] if offloaded else [name for name, p in model.named_parameters() if p.device.type == "meta"]
     if meta:
         why = (
@@ -156,6 +162,12 @@ def load_errors(model_id_or_path: str) -> Iterator[None]:
             "for a gated repository pass token= or log in"
         )
         raise GuardLoadError(f"cannot load {model_id_or_path!r}: {first}{hint}") from exc
+    except ValueError as exc:  # transformers' words for a folder without a config or tokenizer it can read
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GuardLoadError(
+            f"cannot load {model_id_or_path!r}: {first}; a checkpoint folder holds config.json, the tokenizer files "
+            "(tokenizer.json, tokenizer_config.json) and the weights, as save_pretrained writes them"
+        ) from exc
     except Exception as exc:
         if type(exc).__name__ != "SafetensorError":  # safetensors' error for a truncated or corrupted file
             raise
@@ -202,10 +214,15 @@ def resolve_dtype(dtype: Any, *, cuda: bool, quantization: str | None = None, ch
         got = getattr(torch, dtype, None)
         if not isinstance(got, torch.dtype):
             raise GuardConfigurationError(f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float16' or 'float32'")
-        return got
+        dtype = got
     if not isinstance(dtype, torch.dtype):
         raise GuardConfigurationError(
             f"dtype must be a torch.dtype, its name (e.g. 'bfloat16') or 'auto', got {dtype!r}"
+        )
+    if not dtype.is_floating_point or dtype.itemsize < 2:  # int8, bool, float8: no dtype a model computes in
+        raise GuardConfigurationError(
+            f"dtype={dtype} is not one a model computes in; use 'bfloat16', 'float16' or 'float32' (or 'auto'), "
+            "and quantization='int8' or 'nf4' for 8- or 4-bit weights"
         )
     return dtype
 
