@@ -256,8 +256,9 @@ class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
         if "input" in self.stages:
             refuse_unread_input(messages)
         # The newest message of a kind a guard judges: system messages after it (a parallel branch's notes) do not
-        # hide it; nor, from a node that judges only the model's words, user messages a parallel branch added.
-        judged = (AIMessage, ToolMessage) if self.stages == ("output",) else (HumanMessage, AIMessage, ToolMessage)
+        # hide it; nor, from a node that judges only the model's words, user messages or tool results a parallel
+        # branch added.
+        judged = (AIMessage,) if self.stages == ("output",) else (HumanMessage, AIMessage, ToolMessage)
         end = len(messages)
         while end and not isinstance(messages[end - 1], judged):
             end -= 1
@@ -281,6 +282,13 @@ class GuardNode(NoVerdictFallbacks, Runnable[Any, Any]):
             judged = self._judged_outputs(state)  # with verdict_key: an earlier guard node's, not judged again
             idxs = [i for i in range(start, end) if i == end - 1 or _seen(messages[i]) not in judged]
             return _Plan(messages, "output", "Agent", idxs, [messages[:start] + [messages[i]] for i in idxs])
+        if "input" in self.stages:
+            # The user's turn with messages after it that this node does not judge (a caller's assistant "prefill"
+            # or tool message sent with the question): the model reads the turn all the same, so it is judged
+            # rather than passed unread.
+            human = last_index(messages[:end], HumanMessage)
+            if human is not None:
+                return _Plan(messages, "input", "User", [human], [messages[: human + 1]])
         return None
 
     @staticmethod

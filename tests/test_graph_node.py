@@ -8,6 +8,7 @@ loads back with no "unregistered type" warning. Every learned verdict is a check
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -331,7 +332,7 @@ def test_configuration_errors(lg4):
         lg4.as_node(on_unsafe=42)
     with pytest.raises(GuardKeyError, match="'chat'"):
         lg4.as_node(messages_key="chat").invoke({"messages": []})
-    assert lg4.as_node(check="input").invoke({"messages": [HumanMessage("hi"), AIMessage("hello")]}) == {}
+    assert lg4.as_node(check="input").invoke({"messages": [HumanMessage(BENIGN), AIMessage("hello")]}) == {}
     assert lg4.as_node(check="input", goto="x", goto_safe="y").invoke({"messages": []}) == Command(update={}, goto="y")
 
 
@@ -486,6 +487,34 @@ def test_a_flagged_user_turn_leaves_the_thread_so_the_next_turn_does_not_hand_it
         assert handed == [[notice.text, refusal.text, BENIGN]]
 
 
+@pytest.mark.parametrize("guard_name", ["lg4", "prompt_guard"])
+@pytest.mark.parametrize("after", ["prefill", "tool result"])
+def test_an_input_node_judges_the_user_turn_under_messages_the_caller_sent_after_it(request, guard_name, after):
+    """A caller sends the question with an assistant "prefill" (or a tool message) after it: the newest message is
+    no user turn, but the model reads the turn all the same, so an input node judges it (it routed to the model
+    having judged nothing)."""
+    guard = request.getfixturevalue(guard_name)
+    flagged = INJECTION if guard_name == "prompt_guard" else BOMB
+    handed: list[list[str]] = []
+
+    def model(state: MessagesState) -> dict:
+        handed.append([m.text for m in state["messages"]])
+        return {"messages": [AIMessage(BENIGN_ANSWER)]}
+
+    check_in = guard.as_node(check="input", goto=END, goto_safe="model")
+    builder = StateGraph(MessagesState)
+    builder.add_node("check_in", check_in, destinations=check_in.destinations)
+    builder.add_node("model", model)
+    builder.add_edge(START, "check_in")
+    builder.add_edge("model", END)
+    tail = AIMessage("", id="tail") if after == "prefill" else ToolMessage("ok", tool_call_id="c1", id="tail")
+    for run in (lambda x: builder.compile().invoke(x), lambda x: asyncio.run(builder.compile().ainvoke(x))):
+        handed.clear()
+        out = run({"messages": [HumanMessage(flagged, id="turn"), tail]})
+        assert handed == [] and flagged not in str(out["messages"])  # judged, replaced, never handed to the model
+        assert out["messages"][0].id == "turn" and out["messages"][0].text.startswith("[message removed by")
+
+
 def test_a_flagged_user_turn_without_an_id_stays_with_the_refusal_after_it(lg4):
     """No id (no add_messages reducer): the turn cannot be replaced, so only the refusal is written, as before."""
     [refusal] = lg4.as_node(check="input").invoke({"messages": [HumanMessage(BOMB)]})["messages"]
@@ -570,13 +599,22 @@ def test_a_system_note_after_the_model_answer_does_not_hide_it(lg4):
     ]
 
 
-def test_a_user_note_a_parallel_branch_adds_after_the_answer_does_not_hide_it_from_an_output_node(lg4):
-    """The model and a branch that adds a HumanMessage run in one step: the note lands after the answer, and a
-    ``check="output"`` node judged nothing, so the flagged answer stayed. An output node looks past user messages
-    after the model's words (a ``"last"`` node still judges such a note as the user's turn)."""
+@pytest.mark.parametrize(
+    "note",
+    [
+        HumanMessage("(sent from the mobile app)", id="note"),
+        ToolMessage("18 degrees", tool_call_id="lookup-1", name="lookup", id="note"),
+    ],
+    ids=["user note", "tool result"],
+)
+def test_a_user_note_a_parallel_branch_adds_after_the_answer_does_not_hide_it_from_an_output_node(lg4, note):
+    """The model and a branch that adds a HumanMessage (or a ToolMessage) run in one step: the note lands after
+    the answer, and a ``check="output"`` node judged nothing, so the flagged answer stayed. An output node looks
+    past user messages and tool results after the model's words (a ``"last"`` node still judges such a note as
+    what it is)."""
     builder = StateGraph(MessagesState)
     builder.add_node("model", lambda state: {"messages": [AIMessage(UNSAFE_ANSWER, id="answer")]})
-    builder.add_node("note", lambda state: {"messages": [HumanMessage("(sent from the mobile app)", id="note")]})
+    builder.add_node("note", lambda state: {"messages": [note]})
     builder.add_node("check_out", lg4.as_node(check="output"))
     builder.add_edge(START, "model")
     builder.add_edge(START, "note")
