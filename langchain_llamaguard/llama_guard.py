@@ -1061,8 +1061,11 @@ class LlamaGuardEngine(Closeable):
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                 try:
                     results = self._batcher.wait(self._batcher.submit(batch.prompts, batch.excluded), left)
-                except GuardClosedError as exc:  # closed under the check: each row fails as without a batcher
-                    results = [_Failure(exc, 1.0, p.role) for p in batch.prompts]
+                except GuardClosedError as exc:
+                    if not self._closed:  # a view whose guard closed its batcher: this one is open, scored alone
+                        results = self._score_encoded(batch.prompts, batch.excluded)
+                    else:  # closed under the check: each row fails as without a batcher
+                        results = [_Failure(exc, 1.0, p.role) for p in batch.prompts]
                 if results is WITHDRAWN:  # timed out: its rows are withdrawn, never scored for a caller gone
                     return self._timed_out(len(conversations), role)
                 batch.results = results
@@ -1196,14 +1199,18 @@ class LlamaGuardEngine(Closeable):
         unserved = await self._aserved_context()
         batch = await to_thread(self._prepare_many, conversations, role, excluded_categories, unserved)
         if batch.prompts:
-            if self._batcher is not None:
+            batched = self._batcher is not None
+            if batched:
                 try:
                     batch.results = await self._batcher.await_(self._batcher.submit(batch.prompts, batch.excluded))
-                except GuardClosedError as exc:  # closed under the check: each row fails as without a batcher
-                    batch.results = [_Failure(exc, 1.0, p.role) for p in batch.prompts]
-            elif isinstance(self.backend, AsyncGuardBackend):
+                except GuardClosedError as exc:
+                    if self._closed:  # closed under the check: each row fails as without a batcher
+                        batch.results = [_Failure(exc, 1.0, p.role) for p in batch.prompts]
+                    else:  # a view whose guard closed its batcher: this one is open, and scores alone
+                        batched = False
+            if not batched and isinstance(self.backend, AsyncGuardBackend):
                 batch.results = await self._ascore_encoded(batch.prompts, batch.excluded)
-            else:
+            elif not batched:
                 batch.results = await to_thread(self._score_encoded, batch.prompts, batch.excluded)
         return self._finish(batch, len(conversations))
 

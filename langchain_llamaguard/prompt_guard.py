@@ -264,7 +264,7 @@ class PromptGuardEngine(Closeable):
             device: ``"cpu"``, ``"cuda"``... (torch backend).
         """
         recipe = recipe_of(locals(), "model_id_or_path", "kwargs")
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
         from .backends.loading import (
             HUB_KWARGS,
@@ -272,7 +272,9 @@ class PromptGuardEngine(Closeable):
             check_hf_kwargs,
             check_loaded,
             check_local_path,
+            load_config,
             load_errors,
+            load_tokenizer,
             load_whole,
             names_cuda,
             one_dtype,
@@ -294,8 +296,7 @@ class PromptGuardEngine(Closeable):
         chosen = one_dtype(dtype, torch_dtype)
         init_kwargs = {k: kwargs.pop(k) for k in _INIT_KEYS if k in kwargs}
         hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}  # config and tokenizer: from where the weights are
-        with load_errors(str(model_id_or_path)):
-            config = AutoConfig.from_pretrained(model_id_or_path, **hub)
+        config = load_config(str(model_id_or_path), hub)
         if getattr(config, "model_type", None) not in ("deberta-v2", "deberta") or not getattr(
             config, "id2label", None
         ):
@@ -304,7 +305,7 @@ class PromptGuardEngine(Closeable):
                 "for Llama Guard use LlamaGuard.from_pretrained(...)"
             )
         with load_errors(str(model_id_or_path)):
-            tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub)
+            tokenizer = load_tokenizer(str(model_id_or_path), hub)
         probe = tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
         unk = getattr(tokenizer, "unk_token_id", None)
         if not probe or (unk is not None and all(i == unk for i in probe)):  # transformers makes an empty one

@@ -6,6 +6,7 @@ model the way it was loaded (``from_pretrained(path)``); a step's ``with_retry``
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 import pickle
@@ -141,6 +142,20 @@ def test_closing_a_shallow_copy_leaves_the_guard_it_was_copied_from_working(lg4_
     guard.close()
     with pytest.raises(GuardClosedError):
         copy.copy(guard)
+
+
+def test_views_and_copies_keep_judging_after_their_micro_batched_guard_closes(lg4_with):
+    """A ``with_categories`` view and a shallow copy share their guard's micro-batcher; once the guard is closed,
+    they are still open and still hold the model, so they judge on their own (sync and async), as views of a guard
+    without batching do, rather than fail every check."""
+    guard = lg4_with(batch_window_ms=1, on_error="unsafe")
+    view = guard.with_categories({"S1": "Violent Crimes.", "S9": "Indiscriminate Weapons."})
+    variant = copy.copy(guard)
+    guard.close()
+    for other in (view, variant):
+        for verdict in (other.check(BOMB), asyncio.run(other.acheck(BOMB))):
+            assert not verdict.safe and verdict.error is None and verdict.categories == ["S9"]
+        assert other.check(BENIGN).safe
 
 
 def test_a_view_with_other_categories_copies_its_policy(lg4):

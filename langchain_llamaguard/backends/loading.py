@@ -162,12 +162,6 @@ def load_errors(model_id_or_path: str) -> Iterator[None]:
             "for a gated repository pass token= or log in"
         )
         raise GuardLoadError(f"cannot load {model_id_or_path!r}: {first}{hint}") from exc
-    except ValueError as exc:  # transformers' words for a folder without a config or tokenizer it can read
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise GuardLoadError(
-            f"cannot load {model_id_or_path!r}: {first}; a checkpoint folder holds config.json, the tokenizer files "
-            "(tokenizer.json, tokenizer_config.json) and the weights, as save_pretrained writes them"
-        ) from exc
     except Exception as exc:
         if type(exc).__name__ != "SafetensorError":  # safetensors' error for a truncated or corrupted file
             raise
@@ -175,6 +169,22 @@ def load_errors(model_id_or_path: str) -> Iterator[None]:
             f"cannot load {model_id_or_path!r}: a weight file is unreadable ({exc}); is it complete (a download cut "
             "short, a disk that filled up)?"
         ) from exc
+
+
+def load_config(model_id_or_path: str, hub: dict[str, Any]) -> Any:
+    """The checkpoint's config, or a :class:`GuardLoadError` that says what a checkpoint folder holds (transformers
+    says "Unrecognized model" with a ``ValueError`` for a folder without a readable ``config.json``)."""
+    from transformers import AutoConfig
+
+    with load_errors(model_id_or_path):
+        try:
+            return AutoConfig.from_pretrained(model_id_or_path, **hub)
+        except ValueError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise GuardLoadError(
+                f"cannot load {model_id_or_path!r}: {first}; a checkpoint folder holds config.json, the tokenizer "
+                "files (tokenizer.json, tokenizer_config.json) and the weights, as save_pretrained writes them"
+            ) from exc
 
 
 def _as_dtype(value: Any) -> Any:
@@ -386,7 +396,7 @@ def in_eval_mode(model: Any) -> Any:
     return model
 
 
-def _tokenizer(model_id_or_path: str, hub: dict[str, Any]) -> Any:
+def load_tokenizer(model_id_or_path: str, hub: dict[str, Any]) -> Any:
     """The checkpoint's tokenizer, or a :class:`GuardConfigurationError` that says which files it needs."""
     from transformers import AutoTokenizer
 
@@ -515,7 +525,6 @@ def load_guard_model(
 ) -> LoadedGuard:
     """Load model, tokenizer and (Llama Guard 4) processor; see the module docstring for what is fixed."""
     import torch
-    from transformers import AutoConfig
 
     model_id_or_path = check_local_path(model_id_or_path)
     if quantization is not None and not isinstance(quantization, str):
@@ -528,13 +537,13 @@ def load_guard_model(
         hf_kwargs = {**hf_kwargs, "quantization_config": quantization}
         quantization = None
     hub = {k: hf_kwargs[k] for k in HUB_KWARGS if k in hf_kwargs}
-    config = AutoConfig.from_pretrained(model_id_or_path, **hub)
+    config = load_config(model_id_or_path, hub)
     tokenizer = None  # loaded once: Llama Guard 4's processor loads its own
     fmt = model_format
     model_type = getattr(config, "model_type", None)
     if fmt is None:
         if model_type == "llama":  # only 3 8B vs 3 1B needs the chat template
-            tokenizer = _tokenizer(model_id_or_path, hub)
+            tokenizer = load_tokenizer(model_id_or_path, hub)
         fmt = detect_format(config, getattr(tokenizer, "chat_template", None))
     else:
         check_format(fmt, config)
@@ -608,7 +617,7 @@ def load_guard_model(
             kwargs["quantization_config"] = qconf
         processor = None
         if tokenizer is None:
-            tokenizer = _tokenizer(model_id_or_path, hub)  # before minutes of loading weights
+            tokenizer = load_tokenizer(model_id_or_path, hub)  # before minutes of loading weights
         if text_only:  # before the load: the chunk it sets is the model's
             ctx = llama4_context(config, context_length or LLAMA_GUARD_4_CONTEXT)
         else:
