@@ -751,10 +751,17 @@ def test_a_check_running_when_its_guard_is_closed_fails_with_guard_closed_error(
         else:
             verdict = guard.check(BOMB)
             assert not verdict.safe and "closed while a check was running" in verdict.error
-    if batch_window_ms:  # closed while the check waits in the queue: refused by the batcher, the same way
-        guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe", batch_window_ms=5)
-        guard._batcher.close()  # close() has shut the batcher; this check got past its own open check before
-        for verdict in (guard.check(BOMB), asyncio.run(guard.acheck(BOMB))):
+    if batch_window_ms:  # closed as the check hands its rows to the batcher: refused by it, the same way
+        for run in (lambda g: g.check(BOMB), lambda g: asyncio.run(g.acheck(BOMB))):
+            guard = LlamaGuard.from_model(lg3_1b.backend.model, lg3_1b.tokenizer, on_error="unsafe", batch_window_ms=5)
+            batcher, submit = guard._batcher, guard._batcher.submit
+
+            def closing_submit(*args, _guard=guard, _submit=submit):
+                _guard.close()  # another thread's close() lands after this check got past its own open check
+                return _submit(*args)
+
+            monkeypatch.setattr(batcher, "submit", closing_submit)
+            verdict = run(guard)
             assert not verdict.safe and "closed" in verdict.error
 
 
