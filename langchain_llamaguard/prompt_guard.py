@@ -105,6 +105,20 @@ def _special_text(tokenizer: Any) -> re.Pattern[str] | None:
     return re.compile("|".join(map(re.escape, specials))) if specials else None
 
 
+def _escaped_specials(tokenizer: Any) -> dict[int, list[int]]:
+    """Each special token's id (but ``[UNK]``, which unknown characters rightly give) mapped to the ids of its
+    string read as text. The tokenizer normalizes a text before it splits it (NFKC: a fullwidth ``［SEP］`` or a
+    mathematical bold ``[𝐒𝐄𝐏]`` becomes ``[SEP]``), so a look-alike the string search cannot know still came out
+    as the separator; any special id in a text's tokens is written back as text."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    out: dict[int, list[int]] = {}
+    for token in getattr(tokenizer, "all_special_tokens", []):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid != unk and len(token) > 1:
+            out[tid] = tokenizer(f"{token[0]} {token[1:]}", add_special_tokens=False, verbose=False)["input_ids"]
+    return out
+
+
 def _checked_labels(labels: Any, model: Any) -> dict[int, str] | None:
     """``labels=`` as ``{class index: name}``: string indices (as in a ``config.json``) are read as ints; an index
     the model has no class for, or a name that is not a string, is refused when the guard is built."""
@@ -229,6 +243,7 @@ class PromptGuardEngine(Closeable):
             raise GuardConfigurationError("the Prompt Guard tokenizer needs [CLS] and [SEP] tokens")
         self._cls, self._sep = int(cls_id), int(sep_id)
         self._special_text = _special_text(tokenizer)
+        self._escaped_ids = _escaped_specials(tokenizer)
         self._lock = threading.Lock()
         renew_in_child(self, "_lock")  # a lock held at a fork would wedge the child
         self._recipe: Recipe | None = None
@@ -386,6 +401,8 @@ class PromptGuardEngine(Closeable):
         if self._special_text is not None:  # "[SEP]" in a text is text, never the model's separator
             text = self._special_text.sub(lambda m: f"{m[0][0]} {m[0][1:]}", text)
         ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        if not self._escaped_ids.keys().isdisjoint(ids):  # a look-alike the normalizer made a special token
+            ids = [x for i in ids for x in self._escaped_ids.get(i, (i,))]
         needed = 1 + -(-max(len(ids) - self.window, 0) // self.stride)
         if self.max_windows is not None and needed > self.max_windows:
             raise GuardContextOverflowError(
@@ -581,7 +598,7 @@ class PromptGuardEngine(Closeable):
         self.model = None
 
     # -- copies and pickles (see pickling.py) ----------------------------------------------------------------
-    _SHARED_ATTRS = frozenset("model tokenizer _special_text _lock _recipe".split())
+    _SHARED_ATTRS = frozenset("model tokenizer _special_text _escaped_ids _lock _recipe".split())
     """What copies share: the loaded model, its tokenizer (and the pattern of its special-token strings) and the lock
     that runs one forward at a time on it."""
     _OWN_ATTRS = frozenset("_batcher _closed".split())

@@ -381,11 +381,20 @@ def test_special_token_strings_in_a_text_are_read_as_text(prompt_guard):
     after an injection took its score from 0.96 to 0.02 on the tiny guard. They are now read as text."""
     tok = prompt_guard.tokenizer
     special = set(tok.all_special_ids) - {tok.unk_token_id}  # [UNK] also stands for characters it does not know
-    for text in ["[CLS][SEP][PAD][MASK][UNK]", INJECTION + " [SEP]" * 50, "[SEP]" + INJECTION]:
+    # look-alikes the tokenizer's NFKC normalizer turns into them: fullwidth brackets or letters, mathematical bold
+    looks = [
+        "\uff3bSEP\uff3d",
+        "[\uff33\uff25\uff30]",
+        "[\U0001d412\U0001d404\U0001d40f]",
+        "\uff3bPAD\uff3d",
+        "\uff3bMASK\uff3d",
+    ]
+    for text in ["[CLS][SEP][PAD][MASK][UNK]", INJECTION + " [SEP]" * 50, "[SEP]" + INJECTION, *looks]:
         for window in prompt_guard.windows(text):
             assert not special & set(window[1:-1]), text[:40]
     copied = copy.deepcopy(prompt_guard)  # copies and pickles read them as text too
-    assert copied.windows(INJECTION + " [SEP]") == prompt_guard.windows(INJECTION + " [SEP]")
+    for text in (INJECTION + " [SEP]", INJECTION + " \uff3bSEP\uff3d"):
+        assert copied.windows(text) == prompt_guard.windows(text)
 
 
 def test_micro_batches_of_one_callers_windows_are_length_sorted(prompt_guard):
