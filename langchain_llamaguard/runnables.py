@@ -108,6 +108,13 @@ def input_conversation(value: Any, input_key: str | None = None) -> Conversation
     )
 
 
+_AGENT_EXECUTOR_KEYS = frozenset(
+    {"output", "input", "chat_history", "intermediate_steps", "messages", "actions", "steps"}
+)
+"""What langchain-classic's AgentExecutor returns and streams beside its answer ("output"): the question, the
+history, and the steps that led to the answer (its tool calls and their results, as actions, steps and messages)."""
+
+
 def _may_hold_text(value: Any) -> bool:
     """Whether a value of an input dict is something a prompt may format into the model's input: anything but
     ``None``, booleans and numbers (a ``Document``, a nested dict or an object has text too)."""
@@ -134,9 +141,10 @@ def output_message(value: Any, output_key: str | None = None) -> BaseMessage:
             return coerce_message(value)
         key = output_key
         if key is None:
-            # "output" by default (AgentExecutor's answer, beside its "input"), where nothing else an app may show
-            # is beside it: a key left unjudged must be one the caller named the answer apart from
-            others = sorted(k for k, v in value.items() if k not in ("output", "input") and _may_hold_text(v))
+            # "output" by default (AgentExecutor's answer), where nothing else an app may show is beside it but
+            # what AgentExecutor puts there (the question, the history, its steps): a key left unjudged must be one
+            # the caller named the answer apart from
+            others = sorted(k for k, v in value.items() if k not in _AGENT_EXECUTOR_KEYS and _may_hold_text(v))
             if "output" not in value or others:
                 beside = f"; besides 'output' it holds {others}, which would pass unjudged" if "output" in value else ""
                 raise GuardInputError(

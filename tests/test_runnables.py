@@ -469,8 +469,12 @@ def test_the_default_output_key_is_never_judged_apart_from_what_is_beside_it(lg4
         )
         == REFUSAL
     )  # the key named: judged
-    agent_output = {"input": BENIGN, "output": BENIGN_ANSWER, "steps": 2}
-    assert step.invoke(agent_output) == agent_output  # the question and a count beside it: "output" is the answer
+    for agent_output in (  # AgentExecutor's, with its memory and steps: "output" is the answer
+        {"input": BENIGN, "output": BENIGN_ANSWER, "tokens": 2},
+        {"input": BENIGN, "chat_history": [HumanMessage("hi")], "intermediate_steps": [], "output": BENIGN_ANSWER},
+        {"messages": [AIMessage(BENIGN_ANSWER)], "output": BENIGN_ANSWER},  # its stream's last chunk
+    ):
+        assert step.invoke(agent_output) == agent_output
 
 
 @pytest.mark.parametrize(
