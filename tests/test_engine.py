@@ -354,6 +354,21 @@ def test_a_checkpoints_own_lm_head_is_kept_and_a_given_models_is_never_replaced(
         LlamaGuard.from_model(mine, AutoTokenizer.from_pretrained(str(own)))
     assert torch.equal(mine.lm_head.weight, weights["lm_head.weight"])  # left as it was
 
+    # a hub id is read in the cache it was loaded into (never downloaded for this)
+    from langchain_llamaguard.backends.loading import saves_own_head
+
+    for name, folder in (("own", own), ("tied", lg3_1b_path)):
+        repo = tmp_path / "hub" / f"models--org--{name}"
+        shutil.copytree(folder, repo / "snapshots" / "abc123")
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("abc123")
+    hub = {"cache_dir": str(tmp_path / "hub")}
+    assert (saves_own_head("org/own", hub), saves_own_head("org/tied", hub), saves_own_head("org/gone", hub)) == (
+        True,
+        False,
+        None,
+    )
+
 
 def test_a_text_only_llama_guard_4_checkpoint_loads_and_judges_text(lg4_path, lg4, tmp_path):
     """A Llama Guard 4 saved text-only (``Llama4ForCausalLM``, ``model_type="llama4_text"``) loads as a causal LM

@@ -38,11 +38,33 @@ once (two loads of a model with tied embeddings, such as Llama Guard 3 1B, race 
 on the meta device: a guard that passes everything). Loads of one process run one at a time."""
 
 
-def saves_own_head(model_id_or_path: str, subfolder: str | None = None) -> bool | None:
-    """Whether a local checkpoint's safetensors hold an LM head of their own (``None``: not a local folder of
-    safetensors, unknown). Read from the files' headers only."""
-    folder = Path(model_id_or_path) / (subfolder or "")
-    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+def _snapshot(model_id_or_path: str, hub: dict[str, Any]) -> Path | None:
+    """The local folder of a checkpoint: the path itself, or a hub id's snapshot in the cache it was loaded into
+    (never downloaded here); ``None`` where there is none."""
+    if Path(model_id_or_path).is_dir():
+        return Path(model_id_or_path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(
+                model_id_or_path,
+                revision=hub.get("revision"),
+                cache_dir=hub.get("cache_dir"),
+                local_files_only=True,
+            )
+        )
+    except Exception:  # noqa: BLE001 - not a hub id, or not in the cache: unknown
+        return None
+
+
+def saves_own_head(model_id_or_path: str, hub: dict[str, Any] | None = None) -> bool | None:
+    """Whether a checkpoint's safetensors hold an LM head of their own (``None``: no local files to read, unknown).
+    Read from the files' headers only: a local folder, or a hub id's snapshot in the cache."""
+    hub = hub or {}
+    snapshot = _snapshot(model_id_or_path, hub)
+    folder = snapshot / (hub.get("subfolder") or "") if snapshot is not None else None
+    files = sorted(folder.glob("*.safetensors")) if folder is not None and folder.is_dir() else []
     if not files:
         return None
     from safetensors import safe_open
@@ -55,6 +77,8 @@ def saves_own_head(model_id_or_path: str, subfolder: str | None = None) -> bool 
 
 
 def _same_values(a: Any, b: Any) -> bool:
+    if "meta" in (a.device.type, b.device.type):  # offloaded: no values here to compare
+        return False
     return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and bool(a.eq(b).all())
 
 
@@ -92,7 +116,7 @@ def check_loaded(model: Any, *, given: bool = False, saved_head: bool | None = N
     if tied and head is not None and embed is not None and head.weight is not embed.weight:
         if saved_head:  # the checkpoint's own head, kept: known when the model is handed on (from_model)
             model._llamaguard_saved_head = True
-        if _same_values(head.weight, embed.weight) or getattr(model, "_llamaguard_saved_head", False):
+        if getattr(model, "_llamaguard_saved_head", False) or _same_values(head.weight, embed.weight):
             return
         if given:
             raise GuardConfigurationError(
@@ -625,7 +649,7 @@ def load_guard_model(
         with LOAD_LOCK:
             model = load_whole(AutoModelForCausalLM, model_id_or_path, config, kwargs)
     model.eval()
-    check_loaded(model, saved_head=saves_own_head(model_id_or_path, hub.get("subfolder")))
+    check_loaded(model, saved_head=saves_own_head(model_id_or_path, hub))
     if cpu_int8:
         from .cpu_quantization import quantize_int8_cpu
 
