@@ -54,7 +54,7 @@ from .images import (
 from .lifecycle import Closeable
 from .pickling import recipe_of
 from .prompt_format import active_categories, get_format, render
-from .taxonomy import check_policy, default_categories, resolve_categories
+from .taxonomy import check_policy, default_categories, policy_name, resolve_categories
 from .verdict import Verdict, make_verdict, merge_verdicts, parse_output
 
 OnError = Literal["raise", "unsafe"]
@@ -748,7 +748,11 @@ class LlamaGuardEngine(Closeable):
         """This guard's exclusions that mean the same category in ``policy`` (``None``: the default list)."""
         mine = self.categories if self.categories is not None else default_categories(self.format.name)
         theirs = policy if policy is not None else default_categories(self.format.name)
-        moved = [c for c in self.excluded_categories if c in theirs and theirs[c] != mine.get(c)]
+
+        def same(a: str | None, b: str | None) -> bool:  # "Specialized Advice." and "specialized advice" alike
+            return a is not None and b is not None and policy_name(a).casefold() == policy_name(b).casefold()
+
+        moved = [c for c in self.excluded_categories if c in theirs and not same(theirs[c], mine.get(c))]
         if moved:
             said = ", ".join(f"{c} ({mine.get(c, '?')!r} here, {theirs[c]!r} there)" for c in moved)
             raise GuardConfigurationError(

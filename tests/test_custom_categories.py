@@ -246,6 +246,8 @@ def test_a_guards_own_exclusions_carry_over_to_a_policy_that_has_their_codes(lg4
     guard = lg4_with(excluded_categories=["S6", "S9"])
     view = guard.with_categories({"S1": "Violent Crimes.", "S9": "Indiscriminate Weapons.", "S15": "Medical advice."})
     assert view.encode("hi")[0].categories == ("S1", "S15")
+    spelled = guard.with_categories({"S1": "Violent Crimes.", "S9": " indiscriminate weapons"})  # the same category
+    assert spelled.encode("hi")[0].categories == ("S1",)
     assert view.check("hi").model  # checks run under the new policy
     assert guard.with_categories(None).encode("hi")[0].categories == guard.encode("hi")[0].categories
     LlamaGuardMiddleware(guard, categories={"S1": "Violent Crimes.", "S15": "Fraud."})
