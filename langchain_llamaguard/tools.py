@@ -237,19 +237,39 @@ def _call_id_args(schema: Any) -> frozenset[str]:
     )
 
 
+def _aliases(schema: Any) -> dict[str, str]:
+    """A pydantic argument schema's aliases, each mapped to its field's name (``{}`` for a JSON schema)."""
+    fields = getattr(schema, "model_fields", None) if isinstance(schema, type) else None
+    out: dict[str, str] = {}
+    for name, field in (fields or {}).items():
+        for alias in (field.alias, field.validation_alias):
+            if isinstance(alias, str) and alias != name:
+                out[alias] = name
+    return out
+
+
 def _output_content(output: Any) -> Any:
     """What a tool's output says, as message content: a ``ToolMessage``'s content, the messages a ``Command``
     adds, content blocks as they are; anything else as JSON."""
     if isinstance(output, ToolMessage):
         return output.content
     if _Command is not None and isinstance(output, _Command):
-        update = output.update if isinstance(output.update, dict) else {"update": output.update}
+        update = output.update
+        if update is not None and not isinstance(update, dict):  # (key, value) pairs or a state object
+            as_tuples = getattr(output, "_update_as_tuples", None)
+            update = dict(as_tuples()) if as_tuples is not None else {"update": update}
+        update = update or {}
         raw = update.get("messages", [])
-        # each message whole (its images and files too), as add_messages would make it of a message-like
+        # each message whole (its images and files too), as add_messages would make it of a message-like; a model
+        # message's calls and the text it carries beside its content (reasoning, a legacy function_call) too
         blocks: list[Any] = []
         for message in convert_to_messages(raw if isinstance(raw, list) else [raw]):
             content = message.content
             blocks += [{"type": "text", "text": content}] if isinstance(content, str) else content
+            if isinstance(message, AIMessage):
+                beside = "".join(to_turns([message.model_copy(update={"content": ""})])[-1].text_parts)
+                if beside:
+                    blocks.append({"type": "text", "text": beside})
         rest = {k: v for k, v in update.items() if k != "messages"}
         if rest:
             blocks.append({"type": "text", "text": json_text(rest)})
@@ -297,6 +317,7 @@ class _ToolGuard:
         self.what = what
         self.injected_args = _injected_args(tool)
         self.call_id_args = _call_id_args(schema)
+        self.aliases = _aliases(schema)
         # The inner tool runs with its error handling off: its errors reach the guarded tool, which handles them
         # as the inner tool would (the same settings), under the caller's tool-call id (status="error" kept).
         self.runner = tool.model_copy(update={"handle_tool_error": False, "handle_validation_error": False})
@@ -307,7 +328,8 @@ class _ToolGuard:
 
     def call_conversation(self, args: dict[str, Any], state: Any) -> list[BaseMessage]:
         context = _context(state, self.tool.name)
-        args = self.judged_args(args)
+        # shown under the schema's names: an argument sent by its alias is still the code a code tool shows
+        args = {self.aliases.get(k, k): v for k, v in self.judged_args(args).items()}
         if self.render is not None:
             turn = AIMessage(content=self.render(args))
         else:
@@ -514,9 +536,10 @@ class GuardedTool(NoVerdictFallbacks, StructuredTool):
 
     def _parse_input(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> str | dict[str, Any]:
         """The arguments as the model sent them. They are validated against the tool's schema here, so a bad call
-        fails as it would unguarded, but go on unparsed: the guard judges the model's own arguments (a pydantic
-        model made of them would show its repr, which can hide fields), and the inner tool validates them once,
-        as it would unguarded (a validator that transforms its value, say decodes it, runs once)."""
+        fails as it would unguarded (before a check is spent on it), but go on unparsed: the guard judges the
+        model's own arguments (a pydantic model made of them would show its repr, which can hide fields), and the
+        inner tool validates them as it would unguarded, so what a validator makes of a value (say, decodes it)
+        is made once, from what the model sent. (The validators themselves run twice, here and in the tool.)"""
         parsed = super()._parse_input(tool_input, tool_call_id)
         if not isinstance(tool_input, dict) or not isinstance(parsed, dict):
             return parsed

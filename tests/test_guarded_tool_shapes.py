@@ -176,3 +176,11 @@ def test_a_guarded_tool_judges_the_arguments_the_model_sent_and_validates_them_o
         asked.clear()
         guarded.invoke({"job": {"language": "python", "script": EVIL_CODE}})
         assert len(asked) == 1 and json.dumps(EVIL_CODE)[1:-1] in asked[0], asked
+
+    class Aliased(BaseModel):
+        code: str = Field(alias="source")
+
+    aliased = StructuredTool.from_function(lambda code: "45", name="python_repl", description=".", args_schema=Aliased)
+    asked.clear()
+    assert guard_code_tool(aliased, lg4).invoke({"source": SUM_CODE}) == "45"  # sent by its alias
+    assert asked == [code_block(SUM_CODE)]  # shown as the code, not as an extra argument

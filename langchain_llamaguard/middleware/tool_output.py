@@ -126,11 +126,15 @@ def new_messages(value: Any, known: Sequence[Any], *, model_messages: bool = Tru
 
 
 def _same(message: BaseMessage, held: BaseMessage | None) -> bool:
+    """Whether ``message`` says what ``held`` says: its content, calls and the fields a guard reads beside them
+    (a legacy ``function_call``, reasoning, a refusal; the provider its blocks are read as)."""
     return (
         held is not None
         and type(message) is type(held)
         and message.content == held.content
         and getattr(message, "tool_calls", None) == getattr(held, "tool_calls", None)
+        and message.additional_kwargs == held.additional_kwargs
+        and message.response_metadata.get("model_provider") == held.response_metadata.get("model_provider")
     )
 
 
