@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .conversation import ConversationInput, to_turns
+from .conversation import ConversationInput, last_turn_pieces, to_turns
 from .errors import GuardBatchError, GuardConfigurationError, GuardInputError, GuardTypeError
 from .forking import renew_in_child
 from .prompt_format import active_categories
@@ -234,8 +234,7 @@ def last_turn_text(conversation: ConversationInput, role: str | None = None) -> 
     """The text of the judged (last) turn, as Prompt Guard reads it."""
     if isinstance(conversation, str):
         return conversation
-    turns = to_turns(conversation, role=role)
-    return "\n".join(p for p in turns[-1].text_parts)
+    return "\n".join(p for parts in last_turn_pieces(conversation, role=role) for p in parts)
 
 
 class PromptGuardModerator:

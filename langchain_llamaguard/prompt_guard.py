@@ -227,6 +227,11 @@ class PromptGuardEngine(Closeable):
                 f"none of the labels {self.labels} is named 'BENIGN', so the malicious ones are unknown; pass "
                 "labels={index: name} with the benign class named 'BENIGN' (e.g. {0: 'BENIGN', 1: 'MALICIOUS'})"
             )
+        if len(benign) > 1:  # the other "BENIGN" class would be scored as malicious, under a benign name
+            raise GuardConfigurationError(
+                f"the labels {self.labels} name more than one class 'BENIGN'; exactly one class is benign, every "
+                "other is malicious (e.g. {0: 'BENIGN', 1: 'MALICIOUS'})"
+            )
         self.benign_index = benign[0]
         self.malicious_label = next((n for i, n in self.labels.items() if i != self.benign_index), "MALICIOUS")
         max_len = int(getattr(tokenizer, "model_max_length", 512) or 512)

@@ -8,6 +8,7 @@ texts are check-set texts; anything else is asserted by parity with a direct che
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -37,7 +38,7 @@ from langchain_llamaguard import (
     guard_retriever,
 )
 from langchain_llamaguard.middleware import PromptGuardMiddleware
-from langchain_llamaguard.tiny.data import POEM, SOURDOUGH, WEATHER_QUESTION
+from langchain_llamaguard.tiny.data import POEM, SOURDOUGH, SPLIT_INJECTION, WEATHER_QUESTION
 
 pytestmark = pytest.mark.filterwarnings("ignore::langchain_core._api.beta_decorator.LangChainBetaWarning")
 
@@ -266,12 +267,23 @@ def test_guard_retriever_gives_an_agent_only_the_clean_documents(retriever, prom
         guard_retriever(retriever, prompt_guard.as_document_filter(), on_flagged="notice")
 
 
-def test_middleware_withholds_only_the_injected_document_of_a_retriever_tool(retriever, prompt_guard):
-    """``create_retriever_tool`` joins documents with a blank line: each one is a part, judged on its own."""
-    search = create_retriever_tool(retriever, "search_docs", "Search the knowledge base.")
+class _Pages(BaseRetriever):
+    """A retriever that returns its documents in their order (a vector store's order is the embedding's)."""
+
+    docs: list[Document]
+
+    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+        return list(self.docs)
+
+
+def test_middleware_withholds_only_the_injected_document_of_a_retriever_tool(prompt_guard):
+    """``create_retriever_tool`` joins documents with a blank line: each one is a part, judged on its own; the parts
+    kept are judged together too (clean here: ``WEATHER`` and ``POEM`` together are a benign check-set text)."""
+    pages = _Pages(docs=[Document(WEATHER), Document(INJECTION), Document(POEM)])
+    search = create_retriever_tool(pages, "search_docs", "Search the knowledge base.")
     (result,) = agent_run([search], [PromptGuardMiddleware(prompt_guard)])
-    assert INJECTION not in result.text and "1 of 6 parts of this tool result withheld" in result.text
-    assert all(text in result.text for text in [*CLEAN.values(), BOMB])
+    assert INJECTION not in result.text and "1 of 3 parts of this tool result withheld" in result.text
+    assert result.text.startswith(f"{WEATHER}\n\n{POEM}")
 
 
 BLOCKS = [{"type": "text", "text": WEATHER}, {"type": "text", "text": INJECTION}, {"type": "text", "text": POEM}]
@@ -330,7 +342,7 @@ def test_middleware_parts_decisions(prompt_guard):
 
     assert judged(f"{INJECTION}\n\nSunny. {INJECTION}").startswith("[tool result withheld")
     clean = f"{WEATHER}\n\n{POEM}"
-    assert judged(clean) == clean or not prompt_guard.check(clean).safe  # clean parts (and whole): unchanged
+    assert judged(clean) == clean  # clean parts (and whole, a benign check-set text): unchanged
     assert judged(f"{WEATHER} {INJECTION}").startswith("[tool result withheld")
     assert judged(f"{WEATHER}\n\n{INJECTION}", PromptGuardMiddleware(prompt_guard, judge_parts=False)).startswith(
         "[tool result withheld"
@@ -339,6 +351,26 @@ def test_middleware_parts_decisions(prompt_guard):
         PromptGuardMiddleware(prompt_guard, exit_behavior="error").wrap_tool_call(
             None, lambda _: ToolMessage(f"{WEATHER}\n\n{INJECTION}", tool_call_id="1")
         )
+
+
+def test_the_parts_kept_are_judged_together(prompt_guard):
+    """A decoy part draws the flag while an injection split across the other parts (each harmless alone) would go
+    on: the parts kept are judged together, and the result is withheld whole when they are flagged (sync and
+    async). Each of ``SPLIT_INJECTION`` is a benign check-set text, and the two joined a malicious one."""
+    mw = PromptGuardMiddleware(prompt_guard)
+
+    def judged(content: str) -> tuple[str, str]:
+        result = lambda _: ToolMessage(content, tool_call_id="1", id="m1")  # noqa: E731
+
+        async def result_async(_: Any) -> ToolMessage:
+            return result(_)
+
+        return mw.wrap_tool_call(None, result).content, asyncio.run(mw.awrap_tool_call(None, result_async)).content
+
+    for text in judged(f"{INJECTION}\n\n" + "\n\n".join(SPLIT_INJECTION)):
+        assert text.startswith("[tool result withheld") and SPLIT_INJECTION[1] not in text
+    for text in judged(f"{INJECTION}\n\n{WEATHER}\n\n{POEM}"):  # kept together, still clean: they go on
+        assert text.startswith(f"{WEATHER}\n\n{POEM}") and "1 of 3 parts of this tool result withheld" in text
 
 
 # -- LangChain's standard retriever tests -------------------------------------------------------------------------

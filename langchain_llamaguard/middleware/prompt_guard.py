@@ -26,7 +26,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from .. import options
 from ..content_blocks import READABLE_BLOCK_TYPES, block_text, carries_text
-from ..errors import GuardConfigurationError, UnsafeContentError
+from ..errors import GuardBatchError, GuardConfigurationError, GuardContextOverflowError, UnsafeContentError
 from ..moderators import VerdictCache, check_prompt_guard
 from ..replacements import guard_written, marked, refuse_unread_input, removed_turn, user_turn
 from .llama_guard import VERDICT_CACHE_SIZE, _last_index, no_payload_trace_policy, unique_name
@@ -91,6 +91,28 @@ def _part_text(part: Any, content: Any) -> str:
     return _block_text(part) if isinstance(content, list) else part
 
 
+USER_TURN = "the user's turn"
+
+
+def _result_name(message: Any) -> str:
+    """A tool result as an error names it: by its call."""
+    call = getattr(message, "tool_call_id", None)
+    tool = getattr(message, "name", None)
+    return "the tool result" + (f" of {tool!r}" if tool else "") + (f" (call {call!r})" if call else "")
+
+
+def _named(exc: Exception, found: list[Any], names: list[str]) -> BaseException:
+    """The first failed text's own error (a batch's, or a lone text's), saying which text it was (the user's turn,
+    a tool result, a part of one) instead of a row of the middleware's internal batch."""
+    todo = [names[i] for i, v in enumerate(found) if v is None]
+    row, error = next(iter(exc.errors.items())) if isinstance(exc, GuardBatchError) else (0, exc)
+    failed = len(exc.errors) if isinstance(exc, GuardBatchError) else 1
+    more = f" (and {failed - 1} more of the texts judged with it)" if failed > 1 else ""
+    if error.args and isinstance(error.args[0], str):
+        error.args = (f"{todo[row]}: {error.args[0]}{more}", *error.args[1:])
+    return error
+
+
 class PromptGuardMiddleware(AgentMiddleware):
     """Prompt Guard 2 scanning user input for jailbreaks and tool results for indirect injection.
 
@@ -105,7 +127,7 @@ class PromptGuardMiddleware(AgentMiddleware):
         judge_parts: judge a tool result made of parts (content blocks, or paragraphs separated by a blank line)
             part by part as well as whole: with ``exit_behavior="replace"``, only the flagged parts are withheld
             (replaced by ``parts_notice``, after the parts that are kept). A result whose whole is flagged but no
-            part is, or whose every part is, is withheld whole.
+            part is, or whose every part is, or whose kept parts are flagged together, is withheld whole.
         parts_notice: what stands in for the withheld parts; ``{withheld}``, ``{parts}`` and ``{score}`` (the
             highest) are filled in.
         refusal_message: text of the refusal when the run ends.
@@ -217,14 +239,15 @@ class PromptGuardMiddleware(AgentMiddleware):
             return [_text(content)], []
         return [_text(content), *(_part_text(parts[i], content) for i in judged)], judged
 
-    def _outcome(self, message: Any, judged: list[int], verdicts: list[Any]) -> tuple[Any, Any]:
-        """What replaces a tool result (``None``: kept as it is) and the verdict that flagged it."""
+    def _outcome(self, message: Any, judged: list[int], verdicts: list[Any]) -> tuple[Any, Any, str | None]:
+        """What replaces a tool result (``None``: kept as it is), the verdict that flagged it, and, where only some
+        parts are withheld, the text of the parts kept (judged together before they go on: see :meth:`_settle`)."""
         flagged = [i for i, v in zip(judged, verdicts[1:], strict=True) if not v.safe]
         worst = max((v for v in verdicts if not v.safe), key=lambda v: v.score, default=None)
         if worst is None:
-            return None, None
+            return None, None, None
         if not flagged or len(flagged) == len(judged) or self.exit_behavior != "replace":
-            return self._notice(message, worst), worst
+            return self._notice(message, worst), worst, None
         content, parts = message.content, _parts(message.content)
         notice = self.parts_notice.format(withheld=len(flagged), parts=len(judged), score=worst.score)
         kept = [p for i, p in enumerate(parts) if i not in flagged]
@@ -236,19 +259,56 @@ class PromptGuardMiddleware(AgentMiddleware):
         withheld: dict[str, Any] = {"content": new_content}
         if isinstance(message, ToolMessage):
             withheld["artifact"] = self._end_artifact(message, worst)
-        return marked(message.model_copy(update=withheld)), worst
+        kept_text = _text(kept if isinstance(content, list) else PARAGRAPH.join(kept))
+        return marked(message.model_copy(update=withheld)), worst, kept_text
 
-    def _plan(self, messages: Sequence[Any]) -> tuple[list[tuple[list[str], list[int]]], list[str]]:
-        """What each tool result is judged in, and every text to judge, in one batch."""
+    def _plan(self, messages: Sequence[Any]) -> tuple[list[tuple[list[str], list[int]]], list[str], list[str]]:
+        """What each tool result is judged in, every text to judge (in one batch), and what each text is (for
+        errors: "part 2 of 3 of the tool result of call 'c1'", not a row of the batch)."""
         plans = [self._texts(m) for m in messages]
-        return plans, [t for texts, _ in plans for t in texts]
+        names = []
+        for message, (_, judged) in zip(messages, plans, strict=True):
+            whole = _result_name(message)
+            names += [whole, *(f"part {i + 1} of {len(_parts(message.content))} of {whole}" for i in judged)]
+        return plans, [t for texts, _ in plans for t in texts], names
 
-    def _decide(self, messages: Sequence[Any], plans: list[Any], verdicts: list[Any]) -> list[tuple[Any, Any]]:
+    def _decide(self, messages: Sequence[Any], plans: list[Any], verdicts: list[Any]) -> list[tuple[Any, Any, Any]]:
+        """Each tool result's draft outcome (see :meth:`_outcome`); :meth:`_settle` finishes them."""
         out, start = [], 0
         for message, (texts, judged) in zip(messages, plans, strict=True):
             out.append(self._outcome(message, judged, verdicts[start : start + len(texts)]))
             start += len(texts)
         return out
+
+    @staticmethod
+    def _kept_texts(messages: Sequence[Any], drafts: list[tuple[Any, Any, Any]]) -> tuple[list[str], list[str]]:
+        """The kept parts' texts to judge together, and what each is."""
+        kept = [(m, k) for m, (_, _, k) in zip(messages, drafts, strict=True) if k is not None]
+        return [k for _, k in kept], [f"the parts kept of {_result_name(m)}" for m, _ in kept]
+
+    def _settle(
+        self, messages: Sequence[Any], drafts: list[tuple[Any, Any, Any]], kept_verdicts: list[Any]
+    ) -> list[tuple[Any, Any]]:
+        """The outcomes: a result whose kept parts are flagged together (an injection split across parts, each
+        harmless alone, behind a decoy part that drew the flag) is withheld whole."""
+        verdicts, out = iter(kept_verdicts), []
+        for message, (replacement, worst, kept) in zip(messages, drafts, strict=True):
+            again = next(verdicts) if kept is not None else None
+            if again is not None and not again.safe:
+                worst = max((worst, again), key=lambda v: v.score)
+                replacement = self._notice(message, worst)
+            out.append((replacement, worst))
+        return out
+
+    def _outcomes(self, messages: Sequence[Any], plans: list[Any], verdicts: list[Any]) -> list[tuple[Any, Any]]:
+        drafts = self._decide(messages, plans, verdicts)
+        kept, names = self._kept_texts(messages, drafts)
+        return self._settle(messages, drafts, self._scan(kept, names) if kept else [])
+
+    async def _aoutcomes(self, messages: Sequence[Any], plans: list[Any], verdicts: list[Any]) -> list[tuple[Any, Any]]:
+        drafts = self._decide(messages, plans, verdicts)
+        kept, names = self._kept_texts(messages, drafts)
+        return self._settle(messages, drafts, await self._ascan(kept, names) if kept else [])
 
     def _on_tool_results(self, result: Any, messages: list[ToolMessage], outcomes: list[tuple[Any, Any]]) -> Any:
         """``result`` (a ToolMessage or a ``Command``) with its flagged ToolMessages (or parts) replaced."""
@@ -260,38 +320,54 @@ class PromptGuardMiddleware(AgentMiddleware):
             replacements = marked_to_end(messages, replacements, self.refusal_message.format(score=flagged.score))
         return with_replaced(result, messages, replacements)
 
-    def _scan(self, texts: list[str]) -> list[Any]:
+    def _scan(self, texts: list[str], names: list[str]) -> list[Any]:
         keys = [(getattr(self.guard, "threshold", None), t) for t in texts]
         found, todo = self._cache.split(keys, texts)
-        return self._cache.fill(keys, found, self.guard.batch_check(todo) if todo else [])
+        try:
+            fresh = self.guard.batch_check(todo) if todo else []
+        except (GuardBatchError, GuardContextOverflowError) as exc:  # a lone text's overflow is its own error
+            error = _named(exc, found, names)
+            if error is exc:
+                raise
+            raise error from exc
+        return self._cache.fill(keys, found, fresh)
 
-    async def _ascan(self, texts: list[str]) -> list[Any]:
+    async def _ascan(self, texts: list[str], names: list[str]) -> list[Any]:
         keys = [(getattr(self.guard, "threshold", None), t) for t in texts]
         found, todo = self._cache.split(keys, texts)
-        return self._cache.fill(keys, found, await self.guard.abatch_check(todo) if todo else [])
+        try:
+            fresh = await self.guard.abatch_check(todo) if todo else []
+        except (GuardBatchError, GuardContextOverflowError) as exc:  # a lone text's overflow is its own error
+            error = _named(exc, found, names)
+            if error is exc:
+                raise
+            raise error from exc
+        return self._cache.fill(keys, found, fresh)
 
     # -- the stream transformer's judge (see stream_guard.py): tool results only ---------------------------------
     def judge_stream(self, items: Sequence[Judgment]) -> list[BaseMessage | None]:
         messages = [i.message for i in items]
-        plans, texts = self._plan(messages)
-        return [r for r, _ in self._decide(messages, plans, self._scan(texts))]
+        plans, texts, names = self._plan(messages)
+        return [r for r, _ in self._outcomes(messages, plans, self._scan(texts, names))]
 
     async def ajudge_stream(self, items: Sequence[Judgment]) -> list[BaseMessage | None]:
         messages = [i.message for i in items]
-        plans, texts = self._plan(messages)
-        return [r for r, _ in self._decide(messages, plans, await self._ascan(texts))]
+        plans, texts, names = self._plan(messages)
+        return [r for r, _ in await self._aoutcomes(messages, plans, await self._ascan(texts, names))]
 
     # -- hooks ----------------------------------------------------------------------------------------------------
     @hook_config(can_jump_to=["end"])
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """Scan the user's last turn for a jailbreak, once per run."""
         text = self._input_text(state) if self.apply_to_input else None
-        return None if text is None else refused_turn(self._on_input(self._scan([text])[0], state), state)
+        return None if text is None else refused_turn(self._on_input(self._scan([text], [USER_TURN])[0], state), state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         text = self._input_text(state) if self.apply_to_input else None
-        return None if text is None else refused_turn(self._on_input((await self._ascan([text]))[0], state), state)
+        if text is None:
+            return None
+        return refused_turn(self._on_input((await self._ascan([text], [USER_TURN]))[0], state), state)
 
     def _unscanned(self, state: Any) -> tuple[str | None, list[ToolMessage]]:
         """What the model is about to read that may not have been scanned: the user's turn (as one text) and the
@@ -305,16 +381,17 @@ class PromptGuardMiddleware(AgentMiddleware):
             results = [m for m in tail if isinstance(m, ToolMessage) and not guard_written(m)]
         return text, results
 
-    def _late_texts(self, state: Any) -> tuple[Any, list[str]]:
+    def _late_texts(self, state: Any) -> tuple[Any, list[str], list[str]]:
         text, results = self._unscanned(state)
-        plans, texts = self._plan(results)
-        return (text, results, plans), ([text] if text is not None else []) + texts
+        plans, texts, names = self._plan(results)
+        first = ([text], [USER_TURN]) if text is not None else ([], [])
+        return (text, results, plans), first[0] + texts, first[1] + names
 
-    def _late(self, state: Any, found: Any, verdicts: list[Any]) -> Late | None:
-        """What to do before the model call: nothing (``None``), or what to replace and whether to end the run."""
-        text, results, plans = found
+    def _late(self, state: Any, found: Any, verdicts: list[Any], outcomes: list[tuple[Any, Any]]) -> Late | None:
+        """What to do before the model call: nothing (``None``), or what to replace and whether to end the run
+        (``verdicts``: the input's, if it was judged; ``outcomes``: the tool results')."""
+        text, _, _ = found
         flagged_input = self._on_input(verdicts[0], state) if text is not None else None  # raises on "error"
-        outcomes = self._decide(results, plans, verdicts[1:] if text is not None else verdicts)
         withheld = [r for r, _ in outcomes if r is not None]
         if flagged_input is not None:  # the flagged results leave too: a later turn's model must not read them
             *notices, refusal = flagged_input["messages"]
@@ -346,14 +423,24 @@ class PromptGuardMiddleware(AgentMiddleware):
         "reject" text, ``update_state``) and a user turn edited after the run began (a fork); a text scanned
         before is a cache hit, and the guards' own notices are not scanned."""
         state = request.state if isinstance(request.state, dict) else {"messages": []}
-        found, texts = self._late_texts(state)
-        late = self._late(state, found, self._scan(texts)) if texts else None
+        found, texts, names = self._late_texts(state)
+        late = None
+        if texts:
+            verdicts, (text, results, plans) = self._scan(texts, names), found
+            judged_input = 1 if text is not None else 0
+            outcomes = self._outcomes(results, plans, verdicts[judged_input:])
+            late = self._late(state, found, verdicts[:judged_input], outcomes)
         return handler(request) if late is None else answered(request, handler, late)
 
     async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         state = request.state if isinstance(request.state, dict) else {"messages": []}
-        found, texts = self._late_texts(state)
-        late = self._late(state, found, await self._ascan(texts)) if texts else None
+        found, texts, names = self._late_texts(state)
+        late = None
+        if texts:
+            verdicts, (text, results, plans) = await self._ascan(texts, names), found
+            judged_input = 1 if text is not None else 0
+            outcomes = await self._aoutcomes(results, plans, verdicts[judged_input:])
+            late = self._late(state, found, verdicts[:judged_input], outcomes)
         return await handler(request) if late is None else await aanswered(request, handler, late)
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
@@ -362,13 +449,14 @@ class PromptGuardMiddleware(AgentMiddleware):
         messages = new_messages(result, _state_messages(request)) if self.apply_to_tool_results else []
         if not messages:
             return result
-        plans, texts = self._plan(messages)
-        return self._on_tool_results(result, messages, self._decide(messages, plans, self._scan(texts)))
+        plans, texts, names = self._plan(messages)
+        return self._on_tool_results(result, messages, self._outcomes(messages, plans, self._scan(texts, names)))
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         result = normalized(await handler(request))
         messages = new_messages(result, _state_messages(request)) if self.apply_to_tool_results else []
         if not messages:
             return result
-        plans, texts = self._plan(messages)
-        return self._on_tool_results(result, messages, self._decide(messages, plans, await self._ascan(texts)))
+        plans, texts, names = self._plan(messages)
+        outcomes = await self._aoutcomes(messages, plans, await self._ascan(texts, names))
+        return self._on_tool_results(result, messages, outcomes)
