@@ -456,13 +456,8 @@ def test_a_node_skips_only_the_model_messages_judged_under_its_own_policy(lg4):
     assert [r["message_id"] for r in again["v"]] == ["b"]  # same policy: the recorded draft is not judged again
 
 
-@pytest.mark.parametrize("guard_name", ["prompt_guard", "lg4"])
-def test_a_flagged_user_turn_leaves_the_thread_so_the_next_turn_does_not_hand_it_to_the_model(request, guard_name):
-    """check_in -> model, checkpointed: the refused turn is replaced by the guard's notice (same id, the agent
-    middleware's words), so the thread's next run hands the model the notice, never the flagged text."""
-    guard = request.getfixturevalue(guard_name)
-    flagged = INJECTION if guard_name == "prompt_guard" else BOMB
-    handed: list[list[str]] = []
+def _checked_model_graph(guard: Any, handed: list[list[str]]) -> StateGraph:
+    """check_in -> model (a model that records the texts it is handed and answers BENIGN_ANSWER), not compiled."""
 
     def model(state: MessagesState) -> dict:
         handed.append([m.text for m in state["messages"]])
@@ -474,6 +469,17 @@ def test_a_flagged_user_turn_leaves_the_thread_so_the_next_turn_does_not_hand_it
     builder.add_node("model", model)
     builder.add_edge(START, "check_in")
     builder.add_edge("model", END)
+    return builder
+
+
+@pytest.mark.parametrize("guard_name", ["prompt_guard", "lg4"])
+def test_a_flagged_user_turn_leaves_the_thread_so_the_next_turn_does_not_hand_it_to_the_model(request, guard_name):
+    """check_in -> model, checkpointed: the refused turn is replaced by the guard's notice (same id, the agent
+    middleware's words), so the thread's next run hands the model the notice, never the flagged text."""
+    guard = request.getfixturevalue(guard_name)
+    flagged = INJECTION if guard_name == "prompt_guard" else BOMB
+    handed: list[list[str]] = []
+    builder = _checked_model_graph(guard, handed)
     graph = builder.compile(checkpointer=InMemorySaver())
 
     graph.invoke({"messages": [HumanMessage(flagged, id="turn-1")]}, thread("t"))
@@ -496,17 +502,7 @@ def test_an_input_node_judges_the_user_turn_under_messages_the_caller_sent_after
     guard = request.getfixturevalue(guard_name)
     flagged = INJECTION if guard_name == "prompt_guard" else BOMB
     handed: list[list[str]] = []
-
-    def model(state: MessagesState) -> dict:
-        handed.append([m.text for m in state["messages"]])
-        return {"messages": [AIMessage(BENIGN_ANSWER)]}
-
-    check_in = guard.as_node(check="input", goto=END, goto_safe="model")
-    builder = StateGraph(MessagesState)
-    builder.add_node("check_in", check_in, destinations=check_in.destinations)
-    builder.add_node("model", model)
-    builder.add_edge(START, "check_in")
-    builder.add_edge("model", END)
+    builder = _checked_model_graph(guard, handed)
     tail = AIMessage("", id="tail") if after == "prefill" else ToolMessage("ok", tool_call_id="c1", id="tail")
     for run in (lambda x: builder.compile().invoke(x), lambda x: asyncio.run(builder.compile().ainvoke(x))):
         handed.clear()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from langchain.agents.middleware import AgentMiddleware, hook_config
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -101,16 +101,18 @@ def _result_name(message: Any) -> str:
     return "the tool result" + (f" of {tool!r}" if tool else "") + (f" (call {call!r})" if call else "")
 
 
-def _named(exc: Exception, found: list[Any], names: list[str]) -> BaseException:
-    """The first failed text's own error (a batch's, or a lone text's), saying which text it was (the user's turn,
-    a tool result, a part of one) instead of a row of the middleware's internal batch."""
+def _raise_named(exc: Exception, found: list[Any], names: list[str]) -> NoReturn:
+    """Raise the first failed text's own error (a batch's, or a lone text's), saying which text it was (the user's
+    turn, a tool result, a part of one) instead of a row of the middleware's internal batch."""
     todo = [names[i] for i, v in enumerate(found) if v is None]
     row, error = next(iter(exc.errors.items())) if isinstance(exc, GuardBatchError) else (0, exc)
     failed = len(exc.errors) if isinstance(exc, GuardBatchError) else 1
     more = f" (and {failed - 1} more of the texts judged with it)" if failed > 1 else ""
     if error.args and isinstance(error.args[0], str):
         error.args = (f"{todo[row]}: {error.args[0]}{more}", *error.args[1:])
-    return error
+    if error is exc:
+        raise exc
+    raise error from exc
 
 
 class PromptGuardMiddleware(AgentMiddleware):
@@ -326,10 +328,7 @@ class PromptGuardMiddleware(AgentMiddleware):
         try:
             fresh = self.guard.batch_check(todo) if todo else []
         except (GuardBatchError, GuardContextOverflowError) as exc:  # a lone text's overflow is its own error
-            error = _named(exc, found, names)
-            if error is exc:
-                raise
-            raise error from exc
+            _raise_named(exc, found, names)
         return self._cache.fill(keys, found, fresh)
 
     async def _ascan(self, texts: list[str], names: list[str]) -> list[Any]:
@@ -338,10 +337,7 @@ class PromptGuardMiddleware(AgentMiddleware):
         try:
             fresh = await self.guard.abatch_check(todo) if todo else []
         except (GuardBatchError, GuardContextOverflowError) as exc:  # a lone text's overflow is its own error
-            error = _named(exc, found, names)
-            if error is exc:
-                raise
-            raise error from exc
+            _raise_named(exc, found, names)
         return self._cache.fill(keys, found, fresh)
 
     # -- the stream transformer's judge (see stream_guard.py): tool results only ---------------------------------
