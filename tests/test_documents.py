@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from conftest import BENIGN, BENIGN_ANSWER, BOMB, INJECTION, UNSAFE_ANSWER, WEATHER
+from conftest import BENIGN, BENIGN_ANSWER, BOMB, INJECTION, UNSAFE_ANSWER, WEATHER, SentPrompts
 from langchain.agents import create_agent
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.callbacks import BaseCallbackHandler
@@ -24,20 +24,24 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Too
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
-from langchain_core.tools import create_retriever_tool, tool
+from langchain_core.tools import InjectedToolCallId, create_retriever_tool, tool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_tests.integration_tests import RetrieversIntegrationTests
+from langgraph.types import Command
 
 from langchain_llamaguard import (
     DocumentFilter,
     GuardBatchError,
     GuardConfigurationError,
+    GuardInputError,
     GuardTypeError,
+    PromptGuard,
     UnsafeContentError,
     UnsafeDocumentError,
     guard_retriever,
 )
 from langchain_llamaguard.middleware import PromptGuardMiddleware
+from langchain_llamaguard.middleware.prompt_guard import PARAGRAPH
 from langchain_llamaguard.tiny.data import POEM, SOURDOUGH, SPLIT_INJECTION, WEATHER_QUESTION
 
 pytestmark = pytest.mark.filterwarnings("ignore::langchain_core._api.beta_decorator.LangChainBetaWarning")
@@ -371,6 +375,83 @@ def test_the_parts_kept_are_judged_together(prompt_guard):
         assert text.startswith("[tool result withheld") and SPLIT_INJECTION[1] not in text
     for text in judged(f"{INJECTION}\n\n{WEATHER}\n\n{POEM}"):  # kept together, still clean: they go on
         assert text.startswith(f"{WEATHER}\n\n{POEM}") and "1 of 3 parts of this tool result withheld" in text
+
+
+@tool
+def page_a(query: str) -> str:
+    """Fetch page A."""
+    return query.split("|")[0]
+
+
+@tool
+def page_b(query: str) -> str:
+    """Fetch page B."""
+    return query.split("|")[1]
+
+
+@tool
+def page_and_note(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+    """Fetch a page and leave a note."""
+    page, note = query.split("|")
+    return Command(update={"messages": [ToolMessage(page, tool_call_id=tool_call_id), HumanMessage(note)]})
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+@pytest.mark.parametrize("shape", ["two calls", "decoy", "command", "clean"])
+def test_an_injection_split_across_the_results_of_one_round_is_judged_together(prompt_guard, shape, mode):
+    """Each half of ``SPLIT_INJECTION`` is harmless alone (both benign check-set texts) and flagged joined: split
+    across two tool calls of one model turn (behind a decoy part, too) or across a ``Command``'s messages, the
+    model read both halves. The round's results are judged together before the model call; flagged, each is
+    withheld whole. A clean round (``WEATHER`` and ``POEM``, a benign check-set text together) is left alone."""
+    first, second = SPLIT_INJECTION if shape != "clean" else (WEATHER, POEM)
+    if shape == "decoy":
+        first = f"{first}\n\n{INJECTION}"
+    calls = [{"name": "page_a", "args": {"query": f"{first}|"}, "id": "c1"},
+             {"name": "page_b", "args": {"query": f"|{second}"}, "id": "c2"}]  # fmt: skip
+    if shape == "command":
+        calls = [{"name": "page_and_note", "args": {"query": f"{first}|{second}"}, "id": "c1"}]
+    script = [AIMessage("", tool_calls=calls), AIMessage("ok")]
+    tools = [page_a, page_b, page_and_note]
+    agent = create_agent(
+        ToolCallingFakeModel(messages=iter(script)), tools, middleware=[PromptGuardMiddleware(prompt_guard)]
+    )
+    sent = SentPrompts()
+    request = {"messages": [HumanMessage(WEATHER_QUESTION)]}
+    if mode == "invoke":
+        agent.invoke(request, {"callbacks": [sent]})
+    else:
+        asyncio.run(agent.ainvoke(request, {"callbacks": [sent]}))
+    read = [str(m.content) for m in sent.sent[-1]]
+    if shape == "clean":
+        assert sent.read(WEATHER) and sent.read(POEM)
+    else:
+        assert not sent.read(SPLIT_INJECTION[0]) and not sent.read(SPLIT_INJECTION[1]), read
+        assert sum(text.startswith("[tool result withheld") for text in read) >= 1, read
+
+
+def test_a_clean_result_of_hundreds_of_parts_is_judged_once(pg_path):
+    """A clean tool result of more parts than the verdict cache holds was judged twice: after the tool, and again
+    by the scan before the model call (its texts evicted). Results judged clean are known by their content."""
+    pg = PromptGuard.from_pretrained(str(pg_path), threshold=1.0)  # flags nothing: every result is clean
+    scanned: list[str] = []
+    judge = pg.batch_check
+    pg.batch_check = lambda texts, **kw: (scanned.extend(texts), judge(texts, **kw))[1]
+
+    @tool
+    def search(query: str) -> str:
+        """Search."""
+        return PARAGRAPH.join(f"{WEATHER} (station {i})" for i in range(300))
+
+    (result,) = agent_run([search], [PromptGuardMiddleware(pg)])
+    assert result.text == search.invoke({"query": "x"})  # passed on whole
+    assert len(scanned) == 1 + 1 + 300 and len(set(scanned)) == len(scanned)  # the question, the whole, its parts
+
+
+def test_an_unreadable_block_of_a_tool_result_is_named_by_its_call(prompt_guard):
+    broken = {"type": "file", "base64": "//79", "mime_type": "text/plain"}  # bytes that are not UTF-8
+    result = ToolMessage([{"type": "text", "text": WEATHER}, broken], tool_call_id="c1", name="search")
+    with pytest.raises(GuardInputError, match=r"^the tool result of 'search' \(call 'c1'\): a file block"):
+        PromptGuardMiddleware(prompt_guard).wrap_tool_call(None, lambda _: result)
 
 
 # -- LangChain's standard retriever tests -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ as the notice (see :mod:`~langchain_llamaguard.middleware.stream_guard`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, NoReturn
@@ -87,11 +88,24 @@ def _parts(content: Any) -> list[Any]:
     return [content]
 
 
-def _part_text(part: Any, content: Any) -> str:
-    return _block_text(part) if isinstance(content, list) else part
+def _part_text(part: Any, content: Any, where: str = "tool result") -> str:
+    return _block_text(part, where) if isinstance(content, list) else part
 
 
 USER_TURN = "the user's turn"
+ROUND = "this round's tool results, together"
+
+
+def _read_text(message: Any) -> str:
+    """What the model reads of a message: its text; of a guard's notice, only the parts it kept (a partly withheld
+    result is its kept parts and then the notice), never the notice itself."""
+    if not guard_written(message):
+        return _text(message.content)
+    parts = _parts(message.content)
+    if len(parts) < 2:
+        return ""
+    kept = parts[:-1]
+    return _text(kept if isinstance(message.content, list) else PARAGRAPH.join(kept))
 
 
 def _result_name(message: Any) -> str:
@@ -121,7 +135,9 @@ class PromptGuardMiddleware(AgentMiddleware):
     Args:
         prompt_guard: a :class:`~langchain_llamaguard.PromptGuard`.
         apply_to_input: scan the user's last turn once per run, before the first model call.
-        apply_to_tool_results: scan every tool result before the model reads it.
+        apply_to_tool_results: scan every tool result before the model reads it, and, right before the model
+            call, a round's results together (two or more calls of one turn, a ``Command``'s messages): an
+            injection split across them is flagged, and each is withheld whole.
         exit_behavior: ``"replace"`` (default): a flagged tool result is replaced by ``notice`` (and flagged
             user input by a refusal that ends the run); ``"end"``: the run ends with a refusal; ``"error"``:
             raise :class:`UnsafeContentError` with the verdict.
@@ -173,6 +189,9 @@ class PromptGuardMiddleware(AgentMiddleware):
         if omit_payload_from_traces:
             self.trace_policy = no_payload_trace_policy()
         self._cache = VerdictCache(VERDICT_CACHE_SIZE)
+        # tool results judged clean, by content: the late scan before the model call skips them (a result of
+        # thousands of parts outgrows the verdict cache, and was judged again)
+        self._clean = VerdictCache(VERDICT_CACHE_SIZE)
         self.stream_kinds = frozenset({"tool_result"} if apply_to_tool_results else ())
         self.transformers = stream_transformers(self)
 
@@ -195,6 +214,12 @@ class PromptGuardMiddleware(AgentMiddleware):
         if not turn or all(map(guard_written, turn)):
             return None
         return "\n".join(_text(m.content, where="the user's turn") for m in turn)
+
+    def _input_verdict(self, text: str, verdicts: list[Any]) -> Any:
+        """The user turn's verdict; a clean turn is remembered, so the scan before each model call skips it."""
+        if verdicts[0].safe:
+            self._remember_clean([text])
+        return verdicts[0]
 
     def _on_input(self, verdict: Any, state: Any) -> dict[str, Any] | None:
         if verdict.safe:
@@ -234,17 +259,18 @@ class PromptGuardMiddleware(AgentMiddleware):
     def _texts(self, message: Any) -> tuple[list[str], list[int]]:
         """What Prompt Guard judges of a tool result: the whole, then each part with text when there are several
         (and which parts those are)."""
-        content = message.content
+        content, where = message.content, _result_name(message)
         parts = _parts(content) if self.judge_parts else []
-        judged = [i for i, p in enumerate(parts) if _part_text(p, content).strip()]
+        texts = [_part_text(p, content, where) for p in parts]
+        judged = [i for i, t in enumerate(texts) if t.strip()]
         if len(judged) < 2:
-            return [_text(content)], []
-        return [_text(content), *(_part_text(parts[i], content) for i in judged)], judged
+            return [_text(content, where)], []
+        return [_text(content, where), *(texts[i] for i in judged)], judged
 
     def _outcome(self, message: Any, judged: list[int], verdicts: list[Any]) -> tuple[Any, Any, str | None]:
         """What replaces a tool result (``None``: kept as it is), the verdict that flagged it, and, where only some
         parts are withheld, the text of the parts kept (judged together before they go on: see :meth:`_settle`)."""
-        flagged = [i for i, v in zip(judged, verdicts[1:], strict=True) if not v.safe]
+        flagged = {i for i, v in zip(judged, verdicts[1:], strict=True) if not v.safe}
         worst = max((v for v in verdicts if not v.safe), key=lambda v: v.score, default=None)
         if worst is None:
             return None, None, None
@@ -270,8 +296,8 @@ class PromptGuardMiddleware(AgentMiddleware):
         plans = [self._texts(m) for m in messages]
         names = []
         for message, (_, judged) in zip(messages, plans, strict=True):
-            whole = _result_name(message)
-            names += [whole, *(f"part {i + 1} of {len(_parts(message.content))} of {whole}" for i in judged)]
+            whole, count = _result_name(message), len(_parts(message.content)) if judged else 0
+            names += [whole, *(f"part {i + 1} of {count} of {whole}" for i in judged)]
         return plans, [t for texts, _ in plans for t in texts], names
 
     def _decide(self, messages: Sequence[Any], plans: list[Any], verdicts: list[Any]) -> list[tuple[Any, Any, Any]]:
@@ -300,7 +326,24 @@ class PromptGuardMiddleware(AgentMiddleware):
                 worst = max((worst, again), key=lambda v: v.score)
                 replacement = self._notice(message, worst)
             out.append((replacement, worst))
+        self._remember_clean(
+            [m.content for m, (replacement, _) in zip(messages, out, strict=True) if replacement is None]
+        )
         return out
+
+    def _clean_key(self, content: Any) -> tuple[Any, bytes]:
+        """A user turn's text or a tool result's content as the store of clean ones knows it (under the guard's
+        threshold)."""
+        raw = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False, default=str)
+        digest = hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        return getattr(self.guard, "threshold", None), digest
+
+    def _remember_clean(self, contents: list[Any]) -> None:
+        keys = [self._clean_key(c) for c in contents]
+        self._clean.fill(keys, [None] * len(keys), [True] * len(keys))
+
+    def _known_clean(self, contents: list[Any]) -> list[bool]:
+        return [found is not None for found in self._clean.lookup([self._clean_key(c) for c in contents])]
 
     def _outcomes(self, messages: Sequence[Any], plans: list[Any], verdicts: list[Any]) -> list[tuple[Any, Any]]:
         drafts = self._decide(messages, plans, verdicts)
@@ -356,14 +399,19 @@ class PromptGuardMiddleware(AgentMiddleware):
     def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         """Scan the user's last turn for a jailbreak, once per run."""
         text = self._input_text(state) if self.apply_to_input else None
-        return None if text is None else refused_turn(self._on_input(self._scan([text], [USER_TURN])[0], state), state)
+        return (
+            None
+            if text is None
+            else refused_turn(self._on_input(self._input_verdict(text, self._scan([text], [USER_TURN])), state), state)
+        )
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         text = self._input_text(state) if self.apply_to_input else None
         if text is None:
             return None
-        return refused_turn(self._on_input((await self._ascan([text], [USER_TURN]))[0], state), state)
+        verdict = self._input_verdict(text, await self._ascan([text], [USER_TURN]))
+        return refused_turn(self._on_input(verdict, state), state)
 
     def _unscanned(self, state: Any) -> tuple[str | None, list[ToolMessage]]:
         """What the model is about to read that may not have been scanned: the user's turn (as one text) and the
@@ -375,6 +423,10 @@ class PromptGuardMiddleware(AgentMiddleware):
             last_ai = _last_index(messages, AIMessage)
             tail = messages[last_ai + 1 :] if last_ai is not None else messages
             results = [m for m in tail if isinstance(m, ToolMessage) and not guard_written(m)]
+            known = self._known_clean([m.content for m in results])
+            results = [m for m, clean in zip(results, known, strict=True) if not clean]
+        if text is not None and self._known_clean([text])[0]:
+            text = None
         return text, results
 
     def _late_texts(self, state: Any) -> tuple[Any, list[str], list[str]]:
@@ -382,6 +434,40 @@ class PromptGuardMiddleware(AgentMiddleware):
         plans, texts, names = self._plan(results)
         first = ([text], [USER_TURN]) if text is not None else ([], [])
         return (text, results, plans), first[0] + texts, first[1] + names
+
+    def _round(self, state: Any, results: list[Any], outcomes: list[tuple[Any, Any]]) -> tuple[str | None, list[Any]]:
+        """What the model reads of this round's tool results (and the messages a tool's ``Command`` added beside
+        them) as one text, when two or more of them say something, and those messages: an injection split across
+        two results (two calls of one turn, a ``Command``'s messages), each harmless alone, is judged together.
+        ``(None, [])`` when there is nothing to join, or the text was judged clean before."""
+        messages = list(state["messages"])
+        last_ai = _last_index(messages, AIMessage)
+        tail = messages[last_ai + 1 :] if last_ai is not None else []
+        if not self.apply_to_tool_results or not any(isinstance(m, ToolMessage) for m in tail):
+            return None, []
+        now = {id(m): r for m, (r, _) in zip(results, outcomes, strict=True) if r is not None}
+        members, texts = [], []
+        for message in tail:
+            if isinstance(message, (ToolMessage, HumanMessage)):
+                text = _read_text(now.get(id(message), message))
+                if text.strip():
+                    members.append(message)
+                    texts.append(text)
+        joined = PARAGRAPH.join(texts)
+        if len(members) < 2 or self._known_clean([joined])[0]:
+            return None, []
+        return joined, members
+
+    def _with_round(
+        self, results: list[Any], outcomes: list[tuple[Any, Any]], members: list[Any], joined: str, verdict: Any
+    ) -> list[tuple[Any, Any]]:
+        """The outcomes once the round was judged together: flagged, each of its messages is withheld whole."""
+        if verdict.safe:
+            self._remember_clean([joined])
+            return outcomes
+        mine = {id(m) for m in members}
+        kept = [o for m, o in zip(results, outcomes, strict=True) if id(m) not in mine]
+        return kept + [(self._notice(m, verdict), verdict) for m in members]
 
     def _late(self, state: Any, found: Any, verdicts: list[Any], outcomes: list[tuple[Any, Any]]) -> Late | None:
         """What to do before the model call: nothing (``None``), or what to replace and whether to end the run
@@ -420,23 +506,25 @@ class PromptGuardMiddleware(AgentMiddleware):
         before is a cache hit, and the guards' own notices are not scanned."""
         state = request.state if isinstance(request.state, dict) else {"messages": []}
         found, texts, names = self._late_texts(state)
-        late = None
-        if texts:
-            verdicts, (text, results, plans) = self._scan(texts, names), found
-            judged_input = 1 if text is not None else 0
-            outcomes = self._outcomes(results, plans, verdicts[judged_input:])
-            late = self._late(state, found, verdicts[:judged_input], outcomes)
+        (_, results, plans), judged_input = found, int(found[0] is not None)
+        verdicts = self._scan(texts, names) if texts else []
+        outcomes = self._outcomes(results, plans, verdicts[judged_input:])
+        joined, members = self._round(state, results, outcomes)
+        if joined is not None:
+            outcomes = self._with_round(results, outcomes, members, joined, self._scan([joined], [ROUND])[0])
+        late = self._late(state, found, verdicts[:judged_input], outcomes)
         return handler(request) if late is None else answered(request, handler, late)
 
     async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         state = request.state if isinstance(request.state, dict) else {"messages": []}
         found, texts, names = self._late_texts(state)
-        late = None
-        if texts:
-            verdicts, (text, results, plans) = await self._ascan(texts, names), found
-            judged_input = 1 if text is not None else 0
-            outcomes = await self._aoutcomes(results, plans, verdicts[judged_input:])
-            late = self._late(state, found, verdicts[:judged_input], outcomes)
+        (_, results, plans), judged_input = found, int(found[0] is not None)
+        verdicts = await self._ascan(texts, names) if texts else []
+        outcomes = await self._aoutcomes(results, plans, verdicts[judged_input:])
+        joined, members = self._round(state, results, outcomes)
+        if joined is not None:
+            outcomes = self._with_round(results, outcomes, members, joined, (await self._ascan([joined], [ROUND]))[0])
+        late = self._late(state, found, verdicts[:judged_input], outcomes)
         return await handler(request) if late is None else await aanswered(request, handler, late)
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
