@@ -212,10 +212,12 @@ class MicroBatcher:
         with self._start_lock:
             self._closed = True
             thread = self._thread
+        error = GuardClosedError("this guard was closed while the check waited")
+        self._fail_queued(error)  # now: the worker would score every queued request before it saw the stop
         self._queue.put(_STOP)
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        self._fail_queued(GuardClosedError("this guard was closed while the check waited"))
+            thread.join(timeout)  # the batch it is in, if any
+        self._fail_queued(error)
 
     def _fail_queued(self, error: BaseException) -> None:
         stop = False

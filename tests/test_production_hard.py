@@ -153,6 +153,23 @@ def test_a_caller_that_gives_up_withdraws_its_rows_queued_or_between_chunks():
     batcher.close()
 
 
+def test_close_fails_the_queued_requests_at_once_instead_of_scoring_them():
+    """``close()`` put its stop behind the queue: the worker scored every request queued before it (seconds, for
+    callers about to be told the guard is closed). Queued requests fail at once; the running batch finishes."""
+    batcher, seen, gate, running = _held_in_its_first_chunk()
+    queued = [batcher.submit([n], [None]) for n in range(10, 20)]
+    closing = threading.Thread(target=batcher.close)
+    closing.start()
+    for future in queued:
+        with pytest.raises(GuardClosedError):
+            future.result(2)  # before the running batch ends: nothing waits behind it
+    gate.set()
+    closing.join(5)
+    assert seen == [[1, 2]]  # nothing queued was scored
+    with pytest.raises(GuardClosedError):
+        running.result(5)  # the rest of the running request is never started either
+
+
 def test_a_micro_batched_guard_judges_a_long_conversation_in_chunks_as_without_batching(lg3_1b):
     """The windows of a long conversation, run a few at a time between other callers, give the same verdict."""
     long = " ".join(f"{BENIGN} {BOMB}" for _ in range(400))
