@@ -362,6 +362,19 @@ async def achecked(
     return verdicts
 
 
+def _raise_first_error(outputs: list[Any]) -> list[Any]:
+    """``outputs`` when no row failed; else raise the first failed row's error, as LangChain's ``batch`` does, with
+    a note naming the row (its own message names only what is wrong inside the row)."""
+    failed = [(i, out) for i, out in enumerate(outputs) if isinstance(out, BaseException)]
+    if not failed:
+        return outputs
+    row, error = failed[0]
+    whole = all(out is error for out in outputs)  # the whole call failed (a cancellation, a closed guard)
+    if len(outputs) > 1 and not whole and isinstance(error, Exception):
+        error.add_note(f"(row {row} of a batch of {len(outputs):,}; pass return_exceptions=True for every row's)")
+    raise error
+
+
 class OneBatchPerCall:
     """A Runnable mixin: ``batch`` / ``abatch`` hand the whole list to the class's ``_batch`` / ``_abatch``, so a
     batch of inputs is one model batch per guard (LangChain's default would run them one by one).
@@ -375,28 +388,30 @@ class OneBatchPerCall:
     ) -> list[Any]:
         if not inputs:
             return []
-        return self._batch_with_config(  # type: ignore[attr-defined]
+        out = self._batch_with_config(  # type: ignore[attr-defined]
             self._batch,
             inputs,
             config,
-            return_exceptions=return_exceptions,
+            return_exceptions=True,
             run_type="chain",
             **kwargs,  # type: ignore[attr-defined]
         )
+        return out if return_exceptions else _raise_first_error(out)
 
     async def abatch(
         self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any
     ) -> list[Any]:
         if not inputs:
             return []
-        return await self._abatch_with_config(  # type: ignore[attr-defined]
+        out = await self._abatch_with_config(  # type: ignore[attr-defined]
             self._abatch,
             inputs,
             config,
-            return_exceptions=return_exceptions,
+            return_exceptions=True,
             run_type="chain",
             **kwargs,  # type: ignore[attr-defined]
         )
+        return out if return_exceptions else _raise_first_error(out)
 
 
 class _GuardBase(OneBatchPerCall, NoVerdictFallbacks, RunnableSerializable[Any, Any]):

@@ -294,3 +294,20 @@ def test_a_checkpoint_that_cannot_be_fetched_is_a_load_error_that_says_what_to_d
     with pytest.raises(GuardLoadError, match=r"cannot load 'meta-llama/Not-A-Guard': .*HF_HUB_OFFLINE=1") as caught:
         guard.from_pretrained("meta-llama/Not-A-Guard", local_files_only=True)
     assert isinstance(caught.value, OSError) and isinstance(caught.value, LlamaGuardError)
+
+
+def test_a_step_batch_that_raises_names_the_row_that_failed(lg4):
+    """LangChain's ``batch`` raises the first failed row's error as it is; that error names only what is wrong
+    inside the row ("message 0 ..."), so a note says which row of the batch it was (sync and async)."""
+    import asyncio
+
+    from langchain_core.messages import ChatMessage
+
+    step = lg4.as_input_guard()
+    rows = [BENIGN, [ChatMessage(content="x", role="narrator")], BENIGN]
+    for run in (step.batch, lambda r: asyncio.run(step.abatch(r))):
+        with pytest.raises(GuardTypeError, match="unsupported message type") as caught:
+            run(rows)
+        assert caught.value.__notes__ == ["(row 1 of a batch of 3; pass return_exceptions=True for every row's)"]
+    out = step.batch(rows, return_exceptions=True)
+    assert isinstance(out[1], GuardTypeError) and out[0] == BENIGN and out[2] == BENIGN
