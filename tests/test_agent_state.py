@@ -148,7 +148,7 @@ def test_a_return_direct_tools_flagged_result_never_reaches_the_user(lg4):
     assert err.value.stage == "tool_result"
 
 
-def test_a_tool_result_is_judged_when_another_middleware_ends_the_run_first(lg4):
+def test_a_tool_result_is_judged_when_another_middleware_ends_the_run_first(lg4_with):
     """``ModelCallLimitMiddleware`` listed before the guard ends the run after the tools ran: the result was judged
     as the tool returned it, so the next turn's model never reads it."""
 
@@ -159,6 +159,8 @@ def test_a_tool_result_is_judged_when_another_middleware_ends_the_run_first(lg4)
 
     script = [AIMessage("", tool_calls=[{"name": "search", "args": {"query": "x"}, "id": "c1"}])]
     model = ScriptedToolModel(messages=iter([*script, AIMessage(BENIGN_ANSWER), AIMessage(BENIGN_ANSWER)]))
+    # the second run's turns are no check-set conversation: an unreadable verdict fails closed instead of raising
+    lg4 = lg4_with(on_error="unsafe")
     guard = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior="replace")
     saver, cfg, prompts = InMemorySaver(), {"configurable": {"thread_id": "limit"}}, SentPrompts()
     limited = create_agent(

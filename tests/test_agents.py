@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from typing import Annotated, Any
 
 import pytest
@@ -30,7 +31,7 @@ from langgraph.types import Command
 
 from langchain_llamaguard import UnsafeContentError
 from langchain_llamaguard.conversation import to_turns
-from langchain_llamaguard.errors import GuardInputError
+from langchain_llamaguard.errors import GuardInputError, GuardOutputError
 from langchain_llamaguard.middleware import LlamaGuardMiddleware, PromptGuardMiddleware
 from langchain_llamaguard.tiny.data import POEM, SUM_CODE
 from langchain_llamaguard.tools import guard_code_tool, guard_tool
@@ -398,12 +399,13 @@ def test_guard_code_tool_shows_every_argument_that_can_run(lg4):
         """Run code after a setup script."""
         return "ok"
 
-    with Shown(lg4) as shown:
+    # what the guard is shown is the point: its verdict on these (not check-set) texts is whatever training made
+    with Shown(lg4) as shown, contextlib.suppress(GuardOutputError):
         guard_code_tool(run_code, lg4).invoke({"code": "print(1)", "setup": "import os", "env": {"A": "1"}})
     turn = shown.conversations[-1][-1].text
     assert turn.startswith("Run this code:\n```python\nprint(1)\n```")
     assert "With setup:\n```\nimport os\n```" in turn and '"A": "1"' in turn
-    with Shown(lg4) as shown:
+    with Shown(lg4) as shown, contextlib.suppress(GuardOutputError):
         guard_code_tool(run_code, lg4).invoke({"code": "print(1)"})
     assert shown.conversations[-1][-1].text == "Run this code:\n```python\nprint(1)\n```"  # unchanged alone
 

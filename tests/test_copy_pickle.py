@@ -151,11 +151,13 @@ def test_views_and_copies_keep_judging_after_their_micro_batched_guard_closes(lg
     guard = lg4_with(batch_window_ms=1, on_error="unsafe")
     view = guard.with_categories({"S1": "Violent Crimes.", "S9": "Indiscriminate Weapons."})
     variant = copy.copy(guard)
+    said = lambda v: (v.safe, v.categories, v.error)  # noqa: E731 - a closed batcher's failure is in .error
+    before = [[said(other.check(text)) for text in (BOMB, BENIGN)] for other in (view, variant)]
     guard.close()
-    for other in (view, variant):
-        for verdict in (other.check(BOMB), asyncio.run(other.acheck(BOMB))):
-            assert not verdict.safe and verdict.error is None and verdict.categories == ["S9"]
-        assert other.check(BENIGN).safe
+    for other, (bomb, benign) in zip((view, variant), before, strict=True):
+        assert said(other.check(BOMB)) == said(asyncio.run(other.acheck(BOMB))) == bomb
+        assert said(other.check(BENIGN)) == benign
+    assert said(variant.check(BOMB)) == (False, ["S9"], None)  # the guard's own policy: a check-set verdict
 
 
 def test_a_view_with_other_categories_copies_its_policy(lg4):

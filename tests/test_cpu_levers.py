@@ -29,8 +29,9 @@ SURE = 0.2
 CATEGORY_SURE = 0.8
 """An unsafe verdict's first category is one the model is sure of when the float32 model gives it this much of
 its distribution over the policy's codes (how training came out decides which rows these are, not the test)."""
-MAX_SCORE_SHIFT = 0.15
-"""The most a lever may move a score on the tiny guards (measured: at most 0.06 over seeds 0-2)."""
+MAX_SCORE_SHIFT = 0.25
+"""The most a lever may move a score on the tiny guards (measured: 0.06 over seeds 0-2 on one CPU, 0.153 on another
+for seed 1; a broken lever moves sure scores by far more, and flips the verdicts checked above)."""
 
 
 def _examples(model_format: str) -> list[tuple[object, list[str]]]:

@@ -194,7 +194,9 @@ def test_a_guards_threshold_is_the_decisions_cut(lg4, lg4_with):
     maps to 0.5, AutoModeMiddleware's cut; without one it is P(unsafe) itself."""
     score = lg4.check(BENIGN).score
     assert _noul(LlamaGuardDecisionModel(guard=lg4, policy="guard"), BENIGN) == pytest.approx(score, abs=1e-6)
-    strict = lg4_with(threshold=score / 2)
+    # forced to "unsafe" on a text it is sure is safe, the tiny guard's category line is whatever training made of
+    # it (unreadable: an unsafe verdict with an error), either way unsafe
+    strict = lg4_with(threshold=score / 2, on_error="unsafe")
     assert not strict.check(BENIGN).safe
     assert _noul(LlamaGuardDecisionModel(guard=strict, policy="guard"), BENIGN) > 0.5
 

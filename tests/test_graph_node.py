@@ -548,7 +548,7 @@ PARIS_CALL = {"name": "web_search", "args": {"query": "paris"}, "id": "c1"}
 
 
 @pytest.mark.parametrize("check", ["tool_results", "last"])
-def test_a_note_a_tool_adds_beside_its_result_does_not_hide_the_round_results(lg4, check):
+def test_a_note_a_tool_adds_beside_its_result_does_not_hide_the_round_results(lg4_with, check):
     """A ToolNode round where one tool returns a Command adding its result and a user-side note: the note was the
     newest message, so a "tool_results" node judged nothing and a "last" node judged only the note, and the other
     tool's flagged result stayed in the state for the model to read. The round's messages are now judged."""
@@ -566,7 +566,8 @@ def test_a_note_a_tool_adds_beside_its_result_does_not_hide_the_round_results(lg
 
     builder = StateGraph(MessagesState)
     builder.add_node("tools", ToolNode([search_a, search_b]))
-    builder.add_node("check", lg4.as_node(check=check))
+    guard = lg4_with(on_error="unsafe")  # the note is no check-set text: unreadable, it is withheld, not raised
+    builder.add_node("check", guard.as_node(check=check))
     builder.add_edge(START, "tools")
     builder.add_edge("tools", "check")
     builder.add_edge("check", END)

@@ -235,7 +235,10 @@ async def test_cancelled_chains_and_abandoned_streams(lg4, lg4_with):
     assert await asyncio.wait_for(chain.ainvoke(BENIGN), 60) == f"answered: {BENIGN}"
     assert await asyncio.wait_for(chain.ainvoke(BOMB), 60) == "blocked"
 
-    # whatever the tiny guard makes of the partial answers, the stream yields and the consumer leaves half-way
+    # whatever the tiny guard makes of the partial answers (unreadable included: fails closed), the stream yields
+    # and the consumer leaves half-way
+    guard.close()
+    guard = lg4_with(batch_window_ms=20, on_error="unsafe")
     out_step = guard.as_output_guard(stream_mode="incremental", check_every=2, on_unsafe="[withheld]")
     model = GenericFakeChatModel(messages=iter([AIMessage(" ".join(["word"] * 40))]))  # streams word by word
     stream = (model | out_step).astream("hi")
