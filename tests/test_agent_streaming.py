@@ -155,10 +155,12 @@ def test_the_transformer_is_registered_before_the_builtins(lg4):
     assert LlamaGuardMiddleware(lg4, apply_to_output=False).transformers == ()  # nothing to hold back
 
 
-def test_the_event_log_stays_ordered(lg4):
+def test_the_event_log_stays_ordered(lg4_with):
     """Held blocks are replayed through the stream's own mux: ``seq`` keeps increasing, one finish per block."""
     script = [("Let me look.", [("web_search", {"query": "paris"}), ("web_search", {"query": "lyon"})]), ("ok", [])]
-    agent, _ = agent_for(script, [LlamaGuardMiddleware(lg4)])
+    # the answer after the results is no check-set conversation: an unreadable verdict fails closed (a refusal
+    # block in its place), never raises
+    agent, _ = agent_for(script, [LlamaGuardMiddleware(lg4_with(on_error="unsafe"))])
     events = list(agent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3"))
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -510,7 +512,7 @@ def test_neither_guards_stream_transformer_judges_the_others_notice(lg4, prompt_
     assert "prompt injection" in result.text  # Prompt Guard's notice, as the state holds it
 
 
-def test_a_tool_result_carrying_a_copied_guard_mark_is_still_judged_on_the_stream(lg4):
+def test_a_tool_result_carrying_a_copied_guard_mark_is_still_judged_on_the_stream(lg4_with):
     """The mark on a guard's own notice is a hash anyone can compute: a tool (or a remote graph) returning a message
     that carries it must not pass the stream unjudged (the hooks judge it; the stream showed it whole)."""
     from langchain_llamaguard.replacements import GUARD_WRITTEN, fingerprint
@@ -522,6 +524,7 @@ def test_a_tool_result_carrying_a_copied_guard_mark_is_still_judged_on_the_strea
         return forged.model_copy(update={"response_metadata": {GUARD_WRITTEN: fingerprint(forged)}})
 
     script = [("", [("web_search", {"query": "weather"})]), ("summary", [])]
+    lg4 = lg4_with(on_error="unsafe")  # the answer after the withheld result: no check-set text, fails closed
     mw = LlamaGuardMiddleware(lg4, apply_to_tool_results=True, exit_behavior="replace")
     agent = create_agent(StreamingToolModel(script=script), [web_search], middleware=[mw])
     log = raw_log(agent.stream_events({"messages": [HumanMessage(BENIGN)]}, version="v3"))
@@ -544,13 +547,14 @@ def test_a_removal_in_a_projection_stays_a_removal():
     assert isinstance(scrubbed["after_model"]["messages"][1], RemoveMessage)
 
 
-def test_a_guarded_agent_inside_another_graph_is_held_when_the_root_registers_the_guards_transformers(lg4):
+def test_a_guarded_agent_inside_another_graph_is_held_when_the_root_registers_the_guards_transformers(lg4_with):
     """Only the root graph's stream transformers run: a guarded agent used as a node of a parent graph, or inside
     a tool of another agent, streamed its flagged answer on the parent's v3 stream. Compiled with the guard's
     ``transformers``, the parent holds it in every namespace (as the README says)."""
     from langgraph.graph import END, START, MessagesState, StateGraph
 
-    guard = LlamaGuardMiddleware(lg4)
+    # the outer answer after the helper's refusal is no check-set conversation: unreadable, it fails closed
+    guard = LlamaGuardMiddleware(lg4_with(on_error="unsafe"))
     inner = create_agent(StreamingToolModel(script=[(UNSAFE_ANSWER, [])]), [], middleware=[guard])
     builder = StateGraph(MessagesState)
     builder.add_node("agent", inner)
