@@ -363,11 +363,11 @@ def test_a_callers_own_history_costs_no_extra_check(lg4, monkeypatch):
 
 
 @pytest.mark.parametrize("which", ["llama_guard", "prompt_guard"])
-def test_a_flagged_user_turn_leaves_the_thread(lg4, prompt_guard, which, monkeypatch):
+def test_a_flagged_user_turn_leaves_the_thread(lg4_with, prompt_guard, which, monkeypatch):
     """A refused turn is replaced by a notice (same id): the next turn's model is never sent it, and Llama Guard
     judges the next turn without it (whether it then answers is the guard's call, not asserted here)."""
-    guard, bad = (
-        (LlamaGuardMiddleware(lg4), BOMB)
+    guard, bad = (  # the second turn is no check-set conversation: an unreadable verdict fails closed
+        (LlamaGuardMiddleware(lg4_with(on_error="unsafe")), BOMB)
         if which == "llama_guard"
         else (PromptGuardMiddleware(prompt_guard), INJECTION)
     )
@@ -413,7 +413,7 @@ def test_a_system_note_between_user_messages_does_not_end_the_users_turn(prompt_
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 async def test_a_turn_another_middleware_ended_before_the_guard_judged_it_is_judged_next_turn(
-    lg4, monkeypatch, use_async
+    lg4_with, monkeypatch, use_async
 ):
     """A quota middleware listed before the guard ends a run in its ``before_agent`` ("out of credits"): the
     guard's ``before_agent`` never ran, and the next turn's model read that turn, unjudged. It is judged at the
@@ -428,6 +428,7 @@ async def test_a_turn_another_middleware_ended_before_the_guard_judged_it_is_jud
                 return {"messages": [AIMessage("Out of credits.", id="quota")], "jump_to": "end"}
             return None
 
+    lg4 = lg4_with(on_error="unsafe")  # turns in this thread's context are no check-set text: unreadable fails closed
     guard = LlamaGuardMiddleware(lg4)
     judged: list[tuple[str, str]] = []
     check, acheck = guard.moderator.check, guard.moderator.acheck

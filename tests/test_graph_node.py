@@ -477,6 +477,8 @@ def test_a_flagged_user_turn_leaves_the_thread_so_the_next_turn_does_not_hand_it
     """check_in -> model, checkpointed: the refused turn is replaced by the guard's notice (same id, the agent
     middleware's words), so the thread's next run hands the model the notice, never the flagged text."""
     guard = request.getfixturevalue(guard_name)
+    if guard_name == "lg4":  # the second turn, after the notice, is no check-set conversation: it fails closed
+        guard = request.getfixturevalue("lg4_with")(on_error="unsafe")
     flagged = INJECTION if guard_name == "prompt_guard" else BOMB
     handed: list[list[str]] = []
     builder = _checked_model_graph(guard, handed)
